@@ -1,0 +1,17 @@
+"""The keys package's error family. Crypto failures stay opaque: they never say which byte failed."""
+
+
+class KeysError(Exception):
+    """Root of every error raised by the keys package."""
+
+
+class KeyFileError(KeysError):
+    """A key file is missing, has loose permissions, the wrong type or a bad length (names the file)."""
+
+
+class VerificationError(KeysError):
+    """A signature, proof, sealed message or stored row did not verify."""
+
+
+class BundleError(KeysError):
+    """A trust bundle was refused: wrong root, rollback, expired or malformed."""

@@ -1,0 +1,126 @@
+"""One error family for the node, and the one table that maps every package's errors to a
+gRPC status code and a CLI exit code.
+
+Exit codes (DESIGN.md section 7): 0 ok, 1 failure, 2 usage or input error, 3 verification
+failure (tampering). Messages are written for a person to act on and never carry personal data
+(identifiers, names) or key material.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+import adapters
+import catalog
+import keys
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of the `credex` command."""
+
+    OK = 0
+    FAILURE = 1
+    INPUT = 2
+    VERIFICATION = 3
+
+
+class NodeError(Exception):
+    """Root of the node's errors; `exit_code` and `status` say how it surfaces."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class ConfigError(NodeError):
+    """The node's configuration is missing or invalid (the message names the key)."""
+
+    exit_code = ExitCode.INPUT
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class InputError(NodeError):
+    """A request or command argument is malformed."""
+
+    exit_code = ExitCode.INPUT
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(NodeError):
+    """The named record, peer or entry does not exist."""
+
+    exit_code = ExitCode.INPUT
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class AuthError(NodeError):
+    """A signature, certificate, nonce or timestamp was not accepted."""
+
+    exit_code = ExitCode.VERIFICATION
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PolicyDenied(NodeError):
+    """The policy denied a request; `reason` is a stable reason code."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class StaleBundle(NodeError):
+    """The trust bundle is missing, expired or older than required."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class LogUnavailable(NodeError):
+    """The access log cannot be written, so nothing may be answered (fail closed)."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class TamperDetected(NodeError):
+    """Stored data or the access log failed verification."""
+
+    exit_code = ExitCode.VERIFICATION
+    status = grpc.StatusCode.DATA_LOSS
+
+
+class PeerUnavailable(NodeError):
+    """A peer could not be reached (down, or refused our certificate)."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """Return the CLI exit code for any credex error (FAILURE for anything unknown)."""
+    if isinstance(error, NodeError):
+        return error.exit_code
+    if isinstance(error, keys.VerificationError | keys.BundleError):
+        return ExitCode.VERIFICATION
+    if isinstance(error, catalog.CatalogError | adapters.AdapterError | keys.KeyFileError):
+        return ExitCode.INPUT
+    return ExitCode.FAILURE
+
+
+def status_for(error: BaseException) -> grpc.StatusCode:
+    """Return the gRPC status code for any credex error (INTERNAL for anything unknown)."""
+    if isinstance(error, NodeError):
+        return error.status
+    if isinstance(error, keys.VerificationError):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(error, keys.BundleError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, catalog.UnknownItem):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, catalog.CatalogError | adapters.AdapterError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
