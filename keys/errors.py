@@ -1,4 +1,7 @@
-"""The keys package's error family. Crypto failures stay opaque: they never say which byte failed."""
+"""The keys package's error family.
+
+Crypto failures stay opaque: they never say which byte failed.
+"""
 
 
 class KeysError(Exception):
@@ -6,7 +9,7 @@ class KeysError(Exception):
 
 
 class KeyFileError(KeysError):
-    """A key file is missing, has loose permissions, the wrong type or a bad length (names the file)."""
+    """A key file is missing, too open, of the wrong type or length (the message names it)."""
 
 
 class VerificationError(KeysError):

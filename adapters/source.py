@@ -1,0 +1,150 @@
+"""What every source promises: streamed rows with their original column names, and a position.
+
+A source yields `(row_number, {column: text})` one row at a time and, after each row, can say
+where it is (`position()`), as a `ResumeState` a caller may save once it has stored everything
+up to that row. Reading again with that state continues after the row, neither repeating nor
+skipping one.
+
+Row numbers are what a clerk sees: the spreadsheet row for CSV and Excel (the header line is a
+row), the line for JSON Lines, and a running count for SQL tables. Rows whose cells are all
+empty are not rows (exports pad with them) and are neither yielded nor counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from adapters.errors import SourceError
+
+Row = tuple[int, dict[str, str]]
+
+EXTRA_CELLS = "(extra cells)"
+"""Key under which a CSV row's cells beyond the header are kept, so the row can be rejected."""
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """Where a source stopped: JSON-able, saved by the caller only after storing the batch.
+
+    `kind` is the source kind, `source` its display name, `row_number` the last row consumed,
+    `position` the source-specific rest (byte offset and fingerprint, or watermark and key).
+    """
+
+    kind: str
+    source: str
+    row_number: int
+    position: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise as one JSON object."""
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "source": self.source,
+                "row_number": self.row_number,
+                "position": dict(self.position),
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ResumeState:
+        """Parse a saved state; refuses anything that is not a state this module wrote."""
+        try:
+            data = json.loads(text)
+            kind, source, row = data["kind"], data["source"], data["row_number"]
+            position = data.get("position", {})
+        except (ValueError, KeyError, TypeError) as error:
+            raise SourceError("resume state", f"not a saved resume state ({error})") from None
+        if not (
+            isinstance(kind, str)
+            and isinstance(source, str)
+            and isinstance(row, int)
+            and isinstance(position, dict)
+        ):
+            raise SourceError("resume state", "not a saved resume state (wrong types)")
+        return cls(kind=kind, source=source, row_number=row, position=position)
+
+
+class Source(Protocol):
+    """A streaming reader of rows (see the module docstring for the promises)."""
+
+    kind: str
+    name: str
+
+    def columns(self) -> tuple[str, ...] | None:
+        """The header's column names, or None for sources without a fixed header (JSON Lines).
+
+        Reads the header if it has not been read yet; never reads data rows.
+        """
+        ...
+
+    def rows(self, resume: ResumeState | None = None) -> Iterator[Row]:
+        """Yield rows after the resume point (all rows when None)."""
+        ...
+
+    def position(self) -> ResumeState:
+        """The state after the last row yielded (the start when none was)."""
+        ...
+
+
+def check_resume(resume: ResumeState | None, kind: str, name: str) -> None:
+    """Refuse a resume state saved for another kind of source or another source."""
+    if resume is not None and (resume.kind != kind or resume.source != name):
+        raise SourceError(
+            name, f"the resume state belongs to {resume.kind} source {resume.source!r}"
+        )
+
+
+def name_columns(cells: Sequence[str]) -> tuple[str, ...]:
+    """Turn header cells into unique column names.
+
+    Names are trimmed; a blank cell becomes "(column N)" (1-based), and a repeated name gets
+    "#2", "#3" ... so no two columns share a name and no cell is silently dropped.
+    """
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for index, cell in enumerate(cells, start=1):
+        name = cell.strip().strip("\ufeff").strip() or f"(column {index})"
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        names.append(name if count == 1 else f"{name}#{count}")
+    return tuple(names)
+
+
+def cell_text(value: object) -> str:
+    """Write a cell value from Excel, JSON or a database as text, losing nothing.
+
+    None is "", booleans "true"/"false", integral floats without ".0", other floats in their
+    shortest round-trip form, decimals without exponent, dates ISO (datetimes at midnight as a
+    date, others "YYYY-MM-DD HH:MM:SS"), nested JSON compact.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0, 0) and value.tzinfo is None:
+            return value.date().isoformat()
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)

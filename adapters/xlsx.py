@@ -1,0 +1,171 @@
+"""Excel .xlsx exports, streamed with openpyxl's read-only mode.
+
+Read-only mode does not expose merged cells, and exports often group columns under a merged
+header cell. Two rules stand in for the merge information:
+
+- one header row (`header_rows = 1`): a blank header cell after a named one belongs to the same
+  merged group and is named after it with "#2", "#3" ... ("处罚机关", "处罚机关#2");
+- two header rows (`header_rows = 2`): the upper row is carried to the right over blank cells
+  (the merged group) and joined with the lower row by "/" ("处罚机关/名称",
+  "处罚机关/统一社会信用代码"); where one of the two is blank (a cell merged vertically, or a
+  column without a group) the other is the name alone.
+
+Cells: dates and datetimes become ISO text (a datetime at midnight becomes a date); numbers
+that Excel stores as serial dates without a date format stay numbers, and the `date`
+transform's "excel" format turns them into dates. Formulas are read as their cached values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+
+from adapters.errors import SourceError
+from adapters.source import EXTRA_CELLS, ResumeState, Row, cell_text, check_resume, name_columns
+
+__all__ = ["XlsxSource", "header_names"]
+
+
+def header_names(rows: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """Column names from one or two header rows (see the module docstring for the rules)."""
+    width = max((len(r) for r in rows), default=0)
+    padded = [list(r) + [""] * (width - len(r)) for r in rows]
+    if len(padded) == 1:
+        carried: list[str] = []
+        last = ""
+        for cell in padded[0]:
+            text = cell.strip()
+            last = text or last
+            carried.append(text or last)
+        return name_columns(carried)
+    upper, lower = padded[0], padded[1]
+    names: list[str] = []
+    group = ""
+    for top_cell, bottom_cell in zip(upper, lower, strict=True):
+        top, bottom = top_cell.strip(), bottom_cell.strip()
+        if top:
+            # A named upper cell with nothing below is merged vertically: it starts no group.
+            group = top if bottom else ""
+            head = top
+        else:
+            head = group if bottom else ""
+            group = group if bottom else ""
+        names.append(f"{head}/{bottom}" if head and bottom and head != bottom else head or bottom)
+    return name_columns(names)
+
+
+class XlsxSource:
+    """One worksheet of an .xlsx workbook read row by row (see the module docstring).
+
+    `sheet` None means the first sheet; `header_row` is the 1-based row of the (first) header
+    row and `header_rows` is 1 or 2.
+    """
+
+    kind = "xlsx"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sheet: str | None = None,
+        header_row: int = 1,
+        header_rows: int = 1,
+        name: str | None = None,
+    ) -> None:
+        self.path = path
+        self.name = name or path.name
+        self._sheet = sheet
+        self._header_row = header_row
+        self._header_rows = header_rows
+        self._columns: tuple[str, ...] | None = None
+        self._fingerprint = ""
+        self._row_number = 0
+
+    def _workbook(self) -> Any:
+        try:
+            with warnings.catch_warnings():
+                # openpyxl warns about styles and extensions it ignores; they do not touch values.
+                warnings.simplefilter("ignore", UserWarning)
+                return openpyxl.load_workbook(self.path, read_only=True, data_only=True)
+        except (OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
+            raise SourceError(self.name, f"not a readable .xlsx workbook ({error})") from None
+
+    def _worksheet(self, workbook: Any) -> Any:
+        if self._sheet is None:
+            return workbook.worksheets[0]
+        if self._sheet not in workbook.sheetnames:
+            raise SourceError(self.name, f"no sheet named {self._sheet!r}")
+        return workbook[self._sheet]
+
+    def columns(self) -> tuple[str, ...]:
+        """The column names from the header row(s)."""
+        if self._columns is None:
+            digest = hashlib.sha256()
+            with self.path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            self._fingerprint = digest.hexdigest()
+            workbook = self._workbook()
+            try:
+                sheet = self._worksheet(workbook)
+                last = self._header_row + self._header_rows - 1
+                header = [
+                    [cell_text(v) for v in row]
+                    for row in sheet.iter_rows(
+                        min_row=self._header_row, max_row=last, values_only=True
+                    )
+                ]
+            finally:
+                workbook.close()
+            if len(header) < self._header_rows or not any(any(r) for r in header):
+                raise SourceError(self.name, f"no header at row {self._header_row}")
+            self._columns = header_names(header)
+            self._row_number = last
+        return self._columns
+
+    def position(self) -> ResumeState:
+        """The state after the last row yielded."""
+        self.columns()
+        return ResumeState(
+            kind=self.kind,
+            source=self.name,
+            row_number=self._row_number,
+            position={"fingerprint": self._fingerprint},
+        )
+
+    def rows(self, resume: ResumeState | None = None) -> Iterator[Row]:
+        """Yield data rows below the header, or after the resume row.
+
+        Refuses a resume state saved for a different workbook (its SHA-256 changed).
+        """
+        columns = self.columns()
+        check_resume(resume, self.kind, self.name)
+        first = self._header_row + self._header_rows
+        if resume is not None:
+            if resume.position.get("fingerprint") != self._fingerprint:
+                raise SourceError(self.name, "the workbook changed since the state was saved")
+            first = resume.row_number + 1
+        self._row_number = first - 1
+        workbook = self._workbook()
+        try:
+            sheet = self._worksheet(workbook)
+            for values in sheet.iter_rows(min_row=first, values_only=True):
+                self._row_number += 1
+                cells = [cell_text(v) for v in values]
+                if not any(cells):
+                    continue
+                row = dict(zip(columns, cells, strict=False))
+                for name in columns[len(cells) :]:
+                    row[name] = ""
+                extra = [c for c in cells[len(columns) :] if c]
+                if extra:
+                    row[EXTRA_CELLS] = "\t".join(extra)
+                yield self._row_number, row
+        finally:
+            workbook.close()

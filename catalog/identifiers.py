@@ -1,0 +1,167 @@
+"""Identifier checks: GB 11643 citizen ID numbers (RIC) and GB 32100 unified social credit codes.
+
+python-stdnum supplies the check-digit arithmetic; this module adds what it lacks and decides
+what it gets wrong for us (docs/catalog.md, "Identifiers"):
+
+- Input is normalised (NFKC, so full-width digits become ASCII; upper case; spaces, hyphens and
+  dots removed) so one subject never has two spellings.
+- RIC: a future or impossible birth date is refused. The 6-digit area code is NOT checked
+  against the birth year (stdnum does that, and so refuses GB 11643's own example
+  440524188001010014): the area code is the county where the number was first issued (1984 or
+  later), not the place at birth, so only the province prefix is required to be valid.
+- RIC: 15-digit numbers (GB 11643-1989) are refused with a message saying to convert them; they
+  have no check digit, so a typo in one cannot be caught.
+- USCC: letter registration departments (A, N, Y) are accepted when the charset and check
+  character are right (stdnum refuses any letter in positions 1-8); all-zero codes and the
+  individual-business placeholder `00000000000000000X` are refused here (the placeholder is
+  accepted only by `validate_record`, for 个体工商户 with a business registration number).
+
+Errors are `InvalidIdentifier` and say what is wrong (length, character, date, check digit with
+the expected character) without ever echoing the full value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import unicodedata
+
+from stdnum.cn import ric as _ric
+from stdnum.cn import uscc as _uscc
+
+from catalog.errors import InvalidIdentifier
+
+USCC_PLACEHOLDER = "00000000000000000X"
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_SET = frozenset(USCC_ALPHABET)
+
+# GB/T 2260 province-level codes, plus 81/82/83 used by residence permits of Hong Kong, Macao
+# and Taiwan residents (港澳台居民居住证, since 2018).
+_PROVINCES = frozenset(
+    {
+        "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37",
+        "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64",
+        "65", "71", "81", "82", "83",
+    }
+)  # fmt: skip
+_USCC_DEPARTMENTS = frozenset("123456789ANY")
+# position-2 categories where GB 32100's table is known (S-USCCTAB); other departments: charset only
+_USCC_CATEGORIES = {"1": frozenset("1239"), "5": frozenset("1239"), "9": frozenset("123")}
+_SEPARATORS = str.maketrans("", "", " \t-.\u3000_")
+_EARLIEST_BIRTH_YEAR = 1800
+
+
+def compact(value: str) -> str:
+    """Return the identifier in its one canonical spelling: NFKC, upper case, no separators."""
+    if value.isascii():
+        if value.isalnum():  # the common case: nothing to remove
+            return value.upper()
+        return value.translate(_SEPARATORS).strip().upper()
+    return unicodedata.normalize("NFKC", value).translate(_SEPARATORS).strip().upper()
+
+
+def mask_identifier(value: str) -> str:
+    """Return a masked form safe for logs and messages: `370303********0001` for an 18-character
+    value (first 6, last 4 kept); shorter values keep a quarter on each side, values of 4
+    characters or fewer are fully masked. Never returns the full value."""
+    text = compact(value) if value.strip() else value
+    n = len(text)
+    if n <= 4:
+        return "*" * n
+    if n >= 11:
+        return text[:6] + "*" * (n - 10) + text[-4:]
+    keep = max(1, n // 4)
+    return text[:keep] + "*" * (n - 2 * keep) + text[-keep:]
+
+
+class _Masked:
+    """Formats as the masked identifier, computed only when an error message needs it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __format__(self, spec: str) -> str:
+        return mask_identifier(self._value)
+
+
+def normalize_ric(value: str, *, today: datetime.date) -> str:
+    """Return the canonical 18-character citizen ID number, or raise InvalidIdentifier.
+
+    Refuses: a length other than 18 (15-digit numbers with a hint to convert), a non-digit in
+    positions 1-17 or a last character other than a digit or X, an unknown province prefix, an
+    impossible birth date, a birth date after `today` or before 1800, and a wrong check
+    character (naming the expected one). Historic county codes are accepted (module docstring).
+    """
+    number = compact(value)
+    masked = _Masked(number)
+    if len(number) == 15 and number.isdigit():
+        raise InvalidIdentifier(
+            f"ID number {masked}: 15-digit number (GB 11643-1989) is not accepted; "
+            "convert it to the 18-digit form (insert the century, add the check digit)"
+        )
+    if len(number) != 18:
+        raise InvalidIdentifier(f"ID number {masked}: length {len(number)}, expected 18")
+    body = number[:17]
+    if not (body.isascii() and body.isdigit()):
+        position = next(i for i, c in enumerate(body, 1) if not (c.isascii() and c.isdigit()))
+        raise InvalidIdentifier(f"ID number {masked}: character {position} is not a digit")
+    if number[17] not in "0123456789X":
+        raise InvalidIdentifier(f"ID number {masked}: character 18 must be a digit or X")
+    if number[:2] not in _PROVINCES:
+        raise InvalidIdentifier(
+            f"ID number {masked}: area code does not start with a valid province code"
+        )
+    try:
+        born = datetime.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
+        raise InvalidIdentifier(f"ID number {masked}: birth date part is not a real date") from None
+    if born > today:
+        raise InvalidIdentifier(f"ID number {masked}: birth date is in the future")
+    if born.year < _EARLIEST_BIRTH_YEAR:
+        raise InvalidIdentifier(f"ID number {masked}: birth year before {_EARLIEST_BIRTH_YEAR}")
+    expected = _ric.calc_check_digit(number)
+    if number[17] != expected:
+        raise InvalidIdentifier(f"ID number {masked}: check digit is wrong (expected {expected!r})")
+    return number
+
+
+def normalize_uscc(value: str) -> str:
+    """Return the canonical 18-character unified social credit code, or raise InvalidIdentifier.
+
+    Refuses: a length other than 18; a character outside GB 32100's set (I, O, S, V, Z are never
+    used); an unknown registration department (position 1) or category (position 2 where the
+    standard's table is known); a non-digit region code (positions 3-8); the all-zero code and
+    the `00000000000000000X` placeholder; a wrong check character (naming the expected one).
+    Letter departments A, N, Y are accepted (stdnum refuses them).
+    """
+    code = compact(value)
+    masked = _Masked(code)
+    if len(code) != 18:
+        raise InvalidIdentifier(f"USCC {masked}: length {len(code)}, expected 18")
+    for position, char in enumerate(code, start=1):
+        if char not in _USCC_SET:
+            raise InvalidIdentifier(
+                f"USCC {masked}: character {position} is not allowed "
+                "(digits and capital letters except I, O, S, V, Z)"
+            )
+    if code == USCC_PLACEHOLDER:
+        raise InvalidIdentifier(
+            "USCC 00000000000000000X is the placeholder of an individual business without a "
+            "code; it is accepted only in a 个体工商户 record that carries 工商注册号"
+        )
+    if set(code) == {"0"}:
+        raise InvalidIdentifier("USCC is all zeros")
+    if code[0] not in _USCC_DEPARTMENTS:
+        raise InvalidIdentifier(f"USCC {masked}: character 1 is not a registration department code")
+    categories = _USCC_CATEGORIES.get(code[0])
+    if categories is not None and code[1] not in categories:
+        raise InvalidIdentifier(
+            f"USCC {masked}: character 2 is not an organisation category of department {code[0]}"
+        )
+    if not code[2:8].isdigit():
+        raise InvalidIdentifier(f"USCC {masked}: characters 3-8 (region code) must be digits")
+    expected = _uscc.calc_check_digit(code[:17])
+    if code[17] != expected:
+        raise InvalidIdentifier(f"USCC {masked}: check character is wrong (expected {expected!r})")
+    return code

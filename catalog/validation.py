@@ -1,0 +1,627 @@
+"""Validating one record against its catalogue item.
+
+`validate_record` is pure (no IO, no clock: `today` is passed in) and compiles each item's checks
+once per catalogue, so it runs at tens of thousands of records per second (bench/catalog.py).
+It refuses, with one FieldError per problem (field id, Chinese name, code, and a bilingual
+message a clerk can act on):
+
+- unknown fields (`unknown_field`), or `prohibited` when the name is prohibited information;
+- text longer than `C..n` or with control characters, numbers outside `N..p,q` or negative,
+  dates that are not YYYY-MM-DD / YYYY/MM/DD / YYYYMMDD (or 2024年1月5日), decision dates after
+  `today`, values outside a code table, booleans other than 是/否/true/false/1/0;
+- missing mandatory fields, and conditionally mandatory ones when their rule holds;
+- invalid identifiers (RIC for 身份证 numbers, USCC), a subject kind the item does not hold;
+- pre-2021 penalty types for decisions after 2021-07-14;
+- summary-procedure penalties (Shandong Art. 13; rule in `_summary_procedure`);
+- a severe-dishonesty organisation record without legal representative or principal (Art. 31).
+
+Messages never contain an ID number or a person's name: values of non-public fields are not
+shown, identifiers are masked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+
+from catalog.conditions import Condition, parse_rule
+from catalog.errors import InvalidIdentifier
+from catalog.identifiers import (
+    USCC_PLACEHOLDER,
+    compact,
+    mask_identifier,
+    normalize_ric,
+    normalize_uscc,
+)
+from catalog.loader import default_catalog
+from catalog.model import (
+    Catalog,
+    CodeTable,
+    Field,
+    FieldError,
+    Item,
+    NormalisedRecord,
+    ValidationResult,
+)
+from catalog.prohibited import prohibited_reason
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DATE_SEP = re.compile(
+    r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+)
+_DATE_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_DATE_ZH = re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日$")
+_NUMBER = re.compile(r"^\+?(\d*)(?:\.(\d*))?$")
+_GROUPED = re.compile(r"^\+?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+_LIST_SPLIT = re.compile(r"[;；,，|]")
+_TRUE = frozenset({"true", "1", "是", "y", "yes", "t"})
+_FALSE = frozenset({"false", "0", "否", "n", "no", "f"})
+_EARLIEST_YEAR = 1800
+_HIDDEN = "（值已隐藏 value hidden）"
+
+# 行政处罚法 Art. 51: fines a summary procedure may impose, in 万元 (200 元 / 3000 元)
+_SUMMARY_FINE_LIMIT = {
+    "natural_person": Decimal("0.02"),
+    "individual_business": Decimal("0.02"),
+    "organisation": Decimal("0.3"),
+}
+_SUMMARY_TYPES = frozenset({"警告", "罚款"})
+
+
+class _Bad(Exception):  # noqa: N818 - private signal, never leaves this module
+    """A field value is refused: `code` and the bilingual `text` (without the field name)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+@dataclass(frozen=True)
+class _Spec:
+    field: Field
+    normalise: Callable[[str], str]
+    condition: Condition | None
+    until: Mapping[str, datetime.date]  # labels of old code values -> last decision date
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    item: Item
+    specs: Mapping[str, _Spec]
+    order: tuple[_Spec, ...]
+    mandatory: frozenset[str]
+    conditional: tuple[_Spec, ...]
+    id_checks: tuple[_Spec, ...]
+    past: tuple[_Spec, ...]
+    dated_codes: tuple[_Spec, ...]
+    kind_by_label: Mapping[str, str]
+    severity_by_label: Mapping[str, str]
+    id_type_keys: Mapping[str, str]
+    siblings: Mapping[str, tuple[str, ...]]  # subject kind -> items of this category that hold it
+
+
+def _shown(f: Field, value: str) -> str:
+    if f.sensitivity == "identifier":
+        return repr(mask_identifier(value))
+    if f.sensitivity != "public":
+        return _HIDDEN
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def _error(f: Field, code: str, text: str) -> FieldError:
+    return FieldError(f.id, f.name_zh, code, f"{f.name_zh}: {text}")
+
+
+# --- value normalisers, one per field kind --------------------------------------------------
+
+
+def _text(max_len: int | None) -> Callable[[str], str]:
+    def normalise(value: str) -> str:
+        if not value.isprintable() and _CONTROL.search(value):
+            raise _Bad("bad_text", "含有控制字符 (contains control characters)")
+        if max_len is not None and len(value) > max_len:
+            raise _Bad(
+                "too_long",
+                f"长度 {len(value)} 超过上限 {max_len} (too long: {len(value)} > {max_len} "
+                "characters)",
+            )
+        return value
+
+    return normalise
+
+
+def parse_date(value: str) -> datetime.date:
+    """Parse a date written YYYY-MM-DD, YYYY/MM/DD, YYYY.MM.DD, YYYYMMDD or 2024年1月5日 (an
+    optional time of day is ignored); raises ValueError for anything else or an impossible day."""
+    text = value
+    if len(text) == 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit():
+        day = datetime.date.fromisoformat(text)
+    else:
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        match = _DATE_SEP.match(text) or _DATE_COMPACT.match(text) or _DATE_ZH.match(text)
+        if match is None:
+            raise ValueError("not a date")
+        day = datetime.date(int(match[1]), int(match[2]), int(match[3]))
+    if day.year < _EARLIEST_YEAR:
+        raise ValueError("year before 1800")
+    return day
+
+
+def _date(f: Field) -> Callable[[str], str]:
+    def normalise(value: str) -> str:
+        try:
+            return parse_date(value).isoformat()
+        except ValueError:
+            raise _Bad(
+                "bad_date",
+                f"日期无效 {_shown(f, value)} (expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD)",
+            ) from None
+
+    return normalise
+
+
+def _number(f: Field) -> Callable[[str], str]:
+    precision = f.precision or 18
+    scale = f.scale or 0
+    int_digits = precision - scale
+    what = f"N..{precision},{scale}"
+
+    def normalise(value: str) -> str:
+        text = value
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        if "," in text and _GROUPED.match(text):
+            text = text.replace(",", "")
+        if text.startswith("-"):
+            raise _Bad("bad_number", f"不能为负数 {_shown(f, value)} (must not be negative)")
+        match = _NUMBER.match(text)
+        if match is None or not (match[1] or match[2]):
+            raise _Bad(
+                "bad_number",
+                f"数值无效 {_shown(f, value)} (expected a plain decimal number, {what})",
+            )
+        whole = match[1].lstrip("0")
+        frac = (match[2] or "").rstrip("0")
+        if len(whole) > int_digits or len(frac) > scale:
+            raise _Bad(
+                "bad_number",
+                f"数值超出范围 {_shown(f, value)} (at most {int_digits} digits before and "
+                f"{scale} after the point, {what})",
+            )
+        return (whole or "0") + ("." + frac if frac else "")
+
+    return normalise
+
+
+def _unknown_code(f: Field, table: CodeTable, value: str) -> _Bad:
+    labels = table.labels()
+    hint = "、".join(labels[:8]) + ("…" if len(labels) > 8 else "")
+    if table.open_prefix:
+        hint += f"、{table.open_prefix}<名称>"
+    return _Bad(
+        "unknown_code",
+        f"代码 {_shown(f, value)} 不在代码表《{table.name_zh}》中 (unknown code; expected: {hint})",
+    )
+
+
+def _code(f: Field, table: CodeTable) -> Callable[[str], str]:
+    prefix = table.open_prefix
+    labels = {
+        spelling: entry.label
+        for entry in table.entries
+        for spelling in (entry.label, *entry.codes, *entry.aliases)
+    }
+
+    def normalise(value: str) -> str:
+        label = labels.get(value)
+        if label is not None:
+            return label
+        if prefix and value.startswith(prefix) and len(value) > len(prefix):
+            return value
+        raise _unknown_code(f, table, value)
+
+    return normalise
+
+
+def _code_list(f: Field, table: CodeTable) -> Callable[[str], str]:
+    single = _code(f, table)
+    known = {label: table.position(label) for label in table.labels()}
+
+    def normalise(value: str) -> str:
+        position = known.get(value)
+        if position is not None:  # the common case: one canonical value
+            return value
+        found: dict[str, int] = {}
+        extra: list[str] = []
+        for raw_part in _LIST_SPLIT.split(value):
+            part = raw_part.strip()
+            if not part:
+                continue
+            pieces = [part] if table.lookup(part) is not None else part.split("、")
+            for piece in pieces:
+                label = single(piece.strip())
+                position = table.position(label)
+                if position is None:
+                    if label not in extra:
+                        extra.append(label)
+                else:
+                    found[label] = position
+        if not found and not extra:
+            raise _Bad("required", "必填项缺失 (required)")
+        return ";".join([*sorted(found, key=found.__getitem__), *extra])
+
+    return normalise
+
+
+def _bool(f: Field) -> Callable[[str], str]:
+    def normalise(value: str) -> str:
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return "true"
+        if lowered in _FALSE:
+            return "false"
+        raise _Bad("bad_bool", f"应为“是”或“否” {_shown(f, value)} (expected true/false, 是/否)")
+
+    return normalise
+
+
+# --- compiling an item once per catalogue ---------------------------------------------------
+
+
+def _compile(catalog: Catalog, item: Item) -> _Compiled:
+    cached = catalog._compiled.get(item.id)
+    if isinstance(cached, _Compiled):
+        return cached
+    specs: dict[str, _Spec] = {}
+    for f in item.fields:
+        table = catalog.code_tables[f.code_table] if f.code_table else None
+        normalise: Callable[[str], str]
+        if f.kind == "C":
+            # identifiers are measured after separators are removed (catalog.identifiers)
+            normalise = _text(None if f.check else f.max_len)
+        elif f.kind == "N":
+            normalise = _number(f)
+        elif f.kind == "date":
+            normalise = _date(f)
+        elif f.kind == "bool":
+            normalise = _bool(f)
+        elif f.kind == "code" and table is not None:
+            normalise = _code(f, table)
+        elif table is not None:
+            normalise = _code_list(f, table)
+        else:  # pragma: no cover - the loader guarantees code fields have tables
+            raise AssertionError(f.id)
+        until = {e.label: e.until for e in table.entries if e.until is not None} if table else {}
+        specs[f.id] = _Spec(f, normalise, None, until)
+    # canonicalise the values of conditional rules through the other field's normaliser
+    for field_id, spec in list(specs.items()):
+        condition = parse_rule(spec.field.required)
+        if condition is None:
+            continue
+        other = specs[condition.field_id]
+        values = condition.values
+        if condition.op != "ge":
+            values = frozenset(other.normalise(v) for v in values)
+        specs[field_id] = _Spec(
+            spec.field,
+            spec.normalise,
+            Condition(condition.field_id, condition.op, values, condition.text),
+            spec.until,
+        )
+    kinds = catalog.code_tables.get("subject_category")
+    severity = catalog.code_tables.get("severity")
+    id_types = catalog.code_tables.get("id_type")
+    siblings: dict[str, tuple[str, ...]] = {}
+    for kind in ("natural_person", "organisation", "individual_business"):
+        siblings[kind] = tuple(
+            other.id
+            for other in catalog.items.values()
+            if other.category == item.category and kind in other.subject_kinds
+        )
+    order = tuple(specs.values())
+    compiled = _Compiled(
+        item=item,
+        specs=specs,
+        order=order,
+        mandatory=frozenset(s.field.id for s in order if s.field.required == "M"),
+        conditional=tuple(s for s in order if s.condition is not None),
+        id_checks=tuple(s for s in order if s.field.check),
+        past=tuple(s for s in order if s.field.past),
+        dated_codes=tuple(s for s in order if s.until),
+        kind_by_label={e.label: e.key for e in kinds.entries if e.key} if kinds else {},
+        severity_by_label={e.label: e.key for e in severity.entries if e.key} if severity else {},
+        id_type_keys={e.label: e.key for e in id_types.entries if e.key} if id_types else {},
+        siblings=siblings,
+    )
+    catalog._compiled[item.id] = compiled
+    return compiled
+
+
+# --- the record-level checks ----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
+def _uscc_cached(value: str) -> tuple[bool, str]:
+    """Return (True, canonical code) or (False, the refusal message)."""
+    # Organisations' codes repeat in every record of an authority; they are public, so caching
+    # them is safe (person IDs are never cached).
+    try:
+        return True, normalize_uscc(value)
+    except InvalidIdentifier as error:
+        return False, str(error)
+
+
+def _person_id(
+    c: _Compiled, spec: _Spec, out: dict[str, str], value: str, today: datetime.date
+) -> str:
+    """Return the canonical id: a RIC for 身份证, else `<证件类型>:<compact number>`."""
+    type_field = (spec.field.check or "").split(":", 1)[1]
+    type_label = out.get(type_field, "身份证")  # the older 双公示 field was 法定代表人身份证号
+    if c.id_type_keys.get(type_label) == "ric":
+        return normalize_ric(value, today=today)
+    number = compact(value)
+    limit = spec.field.max_len or 64
+    if not number or len(number) > limit:
+        raise InvalidIdentifier(f"ID number {mask_identifier(number)}: length {len(number)}")
+    return f"{type_label}:{number}"
+
+
+def _summary_procedure(c: _Compiled, out: Mapping[str, str], kind: str) -> FieldError | None:
+    """Shandong Art. 13 / 行政处罚法 Art. 51.
+
+    Refuse when 处罚程序 is 简易程序. When it is not given, refuse penalties made only of 警告
+    and/or 罚款 whose fine is at most 200 元 (natural person, individual business) or 3000 元
+    (organisation): the penalties a summary procedure may impose. A record that states
+    处罚程序=普通程序 is accepted whatever its size."""
+    procedure = out.get("procedure")
+    if procedure == "简易程序":
+        return _error(
+            c.specs["procedure"].field,
+            "summary_procedure",
+            "简易程序作出的行政处罚不纳入公共信用信息数据清单 (summary-procedure penalties are "
+            "excluded: 山东省社会信用条例第十三条)",
+        )
+    if procedure is not None or "penalty_types" not in out:
+        return None
+    types = set(out["penalty_types"].split(";"))
+    if not types <= _SUMMARY_TYPES:
+        return None
+    fine = Decimal(out.get("fine_wan_yuan", "0"))
+    limit = _SUMMARY_FINE_LIMIT[kind]
+    if "罚款" in types and fine > limit:
+        return None
+    return _error(
+        c.specs["penalty_types"].field,
+        "summary_procedure",
+        f"仅警告或 {int(limit * 10000)} 元以下罚款且未注明处罚程序，"
+        "视为简易程序处罚，不纳入数据清单；"
+        "如按普通程序作出，请填写 处罚程序=普通程序 (warning or small fine without a stated "
+        "procedure counts as summary procedure: 山东省社会信用条例第十三条, 行政处罚法第五十一条)",
+    )
+
+
+def _responsible_person(c: _Compiled, out: Mapping[str, str], kind: str) -> FieldError | None:
+    """Shandong Art. 31: an organisation on a severe-dishonesty list names its legal
+    representative or principal, with an ID number so the person can be linked."""
+    if kind != "organisation":
+        return None
+    if ("legal_rep_name" in out and "legal_rep_id_number" in out) or (
+        "principal_name" in out and "principal_id_number" in out
+    ):
+        return None
+    return _error(
+        c.specs["legal_rep_name"].field,
+        "legal_rep_missing",
+        "严重失信的法人或非法人组织须载明法定代表人或主要负责人的姓名和证件号码 (legal "
+        "representative or principal with ID number required: 山东省社会信用条例第三十一条)",
+    )
+
+
+def validate_record(
+    item_id: str,
+    values: Mapping[str, str | None],
+    *,
+    today: datetime.date,
+    catalog: Catalog | None = None,
+) -> ValidationResult:
+    """Validate and normalise one record of `item_id` (see the module docstring for every rule).
+
+    Returns a ValidationResult with the canonical record, or with every FieldError found (the
+    record is then None). Raises UnknownItem for an item not in the catalogue. Pure: the same
+    input always gives the same result.
+    """
+    cat = catalog if catalog is not None else default_catalog()
+    c = _compile(cat, cat.item(item_id))
+    item = c.item
+    errors: list[FieldError] = []
+    failed: set[str] = set()
+    out: dict[str, str] = {}
+
+    for key, raw in values.items():
+        spec = c.specs.get(key)
+        if spec is None:
+            reason = prohibited_reason(key)
+            if reason:
+                errors.append(FieldError(key, "", "prohibited", f"{key}: {reason}"))
+            else:
+                errors.append(
+                    FieldError(
+                        key,
+                        "",
+                        "unknown_field",
+                        f"{key}: 目录项“{item.name_zh}”中没有此数据项 (unknown field of item "
+                        f"{item.id})",
+                    )
+                )
+            continue
+        if raw is None:
+            continue
+        text = (raw if raw.__class__ is str else str(raw)).strip()
+        if not text:
+            continue
+        try:
+            out[key] = spec.normalise(text)
+        except _Bad as bad:
+            errors.append(_error(spec.field, bad.code, bad.text))
+            failed.add(key)
+
+    missing = c.mandatory.difference(out, failed)
+    if missing:
+        errors.extend(
+            _error(spec.field, "required", "必填项缺失 (required)")
+            for spec in c.order
+            if spec.field.id in missing
+        )
+    for spec in c.conditional:
+        fid = spec.field.id
+        if fid in out or fid in failed:
+            continue
+        if spec.condition is not None and spec.condition.holds(out):
+            errors.append(
+                _error(
+                    spec.field,
+                    "required",
+                    f"必填项缺失：{spec.condition.text} 时必填 (required when "
+                    f"{spec.condition.text})",
+                )
+            )
+
+    # the subject
+    if "subject_category" in c.specs:
+        kind = c.kind_by_label.get(out.get("subject_category", ""), "")
+    else:
+        (kind,) = item.subject_kinds
+    if kind and kind not in item.subject_kinds:
+        others = [i for i in c.siblings.get(kind, ()) if i != item.id]
+        hint = f"; use item {others[0]}" if others else ""
+        errors.append(
+            _error(
+                c.specs["subject_category"].field,
+                "wrong_subject_kind",
+                f"本目录项不收录“{out['subject_category']}”的记录 (item {item.id} does not hold "
+                f"this subject kind{hint})",
+            )
+        )
+
+    # identifiers
+    for spec in c.id_checks:
+        fid = spec.field.id
+        value = out.get(fid)
+        if value is None:
+            continue
+        check = spec.field.check or ""
+        try:
+            if check == "uscc":
+                good, text = _uscc_cached(value)
+                if good:
+                    out[fid] = text
+                    continue
+                if fid != "uscc" or compact(value) != USCC_PLACEHOLDER:
+                    raise InvalidIdentifier(text)
+                if kind != "individual_business":
+                    raise InvalidIdentifier(
+                        "USCC 00000000000000000X is allowed only for 个体工商户"
+                    )
+                out[fid] = USCC_PLACEHOLDER
+                if "business_reg_no" not in out and "business_reg_no" in c.specs:
+                    errors.append(
+                        _error(
+                            c.specs["business_reg_no"].field,
+                            "required",
+                            "统一社会信用代码为 00000000000000000X 时必填 (required when the "
+                            "USCC is the individual-business placeholder)",
+                        )
+                    )
+            else:
+                out[fid] = _person_id(c, spec, out, value, today)
+        except InvalidIdentifier as error:
+            errors.append(_error(spec.field, "bad_identifier", f"证件号码/代码无效: {error}"))
+            out.pop(fid, None)
+            failed.add(fid)
+
+    today_iso = today.isoformat()
+    for spec in c.past:
+        value = out.get(spec.field.id)
+        if value is not None and value > today_iso:
+            errors.append(
+                _error(
+                    spec.field,
+                    "future_date",
+                    f"日期晚于今天 {_shown(spec.field, value)} (date after today, {today_iso})",
+                )
+            )
+
+    decided_on: datetime.date | None = None
+    if item.decided_on_field and item.decided_on_field in out:
+        decided_on = datetime.date.fromisoformat(out[item.decided_on_field])
+    for spec in c.dated_codes:
+        value = out.get(spec.field.id)
+        if value is None or decided_on is None:
+            continue
+        for label in value.split(";"):
+            until = spec.until.get(label)
+            if until is not None and decided_on > until:
+                errors.append(
+                    _error(
+                        spec.field,
+                        "outdated_code",
+                        f"“{label}”是旧目录的值，只适用于 {until} 及以前作出的决定 (value of the "
+                        f"old list, valid for decisions up to {until})",
+                    )
+                )
+
+    if kind in item.subject_kinds:
+        for check in item.record_checks:
+            problem = (
+                _summary_procedure(c, out, kind)
+                if check == "summary_procedure"
+                else _responsible_person(c, out, kind)
+            )
+            if problem is not None:
+                errors.append(problem)
+
+    if errors:
+        return ValidationResult(None, tuple(errors))
+
+    if kind == "natural_person":
+        subject_id = out.get("id_number", "")
+    elif out.get("uscc") == USCC_PLACEHOLDER:
+        subject_id = "工商注册号:" + compact(out.get("business_reg_no", ""))
+    else:
+        subject_id = out.get("uscc", "")
+
+    linked: list[str] = []
+    for fid in item.linked_id_fields:
+        linked_id = out.get(fid)
+        if linked_id and linked_id != subject_id and linked_id not in linked:
+            linked.append(linked_id)
+
+    rule = item.severity_rule
+    severity: str | None = None
+    if rule.startswith("fixed:"):
+        severity = rule[6:]
+    elif rule.startswith("field:"):
+        severity = c.severity_by_label.get(out.get(rule[6:], ""))
+
+    record = NormalisedRecord(
+        item_id=item.id,
+        catalog_version=cat.version,
+        fields=MappingProxyType(out),
+        subject_kind=kind,
+        subject_id=subject_id,
+        linked_subject_ids=tuple(linked),
+        severity=severity,
+        decided_on=decided_on,
+        natural_key=tuple(
+            subject_id if k == "subject_id" else out.get(k, "") for k in item.natural_key
+        ),
+    )
+    return ValidationResult(record, ())

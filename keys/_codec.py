@@ -1,0 +1,138 @@
+"""Byte and text encodings shared by the keys modules: canonical JSON, base64, time stamps.
+
+Canonical JSON is UTF-8 with sorted keys and no insignificant whitespace (decision 0002). It
+refuses floats and non-string keys, because two implementations would not agree on their bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from keys.errors import KeysError, VerificationError
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode `value` as canonical JSON bytes; refuses floats, NaN and non-string keys."""
+    _check_json(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def _check_json(value: Any, where: str) -> None:
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        raise KeysError(f"canonical JSON refuses the float at {where}; use a decimal string")
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise KeysError(f"canonical JSON needs string keys at {where}")
+            _check_json(item, f"{where}.{key}")
+        return
+    raise KeysError(f"canonical JSON cannot encode a {type(value).__name__} at {where}")
+
+
+def parse_json_object(data: bytes | str, what: str, error: type[KeysError]) -> dict[str, Any]:
+    """Parse a JSON object or raise `error` naming `what`; duplicate keys are refused."""
+
+    def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in pairs:
+            if key in out:
+                raise ValueError(f"duplicate key {key!r}")
+            out[key] = item
+        return out
+
+    try:
+        value = json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{what} is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} must be a JSON object")
+    return value
+
+
+def b64e(data: bytes) -> str:
+    """Standard base64 (RFC 4648 section 4) with padding."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: object, what: str, error: type[KeysError]) -> bytes:
+    """Decode standard or URL-safe base64 strictly, or raise `error` naming `what`."""
+    if not isinstance(text, str):
+        raise error(f"{what} must be a base64 string")
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text.encode("ascii"))
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise error(f"{what} is not valid base64") from None
+
+
+def format_time(moment: datetime.datetime) -> str:
+    """RFC 3339 UTC text with a `Z`, to the second; refuses naive datetimes."""
+    if moment.tzinfo is None:
+        raise KeysError("times must be timezone-aware")
+    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: object, what: str, error: type[KeysError]) -> datetime.datetime:
+    """Parse an RFC 3339 time with an offset (or `Z`), or raise `error` naming `what`."""
+    if isinstance(text, datetime.datetime):
+        moment = text
+    elif isinstance(text, str):
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise error(f"{what} is not an RFC 3339 time") from None
+    else:
+        raise error(f"{what} must be an RFC 3339 time string")
+    if moment.tzinfo is None:
+        raise error(f"{what} needs a UTC offset (e.g. 'Z')")
+    return moment.astimezone(datetime.UTC)
+
+
+class Reader:
+    """A bounds-checked cursor over bytes; every overrun is a VerificationError."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self._pos + n
+        if end > len(self._data):
+            raise VerificationError("truncated data")
+        chunk = bytes(self._data[self._pos : end])
+        self._pos = end
+        return chunk
+
+    def u8(self) -> int:
+        return int(self.take(1)[0])
+
+    def u16(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def text(self, n: int) -> str:
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise VerificationError("malformed text") from None
+
+    def end(self) -> None:
+        if self._pos != len(self._data):
+            raise VerificationError("trailing bytes")

@@ -1,0 +1,450 @@
+"""The node's key directory (decision 0003): creation, loading, rotation, public identity.
+
+Layout (directory 0700, every file 0600):
+
+    signing.key        Ed25519 seed            JSON {"type": "credex.ed25519-seed", ...}
+    encryption.key     X25519 secret key       JSON {"type": "credex.x25519-secret", ...}
+    storage.key        32-byte at-rest key     JSON {"type": "credex.storage-key", ...}
+    blind-index.key    32-byte BLAKE2b key     JSON {"type": "credex.blind-index-key", ...}
+    tls.key            P-256 key, PKCS#8 PEM (encrypted PKCS#8 under a passphrase)
+    tls.crt            self-signed X.509 certificate, PEM (SAN: node id, localhost, 127.0.0.1)
+    signing-previous.json   public keys retired by rotation, each with its accepted-until time
+
+A JSON key file holds `"key"` (base64) in clear, or, with a passphrase, `"kdf"` (Argon2id salt,
+opslimit, memlimit) and `"box"`: a SecretBox of `type ‖ 0x00 ‖ key`, so a file renamed to
+another key type does not load. Loading refuses files or a directory readable by group or
+other, a wrong type marker, a bad length, and a wrong passphrase, naming the file each time and
+never printing key bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.public
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from keys._codec import b64e, format_time
+from keys.errors import KeyFileError, KeysError
+from keys.signing import Signer
+
+SIGNING_FILE = "signing.key"
+ENCRYPTION_FILE = "encryption.key"
+STORAGE_FILE = "storage.key"
+BLIND_INDEX_FILE = "blind-index.key"
+TLS_KEY_FILE = "tls.key"
+TLS_CERT_FILE = "tls.crt"
+PREVIOUS_FILE = "signing-previous.json"
+CERT_VALIDITY = datetime.timedelta(days=825)
+
+_TYPES = {
+    SIGNING_FILE: "credex.ed25519-seed",
+    ENCRYPTION_FILE: "credex.x25519-secret",
+    STORAGE_FILE: "credex.storage-key",
+    BLIND_INDEX_FILE: "credex.blind-index-key",
+}
+_KEY_SIZE = 32
+_NODE_ID = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id cost for passphrase-protected key files (libsodium 'moderate' by default)."""
+
+    opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+    memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+
+
+@dataclass(frozen=True, repr=False)
+class NodeKeys:
+    """A loaded key directory. Its repr never shows key material."""
+
+    node_id: str
+    signing: Signer
+    encryption_private: bytes
+    encryption_public: bytes
+    storage_key: bytes
+    blind_index_key: bytes
+    tls_key_pem: bytes
+    tls_cert_pem: bytes
+    tls_fingerprint: str
+    previous_signing: tuple[tuple[bytes, datetime.datetime], ...] = field(default=())
+
+    def __repr__(self) -> str:
+        return f"NodeKeys(node_id={self.node_id!r}, keyid={self.signing.keyid!r})"
+
+
+def check_node_id(node_id: str) -> str:
+    """Return `node_id` when it is a lowercase DNS name (it is the TLS SAN); else KeysError."""
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
+        raise KeysError(
+            "node id must be a lowercase DNS name (letters, digits, '-', '.'), e.g. 'zd-market'"
+        )
+    return node_id
+
+
+def tls_fingerprint(cert_pem: bytes) -> str:
+    """Hex SHA-256 of the DER encoding of a PEM certificate; KeysError when not a certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise KeysError("not a PEM X.509 certificate") from None
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    _write_new(tmp, data)
+    tmp.replace(path)
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"{path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise KeyFileError(
+            f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
+            f"key files must be 0600 (chmod 600 {path})"
+        )
+    return path.read_bytes()
+
+
+class _Kdf:
+    """Derives (and caches per salt) the SecretBox key of a passphrase-protected directory."""
+
+    def __init__(self, passphrase: bytes | None, params: KdfParams) -> None:
+        self.passphrase = passphrase
+        self.params = params
+        self.salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        self._cache: dict[tuple[bytes, int, int], bytes] = {}
+
+    def key(self, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+        assert self.passphrase is not None
+        cache_key = (salt, opslimit, memlimit)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = nacl.pwhash.argon2id.kdf(
+                nacl.secret.SecretBox.KEY_SIZE, self.passphrase, salt, opslimit, memlimit
+            )
+        return self._cache[cache_key]
+
+
+def _encode_key_file(name: str, secret: bytes, node_id: str, kdf: _Kdf) -> bytes:
+    kind = _TYPES[name]
+    doc: dict[str, Any] = {"node_id": node_id, "type": kind, "v": 1}
+    if kdf.passphrase is None:
+        doc["key"] = b64e(secret)
+    else:
+        ops, mem = kdf.params.opslimit, kdf.params.memlimit
+        box = nacl.secret.SecretBox(kdf.key(kdf.salt, ops, mem))
+        doc["kdf"] = {"alg": "argon2id13", "memlimit": mem, "opslimit": ops, "salt": b64e(kdf.salt)}
+        doc["box"] = b64e(box.encrypt(kind.encode("ascii") + b"\x00" + secret))
+    return json.dumps(doc, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+
+
+def _decode_key_file(path: Path, kdf: _Kdf) -> tuple[bytes, str]:
+    kind = _TYPES[path.name]
+    try:
+        doc = json.loads(_read_private(path))
+    except (ValueError, UnicodeDecodeError):
+        raise KeyFileError(f"{path}: not a credex key file (expected JSON)") from None
+    if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("v") != 1:
+        raise KeyFileError(f"{path}: wrong key type marker (expected {kind!r})")
+    node_id = doc.get("node_id")
+    if not isinstance(node_id, str):
+        raise KeyFileError(f"{path}: node_id is missing")
+    if "box" in doc:
+        if kdf.passphrase is None:
+            raise KeyFileError(f"{path}: the key file is passphrase-protected; give the passphrase")
+        try:
+            params = doc["kdf"]
+            salt = base64.b64decode(params["salt"], validate=True)
+            key = kdf.key(salt, int(params["opslimit"]), int(params["memlimit"]))
+            sealed = base64.b64decode(doc["box"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise KeyFileError(f"{path}: malformed passphrase parameters") from None
+        try:
+            plain = nacl.secret.SecretBox(key).decrypt(sealed)
+        except nacl.exceptions.CryptoError:
+            raise KeyFileError(
+                f"{path}: cannot decrypt: wrong passphrase or damaged file"
+            ) from None
+        prefix = kind.encode("ascii") + b"\x00"
+        if not plain.startswith(prefix):
+            raise KeyFileError(f"{path}: wrong key type marker inside the encrypted key")
+        secret = plain[len(prefix) :]
+    else:
+        try:
+            secret = base64.b64decode(doc.get("key", ""), validate=True)
+        except (TypeError, ValueError):
+            raise KeyFileError(f"{path}: key is not valid base64") from None
+    if len(secret) != _KEY_SIZE:
+        raise KeyFileError(f"{path}: bad key length (expected {_KEY_SIZE} bytes)")
+    return secret, node_id
+
+
+# ----------------------------------------------------------------------------- TLS
+
+
+def _make_tls(node_id: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    san = x509.SubjectAlternativeName(
+        [
+            x509.DNSName(node_id),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(san, critical=False)
+        # Self-signed and pinned: it is its own trust anchor in every peer's root set.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _tls_key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def _load_tls(path: Path, passphrase: bytes | None, node_id: str) -> tuple[bytes, bytes, str]:
+    key_path, cert_path = path / TLS_KEY_FILE, path / TLS_CERT_FILE
+    raw_key = _read_private(key_path)
+    try:
+        key = serialization.load_pem_private_key(raw_key, password=passphrase or None)
+    except TypeError:
+        hint = "is passphrase-protected" if passphrase is None else "is not encrypted"
+        raise KeyFileError(f"{key_path}: the TLS key {hint}") from None
+    except ValueError:
+        raise KeyFileError(f"{key_path}: not a PEM private key, or wrong passphrase") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyFileError(f"{key_path}: wrong key type marker (expected a P-256 key)")
+    cert_pem = _read_private(cert_path)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise KeyFileError(f"{cert_path}: not a PEM X.509 certificate") from None
+    if cert.public_key() != key.public_key():
+        raise KeyFileError(f"{cert_path}: certificate does not match {TLS_KEY_FILE}")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or names[0].value != node_id:
+        raise KeyFileError(f"{cert_path}: certificate names another node than {SIGNING_FILE}")
+    clear_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return clear_pem, cert_pem, fingerprint
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def create_key_dir(
+    path: Path,
+    *,
+    node_id: str,
+    passphrase: bytes | None = None,
+    now: datetime.datetime | None = None,
+    kdf: KdfParams | None = None,
+) -> NodeKeys:
+    """Create a fresh key directory at `path` (0700, files 0600) and return its keys.
+
+    Refuses (KeyFileError) when any key file already exists there: keys are never overwritten.
+    `now` pins the certificate validity; `kdf` the Argon2id cost of a passphrase.
+    """
+    check_node_id(node_id)
+    if passphrase is not None and not passphrase:
+        raise KeysError("an empty passphrase is not a passphrase; pass None for none")
+    now = now or datetime.datetime.now(datetime.UTC)
+    path = Path(path)
+    existing = [n for n in (*_TYPES, TLS_KEY_FILE, TLS_CERT_FILE) if (path / n).exists()]
+    if existing:
+        raise KeyFileError(
+            f"{path}: already holds key files ({', '.join(existing)}); refusing to overwrite"
+        )
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    secrets = {name: nacl.utils.random(_KEY_SIZE) for name in _TYPES}
+    kdf_state = _Kdf(passphrase, kdf or KdfParams())
+    for name, secret in secrets.items():
+        _write_new(path / name, _encode_key_file(name, secret, node_id, kdf_state))
+    tls_key, cert_pem = _make_tls(node_id, now)
+    _write_new(path / TLS_KEY_FILE, _tls_key_bytes(tls_key, passphrase))
+    _write_new(path / TLS_CERT_FILE, cert_pem)
+    return load_key_dir(path, passphrase=passphrase)
+
+
+def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
+    """Load and check a key directory; raises KeyFileError naming the offending file."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key directory is missing (run `credex init`)") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyFileError(f"{path}: not a directory")
+    if st.st_mode & 0o077:
+        raise KeyFileError(
+            f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
+            f"the key directory must be 0700 (chmod 700 {path})"
+        )
+    kdf_state = _Kdf(passphrase, KdfParams())
+    loaded = {name: _decode_key_file(path / name, kdf_state) for name in _TYPES}
+    node_ids = {node for _, node in loaded.values()}
+    if len(node_ids) != 1:
+        raise KeyFileError(f"{path}: key files belong to different nodes")
+    node_id = node_ids.pop()
+    enc_secret = loaded[ENCRYPTION_FILE][0]
+    tls_key_pem, cert_pem, fingerprint = _load_tls(path, passphrase, node_id)
+    return NodeKeys(
+        node_id=node_id,
+        signing=Signer(loaded[SIGNING_FILE][0]),
+        encryption_private=enc_secret,
+        encryption_public=bytes(nacl.public.PrivateKey(enc_secret).public_key),
+        storage_key=loaded[STORAGE_FILE][0],
+        blind_index_key=loaded[BLIND_INDEX_FILE][0],
+        tls_key_pem=tls_key_pem,
+        tls_cert_pem=cert_pem,
+        tls_fingerprint=fingerprint,
+        previous_signing=_load_previous(path / PREVIOUS_FILE),
+    )
+
+
+def _load_previous(path: Path) -> tuple[tuple[bytes, datetime.datetime], ...]:
+    if not path.exists():
+        return ()
+    try:
+        doc = json.loads(_read_private(path))
+        out = []
+        for item in doc["previous"]:
+            key = base64.b64decode(item["key"], validate=True)
+            until = datetime.datetime.fromisoformat(item["accepted_until"].replace("Z", "+00:00"))
+            if len(key) != _KEY_SIZE or until.tzinfo is None:
+                raise ValueError
+            out.append((key, until.astimezone(datetime.UTC)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise KeyFileError(f"{path}: malformed list of previous signing keys") from None
+    return tuple(out)
+
+
+def rotate_signing_key(
+    path: Path,
+    *,
+    now: datetime.datetime,
+    overlap: datetime.timedelta = datetime.timedelta(days=7),
+    passphrase: bytes | None = None,
+    kdf: KdfParams | None = None,
+) -> NodeKeys:
+    """Replace the signing key; the old public key stays accepted until `now + overlap`.
+
+    The retired key goes to signing-previous.json (public key only; the old secret is
+    destroyed) and entries whose window has passed are dropped. Publish the new identity
+    (`public_identity`) in the next trust bundle before the window ends.
+    """
+    if now.tzinfo is None:
+        raise KeysError("rotation time must be timezone-aware")
+    if overlap < datetime.timedelta(0):
+        raise KeysError("rotation overlap must not be negative")
+    path = Path(path)
+    current = load_key_dir(path, passphrase=passphrase)
+    keep = [(k, t) for k, t in current.previous_signing if t > now]
+    keep.append((current.signing.public_key, now + overlap))
+    doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in keep]}
+    # Previous list first: a crash between the two writes leaves an extra, harmless entry.
+    _replace(path / PREVIOUS_FILE, json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n")
+    kdf_state = _Kdf(passphrase, kdf or KdfParams())
+    new_seed = nacl.utils.random(_KEY_SIZE)
+    _replace(
+        path / SIGNING_FILE, _encode_key_file(SIGNING_FILE, new_seed, current.node_id, kdf_state)
+    )
+    return load_key_dir(path, passphrase=passphrase)
+
+
+def public_identity(keys: NodeKeys) -> dict[str, Any]:
+    """The node's public identity for `credex keys show --json` and the bundle's roster.
+
+    Keys are base64 raw public keys; `tls_cert` is the PEM certificate peers pin.
+    """
+    return {
+        "encryption_key": b64e(keys.encryption_public),
+        "keyid": keys.signing.keyid,
+        "node_id": keys.node_id,
+        "previous_signing_keys": [
+            {"accepted_until": format_time(until), "key": b64e(key)}
+            for key, until in keys.previous_signing
+        ],
+        "signing_key": b64e(keys.signing.public_key),
+        "tls_cert": keys.tls_cert_pem.decode("ascii"),
+        "tls_fingerprint": keys.tls_fingerprint,
+    }

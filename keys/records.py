@@ -1,0 +1,200 @@
+"""Signed records with selective disclosure (DESIGN.md section 5, decision 0002).
+
+The producer signs a canonical JSON payload (a DSSE envelope of type RECORD_PAYLOAD_TYPE) that
+carries the record header and, per field, `base64(SHA-256(salt ‖ field id ‖ value))` with a fresh
+16-byte salt. Values travel beside the envelope as disclosures `field id -> (salt, value)`.
+Dropping a disclosure hides a field without breaking the signature; changing a value or a salt,
+or inventing a field the producer did not sign, fails verification.
+
+The digest input needs no separator between field id and value: the verifier takes the field id
+from the signed digest map, so it is fixed, and the salt has a fixed length.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keys._codec import Reader, b64d
+from keys.envelope import Envelope, pae, verified_signers
+from keys.errors import KeysError, VerificationError
+from keys.signing import Signer
+
+RECORD_PAYLOAD_TYPE = "application/vnd.credex.record.v1+json"
+RECORD_HEADER_KEYS = frozenset(
+    {"item", "catalog_version", "record_key", "version", "producer", "issued_at", "subject"}
+)
+SALT_SIZE = 16
+_RESERVED = frozenset({"v", "digests"})
+_FIELD_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_MAGIC = b"CXR1"
+_TYPE_BYTES = RECORD_PAYLOAD_TYPE.encode("ascii")
+_PLACEHOLDER = b'"digests":null'
+# Field ids already checked, with their bytes: a catalogue has a few hundred, records reuse them.
+_GOOD_IDS: dict[str, bytes] = {}
+_GOOD_IDS_MAX = 1 << 14
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    """A record envelope plus the disclosures its holder may pass on."""
+
+    envelope: Envelope
+    disclosures: Mapping[str, tuple[bytes, str]]
+
+    def minimise(self, field_ids: Iterable[str]) -> SignedRecord:
+        """Keep only the disclosures named in `field_ids` (names without one are ignored).
+
+        The envelope is untouched, so the result still verifies against the producer's key.
+        """
+        wanted = set(field_ids)
+        kept = {fid: d for fid, d in self.disclosures.items() if fid in wanted}
+        return SignedRecord(self.envelope, kept)
+
+    def to_bytes(self) -> bytes:
+        """Compact form: magic, compact envelope, then the disclosures sorted by field id."""
+        env = self.envelope.to_bytes()
+        parts = [_MAGIC, struct.pack(">I", len(env)), env, struct.pack(">H", len(self.disclosures))]
+        for fid in sorted(self.disclosures):
+            salt, value = self.disclosures[fid]
+            fid_b = fid.encode("utf-8")
+            val_b = value.encode("utf-8")
+            parts += [
+                struct.pack(">B", len(fid_b)),
+                fid_b,
+                salt,
+                struct.pack(">I", len(val_b)),
+                val_b,
+            ]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> SignedRecord:
+        """Parse the compact form; refuses truncation, trailing bytes, duplicate fields."""
+        reader = Reader(b)
+        if reader.take(4) != _MAGIC:
+            raise VerificationError("not a credex signed record")
+        env = Envelope.from_bytes(reader.take(reader.u32()))
+        disclosures: dict[str, tuple[bytes, str]] = {}
+        for _ in range(reader.u16()):
+            fid = reader.text(reader.u8())
+            salt = reader.take(SALT_SIZE)
+            value = reader.text(reader.u32())
+            if fid in disclosures:
+                raise VerificationError("duplicate disclosure")
+            disclosures[fid] = (salt, value)
+        reader.end()
+        return cls(env, disclosures)
+
+
+@dataclass(frozen=True)
+class VerifiedRecord:
+    """A record whose signature and disclosed values were checked by verify_record."""
+
+    header: Mapping[str, Any]
+    fields: Mapping[str, str]
+    hidden: frozenset[str]
+    signer_keyid: str
+
+
+def field_digest(salt: bytes, field_id: str, value: str) -> bytes:
+    """`SHA-256(salt ‖ field id ‖ value)` (UTF-8), the raw 32-byte digest."""
+    return hashlib.sha256(salt + field_id.encode("utf-8") + value.encode("utf-8")).digest()
+
+
+def _check_header(header: Mapping[str, Any]) -> None:
+    missing = RECORD_HEADER_KEYS - header.keys()
+    if missing:
+        raise KeysError(f"record header lacks {sorted(missing)}")
+    reserved = _RESERVED & header.keys()
+    if reserved:
+        raise KeysError(f"record header must not set {sorted(reserved)}")
+    for key, value in header.items():
+        # Scalars only: the payload is spliced around the digest map (see sign_record).
+        if not (value is None or isinstance(value, bool | int | str)) or not isinstance(key, str):
+            raise KeysError(f"record header value {key!r} must be a string, integer or boolean")
+
+
+def sign_record(
+    header: Mapping[str, Any], fields: Mapping[str, str], signer: Signer
+) -> SignedRecord:
+    """Sign a record with per-field salted digests; returns the envelope and all disclosures.
+
+    `header` needs the decision-0002 keys (item, catalog_version, record_key, version, producer,
+    issued_at, subject) with scalar values; field ids are 1-64 chars of `[A-Za-z0-9_.-]`, values
+    strings. Raises KeysError on anything else.
+    """
+    _check_header(header)
+    ids = sorted(fields)
+    unseen = [fid for fid in ids if fid not in _GOOD_IDS]
+    for fid in unseen:
+        if not isinstance(fid, str) or not _FIELD_ID.fullmatch(fid):
+            raise KeysError(f"field id {fid!r} is not a valid credex field id")
+        if len(_GOOD_IDS) < _GOOD_IDS_MAX:
+            _GOOD_IDS[fid] = fid.encode("ascii")
+    count = len(ids)
+    # One random call for every salt: per-field urandom calls cost more than the hashing.
+    pool = os.urandom(SALT_SIZE * count)
+    salts = [pool[i : i + SALT_SIZE] for i in range(0, SALT_SIZE * count, SALT_SIZE)]
+    fids = [_GOOD_IDS.get(fid) or fid.encode("ascii") for fid in ids]
+    values = [fields[fid] for fid in ids]
+    sha, b64 = hashlib.sha256, binascii.b2a_base64
+    try:
+        digests = [
+            b64(sha(salt + fid + value.encode("utf-8")).digest(), newline=False)
+            for salt, fid, value in zip(salts, fids, values, strict=True)
+        ]
+    except AttributeError:
+        bad = next(fid for fid in ids if not isinstance(fields[fid], str))
+        raise KeysError(f"field {bad!r} must be a string value") from None
+    # The digest map is written by hand (ids are checked JSON-safe, base64 needs no escaping)
+    # and spliced into the json-encoded header: the same bytes as canonical_json, much faster.
+    pairs = b'","'.join(map(b'":"'.join, zip(fids, digests, strict=True)))
+    digest_json = b'{"' + pairs + b'"}' if count else b"{}"
+    head = dict(header)
+    head["v"] = 1
+    head["digests"] = None
+    head_json = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    payload = head_json.encode("utf-8").replace(_PLACEHOLDER, b'"digests":' + digest_json, 1)
+    sig = signer.sign(pae(RECORD_PAYLOAD_TYPE, payload))
+    envelope = Envelope(RECORD_PAYLOAD_TYPE, payload, ((signer.keyid, sig),))
+    return SignedRecord(envelope, dict(zip(ids, zip(salts, values, strict=True), strict=True)))
+
+
+def verify_record(rec: SignedRecord, *, trusted: Mapping[str, bytes]) -> VerifiedRecord:
+    """Verify the producer's signature and every disclosure; returns only verified data.
+
+    Raises VerificationError when the envelope does not verify under `trusted` (key id -> public
+    key) with the record payload type, the payload is malformed, a disclosure names a field
+    without a digest, or a disclosed value or salt does not match its digest.
+    """
+    signers = verified_signers(rec.envelope, payload_type=RECORD_PAYLOAD_TYPE, trusted=trusted)
+    try:
+        doc = json.loads(rec.envelope.payload)
+    except (ValueError, UnicodeDecodeError):
+        raise VerificationError("record payload is malformed") from None
+    if not isinstance(doc, dict) or doc.get("v") != 1:
+        raise VerificationError("record payload is malformed")
+    digests = doc.pop("digests", None)
+    doc.pop("v")
+    if not isinstance(digests, dict) or not doc.keys() >= RECORD_HEADER_KEYS:
+        raise VerificationError("record payload is malformed")
+    verified: dict[str, str] = {}
+    for fid, (salt, value) in rec.disclosures.items():
+        expected = digests.get(fid)
+        if not isinstance(expected, str) or len(salt) != SALT_SIZE or not isinstance(value, str):
+            raise VerificationError("record disclosure does not verify")
+        want = b64d(expected, "record digest", VerificationError)
+        if not hmac.compare_digest(want, field_digest(salt, fid, value)):
+            raise VerificationError("record disclosure does not verify")
+        verified[fid] = value
+    hidden = frozenset(digests) - verified.keys()
+    return VerifiedRecord(doc, verified, hidden, min(signers))

@@ -1,0 +1,94 @@
+"""`credex mapping check`: exit 0 for a sound mapping with a dry-run summary, 2 when invalid."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.cli import main
+
+
+def _credex(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["credex", *args])
+    try:
+        main()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    return 0
+
+
+def test_sound_mapping_dry_run_in_json(
+    penalty_mapping: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--sample", "5", "--json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["ok"] is True
+    assert out["dry_run"]["read"] == 5
+    assert out["dry_run"]["accepted"] + out["dry_run"]["rejected"] == 5
+    reasons = {(r["field"], r["code"]) for r in out["dry_run"]["top_reasons"]}
+    assert ("decision_date", "bad_date") in reasons
+
+
+def test_human_output_shows_the_summary_table_and_writes_rejects(
+    penalty_mapping: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "rejects.jsonl"
+    code = _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--rejects", str(report))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "read" in out
+    assert "rejected" in out
+    assert "bad_date" in out
+    assert "王某某" not in out  # no cell values on screen
+    assert len(report.read_text("utf-8").splitlines()) == 4
+
+
+def test_invalid_mapping_exits_2_with_problems(
+    penalty_mapping: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = penalty_mapping.read_text("utf-8").replace("remarks = ", "religion = ")
+    penalty_mapping.write_text(text, encoding="utf-8")
+    code = _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert out["ok"] is False
+    assert {p["code"] for p in out["problems"]} >= {"prohibited", "unknown_field"}
+
+
+def test_missing_column_exits_2(
+    penalty_mapping: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = penalty_mapping.read_text("utf-8").replace('"违法事实"', '"事实"')
+    penalty_mapping.write_text(text, encoding="utf-8")
+    assert _credex(monkeypatch, "mapping", "check", str(penalty_mapping)) == 2
+    assert "unknown_column" in capsys.readouterr().out
+
+
+def test_broken_mapping_file_exits_2_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("item = \n", encoding="utf-8")
+    assert _credex(monkeypatch, "mapping", "check", str(path)) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err
+    assert "Traceback" not in err
+
+
+def test_wrong_encoding_exits_2_naming_row_and_offset(
+    penalty_mapping: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = penalty_mapping.read_text("utf-8").replace(
+        'kind = "csv"', 'kind = "csv"\nencoding = "utf-8"'
+    )
+    penalty_mapping.write_text(text, encoding="utf-8")
+    assert _credex(monkeypatch, "mapping", "check", str(penalty_mapping)) == 2
+    err = capsys.readouterr().err
+    assert "byte offset" in err

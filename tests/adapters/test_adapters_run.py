@@ -1,0 +1,220 @@
+"""run_mapping end to end on a GB18030 penalty export: accepted, rejected, idempotent, resumable."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+import catalog as cat
+from adapters import (
+    AcceptedRecord,
+    MappingError,
+    RejectedRow,
+    ResumeState,
+    RowProblem,
+    RunProgress,
+    SourceError,
+    Summary,
+    content_hash,
+    load_mapping,
+    mapped_columns,
+    open_reject_writer,
+    record_key,
+    run_mapping,
+)
+
+TODAY = dt.date(2026, 11, 25)
+
+
+def _run(mapping: Path, **kwargs: Any) -> tuple[list[AcceptedRecord], list[RejectedRow], Summary]:
+    spec = load_mapping(mapping)
+    accepted: list[AcceptedRecord] = []
+    rejected: list[RejectedRow] = []
+    summary = Summary()
+    for batch in run_mapping(spec, today=TODAY, **kwargs):
+        assert batch.read == len(batch.accepted) + len(batch.rejected) + batch.skipped_unchanged
+        accepted += batch.accepted
+        rejected += batch.rejected
+        summary.add(batch)
+    return accepted, rejected, summary
+
+
+def test_penalty_export_maps_good_rows_and_explains_bad_ones(penalty_mapping: Path) -> None:
+    accepted, rejected, summary = _run(penalty_mapping)
+    assert summary.read == 7
+    assert summary.balanced
+    assert [a.row_number for a in accepted] == [2, 3, 8]
+    first = accepted[0].record
+    assert first.item_id == "admin_penalty"
+    assert first.fields["fine_wan_yuan"] == "0.5"
+    assert first.fields["decision_date"] == "2024-09-27"
+    assert first.fields["penalty_valid_until"] == "2099-12-31"
+    assert first.fields["subject_category"] == "法人及非法人组织"
+    assert "罚款" in first.fields["penalty_types"]
+    assert accepted[2].record.fields["severity"] == "一般"
+    # the lower-case, space-padded USCC of row 3 was normalised
+    assert accepted[1].record.subject_id == accepted[1].record.subject_id.upper()
+
+    by_row = {r.row_number: r for r in rejected}
+    assert sorted(by_row) == [4, 5, 6, 7]
+    codes = {n: {(p.field_id, p.code) for p in r.problems} for n, r in by_row.items()}
+    assert ("decision_date", "bad_date") in codes[4]
+    assert any(f == "penalty_types" and c == "unknown_code" for f, c in codes[5])
+    assert ("violation_facts", "required") in codes[6]
+    assert any(f == "uscc" and c == "bad_identifier" for f, c in codes[7])
+    # a bad date is reported once, not again as "required"
+    assert len([p for p in by_row[4].problems if p.field_id == "decision_date"]) == 1
+    assert by_row[4].problems[0].column == "处罚决定日期"
+    assert by_row[4].raw["处罚决定日期"] == "2024/13/45"
+    assert "序号" not in by_row[4].raw  # unmapped columns never travel on
+
+
+def test_messages_never_carry_identifiers(penalty_mapping: Path, kit: Any) -> None:
+    _, rejected, _ = _run(penalty_mapping)
+    bad = kit.corrupt_check_digit(kit.make_uscc("91370303", 1006))
+    for row in rejected:
+        for problem in row.problems:
+            assert bad not in problem.message
+            assert "王某某" not in problem.message
+
+
+def test_rerun_gives_the_same_keys_and_hashes(penalty_mapping: Path) -> None:
+    first, _, _ = _run(penalty_mapping)
+    second, _, _ = _run(penalty_mapping)
+    assert [(a.record_key, a.content_hash) for a in first] == [
+        (a.record_key, a.content_hash) for a in second
+    ]
+    for a in first:
+        assert a.record_key == record_key("admin_penalty", a.record.natural_key)
+        assert a.content_hash == content_hash(a.record.fields)
+
+
+def test_changed_row_keeps_its_key_and_gets_a_new_hash(penalty_mapping: Path, kit: Any) -> None:
+    before, _, _ = _run(penalty_mapping)
+    rows = kit.bad_rows()
+    rows[0]["罚款金额（元）"] = "8000"
+    kit.write_csv(penalty_mapping.parent / "penalties.csv", rows)
+    after, _, _ = _run(penalty_mapping)
+    assert after[0].record_key == before[0].record_key
+    assert after[0].content_hash != before[0].content_hash
+    assert after[0].record.fields["fine_wan_yuan"] == "0.8"
+    assert [a.content_hash for a in after[1:]] == [a.content_hash for a in before[1:]]
+
+
+def test_seen_records_are_skipped_and_the_summary_still_adds_up(penalty_mapping: Path) -> None:
+    first, _, _ = _run(penalty_mapping)
+    store = {(a.record_key, a.content_hash) for a in first}
+    again, rejected, summary = _run(penalty_mapping, seen=lambda k, h: (k, h) in store)
+    assert again == []
+    assert summary.skipped_unchanged == 3
+    assert summary.rejected == len(rejected) == 4
+    assert summary.balanced
+
+
+@pytest.mark.parametrize("crash_after", [0, 1, 2, 3])
+def test_crash_between_batches_then_resume_loses_and_doubles_nothing(
+    penalty_mapping: Path, crash_after: int
+) -> None:
+    spec = load_mapping(penalty_mapping)
+    full_acc, full_rej, _ = _run(penalty_mapping)
+    stored: list[int] = []
+    saved: str | None = None
+    for index, batch in enumerate(run_mapping(spec, today=TODAY, batch_size=2)):
+        if index == crash_after:
+            break  # the process dies while storing this batch: nothing of it was committed
+        stored += [a.row_number for a in batch.accepted] + [r.row_number for r in batch.rejected]
+        saved = batch.resume.to_json()  # saved only after the batch is stored
+    resume = ResumeState.from_json(saved) if saved else None
+    for batch in run_mapping(spec, today=TODAY, batch_size=2, resume=resume):
+        stored += [a.row_number for a in batch.accepted] + [r.row_number for r in batch.rejected]
+    expected = sorted([a.row_number for a in full_acc] + [r.row_number for r in full_rej])
+    assert sorted(stored) == expected
+    assert len(stored) == len(set(stored))
+
+
+def test_limit_stops_after_n_rows(penalty_mapping: Path) -> None:
+    _, _, summary = _run(penalty_mapping, limit=3, batch_size=2)
+    assert summary.read == 3
+
+
+def test_invalid_mapping_is_refused_before_reading(penalty_mapping: Path) -> None:
+    text = penalty_mapping.read_text(encoding="utf-8").replace('"admin_penalty"', '"no_such_item"')
+    penalty_mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError, match="no_such_item"):
+        list(run_mapping(load_mapping(penalty_mapping), today=TODAY))
+
+
+def test_a_mapped_column_missing_from_the_export_is_refused(penalty_mapping: Path) -> None:
+    text = penalty_mapping.read_text(encoding="utf-8").replace('"违法事实"', '"违法事实描述"')
+    penalty_mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(SourceError, match="违法事实描述"):
+        list(run_mapping(load_mapping(penalty_mapping), today=TODAY))
+
+
+def test_gbk_export_named_as_utf8_is_an_error_not_mojibake(penalty_mapping: Path) -> None:
+    text = penalty_mapping.read_text(encoding="utf-8").replace(
+        'kind = "csv"', 'kind = "csv"\nencoding = "utf-8"'
+    )
+    penalty_mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(SourceError, match="not valid UTF-8"):
+        list(run_mapping(load_mapping(penalty_mapping), today=TODAY))
+
+
+def test_reject_reports_in_csv_and_jsonl(penalty_mapping: Path, tmp_path: Path) -> None:
+    spec = load_mapping(penalty_mapping)
+    _, rejected, _ = _run(penalty_mapping)
+    columns = mapped_columns(spec.fields)
+    for suffix in (".csv", ".jsonl"):
+        with open_reject_writer(tmp_path / f"rejects{suffix}", columns) as writer:
+            for row in rejected:
+                writer.write(row)
+    raw_csv = (tmp_path / "rejects.csv").read_bytes()
+    assert raw_csv.startswith(b"\xef\xbb\xbf")  # Excel on a Chinese desktop needs the BOM
+    lines = list(csv.DictReader(raw_csv.decode("utf-8-sig").splitlines()))
+    assert len(lines) == sum(len(r.problems) for r in rejected)
+    assert lines[0]["source"] == "penalties.csv"
+    assert {line["row"] for line in lines} == {"4", "5", "6", "7"}
+    bad_date = next(line for line in lines if line["code"] == "bad_date")
+    assert bad_date["field"] == "decision_date"
+    assert bad_date["column"] == "处罚决定日期"
+    assert bad_date["处罚决定日期"] == "2024/13/45"
+    objects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text("utf-8").splitlines()]
+    assert [o["row"] for o in objects] == [4, 5, 6, 7]
+    assert objects[0]["values"]["处罚决定日期"] == "2024/13/45"
+    assert objects[0]["problems"][0]["code"] == "bad_date"
+
+
+def test_reject_csv_defuses_formulas(tmp_path: Path) -> None:
+    row = RejectedRow(
+        "x.csv", 2, {"a": "=HYPERLINK(1)", "b": "-5", "c": "-x"}, (RowProblem("a", "f", "c", "m"),)
+    )
+    with open_reject_writer(tmp_path / "r.csv", ["a", "b", "c"]) as writer:
+        writer.write(row)
+    line = next(csv.DictReader((tmp_path / "r.csv").read_text("utf-8-sig").splitlines()))
+    assert (line["a"], line["b"], line["c"]) == ("'=HYPERLINK(1)", "-5", "'-x")
+
+
+def test_catalog_is_the_shipped_one_by_default(penalty_mapping: Path) -> None:
+    accepted, _, _ = _run(penalty_mapping, catalog=cat.default_catalog())
+    assert accepted[0].record.catalog_version == cat.default_catalog().version
+
+
+def test_progress_reports_counts_and_stays_quiet_for_json(penalty_mapping: Path) -> None:
+    for quiet in (False, True):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=False, width=120)
+        with RunProgress(console, label="penalties.csv", quiet=quiet) as progress:
+            for batch in run_mapping(load_mapping(penalty_mapping), today=TODAY):
+                progress.advance(batch)
+        text = out.getvalue()
+        assert (text == "") is quiet
+        if not quiet:
+            assert "7 rows" in text
+            assert "rejected 4" in text

@@ -1,0 +1,308 @@
+"""File sources: encodings without mojibake, delimiters, quoted newlines, Excel, JSON Lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from adapters import CsvSource, JsonlSource, ResumeState, SourceError, XlsxSource, detect_encoding
+from adapters.source import EXTRA_CELLS, cell_text
+from adapters.xlsx import header_names
+
+HEADER = ["行政相对人名称", "处罚决定日期", "备注"]
+ROWS = [
+    ["淄博张店某某商贸有限公司", "2024/9/27", "首次违法"],
+    ["山东某某化工有限公司", "2024年10月8日", "含，全角，标点"],
+]
+
+
+def _write(path: Path, text: str, encoding: str) -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _csv_text(rows: list[list[str]], sep: str = ",") -> str:
+    return "".join(sep.join(r) + "\r\n" for r in [HEADER, *rows])
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "gbk"])
+def test_csv_in_each_encoding_reads_the_same_rows(tmp_path: Path, encoding: str) -> None:
+    path = _write(tmp_path / "export.csv", _csv_text(ROWS), encoding)
+    source = CsvSource(path)
+    assert source.columns() == tuple(HEADER)
+    rows = list(source.rows())
+    assert [r for _, r in rows] == [dict(zip(HEADER, r, strict=True)) for r in ROWS]
+    assert [n for n, _ in rows] == [2, 3]  # the header is row 1, as in a spreadsheet
+
+
+def test_detection_prefers_utf8_and_falls_back_to_gb18030() -> None:
+    assert detect_encoding("张店".encode(), "x") == ("utf-8", 0)
+    assert detect_encoding("张店".encode("gb18030"), "x") == ("gb18030", 0)
+    assert detect_encoding(b"\xef\xbb\xbfabc", "x") == ("utf-8", 3)
+    assert detect_encoding(b"plain ascii", "x") == ("utf-8", 0)
+
+
+def test_detection_refuses_utf16_and_garbage() -> None:
+    with pytest.raises(SourceError, match="UTF-16"):
+        detect_encoding("张店".encode("utf-16"), "x.csv")
+    with pytest.raises(SourceError, match="neither UTF-8 nor GB18030") as error:
+        detect_encoding(b"ok,\x80\x80\xff\xff", "x.csv")
+    assert error.value.byte_offset == 3
+
+
+def test_gbk_file_read_as_utf8_fails_loudly_with_row_and_offset(tmp_path: Path) -> None:
+    path = _write(tmp_path / "gbk.csv", _csv_text(ROWS), "gbk")
+    with pytest.raises(SourceError) as error:
+        list(CsvSource(path, encoding="utf-8").rows())
+    assert error.value.row == 1
+    assert error.value.byte_offset == 0
+    assert "gbk.csv" in str(error.value)
+    assert "UTF-8" in str(error.value)
+
+
+def test_gbk_bytes_after_a_utf8_start_stop_the_run_at_the_right_row(tmp_path: Path) -> None:
+    # The first 64 KiB are ASCII, so detection says UTF-8; row 4002 is GBK.
+    lines = [",".join(HEADER)] + [f"company{i},2024-01-01,ok" for i in range(4000)]
+    good = ("\n".join(lines) + "\n").encode()
+    bad_line = "张店区某公司,2024-01-01,坏".encode("gbk") + b"\n"
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(good + bad_line)
+    seen: list[tuple[int, dict[str, str]]] = []
+    rows = CsvSource(path).rows()
+    with pytest.raises(SourceError) as error:
+        seen.extend(rows)
+    assert len(seen) == 4000  # every good row came through, no garbled one
+    assert error.value.row == 4002
+    assert error.value.byte_offset == len(good)
+    assert "encoding" in str(error.value)
+
+
+def test_explicit_encoding_is_used_even_when_detection_would_differ(tmp_path: Path) -> None:
+    path = _write(tmp_path / "g.csv", _csv_text(ROWS), "gb18030")
+    assert CsvSource(path, encoding="gb18030").encoding == "gb18030"
+    with pytest.raises(SourceError, match="unsupported encoding"):
+        CsvSource(path, encoding="latin-1")
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
+def test_delimiter_is_sniffed(tmp_path: Path, sep: str) -> None:
+    path = _write(tmp_path / "d.csv", _csv_text(ROWS, sep), "utf-8")
+    rows = [r for _, r in CsvSource(path).rows()]
+    assert rows[1]["备注"] == "含，全角，标点"
+
+
+def test_quoted_newlines_and_delimiters_stay_inside_the_cell(tmp_path: Path) -> None:
+    text = '名称,事实\n"A公司","第一行\n第二行, 含逗号"\nB公司,简单\n'
+    path = _write(tmp_path / "q.csv", text, "gb18030")
+    rows = list(CsvSource(path).rows())
+    assert rows[0] == (2, {"名称": "A公司", "事实": "第一行\n第二行, 含逗号"})
+    assert rows[1] == (3, {"名称": "B公司", "事实": "简单"})
+
+
+def test_title_line_above_the_header_and_blank_rows(tmp_path: Path) -> None:
+    text = "2024年行政处罚信息,,\n" + _csv_text(ROWS) + ",,\n\n"
+    path = _write(tmp_path / "t.csv", text, "utf-8")
+    source = CsvSource(path, header_row=2)
+    assert source.columns() == tuple(HEADER)
+    assert [n for n, _ in source.rows()] == [3, 4]
+
+
+def test_short_rows_are_padded_and_long_rows_keep_their_extra_cells(tmp_path: Path) -> None:
+    text = "a,b\n1\n1,2,3,4\n"
+    rows = [r for _, r in CsvSource(_write(tmp_path / "s.csv", text, "utf-8")).rows()]
+    assert rows[0] == {"a": "1", "b": ""}
+    assert rows[1][EXTRA_CELLS] == "3\t4"
+
+
+def test_blank_and_duplicate_header_names_stay_distinct(tmp_path: Path) -> None:
+    path = _write(tmp_path / "h.csv", "备注,,备注\n1,2,3\n", "utf-8")
+    assert CsvSource(path).columns() == ("备注", "(column 2)", "备注#2")
+
+
+def test_resume_after_any_row_continues_without_loss_or_repeat(tmp_path: Path) -> None:
+    rows = [[f"公司{i}", "2024-01-01", f"第{i}行\n续"] for i in range(50)]
+    path = _write(tmp_path / "r.csv", _csv_text(rows), "gb18030")
+    full = list(CsvSource(path).rows())
+    for stop in (0, 1, 17, 49):
+        first = CsvSource(path)
+        head = []
+        iterator = first.rows()
+        for _ in range(stop):
+            head.append(next(iterator))
+        state = ResumeState.from_json(first.position().to_json())
+        tail = list(CsvSource(path).rows(state))
+        assert head + tail == full
+
+
+def test_resume_refuses_a_changed_file_or_another_source(tmp_path: Path) -> None:
+    path = _write(tmp_path / "r.csv", _csv_text(ROWS), "utf-8")
+    source = CsvSource(path)
+    next(source.rows())
+    state = source.position()
+    _write(path, _csv_text(list(reversed(ROWS))), "utf-8")
+    with pytest.raises(SourceError, match="changed"):
+        list(CsvSource(path).rows(state))
+    with pytest.raises(SourceError, match="belongs to"):
+        list(CsvSource(path, name="other.csv").rows(state))
+
+
+def test_resume_state_from_garbage_is_refused() -> None:
+    with pytest.raises(SourceError, match="resume state"):
+        ResumeState.from_json("{not json")
+    with pytest.raises(SourceError, match="resume state"):
+        ResumeState.from_json('{"kind": 1, "source": "x", "row_number": "2"}')
+
+
+def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot open"):
+        CsvSource(tmp_path / "nope.csv").columns()
+
+
+def test_malformed_quotes_are_a_source_error_with_row(tmp_path: Path) -> None:
+    path = _write(tmp_path / "m.csv", 'a,b\n1,2\n"x"y,3\n', "utf-8")
+    with pytest.raises(SourceError, match="malformed CSV") as error:
+        list(CsvSource(path).rows())
+    assert error.value.row == 3
+
+
+# --- Excel -----------------------------------------------------------------------------------
+
+
+def _licence_workbook(path: Path) -> Path:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.title = "许可"
+    ws.append(["行政许可信息导出", None, None, None, None])
+    ws.append(["序号", "行政相对人", None, "许可决定日期", "有效期至"])
+    ws.append([None, "名称", "统一社会信用代码", None, None])
+    ws.merge_cells("B2:C2")
+    ws.merge_cells("A2:A3")
+    ws.append([1, "张店某某餐饮店", "92370303MA3ABCDE1X", dt.datetime(2024, 9, 27), 45562])
+    ws.append([None, None, None, None, None])
+    ws.append([2, "某某药房", "91370303MA3XYZ1234", dt.datetime(2024, 9, 27, 14, 30), 2.5])
+    wb.save(path)
+    return path
+
+
+def test_xlsx_two_row_merged_header_and_dates(tmp_path: Path) -> None:
+    source = XlsxSource(_licence_workbook(tmp_path / "l.xlsx"), header_row=2, header_rows=2)
+    assert source.columns() == (
+        "序号",
+        "行政相对人/名称",
+        "行政相对人/统一社会信用代码",
+        "许可决定日期",
+        "有效期至",
+    )
+    rows = list(source.rows())
+    assert [n for n, _ in rows] == [4, 6]  # the empty row 5 is skipped, numbers stay true
+    first = rows[0][1]
+    assert first["许可决定日期"] == "2024-09-27"
+    assert first["有效期至"] == "45562"  # a serial without date format: the date transform's job
+    assert first["序号"] == "1"
+    assert rows[1][1]["许可决定日期"] == "2024-09-27 14:30:00"
+    assert rows[1][1]["有效期至"] == "2.5"
+
+
+def test_xlsx_one_row_header_carries_merged_groups(tmp_path: Path) -> None:
+    assert header_names([["名称", "处罚机关", "", "备注"]]) == (
+        "名称",
+        "处罚机关",
+        "处罚机关#2",
+        "备注",
+    )
+    assert header_names([["序号", "", "机关"], ["", "名称", ""]]) == ("序号", "名称", "机关")
+
+
+def test_xlsx_resume_and_named_sheet(tmp_path: Path) -> None:
+    path = _licence_workbook(tmp_path / "l.xlsx")
+    first = XlsxSource(path, sheet="许可", header_row=2, header_rows=2)
+    iterator = first.rows()
+    next(iterator)
+    state = first.position()
+    rest = list(XlsxSource(path, sheet="许可", header_row=2, header_rows=2).rows(state))
+    assert [n for n, _ in rest] == [6]
+    with pytest.raises(SourceError, match="no sheet"):
+        XlsxSource(path, sheet="Sheet9").columns()
+
+
+def test_not_an_xlsx_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "fake.xlsx"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(SourceError, match=r"not a readable \.xlsx"):
+        XlsxSource(path).columns()
+
+
+# --- JSON Lines ------------------------------------------------------------------------------
+
+
+def test_jsonl_keeps_number_text_and_flattens_nested_values(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = [
+        {"name": "某某公司", "amount": 0.1, "n": 12, "ok": True, "none": None, "tags": ["a", "b"]},
+        {},
+    ]
+    path.write_text(
+        "\ufeff" + "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n\n",
+        encoding="utf-8",
+    )
+    rows = list(JsonlSource(path).rows())
+    assert rows[0] == (
+        1,
+        {
+            "name": "某某公司",
+            "amount": "0.1",
+            "n": "12",
+            "ok": "true",
+            "none": "",
+            "tags": '["a","b"]',
+        },
+    )
+    assert rows[1] == (2, {})
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"a": 1}\n{"a": \n', "not valid JSON"),
+        (b'{"a": 1}\n[1, 2]\n', "not a JSON object"),
+        (b'{"a": 1}\n{"a": NaN}\n', "not valid JSON"),
+        (b'{"a": 1}\n' + '{"a": "张店"}\n'.encode("gbk"), "not valid UTF-8"),
+    ],
+)
+def test_jsonl_bad_lines_stop_with_line_and_offset(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=why) as error:
+        list(JsonlSource(path).rows())
+    assert error.value.row == 2
+    assert error.value.byte_offset is not None
+    assert error.value.byte_offset >= 9
+
+
+def test_jsonl_resume(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(10)), encoding="utf-8")
+    source = JsonlSource(path)
+    iterator = source.rows()
+    for _ in range(4):
+        next(iterator)
+    rest = list(JsonlSource(path).rows(source.position()))
+    assert [r["i"] for _, r in rest] == [str(i) for i in range(4, 10)]
+
+
+def test_cell_text_is_lossless_for_database_and_excel_types() -> None:
+    assert cell_text(Decimal("0.000001")) == "0.000001"
+    assert cell_text(1.0) == "1"
+    assert cell_text(dt.date(2024, 9, 27)) == "2024-09-27"
+    assert cell_text(dt.datetime(2024, 9, 27, 0, 0)) == "2024-09-27"
+    assert cell_text(False) == "false"
+    assert cell_text(None) == ""
+    assert cell_text(b"\x01\xff") == "01ff"

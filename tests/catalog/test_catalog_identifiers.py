@@ -1,0 +1,192 @@
+"""Identifier checks: the standards' own examples, broken variants, and properties."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from catalog import InvalidIdentifier, mask_identifier, normalize_ric, normalize_uscc
+from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
+
+# --- GB 11643 -------------------------------------------------------------------------------
+
+
+def test_gb11643_appendix_example_is_valid() -> None:
+    assert normalize_ric("11010519491231002X", today=TODAY) == "11010519491231002X"
+
+
+def test_gb11643_historic_area_code_is_accepted() -> None:
+    # stdnum refuses it (440524 listed only for 1983-1993); the area code is where the number
+    # was issued, not the place of birth, so credex accepts it (docs/catalog.md).
+    assert normalize_ric("440524188001010014", today=TODAY) == "440524188001010014"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("11010519491231002x", "11010519491231002X"),
+        (" 110105 19491231 002X ", "11010519491231002X"),
+        ("110105-19491231-002X", "11010519491231002X"),
+        ("１１０１０５１９４９１２３１００２Ｘ", "11010519491231002X"),  # full-width
+    ],
+)
+def test_ric_spellings_normalise_to_one(spelling: str, expected: str) -> None:
+    assert normalize_ric(spelling, today=TODAY) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("110105194912310021", "check digit is wrong (expected 'X')"),
+        ("11010519491231002", "length 17"),
+        ("110105491231002", "15-digit"),
+        ("1101051949123100XX", "character 17 is not a digit"),
+        ("11010519491231002Y", "character 18"),
+        ("99010519491231002X", "province"),
+        ("", "length 0"),
+    ],
+)
+def test_ric_refusals_say_what_is_wrong(value: str, fragment: str) -> None:
+    with pytest.raises(InvalidIdentifier, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        normalize_ric(value, today=TODAY)
+
+
+def test_ric_impossible_date_refused() -> None:
+    with pytest.raises(InvalidIdentifier, match="not a real date"):
+        normalize_ric(make_ric(born="19490230"), today=TODAY)
+
+
+def test_ric_future_birth_date_refused_though_stdnum_accepts_it() -> None:
+    future = make_ric(born="20261126")
+    with pytest.raises(InvalidIdentifier, match="future"):
+        normalize_ric(future, today=TODAY)
+    assert normalize_ric(future, today=datetime.date(2026, 11, 26)) == future
+
+
+def test_ric_error_never_echoes_the_number() -> None:
+    value = "110105194912310021"
+    with pytest.raises(InvalidIdentifier) as caught:
+        normalize_ric(value, today=TODAY)
+    assert value not in str(caught.value)
+    assert "19491231" not in str(caught.value)
+
+
+# --- GB 32100 -------------------------------------------------------------------------------
+
+
+def test_gb32100_worked_example() -> None:
+    assert normalize_uscc("91350100M000100Y43") == "91350100M000100Y43"
+    with pytest.raises(InvalidIdentifier, match="character 18 is not allowed"):
+        normalize_uscc("91350100M000100Y4Z")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("91350100M000100Y44", "expected '3'"),
+        ("91350100M000100Y4", "length 17"),
+        ("91350100M0001O0Y43", "character 14 is not allowed"),
+        ("000000000000000000", "all zeros"),
+        ("00000000000000000X", "placeholder"),
+        ("B1350100M000100Y43", "character 1"),
+        ("94350100M000100Y43", "character 2"),
+        ("913A0100M000100Y43", "characters 3-8"),
+    ],
+)
+def test_uscc_refusals(value: str, fragment: str) -> None:
+    with pytest.raises(InvalidIdentifier, match=fragment):
+        normalize_uscc(value)
+
+
+def test_uscc_spellings_normalise() -> None:
+    assert normalize_uscc("9135 0100-m000 100y43") == "91350100M000100Y43"
+
+
+@pytest.mark.parametrize("department", ["A", "N", "Y"])
+def test_letter_departments_accepted_when_checksum_right(department: str) -> None:
+    code = make_uscc(department + "1370303MA3C00001")
+    assert normalize_uscc(code) == code
+    wrong = code[:17] + ("0" if code[17] != "0" else "1")
+    with pytest.raises(InvalidIdentifier, match="check character"):
+        normalize_uscc(wrong)
+
+
+def test_uscc_error_never_echoes_the_code() -> None:
+    with pytest.raises(InvalidIdentifier) as caught:
+        normalize_uscc("91350100M000100Y44")
+    assert "91350100M000100Y44" not in str(caught.value)
+
+
+# --- masking --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("370303199001010017", "370303********0017"),
+        ("91350100M000100Y43", "913501********0Y43"),
+        ("E1234567", "E1****67"),
+        ("abc", "***"),
+        ("", ""),
+    ],
+)
+def test_mask_identifier(value: str, masked: str) -> None:
+    assert mask_identifier(value) == masked
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_mask_never_returns_the_value(value: str) -> None:
+    masked = mask_identifier(value)
+    assert "*" in masked or not value.strip() or masked == ""
+    if len(value.strip()) >= 5:
+        assert masked != value
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_bodies = st.builds(
+    lambda area, days, seq: (area, datetime.date(1900, 1, 1) + datetime.timedelta(days=days), seq),
+    st.sampled_from(["370303", "110105", "440524", "370300", "650102"]),
+    st.integers(0, 40000),
+    st.integers(0, 999),
+)
+
+
+@given(_bodies)
+def test_every_well_formed_ric_is_accepted_and_stable(body: tuple[str, datetime.date, int]) -> None:
+    area, born, seq = body
+    value = make_ric(area, born.strftime("%Y%m%d"), f"{seq:03d}")
+    assert normalize_ric(value, today=TODAY) == value
+    assert normalize_ric(value.lower(), today=TODAY) == value
+
+
+@given(_bodies, st.integers(0, 16), st.integers(1, 9))
+def test_any_single_digit_change_is_caught(
+    body: tuple[str, datetime.date, int], position: int, delta: int
+) -> None:
+    area, born, seq = body
+    value = make_ric(area, born.strftime("%Y%m%d"), f"{seq:03d}")
+    digits = list(value)
+    digits[position] = str((int(digits[position]) + delta) % 10)
+    changed = "".join(digits)
+    with pytest.raises(InvalidIdentifier):
+        # MOD 11-2 detects every single substitution; a changed date or province may fail first
+        normalize_ric(changed, today=TODAY)
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHJKLMNPQRTUWXY", min_size=9, max_size=9))
+def test_uscc_check_character_agrees_with_the_formula(tail: str) -> None:
+    body = "91370303" + tail
+    code = body + uscc_check(body)
+    assert normalize_uscc(code) == code
+    for wrong in (c for c in "0123456789ABCDEFGHJKLMNPQRTUWXY" if c != code[17]):
+        with pytest.raises(InvalidIdentifier, match="check character"):
+            normalize_uscc(code[:17] + wrong)
+
+
+def test_independent_arithmetic_matches_the_standard_examples() -> None:
+    assert ric_check("11010519491231002") == "X"
+    assert uscc_check("91350100M000100Y4") == "3"

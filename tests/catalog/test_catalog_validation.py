@@ -1,0 +1,530 @@
+"""validate_record: good and bad rows per item, the legal record checks, and properties."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from catalog import UnknownItem, ValidationResult, default_catalog, validate_record
+from tests.catalog.catalog_testdata import (
+    AUTHORITY_USCC,
+    COMPANY_USCC,
+    PERSON_ID,
+    SHOP_USCC,
+    TODAY,
+    make_ric,
+    penalty_org,
+    penalty_person,
+)
+
+REP_ID = make_ric("370303", "19700505", "011")
+PRINCIPAL_ID = make_ric("370302", "19800606", "022")
+
+
+def _codes(result: ValidationResult) -> set[tuple[str, str]]:
+    return {(e.field_id, e.code) for e in result.errors}
+
+
+def check(item: str, row: dict[str, str | None]) -> ValidationResult:
+    return validate_record(item, row, today=TODAY)
+
+
+# --- penalties ------------------------------------------------------------------------------
+
+
+def test_good_org_penalty_is_normalised() -> None:
+    result = check(
+        "admin_penalty",
+        penalty_org(
+            uscc="9135 0100 m000 100y43",
+            penalty_types="罚款，警告",
+            fine_wan_yuan="5.000000",
+            decision_date="2026/05/11",
+            penalty_valid_until="20270511",
+        ),
+    )
+    assert result.ok, result.errors
+    record = result.record
+    assert record is not None
+    assert record.subject_kind == "organisation"
+    assert record.subject_id == COMPANY_USCC
+    assert record.fields["uscc"] == COMPANY_USCC
+    assert record.fields["penalty_types"] == "警告;罚款"  # code-table order
+    assert record.fields["fine_wan_yuan"] == "5"
+    assert record.fields["decision_date"] == "2026-05-11"
+    assert record.fields["penalty_valid_until"] == "2027-05-11"
+    assert record.severity == "general"
+    assert record.decided_on == datetime.date(2026, 5, 11)
+    assert record.natural_key == ("张市监罚〔2026〕12号", COMPANY_USCC)
+    assert record.catalog_version == default_catalog().version
+    assert record.linked_subject_ids == ()
+
+
+def test_good_person_penalty() -> None:
+    result = check(
+        "admin_penalty_person", penalty_person(id_number=PERSON_ID.lower(), id_type="01")
+    )
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.subject_kind == "natural_person"
+    assert result.record.subject_id == PERSON_ID
+    assert result.record.fields["id_type"] == "身份证"
+
+
+def test_person_with_passport_gets_a_typed_subject_id() -> None:
+    result = check("admin_penalty_person", penalty_person(id_type="护照", id_number="e 1234567"))
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.subject_id == "护照号:E1234567"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"decision_no": None}, ("decision_no", "required")),
+        ({"decision_date": "2024-13-01"}, ("decision_date", "bad_date")),
+        ({"decision_date": "2026-11-26"}, ("decision_date", "future_date")),
+        ({"penalty_types": "打板子"}, ("penalty_types", "unknown_code")),
+        ({"fine_wan_yuan": None}, ("fine_wan_yuan", "required")),
+        ({"fine_wan_yuan": "1.1234567"}, ("fine_wan_yuan", "bad_number")),
+        ({"fine_wan_yuan": "1e3"}, ("fine_wan_yuan", "bad_number")),
+        ({"fine_wan_yuan": "-5"}, ("fine_wan_yuan", "bad_number")),
+        ({"fine_wan_yuan": "1234567890123"}, ("fine_wan_yuan", "bad_number")),
+        ({"penalty_types": "没收违法所得"}, ("confiscation_wan_yuan", "required")),
+        ({"penalty_types": "吊销许可证件"}, ("license_suspended_or_revoked", "required")),
+        ({"decision_no": "号" * 129}, ("decision_no", "too_long")),
+        ({"violation_facts": "a\x00b"}, ("violation_facts", "bad_text")),
+        ({"uscc": "91350100M000100Y44"}, ("uscc", "bad_identifier")),
+        ({"uscc": None}, ("uscc", "required")),
+        ({"authority_uscc": "000000000000000000"}, ("authority_uscc", "bad_identifier")),
+        ({"severity": None}, ("severity", "required")),
+        ({"severity": "灾难"}, ("severity", "unknown_code")),
+        ({"subject_category": "自然人"}, ("subject_category", "wrong_subject_kind")),
+        ({"legal_rep_name": None}, ("legal_rep_name", "required")),
+        ({"religion": "某教"}, ("religion", "prohibited")),
+        ({"血型": "A"}, ("血型", "prohibited")),
+        ({"favourite_colour": "red"}, ("favourite_colour", "unknown_field")),
+        ({"procedure": "简易程序"}, ("procedure", "summary_procedure")),
+        ({"procedure": "当场处罚"}, ("procedure", "summary_procedure")),
+    ],
+)
+def test_bad_org_penalties(changes: dict[str, str | None], expected: tuple[str, str]) -> None:
+    result = check("admin_penalty", penalty_org(**changes))
+    assert not result.ok
+    assert result.record is None
+    assert expected in _codes(result), result.errors
+
+
+def test_wrong_subject_kind_points_to_the_right_item() -> None:
+    result = check("admin_penalty", penalty_org(subject_category="自然人"))
+    assert any("admin_penalty_person" in e.message for e in result.errors)
+
+
+def test_severity_optional_before_2026_04_01() -> None:
+    result = check("admin_penalty", penalty_org(severity=None, decision_date="2025-06-01"))
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.severity is None
+
+
+def test_pre_2021_penalty_type_only_for_old_decisions() -> None:
+    old = penalty_org(
+        penalty_types="没收违法所得、没收非法财物",
+        confiscation_wan_yuan="1",
+        decision_date="2019-03-01",
+        severity=None,
+        fine_wan_yuan=None,
+    )
+    assert check("admin_penalty", old).ok
+    new = dict(old, decision_date="2022-03-01")
+    assert ("penalty_types", "outdated_code") in _codes(check("admin_penalty", new))
+
+
+# 山东省社会信用条例第十三条 / 行政处罚法第五十一条 (rule in docs/catalog.md)
+@pytest.mark.parametrize(
+    ("item", "row", "refused"),
+    [
+        (
+            "admin_penalty",
+            penalty_org(procedure=None, penalty_types="警告", fine_wan_yuan=None),
+            True,
+        ),
+        ("admin_penalty", penalty_org(procedure=None, fine_wan_yuan="0.3"), True),  # 3000 元
+        ("admin_penalty", penalty_org(procedure=None, fine_wan_yuan="0.300001"), False),
+        (
+            "admin_penalty",
+            penalty_org(procedure=None, fine_wan_yuan="0.3", penalty_types="罚款;责令停产停业"),
+            False,
+        ),
+        ("admin_penalty", penalty_org(penalty_types="警告", fine_wan_yuan=None), False),  # 普通程序
+        (
+            "admin_penalty_person",
+            penalty_person(procedure=None, fine_wan_yuan="0.02"),
+            True,
+        ),  # 200 元
+        ("admin_penalty_person", penalty_person(procedure=None, fine_wan_yuan="0.0201"), False),
+        ("admin_penalty_person", penalty_person(procedure="简易程序", fine_wan_yuan="1"), True),
+        (
+            "admin_penalty",
+            penalty_org(
+                subject_category="个体工商户", uscc=SHOP_USCC, procedure=None, fine_wan_yuan="0.05"
+            ),
+            False,
+        ),
+        (
+            "admin_penalty",
+            penalty_org(
+                subject_category="个体工商户", uscc=SHOP_USCC, procedure=None, fine_wan_yuan="0.02"
+            ),
+            True,
+        ),
+    ],
+)
+def test_summary_procedure_penalties_are_refused(
+    item: str, row: dict[str, str | None], refused: bool
+) -> None:
+    result = check(item, row)
+    assert ("summary_procedure" in {e.code for e in result.errors}) is refused, result.errors
+    if not refused:
+        assert result.ok, result.errors
+
+
+def test_individual_business_placeholder_needs_business_reg_no() -> None:
+    shop = penalty_org(subject_category="个体工商户", uscc="00000000000000000x")
+    assert ("business_reg_no", "required") in _codes(check("admin_penalty", shop))
+    shop["business_reg_no"] = "370303600123456"
+    result = check("admin_penalty", shop)
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.subject_id == "工商注册号:370303600123456"
+    assert result.record.fields["uscc"] == "00000000000000000X"
+
+
+def test_placeholder_refused_for_organisations() -> None:
+    row = penalty_org(uscc="00000000000000000X", business_reg_no="370303600123456")
+    assert ("uscc", "bad_identifier") in _codes(check("admin_penalty", row))
+
+
+# --- severe dishonesty list (Shandong Art. 31) ----------------------------------------------
+
+
+def severe_org(**changes: str | None) -> dict[str, str | None]:
+    row: dict[str, str | None] = {
+        "subject_name": "淄博某某建设有限公司",
+        "subject_category": "法人及非法人组织",
+        "uscc": COMPANY_USCC,
+        "legal_rep_name": "王某",
+        "legal_rep_id_type": "身份证",
+        "legal_rep_id_number": REP_ID,
+        "list_name": "拖欠农民工工资失信联合惩戒对象名单",
+        "dishonest_conduct": "拖欠农民工工资",
+        "recognition_basis": "拖欠农民工工资失信联合惩戒对象名单管理暂行办法",
+        "recognising_unit": "张店区人力资源和社会保障局",
+        "recognising_unit_uscc": AUTHORITY_USCC,
+        "decision_no": "张人社认〔2026〕3号",
+        "listed_date": "2026-06-01",
+        "measures": "3;5;限制或者禁止进入相关市场和相关行业",
+        "status": "列入",
+        "source_unit": "张店区人力资源和社会保障局",
+        "source_unit_uscc": AUTHORITY_USCC,
+    }
+    row.update(changes)
+    return row
+
+
+def test_severe_org_record_links_responsible_persons() -> None:
+    result = check(
+        "severe_dishonesty_list",
+        severe_org(principal_name="赵某", principal_id_number=PRINCIPAL_ID),
+    )
+    assert result.ok, result.errors
+    record = result.record
+    assert record is not None
+    assert record.severity == "severe"
+    assert record.linked_subject_ids == (REP_ID, PRINCIPAL_ID)
+    assert record.fields["measures"].split(";") == [
+        "限制或者禁止进入相关市场和相关行业",
+        "限制开展融资、授信等金融活动",
+        "限制参加政府采购、政府投资项目招标投标以及国有土地招拍挂",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok"),
+    [
+        ({"legal_rep_id_number": None}, False),
+        (
+            {
+                "legal_rep_id_number": None,
+                "principal_name": "赵某",
+                "principal_id_number": PRINCIPAL_ID,
+            },
+            True,
+        ),
+        ({"legal_rep_id_number": None, "principal_name": "赵某"}, False),
+        ({"subject_category": "个体工商户", "uscc": SHOP_USCC, "legal_rep_id_number": None}, True),
+    ],
+)
+def test_severe_org_without_legal_rep_is_refused(changes: dict[str, str | None], ok: bool) -> None:
+    result = check("severe_dishonesty_list", severe_org(**changes))
+    assert result.ok is ok, result.errors
+    if not ok:
+        assert ("legal_rep_name", "legal_rep_missing") in _codes(result)
+
+
+def test_removed_list_entry_needs_removal_date_and_reason() -> None:
+    result = check("severe_dishonesty_list", severe_org(status="移出"))
+    assert {("removal_date", "required"), ("removal_reason", "required")} <= _codes(result)
+    fixed = severe_org(status="移出", removal_date="2026-09-01", removal_reason="信用修复")
+    assert check("severe_dishonesty_list", fixed).ok
+
+
+# --- the other items: one good and one bad row each -----------------------------------------
+
+SUBJECT_PERSON = {
+    "subject_name": "李某",
+    "subject_category": "自然人",
+    "id_type": "身份证",
+    "id_number": PERSON_ID,
+}
+SOURCE = {"source_unit": "张店区某局", "source_unit_uscc": AUTHORITY_USCC}
+
+GOOD_ROWS: dict[str, dict[str, str | None]] = {
+    "natural_person_identity": {
+        "name": "李某",
+        "id_type": "身份证",
+        "id_number": PERSON_ID,
+        "sex": "2",
+        "birth_date": "1990-01-01",
+        "admin_division": "370303",
+        **SOURCE,
+    },
+    "qualification": {
+        **SUBJECT_PERSON,
+        **SOURCE,
+        "qualification_name": "执业医师",
+        "certificate_no": "110370300012345",
+        "issuer_name": "淄博市卫生健康委员会",
+        "issuer_uscc": AUTHORITY_USCC,
+        "issue_date": "2015-07-01",
+        "status": "有效",
+    },
+    "honour": {
+        **SUBJECT_PERSON,
+        **SOURCE,
+        "honour_name": "张店区道德模范",
+        "honour_level": "区县级",
+        "granting_authority": "张店区人民政府",
+        "granting_authority_uscc": AUTHORITY_USCC,
+        "decision_no": "张政字〔2026〕1号",
+        "grant_date": "2026-01-10",
+        "status": "有效",
+    },
+    "red_list": {
+        **SUBJECT_PERSON,
+        **SOURCE,
+        "list_name": "诚信个人",
+        "recognition_basis": "张店区诚信个人评选办法",
+        "recognising_unit": "张店区发展和改革局",
+        "recognising_unit_uscc": AUTHORITY_USCC,
+        "listed_date": "2026-03-01",
+        "status": "有效",
+        "incentive_measures": "1,5",
+    },
+    "utility_arrears": {
+        **SUBJECT_PERSON,
+        "utility_type": "自来水",
+        "arrears_amount_yuan": "1,234.50",
+        "arrears_from": "2025-01-01",
+        "arrears_to": "2025-12-31",
+        "recognition_date": "2026-02-01",
+        "settled": "否",
+        "provider_name": "张店区自来水公司",
+        "provider_uscc": COMPANY_USCC,
+    },
+    "utility_account": {
+        **SUBJECT_PERSON,
+        "utility_type": "电",
+        "account_no": "0301234567",
+        "provider_name": "供电公司",
+        "provider_uscc": COMPANY_USCC,
+    },
+    "financial_enforcement": {
+        **SUBJECT_PERSON,
+        "case_no": "(2026)鲁0303执123号",
+        "court_name": "淄博市张店区人民法院",
+        "enforcement_basis_no": "(2025)鲁0303民初456号",
+        "case_cause": "金融借款合同纠纷",
+        "obligation": "偿还借款本金及利息",
+        "performance_status": "全部未履行",
+        "dishonest_conduct": "1",
+        "enforcement_amount_yuan": "150000",
+        "filing_date": "2026-01-05",
+        "listed_date": "2026-03-05",
+        "status": "列入",
+    },
+    "admin_licence": {
+        "subject_name": "淄博某某商贸有限公司",
+        "subject_category": "法人及非法人组织",
+        "uscc": COMPANY_USCC,
+        "legal_rep_name": "张某",
+        **SOURCE,
+        "decision_title": "食品经营许可决定书",
+        "decision_no": "JY13703030012345",
+        "license_category": "其他-备案",
+        "content": "食品销售",
+        "decision_date": "2026-02-02",
+        "valid_from": "2026-02-02",
+        "valid_to": "2099/12/31",
+        "authority_name": "张店区行政审批服务局",
+        "authority_uscc": AUTHORITY_USCC,
+        "status": "1",
+    },
+    "severe_dishonesty_list_person": {
+        **SUBJECT_PERSON,
+        **SOURCE,
+        "list_name": "失信被执行人名单",
+        "dishonest_conduct": "拒不履行",
+        "recognition_basis": "最高人民法院关于公布失信被执行人名单信息的若干规定",
+        "recognising_unit": "张店区人民法院",
+        "recognising_unit_uscc": AUTHORITY_USCC,
+        "decision_no": "(2026)鲁0303执1号",
+        "listed_date": "2026-03-01",
+        "status": "列入",
+    },
+}
+GOOD_ROWS["admin_licence_person"] = {
+    **GOOD_ROWS["admin_licence"],
+    **SUBJECT_PERSON,
+    "uscc": None,
+    "legal_rep_name": None,
+}
+
+BAD_CHANGES: dict[str, tuple[dict[str, str | None], tuple[str, str]]] = {
+    "natural_person_identity": (
+        {"id_number": "370303199001010018"},
+        ("id_number", "bad_identifier"),
+    ),
+    "qualification": ({"status": "吊"}, ("status", "unknown_code")),
+    "honour": ({"grant_date": "10/01/2026"}, ("grant_date", "bad_date")),
+    "red_list": ({"incentive_measures": None}, ("incentive_measures", "required")),
+    "utility_arrears": ({"settled": "是"}, ("settled_date", "required")),
+    "utility_account": ({"account_no": None}, ("account_no", "required")),
+    "financial_enforcement": ({"dishonest_conduct": "7"}, ("dishonest_conduct", "unknown_code")),
+    "admin_licence": ({"subject_category": "自然人"}, ("subject_category", "wrong_subject_kind")),
+    "admin_licence_person": ({"id_number": None}, ("id_number", "required")),
+    "severe_dishonesty_list_person": ({"id_type": None}, ("id_type", "required")),
+}
+
+
+@pytest.mark.parametrize("item", sorted(GOOD_ROWS))
+def test_good_row_per_item(item: str) -> None:
+    result = check(item, GOOD_ROWS[item])
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.subject_id
+
+
+@pytest.mark.parametrize("item", sorted(BAD_CHANGES))
+def test_bad_row_per_item(item: str) -> None:
+    changes, expected = BAD_CHANGES[item]
+    result = check(item, {**GOOD_ROWS[item], **changes})
+    assert expected in _codes(result), result.errors
+
+
+def test_every_item_has_a_good_row_test() -> None:
+    assert set(GOOD_ROWS) | {
+        "admin_penalty",
+        "admin_penalty_person",
+        "severe_dishonesty_list",
+    } == set(default_catalog().items)
+
+
+def test_item_specific_normalisation() -> None:
+    arrears = check("utility_arrears", GOOD_ROWS["utility_arrears"]).record
+    assert arrears is not None
+    assert arrears.fields["arrears_amount_yuan"] == "1234.5"
+    assert arrears.fields["utility_type"] == "水"
+    assert arrears.fields["settled"] == "false"
+    assert arrears.severity == "general"
+    licence = check("admin_licence", GOOD_ROWS["admin_licence"]).record
+    assert licence is not None
+    assert licence.fields["license_category"] == "其他-备案"
+    assert licence.fields["status"] == "有效"
+    assert licence.fields["valid_to"] == "2099-12-31"
+    identity = check("natural_person_identity", GOOD_ROWS["natural_person_identity"]).record
+    assert identity is not None
+    assert identity.natural_key == (PERSON_ID,)
+    assert identity.fields["sex"] == "女"
+
+
+def test_unknown_item_raises() -> None:
+    with pytest.raises(UnknownItem):
+        validate_record("nope", {}, today=TODAY)
+
+
+# --- no personal data in messages -----------------------------------------------------------
+
+
+def test_messages_never_contain_id_numbers_or_names() -> None:
+    bad_id = "370303199001010018"
+    row = penalty_person(
+        id_number=bad_id,
+        subject_name="欧阳" * 101,
+        decision_date="2026-02-30",
+        legal_rep_id_number="11010519491231002Y",
+    )
+    result = check("admin_penalty_person", row)
+    assert {("id_number", "bad_identifier"), ("subject_name", "too_long")} <= _codes(result)
+    text = " ".join(e.message for e in result.errors)
+    assert bad_id not in text
+    assert "19900101" not in text
+    assert "欧阳欧阳" not in text
+    assert "11010519491231002Y" not in text
+
+
+def test_hidden_values_for_personal_dates() -> None:
+    row = dict(GOOD_ROWS["natural_person_identity"], birth_date="1990-02-30")
+    result = check("natural_person_identity", row)
+    assert ("birth_date", "bad_date") in _codes(result)
+    assert "1990-02-30" not in result.errors[0].message
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_dates = st.dates(datetime.date(1990, 1, 1), TODAY)
+
+
+@settings(max_examples=60)
+@given(_dates, st.sampled_from(["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y/%-m/%-d"]))
+def test_every_date_spelling_gives_the_iso_date(day: datetime.date, style: str) -> None:
+    row = penalty_org(decision_date=day.strftime(style), severity="一般")
+    result = check("admin_penalty", row)
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.fields["decision_date"] == day.isoformat()
+
+
+@settings(max_examples=60)
+@given(st.decimals(min_value=0, max_value=10**11, places=6, allow_nan=False))
+def test_fine_round_trips_through_its_canonical_form(amount: Decimal) -> None:
+    row = penalty_org(fine_wan_yuan=format(amount, "f"))
+    first = check("admin_penalty", row)
+    assert first.record is not None, first.errors
+    canonical = first.record.fields["fine_wan_yuan"]
+    again = check("admin_penalty", dict(row, fine_wan_yuan=canonical))
+    assert again.record is not None
+    assert again.record.fields == first.record.fields
+    assert Decimal(canonical) == amount
+
+
+@settings(max_examples=60)
+@given(st.dictionaries(st.sampled_from(sorted(penalty_org())), st.none() | st.text(max_size=30)))
+def test_validation_never_crashes_and_ok_means_record(changes: dict[str, str | None]) -> None:
+    result = check("admin_penalty", penalty_org(**changes))
+    assert result.ok is (result.record is not None)
+    assert result.ok is (not result.errors)

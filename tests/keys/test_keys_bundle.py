@@ -1,0 +1,256 @@
+"""The trust bundle: building, signing, acceptance, rollback, expiry, rotation, revocation."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import keys
+from keys import BundleError, TrustBundle
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
+DAY = datetime.timedelta(days=1)
+ROOT = keys.Signer(b"r" * 32)
+NEW_ROOT = keys.Signer(b"n" * 32)
+OTHER = keys.Signer(b"o" * 32)
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    base: Path = tmp_path_factory.mktemp("ids")
+    out = {}
+    for node in ("zd-market", "zd-tax", "platform"):
+        out[node] = keys.public_identity(keys.create_key_dir(base / node, node_id=node, now=NOW))
+    return out
+
+
+def _config(identities: dict[str, dict[str, Any]], **over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "version": 3,
+        "catalog_version": "2026.1",
+        "valid_days": 30,
+        "revoked_grants": ["grant-9"],
+        "node": [
+            {
+                "node_id": n,
+                "name": n.upper(),
+                "roles": ["producer"],
+                "endpoint": f"{n}:7443",
+                "identity": ident,
+            }
+            for n, ident in identities.items()
+        ],
+        "agreement": [
+            {
+                "provider": "zd-market",
+                "consumer": "zd-tax",
+                "items": ["admin_penalty"],
+                "purposes": ["tax_collection"],
+                "kind": "feed",
+            }
+        ],
+    }
+    cfg.update(over)
+    return cfg
+
+
+def _bundle(identities: dict[str, dict[str, Any]], **over: Any) -> TrustBundle:
+    return keys.bundle_from_config(_config(identities, **over), root_keyid=ROOT.keyid, now=NOW)
+
+
+def _accept(raw: bytes, **kw: Any) -> TrustBundle:
+    args: dict[str, Any] = {"pinned_root": ROOT.public_key, "current_version": 2, "now": NOW}
+    args.update(kw)
+    return keys.accept_bundle(raw, **args)
+
+
+def test_round_trip(identities: dict[str, dict[str, Any]]) -> None:
+    bundle = _bundle(identities)
+    raw = keys.sign_bundle(bundle, ROOT)
+    env = json.loads(raw)
+    assert env["payloadType"] == keys.BUNDLE_PAYLOAD_TYPE
+    got = _accept(raw)
+    assert got == bundle
+    assert got.expires_at == NOW + 30 * DAY
+    market = got.member("zd-market")
+    assert market is not None
+    assert market.tls_cert.startswith("-----BEGIN CERTIFICATE-----")
+    assert got.member("nobody") is None
+    assert got.revoked_grants == frozenset({"grant-9"})
+    assert got.agreements[0].items == frozenset({"admin_penalty"})
+    assert set(got.trusted_signing_keys(NOW)) == {i["keyid"] for i in identities.values()}
+    assert got.owner_of(identities["zd-tax"]["keyid"], NOW) == got.member("zd-tax")
+
+
+def test_payload_is_canonical(identities: dict[str, dict[str, Any]]) -> None:
+    bundle = _bundle(identities)
+    assert keys.canonical_json(json.loads(bundle.to_payload())) == bundle.to_payload()
+
+
+def test_wrong_root_is_refused(identities: dict[str, dict[str, Any]]) -> None:
+    forged = keys.bundle_from_config(_config(identities), root_keyid=OTHER.keyid, now=NOW)
+    with pytest.raises(BundleError, match="pinned root"):
+        _accept(keys.sign_bundle(forged, OTHER))
+
+
+def test_tampered_bundle_is_refused(identities: dict[str, dict[str, Any]]) -> None:
+    raw = json.loads(keys.sign_bundle(_bundle(identities), ROOT))
+    env = keys.Envelope.from_json(json.dumps(raw))
+    doc = json.loads(env.payload)
+    doc["revoked_grants"] = []
+    forged = keys.Envelope(env.payload_type, keys.canonical_json(doc), env.signatures)
+    with pytest.raises(BundleError):
+        _accept(forged.to_json().encode())
+
+
+def test_valid_signature_under_another_payload_type(identities: dict[str, dict[str, Any]]) -> None:
+    payload = _bundle(identities).to_payload()
+    env = keys.sign_envelope(keys.RECORD_PAYLOAD_TYPE, payload, ROOT)
+    with pytest.raises(BundleError):
+        _accept(env.to_json().encode())
+
+
+def test_rollback_is_refused(identities: dict[str, dict[str, Any]]) -> None:
+    raw = keys.sign_bundle(_bundle(identities), ROOT)
+    with pytest.raises(BundleError, match="older"):
+        _accept(raw, current_version=4)
+
+
+def test_same_version_must_be_identical(identities: dict[str, dict[str, Any]]) -> None:
+    raw = keys.sign_bundle(_bundle(identities), ROOT)
+    assert _accept(raw, current_version=3, current_raw=raw).version == 3
+    different = keys.sign_bundle(_bundle(identities, revoked_grants=[]), ROOT)
+    with pytest.raises(BundleError, match="same version"):
+        _accept(different, current_version=3, current_raw=raw)
+    with pytest.raises(BundleError, match="same version"):
+        _accept(raw, current_version=3)
+
+
+def test_expiry_and_future_issue(identities: dict[str, dict[str, Any]]) -> None:
+    raw = keys.sign_bundle(_bundle(identities), ROOT)
+    with pytest.raises(BundleError, match="expired"):
+        _accept(raw, now=NOW + 30 * DAY)
+    _accept(raw, now=NOW + 30 * DAY - datetime.timedelta(seconds=1))
+    with pytest.raises(BundleError, match="future"):
+        _accept(raw, now=NOW - datetime.timedelta(minutes=6))
+    with pytest.raises(BundleError):
+        _accept(raw, now=NOW.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}", b"[1]", b"not json"])
+def test_malformed_raw_is_refused(raw: bytes) -> None:
+    with pytest.raises(BundleError):
+        _accept(raw)
+
+
+def test_malformed_payload_is_refused(identities: dict[str, dict[str, Any]]) -> None:
+    doc = json.loads(_bundle(identities).to_payload())
+    doc["roster"][0]["signing_key"] = "AAAA"
+    env = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT)
+    with pytest.raises(BundleError, match=r"roster\[0\]\.signing_key"):
+        _accept(env.to_json().encode())
+
+
+def test_root_rotation(identities: dict[str, dict[str, Any]]) -> None:
+    rotation = keys.sign_root_rotation(ROOT, NEW_ROOT, now=NOW)
+    bundle = keys.bundle_from_config(_config(identities), root_keyid=NEW_ROOT.keyid, now=NOW)
+    raw = keys.sign_bundle(bundle, NEW_ROOT)
+    with pytest.raises(BundleError):
+        _accept(raw)
+    assert _accept(raw, rotations=[rotation]) == bundle
+    assert keys.resolve_root(ROOT.public_key, [rotation]) == NEW_ROOT.public_key
+    # The old root can no longer sign once the node follows the rotation.
+    old_signed = keys.sign_bundle(_bundle(identities), ROOT)
+    with pytest.raises(BundleError):
+        _accept(old_signed, rotations=[rotation])
+
+
+def test_bad_rotations_are_refused() -> None:
+    # Signed by a key that is not the current root.
+    with pytest.raises(BundleError, match="current root"):
+        keys.resolve_root(ROOT.public_key, [keys.sign_root_rotation(OTHER, NEW_ROOT, now=NOW)])
+    # Without the new root's own signature (no proof of possession).
+    doc = {"issued_at": "2026-11-25T12:00:00Z", "new_root_key": "", "old_keyid": ROOT.keyid, "v": 1}
+    doc["new_root_key"] = base64.b64encode(NEW_ROOT.public_key).decode()
+    env = keys.sign_envelope(keys.ROTATION_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT)
+    with pytest.raises(BundleError, match="new root"):
+        keys.resolve_root(ROOT.public_key, [env.to_json().encode()])
+    # A chain applied out of order.
+    third = keys.Signer(b"t" * 32)
+    r1 = keys.sign_root_rotation(ROOT, NEW_ROOT, now=NOW)
+    r2 = keys.sign_root_rotation(NEW_ROOT, third, now=NOW)
+    assert keys.resolve_root(ROOT.public_key, [r1, r2]) == third.public_key
+    with pytest.raises(BundleError):
+        keys.resolve_root(ROOT.public_key, [r2, r1])
+
+
+def test_revoked_keys_and_key_rotation_overlap(identities: dict[str, dict[str, Any]]) -> None:
+    tax = identities["zd-tax"]
+    old = keys.Signer(b"p" * 32)
+    tax_rotated = {
+        **tax,
+        "previous_signing_keys": [
+            {
+                "key": base64.b64encode(old.public_key).decode(),
+                "accepted_until": "2026-11-27T00:00:00Z",
+            }
+        ],
+    }
+    ids = {**identities, "zd-tax": tax_rotated}
+    bundle = _bundle(ids, revoked_keyids=[identities["zd-market"]["keyid"]])
+    trusted = bundle.trusted_signing_keys(NOW)
+    assert identities["zd-market"]["keyid"] not in trusted
+    assert old.keyid in trusted
+    assert old.keyid not in bundle.trusted_signing_keys(NOW + 2 * DAY)
+    assert bundle.owner_of(identities["zd-market"]["keyid"], NOW) is None
+    assert bundle.node_signing_keys("zd-market", NOW) == {}
+    assert set(bundle.node_signing_keys("zd-tax", NOW)) == {tax["keyid"], old.keyid}
+
+
+def test_membership_validity(identities: dict[str, dict[str, Any]]) -> None:
+    cfg = _config(identities)
+    cfg["node"][0]["valid_until"] = "2026-11-26T00:00:00Z"
+    bundle = keys.bundle_from_config(cfg, root_keyid=ROOT.keyid, now=NOW)
+    market = identities["zd-market"]["keyid"]
+    assert market in bundle.trusted_signing_keys(NOW)
+    assert market not in bundle.trusted_signing_keys(NOW + DAY)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.pop("version"), r"bundle\.toml\.version: missing"),
+        (lambda c: c.update(version="3"), r"version: must be an integer"),
+        (lambda c: c.update(version=0), r"version: must be 1 or more"),
+        (lambda c: c.pop("valid_days"), r"valid_days: missing"),
+        (lambda c: c.update(expires_at="2026-11-01T00:00:00"), r"expires_at needs a UTC offset"),
+        (lambda c: c.update(expires_at="2026-11-01T00:00:00Z"), r"must be after issued_at"),
+        (lambda c: c["node"].append(dict(c["node"][0])), r"listed twice"),
+        (lambda c: c["node"][1].pop("endpoint"), r"node\[1\]\.endpoint: missing"),
+        (lambda c: c["node"][0]["identity"].update(keyid="0" * 16), r"identity\.keyid"),
+        (lambda c: c["node"][0]["identity"].update(node_id="zd-x"), r"identity\.node_id"),
+        (lambda c: c["node"][0]["identity"].update(tls_fingerprint="ab" * 32), r"tls_cert"),
+        (lambda c: c["agreement"][0].update(kind="gossip"), r"agreement\[0\]\.kind"),
+        (lambda c: c["agreement"][0].update(consumer="zd-x"), r"not in the roster"),
+    ],
+)
+def test_config_errors_name_the_key(
+    identities: dict[str, dict[str, Any]], change: Any, message: str
+) -> None:
+    cfg = json.loads(json.dumps(_config(identities)))
+    change(cfg)
+    with pytest.raises(BundleError, match=message):
+        keys.bundle_from_config(cfg, root_keyid=ROOT.keyid, now=NOW)
+
+
+def test_sign_bundle_refuses_another_root(identities: dict[str, dict[str, Any]]) -> None:
+    with pytest.raises(BundleError):
+        keys.sign_bundle(_bundle(identities), OTHER)
+    with pytest.raises(BundleError):
+        keys.sign_bundle(dataclasses.replace(_bundle(identities), version=0), ROOT)

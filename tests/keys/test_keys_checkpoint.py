@@ -1,0 +1,129 @@
+"""C2SP checkpoints and signed notes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+import keys
+from keys import Checkpoint, KeysError, VerificationError
+
+LOG = "zd-market.credex.example/log"
+WITNESS = "platform.credex.example/witness"
+ROOT = hashlib.sha256(b"root").digest()
+
+
+def _note(signer: keys.Signer) -> str:
+    return keys.sign_checkpoint(Checkpoint(LOG, 42, ROOT, ("ext line",)), name=LOG, signer=signer)
+
+
+def test_format_follows_the_specs(signer: keys.Signer) -> None:
+    note = _note(signer)
+    body, sigs = note.split("\n\n")
+    assert body == f"{LOG}\n42\n{base64.b64encode(ROOT).decode()}\next line"
+    line = sigs.rstrip("\n")
+    assert line.startswith(f"\u2014 {LOG} ")
+    blob = base64.b64decode(line.split(" ")[2])
+    key_id = hashlib.sha256(LOG.encode() + b"\n\x01" + signer.public_key).digest()[:4]
+    assert blob[:4] == key_id == keys.note_key_id(LOG, signer.public_key)
+    keys.verify_signature(signer.public_key, (body + "\n").encode(), blob[4:])
+
+
+def test_vkey_round_trip(signer: keys.Signer) -> None:
+    text = keys.vkey(LOG, signer.public_key)
+    name, hex_id, b64 = text.split("+", 2)
+    assert (name, bytes.fromhex(hex_id)) == (LOG, keys.note_key_id(LOG, signer.public_key))
+    assert base64.b64decode(b64) == b"\x01" + signer.public_key
+    assert keys.parse_vkey(text) == (LOG, signer.public_key)
+    with pytest.raises(KeysError):
+        keys.parse_vkey(f"{name}+00000000+{b64}")
+    with pytest.raises(KeysError):
+        keys.parse_vkey("no-plus-signs")
+
+
+def test_verify_with_and_without_witness(signer: keys.Signer, other_signer: keys.Signer) -> None:
+    note = _note(signer)
+    cp = keys.verify_checkpoint(note, verifiers={LOG: signer.public_key})
+    assert (cp.origin, cp.size, cp.root, cp.extensions) == (LOG, 42, ROOT, ("ext line",))
+    cosigned = keys.cosign_note(note, name=WITNESS, signer=other_signer)
+    both = {LOG: signer.public_key, WITNESS: other_signer.public_key}
+    assert keys.verify_checkpoint(cosigned, verifiers=both) == cp
+    assert keys.verify_note(cosigned, verifiers=both)[1] == frozenset({LOG, WITNESS})
+    with pytest.raises(KeysError):
+        keys.cosign_note(cosigned, name=WITNESS, signer=other_signer)
+
+
+def test_witness_alone_is_not_enough(signer: keys.Signer, other_signer: keys.Signer) -> None:
+    cosigned = keys.cosign_note(_note(signer), name=WITNESS, signer=other_signer)
+    with pytest.raises(VerificationError):
+        keys.verify_checkpoint(cosigned, verifiers={WITNESS: other_signer.public_key})
+
+
+def test_unknown_signers_are_ignored(signer: keys.Signer, other_signer: keys.Signer) -> None:
+    # Same name, other key: an unknown key for the verifier, so ignored, not fatal.
+    cosigned = keys.cosign_note(_note(signer), name=WITNESS, signer=signer)
+    keys.verify_checkpoint(
+        cosigned, verifiers={LOG: signer.public_key, WITNESS: other_signer.public_key}
+    )
+
+
+def test_bad_known_signature_rejects_the_note(
+    signer: keys.Signer, other_signer: keys.Signer
+) -> None:
+    cosigned = keys.cosign_note(_note(signer), name=WITNESS, signer=other_signer)
+    head, last = cosigned.rstrip("\n").rsplit(" ", 1)
+    blob = bytearray(base64.b64decode(last))
+    blob[10] ^= 1
+    bad = head + " " + base64.b64encode(bytes(blob)).decode() + "\n"
+    with pytest.raises(VerificationError):
+        keys.verify_checkpoint(
+            bad, verifiers={LOG: signer.public_key, WITNESS: other_signer.public_key}
+        )
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda n: n.replace("\n42\n", "\n43\n"),
+        lambda n: n.replace("ext line", "ext lime"),
+        lambda n: n.rstrip("\n"),
+        lambda n: n.replace("\n\n", "\n"),
+        lambda n: n.replace("\u2014", "-"),
+        lambda n: n.replace("\n42\n", "\n\t42\n"),
+        lambda n: n[: n.index("\n\n") + 2],
+    ],
+)
+def test_tampered_notes_are_refused(signer: keys.Signer, mutate: object) -> None:
+    note = mutate(_note(signer))  # type: ignore[operator]
+    with pytest.raises(VerificationError):
+        keys.verify_checkpoint(note, verifiers={LOG: signer.public_key})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "o\n",
+        "o\n1\n",
+        "o\n01\nAAAA\n",
+        "o\n-1\n" + base64.b64encode(ROOT).decode() + "\n",
+        "o\n1\nAAAA\n",
+        "\n1\n" + base64.b64encode(ROOT).decode() + "\n",
+        "o\n1\n" + base64.b64encode(ROOT).decode() + "\n\n",
+    ],
+)
+def test_malformed_bodies_are_refused(body: str) -> None:
+    with pytest.raises(VerificationError):
+        keys.parse_checkpoint(body)
+
+
+def test_bad_checkpoints_and_names_are_refused(signer: keys.Signer) -> None:
+    with pytest.raises(KeysError):
+        Checkpoint("o", 1, b"short").body()
+    with pytest.raises(KeysError):
+        Checkpoint("o\nx", 1, ROOT).body()
+    with pytest.raises(KeysError):
+        keys.sign_checkpoint(Checkpoint("o", 1, ROOT), name="has space", signer=signer)
+    with pytest.raises(KeysError):
+        keys.sign_note("text\n\n", name="n", signer=signer)

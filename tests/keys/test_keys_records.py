@@ -1,0 +1,180 @@
+"""Selective disclosure: signing, minimising and verifying records (decision 0002)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import keys
+from keys import KeysError, SignedRecord, VerificationError
+
+HEADER: dict[str, Any] = {
+    "item": "admin_penalty",
+    "catalog_version": "2026.1",
+    "record_key": "ab" * 32,
+    "version": 1,
+    "producer": "zd-market",
+    "issued_at": "2026-11-25T00:00:00Z",
+    "subject": "cd" * 16,
+}
+FIELDS = {"decision_no": "淄张市监罚〔2026〕12号", "penalty": "罚款", "amount": "2.5", "x": ""}
+
+
+def _trusted(s: keys.Signer) -> dict[str, bytes]:
+    return {s.keyid: s.public_key}
+
+
+def test_payload_is_canonical_json_with_digests(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    payload = rec.envelope.payload
+    doc = json.loads(payload)
+    assert keys.canonical_json(doc) == payload
+    assert doc["v"] == 1
+    assert set(doc["digests"]) == set(FIELDS)
+    assert rec.envelope.payload_type == keys.RECORD_PAYLOAD_TYPE
+    for fid, (salt, value) in rec.disclosures.items():
+        assert len(salt) == 16
+        want = hashlib.sha256(salt + fid.encode() + value.encode()).digest()
+        assert base64.b64decode(doc["digests"][fid]) == want
+    # No value travels inside the signed payload.
+    assert "罚款".encode() not in payload
+
+
+def test_salts_are_fresh(signer: keys.Signer) -> None:
+    a = keys.sign_record(HEADER, FIELDS, signer)
+    b = keys.sign_record(HEADER, FIELDS, signer)
+    salts = [s for r in (a, b) for s, _ in r.disclosures.values()]
+    assert len(set(salts)) == len(salts)
+
+
+def test_verify_full_and_minimised(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    full = keys.verify_record(rec, trusted=_trusted(signer))
+    assert dict(full.fields) == FIELDS
+    assert full.hidden == frozenset()
+    assert full.signer_keyid == signer.keyid
+    assert full.header["record_key"] == HEADER["record_key"]
+    assert "digests" not in full.header
+    small = rec.minimise(["penalty", "not_there"])
+    got = keys.verify_record(SignedRecord.from_bytes(small.to_bytes()), trusted=_trusted(signer))
+    assert dict(got.fields) == {"penalty": "罚款"}
+    assert got.hidden == frozenset({"decision_no", "amount", "x"})
+
+
+def _tampered(
+    rec: SignedRecord, fid: str, *, salt: bytes | None = None, value: str | None = None
+) -> SignedRecord:
+    old_salt, old_value = rec.disclosures[fid]
+    d = dict(rec.disclosures)
+    d[fid] = (salt if salt is not None else old_salt, value if value is not None else old_value)
+    return SignedRecord(rec.envelope, d)
+
+
+def test_changed_value_or_salt_is_refused(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    with pytest.raises(VerificationError):
+        keys.verify_record(_tampered(rec, "amount", value="0.5"), trusted=_trusted(signer))
+    with pytest.raises(VerificationError):
+        keys.verify_record(_tampered(rec, "amount", salt=bytes(16)), trusted=_trusted(signer))
+    with pytest.raises(VerificationError):
+        keys.verify_record(_tampered(rec, "amount", salt=bytes(15)), trusted=_trusted(signer))
+
+
+def test_disclosure_without_digest_is_refused(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    d = dict(rec.disclosures)
+    d["invented"] = (bytes(16), "value")
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(rec.envelope, d), trusted=_trusted(signer))
+
+
+def test_swapped_disclosures_between_fields_are_refused(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, {"a": "1", "b": "2"}, signer)
+    d = {"a": rec.disclosures["b"], "b": rec.disclosures["a"]}
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(rec.envelope, d), trusted=_trusted(signer))
+
+
+def test_disclosure_moved_to_another_record_is_refused(signer: keys.Signer) -> None:
+    a = keys.sign_record(HEADER, {"a": "1"}, signer)
+    b = keys.sign_record(HEADER, {"a": "2"}, signer)
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(a.envelope, b.disclosures), trusted=_trusted(signer))
+
+
+def test_wrong_or_unknown_key_is_refused(signer: keys.Signer, other_signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    with pytest.raises(VerificationError):
+        keys.verify_record(rec, trusted=_trusted(other_signer))
+
+
+def test_envelope_of_another_type_is_refused(signer: keys.Signer) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    env = keys.sign_envelope("application/json", rec.envelope.payload, signer)
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(env, rec.disclosures), trusted=_trusted(signer))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b"[]", b'{"v":2,"digests":{}}', b'{"v":1,"digests":[]}', b'{"v":1,"digests":{}}'],
+)
+def test_malformed_signed_payload_is_refused(signer: keys.Signer, payload: bytes) -> None:
+    env = keys.sign_envelope(keys.RECORD_PAYLOAD_TYPE, payload, signer)
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(env, {}), trusted=_trusted(signer))
+
+
+@pytest.mark.parametrize(
+    ("header", "fields"),
+    [
+        ({k: v for k, v in HEADER.items() if k != "subject"}, FIELDS),
+        ({**HEADER, "digests": "x"}, FIELDS),
+        ({**HEADER, "extra": {"nested": 1}}, FIELDS),
+        ({**HEADER, "extra": 1.5}, FIELDS),
+        (HEADER, {"bad id": "x"}),
+        (HEADER, {"": "x"}),
+        (HEADER, {"a": 1}),
+    ],
+)
+def test_bad_input_gets_a_keys_error(
+    signer: keys.Signer, header: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    with pytest.raises(KeysError):
+        keys.sign_record(header, fields, signer)
+
+
+def test_compact_form_refuses_truncation(signer: keys.Signer) -> None:
+    raw = keys.sign_record(HEADER, {"a": "1"}, signer).to_bytes()
+    for cut in range(0, len(raw), 7):
+        with pytest.raises(VerificationError):
+            SignedRecord.from_bytes(raw[:cut])
+    with pytest.raises(VerificationError):
+        SignedRecord.from_bytes(raw + b"!")
+
+
+field_ids = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+
+
+@settings(max_examples=60)
+@given(
+    fields=st.dictionaries(field_ids, st.text(max_size=30), max_size=12),
+    keep=st.sets(field_ids, max_size=6),
+    extra=st.text(max_size=20),
+)
+def test_any_minimisation_verifies_and_payload_is_canonical(
+    fields: dict[str, str], keep: set[str], extra: str
+) -> None:
+    s = keys.Signer(bytes(32))
+    rec = keys.sign_record({**HEADER, "note": extra}, fields, s)
+    assert keys.canonical_json(json.loads(rec.envelope.payload)) == rec.envelope.payload
+    got = keys.verify_record(rec.minimise(keep), trusted={s.keyid: s.public_key})
+    assert dict(got.fields) == {k: v for k, v in fields.items() if k in keep}
+    assert got.hidden == frozenset(fields) - keep
+    assert got.header["note"] == extra
