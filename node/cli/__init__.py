@@ -12,8 +12,11 @@ import sys
 
 import typer
 
+import adapters
+import catalog
+import keys
 from node.cli.common import err_console
-from node.errors import exit_code_for
+from node.errors import NodeError, exit_code_for
 
 app = typer.Typer(
     name="credex",
@@ -25,7 +28,11 @@ app = typer.Typer(
 
 # Command modules, each registering its commands on `app`. Add one line per module.
 _COMMAND_MODULES = (
+    "node.cli.init_cmds",
     "node.cli.catalog_cmds",
+    "node.cli.mapping_cmds",
+    "node.cli.serve_cmds",
+    "node.cli.bundle_cmds",
 )
 
 for _name in _COMMAND_MODULES:
@@ -33,29 +40,13 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Run the CLI; credex errors become a one-line diagnosis and a documented exit code."""
-    import adapters
-    import catalog
-    import keys
-    from node.errors import NodeError
+    """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
+    Usage errors are click's own (exit 2, with the usage line); every credex error family is
+    caught here and printed as one line, so no traceback ever reaches an operator.
+    """
     try:
-        result = app(standalone_mode=False)
-        # click returns the exit code of ctx.exit()/typer.Exit instead of raising in this mode
-        if isinstance(result, int):
-            sys.exit(result)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
+        app()
     except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(int(exit_code_for(error)))
-    except Exception as error:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise

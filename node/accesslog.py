@@ -1,0 +1,1136 @@
+"""The tamper-evident access log (DESIGN.md section 6, "Access log").
+
+Every access, allowed or denied, is one `LogEntry`. Its leaf is canonical JSON (sorted keys,
+compact, UTF-8) of the entry plus `chain`, the hex leaf hash of the previous leaf (64 zeros for
+the first), and the leaf is hashed into an RFC 9162 Merkle tree (`keys.leaf_hash`). The signed
+checkpoints prove the whole log; the chain lets `verify_log` name the exact first entry that was
+edited, deleted, reordered or inserted even when the attacker also rewrote the stored hash.
+Because `chain` sorts first, every leaf starts with `{"chain":"<64 hex>"`, which verification
+checks without parsing the JSON.
+
+Invariants:
+- An entry never holds a full identifier or name: the subject appears only as a blind-index
+  token and a masked identifier (`370303********0001`), and `LogEntry` refuses an unmasked one.
+- `AccessLog.append` resolves only after the backend has durably stored the entry; if the
+  backend fails, every waiter of that group gets `node.errors.LogUnavailable` (fail closed).
+- Indexes are gap-free and never reused; the log is never pruned (retention is at least
+  `RETENTION_MIN_DAYS`; the Merkle log keeps everything).
+
+The storage seam is `LogBackend`; `MemoryLogBackend` is the in-memory implementation for tests and
+benchmarks, the SQL one lives in node/store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import chinese_calendar
+
+import catalog
+import keys
+from node.errors import ConfigError, InputError, LogUnavailable, NodeError, TamperDetected
+
+RETENTION_MIN_DAYS = 180  # 网络安全法 Art. 21 asks for >= 6 months of network logs
+KNOWN_KINDS: frozenset[str] = frozenset(
+    {
+        "query",
+        "feed_delivery",
+        "push",
+        "export",
+        "admin_read",
+        "lifecycle",
+        "purge",
+        "alarm",
+    }
+)
+ZERO_HASH = b"\0" * 32
+_CHAIN_PREFIX = b'{"chain":"'
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_HEX = re.compile(r"^[0-9a-f]{16,64}$")
+_CHINA = dt.timezone(dt.timedelta(hours=8), "China")
+_VERIFY_CHUNK = 65536
+
+
+class ForkDetected(NodeError):  # noqa: N818 - the name the design and the other errors use
+    """Two checkpoints of one log cannot both be true (same size, different root, or no
+    consistency): somebody showed different histories to different parties."""
+
+    exit_code = TamperDetected.exit_code
+    status = TamperDetected.status
+
+
+# --- entries -------------------------------------------------------------------------------
+
+
+def utc_iso(moment: dt.datetime) -> str:
+    """Return `moment` as a UTC ISO 8601 string with microseconds and a `Z` (refuses naive)."""
+    if moment.tzinfo is None:
+        raise InputError("log entry time: a timezone-aware time is required")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(text: str) -> dt.datetime:
+    """Parse an entry time written by `utc_iso` (or any ISO time with an offset)."""
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise InputError("log entry time: not an ISO 8601 time") from error
+    if moment.tzinfo is None:
+        raise InputError("log entry time: the time has no timezone")
+    return moment.astimezone(dt.UTC)
+
+
+def mask_subject(normalised_identifier: str) -> str:
+    """Return the log-safe masked form of an identifier (catalog.mask_identifier)."""
+    return catalog.mask_identifier(normalised_identifier)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One access: who asked, for what, under which authority, and what was decided.
+
+    Refuses (InputError naming the field) a bad kind, decision or time, a negative count, and any
+    subject identifier that is not masked.
+    """
+
+    time: str
+    kind: str
+    requester: str
+    officer: str
+    purpose: str
+    legal_basis: str
+    decision: str
+    reason: str
+    request_id: str
+    grant_id: str | None = None
+    subject_index: str | None = None
+    subject_masked: str | None = None
+    items_asked: tuple[str, ...] = ()
+    items_released: tuple[str, ...] = ()
+    result_count: int = 0
+    trace_id: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_utc(self.time)
+        if not _SNAKE.match(self.kind):
+            raise InputError("log entry kind: must be a snake_case word such as 'query'")
+        if self.decision not in ("allow", "deny"):
+            raise InputError("log entry decision: must be 'allow' or 'deny'")
+        if self.reason and not _SNAKE.match(self.reason):
+            raise InputError("log entry reason: must be a snake_case reason code")
+        if self.subject_index is not None and not _HEX.match(self.subject_index):
+            raise InputError("log entry subject_index: must be a hex blind-index token")
+        if self.subject_masked is not None and "*" not in self.subject_masked:
+            raise InputError("log entry subject_masked: refusing an identifier that is not masked")
+        if isinstance(self.result_count, bool) or self.result_count < 0:
+            raise InputError("log entry result_count: must be a non-negative integer")
+
+    @property
+    def moment(self) -> dt.datetime:
+        """The entry time as an aware UTC datetime."""
+        return parse_utc(self.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the entry as a JSON-able dict (lists for the item tuples)."""
+        # Spelled out rather than dataclasses.asdict: this runs for every append (hot path).
+        return {
+            "time": self.time,
+            "kind": self.kind,
+            "requester": self.requester,
+            "officer": self.officer,
+            "purpose": self.purpose,
+            "legal_basis": self.legal_basis,
+            "decision": self.decision,
+            "reason": self.reason,
+            "request_id": self.request_id,
+            "grant_id": self.grant_id,
+            "subject_index": self.subject_index,
+            "subject_masked": self.subject_masked,
+            "items_asked": list(self.items_asked),
+            "items_released": list(self.items_released),
+            "result_count": self.result_count,
+            "trace_id": self.trace_id,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> LogEntry:
+        """Build an entry from `to_dict` output; InputError on unknown or missing keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = set(doc) - names
+        if extra:
+            raise InputError(f"log entry: unknown keys {sorted(extra)}")
+        values = dict(doc)
+        for key in ("items_asked", "items_released"):
+            raw = values.get(key, [])
+            if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
+                raise InputError(f"log entry {key}: must be a list of item ids")
+            values[key] = tuple(raw)
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise InputError("log entry: missing or mistyped keys") from error
+
+
+def encode_leaf(entry: LogEntry, previous_hash: bytes) -> bytes:
+    """Return the canonical leaf bytes of `entry` chained to the previous leaf hash."""
+    doc = entry.to_dict()
+    doc["chain"] = previous_hash.hex()
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_leaf(leaf: bytes) -> tuple[LogEntry, bytes]:
+    """Parse a leaf into `(entry, previous leaf hash)`; InputError when it is not a leaf."""
+    try:
+        doc = json.loads(leaf)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError("log leaf: not JSON") from error
+    if not isinstance(doc, dict) or not isinstance(doc.get("chain"), str):
+        raise InputError("log leaf: not an access-log leaf")
+    chain = doc.pop("chain")
+    try:
+        previous = bytes.fromhex(chain)
+    except ValueError as error:
+        raise InputError("log leaf: chain is not hex") from error
+    return LogEntry.from_dict(doc), previous
+
+
+# --- storage ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class LogBackend(Protocol):
+    """Where the access log's leaves, tree state, checkpoints and witness cosignatures live.
+
+    Indexes are 0-based and gap-free. `append` is atomic: either every entry of the batch is
+    stored with consecutive indexes together with the new tree state, or nothing is (and it
+    raises). `expected_size` is the size the caller computed `state` from: a backend shared by
+    several writers must refuse (raise, writing nothing) when the stored size differs inside its
+    transaction; the AccessLog then reloads the state and retries once. `leaves` and
+    `leaf_hashes` may raise node.errors.TamperDetected when rows are missing in the range.
+    """
+
+    def size(self) -> int:
+        """Return the number of leaves stored."""
+        ...
+
+    def append(
+        self,
+        entries: Sequence[tuple[bytes, bytes]],
+        state: bytes,
+        *,
+        expected_size: int | None = None,
+    ) -> int:
+        """Store `(leaf, leaf_hash)` pairs after the last leaf, with `state` (the serialised
+        CompactRange after them), atomically; return the index of the first one."""
+        ...
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Return `(index, leaf, leaf_hash)` for `start <= index < end`, in index order."""
+        ...
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Return the stored leaf hashes for `start <= index < end`, in index order."""
+        ...
+
+    def state(self) -> bytes | None:
+        """Return the serialised CompactRange saved by the last append (None when empty)."""
+        ...
+
+    def save_checkpoint(self, size: int, note: str) -> None:
+        """Store a signed checkpoint note for tree size `size`."""
+        ...
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """Return `(size, note)` of the checkpoint with the largest size, or None."""
+        ...
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Return every stored `(size, note)`, by increasing size."""
+        ...
+
+    def save_witness(self, size: int, witness: str, note: str) -> None:
+        """Store the cosigned note `note` that witness `witness` returned for size `size`."""
+        ...
+
+    def witnesses(self) -> list[tuple[int, str, str]]:
+        """Return every stored `(size, witness, note)`, by increasing size."""
+        ...
+
+
+class MemoryLogBackend:
+    """An in-memory LogBackend (thread-safe). `rows` holds `[index, leaf, leaf_hash]` lists and
+    is public on purpose: tests edit, delete and reorder it to play the attacker."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+        self._state: bytes | None = None
+        self._checkpoints: dict[int, str] = {}
+        self._witnesses: list[tuple[int, str, str]] = []
+        self._lock = threading.Lock()
+
+    def size(self) -> int:
+        """See LogBackend.size."""
+        return len(self.rows)
+
+    def append(
+        self,
+        entries: Sequence[tuple[bytes, bytes]],
+        state: bytes,
+        *,
+        expected_size: int | None = None,
+    ) -> int:
+        """See LogBackend.append."""
+        with self._lock:
+            first = len(self.rows)
+            if expected_size is not None and expected_size != first:
+                raise LogUnavailable(f"access log grew from {expected_size} to {first} meanwhile")
+            self.rows.extend([first + i, leaf, h] for i, (leaf, h) in enumerate(entries))
+            self._state = state
+            return first
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """See LogBackend.leaves."""
+        return [(r[0], r[1], r[2]) for r in self.rows[max(start, 0) : end]]
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """See LogBackend.leaf_hashes."""
+        return [r[2] for r in self.rows[max(start, 0) : end]]
+
+    def state(self) -> bytes | None:
+        """See LogBackend.state."""
+        return self._state
+
+    def save_checkpoint(self, size: int, note: str) -> None:
+        """See LogBackend.save_checkpoint."""
+        with self._lock:
+            self._checkpoints[size] = note
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """See LogBackend.latest_checkpoint."""
+        if not self._checkpoints:
+            return None
+        size = max(self._checkpoints)
+        return size, self._checkpoints[size]
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """See LogBackend.checkpoints."""
+        return sorted(self._checkpoints.items())
+
+    def save_witness(self, size: int, witness: str, note: str) -> None:
+        """See LogBackend.save_witness."""
+        with self._lock:
+            self._witnesses.append((size, witness, note))
+
+    def witnesses(self) -> list[tuple[int, str, str]]:
+        """See LogBackend.witnesses."""
+        return sorted(self._witnesses, key=lambda w: w[0])
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+def check_retention(days: int) -> int:
+    """Return `days` when it is an acceptable access-log retention; ConfigError below 180."""
+    if days < RETENTION_MIN_DAYS:
+        raise ConfigError(
+            f"accesslog.retention_days: {days} is below the minimum of {RETENTION_MIN_DAYS} days "
+            "(网络安全法 Art. 21: keep network logs at least six months)"
+        )
+    return days
+
+
+@dataclass
+class _Waiter:
+    entry: LogEntry
+    future: asyncio.Future[int]
+
+
+class AccessLog:
+    """The node's access log writer: group commit, signed checkpoints, proofs.
+
+    `append` may be awaited by many tasks at once; the entries waiting while a backend append is
+    in flight are committed together in the next one (group commit), in the order `append` was
+    called. `append_sync` serves the CLI and admin reads. One AccessLog per backend per process;
+    several processes need a backend that serialises appends (see LogBackend).
+    """
+
+    def __init__(
+        self,
+        backend: LogBackend,
+        *,
+        origin: str,
+        signer: keys.Signer,
+        key_name: str | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+        checkpoint_interval: dt.timedelta = dt.timedelta(seconds=1),
+        max_batch: int = 8192,
+    ) -> None:
+        if not origin or "\n" in origin:
+            raise ConfigError("accesslog.origin: must be one non-empty line")
+        self.backend = backend
+        self.origin = origin
+        self.key_name = key_name or origin
+        self._signer = signer
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._interval = checkpoint_interval
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._range: keys.CompactRange | None = None
+        self._previous: bytes = ZERO_HASH
+        self._pending: list[_Waiter] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_checkpoint_at: dt.datetime | None = None
+
+    # writing
+
+    def _load(self) -> keys.CompactRange:
+        state = self.backend.state()
+        size = self.backend.size()
+        tree = keys.CompactRange.from_bytes(state) if state else keys.CompactRange()
+        if tree.size != size:
+            raise LogUnavailable(
+                "access log state does not match its size; run `credex log verify`"
+            )
+        self._previous = self.backend.leaf_hashes(size - 1, size)[0] if size else ZERO_HASH
+        return tree
+
+    def _commit(self, entries: Sequence[LogEntry]) -> int:
+        """Chain, hash and store `entries` in one backend append; return the first index."""
+        with self._lock:
+            for attempt in range(2):
+                if self._range is None:
+                    self._range = self._load()
+                tree = self._range
+                before = tree.size
+                previous = self._previous
+                rows: list[tuple[bytes, bytes]] = []
+                for entry in entries:
+                    leaf = encode_leaf(entry, previous)
+                    previous = keys.leaf_hash(leaf)
+                    rows.append((leaf, previous))
+                    tree.append(previous)
+                try:
+                    first = self.backend.append(rows, tree.to_bytes(), expected_size=before)
+                except Exception:
+                    self._range = None  # our view may be stale: reload before trying again
+                    if attempt == 1:
+                        raise
+                    continue
+                self._previous = previous
+                return first
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def append_sync(self, entry: LogEntry) -> int:
+        """Durably append one entry and return its index; LogUnavailable if the backend fails."""
+        try:
+            return self._commit([entry])
+        except LogUnavailable:
+            raise
+        except Exception as error:
+            raise LogUnavailable("the access log could not be written") from error
+
+    async def append(self, entry: LogEntry) -> int:
+        """Durably append `entry` (group commit) and return its index.
+
+        Resolves only after the backend append that holds the entry returned; LogUnavailable for
+        every entry of a group whose backend append failed.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(entry, loop.create_future())
+        self._pending.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await waiter.future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                first = await asyncio.to_thread(self._commit, [w.entry for w in batch])
+            except Exception as error:
+                failure = LogUnavailable("the access log could not be written")
+                failure.__cause__ = error
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(failure)
+                continue
+            for offset, w in enumerate(batch):
+                if not w.future.done():
+                    w.future.set_result(first + offset)
+
+    # checkpoints
+
+    def size(self) -> int:
+        """Return the number of committed entries."""
+        with self._lock:
+            return self._range.size if self._range is not None else self.backend.size()
+
+    def checkpoint(self) -> str:
+        """Sign and store a checkpoint of the current tree; return the note."""
+        with self._lock:
+            if self._range is None:
+                self._range = self._load()
+            size, root = self._range.size, self._range.root()
+        note = keys.sign_checkpoint(
+            keys.Checkpoint(origin=self.origin, size=size, root=root),
+            name=self.key_name,
+            signer=self._signer,
+        )
+        self.backend.save_checkpoint(size, note)
+        return note
+
+    def _uncheckpointed(self) -> bool:
+        size = self.size()
+        latest = self.backend.latest_checkpoint()
+        return size > (latest[0] if latest is not None else 0)
+
+    def maybe_checkpoint(self, now: dt.datetime) -> str | None:
+        """Sign a checkpoint when entries were added since the last one and at least the
+        checkpoint interval has passed since the last one this writer signed; return the new
+        note, or None when nothing was due."""
+        if not self._uncheckpointed():
+            return None
+        if self._last_checkpoint_at is not None and now - self._last_checkpoint_at < self._interval:
+            return None
+        self._last_checkpoint_at = now
+        return self.checkpoint()
+
+    async def run_checkpoints(self, stop: asyncio.Event) -> None:
+        """Checkpoint every interval while the server runs, and once more when `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval.total_seconds())
+            await asyncio.to_thread(self.maybe_checkpoint, self._clock())
+        if self._uncheckpointed():
+            await asyncio.to_thread(self.checkpoint)
+
+    # proofs
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Return the RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
+        _check_range(index, size, self.backend.size())
+        return keys.inclusion_proof(index, keys.FetchedLeaves(size, self.backend.leaf_hashes))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """Return the RFC 9162 consistency proof from tree size `size1` to `size2`."""
+        if not 0 <= size1 <= size2 <= self.backend.size():
+            raise InputError(f"consistency proof: sizes {size1}..{size2} are not in the log")
+        return keys.consistency_proof(size1, keys.FetchedLeaves(size2, self.backend.leaf_hashes))
+
+    def check_foreign_checkpoint(self, note: str, verifiers: Mapping[str, bytes]) -> None:
+        """Compare a checkpoint of THIS log that somebody showed us with our own tree.
+
+        Raises ForkDetected (after recording an `alarm` entry in the log) when it has our origin
+        and a size we hold but a different root, or a size beyond ours; a note that does not
+        verify raises keys.VerificationError and is not an alarm.
+        """
+        cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=self.key_name)
+        if cp.origin != self.origin:
+            raise InputError("checkpoint: it is not a checkpoint of this log")
+        size = self.backend.size()
+        if (
+            cp.size <= size
+            and keys.root_from_leaves(self.backend.leaf_hashes(0, cp.size)) == cp.root
+        ):
+            return
+        self.append_sync(
+            LogEntry(
+                time=utc_iso(self._clock()),
+                kind="alarm",
+                requester=self.origin,
+                officer="",
+                purpose="",
+                legal_basis="",
+                decision="deny",
+                reason="fork_detected",
+                request_id=hashlib.sha256(note.encode()).hexdigest()[:32],
+            )
+        )
+        raise ForkDetected(
+            f"a signed checkpoint of size {cp.size} does not match this log (size {size})"
+        )
+
+
+def _check_range(index: int, size: int, stored: int) -> None:
+    if not 0 <= index < size <= stored:
+        raise InputError(f"inclusion proof: index {index} in size {size} is not in the log")
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of `verify_log`: a stable code, the entry index when one is to blame, and a
+    sentence for the officer."""
+
+    code: str
+    index: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of `verify_log`. `first_bad_index` is the lowest index any problem names."""
+
+    size: int
+    root: bytes
+    checkpoints_checked: int
+    witnesses_checked: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found."""
+        return not self.problems
+
+    @property
+    def first_bad_index(self) -> int | None:
+        """The first entry index a problem blames, or None."""
+        indexes = [p.index for p in self.problems if p.index is not None]
+        return min(indexes) if indexes else None
+
+    def raise_for_problems(self) -> None:
+        """Raise TamperDetected (exit code 3) naming the first bad entry when not ok."""
+        if self.problems:
+            first = self.first_bad_index
+            where = f"first bad entry {first}" if first is not None else "no single entry"
+            raise TamperDetected(
+                f"access log failed verification ({where}): {self.problems[0].message}"
+            )
+
+
+def verify_log(
+    backend: LogBackend,
+    verifiers: Mapping[str, bytes],
+    *,
+    origin: str | None = None,
+    log_name: str | None = None,
+    witness_verifiers: Mapping[str, bytes] | None = None,
+) -> VerifyReport:
+    """Recompute every leaf hash, the chain and the tree, and check every stored checkpoint (its
+    signature with `verifiers`, name -> Ed25519 key, by the log key `log_name` (default: the
+    checkpoint's origin), its origin, and its root at its size) and every witness cosignature
+    (with `witness_verifiers`).
+
+    Promises: an edited, deleted, inserted or reordered row is named by its index (the first such
+    entry); a log shorter than a signed checkpoint is reported as truncated at its first missing
+    index. Never raises for tampering: the report lists problems; `raise_for_problems` turns it
+    into TamperDetected.
+    """
+    log_name = log_name or origin
+    problems: list[Problem] = []
+    expected_roots: dict[int, bytes] = {}
+    sizes: set[int] = set()
+    for size, note in backend.checkpoints():
+        try:
+            cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+        except keys.KeysError:
+            problems.append(
+                Problem("checkpoint_signature", None, f"checkpoint {size}: bad signature")
+            )
+            continue
+        if cp.size != size or (origin is not None and cp.origin != origin):
+            problems.append(
+                Problem("checkpoint_mismatch", None, f"checkpoint {size}: wrong size or origin")
+            )
+            continue
+        expected_roots[size] = cp.root
+        sizes.add(size)
+    witness_rows = backend.witnesses()
+    witnesses_checked = 0
+    for size, name, note in witness_rows:
+        try:
+            wv = dict(verifiers)
+            wv.update(witness_verifiers or {})
+            cp = keys.verify_checkpoint(note, verifiers={name: wv[name]}, log_name=name)
+            keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+        except (keys.KeysError, KeyError):
+            problems.append(
+                Problem(
+                    "witness_signature", None, f"witness {name} at size {size}: bad cosignature"
+                )
+            )
+            continue
+        witnesses_checked += 1
+        if cp.size != size:
+            problems.append(Problem("witness_mismatch", None, f"witness {name}: wrong size"))
+            continue
+        if size in expected_roots and expected_roots[size] != cp.root:
+            problems.append(
+                Problem("fork_detected", None, f"witness {name} cosigned another root at {size}")
+            )
+            continue
+        expected_roots.setdefault(size, cp.root)
+        sizes.add(size)
+
+    stored = backend.size()
+    tree = keys.CompactRange()
+    previous = ZERO_HASH
+    first_bad: int | None = None
+    leaf_hash = keys.leaf_hash
+    previous_hex = previous.hex().encode()
+    for index, leaf, stored_hash in _readable_rows(backend, stored, problems):
+        computed = leaf_hash(leaf)
+        if first_bad is None and (
+            index != tree.size
+            or computed != stored_hash
+            or leaf[10:74] != previous_hex
+            or not leaf.startswith(_CHAIN_PREFIX)
+        ):
+            problem = _row_problem(index, tree.size, leaf, stored_hash, previous)
+            if problem is not None:
+                problems.append(problem)
+                first_bad = tree.size
+        tree.append(computed)
+        previous = computed
+        previous_hex = computed.hex().encode()
+        root = expected_roots.get(tree.size)
+        if root is not None and tree.root() != root:
+            blame = first_bad if first_bad is not None else _last_good(tree.size, sizes)
+            problems.append(
+                Problem(
+                    "checkpoint_root_mismatch",
+                    blame,
+                    f"the log at size {tree.size} does not match its signed checkpoint "
+                    f"(entries from {blame} on were rewritten)",
+                )
+            )
+    state = backend.state()
+    state_size = keys.CompactRange.from_bytes(state).size if state is not None else 0
+    covered = max([*sizes, state_size])
+    if covered > tree.size:
+        problems.append(
+            Problem(
+                "truncated",
+                tree.size,
+                f"the log holds {tree.size} entries but {covered} were committed",
+            )
+        )
+    elif state is not None and keys.CompactRange.from_bytes(state).root() != tree.root():
+        problems.append(Problem("state_mismatch", None, "the stored tree state does not match"))
+    return VerifyReport(
+        size=tree.size,
+        root=tree.root(),
+        checkpoints_checked=len(expected_roots),
+        witnesses_checked=witnesses_checked,
+        problems=tuple(sorted(problems, key=_problem_order)),
+    )
+
+
+def _readable_rows(
+    backend: LogBackend, stored: int, problems: list[Problem]
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """Yield the stored rows in chunks; when the backend itself refuses a range because rows are
+    missing (TamperDetected), bisect to the first missing index, report it and stop there."""
+    for start in range(0, stored, _VERIFY_CHUNK):
+        end = min(start + _VERIFY_CHUNK, stored)
+        try:
+            rows = backend.leaves(start, end)
+        except TamperDetected:
+            good, bad = start, end  # leaves(start, good) reads; leaves(start, bad) does not
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                try:
+                    backend.leaves(start, mid)
+                except TamperDetected:
+                    bad = mid
+                else:
+                    good = mid
+            yield from backend.leaves(start, good)
+            problems.append(
+                Problem("index_gap", good, f"entry {good} is missing from the stored log")
+            )
+            return
+        yield from rows
+
+
+def _problem_order(p: Problem) -> tuple[int, int]:
+    return (0 if p.index is not None else 1, p.index if p.index is not None else 0)
+
+
+def _last_good(size: int, sizes: set[int]) -> int:
+    earlier = [s for s in sizes if s < size]
+    return max(earlier) if earlier else 0
+
+
+def _row_problem(
+    index: int, expected: int, leaf: bytes, stored_hash: bytes, previous: bytes
+) -> Problem | None:
+    if index != expected:
+        return Problem(
+            "index_gap", expected, f"entry {expected} is missing or rows were renumbered"
+        )
+    if keys.leaf_hash(leaf) != stored_hash:
+        return Problem("leaf_hash_mismatch", expected, f"entry {expected} was edited")
+    if not leaf.startswith(_CHAIN_PREFIX + previous.hex().encode()):
+        return Problem(
+            "chain_broken",
+            expected,
+            f"entry {expected} does not follow entry {expected - 1} (edited, deleted, inserted "
+            "or reordered)",
+        )
+    return None
+
+
+# --- reading: search, export, risk ---------------------------------------------------------
+
+
+def iter_entries(
+    backend: LogBackend, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, bytes, LogEntry]]:
+    """Yield `(index, leaf, entry)` in index order; a leaf that does not parse raises InputError
+    naming its index (run verify_log for the full diagnosis)."""
+    stop = backend.size() if end is None else min(end, backend.size())
+    for chunk in range(start, stop, _VERIFY_CHUNK):
+        for index, leaf, _h in backend.leaves(chunk, min(chunk + _VERIFY_CHUNK, stop)):
+            try:
+                entry, _prev = decode_leaf(leaf)
+            except InputError as error:
+                raise InputError(f"access log entry {index} does not parse: {error}") from error
+            yield index, leaf, entry
+
+
+def search(
+    backend: LogBackend,
+    *,
+    subject_index: str | None = None,
+    requester: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    kind: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[int, LogEntry]]:
+    """Return `(index, entry)` of the entries matching every given filter, oldest first.
+
+    `since` is inclusive and `until` exclusive; `subject_index` is the blind-index token (the CLI
+    computes it from the identifier the officer types, which is never logged).
+    """
+    found: list[tuple[int, LogEntry]] = []
+    for index, _leaf, entry in iter_entries(backend):
+        if subject_index is not None and entry.subject_index != subject_index:
+            continue
+        if requester is not None and entry.requester != requester:
+            continue
+        if kind is not None and entry.kind != kind:
+            continue
+        if since is not None or until is not None:
+            moment = entry.moment
+            if since is not None and moment < since:
+                continue
+            if until is not None and moment >= until:
+                continue
+        found.append((index, entry))
+        if limit is not None and len(found) >= limit:
+            break
+    return found
+
+
+def export(
+    backend: LogBackend,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    indexes: Iterable[int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield one evidence record per entry: index, leaf (base64), the decoded entry, and its
+    inclusion proof (base64 hashes) to the latest checkpoint, whose note is included.
+
+    Entries newer than the latest checkpoint carry `"proof": null` (wait for the next checkpoint).
+    """
+    latest = backend.latest_checkpoint()
+    cp_size, note = latest if latest is not None else (0, None)
+    hashes = backend.leaf_hashes(0, cp_size) if cp_size else []
+    wanted = None if indexes is None else set(indexes)
+    for index, leaf, entry in iter_entries(backend, start, end):
+        if wanted is not None and index not in wanted:
+            continue
+        proof = None
+        if index < cp_size:
+            proof = [base64.b64encode(h).decode() for h in keys.inclusion_proof(index, hashes)]
+        yield {
+            "index": index,
+            "leaf": base64.b64encode(leaf).decode(),
+            "entry": entry.to_dict(),
+            "tree_size": cp_size if proof is not None else None,
+            "proof": proof,
+            "checkpoint": note if proof is not None else None,
+        }
+
+
+def export_lines(backend: LogBackend, **kwargs: Any) -> Iterator[str]:
+    """`export` as JSON Lines (one compact JSON document per line, UTF-8 kept readable)."""
+    for record in export(backend, **kwargs):
+        yield json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def verify_export_record(record: Mapping[str, Any], verifiers: Mapping[str, bytes]) -> LogEntry:
+    """Check one exported line on its own: the checkpoint signature and the inclusion proof of
+    the leaf; return the entry. Raises keys.VerificationError when it does not verify."""
+    note = record.get("checkpoint")
+    proof = record.get("proof")
+    if not isinstance(note, str) or not isinstance(proof, list):
+        raise InputError("export record: it carries no checkpoint and proof")
+    cp = keys.verify_checkpoint(note, verifiers=verifiers)
+    leaf = base64.b64decode(record["leaf"])
+    keys.verify_inclusion(
+        int(record["index"]),
+        cp.size,
+        keys.leaf_hash(leaf),
+        [base64.b64decode(p) for p in proof],
+        cp.root,
+    )
+    entry, _prev = decode_leaf(leaf)
+    return entry
+
+
+def is_off_hours(moment: dt.datetime) -> bool:
+    """True outside 08:00-18:00 China time or on a non-working day (chinese-calendar; for years
+    it does not know, weekends only)."""
+    local = moment.astimezone(_CHINA)
+    if not dt.time(8, 0) <= local.time() < dt.time(18, 0):
+        return True
+    return not _is_workday(local.date())
+
+
+def _is_workday(day: dt.date) -> bool:
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError:
+        return day.weekday() < 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One risk signal for a security officer: a stable code, who, a number, and a sentence."""
+
+    code: str  # volume_spike | off_hours | denied_ratio | queries_without_grant | grant_near_limit
+    subject: str  # requester node id, or grant id for grant_near_limit
+    value: float
+    message: str
+
+
+@dataclass(frozen=True)
+class RequesterStats:
+    """A requester's activity in the report window and in its own history."""
+
+    requester: str
+    window_count: int
+    baseline_daily: float
+    off_hours: int
+    denied: int
+    without_grant: int
+
+
+@dataclass(frozen=True)
+class RiskReport:
+    """`risk_report` output: per-requester statistics and the findings that crossed a threshold."""
+
+    since: dt.datetime
+    until: dt.datetime
+    requesters: tuple[RequesterStats, ...]
+    findings: tuple[Finding, ...]
+
+
+class _GrantUse(Protocol):
+    @property
+    def uses(self) -> int: ...
+    @property
+    def revoked(self) -> bool: ...
+    @property
+    def grant(self) -> Any: ...
+
+
+def risk_report(
+    backend: LogBackend,
+    now: dt.datetime,
+    *,
+    window: dt.timedelta = dt.timedelta(days=1),
+    history: dt.timedelta = dt.timedelta(days=30),
+    spike_factor: float = 3.0,
+    spike_min: int = 20,
+    denied_ratio: float = 0.2,
+    denied_min: int = 10,
+    grants: Iterable[_GrantUse] = (),
+    grant_near: float = 0.8,
+) -> RiskReport:
+    """Review the accesses of `window` before `now` against each requester's own history.
+
+    Signals: volume above `spike_factor` x its daily average over `history` (and at least
+    `spike_min`); any access off hours; a denied share above `denied_ratio` (with at least
+    `denied_min` requests); allowed queries without a grant (statutory-duty queries included, so
+    an officer can check the duty claimed); grants with at least `grant_near` of their uses spent.
+    """
+    since = now - window
+    start_history = since - history
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # win, hist, off, deny, ng
+    for _index, _leaf, entry in iter_entries(backend):
+        if entry.kind not in ("query", "feed_delivery", "push", "export", "admin_read"):
+            continue
+        moment = entry.moment
+        if moment >= now or moment < start_history:
+            continue
+        c = counts[entry.requester]
+        if moment < since:
+            c[1] += 1
+            continue
+        c[0] += 1
+        c[2] += is_off_hours(moment)
+        c[3] += entry.decision == "deny"
+        c[4] += entry.kind == "query" and entry.decision == "allow" and entry.grant_id is None
+    days = max(history / dt.timedelta(days=1), 1.0)
+    stats: list[RequesterStats] = []
+    findings: list[Finding] = []
+    for requester in sorted(counts):
+        win, hist, off, deny, no_grant = counts[requester]
+        baseline = hist / days * (window / dt.timedelta(days=1))
+        stats.append(RequesterStats(requester, win, hist / days, off, deny, no_grant))
+        if win >= spike_min and win > spike_factor * baseline:
+            findings.append(
+                Finding(
+                    "volume_spike",
+                    requester,
+                    float(win),
+                    f"{win} accesses against a usual {baseline:.1f} for this period",
+                )
+            )
+        if off:
+            findings.append(
+                Finding(
+                    "off_hours",
+                    requester,
+                    float(off),
+                    f"{off} accesses outside working hours or on non-working days",
+                )
+            )
+        if win >= denied_min and deny / win > denied_ratio:
+            findings.append(
+                Finding(
+                    "denied_ratio", requester, deny / win, f"{deny} of {win} requests were denied"
+                )
+            )
+        if no_grant:
+            findings.append(
+                Finding(
+                    "queries_without_grant",
+                    requester,
+                    float(no_grant),
+                    f"{no_grant} allowed queries without a subject grant (check the duty)",
+                )
+            )
+    for state in grants:
+        limit = int(state.grant.use_limit)
+        if not state.revoked and limit and state.uses >= grant_near * limit:
+            findings.append(
+                Finding(
+                    "grant_near_limit",
+                    str(state.grant.grant_id),
+                    state.uses / limit,
+                    f"{state.uses} of {limit} uses spent",
+                )
+            )
+    return RiskReport(since, now, tuple(stats), tuple(findings))
+
+
+# --- witnessing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Witness:
+    """The platform's witness: remembers the latest checkpoint it cosigned per log origin and
+    countersigns a new one only when it is consistent with it.
+
+    `alarms` records every fork it was shown (both notes), so the evidence is kept.
+    """
+
+    name: str
+    signer: keys.Signer
+    log_verifiers: Mapping[str, Mapping[str, bytes]]  # origin -> {key name: public key}
+    latest: dict[str, str] = field(default_factory=dict)
+    alarms: list[tuple[str, str, str]] = field(default_factory=list)  # origin, old, new
+
+    def witness(self, new_note: str, proof: Sequence[bytes]) -> str:
+        """Verify `new_note` against the log's key and the last cosigned note of its origin with
+        `proof`, remember it and return it cosigned. ForkDetected (recorded in `alarms`) when it
+        contradicts what was cosigned before; keys.VerificationError for a bad signature."""
+        origin = _note_origin(new_note)
+        verifiers = self.log_verifiers.get(origin)
+        if verifiers is None:
+            raise InputError("witness: the checkpoint's origin is not a log this witness follows")
+        previous = self.latest.get(origin)
+        try:
+            cosigned = witness_checkpoint(
+                previous,
+                new_note,
+                proof,
+                log_verifiers=verifiers,
+                name=self.name,
+                signer=self.signer,
+            )
+        except ForkDetected:
+            self.alarms.append((origin, previous or "", new_note))
+            raise
+        current = keys.verify_checkpoint(new_note, verifiers=verifiers)
+        if (
+            previous is None
+            or current.size >= keys.verify_checkpoint(previous, verifiers=verifiers).size
+        ):
+            self.latest[origin] = new_note
+        return cosigned
+
+
+def _note_origin(note: str) -> str:
+    return note.split("\n", 1)[0]
+
+
+def witness_checkpoint(
+    previous_note: str | None,
+    new_note: str,
+    consistency_proof: Sequence[bytes],
+    *,
+    log_verifiers: Mapping[str, bytes],
+    name: str,
+    signer: keys.Signer,
+) -> str:
+    """Verify `new_note` (and `previous_note`, when there is one) with the log's key, check that
+    the new tree extends the old one, and return `new_note` with this witness's cosignature.
+
+    Refuses: ForkDetected for two notes of one origin with the same size and different roots, a
+    smaller new size than the old one whose roots disagree, or a consistency proof that fails;
+    keys.VerificationError for a note that does not verify.
+    """
+    new = keys.verify_checkpoint(new_note, verifiers=log_verifiers)
+    if previous_note is not None:
+        old = keys.verify_checkpoint(previous_note, verifiers=log_verifiers)
+        if old.origin != new.origin:
+            raise InputError("witness: the two checkpoints are of different logs")
+        if old.size == new.size:
+            if old.root != new.root:
+                raise ForkDetected(f"two checkpoints of size {new.size} with different roots")
+        elif old.size > new.size:
+            raise InputError(
+                f"witness: checkpoint {new.size} is older than the witnessed {old.size}"
+            )
+        elif old.size > 0:
+            try:
+                keys.verify_consistency(
+                    old.size, new.size, old.root, new.root, list(consistency_proof)
+                )
+            except keys.VerificationError as error:
+                raise ForkDetected(
+                    f"checkpoint {new.size} is not consistent with the witnessed {old.size}"
+                ) from error
+    return keys.cosign_note(new_note, name=name, signer=signer)

@@ -1,0 +1,254 @@
+"""`credex init`, `credex keys show` and `credex ingest`.
+
+`init` builds the whole node in a temporary sibling directory and renames it into place at the
+end, so a failure (bad passphrase file, full disk) never leaves a half-made node behind, and an
+existing node is never touched. Nothing printed here contains key material or row content.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import adapters
+import keys
+from node.cli import app
+from node.cli.common import HomeOption, JsonOption, console, err_console, print_json, resolve_home
+from node.config import CONFIG_FILE, load_config, write_default_config
+from node.errors import ExitCode, InputError
+from node.ingest import IngestSummary, run_ingest
+from node.store import open_store
+
+keys_app = typer.Typer(help="Show the node's public keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+PassphraseFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="File whose first line is the passphrase protecting the key files.",
+        show_default=False,
+    ),
+]
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """Return the passphrase in `path` (first line, without its newline), or None.
+
+    Refuses (InputError) an unreadable or empty file; never echoes its content.
+    """
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the passphrase file ({error.strerror})") from None
+    line = data.splitlines()[0] if data else b""
+    if not line:
+        raise InputError(f"{path}: the passphrase file is empty")
+    return line
+
+
+def _existing_node(directory: Path) -> str | None:
+    for name in (CONFIG_FILE, "keys", "data"):
+        if (directory / name).exists():
+            return name
+    return None
+
+
+def init_node(
+    directory: Path,
+    *,
+    name: str,
+    role: str,
+    listen: str = "127.0.0.1:7443",
+    passphrase: bytes | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Create a node in `directory`: keys, commented config, data/ with a migrated store,
+    rejects/, trust/ (and for a platform its root key and trust/root.pub).
+
+    Refuses (InputError) a bad name or role and a directory that already holds a node or any
+    other file; builds everything aside and renames it into place, so it is all or nothing.
+    Returns a JSON-ready description (public facts only).
+    """
+    if not _NAME.match(name):
+        raise InputError(
+            f"--name {name!r}: use lower-case letters, digits and '-' (it becomes the node id)"
+        )
+    if role not in ("department", "platform"):
+        raise InputError(f'--role {role!r}: must be "department" or "platform"')
+    directory = directory.absolute()
+    if directory.exists():
+        if not directory.is_dir():
+            raise InputError(f"{directory}: exists and is not a directory")
+        found = _existing_node(directory)
+        if found is not None:
+            raise InputError(f"{directory}: already holds a node ({found}); refusing to overwrite")
+        if any(directory.iterdir()):
+            raise InputError(f"{directory}: is not empty; choose an empty or new directory")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    try:
+        work.chmod(0o700)
+        node_keys = keys.create_key_dir(work / "keys", node_id=name, passphrase=passphrase, now=now)
+        write_default_config(work, node_id=name, name=name, role=role, listen=listen)
+        for sub in ("data", "rejects", "trust"):
+            (work / sub).mkdir(mode=0o700)
+        root_keyid = None
+        if role == "platform":
+            # The root is an Ed25519 signer in its own key directory (keys.create_key_dir);
+            # only its signing key is used. trust/root.pub is what every node pins.
+            root = keys.create_key_dir(
+                work / "trust" / "root", node_id=f"{name}-root", passphrase=passphrase, now=now
+            )
+            pub = work / "trust" / "root.pub"
+            pub.write_text(base64.b64encode(root.signing.public_key).decode("ascii") + "\n")
+            root_keyid = root.signing.keyid
+        # The store URL in the new config resolves against the final directory, so the
+        # database is made here at the same relative place and moves with the rename.
+        store = open_store(f"sqlite:///{work / 'data' / 'credex.db'}")
+        store.close()
+        (work / "data" / "credex.db").chmod(0o600)
+        if directory.exists():
+            directory.rmdir()  # empty (checked above); rename cannot replace it otherwise
+        work.replace(directory)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return {
+        "home": str(directory),
+        "node_id": name,
+        "role": role,
+        "listen": listen,
+        "keyid": node_keys.signing.keyid,
+        "tls_fingerprint": node_keys.tls_fingerprint,
+        "root_keyid": root_keyid,
+        "store": "data/credex.db",
+        "passphrase": passphrase is not None,
+    }
+
+
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="New node directory (created, mode 0700).")],
+    *,
+    name: Annotated[str, typer.Option("--name", help="Node id, e.g. 'market'.")],
+    role: Annotated[str, typer.Option("--role", help='"department" or "platform".')] = (
+        "department"
+    ),
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT the gRPC server binds.")
+    ] = "127.0.0.1:7443",
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a node: keys, commented credex.toml, migrated store; refuses an existing node."""
+    info = init_node(
+        directory, name=name, role=role, listen=listen, passphrase=read_passphrase(passphrase_file)
+    )
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"credex node {info['node_id']} ({info['role']})", show_header=False)
+    for key in ("home", "listen", "keyid", "tls_fingerprint", "root_keyid", "store"):
+        if info[key] is not None:
+            table.add_row(key, str(info[key]))
+    console.print(table)
+    console.print(
+        f"next: edit {Path(info['home']) / CONFIG_FILE}, copy the platform's root.pub into "
+        "trust/, then `credex mapping check` and `credex ingest`."
+    )
+
+
+@keys_app.command("show")
+def keys_show_command(
+    home: HomeOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the node's public identity (keys, key id, TLS certificate fingerprint)."""
+    config = load_config(resolve_home(home))
+    node_keys = keys.load_key_dir(config.keys_dir, passphrase=read_passphrase(passphrase_file))
+    identity = keys.public_identity(node_keys)
+    if as_json:
+        print_json(identity)
+        return
+    table = Table(title=f"public identity of {identity['node_id']}", show_header=False)
+    for key in ("node_id", "keyid", "signing_key", "encryption_key", "tls_fingerprint"):
+        table.add_row(key, str(identity[key]))
+    for previous in identity.get("previous_signing_keys", []):
+        table.add_row(
+            "previous signing key", f"{previous['key']} (until {previous['accepted_until']})"
+        )
+    console.print(table)
+
+
+@app.command("ingest")
+def ingest_command(
+    mapping: Annotated[Path, typer.Argument(help="Mapping file (TOML) naming the source.")],
+    *,
+    home: HomeOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, help="Rows per transaction.")
+    ] = 1000,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the saved resume point and read it all.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Map, validate, sign, encrypt and store a source's records (resumable, idempotent)."""
+    config = load_config(resolve_home(home))
+    passphrase = read_passphrase(passphrase_file)
+    today = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8))).date()
+    with adapters.RunProgress(err_console, label=mapping.name, quiet=as_json) as bar:
+        summary = run_ingest(
+            config,
+            mapping,
+            today=today,
+            progress=bar.advance,
+            passphrase=passphrase,
+            batch_size=batch_size,
+            restart=restart,
+        )
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        _show_summary(summary)
+    if not summary.balanced:  # pragma: no cover - run_ingest's own invariant
+        raise typer.Exit(int(ExitCode.FAILURE))
+
+
+def _show_summary(summary: IngestSummary) -> None:
+    table = Table(title=f"ingest {summary.run_id}")
+    columns = ("read", "accepted", "corrected", "rejected", "unchanged", "batches", "rows/s")
+    for column in columns:
+        table.add_column(column, justify="right")
+    rate = f"{summary.read / summary.seconds:,.0f}" if summary.seconds else "-"
+    table.add_row(
+        str(summary.read), str(summary.accepted), str(summary.corrected), str(summary.rejected),
+        str(summary.skipped_unchanged), str(summary.batches), rate,
+    )  # fmt: skip
+    console.print(table)
+    if summary.top_reasons:
+        reasons = Table(title="top reject reasons")
+        for column in ("field", "code", "rows"):
+            reasons.add_column(column)
+        for field_id, code, count in summary.top_reasons:
+            reasons.add_row(field_id, code, str(count))
+        console.print(reasons)
+    for path in summary.reject_files:
+        console.print(f"rejects: {path}")
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)

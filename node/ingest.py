@@ -1,0 +1,354 @@
+"""Ingest: department rows in, signed, encrypted, versioned records out (DESIGN.md section 3).
+
+    adapters (read, map) -> catalog (validate) -> keys.sign_record -> StorageCipher -> store
+
+Promises:
+- each batch is committed in ONE transaction together with the adapter's resume state, so a
+  crash or kill -9 at any moment neither loses nor duplicates a record: a re-run resumes after
+  the last committed batch, and rows of an uncommitted batch are read again;
+- idempotent by record key: a row whose (record key, content hash) is already stored is counted
+  `skipped_unchanged`; a changed row becomes the next version (a correction) and the store marks
+  the older version superseded; nothing is overwritten;
+- `read == accepted + rejected + skipped_unchanged` for every run (`corrected` is the part of
+  `accepted` that were new versions of existing records);
+- subjects are stored only as blind-index tokens and bodies only encrypted (row id as AAD);
+- rejected rows go to `rejects/<run-id>.csv` and `.jsonl` before their batch commits, so a
+  report is never missing a reject (a killed run's replayed rows appear again in the next run's
+  report, which is a report, not data).
+
+Feed events: the store appends them per subscriber in the batch's transaction. Subscriptions
+come from the trust bundle's "feed" agreements naming this node as provider; they are created
+(and backfilled with the records already stored) before the first batch, so a subscriber never
+misses a record whichever of bundle and ingest comes first.
+
+File sources keep their resume state only while a run is unfinished (a finished run clears it,
+so the next export of the same file is read in full and unchanged rows are skipped); SQL sources
+keep it, because their watermark is what makes the next run incremental.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import adapters
+import catalog as cat
+import keys
+from node.config import NodeConfig
+from node.errors import ConfigError
+from node.store import NewRecord, Store, open_store
+
+__all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
+
+ProgressCallback = Callable[[adapters.Batch], None]
+_INCREMENTAL_KINDS = frozenset({"sql"})
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ingest run did. `read == accepted + rejected + skipped_unchanged`."""
+
+    run_id: str
+    read: int
+    accepted: int
+    rejected: int
+    skipped_unchanged: int
+    corrected: int
+    batches: int
+    seconds: float
+    events: int
+    reject_files: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
+    top_reasons: tuple[tuple[str, str, int], ...] = field(default=())
+
+    @property
+    def balanced(self) -> bool:
+        """True when every row read is accounted for exactly once."""
+        return self.read == self.accepted + self.rejected + self.skipped_unchanged
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready totals (no row content)."""
+        return {
+            "run_id": self.run_id,
+            "read": self.read,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "skipped_unchanged": self.skipped_unchanged,
+            "corrected": self.corrected,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.read / self.seconds, 1) if self.seconds else None,
+            "events": self.events,
+            "reject_files": [str(p) for p in self.reject_files],
+            "warnings": list(self.warnings),
+            "top_reasons": [{"field": f, "code": c, "count": n} for f, c, n in self.top_reasons],
+        }
+
+
+def source_key(mapping: adapters.MappingSpec) -> str:
+    """The key the resume state of a mapping's source is saved under."""
+    return f"{mapping.item}|{mapping.source.kind}|{mapping.source.name}"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def run_ingest(
+    config: NodeConfig,
+    mapping_path: Path,
+    *,
+    today: dt.date,
+    progress: ProgressCallback | None = None,
+    clock: Callable[[], dt.datetime] = _utcnow,
+    node_keys: keys.NodeKeys | None = None,
+    passphrase: bytes | None = None,
+    batch_size: int = 1000,
+    restart: bool = False,
+    store: Store | None = None,
+    catalog: cat.Catalog | None = None,
+) -> IngestSummary:
+    """Ingest the source a mapping names into the node's store; return the run's summary.
+
+    `today` drives validation (future dates, ID birth dates); `clock` stamps records. `restart`
+    forgets a saved resume state first. Refuses (ConfigError) keys of another node; mapping,
+    source, catalogue, key and store problems surface as their own errors (nothing half-written:
+    batches already committed stay, with the resume state that matches them).
+    """
+    started = time.perf_counter()
+    mapping = adapters.load_mapping(mapping_path)
+    node_keys = node_keys or keys.load_key_dir(config.keys_dir, passphrase=passphrase)
+    producer = config.node.id
+    if node_keys.node_id != producer:
+        raise ConfigError(
+            f"{config.keys_dir}: keys belong to node {node_keys.node_id!r}, "
+            f"but credex.toml [node] id is {producer!r}"
+        )
+    catalog = catalog or cat.default_catalog()
+    own_store = store is None
+    db = store or open_store(config.store.url)
+    try:
+        return _run(
+            config, mapping, db, node_keys, catalog,
+            today=today, progress=progress, clock=clock, batch_size=batch_size,
+            restart=restart, started=started,
+        )  # fmt: skip
+    finally:
+        if own_store:
+            db.close()
+
+
+def _run(
+    config: NodeConfig,
+    mapping: adapters.MappingSpec,
+    db: Store,
+    node_keys: keys.NodeKeys,
+    catalog: cat.Catalog,
+    *,
+    today: dt.date,
+    progress: ProgressCallback | None,
+    clock: Callable[[], dt.datetime],
+    batch_size: int,
+    restart: bool,
+    started: float,
+) -> IngestSummary:
+    warnings = list(sync_feed_subscriptions(config, db, now=clock()))
+    key = source_key(mapping)
+    if restart:
+        db.clear_ingest_state(key)
+    saved = db.load_ingest_state(key)
+    resume = None if saved is None else adapters.ResumeState.from_json(json.dumps(saved))
+    run_id = clock().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    signer = node_keys.signing
+    cipher = keys.StorageCipher(node_keys.storage_key)
+    blind = keys.BlindIndex(node_keys.blind_index_key)
+    rejects = _Rejects(config.rejects_dir, run_id, adapters.mapped_columns(mapping.fields))
+    totals = adapters.Summary()
+    corrected = batches = events = 0
+    try:
+        for batch in adapters.run_mapping(
+            mapping, today=today, catalog=catalog, resume=resume, batch_size=batch_size
+        ):
+            now = clock()
+            records, skipped, fixes = _prepare(
+                batch.accepted, db, producer=config.node.id, now=now,
+                signer=signer, cipher=cipher, blind=blind,
+            )  # fmt: skip
+            rejects.write(batch.rejected)
+            state = json.loads(batch.resume.to_json())
+            events += db.store_batch(records, now=now, ingest_state=(key, state))
+            # the batch's own accounting: adapters counted accepted rows; we moved the
+            # unchanged ones (same key and content already stored) to skipped_unchanged
+            batch.accepted = [a for i, a in enumerate(batch.accepted) if i not in skipped]
+            batch.skipped_unchanged += len(skipped)
+            totals.add(batch)
+            corrected += fixes
+            batches += 1
+            if progress is not None:
+                progress(batch)
+    finally:
+        rejects.close()
+    if mapping.source.kind not in _INCREMENTAL_KINDS:
+        db.clear_ingest_state(key)
+    return IngestSummary(
+        run_id=run_id,
+        read=totals.read,
+        accepted=totals.accepted,
+        rejected=totals.rejected,
+        skipped_unchanged=totals.skipped_unchanged,
+        corrected=corrected,
+        batches=batches,
+        seconds=time.perf_counter() - started,
+        events=events,
+        reject_files=tuple(rejects.paths),
+        warnings=tuple(warnings),
+        top_reasons=tuple((f, c, n) for (f, c), n in totals.reasons.most_common(10)),
+    )
+
+
+def _prepare(
+    accepted: Sequence[adapters.AcceptedRecord],
+    db: Store,
+    *,
+    producer: str,
+    now: dt.datetime,
+    signer: keys.Signer,
+    cipher: keys.StorageCipher,
+    blind: keys.BlindIndex,
+) -> tuple[list[NewRecord], set[int], int]:
+    """Sign and encrypt a batch's new versions; return them, the positions of the unchanged
+    rows in `accepted`, and the number of corrections."""
+    current = db.current_versions(producer, [a.record_key for a in accepted])
+    issued_at = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    records: list[NewRecord] = []
+    skipped: set[int] = set()
+    corrections = 0
+    for position, acc in enumerate(accepted):
+        known = current.get(acc.record_key)
+        if known is not None and known[1] == acc.content_hash:
+            skipped.add(position)
+            continue
+        version = 1 if known is None else known[0] + 1
+        # a second row with the same key later in this batch sees this version
+        current[acc.record_key] = (version, acc.content_hash)
+        rec = acc.record
+        subject = blind.token(rec.subject_id)
+        header = {
+            "item": rec.item_id,
+            "catalog_version": rec.catalog_version,
+            "record_key": acc.record_key,
+            "version": version,
+            "producer": producer,
+            "issued_at": issued_at,
+            "subject": subject,
+        }
+        signed = keys.sign_record(header, dict(rec.fields), signer)
+        row_id = str(uuid.uuid4())
+        period = _period(rec)
+        records.append(
+            NewRecord(
+                row_id=row_id,
+                producer=producer,
+                record_key=acc.record_key,
+                version=version,
+                item_id=rec.item_id,
+                catalog_version=rec.catalog_version,
+                subject_index=subject,
+                body=cipher.encrypt(row_id, signed.to_bytes()),
+                content_hash=acc.content_hash,
+                severity=rec.severity,
+                decided_on=rec.decided_on,
+                disclosure_min_end=period.min_end,
+                disclosure_max_end=period.max_end,
+                disclosure_rule=period.rule,
+                created_at=now,
+                linked_subject_indexes=tuple(blind.token(s) for s in rec.linked_subject_ids),
+            )
+        )
+        if version > 1:
+            corrections += 1
+    return records, skipped, corrections
+
+
+def _period(rec: cat.NormalisedRecord) -> cat.DisclosurePeriod:
+    if rec.severity is None or rec.decided_on is None:
+        return cat.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
+    return cat.disclosure_period(rec.severity, rec.decided_on)
+
+
+def sync_feed_subscriptions(config: NodeConfig, db: Store, *, now: dt.datetime) -> list[str]:
+    """Create or widen one feed subscription per "feed" agreement of the trust bundle that
+    names this node as provider (each backfilled atomically by the store).
+
+    Returns warnings instead of raising when there is no usable bundle: ingest stores records
+    either way, and a later sync backfills them. Never accepts an unverified bundle.
+    """
+    if not config.trust.bundle.exists():
+        return []
+    try:
+        pinned = base64.b64decode(config.trust.root_key.read_bytes().strip(), validate=True)
+    except (OSError, binascii.Error):
+        return [f"{config.trust.root_key}: no readable root key; feed subscriptions not updated"]
+    try:
+        bundle = keys.accept_bundle(
+            config.trust.bundle.read_bytes(), pinned_root=pinned, current_version=0, now=now
+        )
+    except (OSError, keys.KeysError) as error:
+        return [f"{config.trust.bundle}: not accepted ({error}); feed subscriptions not updated"]
+    for agreement in bundle.agreements:
+        if agreement.kind == "feed" and agreement.provider == config.node.id:
+            db.ensure_subscription(agreement.consumer, agreement.items, now=now)
+    return []
+
+
+class _Rejects:
+    """rejects/<run-id>.csv and .jsonl, opened at the first reject of a run."""
+
+    def __init__(self, directory: Path, run_id: str, columns: Sequence[str]) -> None:
+        self._directory = directory
+        self._run_id = run_id
+        self._columns = list(columns)
+        self._writers: list[adapters.RejectWriter] = []
+        self.paths: list[Path] = []
+
+    def write(self, rows: Sequence[adapters.RejectedRow]) -> None:
+        if not rows:
+            return
+        if not self._writers:
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            csv_path = self._directory / f"{self._run_id}.csv"
+            jsonl_path = self._directory / f"{self._run_id}.jsonl"
+            self._writers = [
+                adapters.CsvRejectWriter(csv_path, self._columns),
+                adapters.JsonlRejectWriter(jsonl_path),
+            ]
+            self.paths = [csv_path, jsonl_path]
+            for path in self.paths:
+                path.chmod(0o600)  # reject reports quote source rows: personal data
+        for writer in self._writers:
+            for row in rows:
+                writer.write(row)
+            _flush(writer)
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+
+def _flush(writer: adapters.RejectWriter) -> None:
+    # The batch commits right after this: its rejects must be in the OS's hands first, or a
+    # kill -9 could drop report lines of rows the resume state already skips. The adapters'
+    # writers have no public flush yet, so reach for the file handle they keep.
+    flush = getattr(writer, "flush", None) or getattr(
+        getattr(writer, "_handle", None), "flush", None
+    )
+    if callable(flush):
+        flush()

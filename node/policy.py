@@ -1,0 +1,506 @@
+"""The access policy: one pure function, `decide(request, context) -> Decision`.
+
+Like a TUF client's trust logic, it is a function of verified inputs and nothing else: no IO, no
+clock (the time is `context.now`), no randomness. The server verifies the request signature, the
+trust bundle and the grant at the boundary, gathers the candidate records' states, calls
+`decide`, logs the decision durably, and only then releases what `apply_decision` lets through.
+
+Rules, in the order they are checked (reason codes are stable; docs/policy.md gives the legal
+source of each):
+
+1. the request names items and an officer                       no_items, officer_missing
+2. the requester is a roster member, valid now, and signed with one of its current (or
+   still-overlapping previous) keys that is not revoked         requester_unknown,
+                                                                 requester_not_valid,
+                                                                 key_unknown, key_revoked
+3. the purpose is a known code and a legal basis is given       purpose_unknown,
+                                                                 legal_basis_missing
+4. natural persons' data is never for public disclosure         natural_person_public_disclosure
+5. each item is held here, fits the subject kind, and may go to this requester:
+   `none` never; `conditional` only under a query agreement (provider = this node, consumer =
+   requester, item and purpose covered); `unconditional` to any member; for
+   `public_disclosure` the item must be disclosable publicly    item_unknown,
+                                                                 subject_kind_mismatch,
+                                                                 item_not_shareable,
+                                                                 no_agreement, item_not_public
+6. a natural person's non-public items need a valid subject grant unless the purpose is a
+   statutory duty (PIPL Art. 13(3)); a grant named by the request is always checked
+                                                                 grant_required, grant_mismatch,
+                                                                 grant_revoked, grant_not_yet_valid,
+                                                                 grant_expired, grant_exhausted,
+                                                                 grant_subject_mismatch,
+                                                                 grant_grantee_mismatch,
+                                                                 grant_purpose_mismatch,
+                                                                 grant_items_mismatch
+7. fields (minimisation): the grant's field list for the item when it names one, else every
+   field that is not `sensitive`; a request may narrow this, never widen it
+                                                                 field_unknown, field_not_allowed
+8. records: withdrawn, repaired or expired records are never released; objection-flagged
+   records are released with the flag, except for public disclosure (excluded)
+
+Rules 1-7 are all-or-nothing: one failing item denies the whole request, so an officer never
+receives a silently partial answer. Rule 8 excludes single records and never denies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import keys
+from node.grants import Grant
+
+# Shandong 社会信用条例 Art. 22: the uses for which departments may query public credit data.
+SHANDONG_ART22_PURPOSES: frozenset[str] = frozenset(
+    {
+        "administrative_licensing",
+        "administrative_penalty",
+        "administrative_enforcement",
+        "administrative_payment",
+        "government_procurement",
+        "bidding",
+        "fund_support",
+        "land_transfer",
+        "qualification_certification",
+        "research_management",
+        "staff_recruitment",
+        "appointment_promotion",
+        "commendation",
+        "other_management",
+    }
+)
+PURPOSES: frozenset[str] = SHANDONG_ART22_PURPOSES | {"subject_own_use", "public_disclosure"}
+
+# PIPL Art. 13(3): processing "necessary to perform a statutory duty" needs no consent. Only the
+# purposes where a statute itself orders the authority to examine the subject's credit count:
+# licensing, penalty, enforcement and payment decisions (行政许可法, 行政处罚法, 行政强制法 and the
+# payment rules), government procurement (政府采购法 Art. 22 supplier conditions) and
+# qualification certification (itself a licensing act). Recruitment, promotion, commendation,
+# funding, research, bidding, land transfer and "other management" are discretionary uses where
+# the subject takes part and can authorise; they need a grant for a natural person.
+STATUTORY_DUTY_PURPOSES: frozenset[str] = frozenset(
+    {
+        "administrative_licensing",
+        "administrative_penalty",
+        "administrative_enforcement",
+        "administrative_payment",
+        "government_procurement",
+        "qualification_certification",
+    }
+)
+
+SUBJECT_KINDS: frozenset[str] = frozenset({"natural_person", "organisation", "individual_business"})
+
+_REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# --- the parts of catalog and keys types the policy reads (structural, read-only) ----------
+
+
+class FieldView(Protocol):
+    """Read-only view of catalog.Field."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sensitivity(self) -> str: ...
+
+
+class ItemView(Protocol):
+    """Read-only view of catalog.Item."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def subject_kinds(self) -> frozenset[str]: ...
+    @property
+    def fields(self) -> tuple[FieldView, ...]: ...
+    @property
+    def share_type(self) -> str: ...
+    @property
+    def disclosure_modes(self) -> frozenset[str]: ...
+    @property
+    def personal(self) -> bool: ...
+
+
+class MemberView(Protocol):
+    """Read-only view of keys.RosterEntry."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def signing_key(self) -> bytes: ...
+    @property
+    def valid_from(self) -> dt.datetime: ...
+    @property
+    def valid_until(self) -> dt.datetime: ...
+    @property
+    def previous_signing_keys(self) -> tuple[tuple[bytes, dt.datetime], ...]: ...
+
+
+class AgreementView(Protocol):
+    """Read-only view of keys.Agreement."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def consumer(self) -> str: ...
+    @property
+    def items(self) -> frozenset[str]: ...
+    @property
+    def purposes(self) -> frozenset[str]: ...
+    @property
+    def kind(self) -> str: ...
+
+
+class BundleView(Protocol):
+    """Read-only view of a verified keys.TrustBundle."""
+
+    @property
+    def revoked_keyids(self) -> frozenset[str]: ...
+    @property
+    def revoked_grants(self) -> frozenset[str]: ...
+    @property
+    def agreements(self) -> Sequence[AgreementView]: ...
+    def member(self, node_id: str, /) -> MemberView | None: ...
+
+
+# --- inputs and output ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """A verified query: the server has checked its signature, nonce and timestamp.
+
+    `subject_digest` is `node.grants.subject_digest(normalised identifier)` of the subject asked
+    about (used only to match a grant); `requested_fields` optionally narrows the fields per item.
+    """
+
+    requester: str
+    requester_keyid: str
+    officer: str
+    subject_kind: str
+    items: frozenset[str]
+    purpose: str
+    legal_basis: str
+    grant_id: str | None = None
+    subject_digest: str | None = None
+    requested_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """Lifecycle state of one candidate record (from the store)."""
+
+    record_id: str
+    item_id: str
+    withdrawn: bool = False
+    repaired: bool = False
+    expired: bool = False
+    objection: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """Everything `decide` may look at, gathered and verified by the caller."""
+
+    now: dt.datetime
+    node_id: str
+    bundle: BundleView
+    items: Mapping[str, ItemView]
+    grant: Grant | None = None
+    grant_uses: int = 0
+    grant_revoked: bool = False
+    records: Sequence[RecordState] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer.
+
+    `released` maps each requested item to the exact field ids that may leave; `records` are the
+    record ids that may leave (objection-flagged ones also in `flagged`); `excluded` maps record
+    ids held back to a reason code. A denial has `allowed=False`, empty release sets, a stable
+    snake_case `reason` and a `message` without personal data. `grant_used` tells the caller to
+    count one use of the grant in its ledger before answering.
+    """
+
+    allowed: bool
+    reason: str
+    message: str
+    released: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    records: frozenset[str] = frozenset()
+    flagged: frozenset[str] = frozenset()
+    excluded: Mapping[str, str] = field(default_factory=dict)
+    statutory_duty: bool = False
+    grant_used: bool = False
+
+    def __post_init__(self) -> None:
+        if not _REASON.match(self.reason):
+            raise ValueError("Decision.reason must be a snake_case code")
+
+
+class _DenyError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message = message
+
+
+def _check_requester(request: QueryRequest, context: PolicyContext) -> None:
+    member = context.bundle.member(request.requester)
+    if member is None:
+        raise _DenyError(
+            "requester_unknown", "the requesting node is not in the trust bundle roster"
+        )
+    if not member.valid_from <= context.now < member.valid_until:
+        raise _DenyError(
+            "requester_not_valid", "the requesting node's roster entry is not valid now"
+        )
+    if request.requester_keyid in context.bundle.revoked_keyids:
+        raise _DenyError("key_revoked", "the requesting node signed with a revoked key")
+    accepted = {keys.keyid(member.signing_key)}
+    accepted |= {
+        keys.keyid(pk) for pk, until in member.previous_signing_keys if context.now < until
+    }
+    if request.requester_keyid not in accepted:
+        raise _DenyError(
+            "key_unknown", "the signing key is not a current key of the requesting node"
+        )
+
+
+def _check_purpose(request: QueryRequest) -> None:
+    if request.purpose not in PURPOSES:
+        raise _DenyError("purpose_unknown", "the purpose code is not one of the permitted purposes")
+    if not request.legal_basis.strip():
+        raise _DenyError("legal_basis_missing", "the request states no legal basis")
+
+
+def _has_query_agreement(request: QueryRequest, context: PolicyContext, item_id: str) -> bool:
+    return any(
+        a.kind == "query"
+        and a.provider == context.node_id
+        and a.consumer == request.requester
+        and item_id in a.items
+        and request.purpose in a.purposes
+        for a in context.bundle.agreements
+    )
+
+
+def _check_items(request: QueryRequest, context: PolicyContext) -> dict[str, ItemView]:
+    items: dict[str, ItemView] = {}
+    for item_id in sorted(request.items):
+        item = context.items.get(item_id)
+        if item is None:
+            raise _DenyError("item_unknown", f"item {item_id} is not held by this node")
+        if request.subject_kind not in item.subject_kinds:
+            raise _DenyError("subject_kind_mismatch", f"item {item_id} holds no such subject kind")
+        if item.share_type == "none":
+            raise _DenyError(
+                "item_not_shareable", f"item {item_id} is not shared (share type none)"
+            )
+        if item.share_type == "conditional":
+            if not _has_query_agreement(request, context, item_id):
+                raise _DenyError(
+                    "no_agreement",
+                    f"item {item_id} is shared conditionally and no query agreement covers "
+                    "this requester and purpose",
+                )
+        elif item.share_type != "unconditional":
+            raise _DenyError("item_not_shareable", f"item {item_id} has an unknown share type")
+        if request.purpose == "public_disclosure" and "public" not in item.disclosure_modes:
+            raise _DenyError("item_not_public", f"item {item_id} may not be disclosed publicly")
+        items[item_id] = item
+    return items
+
+
+def _needs_grant(request: QueryRequest, items: Mapping[str, ItemView]) -> bool:
+    if request.subject_kind != "natural_person" or request.purpose in STATUTORY_DUTY_PURPOSES:
+        return False
+    return any(it.personal and "public" not in it.disclosure_modes for it in items.values())
+
+
+def _check_grant(request: QueryRequest, context: PolicyContext, needed: bool) -> Grant | None:
+    grant = context.grant
+    if request.grant_id is None:
+        if needed:
+            raise _DenyError(
+                "grant_required",
+                "a natural person's non-public data needs the subject's authorisation for "
+                "this purpose",
+            )
+        return None
+    if grant is None or grant.grant_id != request.grant_id:
+        raise _DenyError("grant_mismatch", "the named authorisation is not registered at this node")
+    now = context.now
+    if context.grant_revoked or grant.grant_id in context.bundle.revoked_grants:
+        raise _DenyError("grant_revoked", "the subject's authorisation has been revoked")
+    if now < grant.valid_from:
+        raise _DenyError("grant_not_yet_valid", "the subject's authorisation is not valid yet")
+    if now >= grant.valid_until:
+        raise _DenyError("grant_expired", "the subject's authorisation has expired")
+    if context.grant_uses >= grant.use_limit:
+        raise _DenyError("grant_exhausted", "the subject's authorisation has no uses left")
+    if request.subject_digest is None or grant.subject_digest != request.subject_digest:
+        raise _DenyError("grant_subject_mismatch", "the authorisation is for a different subject")
+    if grant.grantee != request.requester:
+        raise _DenyError("grant_grantee_mismatch", "the authorisation names a different grantee")
+    if grant.purpose != request.purpose:
+        raise _DenyError("grant_purpose_mismatch", "the authorisation is for a different purpose")
+    if not grant.covers(request.items):
+        raise _DenyError(
+            "grant_items_mismatch", "the authorisation does not cover every item asked"
+        )
+    return grant
+
+
+def _fields(
+    request: QueryRequest, items: Mapping[str, ItemView], grant: Grant | None
+) -> dict[str, frozenset[str]]:
+    released: dict[str, frozenset[str]] = {}
+    for item_id in sorted(items):
+        item = items[item_id]
+        known = frozenset(f.id for f in item.fields)
+        if grant is not None and item_id in grant.fields:
+            # The subject's consent names the fields, sensitive ones included (PIPL Art. 29).
+            allowed = grant.fields[item_id] & known
+        else:
+            allowed = frozenset(f.id for f in item.fields if f.sensitivity != "sensitive")
+        wanted = request.requested_fields.get(item_id)
+        if wanted is None:
+            released[item_id] = allowed
+            continue
+        if wanted - known:
+            raise _DenyError("field_unknown", f"item {item_id} has no field named in the request")
+        if wanted - allowed:
+            raise _DenyError(
+                "field_not_allowed",
+                f"item {item_id}: a requested field is sensitive or outside the authorisation",
+            )
+        released[item_id] = frozenset(wanted)
+    for item_id in request.requested_fields:
+        if item_id not in items:
+            raise _DenyError(
+                "field_unknown", f"fields were requested for item {item_id} not asked for"
+            )
+    return released
+
+
+def _records(
+    request: QueryRequest, context: PolicyContext
+) -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
+    released: set[str] = set()
+    flagged: set[str] = set()
+    excluded: dict[str, str] = {}
+    public = request.purpose == "public_disclosure"
+    for rec in context.records:
+        if rec.item_id not in request.items:
+            excluded[rec.record_id] = "item_not_requested"
+        elif rec.withdrawn:
+            excluded[rec.record_id] = "record_withdrawn"
+        elif rec.repaired:
+            excluded[rec.record_id] = "record_repaired"
+        elif rec.expired:
+            excluded[rec.record_id] = "record_expired"
+        elif rec.objection and public:
+            excluded[rec.record_id] = "record_objection"
+        else:
+            released.add(rec.record_id)
+            if rec.objection:
+                flagged.add(rec.record_id)
+    # A record id listed twice with different states must not slip through on the good copy.
+    released -= excluded.keys()
+    flagged &= released
+    return frozenset(released), frozenset(flagged), excluded
+
+
+def decide(request: QueryRequest, context: PolicyContext) -> Decision:
+    """Decide what of `request` may be released, given the verified `context`.
+
+    Promises: pure and deterministic; a denial always carries a stable snake_case reason and a
+    sentence without personal data, and releases nothing; an allow names every field and record
+    that may leave, and nothing else may. Refuses (denies) every case in the module docstring.
+    """
+    try:
+        if not request.items:
+            raise _DenyError("no_items", "the request names no items")
+        if not request.officer.strip():
+            raise _DenyError("officer_missing", "the request names no responsible officer")
+        _check_requester(request, context)
+        _check_purpose(request)
+        if request.subject_kind not in SUBJECT_KINDS:
+            raise _DenyError("subject_kind_unknown", "the subject kind is not known")
+        if request.purpose == "public_disclosure" and request.subject_kind == "natural_person":
+            raise _DenyError(
+                "natural_person_public_disclosure",
+                "a natural person's credit information is never disclosed publicly",
+            )
+        items = _check_items(request, context)
+        statutory = request.purpose in STATUTORY_DUTY_PURPOSES
+        grant = _check_grant(request, context, _needs_grant(request, items))
+        released = _fields(request, items, grant)
+    except _DenyError as deny:
+        return Decision(allowed=False, reason=deny.reason, message=deny.message)
+    records, flagged, excluded = _records(request, context)
+    return Decision(
+        allowed=True,
+        reason="statutory_duty" if statutory and grant is None else "allowed",
+        message="",
+        released=released,
+        records=records,
+        flagged=flagged,
+        excluded=excluded,
+        statutory_duty=statutory,
+        grant_used=grant is not None,
+    )
+
+
+# --- applying a decision ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A decrypted record the store found for the query, before the policy filters it."""
+
+    record_id: str
+    item_id: str
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ReleasedRecord:
+    """A record as it may leave the node: only the released fields, and the objection flag."""
+
+    record_id: str
+    item_id: str
+    fields: Mapping[str, str]
+    objection: bool
+
+
+def apply_decision(decision: Decision, records: Iterable[CandidateRecord]) -> list[ReleasedRecord]:
+    """Filter `records` down to what `decision` releases.
+
+    Promises: nothing for a denial; only records the decision names (never one it excluded or
+    never saw), each with only the fields released for its item. Input order is kept.
+    """
+    if not decision.allowed:
+        return []
+    out: list[ReleasedRecord] = []
+    for rec in records:
+        if rec.record_id not in decision.records:
+            continue
+        allowed = decision.released.get(rec.item_id)
+        if allowed is None:
+            continue
+        out.append(
+            ReleasedRecord(
+                record_id=rec.record_id,
+                item_id=rec.item_id,
+                fields={k: v for k, v in rec.fields.items() if k in allowed},
+                objection=rec.record_id in decision.flagged,
+            )
+        )
+    return out

@@ -1,0 +1,102 @@
+"""Opening the database: engine settings per dialect, write transactions, migrations.
+
+SQLite runs in WAL mode with `synchronous=FULL`: WAL alone already survives a killed process
+(kill -9) with NORMAL, but the access log promises that an entry is durable before data leaves,
+which includes a power cut, so every commit is fsynced; ingest commits once per batch of rows,
+so the cost is one fsync per batch. Write transactions start with `BEGIN IMMEDIATE` so two
+processes never both read and then both try to upgrade to a write lock (which SQLite would
+refuse at once instead of waiting); readers use plain deferred transactions and never block.
+
+PostgreSQL serialises what must be single-writer with row locks (`SELECT ... FOR UPDATE` on the
+log state and on a subscriber's sequence counter), so several replicas can share one database.
+Migrations run under an advisory lock there, so replicas starting together migrate once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
+
+from node.store.errors import StoreUnavailableError, redact_url, translate_errors
+
+__all__ = ["WRITE", "make_engine", "migrate"]
+
+# Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite).
+WRITE = "credex_write"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_PG_MIGRATION_LOCK = 0x63726578  # "crex": the advisory lock id migrations take on PostgreSQL
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for a `sqlite:///PATH` or `postgresql+psycopg://` URL.
+
+    Refuses other schemes and in-memory SQLite (a node's store must outlive the process).
+    """
+    if url.startswith("sqlite:///") and url != "sqlite:///" and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise StoreUnavailableError(
+                f"store: the directory of the SQLite file does not exist ({path.parent})"
+            )
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    if url.startswith(("postgresql+psycopg://", "postgresql://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    raise StoreUnavailableError(
+        f"store: unsupported URL {redact_url(url)!r} (use sqlite:///PATH or postgresql+psycopg://)"
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below emit BEGIN itself (pysqlite's own is too late).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = bool(conn.get_execution_options().get(WRITE, False))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (`alembic upgrade head`), idempotently.
+
+    Concurrent callers are serialised (BEGIN IMMEDIATE on SQLite, an advisory lock on
+    PostgreSQL), so several processes opening one store migrate it once.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with translate_errors("migrate the schema"), engine.connect() as conn:
+        conn.execution_options(**{WRITE: True})
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """Return the store's current Alembic revision, or None before the first migration."""
+    with translate_errors("read the schema revision"), engine.connect() as conn:
+        exists = conn.dialect.has_table(conn, "alembic_version")
+        if not exists:
+            return None
+        value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return str(value) if value is not None else None

@@ -1,0 +1,113 @@
+"""The store's errors, and the one place SQLAlchemy and driver errors are translated.
+
+Driver messages are never passed through verbatim: they can quote SQL parameters (blind
+indexes, record bodies) and connection strings (passwords). The translation keeps only a short
+classification a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+from sqlalchemy import exc
+
+from node.errors import ExitCode, NodeError
+
+__all__ = [
+    "StoreConflictError",
+    "StoreError",
+    "StoreFullError",
+    "StoreUnavailableError",
+    "redact_url",
+    "translate_errors",
+]
+
+
+class StoreError(NodeError):
+    """The node's database failed; the message says what to check."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached or opened (down, wrong URL, locked, unreadable file)."""
+
+
+class StoreFullError(StoreError):
+    """The disk or database is full; nothing of the failed transaction was written."""
+
+
+class StoreConflictError(StoreError):
+    """A write collided with a concurrent one (for example two appends to the log); retry."""
+
+    status = grpc.StatusCode.ABORTED
+
+
+_FULL = ("database or disk is full", "disk full", "no space left", "could not extend file")
+_LOCKED = ("database is locked", "could not obtain lock", "deadlock detected")
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by ***, safe for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy/driver errors raised inside into StoreError subclasses.
+
+    `what` names the operation ("store records", "append to the access log"). Refuses to carry
+    the driver's message when it could hold data; only known classifications are named.
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except exc.IntegrityError:
+        raise StoreConflictError(
+            f"store: {what} collided with a concurrent write (a unique key already exists); "
+            "nothing was written, retry"
+        ) from None
+    except exc.DBAPIError as error:
+        text = str(error.orig).lower() if error.orig is not None else ""
+        if any(marker in text for marker in _FULL):
+            raise StoreFullError(
+                f"store: {what} failed because the disk or database is full; nothing of it was "
+                "written (free space and retry)"
+            ) from None
+        if any(marker in text for marker in _LOCKED):
+            raise StoreConflictError(
+                f"store: {what} timed out waiting for a lock held by another writer; retry"
+            ) from None
+        if isinstance(error, exc.OperationalError | exc.InterfaceError):
+            raise StoreUnavailableError(
+                f"store: {what} failed: database unavailable ({_classify(text)})"
+            ) from None
+        raise StoreError(
+            f"store: {what} failed ({type(error.orig).__name__ if error.orig else 'error'})"
+        ) from None
+    except exc.SQLAlchemyError as error:
+        raise StoreError(f"store: {what} failed ({type(error).__name__})") from None
+
+
+def _classify(text: str) -> str:
+    for marker, label in (
+        ("connection refused", "connection refused: is the server running?"),
+        ("could not connect", "cannot connect: is the server running?"),
+        ("does not exist", "the database does not exist"),
+        ("password authentication failed", "authentication failed"),
+        ("unable to open database file", "cannot open the SQLite file: check the path"),
+        ("disk i/o error", "disk I/O error"),
+        ("readonly", "the database is read-only"),
+        ("read-only", "the database is read-only"),
+        ("no such table", "the schema is missing: was the store migrated?"),
+        ("server closed the connection", "the server closed the connection"),
+        ("timeout", "timed out"),
+    ):
+        if marker in text:
+            return label
+    return "see the database server's log"

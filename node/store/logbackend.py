@@ -1,0 +1,213 @@
+"""The access log's SQL backend: the `node.accesslog.LogBackend` protocol over the store.
+
+Appends are serialised in the database, not in process memory: the single `log_state` row is
+locked (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) while the next
+indexes are taken, the leaves inserted and the new size and tree state written, all in one
+transaction. Several `credex serve` replicas on one PostgreSQL therefore never race, and a crash
+leaves either the whole batch or none of it.
+
+Reads check that the leaves they return are gap-free: a deleted row is reported as tampering
+(TamperDetected), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from node.errors import InputError, TamperDetected
+from node.store.errors import StoreConflictError
+from node.store.store import Store, to_db_time
+from node.store.tables import AccessLogRow, CheckpointRow, LogStateRow, WitnessRow
+
+__all__ = ["SqlLogBackend"]
+
+
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+LOG = _table(AccessLogRow)
+STATE = _table(LogStateRow)
+CHECKPOINTS = _table(CheckpointRow)
+WITNESS = _table(WitnessRow)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SqlLogBackend:
+    """`LogBackend` on the node's store (SQLite or PostgreSQL)."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self._store = store
+        self._clock = clock
+
+    def size(self) -> int:
+        """Return the number of leaves stored."""
+        with self._store.read("read the access log size") as conn:
+            return int(conn.execute(select(STATE.c.size).where(STATE.c.id == 1)).scalar_one())
+
+    def append(
+        self,
+        entries: Sequence[tuple[bytes, bytes]],
+        state: bytes,
+        *,
+        expected_size: int | None = None,
+    ) -> int:
+        """Store `(leaf, leaf_hash)` pairs after the last leaf with the new tree `state`,
+        atomically; return the index of the first one.
+
+        `expected_size` (an extension of the protocol) is the size the caller computed `state`
+        from; when another writer appended in between, nothing is written and StoreConflictError is
+        raised so the caller can reload the state and retry. An empty batch writes nothing.
+        """
+        stamp = to_db_time(self._clock())
+        with self._store.write("append to the access log") as conn:
+            size = int(
+                conn.execute(
+                    select(STATE.c.size).where(STATE.c.id == 1).with_for_update()
+                ).scalar_one()
+            )
+            if expected_size is not None and expected_size != size:
+                raise StoreConflictError(
+                    f"store: the access log grew from {expected_size} to {size} leaves "
+                    "meanwhile (another writer); reload its state and retry"
+                )
+            if not entries:
+                return size
+            rows = [
+                {"idx": size + i, "leaf": leaf, "leaf_hash": leaf_hash, "created_at": stamp}
+                for i, (leaf, leaf_hash) in enumerate(entries)
+            ]
+            conn.execute(insert(LOG), rows)
+            conn.execute(
+                update(STATE)
+                .where(STATE.c.id == 1)
+                .values(size=size + len(rows), state=state, updated_at=stamp)
+            )
+            return size
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+        """Return `(index, leaf, leaf_hash)` for `start <= index < end`, in index order.
+
+        Refuses a negative or inverted range (InputError); a gap in the stored leaves raises
+        TamperDetected.
+        """
+        _check_range(start, end)
+        with self._store.read("read access log leaves") as conn:
+            size = _size(conn)
+            rows = conn.execute(
+                select(LOG.c.idx, LOG.c.leaf, LOG.c.leaf_hash)
+                .where(LOG.c.idx >= start, LOG.c.idx < end)
+                .order_by(LOG.c.idx)
+            ).all()
+        result = [(int(r.idx), bytes(r.leaf), bytes(r.leaf_hash)) for r in rows]
+        _check_gap_free([i for i, _, _ in result], start, min(end, size))
+        return result
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Return the stored leaf hashes for `start <= index < end`, in index order."""
+        _check_range(start, end)
+        with self._store.read("read access log leaf hashes") as conn:
+            size = _size(conn)
+            rows = conn.execute(
+                select(LOG.c.idx, LOG.c.leaf_hash)
+                .where(LOG.c.idx >= start, LOG.c.idx < end)
+                .order_by(LOG.c.idx)
+            ).all()
+        _check_gap_free([int(r.idx) for r in rows], start, min(end, size))
+        return [bytes(r.leaf_hash) for r in rows]
+
+    def state(self) -> bytes | None:
+        """Return the serialised CompactRange saved by the last append (None when empty)."""
+        with self._store.read("read the access log state") as conn:
+            value = conn.execute(select(STATE.c.state).where(STATE.c.id == 1)).scalar()
+        return None if value is None else bytes(value)
+
+    def save_checkpoint(self, size: int, note: str) -> None:
+        """Store a signed checkpoint note for tree size `size`.
+
+        Saving the same note again is a no-op; a different note for a size that already has
+        one is refused (StoreConflictError): two different checkpoints of one size mean two roots.
+        """
+        stamp = to_db_time(self._clock())
+        with self._store.write("save a checkpoint") as conn:
+            existing = conn.execute(
+                select(CHECKPOINTS.c.note).where(CHECKPOINTS.c.size == size)
+            ).scalar()
+            if existing is not None:
+                if existing != note:
+                    raise StoreConflictError(
+                        f"store: a different checkpoint for size {size} is already stored"
+                    )
+                return
+            conn.execute(insert(CHECKPOINTS).values(size=size, note=note, created_at=stamp))
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """Return `(size, note)` of the checkpoint with the largest size, or None."""
+        with self._store.read("read the latest checkpoint") as conn:
+            row = conn.execute(
+                select(CHECKPOINTS.c.size, CHECKPOINTS.c.note)
+                .order_by(CHECKPOINTS.c.size.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row.size), str(row.note))
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Return every stored `(size, note)`, by increasing size."""
+        with self._store.read("read checkpoints") as conn:
+            rows = conn.execute(
+                select(CHECKPOINTS.c.size, CHECKPOINTS.c.note).order_by(CHECKPOINTS.c.size)
+            ).all()
+        return [(int(r.size), str(r.note)) for r in rows]
+
+    def save_witness(self, size: int, witness: str, note: str) -> None:
+        """Store (or replace) the cosigned note `note` that `witness` returned for `size`."""
+        stamp = to_db_time(self._clock())
+        with self._store.write("save a witness cosignature") as conn:
+            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+            statement = dialect.insert(WITNESS).values(
+                size=size, witness=witness, note=note, created_at=stamp
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["size", "witness"], set_={"note": note, "created_at": stamp}
+                )
+            )
+
+    def witnesses(self) -> list[tuple[int, str, str]]:
+        """Return every stored `(size, witness, note)`, by increasing size then witness."""
+        with self._store.read("read witness cosignatures") as conn:
+            rows = conn.execute(
+                select(WITNESS.c.size, WITNESS.c.witness, WITNESS.c.note).order_by(
+                    WITNESS.c.size, WITNESS.c.witness
+                )
+            ).all()
+        return [(int(r.size), str(r.witness), str(r.note)) for r in rows]
+
+
+def _size(conn: Connection) -> int:
+    return int(conn.execute(select(STATE.c.size).where(STATE.c.id == 1)).scalar_one())
+
+
+def _check_range(start: int, end: int) -> None:
+    if start < 0 or end < start:
+        raise InputError(f"access log: bad range [{start}, {end})")
+
+
+def _check_gap_free(indexes: list[int], start: int, end: int) -> None:
+    expected = max(0, end - start)
+    if len(indexes) != expected or (indexes and indexes[0] != start):
+        raise TamperDetected(
+            f"access log: leaves missing in [{start}, {end}) (found {len(indexes)} of "
+            f"{expected}); the stored log was altered"
+        )

@@ -1,0 +1,92 @@
+"""The typed values the store takes and gives back (plain frozen dataclasses, no ORM objects)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+__all__ = [
+    "EVENT_KINDS",
+    "RECORD_STATES",
+    "FeedEvent",
+    "NewRecord",
+    "StoredRecord",
+    "Subscription",
+]
+
+RECORD_STATES = frozenset({"active", "superseded", "withdrawn", "expired", "purged"})
+EVENT_KINDS = frozenset(
+    {"upsert", "correct", "withdraw", "expire", "objection_set", "objection_cleared"}
+)
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record version to store: `body` is already encrypted with `row_id` as associated data."""
+
+    row_id: str
+    producer: str
+    record_key: str
+    version: int
+    item_id: str
+    catalog_version: str
+    subject_index: str
+    body: bytes
+    content_hash: str
+    severity: str | None
+    decided_on: dt.date | None
+    disclosure_min_end: dt.date | None
+    disclosure_max_end: dt.date | None
+    disclosure_rule: str
+    created_at: dt.datetime
+    origin: str = "local"  # "local" | "received"
+    linked_subject_indexes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A stored record version with its lifecycle state (body still encrypted)."""
+
+    row_id: str
+    producer: str
+    record_key: str
+    version: int
+    item_id: str
+    catalog_version: str
+    subject_index: str
+    body: bytes
+    content_hash: str
+    state: str
+    severity: str | None
+    decided_on: dt.date | None
+    disclosure_min_end: dt.date | None
+    disclosure_max_end: dt.date | None
+    disclosure_rule: str
+    objection: bool
+    created_at: dt.datetime
+    origin: str
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of a subscriber's feed; `seq` is gap-free per subscriber, from 1."""
+
+    subscriber: str
+    seq: int
+    kind: str
+    record_row_id: str
+    record_key: str
+    version: int
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A subscriber's feed state: items covered, last assigned and last acknowledged sequence."""
+
+    subscriber: str
+    items: frozenset[str]
+    last_seq: int
+    acked_seq: int
+    acked_at: dt.datetime | None
+    created_at: dt.datetime

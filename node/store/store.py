@@ -1,0 +1,651 @@
+"""The node's store: typed methods over the tables, each one transaction.
+
+Invariants kept here (docs/decisions/0004-store-schema.md):
+- every version of a record is kept; a correction adds a version and marks the older active
+  versions `superseded`, nothing is overwritten;
+- a batch of records, the feed events it causes and the adapter's resume state commit in ONE
+  transaction, so a crash loses or duplicates nothing;
+- each subscriber's feed sequence is gap-free: numbers are taken from the subscriber's counter
+  row under a row lock in the same transaction as the events;
+- feed events are derived here from the subscriptions table inside the writing transaction, so
+  a subscription created concurrently with an ingest can never miss a record: either the
+  ingest sees the subscription (and adds events) or the subscription's backfill sees the rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, Table, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from node.errors import InputError, NotFound
+from node.store.engine import WRITE, make_engine, migrate
+from node.store.errors import redact_url, translate_errors
+from node.store.models import (
+    EVENT_KINDS,
+    RECORD_STATES,
+    FeedEvent,
+    NewRecord,
+    StoredRecord,
+    Subscription,
+)
+from node.store.tables import (
+    FeedEventRow,
+    IngestStateRow,
+    NonceRow,
+    RecordLinkRow,
+    RecordRow,
+    SubscriptionRow,
+    UpstreamCursorRow,
+)
+
+__all__ = ["Store", "from_db_time", "open_store", "to_db_time"]
+
+
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+RECORDS = _table(RecordRow)
+LINKS = _table(RecordLinkRow)
+EVENTS = _table(FeedEventRow)
+SUBS = _table(SubscriptionRow)
+CURSORS = _table(UpstreamCursorRow)
+INGEST = _table(IngestStateRow)
+NONCES = _table(NonceRow)
+
+_CHUNK = 500  # bound on IN (...) lists and executemany batches
+
+
+def open_store(url: str, *, migrate_schema: bool = True) -> Store:
+    """Open (and by default migrate to the newest schema) the store at `url`.
+
+    Refuses unsupported URLs, in-memory SQLite and unreachable databases (StoreError with a
+    message that never shows a password).
+    """
+    engine = make_engine(url)
+    if migrate_schema:
+        migrate(engine)
+    return Store(engine)
+
+
+def to_db_time(value: dt.datetime) -> dt.datetime:
+    """Normalise an aware datetime to UTC for storage; refuses naive datetimes."""
+    if value.tzinfo is None:
+        raise InputError("store: timestamps must carry a time zone (got a naive datetime)")
+    return value.astimezone(dt.UTC)
+
+
+def from_db_time(value: dt.datetime) -> dt.datetime:
+    """Give back a stored timestamp as an aware UTC datetime (SQLite returns it naive)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else from_db_time(value)
+
+
+class Store:
+    """The node's database. Every public method is one transaction; errors are StoreError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for node.store internals and tests only)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The store URL with any password hidden."""
+        return redact_url(self._engine.url.render_as_string(hide_password=True))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    @contextmanager
+    def write(self, what: str) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back."""
+        with translate_errors(what), self._engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self, what: str) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with translate_errors(what), self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    # ----------------------------------------------------------------- records
+
+    def store_batch(
+        self,
+        records: Sequence[NewRecord],
+        *,
+        now: dt.datetime,
+        ingest_state: tuple[str, Any] | None = None,
+        upstream_cursor: tuple[str, int] | None = None,
+    ) -> int:
+        """Store record versions, their feed events and resume state in ONE transaction.
+
+        For each record: older active versions of the same (producer, record_key) become
+        `superseded`; every subscription whose items include the record's item gets an event
+        (`upsert` for version 1, `correct` after) with the next gap-free sequence number.
+        `ingest_state` is (source key, JSON-able state) saved with the batch; `upstream_cursor`
+        is (peer, cursor) for records received from a peer's feed. Returns the number of events.
+        Refuses (StoreConflictError, nothing written) a version that already exists.
+        """
+        for rec in records:
+            _check_new(rec)
+        stamp = to_db_time(now)
+        with self.write("store a batch of records") as conn:
+            for start in range(0, len(records), _CHUNK):
+                chunk = records[start : start + _CHUNK]
+                conn.execute(insert(RECORDS), [_record_values(r) for r in chunk])
+                links = [
+                    {"row_id": r.row_id, "subject_index": s}
+                    for r in chunk
+                    for s in dict.fromkeys(r.linked_subject_indexes)
+                ]
+                if links:
+                    conn.execute(insert(LINKS), links)
+            for rec in records:
+                if rec.version > 1:
+                    conn.execute(
+                        update(RECORDS)
+                        .where(
+                            RECORDS.c.producer == rec.producer,
+                            RECORDS.c.record_key == rec.record_key,
+                            RECORDS.c.version < rec.version,
+                            RECORDS.c.state == "active",
+                        )
+                        .values(state="superseded")
+                    )
+            events = [
+                (
+                    r.item_id,
+                    "upsert" if r.version == 1 else "correct",
+                    r.row_id,
+                    r.record_key,
+                    r.version,
+                )
+                for r in records
+            ]
+            count = _append_events(conn, events, stamp)
+            if ingest_state is not None:
+                key, state = ingest_state
+                _upsert(
+                    conn,
+                    INGEST,
+                    {
+                        "source_key": key,
+                        "state": json.dumps(state, sort_keys=True),
+                        "updated_at": stamp,
+                    },
+                    ("source_key",),
+                )
+            if upstream_cursor is not None:
+                peer, cursor = upstream_cursor
+                _upsert(
+                    conn,
+                    CURSORS,
+                    {"peer": peer, "cursor": cursor, "updated_at": stamp},
+                    ("peer",),
+                )
+        return count
+
+    def current_version(self, producer: str, record_key: str) -> tuple[int, str] | None:
+        """Return (newest version, its content hash) of a record, or None if never stored."""
+        found = self.current_versions(producer, [record_key])
+        return found.get(record_key)
+
+    def current_versions(
+        self, producer: str, record_keys: Iterable[str]
+    ) -> dict[str, tuple[int, str]]:
+        """Return record_key -> (newest version, content hash) for the keys that exist."""
+        keys = list(dict.fromkeys(record_keys))
+        found: dict[str, tuple[int, str]] = {}
+        with self.read("look up current record versions") as conn:
+            for start in range(0, len(keys), _CHUNK):
+                rows = conn.execute(
+                    select(RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.content_hash).where(
+                        RECORDS.c.producer == producer,
+                        RECORDS.c.record_key.in_(keys[start : start + _CHUNK]),
+                    )
+                )
+                for key, version, content_hash in rows:
+                    if key not in found or found[key][0] < version:
+                        found[key] = (int(version), str(content_hash))
+        return found
+
+    def get_record(self, row_id: str) -> StoredRecord:
+        """Return one stored record version by row id; NotFound if there is none."""
+        with self.read("read a record") as conn:
+            row = conn.execute(select(RECORDS).where(RECORDS.c.row_id == row_id)).first()
+        if row is None:
+            raise NotFound("store: no record with that row id")
+        return _stored(row)
+
+    def record_versions(self, producer: str, record_key: str) -> list[StoredRecord]:
+        """Return every stored version of one record, oldest first."""
+        with self.read("read record versions") as conn:
+            rows = conn.execute(
+                select(RECORDS)
+                .where(RECORDS.c.producer == producer, RECORDS.c.record_key == record_key)
+                .order_by(RECORDS.c.version)
+            ).all()
+        return [_stored(r) for r in rows]
+
+    def records_by_subject(
+        self,
+        subject_index: str,
+        *,
+        include_linked: bool = True,
+        states: Iterable[str] | None = ("active",),
+    ) -> list[StoredRecord]:
+        """Return the records of a subject (by blind index), by producer, key and version.
+
+        With `include_linked`, records where the subject is a linked subject (a legal
+        representative, Shandong Art. 31) are included. `states=None` returns every state.
+        """
+        condition = RECORDS.c.subject_index == subject_index
+        if include_linked:
+            linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == subject_index)
+            condition = or_(condition, RECORDS.c.row_id.in_(linked))
+        query = select(RECORDS).where(condition)
+        if states is not None:
+            query = query.where(RECORDS.c.state.in_(list(states)))
+        query = query.order_by(RECORDS.c.producer, RECORDS.c.record_key, RECORDS.c.version)
+        with self.read("read records by subject") as conn:
+            rows = conn.execute(query).all()
+        return [_stored(r) for r in rows]
+
+    def linked_subjects(self, row_id: str) -> list[str]:
+        """Return the blind indexes linked to a record version (sorted)."""
+        with self.read("read linked subjects") as conn:
+            rows = conn.execute(
+                select(LINKS.c.subject_index)
+                .where(LINKS.c.row_id == row_id)
+                .order_by(LINKS.c.subject_index)
+            ).scalars()
+            return [str(s) for s in rows]
+
+    def count_records(self, *, state: str | None = None, producer: str | None = None) -> int:
+        """Count stored record versions, optionally of one state and/or producer."""
+        query = select(func.count()).select_from(RECORDS)
+        if state is not None:
+            query = query.where(RECORDS.c.state == state)
+        if producer is not None:
+            query = query.where(RECORDS.c.producer == producer)
+        with self.read("count records") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def records_due_for_expiry(self, today: dt.date, *, limit: int = 1000) -> list[StoredRecord]:
+        """Return active records whose maximum disclosure period ended before `today`."""
+        with self.read("find expired records") as conn:
+            rows = conn.execute(
+                select(RECORDS)
+                .where(RECORDS.c.state == "active", RECORDS.c.disclosure_max_end < today)
+                .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
+                .limit(limit)
+            ).all()
+        return [_stored(r) for r in rows]
+
+    def set_record_state(
+        self, row_id: str, state: str, *, event_kind: str | None, now: dt.datetime
+    ) -> int:
+        """Move a record version to `state` and append `event_kind` events for its subscribers.
+
+        Refuses an unknown state or event kind (InputError) and an unknown row (NotFound).
+        Returns the number of feed events appended. A `purged` record's body is erased.
+        """
+        if state not in RECORD_STATES:
+            raise InputError(f"store: unknown record state {state!r}")
+        if event_kind is not None and event_kind not in EVENT_KINDS:
+            raise InputError(f"store: unknown feed event kind {event_kind!r}")
+        stamp = to_db_time(now)
+        with self.write("change a record's state") as conn:
+            row = conn.execute(
+                select(RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version).where(
+                    RECORDS.c.row_id == row_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound("store: no record with that row id")
+            values: dict[str, Any] = {"state": state}
+            if state == "purged":
+                values["body"] = b""
+            conn.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(**values))
+            if event_kind is None:
+                return 0
+            return _append_events(
+                conn, [(row.item_id, event_kind, row_id, row.record_key, row.version)], stamp
+            )
+
+    def set_objection(self, row_id: str, flag: bool, *, now: dt.datetime) -> int:
+        """Set or clear a record's objection flag; appends objection_set/cleared events.
+
+        Setting a flag that is already set (or clearing a clear one) changes nothing and
+        appends no event. Returns the number of events appended.
+        """
+        stamp = to_db_time(now)
+        with self.write("flag a record's objection") as conn:
+            row = conn.execute(
+                select(
+                    RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.objection
+                ).where(RECORDS.c.row_id == row_id)
+            ).first()
+            if row is None:
+                raise NotFound("store: no record with that row id")
+            if bool(row.objection) == flag:
+                return 0
+            conn.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(objection=flag))
+            kind = "objection_set" if flag else "objection_cleared"
+            return _append_events(
+                conn, [(row.item_id, kind, row_id, row.record_key, row.version)], stamp
+            )
+
+    # ------------------------------------------------------------------- feeds
+
+    def ensure_subscription(
+        self, subscriber: str, items: Iterable[str], *, now: dt.datetime
+    ) -> Subscription:
+        """Create or widen a subscriber's feed to `items` and backfill it, atomically.
+
+        Items not covered before get one `upsert` event per current active record (by producer,
+        record key), in the same transaction. Items are never removed here (a narrower
+        agreement stops new events through the caller's policy, not by rewriting history).
+        """
+        wanted = frozenset(items)
+        stamp = to_db_time(now)
+        with self.write("create a subscription") as conn:
+            row = conn.execute(
+                select(SUBS).where(SUBS.c.subscriber == subscriber).with_for_update()
+            ).first()
+            old: frozenset[str] = (
+                frozenset() if row is None else frozenset(json.loads(row._mapping["items"]))
+            )
+            if row is None:
+                conn.execute(
+                    insert(SUBS).values(
+                        subscriber=subscriber,
+                        items=json.dumps(sorted(wanted)),
+                        last_seq=0,
+                        acked_seq=0,
+                        acked_at=None,
+                        created_at=stamp,
+                    )
+                )
+            added = sorted(wanted - old)
+            if row is not None and added:
+                conn.execute(
+                    update(SUBS)
+                    .where(SUBS.c.subscriber == subscriber)
+                    .values(items=json.dumps(sorted(old | wanted)))
+                )
+            if added:
+                backlog = conn.execute(
+                    select(RECORDS.c.row_id, RECORDS.c.record_key, RECORDS.c.version)
+                    .where(RECORDS.c.item_id.in_(added), RECORDS.c.state == "active")
+                    .order_by(RECORDS.c.created_at, RECORDS.c.row_id)
+                ).all()
+                _append_for(
+                    conn,
+                    subscriber,
+                    [("upsert", r.row_id, r.record_key, r.version) for r in backlog],
+                    stamp,
+                )
+            current = conn.execute(select(SUBS).where(SUBS.c.subscriber == subscriber)).one()
+        return _subscription(current)
+
+    def subscription(self, subscriber: str) -> Subscription | None:
+        """Return a subscriber's feed state, or None."""
+        with self.read("read a subscription") as conn:
+            row = conn.execute(select(SUBS).where(SUBS.c.subscriber == subscriber)).first()
+        return None if row is None else _subscription(row)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Return every subscription, by subscriber."""
+        with self.read("read subscriptions") as conn:
+            rows = conn.execute(select(SUBS).order_by(SUBS.c.subscriber)).all()
+        return [_subscription(r) for r in rows]
+
+    def events_after(self, subscriber: str, seq: int, limit: int = 1000) -> list[FeedEvent]:
+        """Return up to `limit` events of `subscriber` with sequence above `seq`, in order."""
+        if limit <= 0:
+            raise InputError("store: limit must be positive")
+        with self.read("read feed events") as conn:
+            rows = conn.execute(
+                select(EVENTS)
+                .where(EVENTS.c.subscriber == subscriber, EVENTS.c.seq > seq)
+                .order_by(EVENTS.c.seq)
+                .limit(limit)
+            ).all()
+        return [
+            FeedEvent(
+                subscriber=r.subscriber,
+                seq=int(r.seq),
+                kind=r.kind,
+                record_row_id=r.record_row_id,
+                record_key=r.record_key,
+                version=int(r.version),
+                created_at=from_db_time(r.created_at),
+            )
+            for r in rows
+        ]
+
+    def ack(self, subscriber: str, seq: int, *, now: dt.datetime) -> int:
+        """Record that `subscriber` has applied its feed up to `seq`; return the acked cursor.
+
+        Acks are monotonic (an older ack is accepted and changes nothing, since delivery is at
+        least once). Refuses an unknown subscriber (NotFound) and a cursor beyond the last
+        event (InputError).
+        """
+        stamp = to_db_time(now)
+        with self.write("acknowledge a feed cursor") as conn:
+            row = conn.execute(
+                select(SUBS.c.last_seq, SUBS.c.acked_seq)
+                .where(SUBS.c.subscriber == subscriber)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"store: no subscription for {subscriber!r}")
+            if seq > row.last_seq or seq < 0:
+                raise InputError(
+                    f"store: ack {seq} for {subscriber!r} is beyond the last event {row.last_seq}"
+                )
+            if seq <= row.acked_seq:
+                return int(row.acked_seq)
+            conn.execute(
+                update(SUBS)
+                .where(SUBS.c.subscriber == subscriber)
+                .values(acked_seq=seq, acked_at=stamp)
+            )
+            return seq
+
+    def upstream_cursor(self, peer: str) -> int:
+        """Return how far this node has applied `peer`'s feed (0 before anything)."""
+        with self.read("read an upstream cursor") as conn:
+            value = conn.execute(select(CURSORS.c.cursor).where(CURSORS.c.peer == peer)).scalar()
+        return 0 if value is None else int(value)
+
+    # ------------------------------------------------------------ ingest state
+
+    def load_ingest_state(self, source_key: str) -> Any | None:
+        """Return the JSON state saved with the last committed batch of a source, or None."""
+        with self.read("read ingest state") as conn:
+            value = conn.execute(
+                select(INGEST.c.state).where(INGEST.c.source_key == source_key)
+            ).scalar()
+        return None if value is None else json.loads(value)
+
+    def clear_ingest_state(self, source_key: str) -> None:
+        """Forget a source's resume state (the next run starts from the first row)."""
+        with self.write("clear ingest state") as conn:
+            conn.execute(delete(INGEST).where(INGEST.c.source_key == source_key))
+
+    # ------------------------------------------------------------------ nonces
+
+    def remember_nonce(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        """Record a request nonce; return False when (keyid, nonce) was already seen.
+
+        Nonces past `expires_at` are forgotten (the timestamp window then rejects a replay).
+        Safe under concurrency: the primary key decides, never a read-then-write.
+        """
+        stamp = to_db_time(now)
+        with self.write("remember a request nonce") as conn:
+            conn.execute(delete(NONCES).where(NONCES.c.expires_at < stamp))
+            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+            statement = (
+                dialect.insert(NONCES)
+                .values(keyid=keyid, nonce=nonce, expires_at=to_db_time(expires_at))
+                .on_conflict_do_nothing()
+                .returning(NONCES.c.keyid)
+            )
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
+            return conn.execute(statement).first() is not None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_new(rec: NewRecord) -> None:
+    if rec.version < 1:
+        raise InputError("store: record versions start at 1")
+    if rec.origin not in ("local", "received"):
+        raise InputError(f"store: unknown record origin {rec.origin!r}")
+
+
+def _record_values(rec: NewRecord) -> dict[str, Any]:
+    return {
+        "row_id": rec.row_id,
+        "producer": rec.producer,
+        "record_key": rec.record_key,
+        "version": rec.version,
+        "item_id": rec.item_id,
+        "catalog_version": rec.catalog_version,
+        "subject_index": rec.subject_index,
+        "body": rec.body,
+        "content_hash": rec.content_hash,
+        "state": "active",
+        "severity": rec.severity,
+        "decided_on": rec.decided_on,
+        "disclosure_min_end": rec.disclosure_min_end,
+        "disclosure_max_end": rec.disclosure_max_end,
+        "disclosure_rule": rec.disclosure_rule,
+        "objection": False,
+        "created_at": to_db_time(rec.created_at),
+        "origin": rec.origin,
+    }
+
+
+def _stored(row: Row[Any]) -> StoredRecord:
+    return StoredRecord(
+        row_id=row.row_id,
+        producer=row.producer,
+        record_key=row.record_key,
+        version=int(row.version),
+        item_id=row.item_id,
+        catalog_version=row.catalog_version,
+        subject_index=row.subject_index,
+        body=bytes(row.body),
+        content_hash=row.content_hash,
+        state=row.state,
+        severity=row.severity,
+        decided_on=row.decided_on,
+        disclosure_min_end=row.disclosure_min_end,
+        disclosure_max_end=row.disclosure_max_end,
+        disclosure_rule=row.disclosure_rule,
+        objection=bool(row.objection),
+        created_at=from_db_time(row.created_at),
+        origin=row.origin,
+    )
+
+
+def _subscription(row: Row[Any]) -> Subscription:
+    return Subscription(
+        subscriber=row.subscriber,
+        items=frozenset(json.loads(row._mapping["items"])),
+        last_seq=int(row.last_seq),
+        acked_seq=int(row.acked_seq),
+        acked_at=_opt_time(row.acked_at),
+        created_at=from_db_time(row.created_at),
+    )
+
+
+def _append_events(
+    conn: Connection, events: Sequence[tuple[str, str, str, str, int]], stamp: dt.datetime
+) -> int:
+    """Append (item, kind, row id, record key, version) events to every covering subscriber."""
+    if not events:
+        return 0
+    subs = conn.execute(select(SUBS.c.subscriber, SUBS.c["items"])).all()
+    total = 0
+    for sub in subs:
+        items = frozenset(json.loads(sub._mapping["items"]))
+        mine = [
+            (kind, row_id, key, ver) for item, kind, row_id, key, ver in events if item in items
+        ]
+        total += _append_for(conn, sub.subscriber, mine, stamp)
+    return total
+
+
+def _append_for(
+    conn: Connection,
+    subscriber: str,
+    events: Sequence[tuple[str, str, str, int]],
+    stamp: dt.datetime,
+) -> int:
+    """Append events to one subscriber, numbering them from its counter under a row lock."""
+    if not events:
+        return 0
+    last = conn.execute(
+        select(SUBS.c.last_seq).where(SUBS.c.subscriber == subscriber).with_for_update()
+    ).scalar_one()
+    rows = [
+        {
+            "subscriber": subscriber,
+            "seq": int(last) + i,
+            "kind": kind,
+            "record_row_id": row_id,
+            "record_key": key,
+            "version": ver,
+            "created_at": stamp,
+        }
+        for i, (kind, row_id, key, ver) in enumerate(events, start=1)
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        conn.execute(insert(EVENTS), rows[start : start + _CHUNK])
+    conn.execute(
+        update(SUBS).where(SUBS.c.subscriber == subscriber).values(last_seq=int(last) + len(rows))
+    )
+    return len(rows)
+
+
+def _upsert(
+    conn: Connection, table: Table, values: Mapping[str, Any], keys: tuple[str, ...]
+) -> None:
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    statement = dialect.insert(table).values(**values)
+    changed = {k: v for k, v in values.items() if k not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changed))

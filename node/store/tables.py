@@ -1,0 +1,272 @@
+"""The store's tables, as SQLModel classes (docs/decisions/0004-store-schema.md).
+
+These classes are the schema's single description in code: Alembic migrations create exactly
+this (a test compares the migrated database with this metadata), and the hot paths of `Store`
+use their `__table__` with SQLAlchemy Core for batch inserts. Timestamps are stored in UTC;
+SQLite gives them back naive and `Store` re-attaches UTC.
+
+Record bodies are encrypted (keys.StorageCipher, row id as associated data) and subjects appear
+only as blind-index tokens: no table holds a raw identifier or name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "AccessLogRow",
+    "CheckpointRow",
+    "FeedEventRow",
+    "GrantRow",
+    "IngestStateRow",
+    "LifecycleTaskRow",
+    "LogStateRow",
+    "NonceRow",
+    "ObjectionRow",
+    "PushRow",
+    "RecordLinkRow",
+    "RecordRow",
+    "SubscriptionRow",
+    "UpstreamCursorRow",
+    "WitnessRow",
+    "metadata",
+]
+
+metadata = SQLModel.metadata
+
+
+def _ts(*, nullable: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=nullable)
+
+
+class RecordRow(SQLModel, table=True):
+    """One version of one record; corrections add a row and supersede the old one."""
+
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("producer", "record_key", "version", name="uq_records_key_version"),
+        Index("ix_records_subject_index", "subject_index"),
+        Index("ix_records_producer_key", "producer", "record_key"),
+        Index("ix_records_item_state", "item_id", "state"),
+        Index("ix_records_state_max_end", "state", "disclosure_max_end"),
+    )
+
+    row_id: str = Field(primary_key=True, max_length=36)
+    producer: str = Field(max_length=64)
+    record_key: str = Field(max_length=64)
+    version: int
+    item_id: str = Field(max_length=64)
+    catalog_version: str = Field(max_length=32)
+    subject_index: str = Field(max_length=64)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_hash: str = Field(max_length=64)
+    state: str = Field(max_length=16)
+    severity: str | None = Field(default=None, max_length=16)
+    decided_on: dt.date | None = None
+    disclosure_min_end: dt.date | None = None
+    disclosure_max_end: dt.date | None = None
+    disclosure_rule: str = Field(max_length=200)
+    objection: bool = False
+    created_at: dt.datetime = Field(sa_column=_ts())
+    origin: str = Field(max_length=16)
+
+
+class RecordLinkRow(SQLModel, table=True):
+    """A linked subject of a record (legal representative, Shandong Art. 31), by blind index."""
+
+    __tablename__ = "record_links"
+    __table_args__ = (
+        PrimaryKeyConstraint("row_id", "subject_index", name="pk_record_links"),
+        Index("ix_record_links_subject_index", "subject_index"),
+    )
+
+    row_id: str = Field(foreign_key="records.row_id", max_length=36)
+    subject_index: str = Field(max_length=64)
+
+
+class FeedEventRow(SQLModel, table=True):
+    """One event of one subscriber's gap-free feed."""
+
+    __tablename__ = "feed_events"
+    __table_args__ = (PrimaryKeyConstraint("subscriber", "seq", name="pk_feed_events"),)
+
+    subscriber: str = Field(max_length=64)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False, autoincrement=False))
+    kind: str = Field(max_length=24)
+    record_row_id: str = Field(max_length=36)
+    record_key: str = Field(max_length=64)
+    version: int
+    created_at: dt.datetime = Field(sa_column=_ts())
+
+
+class SubscriptionRow(SQLModel, table=True):
+    """A subscriber's feed: items covered, last assigned and last acknowledged sequence."""
+
+    __tablename__ = "subscriptions"
+
+    subscriber: str = Field(primary_key=True, max_length=64)
+    items: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of item ids
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    acked_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    acked_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: dt.datetime = Field(sa_column=_ts())
+
+
+class UpstreamCursorRow(SQLModel, table=True):
+    """On the receiving side: how far this node has applied a peer's feed."""
+
+    __tablename__ = "upstream_cursors"
+
+    peer: str = Field(primary_key=True, max_length=64)
+    cursor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: dt.datetime = Field(sa_column=_ts())
+
+
+class IngestStateRow(SQLModel, table=True):
+    """The adapter resume state of one source, saved in the batch's transaction."""
+
+    __tablename__ = "ingest_state"
+
+    source_key: str = Field(primary_key=True, max_length=200)
+    state: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    updated_at: dt.datetime = Field(sa_column=_ts())
+
+
+class NonceRow(SQLModel, table=True):
+    """A request nonce seen from a signer, kept until it could no longer be replayed."""
+
+    __tablename__ = "nonces"
+    __table_args__ = (
+        PrimaryKeyConstraint("keyid", "nonce", name="pk_nonces"),
+        Index("ix_nonces_expires_at", "expires_at"),
+    )
+
+    keyid: str = Field(max_length=64)
+    nonce: str = Field(max_length=128)
+    expires_at: dt.datetime = Field(sa_column=_ts())
+
+
+class AccessLogRow(SQLModel, table=True):
+    """One access-log leaf: the exact leaf bytes and their RFC 9162 leaf hash."""
+
+    __tablename__ = "access_log"
+
+    idx: int = Field(
+        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, nullable=False)
+    )
+    leaf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: dt.datetime = Field(sa_column=_ts())
+
+
+class LogStateRow(SQLModel, table=True):
+    """The single row (id 1) holding the log size and the compact-range state; appends lock it."""
+
+    __tablename__ = "log_state"
+
+    id: int = Field(primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    state: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    updated_at: dt.datetime = Field(sa_column=_ts())
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A signed checkpoint note of the access log, by tree size."""
+
+    __tablename__ = "checkpoints"
+
+    size: int = Field(
+        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, nullable=False)
+    )
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: dt.datetime = Field(sa_column=_ts())
+
+
+class WitnessRow(SQLModel, table=True):
+    """A witness's cosigned note for one checkpoint size."""
+
+    __tablename__ = "witness"
+    __table_args__ = (PrimaryKeyConstraint("size", "witness", name="pk_witness"),)
+
+    size: int = Field(sa_column=Column(BigInteger, nullable=False, autoincrement=False))
+    witness: str = Field(max_length=200)
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: dt.datetime = Field(sa_column=_ts())
+
+
+class GrantRow(SQLModel, table=True):
+    """A subject's signed authorisation (node.grants.Grant) as registered, with its use count."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_subject_digest", "subject_digest"),)
+
+    grant_id: str = Field(primary_key=True, max_length=64)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # signed DSSE, as received
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # Grant.to_payload()
+    subject_digest: str = Field(max_length=64)
+    grantee: str = Field(max_length=64)
+    purpose: str = Field(max_length=64)
+    items: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of item ids
+    valid_from: dt.datetime = Field(sa_column=_ts())
+    valid_until: dt.datetime = Field(sa_column=_ts())
+    use_limit: int
+    uses: int = 0
+    revoked_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    revoked_reason: str | None = Field(default=None, max_length=200)
+
+
+class ObjectionRow(SQLModel, table=True):
+    """An objection to a record and its review clock (Shandong Art. 39)."""
+
+    __tablename__ = "objections"
+    __table_args__ = (Index("ix_objections_record_key", "record_key"),)
+
+    objection_id: str = Field(primary_key=True, max_length=64)
+    record_row_id: str = Field(max_length=36)
+    record_key: str = Field(max_length=64)
+    reason: str = Field(max_length=200)
+    opened_at: dt.datetime = Field(sa_column=_ts())
+    due_on: dt.date
+    closed_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    outcome: str | None = Field(default=None, max_length=200)
+
+
+class LifecycleTaskRow(SQLModel, table=True):
+    """An open or closed lifecycle task (objection review, correction, repair) with its due day."""
+
+    __tablename__ = "lifecycle_tasks"
+    __table_args__ = (Index("ix_lifecycle_tasks_open", "closed_at", "due_on"),)
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=32)
+    record_key: str = Field(max_length=64)
+    opened_at: dt.datetime = Field(sa_column=_ts())
+    due_on: dt.date
+    approximate_due: bool = False
+    closed_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    outcome: str | None = Field(default=None, max_length=200)
+
+
+class PushRow(SQLModel, table=True):
+    """A joint-punishment push sent to a node, and its signed receipt when it came back."""
+
+    __tablename__ = "pushes"
+
+    push_id: str = Field(primary_key=True, max_length=64)
+    to_node: str = Field(max_length=64)
+    record_key: str = Field(max_length=64)
+    sent_at: dt.datetime = Field(sa_column=_ts())
+    receipt: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    receipt_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))

@@ -1,0 +1,270 @@
+"""AccessLog writing: group commit order under asyncio, fail-closed errors, retries, checkpoints,
+proofs (property), entries and leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import keys
+from node.accesslog import (
+    RETENTION_MIN_DAYS,
+    AccessLog,
+    LogBackend,
+    LogEntry,
+    MemoryLogBackend,
+    check_retention,
+    decode_leaf,
+    encode_leaf,
+    mask_subject,
+    utc_iso,
+    verify_log,
+)
+from node.errors import ConfigError, InputError, LogUnavailable
+
+T0 = dt.datetime(2026, 11, 25, 1, 0, tzinfo=dt.UTC)
+LOG_KEY = keys.Signer(b"\x31" * 32)
+ORIGIN = "credex.zd-market/accesslog"
+VERIFIERS = {ORIGIN: LOG_KEY.public_key}
+
+
+def entry(i: int, **changes: Any) -> LogEntry:
+    values: dict[str, Any] = {
+        "time": utc_iso(T0 + dt.timedelta(milliseconds=i)),
+        "kind": "query",
+        "requester": "zd-tax",
+        "officer": "officer-1",
+        "purpose": "administrative_penalty",
+        "legal_basis": "《行政处罚法》",
+        "decision": "allow",
+        "reason": "statutory_duty",
+        "request_id": f"req-{i}",
+    }
+    values.update(changes)
+    return LogEntry(**values)
+
+
+class RecordingBackend(MemoryLogBackend):
+    """Counts backend appends and can be told to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.fail = False
+
+    def append(
+        self,
+        entries: Sequence[tuple[bytes, bytes]],
+        state: bytes,
+        *,
+        expected_size: int | None = None,
+    ) -> int:
+        if self.fail:
+            raise OSError("disk full")
+        self.batches.append(len(entries))
+        return super().append(entries, state, expected_size=expected_size)
+
+
+def new_log(backend: LogBackend | None = None, **kwargs: Any) -> AccessLog:
+    return AccessLog(
+        backend if backend is not None else MemoryLogBackend(),
+        origin=ORIGIN,
+        signer=LOG_KEY,
+        clock=lambda: T0,
+        **kwargs,
+    )
+
+
+# --- entries -------------------------------------------------------------------------------------
+
+
+def test_memory_backend_satisfies_the_protocol() -> None:
+    assert isinstance(MemoryLogBackend(), LogBackend)
+
+
+def test_leaf_is_canonical_json_chained_and_starts_with_the_chain() -> None:
+    e = entry(1, subject_masked=mask_subject("370303200001010001"), items_asked=("b", "a"))
+    leaf = encode_leaf(e, b"\x07" * 32)
+    assert leaf.startswith(b'{"chain":"' + (b"07" * 32) + b'"')
+    doc = json.loads(leaf)
+    assert (
+        leaf == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert b"370303200001010001" not in leaf
+    assert doc["subject_masked"] == "370303********0001"
+    assert decode_leaf(leaf) == (e, b"\x07" * 32)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"subject_masked": "370303200001010001"}, "subject_masked"),
+        ({"kind": "Query!"}, "kind"),
+        ({"decision": "maybe"}, "decision"),
+        ({"reason": "Denied because"}, "reason"),
+        ({"time": "2026-11-25T09:00:00"}, "time"),
+        ({"time": "yesterday"}, "time"),
+        ({"subject_index": "not-hex"}, "subject_index"),
+        ({"result_count": -1}, "result_count"),
+    ],
+)
+def test_entries_refuse_bad_fields(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError, match=field) as caught:
+        entry(0, **changes)
+    assert "370303200001010001" not in str(caught.value)
+
+
+@pytest.mark.parametrize("leaf", [b"", b"[]", b'{"kind":"query"}', b'{"chain":"zz"}'])
+def test_decode_leaf_refuses_non_leaves(leaf: bytes) -> None:
+    with pytest.raises(InputError):
+        decode_leaf(leaf)
+
+
+def test_retention_is_never_below_180_days() -> None:
+    assert check_retention(RETENTION_MIN_DAYS) == 180
+    with pytest.raises(ConfigError, match="retention_days"):
+        check_retention(179)
+
+
+# --- group commit -------------------------------------------------------------------------------
+
+
+def test_concurrent_appends_share_one_backend_append_in_call_order() -> None:
+    backend = RecordingBackend()
+    log = new_log(backend)
+
+    async def run() -> list[int]:
+        return list(await asyncio.gather(*(log.append(entry(i)) for i in range(200))))
+
+    indexes = asyncio.run(run())
+    assert indexes == list(range(200))
+    assert backend.batches == [200]  # every waiter was queued before the flusher ran
+    for index, leaf, _h in backend.leaves(0, 200):
+        assert decode_leaf(leaf)[0].request_id == f"req-{index}"
+    assert verify_log(backend, VERIFIERS).ok
+
+
+def test_batches_are_capped_and_stay_ordered() -> None:
+    backend = RecordingBackend()
+    log = new_log(backend, max_batch=64)
+
+    async def run() -> list[int]:
+        first = await asyncio.gather(*(log.append(entry(i)) for i in range(150)))
+        second = await asyncio.gather(*(log.append(entry(150 + i)) for i in range(10)))
+        return [*first, *second]
+
+    assert asyncio.run(run()) == list(range(160))
+    assert backend.batches == [64, 64, 22, 10]
+    assert verify_log(backend, VERIFIERS).ok
+
+
+def test_a_failed_backend_fails_every_waiter_and_the_log_recovers() -> None:
+    backend = RecordingBackend()
+    log = new_log(backend)
+
+    async def run() -> tuple[list[Any], list[int]]:
+        await log.append(entry(0))
+        backend.fail = True
+        failed = await asyncio.gather(
+            *(log.append(entry(i)) for i in range(1, 6)), return_exceptions=True
+        )
+        backend.fail = False
+        ok = await asyncio.gather(*(log.append(entry(i)) for i in range(6, 9)))
+        return list(failed), list(ok)
+
+    failed, ok = asyncio.run(run())
+    assert all(isinstance(f, LogUnavailable) for f in failed)
+    assert ok == [1, 2, 3]  # no gap, nothing half-written
+    assert verify_log(backend, VERIFIERS).ok
+    backend.fail = True
+    with pytest.raises(LogUnavailable):
+        log.append_sync(entry(9))
+
+
+def test_a_second_writer_is_detected_and_the_chain_continues() -> None:
+    backend = MemoryLogBackend()
+    first, second = new_log(backend), new_log(backend)
+    assert first.append_sync(entry(0)) == 0
+    assert second.append_sync(entry(1)) == 1
+    assert first.append_sync(entry(2)) == 2  # stale view: refused, reloaded, retried
+    assert second.append_sync(entry(3)) == 3
+    assert verify_log(backend, VERIFIERS).ok
+
+
+def test_a_log_reopens_from_its_stored_state() -> None:
+    backend = MemoryLogBackend()
+    new_log(backend).append_sync(entry(0))
+    reopened = new_log(backend)
+    assert reopened.append_sync(entry(1)) == 1
+    assert verify_log(backend, VERIFIERS).ok
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_maybe_checkpoint_signs_only_when_due() -> None:
+    backend = MemoryLogBackend()
+    log = new_log(backend)
+    assert log.maybe_checkpoint(T0) is None  # empty
+    log.append_sync(entry(0))
+    note = log.maybe_checkpoint(T0)
+    assert note is not None
+    cp = keys.verify_checkpoint(note, verifiers=VERIFIERS)
+    assert (cp.origin, cp.size) == (ORIGIN, 1)
+    assert log.maybe_checkpoint(T0 + dt.timedelta(seconds=5)) is None  # nothing new
+    log.append_sync(entry(1))
+    assert log.maybe_checkpoint(T0 + dt.timedelta(milliseconds=500)) is None  # too soon
+    assert log.maybe_checkpoint(T0 + dt.timedelta(seconds=1)) is not None
+    assert [s for s, _ in backend.checkpoints()] == [1, 2]
+
+
+def test_run_checkpoints_checkpoints_on_stop() -> None:
+    backend = MemoryLogBackend()
+    log = new_log(backend, checkpoint_interval=dt.timedelta(hours=1))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(log.run_checkpoints(stop))
+        await log.append(entry(0))
+        await log.append(entry(1))
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    latest = backend.latest_checkpoint()
+    assert latest is not None
+    assert latest[0] == 2
+
+
+def test_origin_must_be_one_line() -> None:
+    with pytest.raises(ConfigError):
+        AccessLog(MemoryLogBackend(), origin="a\nb", signer=LOG_KEY)
+
+
+# --- proofs (property) ----------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n=st.integers(1, 70))
+def test_inclusion_and_consistency_proofs_verify(data: st.DataObject, n: int) -> None:
+    backend = MemoryLogBackend()
+    log = new_log(backend)
+    for i in range(n):
+        log.append_sync(entry(i))
+    size1 = data.draw(st.integers(1, n), label="size1")
+    root1 = keys.root_from_leaves(backend.leaf_hashes(0, size1))
+    note = log.checkpoint()
+    cp = keys.verify_checkpoint(note, verifiers=VERIFIERS)
+    index = data.draw(st.integers(0, n - 1), label="index")
+    leaf = backend.leaves(index, index + 1)[0][1]
+    keys.verify_inclusion(index, n, keys.leaf_hash(leaf), log.inclusion_proof(index, n), cp.root)
+    keys.verify_consistency(size1, n, root1, cp.root, log.consistency_proof(size1, n))
+    with pytest.raises(InputError):
+        log.inclusion_proof(n, n)

@@ -1,0 +1,236 @@
+"""verify_log: a clean log verifies; every tampering is found, naming the first bad entry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+import keys
+from node.accesslog import (
+    AccessLog,
+    LogEntry,
+    MemoryLogBackend,
+    encode_leaf,
+    utc_iso,
+    verify_log,
+    witness_checkpoint,
+)
+from node.errors import ExitCode, TamperDetected
+
+T0 = dt.datetime(2026, 11, 25, 1, 0, tzinfo=dt.UTC)
+LOG_KEY = keys.Signer(b"\x21" * 32)
+OTHER_KEY = keys.Signer(b"\x22" * 32)
+WITNESS_KEY = keys.Signer(b"\x23" * 32)
+ORIGIN = "credex.zd-market/accesslog"
+VERIFIERS = {ORIGIN: LOG_KEY.public_key}
+
+
+def entry(i: int, **changes: Any) -> LogEntry:
+    values: dict[str, Any] = {
+        "time": utc_iso(T0 + dt.timedelta(seconds=i)),
+        "kind": "query",
+        "requester": f"zd-dept-{i % 3}",
+        "officer": f"officer-{i % 5}",
+        "purpose": "administrative_licensing",
+        "legal_basis": "《行政许可法》",
+        "decision": "allow" if i % 4 else "deny",
+        "reason": "statutory_duty" if i % 4 else "grant_required",
+        "request_id": f"req-{i:06d}",
+        "subject_index": f"{i:032x}",
+        "subject_masked": "370303********0001",
+        "items_asked": ("admin_penalty",),
+        "items_released": ("admin_penalty",) if i % 4 else (),
+        "result_count": i % 4,
+    }
+    values.update(changes)
+    return LogEntry(**values)
+
+
+def build(n: int = 40, checkpoint_every: int = 10) -> tuple[AccessLog, MemoryLogBackend]:
+    backend = MemoryLogBackend()
+    log = AccessLog(backend, origin=ORIGIN, signer=LOG_KEY, clock=lambda: T0)
+    for i in range(n):
+        log.append_sync(entry(i))
+        if (i + 1) % checkpoint_every == 0:
+            log.checkpoint()
+    return log, backend
+
+
+def renumber(backend: MemoryLogBackend) -> None:
+    for position, row in enumerate(backend.rows):
+        row[0] = position
+
+
+def test_a_clean_log_verifies() -> None:
+    _log, backend = build()
+    report = verify_log(backend, VERIFIERS, origin=ORIGIN)
+    assert report.ok, report.problems
+    assert report.size == 40
+    assert report.checkpoints_checked == 4
+    assert report.first_bad_index is None
+    assert report.root == keys.root_from_leaves(backend.leaf_hashes(0, 40))
+    report.raise_for_problems()
+
+
+def test_an_empty_log_verifies() -> None:
+    report = verify_log(MemoryLogBackend(), VERIFIERS)
+    assert report.ok
+    assert report.size == 0
+
+
+def test_edited_leaf_is_named_exactly() -> None:
+    _log, backend = build()
+    backend.rows[17][1] = backend.rows[17][1].replace(b"officer-2", b"officer-9")
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 17
+    assert report.problems[0].code == "leaf_hash_mismatch"
+    with pytest.raises(TamperDetected, match="first bad entry 17") as caught:
+        report.raise_for_problems()
+    assert caught.value.exit_code == ExitCode.VERIFICATION
+
+
+def test_edited_leaf_with_recomputed_hash_breaks_the_chain_at_the_next_entry() -> None:
+    _log, backend = build()
+    leaf = backend.rows[17][1].replace(b'"deny"', b'"allow"').replace(b"officer-2", b"officer-0")
+    backend.rows[17][1] = leaf
+    backend.rows[17][2] = keys.leaf_hash(leaf)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 18
+    assert report.problems[0].code == "chain_broken"
+    assert "entry 17" in report.problems[0].message
+    assert any(p.code == "checkpoint_root_mismatch" for p in report.problems)
+
+
+def test_deleted_row_is_a_gap_at_its_index() -> None:
+    _log, backend = build()
+    del backend.rows[23]
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 23
+    assert report.problems[0].code == "index_gap"
+
+
+def test_deleted_and_renumbered_row_breaks_the_chain_there() -> None:
+    _log, backend = build()
+    del backend.rows[23]
+    renumber(backend)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 23
+    assert report.problems[0].code == "chain_broken"
+    assert any(p.code == "truncated" for p in report.problems)
+
+
+def test_reordered_rows_are_named_at_the_first_moved_one() -> None:
+    _log, backend = build()
+    backend.rows[12], backend.rows[31] = backend.rows[31], backend.rows[12]
+    renumber(backend)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 12
+    assert report.problems[0].code == "chain_broken"
+
+
+def test_inserted_row_is_named() -> None:
+    _log, backend = build()
+    fake = encode_leaf(entry(99), backend.rows[4][2])
+    backend.rows.insert(6, [6, fake, keys.leaf_hash(fake)])
+    renumber(backend)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 6
+
+
+@pytest.mark.parametrize("keep", [0, 25, 39])
+def test_truncated_log_is_named_at_its_first_missing_index(keep: int) -> None:
+    _log, backend = build()
+    del backend.rows[keep:]
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == keep
+    assert any(p.code == "truncated" for p in report.problems)
+
+
+def test_truncation_after_the_last_checkpoint_is_found_from_the_tree_state() -> None:
+    _log, backend = build(n=45)
+    del backend.rows[42:]
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 42
+
+
+def test_a_consistently_rewritten_suffix_is_caught_by_the_checkpoints() -> None:
+    _log, backend = build()
+    # The attacker rewrites entries 25.. and recomputes every hash, chain and the tree state.
+    previous = backend.rows[24][2]
+    tree = keys.CompactRange()
+    for row in backend.rows[:25]:
+        tree.append(row[2])
+    for i in range(25, 40):
+        leaf = encode_leaf(entry(i, officer="nobody"), previous)
+        previous = keys.leaf_hash(leaf)
+        backend.rows[i][1:] = [leaf, previous]
+        tree.append(previous)
+    backend._state = tree.to_bytes()
+    report = verify_log(backend, VERIFIERS)
+    assert not report.ok
+    assert report.problems[0].code == "checkpoint_root_mismatch"
+    assert report.first_bad_index == 20  # the last checkpoint that still matches
+
+
+def test_forged_or_foreign_checkpoints_are_reported() -> None:
+    _log, backend = build()
+    cp = keys.Checkpoint(
+        origin=ORIGIN, size=40, root=keys.root_from_leaves(backend.leaf_hashes(0, 40))
+    )
+    backend._checkpoints[40] = keys.sign_checkpoint(cp, name=ORIGIN, signer=OTHER_KEY)
+    report = verify_log(backend, VERIFIERS)
+    assert [p.code for p in report.problems] == ["checkpoint_signature"]
+    other = keys.Checkpoint(origin="credex.elsewhere", size=40, root=cp.root)
+    backend._checkpoints[40] = keys.sign_checkpoint(other, name=ORIGIN, signer=LOG_KEY)
+    report = verify_log(backend, VERIFIERS, origin=ORIGIN)
+    assert [p.code for p in report.problems] == ["checkpoint_mismatch"]
+
+
+def test_witness_cosignatures_are_checked() -> None:
+    log, backend = build(n=20, checkpoint_every=10)
+    (s1, n1), (s2, n2) = backend.checkpoints()
+    cosigned = witness_checkpoint(
+        n1,
+        n2,
+        log.consistency_proof(s1, s2),
+        log_verifiers=VERIFIERS,
+        name="zd-platform",
+        signer=WITNESS_KEY,
+    )
+    backend.save_witness(s2, "zd-platform", cosigned)
+    report = verify_log(
+        backend, VERIFIERS, witness_verifiers={"zd-platform": WITNESS_KEY.public_key}
+    )
+    assert report.ok, report.problems
+    assert report.witnesses_checked == 1
+    backend.save_witness(s2, "zd-other", cosigned)  # nobody we know: unverifiable
+    report = verify_log(
+        backend, VERIFIERS, witness_verifiers={"zd-platform": WITNESS_KEY.public_key}
+    )
+    assert [p.code for p in report.problems] == ["witness_signature"]
+
+
+def test_verify_names_a_gap_when_the_backend_refuses_the_range() -> None:
+    class GapCheckingBackend(MemoryLogBackend):
+        """Like the SQL backend: reading across a missing row raises TamperDetected."""
+
+        def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
+            rows = super().leaves(start, end)
+            if [r[0] for r in rows] != list(range(start, start + len(rows))):
+                raise TamperDetected("leaves missing")
+            return rows
+
+        def size(self) -> int:
+            return self.rows[-1][0] + 1 if self.rows else 0
+
+    backend = GapCheckingBackend()
+    log = AccessLog(backend, origin=ORIGIN, signer=LOG_KEY)
+    for i in range(30):
+        log.append_sync(entry(i))
+    log.checkpoint()
+    del backend.rows[11]
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 11
+    assert report.problems[0].code == "index_gap"

@@ -1,0 +1,189 @@
+"""SqlLogBackend: the access log's LogBackend protocol on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import delete
+
+import keys
+from node import accesslog
+from node.errors import InputError, TamperDetected
+from node.store import SqlLogBackend, Store, StoreConflictError, open_store
+from node.store.logbackend import LOG
+from node.store.tables import metadata
+
+PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+
+
+def _pg_url() -> Iterator[str]:
+    name = f"credex_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """One migrated throwaway PostgreSQL database for the module (emptied before each test)."""
+    for url in _pg_url():
+        open_store(url).close()
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'credex.db'}"
+    pg: str = request.getfixturevalue("pg_database")
+    opened = open_store(pg, migrate_schema=False)
+    with opened.write("reset") as conn:
+        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "log_state"]
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+        conn.exec_driver_sql("UPDATE log_state SET size = 0, state = NULL")
+    opened.close()
+    return pg
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+def entry(n: int) -> tuple[bytes, bytes]:
+    leaf = f"entry-{n}".encode()
+    return leaf, hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def test_backend_satisfies_the_access_log_protocol(store: Store) -> None:
+    assert isinstance(SqlLogBackend(store), accesslog.LogBackend)
+
+
+def test_append_is_gap_free_and_returns_first_index(store: Store) -> None:
+    log = SqlLogBackend(store)
+    assert (log.size(), log.state()) == (0, None)
+    assert log.append([entry(0), entry(1)], b"state-2") == 0
+    assert log.append([entry(2)], b"state-3") == 2
+    assert log.append([], b"ignored") == 3  # an empty batch writes nothing
+    assert (log.size(), log.state()) == (3, b"state-3")
+    assert log.leaves(0, 3) == [(i, *entry(i)) for i in range(3)]
+    assert log.leaf_hashes(1, 3) == [entry(1)[1], entry(2)[1]]
+    assert log.leaves(1, 10) == [(i, *entry(i)) for i in (1, 2)]  # end is clamped to the size
+    assert log.leaves(3, 3) == []
+
+
+def test_expected_size_detects_a_concurrent_writer(store: Store) -> None:
+    log = SqlLogBackend(store)
+    log.append([entry(0)], b"s1", expected_size=0)
+    with pytest.raises(StoreConflictError, match="another writer"):
+        log.append([entry(1)], b"s2", expected_size=0)
+    assert log.size() == 1
+    assert log.state() == b"s1"
+
+
+@pytest.mark.parametrize(("start", "end"), [(-1, 2), (3, 2)])
+def test_bad_ranges_are_refused(store: Store, start: int, end: int) -> None:
+    with pytest.raises(InputError):
+        SqlLogBackend(store).leaves(start, end)
+
+
+def test_a_deleted_leaf_is_reported_as_tampering(store: Store) -> None:
+    log = SqlLogBackend(store)
+    log.append([entry(i) for i in range(5)], b"s")
+    with store.write("tamper") as conn:
+        conn.execute(delete(LOG).where(LOG.c.idx == 2))
+    with pytest.raises(TamperDetected):
+        log.leaves(0, 5)
+    with pytest.raises(TamperDetected):
+        log.leaf_hashes(2, 4)
+    assert len(log.leaves(3, 5)) == 2
+
+
+def test_checkpoints_and_witnesses(store: Store) -> None:
+    log = SqlLogBackend(store)
+    assert log.latest_checkpoint() is None
+    log.save_checkpoint(2, "note-2")
+    log.save_checkpoint(5, "note-5")
+    log.save_checkpoint(5, "note-5")  # idempotent
+    with pytest.raises(StoreConflictError):
+        log.save_checkpoint(5, "another root")
+    assert log.latest_checkpoint() == (5, "note-5")
+    assert log.checkpoints() == [(2, "note-2"), (5, "note-5")]
+    log.save_witness(5, "platform", "cosigned-a")
+    log.save_witness(2, "platform", "cosigned-b")
+    log.save_witness(5, "platform", "cosigned-c")  # a newer cosignature replaces the old one
+    assert log.witnesses() == [(2, "platform", "cosigned-b"), (5, "platform", "cosigned-c")]
+
+
+def test_concurrent_replicas_never_race(url: str) -> None:
+    """Four "replicas" (own engines, own pools) append at once; the log stays gap-free and each
+    batch is contiguous."""
+    replicas = [open_store(url) for _ in range(4)]
+    starts: dict[tuple[int, int], int] = {}
+    errors: list[BaseException] = []
+
+    def work(r: int) -> None:
+        log = SqlLogBackend(replicas[r])
+        try:
+            for b in range(10):
+                starts[(r, b)] = log.append(
+                    [(f"{r}-{b}-{k}".encode(), bytes(32)) for k in range(3)], b"s"
+                )
+        except BaseException as error:  # surfaced below, never swallowed
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    log = SqlLogBackend(replicas[0])
+    assert log.size() == 120
+    leaves = log.leaves(0, 120)
+    assert [i for i, _, _ in leaves] == list(range(120))
+    for (r, b), first in starts.items():
+        assert [leaf for _, leaf, _ in leaves[first : first + 3]] == [
+            f"{r}-{b}-{k}".encode() for k in range(3)
+        ]
+    for replica in replicas:
+        replica.close()
+
+
+def test_the_access_log_runs_on_the_sql_backend_and_verifies(store: Store) -> None:
+    """End to end with node.accesslog: entries, a signed checkpoint, verification, tampering."""
+    signer = keys.Signer.generate()
+    log = accesslog.AccessLog(SqlLogBackend(store), origin="zhangdian.credex/market", signer=signer)
+    for n in range(5):
+        log.append_sync(
+            accesslog.LogEntry(
+                time="2026-11-25T09:30:00Z", kind="query", requester="tax", officer="o1",
+                purpose="administrative_licensing", legal_basis="行政许可法", decision="allow",
+                reason="", request_id=f"r{n}",
+            )
+        )  # fmt: skip
+    log.checkpoint()
+    verifiers = {"zhangdian.credex/market": signer.public_key}
+    report = accesslog.verify_log(SqlLogBackend(store), verifiers)
+    assert report.ok, report.problems
+    with store.write("tamper") as conn:
+        conn.execute(LOG.update().where(LOG.c.idx == 3).values(leaf=b"{}"))
+    assert accesslog.verify_log(SqlLogBackend(store), verifiers).first_bad_index == 3

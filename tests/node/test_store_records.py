@@ -1,0 +1,303 @@
+"""The store on SQLite and PostgreSQL: records and versions, feeds, nonces, grants, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node.errors import InputError, NotFound
+from node.store import (
+    NewRecord,
+    Store,
+    StoreConflictError,
+    StoreUnavailableError,
+    open_store,
+)
+from node.store.tables import metadata
+
+NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
+PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+
+
+def _pg_url() -> Iterator[str]:
+    """Create a throwaway PostgreSQL database, yield its URL, drop it afterwards."""
+    name = f"credex_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """One migrated throwaway PostgreSQL database for the module (emptied before each test)."""
+    for url in _pg_url():
+        open_store(url).close()
+        yield url
+
+
+def _emptied(url: str) -> Store:
+    opened = open_store(url, migrate_schema=False)
+    with opened.write("reset") as conn:
+        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "log_state"]
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+        conn.exec_driver_sql("UPDATE log_state SET size = 0, state = NULL")
+    return opened
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    else:
+        opened = _emptied(request.getfixturevalue("pg_database"))
+    yield opened
+    opened.close()
+
+
+def rec(
+    key: str = "k1",
+    version: int = 1,
+    *,
+    item: str = "admin_penalty",
+    subject: str = "s" * 32,
+    content: str = "h1",
+    producer: str = "market",
+    links: tuple[str, ...] = (),
+    max_end: dt.date | None = dt.date(2027, 5, 11),
+) -> NewRecord:
+    return NewRecord(
+        row_id=str(uuid.uuid4()),
+        producer=producer,
+        record_key=key,
+        version=version,
+        item_id=item,
+        catalog_version="2026.1",
+        subject_index=subject,
+        body=b"\x00ciphertext" + key.encode(),
+        content_hash=content,
+        severity="general",
+        decided_on=dt.date(2026, 5, 11),
+        disclosure_min_end=dt.date(2026, 8, 11),
+        disclosure_max_end=max_end,
+        disclosure_rule="令第36号 一般: 3 months to 1 year",
+        created_at=NOW,
+        linked_subject_indexes=links,
+    )
+
+
+def test_batch_roundtrip_keeps_every_field(store: Store) -> None:
+    first = rec("k1", links=("l" * 32,))
+    store.store_batch([first, rec("k2", subject="t" * 32)], now=NOW)
+    got = store.get_record(first.row_id)
+    assert got.body == first.body
+    assert got.state == "active"
+    assert got.objection is False
+    assert got.decided_on == dt.date(2026, 5, 11)
+    assert got.disclosure_max_end == dt.date(2027, 5, 11)
+    assert got.created_at == NOW
+    assert got.origin == "local"
+    assert store.linked_subjects(first.row_id) == ["l" * 32]
+    assert store.count_records() == 2
+
+
+def test_correction_adds_a_version_and_supersedes_never_overwrites(store: Store) -> None:
+    v1 = rec("k1", 1, content="h1")
+    store.store_batch([v1], now=NOW)
+    v2 = rec("k1", 2, content="h2")
+    store.store_batch([v2], now=NOW)
+    versions = store.record_versions("market", "k1")
+    assert [(r.version, r.state, r.content_hash) for r in versions] == [
+        (1, "superseded", "h1"),
+        (2, "active", "h2"),
+    ]
+    assert versions[0].body == v1.body
+    assert store.current_version("market", "k1") == (2, "h2")
+    assert store.current_version("market", "nope") is None
+    assert store.current_version("other", "k1") is None
+
+
+def test_duplicate_version_is_refused_and_the_batch_rolls_back(store: Store) -> None:
+    store.store_batch([rec("k1")], now=NOW)
+    with pytest.raises(StoreConflictError):
+        store.store_batch([rec("k9"), rec("k1")], now=NOW, ingest_state=("src", {"row": 2}))
+    assert store.current_version("market", "k9") is None  # nothing of the failed batch
+    assert store.load_ingest_state("src") is None
+
+
+def test_ingest_state_commits_with_its_batch(store: Store) -> None:
+    store.store_batch([rec("a")], now=NOW, ingest_state=("src", {"offset": 10, "n": [1]}))
+    assert store.load_ingest_state("src") == {"n": [1], "offset": 10}
+    store.store_batch([], now=NOW, ingest_state=("src", {"offset": 20}))
+    assert store.load_ingest_state("src") == {"offset": 20}
+    store.clear_ingest_state("src")
+    assert store.load_ingest_state("src") is None
+
+
+def test_records_by_subject_includes_linked_representatives(store: Store) -> None:
+    org, rep = "o" * 32, "r" * 32
+    own = rec("own", subject=rep)
+    company = rec("company", subject=org, links=(rep,))
+    store.store_batch([own, company, rec("other", subject="x" * 32)], now=NOW)
+    assert {r.record_key for r in store.records_by_subject(rep)} == {"own", "company"}
+    assert {r.record_key for r in store.records_by_subject(rep, include_linked=False)} == {"own"}
+    assert store.records_by_subject("z" * 32) == []
+
+
+def test_records_by_subject_filters_states(store: Store) -> None:
+    store.store_batch([rec("k", 1, content="a")], now=NOW)
+    store.store_batch([rec("k", 2, content="b")], now=NOW)
+    assert [r.version for r in store.records_by_subject("s" * 32)] == [2]
+    assert [r.version for r in store.records_by_subject("s" * 32, states=None)] == [1, 2]
+
+
+def test_feed_backfills_then_follows_ingest_gap_free(store: Store) -> None:
+    store.store_batch([rec("k1"), rec("k2", item="red_list")], now=NOW)
+    sub = store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+    assert sub.last_seq == 1  # only the covered item was backfilled
+    store.store_batch([rec("k1", 2, content="h2"), rec("k3", item="red_list")], now=NOW)
+    events = store.events_after("tax", 0)
+    assert [(e.seq, e.kind, e.record_key, e.version) for e in events] == [
+        (1, "upsert", "k1", 1),
+        (2, "correct", "k1", 2),
+    ]
+    # widening the agreement backfills the new item's active records once
+    sub = store.ensure_subscription("tax", ["admin_penalty", "red_list"], now=NOW)
+    assert sub.items == frozenset({"admin_penalty", "red_list"})
+    assert sorted(e.record_key for e in store.events_after("tax", 2)) == ["k2", "k3"]
+    assert store.ensure_subscription("tax", ["red_list"], now=NOW).last_seq == 4  # no-op
+    assert [e.seq for e in store.events_after("tax", 1, limit=2)] == [2, 3]
+
+
+def test_ack_is_monotonic_and_bounded(store: Store) -> None:
+    store.store_batch([rec("k1"), rec("k2")], now=NOW)
+    store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+    assert store.ack("tax", 2, now=NOW) == 2
+    assert store.ack("tax", 1, now=NOW) == 2  # redelivery: an older ack changes nothing
+    with pytest.raises(InputError):
+        store.ack("tax", 3, now=NOW)
+    with pytest.raises(NotFound):
+        store.ack("nobody", 0, now=NOW)
+    sub = store.subscription("tax")
+    assert sub is not None
+    assert (sub.acked_seq, sub.acked_at) == (2, NOW)
+
+
+def test_state_changes_and_objections_emit_events(store: Store) -> None:
+    r = rec("k1")
+    store.store_batch([r], now=NOW)
+    store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+    assert store.set_objection(r.row_id, True, now=NOW) == 1
+    assert store.set_objection(r.row_id, True, now=NOW) == 0
+    assert store.set_objection(r.row_id, False, now=NOW) == 1
+    assert store.set_record_state(r.row_id, "withdrawn", event_kind="withdraw", now=NOW) == 1
+    kinds = [e.kind for e in store.events_after("tax", 0)]
+    assert kinds == ["upsert", "objection_set", "objection_cleared", "withdraw"]
+    store.set_record_state(r.row_id, "purged", event_kind=None, now=NOW)
+    assert store.get_record(r.row_id).body == b""
+    with pytest.raises(InputError):
+        store.set_record_state(r.row_id, "deleted", event_kind=None, now=NOW)
+    with pytest.raises(NotFound):
+        store.set_objection("no-such-row", True, now=NOW)
+
+
+def test_records_due_for_expiry(store: Store) -> None:
+    old = rec("old", max_end=dt.date(2026, 1, 1))
+    store.store_batch([old, rec("new"), rec("none", max_end=None)], now=NOW)
+    assert [r.record_key for r in store.records_due_for_expiry(dt.date(2026, 6, 1))] == ["old"]
+
+
+def test_nonce_replay_is_refused_until_expiry(store: Store) -> None:
+    exp = NOW + dt.timedelta(minutes=10)
+    assert store.remember_nonce("key1", "n1", exp, now=NOW) is True
+    assert store.remember_nonce("key1", "n1", exp, now=NOW) is False
+    assert store.remember_nonce("key2", "n1", exp, now=NOW) is True  # per signer
+    later = NOW + dt.timedelta(minutes=11)
+    assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
+
+
+def test_naive_timestamps_are_refused(store: Store) -> None:
+    with pytest.raises(InputError, match="time zone"):
+        store.store_batch([rec("k")], now=dt.datetime(2026, 1, 1))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("batch"), st.lists(st.sampled_from("abcdef"), max_size=4)),
+            st.tuples(st.just("sub"), st.sampled_from(["p", "q"])),
+        ),
+        max_size=8,
+    )
+)
+def test_every_feed_is_gap_free_and_complete(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]]
+) -> None:
+    """Property: whatever the interleaving of ingests and subscriptions, each subscriber's
+    sequence is 1..last with no gap, and every active record has an event in every feed."""
+    db = tmp_path_factory.mktemp("prop") / "p.db"
+    store = open_store(f"sqlite:///{db}")
+    versions: dict[str, int] = {}
+    for op, arg in ops:
+        if op == "batch":
+            assert isinstance(arg, list)
+            batch = []
+            for key in dict.fromkeys(arg):
+                versions[key] = versions.get(key, 0) + 1
+                batch.append(rec(key, versions[key], content=f"{key}{versions[key]}"))
+            store.store_batch(batch, now=NOW)
+        else:
+            store.ensure_subscription(str(arg), ["admin_penalty"], now=NOW)
+    for sub in store.subscriptions():
+        events = store.events_after(sub.subscriber, 0, limit=10_000)
+        assert [e.seq for e in events] == list(range(1, sub.last_seq + 1))
+        seen = {(e.record_key, e.version) for e in events}
+        assert set(versions.items()) <= seen
+    store.close()
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="does not exist"):
+        open_store(f"sqlite:///{tmp_path / 'nope' / 'credex.db'}")
+
+
+def test_unreachable_postgres_is_a_clear_error_without_password() -> None:
+    with pytest.raises(StoreUnavailableError) as info:
+        open_store("postgresql+psycopg://credex:s3cret@127.0.0.1:1/credex")
+    assert "s3cret" not in str(info.value)
+    assert "database unavailable" in str(info.value)
+
+
+def test_unsupported_url_is_refused_without_password() -> None:
+    with pytest.raises(StoreUnavailableError) as info:
+        open_store("mysql://root:hunter2@db/credex")
+    assert "hunter2" not in str(info.value)
+
+
+def test_driver_messages_with_data_never_leak(store: Store) -> None:
+    secret_subject = "370303199001010011"
+    store.store_batch([rec("k1", subject=secret_subject)], now=NOW)
+    with pytest.raises(StoreConflictError) as info:
+        store.store_batch([rec("k1", subject=secret_subject)], now=NOW)
+    assert secret_subject not in str(info.value)
+    assert info.value.__cause__ is None
