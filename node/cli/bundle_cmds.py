@@ -1,0 +1,182 @@
+"""`credex bundle sign|install|show|pin`: the district's signed trust bundle.
+
+The platform signs (`sign`) a spec listing the roster and the sharing agreements; every node
+pins the platform root once (`pin`) and installs each new bundle (`install`), which refuses a
+wrong signature, an expired bundle and a rollback to an older version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node.bundles import read_bundle_spec, sign_bundle_spec
+from node.cli import app
+from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.config import load_config
+from node.errors import InputError
+from node.runtime import BUNDLE_FILE, ROOT_PUB, install_bundle, load_bundle, utc_now
+
+bundle_app = typer.Typer(help="Sign, install and show the trust bundle.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+def _trust_dir(home: Path | None) -> Path:
+    return load_config(resolve_home(home)).home / "trust"
+
+
+@bundle_app.command("sign")
+def sign_command(
+    spec: Annotated[
+        Path, typer.Argument(help="bundle.toml (or .json) listing roster and agreements.")
+    ],
+    home: HomeOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where to write the signed bundle.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign a bundle with the platform root and install it on the platform itself."""
+    config = load_config(resolve_home(home))
+    now = utc_now()
+    bundle, raw = sign_bundle_spec(config.home, read_bundle_spec(spec), now=now)
+    target = output or (config.home / "trust" / f"bundle-v{bundle.version}.json")
+    target.write_bytes(raw)
+    install_bundle(config.home / "trust", raw, now=now)
+    info = {
+        "version": bundle.version,
+        "expires_at": bundle.expires_at.isoformat(),
+        "roster": [e.node_id for e in bundle.roster],
+        "agreements": len(bundle.agreements),
+        "output": str(target),
+    }
+    if as_json:
+        print_json(info)
+        return
+    console.print(
+        f"signed trust bundle v{bundle.version} ({len(bundle.roster)} nodes, "
+        f"{len(bundle.agreements)} agreements), valid until {info['expires_at']}: {target}"
+    )
+
+
+@bundle_app.command("install")
+def install_command(
+    bundle_file: Annotated[Path, typer.Argument(help="A signed bundle from the platform.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify a signed bundle against the pinned root and make it this node's bundle."""
+    try:
+        raw = bundle_file.read_bytes()
+    except OSError as error:
+        raise InputError(f"{bundle_file}: cannot read ({error.strerror})") from None
+    bundle = install_bundle(_trust_dir(home), raw, now=utc_now())
+    if as_json:
+        print_json({"version": bundle.version, "expires_at": bundle.expires_at.isoformat()})
+        return
+    console.print(f"installed trust bundle v{bundle.version}")
+
+
+@bundle_app.command("pin")
+def pin_command(
+    root_pub: Annotated[Path, typer.Argument(help="The platform's trust/root.pub.")],
+    home: HomeOption = None,
+) -> None:
+    """Pin the platform root key (once, when the node joins the district)."""
+    trust = _trust_dir(home)
+    target = trust / ROOT_PUB
+    try:
+        text = root_pub.read_text(encoding="ascii").strip()
+        if len(base64.b64decode(text, validate=True)) != 32:
+            raise ValueError
+    except (OSError, UnicodeDecodeError, binascii.Error, ValueError):
+        raise InputError(f"{root_pub}: not a base64 Ed25519 public key") from None
+    if target.exists() and target.read_text(encoding="ascii").strip() != text:
+        raise InputError(
+            f"{target}: a different root is already pinned; a root change needs a rotation "
+            "signed by the old root (trust/rotations/)"
+        )
+    trust.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(root_pub, target)
+    console.print(f"pinned platform root {text[:12]}...")
+
+
+@bundle_app.command("show")
+def show_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Show the installed bundle: version, validity, roster, agreements, revocations."""
+    trust = _trust_dir(home)
+    bundle = load_bundle(trust, now=utc_now())
+    if as_json:
+        print_json(
+            {
+                "version": bundle.version,
+                "issued_at": bundle.issued_at.isoformat(),
+                "expires_at": bundle.expires_at.isoformat(),
+                "catalog_version": bundle.catalog_version,
+                "file": str(trust / BUNDLE_FILE),
+                "roster": [
+                    {
+                        "node_id": e.node_id,
+                        "name": e.name,
+                        "roles": sorted(e.roles),
+                        "endpoint": e.endpoint,
+                        "keyid": e.keyid,
+                        "tls_fingerprint": e.tls_fingerprint,
+                        "valid_until": e.valid_until.isoformat(),
+                    }
+                    for e in bundle.roster
+                ],
+                "agreements": [
+                    {
+                        "provider": a.provider,
+                        "consumer": a.consumer,
+                        "kind": a.kind,
+                        "items": sorted(a.items),
+                        "purposes": sorted(a.purposes),
+                    }
+                    for a in bundle.agreements
+                ],
+                "revoked_keyids": sorted(bundle.revoked_keyids),
+                "revoked_grants": sorted(bundle.revoked_grants),
+            }
+        )
+        return
+    console.print(
+        f"trust bundle v{bundle.version}, catalogue {bundle.catalog_version}, "
+        f"valid until {bundle.expires_at.isoformat()}"
+    )
+    roster = Table(title="roster")
+    for column in ("node", "roles", "endpoint", "keyid", "valid until"):
+        roster.add_column(column)
+    for e in bundle.roster:
+        roster.add_row(
+            e.node_id,
+            ",".join(sorted(e.roles)),
+            e.endpoint,
+            e.keyid,
+            e.valid_until.date().isoformat(),
+        )
+    console.print(roster)
+    agreements = Table(title="sharing agreements")
+    for column in ("provider", "consumer", "kind", "items", "purposes"):
+        agreements.add_column(column)
+    for a in bundle.agreements:
+        agreements.add_row(
+            a.provider,
+            a.consumer,
+            a.kind,
+            ", ".join(sorted(a.items)),
+            ", ".join(sorted(a.purposes)),
+        )
+    console.print(agreements)
+    if bundle.revoked_keyids or bundle.revoked_grants:
+        console.print(
+            f"revoked keys: {', '.join(sorted(bundle.revoked_keyids)) or '-'}; "
+            f"revoked grants: {', '.join(sorted(bundle.revoked_grants)) or '-'}"
+        )

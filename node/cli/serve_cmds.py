@@ -1,0 +1,45 @@
+"""`credex serve`: run the node until SIGINT/SIGTERM, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from node.cli import app
+from node.cli.common import HomeOption, console, resolve_home
+from node.runtime import open_runtime
+from node.serving import node_telemetry, run_node
+
+
+@app.command("serve")
+def serve_command(
+    home: HomeOption = None,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="HOST:PORT to bind (default: [server] listen)."),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds in-flight streams get at shutdown.")
+    ] = 10.0,
+) -> None:
+    """Serve the node's gRPC services on mutual TLS until interrupted."""
+    runtime = open_runtime(resolve_home(home))
+    runtime.bundle()  # refuse to start without a valid trust bundle, with its own message
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        telemetry = node_telemetry(runtime)
+        console.print(f"credex node {runtime.node_id} serving (Ctrl-C to stop)")
+        await run_node(runtime, stop=stop, listen=listen, grace=grace, telemetry=telemetry)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.close()
+    console.print(f"credex node {runtime.node_id} stopped")

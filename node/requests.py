@@ -1,0 +1,302 @@
+"""Signed requests: every query, subscription, push and lifecycle call is signed by its node.
+
+A signed request is a DSSE envelope (payload type `REQUEST_PAYLOAD_TYPE`) over a serialized
+`credex.v1.RequestPayload` that binds the request body to:
+- the full gRPC method name, so a request signed for Subscribe cannot be replayed to Query;
+- the signer's node id, which must be the node the TLS certificate of the call belongs to;
+- a timestamp, accepted within `MAX_SKEW` (5 minutes) either way of the server's clock;
+- a 16-byte random nonce, accepted once per signing key while the timestamp is acceptable.
+
+`verify_request` checks, in this order: envelope well-formed, signature by a trusted key,
+method, signer = TLS identity, timestamp, and last the nonce (so a refused request never uses
+up a nonce). Every refusal is an `AuthError` (UNAUTHENTICATED) whose message says what to fix
+and never carries the body, key material or personal data. Only a `VerifiedRequest` carries a
+body further in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc.aio
+
+import keys
+from node import wire
+from node._pb.credex.v1 import common_pb2
+from node.errors import AuthError, InputError
+from node.transport import ServerTls
+
+__all__ = [
+    "MAX_SKEW",
+    "NONCE_SIZE",
+    "REQUEST_PAYLOAD_TYPE",
+    "InMemoryNonceStore",
+    "NonceStore",
+    "RequestAuthenticator",
+    "StoreNonces",
+    "VerifiedRequest",
+    "node_signing_keys",
+    "sign_request",
+    "verify_request",
+]
+
+REQUEST_PAYLOAD_TYPE = "application/vnd.credex.request.v1+protobuf"
+MAX_SKEW = dt.timedelta(minutes=5)
+NONCE_SIZE = 16
+_MAX_NONCE = 64
+
+
+class NonceStore(Protocol):
+    """Remembers nonces: `remember` returns False when (keyid, nonce) was seen before.
+
+    `expires_at` is when the nonce may be forgotten (after it the timestamp check refuses the
+    request anyway). Implementations must decide atomically (no read-then-write race).
+    """
+
+    def remember(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        """Record the nonce; False when it was already recorded and has not expired."""
+        ...
+
+
+class InMemoryNonceStore:
+    """A process-local NonceStore (tests, single-process tools); forgets expired nonces."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._seen: dict[tuple[str, str], dt.datetime] = {}
+        self._lock = threading.Lock()
+
+    def remember(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        """Record (keyid, nonce) until `expires_at`; False when already recorded."""
+        with self._lock:
+            for key in [k for k, until in self._seen.items() if until < now]:
+                del self._seen[key]
+            if (keyid, nonce) in self._seen:
+                return False
+            self._seen[(keyid, nonce)] = expires_at
+            return True
+
+    def __len__(self) -> int:
+        """How many nonces are remembered."""
+        return len(self._seen)
+
+
+class _RemembersNonces(Protocol):
+    def remember_nonce(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool: ...
+
+
+class StoreNonces:
+    """A NonceStore backed by the node's database (`node.store`'s `remember_nonce`)."""
+
+    def __init__(self, store: _RemembersNonces) -> None:
+        """Wrap a store that has `remember_nonce(keyid, nonce, expires_at, *, now)`."""
+        self._store = store
+
+    def remember(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        """Record the nonce in the database; False when it was already there."""
+        return self._store.remember_nonce(keyid, nonce, expires_at, now=now)
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    """A request whose signature, signer, method, timestamp and nonce were all accepted."""
+
+    node_id: str
+    keyid: str
+    method: str
+    body: bytes
+    issued_at: dt.datetime
+    nonce: str  # hex
+
+    def parse(self, message_type: type[wire.M]) -> wire.M:
+        """Parse the body as `message_type`; refuses malformed bytes (InputError)."""
+        return wire.parse(message_type, self.body, what=f"body of {self.method}")
+
+
+def sign_request(
+    method: str,
+    body: bytes,
+    signer: keys.Signer,
+    node_id: str,
+    now: dt.datetime,
+    *,
+    nonce: bytes | None = None,
+) -> common_pb2.SignedRequest:
+    """Sign `body` for one call of `method` by node `node_id` at `now`.
+
+    `method` is the full gRPC method ("/credex.v1.Query/Query"); `nonce` defaults to 16 fresh
+    random bytes (pass one only to pin it in tests). Refuses a naive `now` or a nonce outside
+    8..64 bytes (ValueError: a programming error, not bad input).
+    """
+    if nonce is None:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+    if not 8 <= len(nonce) <= _MAX_NONCE:
+        raise ValueError("a request nonce must be 8 to 64 bytes")
+    if not method.startswith("/"):
+        raise ValueError("method must be the full gRPC method name, e.g. /credex.v1.Query/Query")
+    payload = wire.request_payload_to_bytes(
+        wire.RequestFields(method=method, nonce=nonce, issued_at=now, signer=node_id, body=body)
+    )
+    envelope = keys.sign_envelope(REQUEST_PAYLOAD_TYPE, payload, signer)
+    return common_pb2.SignedRequest(envelope=envelope.to_bytes())
+
+
+def node_signing_keys(bundle: keys.TrustBundle, node_id: str, now: dt.datetime) -> dict[str, bytes]:
+    """Return keyid -> public key of the signing keys node `node_id` may use at `now`.
+
+    These are the node's current key and the previous keys still inside their rotation overlap,
+    minus every revoked key id. Passing this as `trusted` to `verify_request` binds the
+    signature to the TLS peer: a request signed with another node's key is refused. Refuses
+    (AuthError) a node that is not in the roster or whose membership is not valid at `now`.
+    """
+    entry = bundle.member(node_id)
+    if entry is None:
+        raise AuthError(f"node {node_id} is not in the roster of trust bundle v{bundle.version}")
+    if not entry.valid_at(now):
+        raise AuthError(
+            f"node {node_id}: its roster membership in trust bundle v{bundle.version} is not "
+            "valid now (not yet valid, or expired)"
+        )
+    return bundle.node_signing_keys(node_id, now)
+
+
+def _verified_keyid(envelope: keys.Envelope, trusted: Mapping[str, bytes]) -> str | None:
+    """The first trusted key id whose signature on `envelope` verifies, or None."""
+    for kid, _ in envelope.signatures:
+        if kid not in trusted:
+            continue
+        try:
+            keys.verify_envelope(
+                envelope, payload_type=REQUEST_PAYLOAD_TYPE, trusted={kid: trusted[kid]}
+            )
+        except keys.VerificationError:
+            continue
+        return kid
+    return None
+
+
+def verify_request(
+    signed: common_pb2.SignedRequest,
+    *,
+    method: str,
+    trusted: Mapping[str, bytes],
+    tls_node_id: str,
+    now: dt.datetime,
+    nonce_store: NonceStore,
+) -> VerifiedRequest:
+    """Verify a signed request received on `method` from TLS peer `tls_node_id`.
+
+    `trusted` maps keyid -> Ed25519 public key of the keys acceptable for this peer with revoked
+    keys excluded (use `node_signing_keys(bundle, tls_node_id, now)`). Refuses (AuthError) a
+    malformed envelope, a key that is not trusted (unknown, revoked or another node's), a bad
+    signature, a request signed for another method, a signer other than the TLS peer, a
+    timestamp more than MAX_SKEW away from `now`, and a nonce seen before.
+    """
+    if not signed.envelope:
+        raise AuthError(f"{method}: the request is not signed (empty envelope)")
+    try:
+        envelope = keys.Envelope.from_bytes(signed.envelope)
+    except keys.KeysError:
+        raise AuthError(f"{method}: the signed request is not a valid envelope") from None
+    keyids = [kid for kid, _ in envelope.signatures]
+    if not any(kid in trusted for kid in keyids):
+        shown = ", ".join(sorted(set(keyids))[:3]) or "none"
+        raise AuthError(
+            f"{method}: signed by key {shown}, which is not a current key of node "
+            f"{tls_node_id} (unknown, revoked, or another node's key); check the trust bundle"
+        )
+    keyid = _verified_keyid(envelope, trusted)
+    if keyid is None:
+        raise AuthError(f"{method}: the request signature does not verify")
+    try:
+        fields = wire.request_payload_from_bytes(envelope.payload)
+    except InputError as error:
+        raise AuthError(f"{method}: {error}") from None
+    if fields.method != method:
+        raise AuthError(
+            f"{method}: the request was signed for {fields.method}, not for this method"
+        )
+    if fields.signer != tls_node_id:
+        raise AuthError(
+            f"{method}: the request is signed as node {fields.signer} but the TLS certificate "
+            f"is node {tls_node_id}'s"
+        )
+    skew = fields.issued_at - now
+    if abs(skew) > MAX_SKEW:
+        direction = "ahead of" if skew > dt.timedelta(0) else "behind"
+        raise AuthError(
+            f"{method}: the request timestamp is {abs(skew).total_seconds():.0f} s {direction} "
+            f"this node's clock (at most {MAX_SKEW.total_seconds():.0f} s accepted); check NTP"
+        )
+    if not 8 <= len(fields.nonce) <= _MAX_NONCE:
+        raise AuthError(f"{method}: the request nonce must be 8 to 64 bytes")
+    nonce = fields.nonce.hex()
+    if not nonce_store.remember(keyid, nonce, fields.issued_at + MAX_SKEW, now=now):
+        raise AuthError(f"{method}: replayed request (this nonce was already used)")
+    return VerifiedRequest(
+        node_id=fields.signer,
+        keyid=keyid,
+        method=method,
+        body=fields.body,
+        issued_at=fields.issued_at,
+        nonce=nonce,
+    )
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class RequestAuthenticator:
+    """What a servicer calls first: TLS identity, then the signed request, against the bundle.
+
+    `bundle` returns the trust bundle in force (re-read on every call, so a new bundle applies
+    at once); `clock` is injected so tests pin time.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: ServerTls,
+        bundle: Callable[[], keys.TrustBundle],
+        nonce_store: NonceStore,
+        clock: Callable[[], dt.datetime] = _utc_now,
+    ) -> None:
+        """Hold the server's TLS roster, the bundle supplier, the nonce store and the clock."""
+        self._tls = tls
+        self._bundle = bundle
+        self._nonces = nonce_store
+        self._clock = clock
+
+    def authenticate(
+        self,
+        signed: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        method: str,
+    ) -> VerifiedRequest:
+        """Return the verified request of a call to `method`, or raise AuthError saying why."""
+        tls_node_id = self._tls.identify(context)
+        now = self._clock()
+        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
+        return verify_request(
+            signed,
+            method=method,
+            trusted=trusted,
+            tls_node_id=tls_node_id,
+            now=now,
+            nonce_store=self._nonces,
+        )

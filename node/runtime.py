@@ -1,0 +1,318 @@
+"""A node's loaded state: config, keys, catalogue, store, access log and the trust bundle.
+
+`open_runtime(home)` is the one place that turns a node directory into live objects; the CLI
+commands and `credex serve` both start from it, so they agree on where everything lives
+(docs/decisions/0003-node-home-layout.md).
+
+Trust bundle invariants (DESIGN.md section 5):
+- the only bundle in use is one that `keys.accept_bundle` accepted against the pinned root
+  (`trust/root.pub`, following the rotations in `trust/rotations/`);
+- `trust/bundle.json` is replaced only through `install_bundle`, which refuses an older version
+  than the highest ever accepted (kept in `trust/bundle.version`), so swapping an old signed
+  bundle back into place is caught at the next start;
+- an expired bundle stops the node from trusting anyone (freeze), never silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+import catalog
+import keys
+from node.accesslog import AccessLog
+from node.config import NodeConfig, load_config
+from node.errors import ConfigError, NotFound, StaleBundle
+from node.requests import RequestAuthenticator, StoreNonces, sign_request
+from node.store import SqlGrantLedger, SqlLogBackend, Store, open_store
+from node.transport import (
+    ChannelIdentity,
+    ServerTls,
+    TlsRoster,
+    client_channel,
+    load_peer_certs,
+    roster_from_bundle,
+)
+
+ROOT_PUB = "root.pub"
+BUNDLE_FILE = "bundle.json"
+BUNDLE_VERSION_FILE = "bundle.version"
+PEERS_DIR = "peers"
+ROTATIONS_DIR = "rotations"
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock in UTC (the default clock; tests inject their own)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def read_pinned_root(trust_dir: Path) -> bytes:
+    """Return the pinned platform root key (`trust/root.pub`), resolved through rotations.
+
+    Raises StaleBundle when the file is missing or malformed (the node cannot trust anyone).
+    """
+    path = trust_dir / ROOT_PUB
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        root = base64.b64decode(text, validate=True)
+    except FileNotFoundError:
+        raise StaleBundle(
+            f"{path}: no pinned platform root; copy the platform's trust/root.pub here"
+        ) from None
+    except (OSError, UnicodeDecodeError, binascii.Error):
+        raise StaleBundle(f"{path}: not a base64 Ed25519 public key") from None
+    rotations_dir = trust_dir / ROTATIONS_DIR
+    rotations = (
+        [p.read_bytes() for p in sorted(rotations_dir.glob("*.json"))]
+        if rotations_dir.is_dir()
+        else []
+    )
+    return keys.resolve_root(root, rotations)
+
+
+def _highest_version(trust_dir: Path) -> int:
+    try:
+        return int((trust_dir / BUNDLE_VERSION_FILE).read_text(encoding="ascii").strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
+    """Verify and return the installed bundle (`trust/bundle.json`).
+
+    Raises StaleBundle when there is none, and keys.BundleError when it fails verification,
+    is expired, or is older than the highest version this node ever accepted (rollback).
+    """
+    path = trust_dir / BUNDLE_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise StaleBundle(
+            f"{path}: no trust bundle installed; run `credex bundle install FILE`"
+        ) from None
+    return keys.accept_bundle(
+        raw,
+        pinned_root=read_pinned_root(trust_dir),
+        current_version=_highest_version(trust_dir),
+        now=now,
+        current_raw=raw,
+    )
+
+
+def install_bundle(trust_dir: Path, raw: bytes, *, now: dt.datetime) -> keys.TrustBundle:
+    """Accept `raw` as this node's trust bundle and store it; refuses rollback and expiry.
+
+    The version high-water mark is written before the bundle, so a crash in between leaves
+    the node refusing the older file rather than accepting it.
+    """
+    current_raw: bytes | None = None
+    try:
+        current_raw = (trust_dir / BUNDLE_FILE).read_bytes()
+    except FileNotFoundError:
+        current_raw = None
+    bundle = keys.accept_bundle(
+        raw,
+        pinned_root=read_pinned_root(trust_dir),
+        current_version=_highest_version(trust_dir),
+        now=now,
+        current_raw=current_raw,
+    )
+    trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    version = max(bundle.version, _highest_version(trust_dir))
+    _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{version}\n".encode("ascii"))
+    _atomic_write(trust_dir / BUNDLE_FILE, raw)
+    return bundle
+
+
+@dataclass
+class NodeRuntime:
+    """Everything a running node (or a CLI command) needs, loaded once from its home."""
+
+    config: NodeConfig
+    node_keys: keys.NodeKeys
+    catalogue: catalog.Catalog
+    store: Store
+    clock: Callable[[], dt.datetime] = utc_now
+    _bundle: keys.TrustBundle | None = None
+    _log: AccessLog | None = None
+    _server_tls: ServerTls | None = None
+    _extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_id(self) -> str:
+        """This node's id (its roster name and TLS SAN)."""
+        return self.config.node.id
+
+    @property
+    def trust_dir(self) -> Path:
+        """The node's trust/ directory."""
+        return self.config.home / "trust"
+
+    @property
+    def cipher(self) -> keys.StorageCipher:
+        """The at-rest cipher of stored record bodies."""
+        return keys.StorageCipher(self.node_keys.storage_key)
+
+    @property
+    def blind(self) -> keys.BlindIndex:
+        """The blind index of subject identifiers."""
+        return keys.BlindIndex(self.node_keys.blind_index_key)
+
+    # trust bundle -----------------------------------------------------------------------
+    def bundle(self) -> keys.TrustBundle:
+        """The verified trust bundle in force; StaleBundle when none or expired."""
+        if self._bundle is None:
+            self._bundle = load_bundle(self.trust_dir, now=self.clock())
+        if self._bundle.expires_at <= self.clock():
+            raise StaleBundle(
+                f"trust bundle v{self._bundle.version} expired at "
+                f"{self._bundle.expires_at.isoformat()}; install a newer one"
+            )
+        return self._bundle
+
+    def has_bundle(self) -> bool:
+        """True when a bundle file is installed (it may still fail verification)."""
+        return (self.trust_dir / BUNDLE_FILE).exists()
+
+    def reload_bundle(self) -> keys.TrustBundle:
+        """Re-read trust/bundle.json and refresh the TLS roster without a restart."""
+        self._bundle = load_bundle(self.trust_dir, now=self.clock())
+        if self._server_tls is not None:
+            self._server_tls.update(self.tls_roster())
+        return self._bundle
+
+    def trusted_signing_keys(self) -> dict[str, bytes]:
+        """keyid -> Ed25519 key of every roster member valid now, revoked keys excluded."""
+        trusted: dict[str, bytes] = self.bundle().trusted_signing_keys(self.clock())
+        return trusted
+
+    def tls_roster(self) -> TlsRoster:
+        """The roster's pinned certificates, for mutual TLS."""
+        certs = load_peer_certs(self.trust_dir / PEERS_DIR)
+        return roster_from_bundle(self.bundle(), certs, now=self.clock())
+
+    def server_tls(self) -> ServerTls:
+        """Server credentials (client certificates required, pinned to the roster)."""
+        if self._server_tls is None:
+            self._server_tls = ServerTls(
+                key_pem=self.node_keys.tls_key_pem,
+                cert_pem=self.node_keys.tls_cert_pem,
+                roster=self.tls_roster(),
+            )
+        return self._server_tls
+
+    def authenticator(self) -> RequestAuthenticator:
+        """Checks signed requests: signature, roster, TLS identity, timestamp, nonce."""
+        return RequestAuthenticator(
+            tls=self.server_tls(),
+            bundle=self.bundle,
+            nonce_store=StoreNonces(self.store),
+            clock=self.clock,
+        )
+
+    # peers ------------------------------------------------------------------------------
+    def peer_endpoint(self, peer_id: str) -> str:
+        """Where to dial `peer_id`: the config override, else the roster's endpoint."""
+        override = self.config.peer_endpoint(peer_id)
+        if override:
+            return override
+        entry = self.bundle().member(peer_id)
+        if entry is None:
+            raise NotFound(f"peer {peer_id!r} is not in the trust bundle's roster")
+        endpoint: str = entry.endpoint
+        return endpoint
+
+    def channel(self, peer_id: str) -> grpc.aio.Channel:
+        """A mutual-TLS channel to `peer_id`, pinned to its roster certificate."""
+        peer = self.tls_roster().peer(peer_id)
+        identity = ChannelIdentity(
+            key_pem=self.node_keys.tls_key_pem, cert_pem=self.node_keys.tls_cert_pem
+        )
+        return client_channel(self.peer_endpoint(peer_id), peer=peer, identity=identity)
+
+    def sign_request(self, method: str, body: bytes) -> Any:
+        """A signed request (`credex.v1.SignedRequest`) for `method` carrying `body`."""
+        return sign_request(method, body, self.node_keys.signing, self.node_id, self.clock())
+
+    # access log -------------------------------------------------------------------------
+    @property
+    def log(self) -> AccessLog:
+        """The node's access log (group-committed, signed checkpoints)."""
+        if self._log is None:
+            self._log = AccessLog(
+                SqlLogBackend(self.store, clock=self.clock),
+                origin=self.config.log.origin,
+                signer=self.node_keys.signing,
+                key_name=self.node_id,
+                clock=self.clock,
+                checkpoint_interval=dt.timedelta(seconds=self.config.log.checkpoint_interval_s),
+            )
+        return self._log
+
+    def log_verifiers(self) -> dict[str, bytes]:
+        """Signed-note verifiers of this node's checkpoints (name -> Ed25519 public key)."""
+        return {self.node_id: self.node_keys.signing.public_key}
+
+    @property
+    def grants(self) -> SqlGrantLedger:
+        """The node's register of subject grants."""
+        ledger = self._extras.get("grants")
+        if ledger is None:
+            ledger = SqlGrantLedger(self.store)
+            self._extras["grants"] = ledger
+        assert isinstance(ledger, SqlGrantLedger)
+        return ledger
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+
+def open_runtime(
+    home: Path,
+    *,
+    passphrase: bytes | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> NodeRuntime:
+    """Load the node in `home`: config (validated), keys, catalogue, store (migrated).
+
+    Refuses (ConfigError) a home without `credex.toml`; the bundle is loaded lazily so that
+    commands which do not need peers work before one is installed.
+    """
+    config = load_config(home)
+    if passphrase is None:
+        env_file = os.environ.get("CREDEX_PASSPHRASE_FILE")
+        if env_file:
+            try:
+                passphrase = Path(env_file).read_bytes().splitlines()[0]
+            except (OSError, IndexError):
+                raise ConfigError(
+                    f"CREDEX_PASSPHRASE_FILE={env_file}: cannot read a passphrase from it"
+                ) from None
+    node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
+    store = open_store(config.store.url)
+    return NodeRuntime(
+        config=config,
+        node_keys=node_keys,
+        catalogue=catalog.default_catalog(),
+        store=store,
+        clock=clock or utc_now,
+    )

@@ -1,0 +1,349 @@
+"""The node's gRPC server: mTLS, credex services, health, reflection, errors, telemetry.
+
+`build_server` assembles a `grpc.aio` server from `Service` registrations, so every servicer
+(Catalog now; Exchange, Query, Lifecycle, Transparency as they land) plugs in the same way.
+Around every handler one interceptor, `_CallInterceptor`:
+- refuses a call whose TLS certificate is not pinned in the CURRENT roster (UNAUTHENTICATED),
+  which also shuts out a node removed from the roster on a connection it opened earlier;
+- maps every credex error to its status code through `node.errors.status_for`, with the
+  error's own message (credex messages are written to be safe); any other exception becomes
+  INTERNAL with a generic message and the trace id, and only its type and stack are logged
+  (foreign messages may quote data);
+- opens a server span (trace context taken from the caller's metadata) and records the call
+  count and latency per method and status, with attributes passed through
+  `node.telemetry.safe_attributes`.
+
+Shutdown is graceful: health turns NOT_SERVING, the server stops accepting new calls and lets
+in-flight calls and streams finish within the grace period, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import propagate, trace
+
+import adapters
+import catalog
+import keys
+from node.errors import NodeError, status_for
+from node.telemetry import Telemetry, noop_telemetry, safe_attributes
+from node.transport import CHANNEL_OPTIONS, ServerTls
+
+__all__ = ["NodeServer", "Service", "build_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+_CREDEX_ERRORS = (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError)
+_HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service to serve: its full name, the servicer, and the generated add function."""
+
+    name: str  # e.g. "credex.v1.Catalog"
+    servicer: object
+    add: Callable[
+        [Any, grpc.aio.Server], None
+    ]  # e.g. catalog_pb2_grpc.add_CatalogServicer_to_server
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    service, _, method = full.lstrip("/").partition("/")
+    return service, method
+
+
+class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Peer check, error mapping and telemetry around every handler (see the module doc)."""
+
+    def __init__(self, tls: ServerTls, telemetry: Telemetry) -> None:
+        self._tls = tls
+        self._telemetry = telemetry
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        if handler.unary_unary is not None:
+            factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+        elif handler.unary_stream is not None:
+            factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+        elif handler.stream_unary is not None:
+            factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+        else:
+            factory, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+        if inspect.isasyncgenfunction(behavior):
+            wrapped: Any = self._wrap_stream(behavior, method, metadata)
+        else:
+            wrapped = self._wrap_call(behavior, method, metadata)
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _begin(self, method: str, metadata: tuple[Any, ...]) -> tuple[trace.Span, dict[str, Any]]:
+        service, name = _split_method(method)
+        attributes: dict[str, Any] = {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+        }
+        carrier = {str(k): str(v) for k, v in metadata if isinstance(v, str)}
+        span = self._telemetry.tracer.start_span(
+            method.lstrip("/"),
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes=safe_attributes(attributes),
+        )
+        return span, attributes
+
+    def _identify(self, context: grpc.aio.ServicerContext[Any, Any], span: trace.Span) -> None:
+        peer = self._tls.identify(context)  # raises AuthError for an unpinned certificate
+        span.set_attributes(safe_attributes({"credex.peer": peer}))
+
+    async def _fail(
+        self,
+        error: BaseException,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        span: trace.Span,
+    ) -> None:
+        if isinstance(error, _CREDEX_ERRORS):
+            code = status_for(error)
+            message = str(error)
+        else:
+            code = grpc.StatusCode.INTERNAL
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            message = f"internal error in {method} (trace {trace_id}); see the node's log"
+            # Type and stack only: a foreign exception's message may quote the data it choked on.
+            stack = "".join(traceback.format_tb(error.__traceback__))
+            log.error(
+                "unhandled %s in %s (trace %s)\n%s", type(error).__name__, method, trace_id, stack
+            )
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+        await context.abort(code, message)
+
+    def _end(
+        self,
+        span: trace.Span,
+        attributes: dict[str, Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+        cancelled: bool,
+    ) -> None:
+        code = context.code()
+        if cancelled:
+            status = grpc.StatusCode.CANCELLED
+        elif code is None:
+            status = grpc.StatusCode.OK
+        elif isinstance(code, grpc.StatusCode):
+            status = code
+        else:
+            status = grpc.StatusCode.UNKNOWN
+        attributes["rpc.grpc.status_code"] = status.value[0]
+        span.set_attributes(safe_attributes({"rpc.grpc.status_code": status.value[0]}))
+        span.end()
+        self._telemetry.record_rpc((time.perf_counter() - started) * 1000.0, attributes)
+
+    def _wrap_call(
+        self, behavior: Callable[..., Any], method: str, metadata: tuple[Any, ...]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            span, attributes = self._begin(method, metadata)
+            cancelled = False
+            failure: Exception | None = None
+            try:
+                # record_exception=False: an exception's text may quote data (see _fail).
+                with trace.use_span(
+                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                ):
+                    try:
+                        self._identify(context, span)
+                        result = behavior(request, context)
+                        if inspect.isawaitable(result):
+                            result = await result
+                        return result
+                    except asyncio.CancelledError:
+                        cancelled = True
+                        raise
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as error:
+                        failure = error
+                    # Abort outside the except block, so the original exception is not chained
+                    # to the abort (and never printed by anything that logs the abort).
+                    await self._fail(failure, context, method, span)
+            finally:
+                self._end(span, attributes, context, started, cancelled)
+            return None  # unreachable: _fail aborts
+
+        return call
+
+    def _wrap_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str, metadata: tuple[Any, ...]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            span, attributes = self._begin(method, metadata)
+            cancelled = False
+            failure: Exception | None = None
+            try:
+                with trace.use_span(
+                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                ):
+                    try:
+                        self._identify(context, span)
+                        async for response in behavior(request, context):
+                            yield response
+                    except (asyncio.CancelledError, GeneratorExit):
+                        cancelled = True
+                        raise
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as error:
+                        failure = error
+                    if failure is not None:
+                        await self._fail(failure, context, method, span)
+            finally:
+                self._end(span, attributes, context, started, cancelled)
+
+        return stream
+
+
+class NodeServer:
+    """A built gRPC server: `start`, `stop(grace)`, `wait`; `port` once started."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        *,
+        port: int,
+        host: str,
+        tls: ServerTls,
+        health: HealthServicer,
+        services: Sequence[str],
+        telemetry: Telemetry,
+    ) -> None:
+        """Wrap an assembled server (use `build_server`)."""
+        self.server = server
+        self.port = port
+        self.host = host
+        self.tls = tls
+        self.health = health
+        self.service_names = tuple(services)
+        self.telemetry = telemetry
+        self.stopping = asyncio.Event()
+
+    @property
+    def target(self) -> str:
+        """ "host:port" that clients dial."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start serving and mark every service SERVING in the health service."""
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = 10.0) -> None:
+        """Stop gracefully: NOT_SERVING, refuse new calls, let in-flight calls finish within
+        `grace` seconds (None: cancel at once), then cancel the rest."""
+        self.stopping.set()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+    async def wait(self) -> None:
+        """Wait until the server has terminated."""
+        await self.server.wait_for_termination()
+
+
+def _split_listen(listen: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {listen!r}: expected host:port")
+    return host.strip("[]")
+
+
+def build_server(
+    *,
+    listen: str,
+    tls: ServerTls,
+    services: Sequence[Service],
+    telemetry: Telemetry | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> NodeServer:
+    """Assemble (not start) an mTLS gRPC server on `listen` ("host:port"; port 0 = ephemeral).
+
+    Adds health checking, reflection listing the given credex services, and the call
+    interceptor. Must be called with an event loop running. Refuses (ValueError) a malformed
+    listen address or duplicate service names; raises ConfigError for an empty roster.
+    """
+    names = [service.name for service in services]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a service is registered twice: {sorted(names)}")
+    telemetry = telemetry if telemetry is not None else noop_telemetry()
+    server = grpc.aio.server(
+        interceptors=[_CallInterceptor(tls, telemetry)],
+        options=[*CHANNEL_OPTIONS, *options],
+    )
+    for service in services:
+        service.add(service.servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*sorted(names), _HEALTH_SERVICE, reflection.SERVICE_NAME), server
+    )
+    host = _split_listen(listen)
+    port = server.add_secure_port(listen, tls.credentials())
+    if port == 0:
+        raise ValueError(f"cannot listen on {listen!r} (address in use or not local)")
+    return NodeServer(
+        server, port=port, host=host, tls=tls, health=health, services=names, telemetry=telemetry
+    )
+
+
+async def serve(
+    server: NodeServer, *, grace: float = 10.0, stop: asyncio.Event | None = None
+) -> None:
+    """Start `server` and run until SIGINT/SIGTERM (or `stop` is set), then stop gracefully."""
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            continue
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop(grace)

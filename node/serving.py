@@ -1,0 +1,104 @@
+"""`credex serve`: run a node's gRPC services and its background tasks until told to stop.
+
+Each service module in `SERVICE_MODULES` exposes `make_services(runtime) -> list[Service]`
+and may expose `background(runtime) -> list[BackgroundTask]`; this is the one list that
+names them, so adding a service is one line here. Background tasks run beside the server
+(access-log checkpoints, lifecycle scans, the platform's feed subscriptions) and get the same
+stop event, so a SIGTERM finishes in-flight streams and tasks before the process exits.
+
+When the server is listening, `data/serve.json` names its address and process id (written
+atomically), so scripts and tests can wait for readiness without polling ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from node.runtime import NodeRuntime
+from node.server import NodeServer, Service, build_server
+from node.telemetry import Telemetry, noop_telemetry, setup_telemetry
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+# Modules providing services (and optionally background tasks). Add one line per module.
+SERVICE_MODULES: tuple[str, ...] = ("node.services.catalog_service",)
+
+SERVE_FILE = "serve.json"
+
+
+def serve_file(runtime: NodeRuntime) -> Path:
+    """Where a running node announces its address and pid."""
+    return runtime.config.data_dir / SERVE_FILE
+
+
+def collect(runtime: NodeRuntime) -> tuple[list[Service], list[BackgroundTask]]:
+    """Every service and background task of the modules in SERVICE_MODULES."""
+    services: list[Service] = []
+    tasks: list[BackgroundTask] = [runtime.log.run_checkpoints]
+    for name in SERVICE_MODULES:
+        module: Any = importlib.import_module(name)
+        services.extend(module.make_services(runtime))
+        if hasattr(module, "background"):
+            tasks.extend(module.background(runtime))
+    return services, tasks
+
+
+def _announce(runtime: NodeRuntime, server: NodeServer) -> None:
+    path = serve_file(runtime)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(
+        json.dumps({"target": server.target, "port": server.port, "pid": os.getpid()}),
+        encoding="utf-8",
+    )
+    tmp.replace(path)
+
+
+async def run_node(
+    runtime: NodeRuntime,
+    *,
+    stop: asyncio.Event,
+    listen: str | None = None,
+    grace: float = 10.0,
+    telemetry: Telemetry | None = None,
+) -> None:
+    """Serve until `stop` is set, then stop gracefully (in-flight streams get `grace` s)."""
+    telemetry = telemetry if telemetry is not None else noop_telemetry()
+    services, tasks = collect(runtime)
+    server = build_server(
+        listen=listen or runtime.config.server.listen,
+        tls=runtime.server_tls(),
+        services=services,
+        telemetry=telemetry,
+    )
+    await server.start()
+    _announce(runtime, server)
+    running = [asyncio.create_task(task(stop)) for task in tasks]
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            serve_file(runtime).unlink()
+        await server.stop(grace)
+        for task in running:
+            try:
+                await asyncio.wait_for(task, timeout=grace)
+            except TimeoutError:
+                task.cancel()
+            except Exception:  # noqa: S112 - a failed task must not block shutdown
+                continue
+        telemetry.shutdown()
+
+
+def node_telemetry(runtime: NodeRuntime) -> Telemetry:
+    """The telemetry the node's config asks for (console, OTLP or none)."""
+    cfg = runtime.config.telemetry
+    if cfg.exporter == "none":
+        return noop_telemetry()
+    return setup_telemetry(cfg.exporter, node_id=runtime.node_id, otlp_endpoint=cfg.otlp_endpoint)
