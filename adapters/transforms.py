@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class TransformFailed(Exception):  # noqa: N818 - a row outcome, not a program error
+class TransformFailed(Exception):
     """A transform could not turn a value into the wanted form (becomes a reject, not a crash)."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -5,13 +5,13 @@ class CatalogError(Exception):
     """Root of every error raised by the catalogue package."""
 
 
-class CatalogInconsistent(CatalogError):  # noqa: N818 - names fixed by docs/decisions/0001
+class CatalogInconsistent(CatalogError):
     """A catalogue file breaks one of its rules (the message names item, field and rule)."""
 
 
-class InvalidIdentifier(CatalogError):  # noqa: N818 - names fixed by docs/decisions/0001
+class InvalidIdentifier(CatalogError):
     """An ID number or USCC is malformed; the message says what is wrong, never the full value."""
 
 
-class UnknownItem(CatalogError):  # noqa: N818 - names fixed by docs/decisions/0001
+class UnknownItem(CatalogError):
     """An item id or catalogue version is not in the catalogue."""

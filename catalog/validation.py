@@ -74,7 +74,7 @@ _SUMMARY_FINE_LIMIT = {
 _SUMMARY_TYPES = frozenset({"警告", "罚款"})
 
 
-class _Bad(Exception):  # noqa: N818 - private signal, never leaves this module
+class _Bad(Exception):
     """A field value is refused: `code` and the bilingual `text` (without the field name)."""
 
     def __init__(self, code: str, text: str) -> None:

@@ -63,7 +63,7 @@ _CHINA = dt.timezone(dt.timedelta(hours=8), "China")
 _VERIFY_CHUNK = 65536
 
 
-class ForkDetected(NodeError):  # noqa: N818 - the name the design and the other errors use
+class ForkDetected(NodeError):
     """Two checkpoints of one log cannot both be true (same size, different root, or no
     consistency): somebody showed different histories to different parties."""
 

@@ -15,7 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("catalog", "keys", "adapters", "node")
 
 FORBIDDEN: dict[str, set[str]] = {
-    "catalog": {"keys", "adapters", "node", "nacl", "cryptography", "grpc", "sqlalchemy", "sqlmodel"},
+    "catalog": {
+        "keys",
+        "adapters",
+        "node",
+        "nacl",
+        "cryptography",
+        "grpc",
+        "sqlalchemy",
+        "sqlmodel",
+    },
     "keys": {"catalog", "adapters", "node", "grpc", "sqlalchemy", "sqlmodel"},
     "adapters": {"keys", "node", "nacl", "cryptography", "grpc"},
     "node": {"nacl", "cryptography"},
