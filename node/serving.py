@@ -28,7 +28,13 @@ from node.telemetry import Telemetry, noop_telemetry, setup_telemetry
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 # Modules providing services (and optionally background tasks). Add one line per module.
-SERVICE_MODULES: tuple[str, ...] = ("node.services.catalog_service",)
+SERVICE_MODULES: tuple[str, ...] = (
+    "node.services.catalog_service",
+    "node.services.query_service",
+    "node.services.transparency_service",
+    "node.services.exchange_service",
+    "node.services.lifecycle_service",
+)
 
 SERVE_FILE = "serve.json"
 

@@ -33,6 +33,11 @@ _COMMAND_MODULES = (
     "node.cli.mapping_cmds",
     "node.cli.serve_cmds",
     "node.cli.bundle_cmds",
+    "node.cli.feed_cmds",
+    "node.cli.query_cmds",
+    "node.cli.log_cmds",
+    "node.cli.backup_cmds",
+    "node.cli.lifecycle_cmds",
 )
 
 for _name in _COMMAND_MODULES:

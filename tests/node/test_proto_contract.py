@@ -190,18 +190,21 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "reason_code": (3, "string"),
         "evidence_hash": (4, "bytes"),
         "objection_id": (5, "string"),
+        "needs_other_unit": (6, "bool"),
     },
     "credex.v1.ResolveObjectionBody": {
         "objection_id": (1, "string"),
         "record_key": (2, "string"),
         "outcome": (3, "credex.v1.ObjectionOutcome"),
         "note_code": (4, "string"),
+        "changes": (5, "repeated credex.v1.ResolveObjectionBody.ChangesEntry"),
     },
     "credex.v1.CorrectBody": {
         "record_key": (1, "string"),
         "supersedes_version": (2, "uint64"),
         "corrected": (3, "credex.v1.Record"),
         "reason_code": (4, "string"),
+        "changes": (5, "repeated credex.v1.CorrectBody.ChangesEntry"),
     },
     "credex.v1.RepairBody": {
         "record_key": (1, "string"),
@@ -209,6 +212,13 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "decision_no": (3, "string"),
         "decided_at": (4, "google.protobuf.Timestamp"),
         "reason_code": (5, "string"),
+        "obligations_fulfilled": (6, "bool"),
+        "commitment_sha256": (7, "bytes"),
+    },
+    "credex.v1.RevokeBody": {
+        "record_key": (1, "string"),
+        "reason_code": (2, "string"),
+        "known_on": (3, "string"),
     },
     "credex.v1.LifecycleReceipt": {
         "event_id": (1, "string"),
@@ -217,6 +227,8 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "version": (4, "uint64"),
         "state": (5, "string"),
         "review_due": (6, "google.protobuf.Timestamp"),
+        "review_due_approximate": (7, "bool"),
+        "events": (8, "uint32"),
     },
     "credex.v1.ObjectionOutcome": {
         "OBJECTION_OUTCOME_UNSPECIFIED": (0, "enum"),

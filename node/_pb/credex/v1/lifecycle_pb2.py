@@ -28,7 +28,7 @@ from node._pb.credex.v1 import common_pb2 as credex_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63redex/v1/lifecycle.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\rObjectionBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x15\n\revidence_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cobjection_id\x18\x05 \x01(\t\"\x81\x01\n\x14ResolveObjectionBody\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12\x12\n\nrecord_key\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.credex.v1.ObjectionOutcome\x12\x11\n\tnote_code\x18\x04 \x01(\t\"x\n\x0b\x43orrectBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x1a\n\x12supersedes_version\x18\x02 \x01(\x04\x12$\n\tcorrected\x18\x03 \x01(\x0b\x32\x11.credex.v1.Record\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"\x8b\x01\n\nRepairBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_no\x18\x03 \x01(\t\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breason_code\x18\x05 \x01(\t\"\xac\x01\n\x10LifecycleReceipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.credex.v1.EventKind\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\x12.\n\nreview_due\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*s\n\x10ObjectionOutcome\x12!\n\x1dOBJECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18OBJECTION_OUTCOME_UPHELD\x10\x01\x12\x1e\n\x1aOBJECTION_OUTCOME_REJECTED\x10\x02\x32\x9a\x02\n\tLifecycle\x12?\n\x06Object\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12I\n\x10ResolveObjection\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12@\n\x07\x43orrect\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12?\n\x06Repair\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceiptB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63redex/v1/lifecycle.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\rObjectionBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x15\n\revidence_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cobjection_id\x18\x05 \x01(\t\x12\x18\n\x10needs_other_unit\x18\x06 \x01(\x08\"\xf0\x01\n\x14ResolveObjectionBody\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12\x12\n\nrecord_key\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.credex.v1.ObjectionOutcome\x12\x11\n\tnote_code\x18\x04 \x01(\t\x12=\n\x07\x63hanges\x18\x05 \x03(\x0b\x32,.credex.v1.ResolveObjectionBody.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xde\x01\n\x0b\x43orrectBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x1a\n\x12supersedes_version\x18\x02 \x01(\x04\x12$\n\tcorrected\x18\x03 \x01(\x0b\x32\x11.credex.v1.Record\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x34\n\x07\x63hanges\x18\x05 \x03(\x0b\x32#.credex.v1.CorrectBody.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x01\n\nRepairBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_no\x18\x03 \x01(\t\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breason_code\x18\x05 \x01(\t\x12\x1d\n\x15obligations_fulfilled\x18\x06 \x01(\x08\x12\x19\n\x11\x63ommitment_sha256\x18\x07 \x01(\x0c\"G\n\nRevokeBody\x12\x12\n\nrecord_key\x18\x01 \x01(\t\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x10\n\x08known_on\x18\x03 \x01(\t\"\xdc\x01\n\x10LifecycleReceipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.credex.v1.EventKind\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\x12.\n\nreview_due\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16review_due_approximate\x18\x07 \x01(\x08\x12\x0e\n\x06\x65vents\x18\x08 \x01(\r*s\n\x10ObjectionOutcome\x12!\n\x1dOBJECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18OBJECTION_OUTCOME_UPHELD\x10\x01\x12\x1e\n\x1aOBJECTION_OUTCOME_REJECTED\x10\x02\x32\xdb\x02\n\tLifecycle\x12?\n\x06Object\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12I\n\x10ResolveObjection\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12@\n\x07\x43orrect\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12?\n\x06Repair\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceipt\x12?\n\x06Revoke\x12\x18.credex.v1.SignedRequest\x1a\x1b.credex.v1.LifecycleReceiptB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.lifecycle_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026cn.zhangdian.credex.v1P\001'
-  _globals['_OBJECTIONOUTCOME']._serialized_start=788
-  _globals['_OBJECTIONOUTCOME']._serialized_end=903
-  _globals['_OBJECTIONBODY']._serialized_start=97
-  _globals['_OBJECTIONBODY']._serialized_end=215
-  _globals['_RESOLVEOBJECTIONBODY']._serialized_start=218
-  _globals['_RESOLVEOBJECTIONBODY']._serialized_end=347
-  _globals['_CORRECTBODY']._serialized_start=349
-  _globals['_CORRECTBODY']._serialized_end=469
-  _globals['_REPAIRBODY']._serialized_start=472
-  _globals['_REPAIRBODY']._serialized_end=611
-  _globals['_LIFECYCLERECEIPT']._serialized_start=614
-  _globals['_LIFECYCLERECEIPT']._serialized_end=786
-  _globals['_LIFECYCLE']._serialized_start=906
-  _globals['_LIFECYCLE']._serialized_end=1188
+  _globals['_RESOLVEOBJECTIONBODY_CHANGESENTRY']._loaded_options = None
+  _globals['_RESOLVEOBJECTIONBODY_CHANGESENTRY']._serialized_options = b'8\001'
+  _globals['_CORRECTBODY_CHANGESENTRY']._loaded_options = None
+  _globals['_CORRECTBODY_CHANGESENTRY']._serialized_options = b'8\001'
+  _globals['_OBJECTIONOUTCOME']._serialized_start=1208
+  _globals['_OBJECTIONOUTCOME']._serialized_end=1323
+  _globals['_OBJECTIONBODY']._serialized_start=98
+  _globals['_OBJECTIONBODY']._serialized_end=242
+  _globals['_RESOLVEOBJECTIONBODY']._serialized_start=245
+  _globals['_RESOLVEOBJECTIONBODY']._serialized_end=485
+  _globals['_RESOLVEOBJECTIONBODY_CHANGESENTRY']._serialized_start=439
+  _globals['_RESOLVEOBJECTIONBODY_CHANGESENTRY']._serialized_end=485
+  _globals['_CORRECTBODY']._serialized_start=488
+  _globals['_CORRECTBODY']._serialized_end=710
+  _globals['_CORRECTBODY_CHANGESENTRY']._serialized_start=439
+  _globals['_CORRECTBODY_CHANGESENTRY']._serialized_end=485
+  _globals['_REPAIRBODY']._serialized_start=713
+  _globals['_REPAIRBODY']._serialized_end=910
+  _globals['_REVOKEBODY']._serialized_start=912
+  _globals['_REVOKEBODY']._serialized_end=983
+  _globals['_LIFECYCLERECEIPT']._serialized_start=986
+  _globals['_LIFECYCLERECEIPT']._serialized_end=1206
+  _globals['_LIFECYCLE']._serialized_start=1326
+  _globals['_LIFECYCLE']._serialized_end=1673
 # @@protoc_insertion_point(module_scope)

@@ -5,10 +5,12 @@
 isort:skip_file
 credex.v1.Lifecycle: objections, corrections and credit repair."""
 
+from collections import abc as _abc
 from node._pb.credex.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -51,12 +53,15 @@ class ObjectionBody(_message.Message):
     REASON_CODE_FIELD_NUMBER: _builtins.int
     EVIDENCE_HASH_FIELD_NUMBER: _builtins.int
     OBJECTION_ID_FIELD_NUMBER: _builtins.int
+    NEEDS_OTHER_UNIT_FIELD_NUMBER: _builtins.int
     record_key: _builtins.str
     item_id: _builtins.str
     reason_code: _builtins.str
     evidence_hash: _builtins.bytes
     """SHA-256 of the evidence kept off the wire"""
     objection_id: _builtins.str
+    needs_other_unit: _builtins.bool
+    """another unit must help verify: 7 working days, not 3"""
     def __init__(
         self,
         *,
@@ -65,10 +70,11 @@ class ObjectionBody(_message.Message):
         reason_code: _builtins.str = ...,
         evidence_hash: _builtins.bytes = ...,
         objection_id: _builtins.str = ...,
+        needs_other_unit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_hash", b"evidence_hash", "item_id", b"item_id", "objection_id", b"objection_id", "reason_code", b"reason_code", "record_key", b"record_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_hash", b"evidence_hash", "item_id", b"item_id", "needs_other_unit", b"needs_other_unit", "objection_id", b"objection_id", "reason_code", b"reason_code", "record_key", b"record_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -78,14 +84,39 @@ Global___ObjectionBody: _TypeAlias = ObjectionBody  # noqa: Y015
 class ResolveObjectionBody(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ChangesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     OBJECTION_ID_FIELD_NUMBER: _builtins.int
     RECORD_KEY_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     NOTE_CODE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     objection_id: _builtins.str
     record_key: _builtins.str
     outcome: Global___ObjectionOutcome.ValueType
     note_code: _builtins.str
+    @_builtins.property
+    def changes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """UPHELD: the corrected field values (field id -> value)"""
+
     def __init__(
         self,
         *,
@@ -93,10 +124,11 @@ class ResolveObjectionBody(_message.Message):
         record_key: _builtins.str = ...,
         outcome: Global___ObjectionOutcome.ValueType = ...,
         note_code: _builtins.str = ...,
+        changes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note_code", b"note_code", "objection_id", b"objection_id", "outcome", b"outcome", "record_key", b"record_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "note_code", b"note_code", "objection_id", b"objection_id", "outcome", b"outcome", "record_key", b"record_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,16 +138,43 @@ Global___ResolveObjectionBody: _TypeAlias = ResolveObjectionBody  # noqa: Y015
 class CorrectBody(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ChangesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RECORD_KEY_FIELD_NUMBER: _builtins.int
     SUPERSEDES_VERSION_FIELD_NUMBER: _builtins.int
     CORRECTED_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     record_key: _builtins.str
     supersedes_version: _builtins.int
     reason_code: _builtins.str
     @_builtins.property
     def corrected(self) -> _common_pb2.Record:
         """the new signed version"""
+
+    @_builtins.property
+    def changes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """field id -> corrected value; the provider re-validates and re-signs (it never stores a
+        version signed by anyone else, so `corrected` is refused when set).
+        """
 
     def __init__(
         self,
@@ -124,10 +183,11 @@ class CorrectBody(_message.Message):
         supersedes_version: _builtins.int = ...,
         corrected: _common_pb2.Record | None = ...,
         reason_code: _builtins.str = ...,
+        changes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["corrected", b"corrected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected", b"corrected", "reason_code", b"reason_code", "record_key", b"record_key", "supersedes_version", b"supersedes_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "corrected", b"corrected", "reason_code", b"reason_code", "record_key", b"record_key", "supersedes_version", b"supersedes_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,11 +202,17 @@ class RepairBody(_message.Message):
     DECISION_NO_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
+    OBLIGATIONS_FULFILLED_FIELD_NUMBER: _builtins.int
+    COMMITMENT_SHA256_FIELD_NUMBER: _builtins.int
     record_key: _builtins.str
     item_id: _builtins.str
     decision_no: _builtins.str
     """the repair decision's document number"""
     reason_code: _builtins.str
+    obligations_fulfilled: _builtins.bool
+    """the legal obligations are fulfilled (e.g. the fine paid)"""
+    commitment_sha256: _builtins.bytes
+    """SHA-256 of the subject's credit commitment (信用承诺书)"""
     @_builtins.property
     def decided_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -157,14 +223,43 @@ class RepairBody(_message.Message):
         decision_no: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         reason_code: _builtins.str = ...,
+        obligations_fulfilled: _builtins.bool = ...,
+        commitment_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "decision_no", b"decision_no", "item_id", b"item_id", "reason_code", b"reason_code", "record_key", b"record_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commitment_sha256", b"commitment_sha256", "decided_at", b"decided_at", "decision_no", b"decision_no", "item_id", b"item_id", "obligations_fulfilled", b"obligations_fulfilled", "reason_code", b"reason_code", "record_key", b"record_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepairBody: _TypeAlias = RepairBody  # noqa: Y015
+
+@_typing.final
+class RevokeBody(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_KEY_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    KNOWN_ON_FIELD_NUMBER: _builtins.int
+    record_key: _builtins.str
+    reason_code: _builtins.str
+    """e.g. the review or court decision's document number"""
+    known_on: _builtins.str
+    """YYYY-MM-DD the revocation became known; empty = today"""
+    def __init__(
+        self,
+        *,
+        record_key: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        known_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_on", b"known_on", "reason_code", b"reason_code", "record_key", b"record_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeBody: _TypeAlias = RevokeBody  # noqa: Y015
 
 @_typing.final
 class LifecycleReceipt(_message.Message):
@@ -176,12 +271,18 @@ class LifecycleReceipt(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REVIEW_DUE_FIELD_NUMBER: _builtins.int
+    REVIEW_DUE_APPROXIMATE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     kind: _common_pb2.EventKind.ValueType
     record_key: _builtins.str
     version: _builtins.int
     state: _builtins.str
     """e.g. "under_review", "withdrawn", "superseded" """
+    review_due_approximate: _builtins.bool
+    """the deadline was counted without a holiday schedule"""
+    events: _builtins.int
+    """feed events the operation appended"""
     @_builtins.property
     def review_due(self) -> _timestamp_pb2.Timestamp:
         """objection review deadline, when one runs"""
@@ -195,10 +296,12 @@ class LifecycleReceipt(_message.Message):
         version: _builtins.int = ...,
         state: _builtins.str = ...,
         review_due: _timestamp_pb2.Timestamp | None = ...,
+        review_due_approximate: _builtins.bool = ...,
+        events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["review_due", b"review_due"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "kind", b"kind", "record_key", b"record_key", "review_due", b"review_due", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "events", b"events", "kind", b"kind", "record_key", b"record_key", "review_due", b"review_due", "review_due_approximate", b"review_due_approximate", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

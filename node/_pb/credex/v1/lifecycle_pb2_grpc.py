@@ -57,6 +57,11 @@ class LifecycleStub:
                 request_serializer=credex_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.FromString,
                 _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/credex.v1.Lifecycle/Revoke',
+                request_serializer=credex_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.FromString,
+                _registered_method=True)
 
 
 class LifecycleServicer:
@@ -90,6 +95,14 @@ class LifecycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revoke(self, request, context):
+        """Body: RevokeBody. The underlying decision was revoked or changed (Shandong Art. 40):
+        withdraw the record; the 3-working-day report deadline runs from `known_on`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LifecycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_LifecycleServicer_to_server(servicer, server):
             ),
             'Repair': grpc.unary_unary_rpc_method_handler(
                     servicer.Repair,
+                    request_deserializer=credex_dot_v1_dot_common__pb2.SignedRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
                     request_deserializer=credex_dot_v1_dot_common__pb2.SignedRequest.FromString,
                     response_serializer=credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.SerializeToString,
             ),
@@ -220,6 +238,33 @@ class Lifecycle:
             request,
             target,
             '/credex.v1.Lifecycle/Repair',
+            credex_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
+            credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.Lifecycle/Revoke',
             credex_dot_v1_dot_common__pb2.SignedRequest.SerializeToString,
             credex_dot_v1_dot_lifecycle__pb2.LifecycleReceipt.FromString,
             options,

@@ -42,6 +42,10 @@ class LifecycleStub:
     """Body: CorrectBody. The correction supersedes the named version."""
     Repair: _grpc.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _lifecycle_pb2.LifecycleReceipt]
     """Body: RepairBody. Stops disclosure and sharing, propagated to every subscriber."""
+    Revoke: _grpc.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _lifecycle_pb2.LifecycleReceipt]
+    """Body: RevokeBody. The underlying decision was revoked or changed (Shandong Art. 40):
+    withdraw the record; the 3-working-day report deadline runs from `known_on`.
+    """
 
 @_typing.type_check_only
 class LifecycleAsyncStub(LifecycleStub):
@@ -54,6 +58,10 @@ class LifecycleAsyncStub(LifecycleStub):
     """Body: CorrectBody. The correction supersedes the named version."""
     Repair: _aio.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _lifecycle_pb2.LifecycleReceipt]  # type: ignore[assignment]
     """Body: RepairBody. Stops disclosure and sharing, propagated to every subscriber."""
+    Revoke: _aio.UnaryUnaryMultiCallable[_common_pb2.SignedRequest, _lifecycle_pb2.LifecycleReceipt]  # type: ignore[assignment]
+    """Body: RevokeBody. The underlying decision was revoked or changed (Shandong Art. 40):
+    withdraw the record; the 3-working-day report deadline runs from `known_on`.
+    """
 
 class LifecycleServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -87,5 +95,15 @@ class LifecycleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lifecycle_pb2.LifecycleReceipt, _abc.Awaitable[_lifecycle_pb2.LifecycleReceipt]]:
         """Body: RepairBody. Stops disclosure and sharing, propagated to every subscriber."""
+
+    @_abc_1.abstractmethod
+    def Revoke(
+        self,
+        request: _common_pb2.SignedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.LifecycleReceipt, _abc.Awaitable[_lifecycle_pb2.LifecycleReceipt]]:
+        """Body: RevokeBody. The underlying decision was revoked or changed (Shandong Art. 40):
+        withdraw the record; the 3-working-day report deadline runs from `known_on`.
+        """
 
 def add_LifecycleServicer_to_server(servicer: LifecycleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

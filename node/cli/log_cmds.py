@@ -1,0 +1,322 @@
+"""`credex log verify|search|report|export|checkpoint`: the security officer's tools.
+
+- `verify` recomputes every leaf, the chain, the tree, every signed checkpoint and witness
+  cosignature; it names the first bad entry and exits 3 on any tampering.
+- `search` finds entries by subject, requester, kind or time. A typed identifier is normalised
+  and blinded with this node's key to match `subject_index`; it is never stored, printed or
+  logged. The search itself is logged first as an `admin_read` entry (without the identifier):
+  when the log cannot be written, nothing is read.
+- `report` is the risk review (volume spikes, off-hours use, denied ratios, queries without
+  grants) plus every fork alarm.
+- `export` writes evidence as JSON Lines (index, leaf, entry, inclusion proof to the latest
+  checkpoint); the export is logged, and a fresh checkpoint is signed so every line has a proof.
+- `checkpoint` prints the latest signed note (signing one when entries are newer).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import keys
+from node.accesslog import LogEntry, risk_report, search, utc_iso, verify_log
+from node.cli import app
+from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.errors import ExitCode, InputError, StaleBundle
+from node.query import normalise_subject
+from node.runtime import NodeRuntime, open_runtime
+
+log_app = typer.Typer(
+    help="Verify, search, review and export the access log.", no_args_is_help=True
+)
+app.add_typer(log_app, name="log")
+
+_CHINA = dt.timezone(dt.timedelta(hours=8))
+OfficerOption = Annotated[
+    str, typer.Option("--officer", help="Your staff id (recorded in the log).")
+]
+
+
+def _witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
+    """Signed-note keys of the roster's platform nodes (the witnesses), if a bundle is there."""
+    try:
+        bundle = runtime.bundle()
+    except (StaleBundle, keys.BundleError):
+        return {}
+    return {e.node_id: e.signing_key for e in bundle.roster if "platform" in e.roles}
+
+
+def _admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
+    return LogEntry(
+        time=utc_iso(runtime.clock()),
+        kind=kind,
+        requester=runtime.node_id,
+        officer=officer,
+        purpose="log_review",
+        legal_basis="security officer review of the access log",
+        decision="allow",
+        reason=reason,
+        request_id=secrets.token_hex(16),
+    )
+
+
+def _parse_time(text: str | None, option: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: use an ISO date or time, e.g. 2026-11-01") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_CHINA)  # officers type China time
+    return moment.astimezone(dt.UTC)
+
+
+@log_app.command("verify")
+def verify_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Verify the whole log; exit 3 naming the first bad entry when it was tampered with."""
+    runtime = open_runtime(resolve_home(home))
+    try:
+        report = verify_log(
+            runtime.log.backend,
+            runtime.log_verifiers(),
+            origin=runtime.config.log.origin,
+            log_name=runtime.node_id,
+            witness_verifiers=_witness_verifiers(runtime),
+        )
+    finally:
+        runtime.close()
+    doc = {
+        "ok": report.ok,
+        "size": report.size,
+        "root": base64.b64encode(report.root).decode(),
+        "checkpoints_checked": report.checkpoints_checked,
+        "witnesses_checked": report.witnesses_checked,
+        "first_bad_index": report.first_bad_index,
+        "problems": [
+            {"code": p.code, "index": p.index, "message": p.message} for p in report.problems
+        ],
+    }
+    if as_json:
+        print_json(doc)
+        if not report.ok:
+            raise typer.Exit(int(ExitCode.VERIFICATION))
+        return
+    if report.ok:
+        console.print(
+            f"access log OK: {report.size} entries, {report.checkpoints_checked} checkpoint(s), "
+            f"{report.witnesses_checked} witness cosignature(s)"
+        )
+        return
+    for problem in report.problems:
+        where = f"entry {problem.index}" if problem.index is not None else "log"
+        console.print(f"[red]{problem.code}[/] ({where}): {problem.message}", highlight=False)
+    report.raise_for_problems()
+
+
+def _entry_row(index: int, e: LogEntry) -> tuple[str, ...]:
+    return (
+        str(index),
+        e.time[:19],
+        e.kind,
+        e.requester,
+        e.officer,
+        e.purpose,
+        e.decision,
+        e.reason,
+        ",".join(e.items_asked),
+        str(e.result_count),
+        e.subject_masked or "",
+    )
+
+
+@log_app.command("search")
+def search_command(
+    *,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="ID number or credit code.")
+    ] = None,
+    subject_kind: Annotated[
+        str, typer.Option("--subject-kind", help="natural_person | organisation | ...")
+    ] = "natural_person",
+    requester: Annotated[str | None, typer.Option("--requester", help="Node id.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From (ISO, China time).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Before (ISO, China time).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="query, export, alarm ...")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+    officer: OfficerOption = "officer",
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Who looked at this subject (or what this requester did), when and why."""
+    if subject is None and requester is None and since is None and until is None and kind is None:
+        raise InputError("log search: give --subject, --requester, --kind, --since or --until")
+    runtime = open_runtime(resolve_home(home))
+    try:
+        token = None
+        if subject is not None:
+            today = runtime.clock().astimezone(_CHINA).date()
+            token = runtime.blind.token(normalise_subject(subject, subject_kind, today=today))
+        start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+        # The search is an access too: logged (without the identifier) before anything is read.
+        runtime.log.append_sync(_admin_entry(runtime, "admin_read", officer, "log_search"))
+        found = search(
+            runtime.log.backend,
+            subject_index=token,
+            requester=requester,
+            since=start,
+            until=end,
+            kind=kind,
+            limit=limit,
+        )
+    finally:
+        runtime.close()
+    if as_json:
+        print_json([{"index": i, **e.to_dict()} for i, e in found])
+        return
+    table = Table(title=f"{len(found)} access-log entr{'y' if len(found) == 1 else 'ies'}")
+    columns = ("#", "time (UTC)", "kind", "requester", "officer", "purpose", "decision",
+               "reason", "items", "n", "subject")  # fmt: skip
+    for column in columns:
+        table.add_column(column)
+    for index, entry in found:
+        table.add_row(*_entry_row(index, entry))
+    console.print(table)
+
+
+@log_app.command("report")
+def report_command(
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="Review window.")] = 1,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Risk review of the last --days: spikes, off-hours use, denials, queries without grants,
+    and fork alarms raised by the witness."""
+    runtime = open_runtime(resolve_home(home))
+    try:
+        now = runtime.clock()
+        report = risk_report(runtime.log.backend, now, window=dt.timedelta(days=days))
+        alarms = search(runtime.log.backend, kind="alarm")
+    finally:
+        runtime.close()
+    doc: dict[str, Any] = {
+        "since": report.since.isoformat(),
+        "until": report.until.isoformat(),
+        "requesters": [
+            {
+                "requester": s.requester,
+                "accesses": s.window_count,
+                "baseline_daily": round(s.baseline_daily, 2),
+                "off_hours": s.off_hours,
+                "denied": s.denied,
+                "without_grant": s.without_grant,
+            }
+            for s in report.requesters
+        ],
+        "findings": [
+            {"code": f.code, "subject": f.subject, "value": f.value, "message": f.message}
+            for f in report.findings
+        ],
+        "alarms": [
+            {"index": i, "time": e.time, "log": e.requester, "reason": e.reason} for i, e in alarms
+        ],
+    }
+    if as_json:
+        print_json(doc)
+        return
+    table = Table(title=f"accesses {doc['since'][:16]} .. {doc['until'][:16]} (UTC)")
+    for column in ("requester", "accesses", "usual/day", "off hours", "denied", "no grant"):
+        table.add_column(column)
+    for r in doc["requesters"]:
+        table.add_row(
+            r["requester"], str(r["accesses"]), f"{r['baseline_daily']:.1f}",
+            str(r["off_hours"]), str(r["denied"]), str(r["without_grant"]),
+        )  # fmt: skip
+    console.print(table)
+    findings = Table(title=f"{len(report.findings)} finding(s)")
+    for column in ("signal", "who", "value", "why"):
+        findings.add_column(column)
+    for f in report.findings:
+        findings.add_row(f.code, f.subject, f"{f.value:g}", f.message)
+    console.print(findings)
+    for a in doc["alarms"]:
+        console.print(
+            f"[bold red]ALARM[/] entry {a['index']} at {a['time']}: {a['reason']} "
+            f"(log of {a['log']})",
+            highlight=False,
+        )
+
+
+@log_app.command("export")
+def export_command(
+    *,
+    fmt: Annotated[str, typer.Option("--format", help="Only jsonl.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", help="File (default stdout).")] = None,
+    start: Annotated[int, typer.Option("--start", min=0)] = 0,
+    end: Annotated[int | None, typer.Option("--end", min=0)] = None,
+    officer: OfficerOption = "officer",
+    home: HomeOption = None,
+) -> None:
+    """Export entries with inclusion proofs to a freshly signed checkpoint (JSON Lines)."""
+    if fmt != "jsonl":
+        raise InputError(f"--format {fmt!r}: only 'jsonl' is supported")
+    from node.accesslog import export_lines  # noqa: PLC0415 - keeps the import list short
+
+    runtime = open_runtime(resolve_home(home))
+    try:
+        runtime.log.append_sync(_admin_entry(runtime, "export", officer, "log_export"))
+        runtime.log.checkpoint()
+        lines = export_lines(runtime.log.backend, start=start, end=end)
+        if output is None:
+            for line in lines:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        else:
+            with output.open("w", encoding="utf-8") as handle:
+                output.chmod(0o600)
+                count = 0
+                for line in lines:
+                    handle.write(line + "\n")
+                    count += 1
+            console.print(f"exported {count} entries with proofs: {output}")
+    finally:
+        runtime.close()
+
+
+@log_app.command("checkpoint")
+def checkpoint_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Print the latest signed checkpoint (C2SP signed note) of this node's log."""
+    runtime = open_runtime(resolve_home(home))
+    try:
+        backend = runtime.log.backend
+        latest = backend.latest_checkpoint()
+        if latest is None or latest[0] < backend.size():
+            note = runtime.log.checkpoint()
+        else:
+            note = latest[1]
+        cp = keys.verify_checkpoint(
+            note, verifiers=runtime.log_verifiers(), log_name=runtime.node_id
+        )
+        witnesses = sorted({w for size, w, _n in backend.witnesses() if size == cp.size})
+    finally:
+        runtime.close()
+    if as_json:
+        print_json(
+            {
+                "origin": cp.origin,
+                "size": cp.size,
+                "root": base64.b64encode(cp.root).decode(),
+                "note": note,
+                "witnessed_by": witnesses,
+            }
+        )
+        return
+    sys.stdout.write(note)
+    sys.stdout.flush()

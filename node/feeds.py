@@ -1,0 +1,530 @@
+"""Feeds, the subscriber's side: pull a provider's feed, verify it, store it, acknowledge it.
+
+A provider streams its events for us (`Exchange.Subscribe`) as sealed batches. For each batch,
+`apply_batch`:
+1. checks the batch continues our cursor without a gap (`first_seq == cursor + 1`) and opens it
+   with `keys.open_batch`, expecting the header {purpose "feed", sender = the peer, recipient =
+   us, first/last seq} (a batch sealed for someone else, for another range, or changed in any
+   byte does not open);
+2. verifies EVERY record of the batch against the peer's own signing keys in the trust bundle
+   (the producer must be the peer we pull from) before storing anything, so a tampered batch
+   or a bad signature stores nothing and stops the pull (`keys.VerificationError`, exit 3);
+3. applies the events in order, idempotently: a record version already stored is skipped,
+   lifecycle events (withdraw, expire, objection set/cleared) move the stored copy's state only
+   when it differs, and the upstream cursor is written in the same transaction as the batch's
+   last records. A crash anywhere re-delivers from the last written cursor; replaying a prefix
+   of a batch in order reaches the same state, so delivery is at least once and applying is
+   exactly once in effect.
+Then `pull` sends a signed receipt (`Exchange.Ack`) so the provider moves its durable cursor.
+
+Subject index of a received record: the producer's blind token is meaningless here (another
+key), so the subscriber re-validates the disclosed fields against its catalogue and indexes the
+subject with ITS OWN blind index (`runtime.blind`), exactly as a local ingest would: the
+platform then answers `records_by_subject` for its copies. A record whose fields do not
+validate here (catalogue drift, a minimised record without the identifier) is still stored, its
+subject index being our blind token of "<producer>:<producer token>", which no subject lookup
+matches (documented in docs/feeds.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+import adapters
+import catalog
+import keys
+from node import wire
+from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
+from node.store import NewRecord
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = [
+    "ACK_METHOD",
+    "FEED_PURPOSE",
+    "PUSH_METHOD",
+    "PUSH_PURPOSE",
+    "RECEIPT_PAYLOAD_TYPE",
+    "SUBSCRIBE_METHOD",
+    "PullResult",
+    "apply_batch",
+    "feed_header",
+    "feed_providers",
+    "feed_subject",
+    "follow_feeds",
+    "pull",
+    "push_request_body",
+    "received_record",
+    "sign_receipt",
+    "verify_receipt",
+]
+
+log = logging.getLogger(__name__)
+
+FEED_PURPOSE = "feed"
+PUSH_PURPOSE = "push"
+RECEIPT_PAYLOAD_TYPE = "application/vnd.credex.receipt.v1+protobuf"
+SUBSCRIBE_METHOD = "/credex.v1.Exchange/Subscribe"
+ACK_METHOD = "/credex.v1.Exchange/Ack"
+PUSH_METHOD = "/credex.v1.Exchange/Push"
+
+_STATE_OF_EVENT = {"withdraw": "withdrawn", "expire": "expired"}
+_NO_PERIOD = "no disclosure period: not a dishonesty record"
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 30.0
+
+
+# -- shared by both ends -------------------------------------------------------------------------
+
+
+def feed_header(provider: str, subscriber: str, first_seq: int, last_seq: int) -> dict[str, Any]:
+    """The authenticated header of a sealed feed batch (bound as AEAD associated data)."""
+    return {
+        "purpose": FEED_PURPOSE,
+        "sender": provider,
+        "recipient": subscriber,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+    }
+
+
+def feed_subject(provider: str) -> str:
+    """What a feed receipt acknowledges: the feed of `provider` (receipt `subject`)."""
+    return f"feed:{provider}"
+
+
+def sign_receipt(fields: wire.ReceiptFields, signer: keys.Signer) -> common_pb2.SignedReceipt:
+    """A DSSE envelope (RECEIPT_PAYLOAD_TYPE) over the serialized receipt, signed by `signer`."""
+    envelope = keys.sign_envelope(RECEIPT_PAYLOAD_TYPE, wire.receipt_to_bytes(fields), signer)
+    return common_pb2.SignedReceipt(envelope=envelope.to_bytes())
+
+
+def verify_receipt(
+    signed: common_pb2.SignedReceipt, *, trusted: Mapping[str, bytes]
+) -> wire.ReceiptFields:
+    """Verify a signed receipt against `trusted` (keyid -> key) and return its fields.
+
+    Refuses (AuthError) an empty or malformed envelope, a signature by no trusted key, and a
+    payload that is not a receipt. The caller checks issuer, subject and digest.
+    """
+    if not signed.envelope:
+        raise AuthError("receipt: not signed (empty envelope)")
+    try:
+        envelope = keys.Envelope.from_bytes(signed.envelope)
+        payload = keys.verify_envelope(envelope, payload_type=RECEIPT_PAYLOAD_TYPE, trusted=trusted)
+    except keys.KeysError:
+        raise AuthError("receipt: the signature does not verify under the issuer's keys") from None
+    try:
+        return wire.receipt_from_bytes(payload)
+    except InputError as error:
+        raise AuthError(f"receipt: {error}") from None
+
+
+def feed_providers(bundle: keys.TrustBundle, node_id: str) -> dict[str, frozenset[str]]:
+    """provider -> items of the bundle's "feed" agreements whose consumer is `node_id`."""
+    out: dict[str, set[str]] = {}
+    for agreement in bundle.agreements:
+        if agreement.kind == "feed" and agreement.consumer == node_id:
+            out.setdefault(agreement.provider, set()).update(agreement.items)
+    return {provider: frozenset(items) for provider, items in out.items()}
+
+
+def push_request_body(
+    record: keys.SignedRecord,
+    *,
+    sender: str,
+    recipient: str,
+    recipient_key: bytes,
+    notice_id: str,
+) -> exchange_pb2.PushNotice:
+    """A joint-punishment notice: `record` (signed by its producer) sealed for `recipient`.
+
+    The sealed header binds purpose "push", the sender and the notice id, so a notice cannot be
+    replayed under another id or presented as another node's.
+    """
+    message = wire.record_to_pb(record)
+    sealed = keys.seal(
+        message.SerializeToString(),
+        header={"purpose": PUSH_PURPOSE, "sender": sender, "notice_id": notice_id},
+        recipients={recipient: recipient_key},
+    )
+    return exchange_pb2.PushNotice(notice_id=notice_id, sealed=sealed, items=[message.item_id])
+
+
+def received_record(
+    runtime: NodeRuntime,
+    signed: keys.SignedRecord,
+    verified: keys.VerifiedRecord,
+    *,
+    now: dt.datetime,
+) -> NewRecord:
+    """The store row for a verified record received from its producer (origin "received").
+
+    The body is the signed record exactly as received, encrypted at rest under a fresh row id;
+    the subject is indexed with this node's blind index (see the module docstring).
+    """
+    header = verified.header
+    item_id = str(header["item"])
+    producer = str(header["producer"])
+    fields = dict(verified.fields)
+    result = None
+    if not verified.hidden:
+        with contextlib.suppress(catalog.CatalogError):
+            result = catalog.validate_record(
+                item_id, fields, today=now.date(), catalog=runtime.catalogue
+            )
+    blind = runtime.blind
+    record = result.record if result is not None else None
+    if record is not None:
+        subject = blind.token(record.subject_id)
+        linked = tuple(blind.token(s) for s in record.linked_subject_ids)
+        severity, decided_on = record.severity, record.decided_on
+    else:
+        subject = blind.token(f"{producer}:{header.get('subject', '')}")
+        linked, severity, decided_on = (), None, None
+    if severity is not None and decided_on is not None:
+        period = catalog.disclosure_period(severity, decided_on)
+    else:
+        period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
+    row_id = str(uuid.uuid4())
+    return NewRecord(
+        row_id=row_id,
+        producer=producer,
+        record_key=str(header["record_key"]),
+        version=int(header["version"]),
+        item_id=item_id,
+        catalog_version=str(header["catalog_version"]),
+        subject_index=subject,
+        body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
+        content_hash=adapters.content_hash(fields),
+        severity=severity,
+        decided_on=decided_on,
+        disclosure_min_end=period.min_end,
+        disclosure_max_end=period.max_end,
+        disclosure_rule=period.rule,
+        created_at=now,
+        origin="received",
+        linked_subject_indexes=linked,
+    )
+
+
+# -- the subscriber ------------------------------------------------------------------------------
+
+
+@dataclass
+class PullResult:
+    """What a pull did: batches and events applied, record versions stored, lifecycle changes
+    applied, events skipped (already applied, or withheld by the provider), final cursor."""
+
+    peer: str
+    batches: int = 0
+    events: int = 0
+    stored: int = 0
+    applied: int = 0
+    skipped: int = 0
+    cursor: int = 0
+
+    def add(self, other: PullResult) -> None:
+        """Accumulate another batch's counts (the cursor is the later one)."""
+        self.batches += other.batches
+        self.events += other.events
+        self.stored += other.stored
+        self.applied += other.applied
+        self.skipped += other.skipped
+        self.cursor = max(self.cursor, other.cursor)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts."""
+        return {
+            "peer": self.peer,
+            "batches": self.batches,
+            "events": self.events,
+            "stored": self.stored,
+            "applied": self.applied,
+            "skipped": self.skipped,
+            "cursor": self.cursor,
+        }
+
+
+@dataclass(frozen=True)
+class _Event:
+    seq: int
+    kind: str
+    record_key: str
+    version: int
+    record: NewRecord | None
+    objection: bool
+
+
+def _open_events(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, *, cursor: int
+) -> list[_Event]:
+    """Open and verify a whole batch; nothing is stored here, so a failure stores nothing."""
+    me = runtime.node_id
+    if batch.provider != peer:
+        raise AuthError(f"feed of {peer}: a batch names {batch.provider!r} as its provider")
+    if batch.first_seq != cursor + 1 or batch.last_seq < batch.first_seq:
+        raise InputError(
+            f"feed of {peer}: batch {batch.first_seq}..{batch.last_seq} does not continue "
+            f"cursor {cursor} (a gap or a replay); pull again to resume from the cursor"
+        )
+    _, payloads = keys.open_batch(
+        batch.sealed,
+        recipient_id=me,
+        private_key=runtime.node_keys.encryption_private,
+        expect=feed_header(peer, me, batch.first_seq, batch.last_seq),
+    )
+    if len(payloads) != batch.last_seq - batch.first_seq + 1:
+        raise keys.VerificationError("sealed feed batch does not hold its announced range")
+    now = runtime.clock()
+    trusted = runtime.bundle().node_signing_keys(peer, now)
+    events: list[_Event] = []
+    for offset, payload in enumerate(payloads):
+        event = wire.parse(common_pb2.FeedEvent, payload, what="feed event")
+        if event.seq != batch.first_seq + offset:
+            raise keys.VerificationError("sealed feed batch events are out of sequence")
+        kind = wire.event_kind_from_pb(event.kind)
+        record: NewRecord | None = None
+        objection = False
+        if kind in ("upsert", "correct") and event.HasField("record"):
+            signed = wire.record_from_pb(event.record)
+            verified = keys.verify_record(signed, trusted=trusted)
+            wire.check_record_routing(event.record, verified.header)
+            if verified.header.get("producer") != peer:
+                raise AuthError(f"feed of {peer}: a record names another producer")
+            if (verified.header["record_key"], int(verified.header["version"])) != (
+                event.record_key,
+                event.version,
+            ):
+                raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
+            record = received_record(runtime, signed, verified, now=now)
+            objection = event.record.flags.objection
+        events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
+    return events
+
+
+def apply_batch(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, *, cursor: int
+) -> PullResult:
+    """Open, verify and apply one sealed batch of `peer`'s feed after `cursor` (module doc).
+
+    Refuses (keys.VerificationError) a batch that does not open for us or whose records do not
+    verify against the peer's keys, (InputError) a gap, (AuthError) another producer; in every
+    refusal nothing of the batch is stored. Returns the counts; the new cursor is last_seq.
+    """
+    events = _open_events(runtime, peer, batch, cursor=cursor)
+    store = runtime.store
+    now = runtime.clock()
+    result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
+    known = store.current_versions(peer, [e.record_key for e in events if e.record is not None])
+    pending: list[NewRecord] = []
+    flags: list[tuple[str, bool]] = []
+    for event in events:
+        if event.record is not None:
+            newest = known.get(event.record_key)
+            if newest is not None and newest[0] >= event.version:
+                result.skipped += 1
+                continue
+            known[event.record_key] = (event.version, event.record.content_hash)
+            pending.append(event.record)
+            if event.objection:
+                flags.append((event.record.row_id, True))
+            continue
+        if event.kind in ("upsert", "correct"):
+            result.skipped += 1  # withheld by the provider (withdrawn meanwhile, not agreed)
+            continue
+        # A lifecycle event: flush what came before it, so it applies to the stored copy.
+        if pending:
+            store.store_batch(pending, now=now)
+            result.stored += len(pending)
+            pending = []
+        for row_id, flag in flags:
+            store.set_objection(row_id, flag, now=now)
+        flags = []
+        result.applied += _apply_lifecycle(runtime, peer, event, now=now)
+    if flags:
+        # Objection flags of new copies go in before the cursor moves, so a crash in between
+        # replays them (re-setting a flag is a no-op).
+        store.store_batch(pending, now=now)
+        for row_id, flag in flags:
+            store.set_objection(row_id, flag, now=now)
+        store.store_batch([], now=now, upstream_cursor=(peer, batch.last_seq))
+    else:
+        store.store_batch(pending, now=now, upstream_cursor=(peer, batch.last_seq))
+    result.stored += len(pending)
+    return result
+
+
+def _apply_lifecycle(runtime: NodeRuntime, peer: str, event: _Event, *, now: dt.datetime) -> int:
+    """Apply a withdraw/expire/objection event to our copy; 1 if something changed, else 0."""
+    store = runtime.store
+    target = next(
+        (r for r in store.record_versions(peer, event.record_key) if r.version == event.version),
+        None,
+    )
+    if target is None:
+        return 0  # never received (e.g. withdrawn before we subscribed): nothing to change
+    if event.kind in _STATE_OF_EVENT:
+        state = _STATE_OF_EVENT[event.kind]
+        if target.state == state:
+            return 0
+        store.set_record_state(target.row_id, state, event_kind=event.kind, now=now)
+        return 1
+    flag = event.kind == "objection_set"
+    if target.objection == flag:
+        return 0
+    store.set_objection(target.row_id, flag, now=now)
+    return 1
+
+
+def _describe_rpc_error(peer: str, error: grpc.aio.AioRpcError) -> NodeError:
+    code = error.code()
+    detail = error.details() or ""
+    message = f"feed of {peer}: {code.name}: {detail}".rstrip(": ")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return PeerUnavailable(message)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthError(message)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        reason = detail.split(":", 1)[0] if ":" in detail else "denied"
+        return PolicyDenied(reason, message)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InputError(message)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(message)
+    return NodeError(message)
+
+
+async def pull(
+    runtime: NodeRuntime,
+    peer: str,
+    *,
+    follow: bool = False,
+    stop: asyncio.Event | None = None,
+    items: Sequence[str] = (),
+    max_batch: int = 0,
+) -> PullResult:
+    """Pull `peer`'s feed from our stored cursor, apply each batch and acknowledge it.
+
+    Without `follow` it returns once caught up; with `follow` it keeps the stream open until
+    `stop` is set (or the peer ends it). Refuses a peer outside the roster (NotFound); remote
+    refusals come back as the matching credex error (PolicyDenied, AuthError, PeerUnavailable
+    ...), local verification failures as keys.VerificationError. Applied batches stay applied.
+    """
+    if runtime.bundle().member(peer) is None:
+        raise NotFound(f"peer {peer!r} is not in the trust bundle's roster")
+    stop = stop if stop is not None else asyncio.Event()
+    cursor = await asyncio.to_thread(runtime.store.upstream_cursor, peer)
+    total = PullResult(peer=peer, cursor=cursor)
+    body = exchange_pb2.SubscribeBody(
+        cursor=cursor, items=sorted(items), max_batch=max_batch, follow=follow
+    )
+    signed = runtime.sign_request(SUBSCRIBE_METHOD, body.SerializeToString())
+    channel = runtime.channel(peer)
+    try:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed))
+        watcher = asyncio.ensure_future(_cancel_on(stop, call))
+        try:
+            async for batch in call:
+                done = await asyncio.to_thread(apply_batch, runtime, peer, batch, cursor=cursor)
+                total.add(done)
+                cursor = batch.last_seq
+                await _ack(runtime, stub, peer, cursor, batch.sealed)
+                if stop.is_set():
+                    break
+        except grpc.aio.AioRpcError as error:
+            if not (stop.is_set() and error.code() == grpc.StatusCode.CANCELLED):
+                raise _describe_rpc_error(peer, error) from None
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+        finally:
+            watcher.cancel()
+            call.cancel()
+    finally:
+        await channel.close()
+    total.cursor = cursor
+    return total
+
+
+async def _cancel_on(stop: asyncio.Event, call: Any) -> None:
+    await stop.wait()
+    call.cancel()
+
+
+async def _ack(
+    runtime: NodeRuntime,
+    stub: exchange_pb2_grpc.ExchangeStub,
+    peer: str,
+    cursor: int,
+    sealed: bytes,
+) -> None:
+    receipt = sign_receipt(
+        wire.ReceiptFields(
+            issuer=runtime.node_id,
+            subject=feed_subject(peer),
+            cursor=cursor,
+            issued_at=runtime.clock(),
+            digest=hashlib.sha256(sealed).digest(),
+        ),
+        runtime.node_keys.signing,
+    )
+    await stub.Ack(receipt, timeout=30.0)
+
+
+async def _follow_one(runtime: NodeRuntime, peer: str, stop: asyncio.Event) -> None:
+    """Follow one provider until `stop`, reconnecting with exponential backoff."""
+    delay = _BACKOFF_FIRST
+    while not stop.is_set():
+        try:
+            done = await pull(runtime, peer, follow=True, stop=stop)
+            if done.batches:
+                delay = _BACKOFF_FIRST
+        except (NodeError, keys.KeysError, catalog.CatalogError) as error:
+            # The message is a credex message (safe); it names the peer and the problem.
+            log.warning("feed of %s: %s; retrying in %.1f s", peer, error, delay)
+        except grpc.aio.AioRpcError as error:  # the Ack call, outside pull's translation
+            log.warning("feed of %s: %s; retrying in %.1f s", peer, error.code().name, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        delay = min(delay * 2, _BACKOFF_MAX)
+
+
+async def follow_feeds(runtime: NodeRuntime, stop: asyncio.Event) -> None:
+    """The platform's background subscriptions: follow every roster member that has a "feed"
+    agreement with this node, each with its own reconnecting loop, until `stop` is set.
+
+    The agreement list is re-read from the bundle in force every few seconds, so a new
+    bundle adds (never silently drops a running) subscription without a restart.
+    """
+    running: dict[str, asyncio.Task[None]] = {}
+    try:
+        while not stop.is_set():
+            try:
+                bundle = runtime.bundle()
+                providers = [p for p in feed_providers(bundle, runtime.node_id) if bundle.member(p)]
+            except (NodeError, keys.KeysError) as error:
+                log.warning("feeds: no usable trust bundle (%s)", error)
+                providers = []
+            for peer in providers:
+                if peer not in running or running[peer].done():
+                    running[peer] = asyncio.create_task(_follow_one(runtime, peer, stop))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=5.0)
+    finally:
+        if running:
+            await asyncio.gather(*running.values(), return_exceptions=True)

@@ -1,0 +1,648 @@
+"""Authorised queries (DESIGN.md section 6): both ends of `credex.v1.Query/Query`.
+
+Server side (`QueryEngine.answer`), for a request whose signature, signer, timestamp and nonce
+`node.requests` has already accepted:
+
+1. open the sealed subject identifier and normalise it by subject kind (RIC or USCC); it is
+   used only to compute the blind index, the grant digest and the masked form, and is never
+   logged, stored or put into an error message;
+2. find the subject's records here (own records, linked subjects included) and their states;
+3. check the grant (a signed grant sent with the request is verified and registered first);
+4. `node.policy.decide`;
+5. append the access-log entry, allowed OR denied, and wait until it is durable
+   (`LogUnavailable` = UNAVAILABLE: nothing leaves when the log cannot be written);
+6. denied: `PolicyDenied` (PERMISSION_DENIED, the message starts with the reason code);
+   allowed: count the grant use, decrypt, minimise each record to the released fields
+   (`SignedRecord.minimise`, signatures stay verifiable), seal the batch for the requester.
+
+Client side (`send_query`): normalise the identifier, seal it to the provider, sign the request,
+call, then open the sealed answer and verify every record against the provider's keys in the
+trust bundle (producer = the peer asked). Only verified records come back (`AnsweredRecord`).
+
+Every request that reaches the service is logged, including ones refused before the policy
+(unauthenticated, malformed, bad identifier, invalid grant), so an officer sees attempts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+from opentelemetry import trace
+
+import catalog
+import keys
+from node import wire
+from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
+from node.accesslog import LogEntry, utc_iso
+from node.errors import (
+    AuthError,
+    InputError,
+    NodeError,
+    NotFound,
+    PeerUnavailable,
+    PolicyDenied,
+    StaleBundle,
+    TamperDetected,
+)
+from node.grants import GrantRefusedError, subject_digest, verify_grant
+from node.lifecycle import is_red_list
+from node.policy import (
+    SUBJECT_KINDS,
+    PolicyContext,
+    QueryRequest,
+    RecordState,
+    decide,
+)
+from node.requests import VerifiedRequest
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = [
+    "ANSWER_KIND",
+    "QUERY_METHOD",
+    "SUBJECT_SEAL_PURPOSE",
+    "AnsweredRecord",
+    "QueryAsk",
+    "QueryEngine",
+    "QueryResult",
+    "build_body",
+    "normalise_subject",
+    "open_answer",
+    "released_table",
+    "request_digest",
+    "send_query",
+    "trace_id",
+]
+
+QUERY_METHOD = "/credex.v1.Query/Query"
+SUBJECT_SEAL_PURPOSE = "query_subject"
+ANSWER_KIND = "query_answer"
+_CHINA = dt.timezone(dt.timedelta(hours=8))
+# Record states a query looks at: superseded versions and purged bodies are never candidates;
+# withdrawn and expired ones are passed to the policy so it can say why they are held back.
+_CANDIDATE_STATES = ("active", "withdrawn", "expired")
+
+
+def normalise_subject(value: str, kind: str, *, today: dt.date) -> str:
+    """Return the canonical identifier of a subject: a GB 11643 RIC for a natural person, a
+    GB 32100 USCC for an organisation or an individual business.
+
+    Refuses (InputError) an unknown kind, and (catalog.InvalidIdentifier, whose message never
+    echoes the value) an identifier that fails its check digit.
+    """
+    if kind not in SUBJECT_KINDS:
+        raise InputError(
+            f"subject kind {kind!r}: must be one of {', '.join(sorted(SUBJECT_KINDS))}"
+        )
+    if kind == "natural_person":
+        return catalog.normalize_ric(value, today=today)
+    return catalog.normalize_uscc(value)
+
+
+def trace_id() -> str | None:
+    """The current span's trace id (32 hex digits), or None outside a recorded trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def _china_today(now: dt.datetime) -> dt.date:
+    return now.astimezone(_CHINA).date()
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the server knows about a request once the policy has decided."""
+
+    entry: LogEntry
+    allowed: bool
+    reason: str
+    message: str
+    grant_id: str | None
+    grant_used: bool
+    released: Mapping[str, frozenset[str]]
+    records: tuple[tuple[str, bytes, str, bool], ...]  # (row id, encrypted body, item, objection)
+
+
+class _Refused(Exception):
+    """A request refused before the policy: log it as denied, then raise `error`."""
+
+    def __init__(self, reason: str, error: NodeError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+class QueryEngine:
+    """The provider's side of Query: decide, log durably, then release minimised sealed data.
+
+    Holds no state of its own beyond the runtime; safe for concurrent calls (the access log
+    group-commits, the grant ledger counts uses atomically).
+    """
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        """Serve queries from `runtime`'s store, bundle, keys, grants and access log."""
+        self._rt = runtime
+
+    async def refused(
+        self, *, requester: str, request_id: str, reason: str, trace: str | None
+    ) -> int:
+        """Log a request refused before its body could be trusted (bad signature, replay);
+        return the entry's index. Raises LogUnavailable when the log cannot be written."""
+        entry = LogEntry(
+            time=utc_iso(self._rt.clock()),
+            kind="query",
+            requester=requester,
+            officer="",
+            purpose="",
+            legal_basis="",
+            decision="deny",
+            reason=reason,
+            request_id=request_id,
+            trace_id=trace,
+        )
+        return await self._rt.log.append(entry)
+
+    async def answer(
+        self, verified: VerifiedRequest, *, trace: str | None = None
+    ) -> query_pb2.QueryAnswer:
+        """Answer one authenticated query (see the module docstring for the steps).
+
+        Raises PolicyDenied for a denial, InputError for a malformed body or identifier,
+        AuthError for an invalid grant signature, LogUnavailable when the log fails; every
+        one of these is logged as a denied access first (except a failing log, of course).
+        """
+        try:
+            prepared = await asyncio.to_thread(self._prepare, verified, trace)
+        except _Refused as refused:
+            await self._log_refusal(verified, refused.reason, trace)
+            raise refused.error from None
+        index = await self._rt.log.append(prepared.entry)
+        if not prepared.allowed:
+            raise PolicyDenied(prepared.reason, prepared.message)
+        if prepared.grant_used and prepared.grant_id is not None:
+            try:
+                await asyncio.to_thread(self._rt.grants.use, prepared.grant_id, self._rt.clock())
+            except GrantRefusedError as error:
+                # Another query took the last use between our decision and now.
+                denial = _with(prepared.entry, decision="deny", reason=error.reason)
+                await self._rt.log.append(denial)
+                raise
+        return await asyncio.to_thread(self._release, verified, prepared, index)
+
+    async def _log_refusal(self, verified: VerifiedRequest, reason: str, trace: str | None) -> None:
+        body = _try_body(verified)
+        entry = LogEntry(
+            time=utc_iso(self._rt.clock()),
+            kind="query",
+            requester=verified.node_id,
+            officer=body.officer if body else "",
+            purpose=body.purpose if body else "",
+            legal_basis=body.legal_basis if body else "",
+            decision="deny",
+            reason=reason,
+            request_id=(body.request_id if body and body.request_id else verified.nonce)[:64],
+            items_asked=tuple(sorted(set(body.items))) if body else (),
+            trace_id=trace,
+        )
+        await self._rt.log.append(entry)
+
+    def _prepare(self, verified: VerifiedRequest, trace: str | None) -> _Prepared:
+        rt = self._rt
+        now = rt.clock()
+        try:
+            body = verified.parse(query_pb2.QueryBody)
+        except InputError as error:
+            raise _Refused("malformed_request", error) from None
+        if not body.request_id or len(body.request_id) > 64:
+            raise _Refused("malformed_request", InputError("QueryBody.request_id: 1-64 characters"))
+        bundle = rt.bundle()
+        try:
+            _header, raw_subject = keys.open_sealed(
+                body.sealed_subject,
+                recipient_id=rt.node_id,
+                private_key=rt.node_keys.encryption_private,
+                expect={
+                    "purpose": SUBJECT_SEAL_PURPOSE,
+                    "request_id": body.request_id,
+                    "sender": verified.node_id,
+                },
+            )
+            subject = normalise_subject(
+                raw_subject.decode("utf-8"), body.subject_kind, today=_china_today(now)
+            )
+        except keys.VerificationError:
+            raise _Refused(
+                "malformed_request",
+                InputError("QueryBody.sealed_subject: not sealed to this node for this request"),
+            ) from None
+        except UnicodeDecodeError:
+            raise _Refused(
+                "invalid_subject", InputError("QueryBody.sealed_subject: not UTF-8 text")
+            ) from None
+        except catalog.InvalidIdentifier as error:
+            raise _Refused("invalid_subject", InputError(f"subject identifier: {error}")) from None
+        except InputError as error:
+            raise _Refused("invalid_subject", error) from None
+        token = rt.blind.token(subject)
+        digest = subject_digest(subject)
+        grant_id = self._grant_id(body, bundle, now)
+        state = rt.grants.get(grant_id) if grant_id else None
+        stored = [
+            r
+            for r in rt.store.records_by_subject(token, states=_CANDIDATE_STATES)
+            if r.producer == rt.node_id
+        ]
+        items = frozenset(body.items)
+        request = QueryRequest(
+            requester=verified.node_id,
+            requester_keyid=verified.keyid,
+            officer=body.officer,
+            subject_kind=body.subject_kind,
+            items=items,
+            purpose=body.purpose,
+            legal_basis=body.legal_basis,
+            grant_id=grant_id,
+            subject_digest=digest,
+        )
+        context = PolicyContext(
+            now=now,
+            node_id=rt.node_id,
+            bundle=bundle,
+            items={i: rt.catalogue.items[i] for i in items if i in rt.catalogue.items},
+            grant=state.grant if state else None,
+            grant_uses=state.uses if state else 0,
+            grant_revoked=state.revoked if state else False,
+            records=[
+                RecordState(
+                    record_id=r.row_id,
+                    item_id=r.item_id,
+                    withdrawn=r.state == "withdrawn",
+                    expired=r.state == "expired",
+                    objection=r.objection,
+                )
+                for r in stored
+            ],
+        )
+        decision = decide(request, context)
+        released = tuple(
+            (r.row_id, r.body, r.item_id, r.row_id in decision.flagged)
+            for r in stored
+            if r.row_id in decision.records and r.item_id in decision.released
+        )
+        entry = LogEntry(
+            time=utc_iso(now),
+            kind="query",
+            requester=verified.node_id,
+            officer=body.officer,
+            purpose=body.purpose,
+            legal_basis=body.legal_basis,
+            decision="allow" if decision.allowed else "deny",
+            reason=decision.reason,
+            request_id=body.request_id,
+            grant_id=grant_id,
+            subject_index=token,
+            subject_masked=catalog.mask_identifier(subject),
+            items_asked=tuple(sorted(items)),
+            items_released=tuple(sorted({item for _r, _b, item, _o in released})),
+            result_count=len(released),
+            trace_id=trace,
+        )
+        return _Prepared(
+            entry=entry,
+            allowed=decision.allowed,
+            reason=decision.reason,
+            message=decision.message,
+            grant_id=grant_id,
+            grant_used=decision.grant_used,
+            released=decision.released,
+            records=released,
+        )
+
+    def _grant_id(
+        self, body: query_pb2.QueryBody, bundle: keys.TrustBundle, now: dt.datetime
+    ) -> str | None:
+        """The grant the request names; a signed grant sent along is verified and registered."""
+        named = body.grant_id or None
+        if not body.grant:
+            return named
+        try:
+            grant = verify_grant(bytes(body.grant), bundle=bundle, now=now)
+        except AuthError as error:
+            raise _Refused("grant_invalid", error) from None
+        except InputError as error:
+            raise _Refused("grant_invalid", error) from None
+        if named is not None and named != grant.grant_id:
+            raise _Refused(
+                "grant_mismatch",
+                InputError("QueryBody: grant_id and the signed grant name different grants"),
+            )
+        try:
+            self._rt.grants.register(grant, bytes(body.grant))
+        except InputError as error:
+            raise _Refused("grant_invalid", error) from None
+        return grant.grant_id
+
+    def _release(
+        self, verified: VerifiedRequest, prepared: _Prepared, index: int
+    ) -> query_pb2.QueryAnswer:
+        rt = self._rt
+        payloads: list[bytes] = []
+        for row_id, blob, item_id, objection in prepared.records:
+            try:
+                signed = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row_id, blob))
+            except keys.KeysError:
+                raise TamperDetected(
+                    f"stored record {row_id} does not decrypt or parse; run `credex doctor`"
+                ) from None
+            minimal = signed.minimise(prepared.released[item_id])
+            red = is_red_list(rt.catalogue.item(item_id).category)
+            payloads.append(
+                wire.record_to_pb(minimal, objection=objection, red_list=red).SerializeToString()
+            )
+        member = rt.bundle().member(verified.node_id)
+        if member is None:  # the policy refused non-members; a bundle swap in between
+            raise StaleBundle(f"node {verified.node_id} left the roster during the query")
+        entry = prepared.entry
+        sealed = keys.seal_batch(
+            payloads,
+            header={
+                "kind": ANSWER_KIND,
+                "sender": rt.node_id,
+                "purpose": entry.purpose,
+                "request_id": entry.request_id,
+            },
+            recipient_id=verified.node_id,
+            recipient_public=member.encryption_key,
+        )
+        return query_pb2.QueryAnswer(
+            sealed=sealed,
+            decision="allow",
+            reason=prepared.reason,
+            result_count=len(payloads),
+            request_id=entry.request_id,
+            log_index=index,
+            released_fields=sorted(
+                f"{item}.{f}" for item, fields in prepared.released.items() for f in fields
+            ),
+        )
+
+
+def _with(entry: LogEntry, **changes: Any) -> LogEntry:
+    values = entry.to_dict()
+    values.update(changes, time=entry.time)
+    return LogEntry.from_dict(values)
+
+
+def _try_body(verified: VerifiedRequest) -> query_pb2.QueryBody | None:
+    try:
+        return verified.parse(query_pb2.QueryBody)
+    except InputError:
+        return None
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryAsk:
+    """What an officer asks a peer: the subject (as typed), items, purpose and authority."""
+
+    peer: str
+    subject: str
+    subject_kind: str
+    items: tuple[str, ...]
+    purpose: str
+    legal_basis: str
+    officer: str
+    grant_id: str | None = None
+    grant: bytes | None = None  # a signed grant file to send along (registered by the peer)
+    request_id: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class AnsweredRecord:
+    """One record of an answer, verified against the provider's signing key."""
+
+    item_id: str
+    record_key: str
+    version: int
+    producer: str
+    fields: Mapping[str, str]
+    hidden: frozenset[str]
+    objection: bool
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A verified answer: the provider's log index for the access and the records."""
+
+    peer: str
+    request_id: str
+    reason: str
+    log_index: int
+    released_fields: tuple[str, ...]
+    records: tuple[AnsweredRecord, ...]
+
+
+def build_body(
+    ask: QueryAsk, *, requester: str, provider_key: bytes, now: dt.datetime
+) -> query_pb2.QueryBody:
+    """Return the request body for `ask`, with the normalised identifier sealed to the provider.
+
+    Refuses (InputError / catalog.InvalidIdentifier) a bad kind or identifier before anything
+    is sent, and an empty item list.
+    """
+    if not ask.items:
+        raise InputError("--items: name at least one catalogue item")
+    subject = normalise_subject(ask.subject, ask.subject_kind, today=_china_today(now))
+    sealed = keys.seal(
+        subject.encode("utf-8"),
+        header={
+            "purpose": SUBJECT_SEAL_PURPOSE,
+            "request_id": ask.request_id,
+            "sender": requester,
+        },
+        recipients={ask.peer: provider_key},
+    )
+    return query_pb2.QueryBody(
+        request_id=ask.request_id,
+        officer=ask.officer,
+        purpose=ask.purpose,
+        legal_basis=ask.legal_basis,
+        items=list(ask.items),
+        subject_kind=ask.subject_kind,
+        sealed_subject=sealed,
+        grant=ask.grant or b"",
+        grant_id=ask.grant_id or "",
+    )
+
+
+def open_answer(
+    answer: query_pb2.QueryAnswer,
+    *,
+    ask: QueryAsk,
+    recipient_id: str,
+    private_key: bytes,
+    trusted: Mapping[str, bytes],
+) -> QueryResult:
+    """Open a sealed answer and verify every record in it.
+
+    Promises: the batch was sealed by `ask.peer` for this request and purpose; every record's
+    signature verifies with `trusted` (the peer's keys), its producer is the peer, its routing
+    copies agree with the signed payload and it carries no field the answer did not release.
+    Raises keys.VerificationError (exit 3) otherwise.
+    """
+    _header, payloads = keys.open_batch(
+        answer.sealed,
+        recipient_id=recipient_id,
+        private_key=private_key,
+        expect={
+            "kind": ANSWER_KIND,
+            "sender": ask.peer,
+            "purpose": ask.purpose,
+            "request_id": ask.request_id,
+        },
+    )
+    if len(payloads) != answer.result_count:
+        raise keys.VerificationError("the answer's record count does not match its header")
+    released = frozenset(answer.released_fields)
+    records: list[AnsweredRecord] = []
+    for payload in payloads:
+        try:
+            message = wire.parse(common_pb2.Record, payload, what="answered record")
+            signed = wire.record_from_pb(message)
+            verified = keys.verify_record(signed, trusted=trusted)
+            wire.check_record_routing(message, verified.header)
+        except InputError as error:
+            raise keys.VerificationError(f"an answered record is malformed: {error}") from None
+        header = verified.header
+        if header.get("producer") != ask.peer:
+            raise keys.VerificationError("an answered record was produced by another node")
+        item = str(header.get("item", ""))
+        if any(f"{item}.{f}" not in released for f in verified.fields):
+            raise keys.VerificationError("an answered record carries a field not released")
+        records.append(
+            AnsweredRecord(
+                item_id=item,
+                record_key=str(header.get("record_key", "")),
+                version=int(header.get("version", 0)),
+                producer=ask.peer,
+                fields=dict(verified.fields),
+                hidden=verified.hidden,
+                objection=message.flags.objection,
+            )
+        )
+    return QueryResult(
+        peer=ask.peer,
+        request_id=answer.request_id,
+        reason=answer.reason,
+        log_index=answer.log_index,
+        released_fields=tuple(answer.released_fields),
+        records=tuple(records),
+    )
+
+
+_CODE_ERRORS: Mapping[grpc.StatusCode, Callable[[str], NodeError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: AuthError,
+    grpc.StatusCode.INVALID_ARGUMENT: InputError,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: StaleBundle,
+    grpc.StatusCode.DATA_LOSS: TamperDetected,
+}
+
+
+async def _call_error(rt: NodeRuntime, peer: str, error: grpc.aio.AioRpcError) -> NodeError:
+    """Turn a failed call into the credex error a person can act on."""
+    code = error.code()
+    details = error.details() or ""
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        reason, _sep, message = details.partition(": ")
+        return PolicyDenied(reason or "denied", message or details)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        from node.transport import (  # noqa: PLC0415 - only on the failure path
+            ChannelIdentity,
+            UnavailableCause,
+            diagnose_unavailable,
+        )
+
+        diagnosis = await diagnose_unavailable(
+            rt.peer_endpoint(peer),
+            peer=rt.tls_roster().peer(peer),
+            identity=ChannelIdentity(
+                key_pem=rt.node_keys.tls_key_pem, cert_pem=rt.node_keys.tls_cert_pem
+            ),
+        )
+        if diagnosis.cause == UnavailableCause.TLS_OK:
+            return PeerUnavailable(f"peer {peer}: {details}")
+        return PeerUnavailable(f"peer {peer}: {diagnosis.message}")
+    make = _CODE_ERRORS.get(code)
+    if make is not None:
+        return make(f"peer {peer}: {details}")
+    return NodeError(f"peer {peer}: {code.name if code else 'error'}: {details}")
+
+
+async def send_query(
+    rt: NodeRuntime,
+    ask: QueryAsk,
+    *,
+    timeout: float = 30.0,
+    channel: grpc.aio.Channel | None = None,
+) -> QueryResult:
+    """Ask `ask.peer` over mutual TLS and return the verified answer.
+
+    Raises PolicyDenied (exit 1) with the peer's reason code on a denial, AuthError when the
+    peer refused our signature, PeerUnavailable when it cannot be reached (with a diagnosis),
+    keys.VerificationError (exit 3) when the answer does not verify.
+    """
+    bundle = rt.bundle()
+    member = bundle.member(ask.peer)
+    if member is None:
+        raise NotFound(f"peer {ask.peer!r} is not in the trust bundle's roster")
+    now = rt.clock()
+    body = build_body(ask, requester=rt.node_id, provider_key=member.encryption_key, now=now)
+    signed = rt.sign_request(QUERY_METHOD, body.SerializeToString())
+    own = channel is None
+    chan = rt.channel(ask.peer) if channel is None else channel
+    try:
+        stub = query_pb2_grpc.QueryStub(chan)
+        try:
+            answer = await stub.Query(signed, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise await _call_error(rt, ask.peer, error) from None
+    finally:
+        if own:
+            await chan.close()
+    return open_answer(
+        answer,
+        ask=ask,
+        recipient_id=rt.node_id,
+        private_key=rt.node_keys.encryption_private,
+        trusted=bundle.node_signing_keys(ask.peer, rt.clock()),
+    )
+
+
+def request_digest(envelope: bytes) -> str:
+    """A stable id for a request whose body cannot be trusted (hex, 32 digits)."""
+    return hashlib.sha256(envelope).hexdigest()[:32]
+
+
+def released_table(result: QueryResult) -> Sequence[tuple[str, str, str]]:
+    """Rows (item, record, fields) for printing an answer; fields as `id=value` pairs."""
+    rows = []
+    for rec in result.records:
+        fields = "; ".join(f"{k}={v}" for k, v in sorted(rec.fields.items()))
+        flag = " [objection pending]" if rec.objection else ""
+        rows.append((rec.item_id, f"{rec.record_key[:12]} v{rec.version}{flag}", fields))
+    return rows

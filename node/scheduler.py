@@ -1,0 +1,175 @@
+"""The lifecycle scan: expiry, the Shandong cap, purge after retention, revocation reports.
+
+`scan(runtime)` is one pass, judged on the day of `runtime.clock()` in China Standard Time:
+1. active records past their maximum disclosure period -> `expired` (`expire` events);
+2. active dishonesty records past the Shandong 5-year cap (whatever their stored period)
+   -> `expired` too;
+3. expired, withdrawn or superseded versions whose disclosure ended more than the retention
+   before today (and whose record has no active version) -> `purged`: the body is erased and the
+   purge is logged in the access log (kind `purge`);
+4. open revocation tasks whose withdraw event the platform has acknowledged -> closed
+   (Shandong Art. 40: reported to the platform).
+
+A pass is idempotent (each step only picks what is still due), so `credex serve` runs one at
+start (a node that was down catches up) and then every `[lifecycle] scan_interval_s`; the CLI
+`credex lifecycle scan` runs one by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from node import lifecycle as rules
+from node.accesslog import LogEntry, utc_iso
+from node.lifecycle_ops import overdue_tasks
+from node.push import push_pending
+from node.runtime import NodeRuntime
+from node.store import lifecycle as ls
+
+__all__ = ["ScanReport", "run_scans", "scan"]
+
+_log = logging.getLogger("node.scheduler")
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What one pass did (counts only)."""
+
+    today: dt.date
+    expired: int
+    capped: int
+    purged: int
+    revocations_reported: int
+    overdue: int
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready counts."""
+        return {
+            "today": self.today.isoformat(),
+            "expired": self.expired,
+            "capped": self.capped,
+            "purged": self.purged,
+            "revocations_reported": self.revocations_reported,
+            "overdue": self.overdue,
+        }
+
+
+def _platforms(runtime: NodeRuntime) -> set[str]:
+    try:
+        bundle = runtime.bundle()
+    except Exception:
+        return set()
+    return {e.node_id for e in bundle.roster if "platform" in e.roles}
+
+
+def scan(
+    runtime: NodeRuntime, *, retention_months: int = rules.DEFAULT_RETENTION_MONTHS
+) -> ScanReport:
+    """Run one lifecycle pass (see the module docstring) and return its counts."""
+    store = runtime.store
+    now = runtime.clock()
+    today = rules.china_day(now)
+    expired = capped = purged = 0
+    while batch := store.records_due_for_expiry(today, limit=_BATCH):
+        for record in batch:
+            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
+            expired += 1
+    # decided_on + 60 months < today  <=>  decided_on < the cutoff computed for 60 months
+    cap_cutoff = rules.purge_cutoff(today, rules.SHANDONG_CAP_MONTHS)
+    while batch := ls.records_past_cap(store, cap_cutoff, limit=_BATCH):
+        for record in batch:
+            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
+            capped += 1
+    purge_before = rules.purge_cutoff(today, retention_months)
+    while batch := ls.records_due_for_purge(store, purge_before, limit=_BATCH):
+        for record in batch:
+            # the log entry first: a purge is an access to the record that must be accounted
+            runtime.log.append_sync(
+                LogEntry(
+                    time=utc_iso(now),
+                    kind="purge",
+                    requester=runtime.node_id,
+                    officer="scheduler",
+                    purpose="retention_ended",
+                    legal_basis="山东省社会信用条例第38条; 个人信息保护法第19条",
+                    decision="allow",
+                    reason="",
+                    request_id=f"purge-{record.row_id}",
+                    subject_index=record.subject_index,
+                    items_asked=(record.item_id,),
+                    result_count=1,
+                )
+            )
+            store.set_record_state(record.row_id, "purged", event_kind=None, now=now)
+            purged += 1
+    reported = _close_reported_revocations(runtime, now)
+    overdue = len(_overdue(runtime, today))
+    return ScanReport(today, expired, capped, purged, reported, overdue)
+
+
+def _overdue(runtime: NodeRuntime, today: dt.date) -> list[rules.TaskView]:
+    return overdue_tasks(runtime.store, today)
+
+
+def _close_reported_revocations(runtime: NodeRuntime, now: dt.datetime) -> int:
+    platforms = _platforms(runtime)
+    if not platforms:
+        return 0
+    closed = 0
+    for task in ls.list_tasks(runtime.store, open_only=True):
+        if task.kind != "revocation":
+            continue
+        record = ls.current_record(runtime.store, runtime.node_id, task.record_key)
+        events, cursors = ls.withdraw_events(runtime.store, record.row_id)
+        statuses = [s for s in rules.propagation(events, cursors) if s.subscriber in platforms]
+        if statuses and all(s.acknowledged for s in statuses):
+            acked_at = max((s.acked_at for s in statuses if s.acked_at), default=now)
+            late = rules.china_day(acked_at) > task.due_on
+            outcome = "reported to the platform" + (" (late)" if late else "")
+            if ls.close_task(runtime.store, task.task_id, outcome=outcome, now=now):
+                closed += 1
+    return closed
+
+
+async def run_scans(
+    runtime: NodeRuntime,
+    stop: asyncio.Event,
+    *,
+    retention_months: int | None = None,
+) -> None:
+    """Run `scan` now and then every `[lifecycle] scan_interval_s` until `stop` is set.
+
+    A failing pass is logged (error type only: messages may quote data) and retried at the
+    next interval; it never stops the node.
+    """
+    interval = runtime.config.lifecycle.scan_interval_s
+    if retention_months is None:
+        retention_months = runtime.config.lifecycle.retention_months
+    while not stop.is_set():
+        try:
+            report = await asyncio.to_thread(scan, runtime, retention_months=retention_months)
+            for warning in _approximate_warnings(runtime, report.today):
+                _log.warning("%s", warning)
+            failed = [o for o in await push_pending(runtime) if not o.receipt]
+            if failed:
+                _log.warning("%d joint-punishment pushes await a receipt", len(failed))
+        except Exception as error:
+            _log.error("lifecycle scan failed: %s", type(error).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def _approximate_warnings(runtime: NodeRuntime, today: dt.date) -> list[str]:
+    """Warnings for open deadlines counted without an official holiday schedule."""
+    tasks = ls.list_tasks(runtime.store, open_only=True)
+    years = sorted({t.due_on.year for t in tasks if t.approximate_due and t.due_on >= today})
+    return [
+        f"open lifecycle deadlines in {y} are approximate (no holiday schedule); "
+        "set [lifecycle] holiday_file"
+        for y in years
+    ]

@@ -1,0 +1,389 @@
+"""credex.v1.Exchange, the provider's side: feeds (Subscribe, Ack) and joint-punishment pushes.
+
+Subscribe streams a subscriber's feed from its cursor, in order and without gaps, as batches
+sealed for the subscriber's roster encryption key (header: purpose "feed", sender, recipient,
+first/last seq). Invariants:
+- who gets what follows the bundle's "feed" agreements (provider = this node), re-read for
+  every batch: items outside them are refused (PERMISSION_DENIED) and, if an agreement narrows
+  later, events of records outside it travel without the record (reason "not_agreed");
+- a record withdrawn, expired or purged since its upsert was queued travels without its body
+  (reason = its state): repair stops sharing, also for events already queued;
+- every batch is preceded by a durable access-log entry (kind "feed_delivery": subscriber,
+  items, event count; never a subject); when the log cannot be written the stream fails
+  UNAVAILABLE and nothing is sent (fail closed);
+- follow mode polls for new events until the client leaves or the node stops; a graceful stop
+  ends open streams cleanly (no error at the subscriber).
+
+Ack moves the subscriber's durable cursor on a receipt signed by the subscriber (monotonic;
+a replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
+node from a department named by a "push" agreement, verifies the producer's signature against
+the bundle, stores it as a received record, logs the access and answers with a signed receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc.aio
+
+import keys
+from node import feeds, wire
+from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from node.accesslog import LogEntry, utc_iso
+from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
+from node.lifecycle import is_red_list
+from node.requests import node_signing_keys
+from node.server import Service
+from node.store import FeedEvent, StoredRecord
+from node.store.received import records_by_row_ids
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["ExchangeServicer", "background", "make_services"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 500
+MAX_BATCH = 5000
+_WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
+_STOPPING_KEY = "exchange.stopping"
+
+
+@dataclass(frozen=True)
+class _Built:
+    sealed: bytes
+    first_seq: int
+    last_seq: int
+    count: int
+    items: tuple[str, ...]
+    caught_up: bool
+
+
+def _agreed_items(bundle: keys.TrustBundle, provider: str, consumer: str, kind: str) -> set[str]:
+    return {
+        item
+        for a in bundle.agreements
+        if a.kind == kind and a.provider == provider and a.consumer == consumer
+        for item in a.items
+    }
+
+
+class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
+    """Subscribe, Ack and Push for one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        *,
+        poll_interval: float = 0.2,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        """Serve from `runtime`; `stopping` ends follow-mode streams cleanly when set."""
+        self._runtime = runtime
+        self._auth = runtime.authenticator()
+        self._poll = poll_interval
+        self.stopping = stopping if stopping is not None else asyncio.Event()
+
+    # -- Subscribe -----------------------------------------------------------------------------
+
+    async def Subscribe(  # noqa: N802 (the generated servicer's name)
+        self,
+        request: exchange_pb2.SubscribeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[exchange_pb2.SealedBatch]:
+        """Stream the caller's feed from its cursor in sealed batches (module docstring)."""
+        runtime = self._runtime
+        verified = self._auth.authenticate(request.signed, context, method=feeds.SUBSCRIBE_METHOD)
+        subscriber = verified.node_id
+        body = verified.parse(exchange_pb2.SubscribeBody)
+        allowed = self._allowed(subscriber)
+        wanted = set(body.items) or allowed
+        refused = sorted(wanted - allowed)
+        if refused:
+            raise PolicyDenied(
+                "item_not_agreed",
+                f"no feed agreement gives {subscriber} the item(s) {', '.join(refused)}",
+            )
+        sub = await asyncio.to_thread(
+            runtime.store.ensure_subscription, subscriber, wanted, now=runtime.clock()
+        )
+        if body.cursor > sub.last_seq:
+            raise InputError(
+                f"Subscribe: cursor {body.cursor} is beyond the last event {sub.last_seq} "
+                f"of {subscriber}'s feed"
+            )
+        limit = min(body.max_batch or DEFAULT_BATCH, MAX_BATCH)
+        cursor = int(body.cursor)
+        asked = tuple(sorted(wanted))
+        while True:
+            allowed = self._allowed(subscriber)  # a new bundle applies to the next batch
+            built = await asyncio.to_thread(self._build, subscriber, cursor, limit, allowed)
+            if built is None:
+                if not body.follow or self.stopping.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=self._poll)
+                continue
+            # Durable log entry BEFORE the batch leaves; LogUnavailable -> UNAVAILABLE.
+            await runtime.log.append(
+                LogEntry(
+                    time=utc_iso(runtime.clock()),
+                    kind="feed_delivery",
+                    requester=subscriber,
+                    officer="",
+                    purpose=feeds.FEED_PURPOSE,
+                    legal_basis="feed_agreement",
+                    decision="allow",
+                    reason="",
+                    request_id=verified.nonce,
+                    items_asked=asked,
+                    items_released=built.items,
+                    result_count=built.count,
+                )
+            )
+            yield exchange_pb2.SealedBatch(
+                sealed=built.sealed,
+                first_seq=built.first_seq,
+                last_seq=built.last_seq,
+                count=built.count,
+                provider=runtime.node_id,
+                caught_up=built.caught_up,
+            )
+            cursor = built.last_seq
+            if self.stopping.is_set():
+                return
+
+    def _allowed(self, subscriber: str) -> set[str]:
+        bundle = self._runtime.bundle()
+        allowed = _agreed_items(bundle, self._runtime.node_id, subscriber, "feed")
+        if not allowed:
+            raise PolicyDenied(
+                "no_agreement",
+                f"no feed agreement in trust bundle v{bundle.version} names "
+                f"{self._runtime.node_id} as provider for {subscriber}",
+            )
+        return allowed
+
+    def _build(self, subscriber: str, cursor: int, limit: int, allowed: set[str]) -> _Built | None:
+        """Read, decrypt and seal the next batch (runs in a worker thread); None when idle."""
+        runtime = self._runtime
+        events = runtime.store.events_after(subscriber, cursor, limit=limit)
+        if not events:
+            return None
+        member = runtime.bundle().member(subscriber)
+        if member is None:
+            raise AuthError(f"node {subscriber} is no longer in the roster")
+        payloads = []
+        items: set[str] = set()
+        stored = records_by_row_ids(runtime.store, [e.record_row_id for e in events])
+        for event in events:
+            message = self._event_pb(event, stored[event.record_row_id], allowed)
+            if message.HasField("record"):
+                items.add(message.item_id)
+            payloads.append(message.SerializeToString())
+        first, last = events[0].seq, events[-1].seq
+        sealed = keys.seal_batch(
+            payloads,
+            header=feeds.feed_header(runtime.node_id, subscriber, first, last),
+            recipient_id=subscriber,
+            recipient_public=member.encryption_key,
+        )
+        return _Built(sealed, first, last, len(events), tuple(sorted(items)), len(events) < limit)
+
+    def _event_pb(
+        self, event: FeedEvent, stored: StoredRecord, allowed: set[str]
+    ) -> common_pb2.FeedEvent:
+        runtime = self._runtime
+        message = common_pb2.FeedEvent(
+            seq=event.seq,
+            kind=wire.event_kind_to_pb(event.kind),
+            record_key=event.record_key,
+            version=event.version,
+            item_id=stored.item_id,
+            at=wire.timestamp_to_pb(event.created_at),
+        )
+        if event.kind not in ("upsert", "correct"):
+            return message
+        if stored.item_id not in allowed:
+            message.reason = "not_agreed"
+        elif stored.state in _WITHHELD_STATES:
+            message.reason = stored.state
+        else:
+            body = runtime.cipher.decrypt(stored.row_id, stored.body)
+            signed = keys.SignedRecord.from_bytes(body)
+            red = is_red_list(runtime.catalogue.item(stored.item_id).category)
+            message.record.CopyFrom(
+                wire.record_to_pb(signed, objection=stored.objection, red_list=red)
+            )
+        return message
+
+    # -- Ack -----------------------------------------------------------------------------------
+
+    async def Ack(  # noqa: N802 (the generated servicer's name)
+        self,
+        request: common_pb2.SignedReceipt,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> exchange_pb2.AckResponse:
+        """Move the caller's durable feed cursor on its signed receipt (monotonic)."""
+        runtime = self._runtime
+        caller = runtime.server_tls().identify(context)
+        now = runtime.clock()
+        fields = feeds.verify_receipt(
+            request, trusted=node_signing_keys(runtime.bundle(), caller, now)
+        )
+        if fields.issuer != caller:
+            raise AuthError(f"Ack: the receipt is issued by {fields.issuer}, not by {caller}")
+        if fields.subject != feeds.feed_subject(runtime.node_id):
+            raise InputError(f"Ack: the receipt acknowledges {fields.subject!r}, not this feed")
+        if len(fields.digest) != hashlib.sha256().digest_size:
+            raise InputError("Ack: the receipt digest must be a SHA-256 digest")
+        cursor = await asyncio.to_thread(runtime.store.ack, caller, fields.cursor, now=now)
+        return exchange_pb2.AckResponse(cursor=cursor)
+
+    # -- Push ----------------------------------------------------------------------------------
+
+    async def Push(  # noqa: N802 (the generated servicer's name)
+        self,
+        request: exchange_pb2.PushRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> common_pb2.SignedReceipt:
+        """Receive a joint-punishment notice, store its verified record, answer a receipt."""
+        runtime = self._runtime
+        verified = self._auth.authenticate(request.signed, context, method=feeds.PUSH_METHOD)
+        sender = verified.node_id
+        notice = verified.parse(exchange_pb2.PushNotice)
+        if not notice.notice_id:
+            raise InputError("Push: the notice id is missing")
+        bundle = runtime.bundle()
+        agreed = _agreed_items(bundle, sender, runtime.node_id, "push")
+        if not agreed:
+            raise PolicyDenied(
+                "no_agreement", f"no push agreement lets {sender} push to {runtime.node_id}"
+            )
+        _, plaintext = keys.open_sealed(
+            notice.sealed,
+            recipient_id=runtime.node_id,
+            private_key=runtime.node_keys.encryption_private,
+            expect={"purpose": feeds.PUSH_PURPOSE, "sender": sender, "notice_id": notice.notice_id},
+        )
+        message = wire.parse(common_pb2.Record, plaintext, what="pushed record")
+        signed = wire.record_from_pb(message)
+        now = runtime.clock()
+        record = keys.verify_record(signed, trusted=bundle.trusted_signing_keys(now))
+        wire.check_record_routing(message, record.header)
+        owner = bundle.owner_of(record.signer_keyid, now)
+        if owner is None or owner.node_id != record.header.get("producer"):
+            raise AuthError("Push: the record is not signed by its producer's key")
+        if message.item_id not in agreed:
+            raise PolicyDenied(
+                "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
+            )
+        await runtime.log.append(
+            LogEntry(
+                time=utc_iso(now),
+                kind="push",
+                requester=sender,
+                officer="",
+                purpose="joint_punishment",
+                legal_basis="push_agreement",
+                decision="allow",
+                reason="",
+                request_id=verified.nonce,
+                items_asked=(message.item_id,),
+                items_released=(message.item_id,),
+                result_count=1,
+            )
+        )
+        await asyncio.to_thread(self._store_pushed, signed, record, now)
+        receipt = wire.ReceiptFields(
+            issuer=runtime.node_id,
+            subject=notice.notice_id,
+            cursor=0,
+            issued_at=now,
+            digest=hashlib.sha256(notice.sealed).digest(),
+        )
+        return feeds.sign_receipt(receipt, runtime.node_keys.signing)
+
+    def _store_pushed(
+        self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime
+    ) -> None:
+        store = self._runtime.store
+        producer = str(record.header["producer"])
+        version = int(record.header["version"])
+        newest = store.current_version(producer, str(record.header["record_key"]))
+        if newest is not None and newest[0] >= version:
+            return  # the same notice again (a retried push): already stored
+        new = feeds.received_record(self._runtime, signed, record, now=now)
+        store.store_batch([new], now=now)
+
+
+def make_services(runtime: NodeRuntime) -> list[Service]:
+    """The Exchange service of a running node (its stop signal shared with `background`)."""
+    stopping = runtime._extras.setdefault(_STOPPING_KEY, asyncio.Event())
+    return [
+        Service(
+            name="credex.v1.Exchange",
+            servicer=ExchangeServicer(runtime, stopping=stopping),
+            add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
+        )
+    ]
+
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def background(runtime: NodeRuntime) -> list[BackgroundTask]:
+    """Tasks beside the server: end feed streams on stop, reload a newly installed bundle,
+    and (platform role) follow every department feed agreed with this node."""
+    stopping = runtime._extras.setdefault(_STOPPING_KEY, asyncio.Event())
+
+    async def relay_stop(stop: asyncio.Event) -> None:
+        await stop.wait()
+        stopping.set()
+
+    async def watch_bundle(stop: asyncio.Event) -> None:
+        await _watch_bundle(runtime, stop)
+
+    async def follow(stop: asyncio.Event) -> None:
+        await feeds.follow_feeds(runtime, stop)
+
+    tasks: list[BackgroundTask] = [relay_stop, watch_bundle]
+    if runtime.config.node.role == "platform":
+        tasks.append(follow)
+    return tasks
+
+
+def _bundle_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_mtime_ns, info.st_size)
+
+
+async def _watch_bundle(runtime: NodeRuntime, stop: asyncio.Event, interval: float = 0.5) -> None:
+    """Reload trust/bundle.json when it is replaced (`credex bundle install` while serving), so
+    a new roster, revocation or agreement applies without a restart."""
+    path = runtime.trust_dir / "bundle.json"
+    seen = _bundle_stamp(path)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        stamp = _bundle_stamp(path)
+        if stamp is None or stamp == seen:
+            continue
+        seen = stamp
+        try:
+            bundle = runtime.reload_bundle()
+            log.info("trust bundle v%d loaded", bundle.version)
+        except (NodeError, keys.KeysError, StaleBundle) as error:
+            log.warning("trust bundle not reloaded: %s", error)

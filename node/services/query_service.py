@@ -1,0 +1,67 @@
+"""credex.v1.Query: authorised queries from peer departments.
+
+The servicer is thin: authenticate the signed request (a refusal is logged as a denied access
+before UNAUTHENTICATED goes back), then hand the verified request to `node.query.QueryEngine`,
+which decides, logs durably and releases. Grants revoked by the trust bundle are applied to the
+ledger when the service starts; the policy also checks the bundle's list on every query.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc.aio
+
+from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
+from node.errors import AuthError
+from node.grants import apply_bundle_revocations
+from node.query import QUERY_METHOD, QueryEngine, request_digest, trace_id
+from node.server import Service
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["QueryServicer", "make_services"]
+
+
+class QueryServicer(query_pb2_grpc.QueryServicer):
+    """Serves Query: authenticate, then `QueryEngine.answer`."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        """Answer from `runtime` (its authenticator checks every request first)."""
+        self._runtime = runtime
+        self._auth = runtime.authenticator()
+        self._engine = QueryEngine(runtime)
+
+    async def Query(  # noqa: N802 (the generated servicer's name)
+        self,
+        request: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> query_pb2.QueryAnswer:
+        """Answer one signed query; refusals are logged before the error status is returned."""
+        trace = trace_id()
+        try:
+            verified = self._auth.authenticate(request, context, method=QUERY_METHOD)
+        except AuthError:
+            # The interceptor already mapped the TLS certificate to a roster node.
+            requester = self._runtime.server_tls().identify(context)
+            await self._engine.refused(
+                requester=requester,
+                request_id=request_digest(request.envelope),
+                reason="unauthenticated",
+                trace=trace,
+            )
+            raise
+        return await self._engine.answer(verified, trace=trace)
+
+
+def make_services(runtime: NodeRuntime) -> list[Service]:
+    """The Query service of a running node."""
+    apply_bundle_revocations(runtime.grants, runtime.bundle().revoked_grants, runtime.clock())
+    return [
+        Service(
+            name="credex.v1.Query",
+            servicer=QueryServicer(runtime),
+            add=query_pb2_grpc.add_QueryServicer_to_server,
+        )
+    ]

@@ -1,0 +1,545 @@
+"""Store operations of the record lifecycle: objections, tasks, withdrawals, purges, pushes.
+
+Each function is one transaction on a `Store`, like the Store methods it complements (it lives
+beside store.py so that only node/store imports SQLAlchemy). Record state changes and the feed
+events they cause commit together with the task or objection row that explains them, so a crash
+never leaves a withdrawn record without its reason or an objection flag without its clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from node.errors import InputError, NotFound
+from node.store.models import StoredRecord
+from node.store.store import (
+    EVENTS,
+    RECORDS,
+    SUBS,
+    Store,
+    _append_events,
+    _stored,
+    _table,
+    from_db_time,
+    to_db_time,
+)
+from node.store.tables import LifecycleTaskRow, ObjectionRow, PushRow
+
+__all__ = [
+    "ObjectionInfo",
+    "PushInfo",
+    "TaskInfo",
+    "close_objection",
+    "close_task",
+    "current_record",
+    "get_objection",
+    "list_objections",
+    "list_pushes",
+    "list_tasks",
+    "local_active_records",
+    "open_objection",
+    "open_task",
+    "push_receipt",
+    "record_push",
+    "records_due_for_purge",
+    "records_past_cap",
+    "withdraw_events",
+    "withdraw_record",
+]
+
+OBJECTIONS = _table(ObjectionRow)
+TASKS = _table(LifecycleTaskRow)
+PUSHES = _table(PushRow)
+
+
+@dataclass(frozen=True)
+class ObjectionInfo:
+    """An objection and its review clock."""
+
+    objection_id: str
+    record_row_id: str
+    record_key: str
+    reason: str
+    opened_at: dt.datetime
+    due_on: dt.date
+    closed_at: dt.datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A lifecycle task (objection review, revocation report, repair, correction)."""
+
+    task_id: str
+    kind: str
+    record_key: str
+    opened_at: dt.datetime
+    due_on: dt.date
+    approximate_due: bool
+    closed_at: dt.datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class PushInfo:
+    """A joint-punishment push and its receipt, when one came back."""
+
+    push_id: str
+    to_node: str
+    record_key: str
+    sent_at: dt.datetime
+    receipt: bytes | None
+    receipt_at: dt.datetime | None
+
+
+def _opt(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else from_db_time(value)
+
+
+def _objection(row: Row[Any]) -> ObjectionInfo:
+    return ObjectionInfo(
+        objection_id=row.objection_id,
+        record_row_id=row.record_row_id,
+        record_key=row.record_key,
+        reason=row.reason,
+        opened_at=from_db_time(row.opened_at),
+        due_on=row.due_on,
+        closed_at=_opt(row.closed_at),
+        outcome=row.outcome,
+    )
+
+
+def _task(row: Row[Any]) -> TaskInfo:
+    return TaskInfo(
+        task_id=row.task_id,
+        kind=row.kind,
+        record_key=row.record_key,
+        opened_at=from_db_time(row.opened_at),
+        due_on=row.due_on,
+        approximate_due=bool(row.approximate_due),
+        closed_at=_opt(row.closed_at),
+        outcome=row.outcome,
+    )
+
+
+def _insert_task(
+    conn: Connection,
+    *,
+    task_id: str,
+    kind: str,
+    record_key: str,
+    opened_at: dt.datetime,
+    due_on: dt.date,
+    approximate: bool,
+    closed_at: dt.datetime | None = None,
+    outcome: str | None = None,
+) -> None:
+    if conn.execute(select(TASKS.c.task_id).where(TASKS.c.task_id == task_id)).first():
+        raise InputError(f"lifecycle: task {task_id!r} already exists")
+    conn.execute(
+        insert(TASKS).values(
+            task_id=task_id,
+            kind=kind,
+            record_key=record_key,
+            opened_at=to_db_time(opened_at),
+            due_on=due_on,
+            approximate_due=approximate,
+            closed_at=None if closed_at is None else to_db_time(closed_at),
+            outcome=outcome,
+        )
+    )
+
+
+def current_record(store: Store, producer: str, record_key: str) -> StoredRecord:
+    """The newest version of a record of `producer` (any state); NotFound if never stored."""
+    with store.read("find a record by key") as conn:
+        row = conn.execute(
+            select(RECORDS)
+            .where(RECORDS.c.producer == producer, RECORDS.c.record_key == record_key)
+            .order_by(RECORDS.c.version.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        raise NotFound(f"no record with key {record_key[:12]}... from {producer!r}")
+    return _stored(row)
+
+
+def open_objection(
+    store: Store,
+    *,
+    objection_id: str,
+    record: StoredRecord,
+    reason: str,
+    opened_at: dt.datetime,
+    due_on: dt.date,
+    approximate: bool,
+) -> int:
+    """Record an objection, its review task and the record's flag with `objection_set` events,
+    in one transaction. Returns the number of events. Refuses (InputError) a second open
+    objection on the same record and a reused objection id; the record must be active."""
+    stamp = to_db_time(opened_at)
+    with store.write("open an objection") as conn:
+        state = conn.execute(
+            select(RECORDS.c.state).where(RECORDS.c.row_id == record.row_id)
+        ).scalar()
+        if state is None:
+            raise NotFound("lifecycle: the objected record no longer exists")
+        if state != "active":
+            raise InputError(f"lifecycle: the record is {state}; only an active one is objected")
+        if conn.execute(
+            select(OBJECTIONS.c.objection_id).where(OBJECTIONS.c.objection_id == objection_id)
+        ).first():
+            raise InputError(f"lifecycle: objection {objection_id!r} already exists")
+        pending = conn.execute(
+            select(OBJECTIONS.c.objection_id).where(
+                OBJECTIONS.c.record_key == record.record_key, OBJECTIONS.c.closed_at.is_(None)
+            )
+        ).first()
+        if pending is not None:
+            raise InputError(
+                f"lifecycle: objection {pending.objection_id!r} on this record is still open"
+            )
+        conn.execute(
+            insert(OBJECTIONS).values(
+                objection_id=objection_id,
+                record_row_id=record.row_id,
+                record_key=record.record_key,
+                reason=reason,
+                opened_at=stamp,
+                due_on=due_on,
+                closed_at=None,
+                outcome=None,
+            )
+        )
+        _insert_task(
+            conn,
+            task_id=objection_id,
+            kind="objection",
+            record_key=record.record_key,
+            opened_at=opened_at,
+            due_on=due_on,
+            approximate=approximate,
+        )
+        conn.execute(
+            update(RECORDS).where(RECORDS.c.row_id == record.row_id).values(objection=True)
+        )
+        return _append_events(
+            conn,
+            [(record.item_id, "objection_set", record.row_id, record.record_key, record.version)],
+            stamp,
+        )
+
+
+def get_objection(store: Store, objection_id: str) -> ObjectionInfo:
+    """One objection by id; NotFound otherwise."""
+    with store.read("read an objection") as conn:
+        row = conn.execute(
+            select(OBJECTIONS).where(OBJECTIONS.c.objection_id == objection_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no objection {objection_id!r}")
+    return _objection(row)
+
+
+def close_objection(
+    store: Store, objection_id: str, *, outcome: str, now: dt.datetime, clear_flag: bool
+) -> int:
+    """Close an open objection and its task; with `clear_flag`, clear the flag on the record
+    version it was raised against (`objection_cleared` events). Returns the event count.
+    Refuses (InputError) an objection already closed."""
+    stamp = to_db_time(now)
+    with store.write("close an objection") as conn:
+        row = conn.execute(
+            select(OBJECTIONS).where(OBJECTIONS.c.objection_id == objection_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no objection {objection_id!r}")
+        if row.closed_at is not None:
+            raise InputError(f"lifecycle: objection {objection_id!r} is already closed")
+        conn.execute(
+            update(OBJECTIONS)
+            .where(OBJECTIONS.c.objection_id == objection_id)
+            .values(closed_at=stamp, outcome=outcome)
+        )
+        conn.execute(
+            update(TASKS)
+            .where(TASKS.c.task_id == objection_id, TASKS.c.closed_at.is_(None))
+            .values(closed_at=stamp, outcome=outcome)
+        )
+        if not clear_flag:
+            return 0
+        rec = conn.execute(
+            select(
+                RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.objection
+            ).where(RECORDS.c.row_id == row.record_row_id)
+        ).first()
+        if rec is None or not rec.objection:
+            return 0
+        conn.execute(
+            update(RECORDS).where(RECORDS.c.row_id == row.record_row_id).values(objection=False)
+        )
+        return _append_events(
+            conn,
+            [(rec.item_id, "objection_cleared", row.record_row_id, rec.record_key, rec.version)],
+            stamp,
+        )
+
+
+def list_objections(store: Store, *, open_only: bool = False) -> list[ObjectionInfo]:
+    """Objections by opening time (only the open ones with `open_only`)."""
+    query = select(OBJECTIONS)
+    if open_only:
+        query = query.where(OBJECTIONS.c.closed_at.is_(None))
+    with store.read("list objections") as conn:
+        rows = conn.execute(query.order_by(OBJECTIONS.c.opened_at)).all()
+    return [_objection(r) for r in rows]
+
+
+def open_task(
+    store: Store,
+    *,
+    task_id: str,
+    kind: str,
+    record_key: str,
+    opened_at: dt.datetime,
+    due_on: dt.date,
+    approximate: bool,
+) -> None:
+    """Record an open lifecycle task; refuses a reused id (InputError)."""
+    with store.write("open a lifecycle task") as conn:
+        _insert_task(
+            conn,
+            task_id=task_id,
+            kind=kind,
+            record_key=record_key,
+            opened_at=opened_at,
+            due_on=due_on,
+            approximate=approximate,
+        )
+
+
+def close_task(store: Store, task_id: str, *, outcome: str, now: dt.datetime) -> bool:
+    """Close an open task; returns False when it was already closed. NotFound if unknown."""
+    with store.write("close a lifecycle task") as conn:
+        row = conn.execute(select(TASKS.c.closed_at).where(TASKS.c.task_id == task_id)).first()
+        if row is None:
+            raise NotFound(f"no lifecycle task {task_id!r}")
+        if row.closed_at is not None:
+            return False
+        conn.execute(
+            update(TASKS)
+            .where(TASKS.c.task_id == task_id)
+            .values(closed_at=to_db_time(now), outcome=outcome)
+        )
+        return True
+
+
+def list_tasks(
+    store: Store, *, open_only: bool = False, record_key: str | None = None
+) -> list[TaskInfo]:
+    """Lifecycle tasks by due day (only open ones with `open_only`, one record's with
+    `record_key`)."""
+    query = select(TASKS)
+    if open_only:
+        query = query.where(TASKS.c.closed_at.is_(None))
+    if record_key is not None:
+        query = query.where(TASKS.c.record_key == record_key)
+    with store.read("list lifecycle tasks") as conn:
+        rows = conn.execute(query.order_by(TASKS.c.due_on, TASKS.c.task_id)).all()
+    return [_task(r) for r in rows]
+
+
+def withdraw_record(
+    store: Store,
+    record: StoredRecord,
+    *,
+    task_id: str,
+    kind: str,
+    now: dt.datetime,
+    due_on: dt.date,
+    approximate: bool,
+    outcome: str,
+    close: bool,
+) -> int:
+    """Withdraw an active record version (state `withdrawn`, `withdraw` events to every
+    subscriber covering its item) and record the task that explains it, in one transaction.
+
+    `kind` is "repair" or "revocation"; `close` closes the task at once (a repair is done when
+    withdrawn; a revocation stays open until the platform acknowledges). Refuses (InputError) a
+    record that is no longer active. Returns the number of events.
+    """
+    stamp = to_db_time(now)
+    with store.write("withdraw a record") as conn:
+        state = conn.execute(
+            select(RECORDS.c.state).where(RECORDS.c.row_id == record.row_id)
+        ).scalar()
+        if state is None:
+            raise NotFound("lifecycle: the record no longer exists")
+        if state != "active":
+            raise InputError(f"lifecycle: the record is {state}; only an active one is withdrawn")
+        _insert_task(
+            conn,
+            task_id=task_id,
+            kind=kind,
+            record_key=record.record_key,
+            opened_at=now,
+            due_on=due_on,
+            approximate=approximate,
+            closed_at=now if close else None,
+            outcome=outcome if close else None,
+        )
+        conn.execute(
+            update(RECORDS).where(RECORDS.c.row_id == record.row_id).values(state="withdrawn")
+        )
+        return _append_events(
+            conn,
+            [(record.item_id, "withdraw", record.row_id, record.record_key, record.version)],
+            stamp,
+        )
+
+
+def withdraw_events(
+    store: Store, row_id: str
+) -> tuple[list[tuple[str, int, dt.datetime]], dict[str, tuple[int, dt.datetime | None]]]:
+    """The withdraw events sent for a record version (subscriber, seq, sent at) and every
+    subscriber's acknowledged cursor (subscriber -> (acked seq, acked at))."""
+    with store.read("read withdraw propagation") as conn:
+        events = conn.execute(
+            select(EVENTS.c.subscriber, EVENTS.c.seq, EVENTS.c.created_at)
+            .where(EVENTS.c.record_row_id == row_id, EVENTS.c.kind == "withdraw")
+            .order_by(EVENTS.c.subscriber, EVENTS.c.seq)
+        ).all()
+        subs = conn.execute(select(SUBS.c.subscriber, SUBS.c.acked_seq, SUBS.c.acked_at)).all()
+    return (
+        [(e.subscriber, int(e.seq), from_db_time(e.created_at)) for e in events],
+        {s.subscriber: (int(s.acked_seq), _opt(s.acked_at)) for s in subs},
+    )
+
+
+def records_due_for_purge(
+    store: Store, cutoff: dt.date, *, limit: int = 1000
+) -> list[StoredRecord]:
+    """Expired, withdrawn or superseded versions whose disclosure ended before `cutoff` and
+    whose record has no active version left (history of a live record is kept)."""
+    newer = RECORDS.alias("newer")
+    live = exists().where(
+        and_(
+            newer.c.producer == RECORDS.c.producer,
+            newer.c.record_key == RECORDS.c.record_key,
+            newer.c.state == "active",
+        )
+    )
+    with store.read("find records due for purge") as conn:
+        rows = conn.execute(
+            select(RECORDS)
+            .where(
+                RECORDS.c.state.in_(["expired", "withdrawn", "superseded"]),
+                RECORDS.c.disclosure_max_end < cutoff,
+                ~live,
+            )
+            .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
+            .limit(limit)
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def local_active_records(
+    store: Store, producer: str, item_ids: Sequence[str], *, limit: int = 1000
+) -> list[StoredRecord]:
+    """Active current versions of `producer`'s own records of the given items (oldest first)."""
+    if not item_ids:
+        return []
+    with store.read("find active records of items") as conn:
+        rows = conn.execute(
+            select(RECORDS)
+            .where(
+                RECORDS.c.producer == producer,
+                RECORDS.c.origin == "local",
+                RECORDS.c.state == "active",
+                RECORDS.c.item_id.in_(list(item_ids)),
+            )
+            .order_by(RECORDS.c.created_at, RECORDS.c.row_id)
+            .limit(limit)
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def records_past_cap(
+    store: Store, decided_before: dt.date, *, limit: int = 1000
+) -> list[StoredRecord]:
+    """Active dishonesty records (with a severity) decided before `decided_before`: those past
+    the Shandong 5-year cap when the caller passes today minus five years."""
+    with store.read("find records past the five-year cap") as conn:
+        rows = conn.execute(
+            select(RECORDS)
+            .where(
+                RECORDS.c.state == "active",
+                RECORDS.c.severity.is_not(None),
+                RECORDS.c.decided_on < decided_before,
+            )
+            .order_by(RECORDS.c.decided_on, RECORDS.c.row_id)
+            .limit(limit)
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def record_push(
+    store: Store, *, push_id: str, to_node: str, record_key: str, sent_at: dt.datetime
+) -> bool:
+    """Record a push about to be sent; returns False when (push id) was already recorded
+    (a retry of the same notice)."""
+    with store.write("record a push") as conn:
+        if conn.execute(select(PUSHES.c.push_id).where(PUSHES.c.push_id == push_id)).first():
+            return False
+        conn.execute(
+            insert(PUSHES).values(
+                push_id=push_id,
+                to_node=to_node,
+                record_key=record_key,
+                sent_at=to_db_time(sent_at),
+                receipt=None,
+                receipt_at=None,
+            )
+        )
+        return True
+
+
+def push_receipt(store: Store, push_id: str, receipt: bytes, *, at: dt.datetime) -> None:
+    """Store the signed receipt of a push (the first one wins; a repeat changes nothing)."""
+    with store.write("store a push receipt") as conn:
+        row = conn.execute(select(PUSHES.c.receipt).where(PUSHES.c.push_id == push_id)).first()
+        if row is None:
+            raise NotFound(f"no push {push_id!r}")
+        if row.receipt is not None:
+            return
+        conn.execute(
+            update(PUSHES)
+            .where(PUSHES.c.push_id == push_id)
+            .values(receipt=receipt, receipt_at=to_db_time(at))
+        )
+
+
+def list_pushes(store: Store, *, record_key: str | None = None) -> list[PushInfo]:
+    """Pushes by sending time (one record's with `record_key`)."""
+    query = select(PUSHES)
+    if record_key is not None:
+        query = query.where(PUSHES.c.record_key == record_key)
+    with store.read("list pushes") as conn:
+        rows = conn.execute(query.order_by(PUSHES.c.sent_at, PUSHES.c.push_id)).all()
+    return [
+        PushInfo(
+            push_id=r.push_id,
+            to_node=r.to_node,
+            record_key=r.record_key,
+            sent_at=from_db_time(r.sent_at),
+            receipt=None if r.receipt is None else bytes(r.receipt),
+            receipt_at=_opt(r.receipt_at),
+        )
+        for r in rows
+    ]

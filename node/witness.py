@@ -1,0 +1,289 @@
+"""The platform's witness of every department's access log (C2SP tlog-witness, pull style).
+
+Every `WITNESS_INTERVAL` seconds the platform node, for each department in the roster:
+fetches its latest signed checkpoint (Transparency.GetCheckpoint), asks for a consistency proof
+from the size it last cosigned (GetConsistencyProof), verifies both the log's signature and the
+proof, countersigns the note and sends it back (Transparency.Cosign), where the department
+stores it beside its own checkpoints.
+
+Invariants:
+- the witness only moves forward: it remembers, per log, the last note it cosigned
+  (`data/witness.json`, written atomically) and cosigns a new note only when it provably
+  extends that one;
+- two notes that cannot both be true (same size and different roots, a failing consistency
+  proof, or a smaller size with another root) are a fork: both notes are kept as evidence
+  (`data/witness-alarms.jsonl`), an `alarm` entry (reason `fork_detected`) is appended to the
+  platform's own access log, and the witness keeps the old note (it never cosigns the fork).
+
+The log is named by its node id in the signed note (AccessLog key_name), while its origin line
+is `zhangdian.credex/<node id>`, so verification always passes `log_name` explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+import keys
+from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
+from node.accesslog import ForkDetected, LogEntry, utc_iso
+from node.errors import InputError, NodeError
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = [
+    "ALARMS_FILE",
+    "STATE_FILE",
+    "WITNESS_INTERVAL",
+    "WitnessOutcome",
+    "WitnessState",
+    "background",
+    "cosign_extension",
+    "verify_log_note",
+    "witness_peer",
+    "witness_round",
+]
+
+WITNESS_INTERVAL = 3.0
+STATE_FILE = "witness.json"
+ALARMS_FILE = "witness-alarms.jsonl"
+PLATFORM_ROLE = "platform"
+
+
+def verify_log_note(note: str, *, log_name: str, log_keys: Sequence[bytes]) -> keys.Checkpoint:
+    """Verify a checkpoint signed by log `log_name` with any of `log_keys` (current key and
+    keys inside their rotation overlap). Raises keys.VerificationError when none verifies."""
+    for public in log_keys:
+        with contextlib.suppress(keys.VerificationError):
+            return keys.verify_checkpoint(note, verifiers={log_name: public}, log_name=log_name)
+    raise keys.VerificationError("checkpoint is not signed by its log")
+
+
+def cosign_extension(
+    previous_note: str | None,
+    new_note: str,
+    proof: Sequence[bytes],
+    *,
+    log_name: str,
+    log_keys: Sequence[bytes],
+    name: str,
+    signer: keys.Signer,
+) -> str:
+    """Return `new_note` cosigned by witness `name` when it extends `previous_note`.
+
+    Refuses: keys.VerificationError for a note the log did not sign; InputError for notes of
+    different origins; ForkDetected for the same size with another root, a smaller size, or a
+    consistency proof that fails.
+    """
+    new = verify_log_note(new_note, log_name=log_name, log_keys=log_keys)
+    if previous_note is not None:
+        old = verify_log_note(previous_note, log_name=log_name, log_keys=log_keys)
+        if old.origin != new.origin:
+            raise InputError(f"witness: log {log_name} changed its origin line")
+        if new.size < old.size:
+            raise ForkDetected(
+                f"log {log_name} shows size {new.size} after the witnessed {old.size}"
+            )
+        if new.size == old.size and new.root != old.root:
+            raise ForkDetected(f"log {log_name}: two checkpoints of size {new.size} disagree")
+        if 0 < old.size < new.size:
+            try:
+                keys.verify_consistency(old.size, new.size, old.root, new.root, list(proof))
+            except keys.VerificationError:
+                raise ForkDetected(
+                    f"log {log_name}: checkpoint {new.size} does not extend the witnessed "
+                    f"{old.size}"
+                ) from None
+    # A note this witness signed already (the log showed it again) is returned as it is.
+    with contextlib.suppress(keys.KeysError):
+        return keys.cosign_note(new_note, name=name, signer=signer)
+    return new_note
+
+
+@dataclass
+class WitnessState:
+    """The last note cosigned per log (node id), persisted in the platform's data directory."""
+
+    path: Path
+    latest: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> WitnessState:
+        """Read `data/witness.json` (a missing file is an empty state; a corrupt one refuses)."""
+        path = data_dir / STATE_FILE
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: the witness state does not parse ({error})") from None
+        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+            raise InputError(f"{path}: the witness state must map node ids to notes")
+        return cls(path, dict(doc))
+
+    def save(self) -> None:
+        """Write the state atomically."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.latest, sort_keys=True, indent=1), encoding="utf-8")
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+
+
+@dataclass(frozen=True)
+class WitnessOutcome:
+    """What one witness visit to a log did: `cosigned`, `unchanged`, `fork` or `error`."""
+
+    peer: str
+    status: str
+    size: int | None = None
+    message: str = ""
+
+
+def _peer_keys(rt: NodeRuntime, peer: str) -> list[bytes]:
+    return list(rt.bundle().node_signing_keys(peer, rt.clock()).values())
+
+
+def _record_alarm(rt: NodeRuntime, peer: str, old: str, new: str, message: str) -> None:
+    path = rt.config.data_dir / ALARMS_FILE
+    line = json.dumps(
+        {"time": utc_iso(rt.clock()), "log": peer, "witnessed": old, "shown": new, "why": message},
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    rt.log.append_sync(
+        LogEntry(
+            time=utc_iso(rt.clock()),
+            kind="alarm",
+            requester=peer,
+            officer="",
+            purpose="witness",
+            legal_basis="",
+            decision="deny",
+            reason="fork_detected",
+            request_id=hashlib.sha256(new.encode()).hexdigest()[:32],
+        )
+    )
+
+
+async def witness_peer(
+    rt: NodeRuntime,
+    peer: str,
+    state: WitnessState,
+    *,
+    channel: grpc.aio.Channel | None = None,
+    timeout: float = 10.0,
+) -> WitnessOutcome:
+    """Witness one department's log once (see the module docstring).
+
+    Returns the outcome; a fork is recorded (alarm file + access-log entry) and returned with
+    status `fork`, never raised. Network and verification errors propagate.
+    """
+    own = channel is None
+    chan = rt.channel(peer) if channel is None else channel
+    try:
+        stub = transparency_pb2_grpc.TransparencyStub(chan)
+        shown = await stub.GetCheckpoint(transparency_pb2.GetCheckpointRequest(), timeout=timeout)
+        note = shown.note
+        log_keys = _peer_keys(rt, peer)
+        new = verify_log_note(note, log_name=peer, log_keys=log_keys)
+        previous = state.latest.get(peer)
+        old_size = 0
+        proof: list[bytes] = []
+        if previous is not None:
+            old = verify_log_note(previous, log_name=peer, log_keys=log_keys)
+            old_size = old.size
+            if 0 < old.size < new.size:
+                answer = await stub.GetConsistencyProof(
+                    transparency_pb2.GetConsistencyProofRequest(size1=old.size, size2=new.size),
+                    timeout=timeout,
+                )
+                proof = list(answer.hashes)
+        try:
+            cosigned = cosign_extension(
+                previous,
+                note,
+                proof,
+                log_name=peer,
+                log_keys=log_keys,
+                name=rt.node_id,
+                signer=rt.node_keys.signing,
+            )
+        except ForkDetected as fork:
+            await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
+            return WitnessOutcome(peer, "fork", new.size, str(fork))
+        if previous is not None and note == previous:
+            return WitnessOutcome(peer, "unchanged", new.size)
+        await stub.Cosign(
+            transparency_pb2.CosignRequest(
+                note=cosigned, old_size=old_size, consistency_proof=proof
+            ),
+            timeout=timeout,
+        )
+        state.latest[peer] = note
+        await asyncio.to_thread(state.save)
+        return WitnessOutcome(peer, "cosigned", new.size)
+    finally:
+        if own:
+            await chan.close()
+
+
+def _witnessed_logs(rt: NodeRuntime) -> list[str]:
+    return sorted(
+        e.node_id
+        for e in rt.bundle().roster
+        if e.node_id != rt.node_id and PLATFORM_ROLE not in e.roles and e.valid_at(rt.clock())
+    )
+
+
+async def witness_round(
+    rt: NodeRuntime,
+    state: WitnessState,
+    *,
+    channels: Mapping[str, grpc.aio.Channel] | None = None,
+) -> list[WitnessOutcome]:
+    """Witness every department of the roster once; a peer that cannot be reached or fails
+    verification is reported as `error` and the others are still witnessed."""
+    outcomes: list[WitnessOutcome] = []
+    for peer in _witnessed_logs(rt):
+        try:
+            outcome = await witness_peer(rt, peer, state, channel=(channels or {}).get(peer))
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            outcome = WitnessOutcome(peer, "error", None, code.name if code else "error")
+        except (NodeError, keys.KeysError) as error:
+            outcome = WitnessOutcome(peer, "error", None, str(error))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def background(
+    runtime: NodeRuntime,
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """The witness loop, on platform nodes only."""
+    if runtime.config.node.role != PLATFORM_ROLE:
+        return []
+
+    async def loop(stop: asyncio.Event) -> None:
+        state = await asyncio.to_thread(WitnessState.load, runtime.config.data_dir)
+        while not stop.is_set():
+            await witness_round(runtime, state)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WITNESS_INTERVAL)
+
+    return [loop]

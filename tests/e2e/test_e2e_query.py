@@ -1,0 +1,370 @@
+"""Authorised queries between real `credex serve` processes over mutual TLS.
+
+District: `platform` (issues grants, witnesses logs), `market` (holds records), `tax` (asks).
+One cluster for the module: each test asks about its own subject, so the tests do not share
+grants or records. Every denial is checked twice: the reason code the requester sees, and the
+denied entry in the provider's access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+import keys
+from node.accesslog import LogEntry, search
+from node.cluster import LocalCluster
+from node.grants import Grant, issue_grant, subject_digest
+from node.query import QUERY_METHOD, QueryAsk, build_body, send_query
+from node.runtime import NodeRuntime
+from node.store import NewRecord
+
+pytestmark = pytest.mark.slow
+
+ITEMS = ["admin_licence_person", "admin_penalty_person", "utility_account"]
+PURPOSES = ["staff_recruitment", "administrative_licensing"]
+GRANT_FIELDS = frozenset({"decision_no", "license_category", "decision_date", "status"})
+
+
+def person(seq: int) -> str:
+    """A valid resident ID number (GB 11643 check digit) unique per test."""
+    body = f"37030319900101{seq:03d}"
+    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(body))
+    check = (12 - total % 11) % 11
+    return body + ("X" if check == 10 else str(check))
+
+
+def licence_fields(n: int) -> dict[str, str]:
+    return {
+        "subject_name": "张三",
+        "subject_category": "自然人",
+        "id_type": "身份证",
+        "id_number": "redacted-in-test",
+        "decision_title": "食品经营许可",
+        "decision_no": f"淄张市监许〔2026〕{n}号",
+        "license_category": "普通",
+        "content": "预包装食品销售",
+        "decision_date": "2026-03-01",
+        "valid_from": "2026-03-01",
+        "valid_to": "2031-02-28",
+        "authority_name": "淄博市张店区市场监督管理局",
+        "authority_uscc": "11370303MB1234567X",
+        "status": "有效",
+        "source_unit": "张店区市场监管局",
+        "source_unit_uscc": "11370303MB1234567X",
+    }
+
+
+def seed(rt: NodeRuntime, subject: str, item: str, fields: dict[str, str]) -> str:
+    """Sign and store one record of `subject` the way ingest does; return its row id."""
+    now = rt.clock()
+    token = rt.blind.token(subject)
+    record_key = uuid.uuid4().hex
+    header = {
+        "item": item,
+        "catalog_version": rt.catalogue.version,
+        "record_key": record_key,
+        "version": 1,
+        "producer": rt.node_id,
+        "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "subject": token,
+    }
+    signed = keys.sign_record(header, fields, rt.node_keys.signing)
+    row_id = str(uuid.uuid4())
+    rt.store.store_batch(
+        [
+            NewRecord(
+                row_id=row_id,
+                producer=rt.node_id,
+                record_key=record_key,
+                version=1,
+                item_id=item,
+                catalog_version=rt.catalogue.version,
+                subject_index=token,
+                body=rt.cipher.encrypt(row_id, signed.to_bytes()),
+                content_hash=uuid.uuid4().hex,
+                severity=None,
+                decided_on=None,
+                disclosure_min_end=None,
+                disclosure_max_end=None,
+                disclosure_rule="test",
+                created_at=now,
+            )
+        ],
+        now=now,
+    )
+    return row_id
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp("district")
+    agreements = [
+        {"provider": "market", "consumer": "tax", "items": ITEMS, "purposes": PURPOSES,
+         "kind": "query"},
+    ]  # fmt: skip
+    c = LocalCluster(
+        root,
+        nodes=[("platform", "platform"), ("market", "department"), ("tax", "department")],
+        agreements=agreements,
+    )
+    c.init()
+    rt = c.runtime("market")
+    try:
+        for seq in range(1, 12):
+            seed(rt, person(seq), "admin_licence_person", licence_fields(seq))
+        seed(rt, person(1), "utility_account", {"utility_type": "水", "account_no": "A-1"})
+    finally:
+        rt.close()
+    c.start("market")
+    c.start("tax")
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def market_log(cluster: LocalCluster, *, request_id: str | None = None) -> list[LogEntry]:
+    rt = cluster.runtime("market")
+    try:
+        found = search(rt.log.backend, requester="tax", kind="query")
+    finally:
+        rt.close()
+    return [e for _i, e in found if request_id is None or e.request_id == request_id]
+
+
+def query_args(subject: str, *extra: str, purpose: str = "staff_recruitment") -> list[str]:
+    return [
+        "query", "market", "--subject", subject, "--subject-kind", "natural_person",
+        "--items", "admin_licence_person", "--purpose", purpose,
+        "--legal-basis", "公务员录用考察", "--officer", "t-007", *extra,
+    ]  # fmt: skip
+
+
+def issue(
+    cluster: LocalCluster,
+    subject: str,
+    *,
+    valid_from: dt.datetime | None = None,
+    valid_until: dt.datetime | None = None,
+    use_limit: int = 5,
+) -> tuple[str, Path]:
+    """A grant signed by the platform node, limited to GRANT_FIELDS; returns (id, file)."""
+    rt = cluster.runtime("platform")
+    try:
+        now = rt.clock()
+        grant = Grant(
+            grant_id=f"g-{uuid.uuid4().hex[:12]}",
+            issuer="platform",
+            subject_digest=subject_digest(subject),
+            grantee="tax",
+            purpose="staff_recruitment",
+            items=frozenset({"admin_licence_person"}),
+            valid_from=valid_from or now - dt.timedelta(minutes=1),
+            valid_until=valid_until or now + dt.timedelta(days=30),
+            use_limit=use_limit,
+            evidence_sha256="ab" * 32,
+            issued_at=now,
+            fields={"admin_licence_person": GRANT_FIELDS},
+        )
+        raw = issue_grant(grant, rt.node_keys.signing)
+    finally:
+        rt.close()
+    path = cluster.root / f"{grant.grant_id}.json"
+    path.write_bytes(raw)
+    return grant.grant_id, path
+
+
+def denied(cluster: LocalCluster, args: list[str], reason: str) -> None:
+    done = cluster.cli("tax", *args)
+    assert done.returncode == 1, done.stderr
+    assert reason in done.stderr
+    assert "370303" not in done.stderr  # no identifier in the message, not even masked
+    entries = [e for e in market_log(cluster) if e.reason == reason]
+    assert entries, f"no denied entry with reason {reason}"
+    assert all(e.decision == "deny" and e.result_count == 0 for e in entries)
+
+
+def test_allowed_query_returns_exactly_the_granted_fields_verified(cluster: LocalCluster) -> None:
+    subject = person(1)
+    grant_id, path = issue(cluster, subject)
+    out = cluster.cli_json("tax", *query_args(subject, "--grant", str(path)))
+    assert len(out["records"]) == 1
+    record = out["records"][0]
+    assert record["verified"] is True
+    assert record["producer"] == "market"
+    assert set(record["fields"]) == GRANT_FIELDS
+    assert record["fields"]["decision_no"] == "淄张市监许〔2026〕1号"
+    entries = market_log(cluster, request_id=out["request_id"])
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry.decision == "allow"
+    assert entry.grant_id == grant_id
+    assert entry.result_count == 1
+    assert entry.items_released == ("admin_licence_person",)
+    assert entry.subject_masked == subject[:6] + "********" + subject[-4:]
+    assert subject not in json.dumps(entry.to_dict())
+    # a registered grant can then be named by id alone
+    again = cluster.cli_json("tax", *query_args(subject, "--grant", grant_id))
+    assert len(again["records"]) == 1
+
+
+def test_statutory_duty_needs_no_grant_and_releases_non_sensitive_fields(
+    cluster: LocalCluster,
+) -> None:
+    out = cluster.cli_json("tax", *query_args(person(2), purpose="administrative_licensing"))
+    assert out["reason"] == "statutory_duty"
+    assert set(out["records"][0]["fields"]) == set(licence_fields(2))
+
+
+def test_no_grant_for_a_natural_person_is_denied_and_logged(cluster: LocalCluster) -> None:
+    denied(cluster, query_args(person(3)), "grant_required")
+
+
+def test_unknown_purpose_is_denied(cluster: LocalCluster) -> None:
+    denied(cluster, query_args(person(4), purpose="marketing"), "purpose_unknown")
+
+
+def test_an_item_of_share_type_none_is_denied(cluster: LocalCluster) -> None:
+    args = query_args(person(1), purpose="administrative_licensing")
+    args[args.index("admin_licence_person")] = "utility_account"
+    denied(cluster, args, "item_not_shareable")
+
+
+def test_expired_grant_is_denied(cluster: LocalCluster) -> None:
+    subject = person(5)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    _gid, path = issue(cluster, subject, valid_from=past, valid_until=past + dt.timedelta(days=1))
+    denied(cluster, query_args(subject, "--grant", str(path)), "grant_expired")
+
+
+def test_exhausted_grant_is_denied_after_its_last_use(cluster: LocalCluster) -> None:
+    subject = person(6)
+    _gid, path = issue(cluster, subject, use_limit=1)
+    first = cluster.cli("tax", *query_args(subject, "--grant", str(path)))
+    assert first.returncode == 0, first.stderr
+    denied(cluster, query_args(subject, "--grant", str(path)), "grant_exhausted")
+
+
+def test_revoked_grant_is_denied(cluster: LocalCluster) -> None:
+    subject = person(7)
+    grant_id, path = issue(cluster, subject)
+    cluster.cli("market", "grant", "register", str(path), check=True)
+    revocation = cluster.root / f"rev-{grant_id}.json"
+    cluster.cli("platform", "grant", "revoke", grant_id, "--output", str(revocation), check=True)
+    cluster.cli("market", "grant", "register-revocation", str(revocation), check=True)
+    denied(cluster, query_args(subject, "--grant", grant_id), "grant_revoked")
+
+
+def _raw_call(cluster: LocalCluster, signed: Any) -> grpc.StatusCode:
+    async def call() -> grpc.StatusCode:
+        rt = cluster.runtime("tax")
+        try:
+            channel = rt.channel("market")
+            stub = __import__(
+                "node._pb.credex.v1.query_pb2_grpc", fromlist=["QueryStub"]
+            ).QueryStub(channel)
+            try:
+                await stub.Query(signed, timeout=10)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            finally:
+                await channel.close()
+            return grpc.StatusCode.OK
+        finally:
+            rt.close()
+
+    return asyncio.run(call())
+
+
+def _signed_query(cluster: LocalCluster, subject: str) -> tuple[QueryAsk, Any]:
+    rt = cluster.runtime("tax")
+    try:
+        ask = QueryAsk(
+            peer="market", subject=subject, subject_kind="natural_person",
+            items=("admin_licence_person",), purpose="administrative_licensing",
+            legal_basis="行政许可法", officer="t-008",
+        )  # fmt: skip
+        member = rt.bundle().member("market")
+        assert member is not None
+        body = build_body(ask, requester="tax", provider_key=member.encryption_key, now=rt.clock())
+        return ask, rt.sign_request(QUERY_METHOD, body.SerializeToString())
+    finally:
+        rt.close()
+
+
+def test_replayed_request_is_refused_and_logged(cluster: LocalCluster) -> None:
+    _ask, signed = _signed_query(cluster, person(8))
+    before = len([e for e in market_log(cluster) if e.reason == "unauthenticated"])
+    assert _raw_call(cluster, signed) == grpc.StatusCode.OK
+    assert _raw_call(cluster, signed) == grpc.StatusCode.UNAUTHENTICATED
+    after = [e for e in market_log(cluster) if e.reason == "unauthenticated"]
+    assert len(after) == before + 1
+    assert after[-1].decision == "deny"
+
+
+def test_forged_signature_is_refused_and_logged(cluster: LocalCluster) -> None:
+    _ask, signed = _signed_query(cluster, person(9))
+    envelope = keys.Envelope.from_bytes(signed.envelope)
+    kid, sig = envelope.signatures[0]
+    forged_env = keys.Envelope(
+        envelope.payload_type, envelope.payload, ((kid, bytes([sig[0] ^ 1]) + sig[1:]),)
+    )
+    forged = type(signed)(envelope=forged_env.to_bytes())
+    before = len([e for e in market_log(cluster) if e.reason == "unauthenticated"])
+    assert _raw_call(cluster, forged) == grpc.StatusCode.UNAUTHENTICATED
+    after = [e for e in market_log(cluster) if e.reason == "unauthenticated"]
+    assert len(after) == before + 1
+
+
+def test_in_process_client_verifies_the_answer(cluster: LocalCluster) -> None:
+    rt = cluster.runtime("tax")
+    try:
+        result = asyncio.run(
+            send_query(
+                rt,
+                QueryAsk(
+                    peer="market",
+                    subject=person(10),
+                    subject_kind="natural_person",
+                    items=("admin_licence_person",),
+                    purpose="administrative_licensing",
+                    legal_basis="行政许可法",
+                    officer="t-009",
+                ),
+            )
+        )
+    finally:
+        rt.close()
+    assert [r.item_id for r in result.records] == ["admin_licence_person"]
+    assert result.records[0].fields["decision_no"] == "淄张市监许〔2026〕10号"
+
+
+def test_a_revoked_peer_is_refused(cluster: LocalCluster) -> None:
+    rt = cluster.runtime("tax")
+    try:
+        tax_keyid = rt.node_keys.signing.keyid
+    finally:
+        rt.close()
+    cluster.reissue_bundle(revoked_keyids=[tax_keyid])
+    cluster.stop("market")
+    cluster.start("market")
+    try:
+        done = cluster.cli("tax", *query_args(person(11), purpose="administrative_licensing"))
+        assert done.returncode == 3, done.stderr  # UNAUTHENTICATED: a verification failure
+        last = market_log(cluster)[-1]
+        assert last.decision == "deny"
+        assert last.reason == "unauthenticated"
+    finally:
+        cluster.reissue_bundle(revoked_keyids=[])
+        cluster.stop("market")
+        cluster.start("market")

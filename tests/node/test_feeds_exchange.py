@@ -1,0 +1,351 @@
+"""Exchange in-process: real runtimes and mTLS servers on loopback, no subprocesses.
+
+Covers what the e2e files do not reach cheaply: lifecycle events on the received copy,
+idempotent replay of a batch, Ack refusals, Push (happy path, retry, refusals), a log that
+cannot be written (fail closed, UNAVAILABLE) and a graceful stop that ends a follow stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+import keys
+from node import feeds, wire
+from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
+from node.cluster import LocalCluster
+from node.errors import AuthError, LogUnavailable
+from node.runtime import NodeRuntime
+from node.server import NodeServer, build_server
+from node.services import exchange_service
+from node.store import NewRecord
+
+ITEM = "admin_penalty"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> LocalCluster:
+    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
+    agreements = [
+        {"provider": "market", "consumer": "platform", "items": [ITEM], "purposes": ["feed"],
+         "kind": "feed"},
+        {"provider": "market", "consumer": "hrss", "items": [ITEM], "purposes": ["push"],
+         "kind": "push"},
+    ]  # fmt: skip
+    c = LocalCluster(tmp_path, nodes, agreements)
+    c.init()
+    return c
+
+
+def _signed(runtime: NodeRuntime, i: int, version: int = 1, producer: str = "market") -> Any:
+    header = {
+        "item": ITEM,
+        "catalog_version": runtime.catalogue.version,
+        "record_key": f"{i:064x}",
+        "version": version,
+        "producer": producer,
+        "issued_at": "2026-11-25T00:00:00Z",
+        "subject": f"{i:032x}",
+    }
+    return keys.sign_record(header, {"decision_no": f"N{i}-{version}"}, runtime.node_keys.signing)
+
+
+def seed(runtime: NodeRuntime, count: int) -> list[str]:
+    """Store `count` signed local records at `runtime` (subscribed by the platform)."""
+    now = runtime.clock()
+    runtime.store.ensure_subscription("platform", [ITEM], now=now)
+    rows = []
+    for i in range(count):
+        signed = _signed(runtime, i)
+        row_id = f"row-{i}"
+        rows.append(
+            NewRecord(
+                row_id=row_id,
+                producer=runtime.node_id,
+                record_key=f"{i:064x}",
+                version=1,
+                item_id=ITEM,
+                catalog_version=runtime.catalogue.version,
+                subject_index=f"{i:032x}",
+                body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
+                content_hash=f"{i:064x}",
+                severity=None,
+                decided_on=None,
+                disclosure_min_end=None,
+                disclosure_max_end=None,
+                disclosure_rule="none",
+                created_at=now,
+            )
+        )
+    runtime.store.store_batch(rows, now=now)
+    return [r.row_id for r in rows]
+
+
+@asynccontextmanager
+async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
+    services = exchange_service.make_services(runtime)
+    server = build_server(
+        listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(None)
+
+
+async def raw_batches(client: NodeRuntime, cursor: int = 0) -> list[exchange_pb2.SealedBatch]:
+    channel = client.channel("market")
+    try:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        body = exchange_pb2.SubscribeBody(cursor=cursor).SerializeToString()
+        signed = client.sign_request(feeds.SUBSCRIBE_METHOD, body)
+        call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed), timeout=10)
+        return [b async for b in call]
+    finally:
+        await channel.close()
+
+
+def test_lifecycle_events_reach_the_copy_and_replays_change_nothing(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    rows = seed(market, 4)
+
+    async def scenario() -> None:
+        async with serving(market):
+            first = await feeds.pull(platform, "market")
+            assert (first.stored, first.cursor) == (4, 4)
+            now = market.clock()
+            market.store.set_record_state(rows[0], "withdrawn", event_kind="withdraw", now=now)
+            market.store.set_objection(rows[1], True, now=now)
+            market.store.set_objection(rows[2], True, now=now)
+            market.store.set_objection(rows[2], False, now=now)
+            (batch,) = await raw_batches(platform, cursor=4)
+            done = feeds.apply_batch(platform, "market", batch, cursor=4)
+            assert (done.events, done.applied, done.cursor) == (4, 4, 8)
+            # a crash before the cursor moved re-delivers the batch: same end state
+            # (the objection set/clear pair replays in order; the end state is checked below)
+            again = feeds.apply_batch(platform, "market", batch, cursor=4)
+            assert (again.stored, again.cursor) == (0, 8)
+            # and the re-delivered upserts are skipped, not stored twice
+            (whole,) = await raw_batches(platform, cursor=0)
+            replay = feeds.apply_batch(platform, "market", whole, cursor=0)
+            assert (replay.stored, replay.skipped) == (0, 4)
+
+    try:
+        asyncio.run(scenario())
+        copies = {
+            r.record_key[-1]: (r.state, r.objection)
+            for k in range(4)
+            for r in platform.store.record_versions("market", f"{k:064x}")
+        }
+        assert copies == {
+            "0": ("withdrawn", False),
+            "1": ("active", True),
+            "2": ("active", False),
+            "3": ("active", False),
+        }
+        assert platform.store.count_records(producer="market") == 4
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_withdrawn_records_are_not_sent_even_if_queued(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    rows = seed(market, 3)
+    market.store.set_record_state(rows[1], "withdrawn", event_kind="withdraw", now=market.clock())
+
+    async def scenario() -> feeds.PullResult:
+        async with serving(market):
+            return await feeds.pull(platform, "market")
+
+    try:
+        done = asyncio.run(scenario())
+        assert (done.events, done.stored, done.skipped) == (4, 2, 1)
+        assert platform.store.record_versions("market", f"{1:064x}") == []
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_ack_refusals(cluster: LocalCluster) -> None:
+    market, platform, hrss = (cluster.runtime(n) for n in ("market", "platform", "hrss"))
+    seed(market, 2)
+
+    def receipt(signer: NodeRuntime, *, issuer: str, subject: str, cursor: int) -> Any:
+        fields = wire.ReceiptFields(
+            issuer=issuer, subject=subject, cursor=cursor, issued_at=signer.clock(),
+            digest=hashlib.sha256(b"x").digest(),
+        )  # fmt: skip
+        return feeds.sign_receipt(fields, signer.node_keys.signing)
+
+    async def ack(client: NodeRuntime, signed: Any) -> int:
+        channel = client.channel("market")
+        try:
+            answer = await exchange_pb2_grpc.ExchangeStub(channel).Ack(signed, timeout=10)
+            return int(answer.cursor)
+        finally:
+            await channel.close()
+
+    async def scenario() -> None:
+        async with serving(market):
+            good = receipt(platform, issuer="platform", subject="feed:market", cursor=2)
+            assert await ack(platform, good) == 2
+            assert await ack(platform, good) == 2  # replayed receipt: nothing moves back
+            cases = [
+                (hrss, receipt(platform, issuer="platform", subject="feed:market", cursor=1),
+                 grpc.StatusCode.UNAUTHENTICATED),   # presented by another node
+                (platform, receipt(platform, issuer="platform", subject="feed:hrss", cursor=1),
+                 grpc.StatusCode.INVALID_ARGUMENT),  # another feed
+                (platform, receipt(platform, issuer="platform", subject="feed:market", cursor=9),
+                 grpc.StatusCode.INVALID_ARGUMENT),  # beyond the last event
+                (hrss, receipt(hrss, issuer="hrss", subject="feed:market", cursor=1),
+                 grpc.StatusCode.NOT_FOUND),          # no subscription
+            ]  # fmt: skip
+            for client, signed, code in cases:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await ack(client, signed)
+                assert caught.value.code() == code
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for r in (market, platform, hrss):
+            r.close()
+
+
+def test_subscribe_fails_closed_when_the_log_cannot_be_written(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+
+    async def broken(entry: Any) -> int:
+        raise LogUnavailable("the access log could not be written")
+
+    monkeypatch.setattr(market.log, "append", broken)
+
+    async def scenario() -> None:
+        async with serving(market):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_batches(platform)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    try:
+        asyncio.run(scenario())
+        assert platform.store.count_records() == 0
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_graceful_stop_ends_a_follow_stream_cleanly(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 3)
+
+    async def scenario() -> feeds.PullResult:
+        async with serving(market):
+            stopping = market._extras["exchange.stopping"]
+            follower = asyncio.create_task(feeds.pull(platform, "market", follow=True))
+            while platform.store.upstream_cursor("market") < 3:
+                await asyncio.sleep(0.02)  # waiting for the first batch to be applied
+            stopping.set()
+            return await asyncio.wait_for(follower, timeout=10)
+
+    try:
+        done = asyncio.run(scenario())
+        assert (done.stored, done.cursor) == (3, 3)
+    finally:
+        market.close()
+        platform.close()
+
+
+def _push(
+    sender: NodeRuntime, receiver: str, record: keys.SignedRecord, notice_id: str
+) -> tuple[exchange_pb2.PushNotice, Any]:
+    member = sender.bundle().member(receiver)
+    assert member is not None
+    notice = feeds.push_request_body(
+        record, sender=sender.node_id, recipient=receiver,
+        recipient_key=member.encryption_key, notice_id=notice_id,
+    )  # fmt: skip
+    signed = sender.sign_request(feeds.PUSH_METHOD, notice.SerializeToString())
+    return notice, signed
+
+
+async def _call_push(sender: NodeRuntime, signed: Any) -> Any:
+    channel = sender.channel("hrss")
+    try:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        return await stub.Push(exchange_pb2.PushRequest(signed=signed), timeout=10)
+    finally:
+        await channel.close()
+
+
+def test_push_is_verified_stored_once_and_receipted(cluster: LocalCluster) -> None:
+    market, hrss, platform = (cluster.runtime(n) for n in ("market", "hrss", "platform"))
+    record = _signed(market, 7)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            notice, signed = _push(market, "hrss", record, "notice-1")
+            answer = await _call_push(market, signed)
+            fields = feeds.verify_receipt(
+                answer, trusted=market.bundle().node_signing_keys("hrss", market.clock())
+            )
+            assert (fields.issuer, fields.subject) == ("hrss", "notice-1")
+            assert fields.digest == hashlib.sha256(notice.sealed).digest()
+            _, again = _push(market, "hrss", record, "notice-1")
+            await _call_push(market, again)  # a retried push: receipted, not stored twice
+            refusals = []
+            _, from_platform = _push(platform, "hrss", record, "notice-2")
+            refusals.append((platform, from_platform, grpc.StatusCode.PERMISSION_DENIED))
+            forged = _signed(platform, 8, producer="market")  # platform's key, market's name
+            _, forged_req = _push(market, "hrss", forged, "notice-3")
+            refusals.append((market, forged_req, grpc.StatusCode.UNAUTHENTICATED))
+            notice4, _ = _push(market, "hrss", record, "notice-4")
+            bad = bytearray(notice4.sealed)
+            bad[-3] ^= 1
+            notice4.sealed = bytes(bad)
+            tampered = market.sign_request(feeds.PUSH_METHOD, notice4.SerializeToString())
+            refusals.append((market, tampered, grpc.StatusCode.UNAUTHENTICATED))
+            for sender, req, code in refusals:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _call_push(sender, req)
+                assert caught.value.code() == code
+
+    try:
+        asyncio.run(scenario())
+        stored = hrss.store.record_versions("market", f"{7:064x}")
+        assert [(r.version, r.origin) for r in stored] == [(1, "received")]
+        assert hrss.store.count_records() == 1
+    finally:
+        for r in (market, hrss, platform):
+            r.close()
+
+
+def test_receipt_verification_refuses_other_keys(cluster: LocalCluster) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    try:
+        fields = wire.ReceiptFields(
+            issuer="market", subject="feed:x", cursor=1,
+            issued_at=dt.datetime(2026, 11, 25, tzinfo=dt.UTC), digest=b"\0" * 32,
+        )  # fmt: skip
+        signed = feeds.sign_receipt(fields, market.node_keys.signing)
+        ok = {market.node_keys.signing.keyid: market.node_keys.signing.public_key}
+        assert feeds.verify_receipt(signed, trusted=ok) == fields
+        other = {hrss.node_keys.signing.keyid: hrss.node_keys.signing.public_key}
+        with pytest.raises(AuthError):
+            feeds.verify_receipt(signed, trusted=other)
+    finally:
+        market.close()
+        hrss.close()
