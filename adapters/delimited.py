@@ -82,7 +82,12 @@ def sniff_delimiter(lines: list[str]) -> str:
     """
     best, best_width = ",", 1
     for candidate in _DELIMITERS:
-        widths = {len(row) for row in csv.reader(lines, delimiter=candidate) if row}
+        try:
+            widths = {len(row) for row in csv.reader(lines, delimiter=candidate) if row}
+        except csv.Error:
+            # e.g. a bare CR inside a field: this candidate cannot tell; the strict read of
+            # the real rows reports the malformed line with its row number
+            continue
         if len(widths) == 1:
             width = widths.pop()
             if width > best_width:

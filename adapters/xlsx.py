@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,34 @@ class XlsxSource:
                 return openpyxl.load_workbook(self.path, read_only=True, data_only=True)
         except (OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
             raise SourceError(self.name, f"not a readable .xlsx workbook ({error})") from None
+        except Exception as error:
+            raise SourceError(
+                self.name, f"damaged .xlsx workbook ({type(error).__name__})"
+            ) from None
+
+    def _guarded(self, values: Iterable[Any]) -> Iterator[Any]:
+        """Iterate openpyxl rows, turning any parser failure of a damaged file (zlib, EOF,
+        malformed XML, unsupported compression) into a SourceError naming the row."""
+        iterator = iter(values)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except SourceError:
+                raise
+            except Exception as error:
+                raise SourceError(
+                    self.name,
+                    f"damaged .xlsx workbook near row {self._row_number + 1} "
+                    f"({type(error).__name__})",
+                ) from None
+            yield item
 
     def _worksheet(self, workbook: Any) -> Any:
         if self._sheet is None:
+            if not workbook.worksheets:
+                raise SourceError(self.name, "the workbook has no worksheet")
             return workbook.worksheets[0]
         if self._sheet not in workbook.sheetnames:
             raise SourceError(self.name, f"no sheet named {self._sheet!r}")
@@ -117,8 +142,8 @@ class XlsxSource:
                 last = self._header_row + self._header_rows - 1
                 header = [
                     [cell_text(v) for v in row]
-                    for row in sheet.iter_rows(
-                        min_row=self._header_row, max_row=last, values_only=True
+                    for row in self._guarded(
+                        sheet.iter_rows(min_row=self._header_row, max_row=last, values_only=True)
                     )
                 ]
             finally:
@@ -155,7 +180,7 @@ class XlsxSource:
         workbook = self._workbook()
         try:
             sheet = self._worksheet(workbook)
-            for values in sheet.iter_rows(min_row=first, values_only=True):
+            for values in self._guarded(sheet.iter_rows(min_row=first, values_only=True)):
                 self._row_number += 1
                 cells = [cell_text(v) for v in values]
                 if not any(cells):
