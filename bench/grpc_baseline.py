@@ -20,7 +20,7 @@ _HERE = Path(__file__).resolve().parent
 _OTHERS = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path[:] = [str(_HERE.parent), *_OTHERS, str(_HERE)]
 
-import _grpc_raw  # noqa: E402
+from bench import _grpc_raw  # noqa: E402
 
 UNARY_SIZES = (256, 16_384)
 CONCURRENCY = (1, 8)

@@ -98,10 +98,12 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """[lifecycle]: the optional holiday file and how often the expiry scan runs."""
+    """[lifecycle]: the optional holiday file, how often the expiry scan runs, and how many
+    months an expired or withdrawn record is kept (encrypted, undisclosed) before its purge."""
 
     holiday_file: Path | None
     scan_interval_s: float
+    retention_months: int = 60
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,18 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     telemetry = TelemetryConfig(exporter=exporter, otlp_endpoint=otlp)
 
     life_raw = _section(raw, "lifecycle")
-    _only(life_raw, "lifecycle", {"holiday_file", "scan_interval_s"})
+    _only(life_raw, "lifecycle", {"holiday_file", "scan_interval_s", "retention_months"})
     holiday = _str(life_raw, "lifecycle", "holiday_file", default="")
     scan = _number(life_raw, "lifecycle", "scan_interval_s", 3600.0)
     if scan <= 0:
         raise _bad("lifecycle", "scan_interval_s", str(scan), "must be above 0")
+    keep = _int(life_raw, "lifecycle", "retention_months", 60)
+    if keep < 1:
+        raise _bad("lifecycle", "retention_months", str(keep), "must be 1 or more")
     lifecycle = LifecycleConfig(
-        holiday_file=(home / holiday) if holiday else None, scan_interval_s=scan
+        holiday_file=(home / holiday) if holiday else None,
+        scan_interval_s=scan,
+        retention_months=keep,
     )
 
     peers_raw = _section(raw, "peers")
@@ -350,6 +357,9 @@ exporter = "none"
 # holiday_file = "holidays.json"
 # Seconds between disclosure-expiry scans (one also runs at start).
 scan_interval_s = 3600
+# Months an expired, withdrawn or superseded record is kept encrypted (never disclosed) after
+# its disclosure ended, as evidence for objections and reviews; then it is purged (logged).
+retention_months = 60
 
 # Local endpoint override for a roster peer:
 # [peers.tax]
