@@ -408,6 +408,10 @@ def _describe_rpc_error(peer: str, error: grpc.aio.AioRpcError) -> NodeError:
     return NodeError(message)
 
 
+# Refusals of the resume acknowledgement that must not stop the subscription itself.
+_RESUME_ACK_TOLERATED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+
+
 async def pull(
     runtime: NodeRuntime,
     peer: str,
@@ -436,6 +440,19 @@ async def pull(
     channel = runtime.channel(peer)
     try:
         stub = exchange_pb2_grpc.ExchangeStub(channel)
+        if cursor > 0:
+            # A crash between applying a batch and its Ack leaves the provider behind our
+            # durable cursor, and a caught-up stream brings no batch to ack: re-acknowledge
+            # what is already applied (acks are monotonic, so this is always safe).
+            try:
+                await _ack(runtime, stub, peer, cursor, b"")
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _RESUME_ACK_TOLERATED:
+                    raise _describe_rpc_error(peer, error) from None
+                # e.g. a provider restored from an older backup: the stream decides
+                log.warning(
+                    "feed of %s: resume acknowledgement refused (%s)", peer, error.code().name
+                )
         call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed))
         watcher = asyncio.ensure_future(_cancel_on(stop, call))
         try:
