@@ -255,8 +255,9 @@ def _queries(story: Story, cluster: LocalCluster, data: DemoData) -> None:
         items = _show_records(story, step, answer)
         story.say(
             step,
-            f"policy: {answer.get('reason')}; released {len(answer.get('released_fields', []))} "
-            f"fields of the 2 items (sensitive fields never), logged as entry "
+            f"policy: {answer.get('reason')}; it permits {len(answer.get('released_fields', []))} "
+            "fields of these 2 items and withholds the sensitive ones (e.g. the legal "
+            "representative's ID number); the records carry nothing else. Logged as entry "
             f"{answer.get('log_index')} BEFORE the answer left market",
         )
         if sorted(items) != ["admin_licence", "admin_penalty"]:
