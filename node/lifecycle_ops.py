@@ -578,20 +578,7 @@ def overdue_tasks(store: Store, today: dt.date) -> list[rules.TaskView]:
 
     For `credex status` and `credex log report`: takes a node.store.Store and the day to judge.
     """
-    views = [
-        rules.TaskView(
-            t.task_id,
-            t.kind,
-            t.record_key,
-            t.opened_at,
-            t.due_on,
-            t.approximate_due,
-            t.closed_at,
-            t.outcome,
-        )
-        for t in ls.list_tasks(store, open_only=True)
-    ]
-    return rules.overdue(views, today)
+    return rules.overdue(ls.list_tasks(store, open_only=True), today)
 
 
 def lifecycle_status(runtime: NodeRuntime, record_key: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
+from node.lifecycle import TaskView
 from node.store.models import StoredRecord
 from node.store.store import (
     EVENTS,
@@ -72,18 +73,8 @@ class ObjectionInfo:
     outcome: str | None
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    """A lifecycle task (objection review, revocation report, repair, correction)."""
-
-    task_id: str
-    kind: str
-    record_key: str
-    opened_at: dt.datetime
-    due_on: dt.date
-    approximate_due: bool
-    closed_at: dt.datetime | None
-    outcome: str | None
+# A lifecycle task is the rules' own view of it (node.lifecycle.TaskView).
+TaskInfo = TaskView
 
 
 @dataclass(frozen=True)
