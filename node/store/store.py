@@ -14,10 +14,12 @@ Invariants kept here (docs/decisions/0004-store-schema.md):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, Table, delete, func, insert, or_, select, update
@@ -65,6 +67,25 @@ NONCES = _table(NonceRow)
 _CHUNK = 500  # bound on IN (...) lists and executemany batches
 
 
+_WRITER_LOCKS: dict[str, threading.RLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """The in-process lock that queues this process's writers of one SQLite database.
+
+    SQLite admits one writer at a time and makes the others wait in its busy handler, which
+    sleeps in steps of up to 100 ms: concurrent queries (nonce, access log, grant use) would
+    stall each other. Queuing them on a lock first keeps the wait to the writer ahead. Other
+    processes on the same file still meet busy_timeout; PostgreSQL needs no lock here.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url)
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(key, threading.RLock())
+
+
 def open_store(url: str, *, migrate_schema: bool = True) -> Store:
     """Open (and by default migrate to the newest schema) the store at `url`.
 
@@ -100,6 +121,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._writer = _writer_lock(engine)
 
     @property
     def engine(self) -> Engine:
@@ -123,7 +145,7 @@ class Store:
     @contextmanager
     def write(self, what: str) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back."""
-        with translate_errors(what), self._engine.connect() as conn:
+        with self._writer, translate_errors(what), self._engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
                 yield conn
