@@ -265,6 +265,10 @@ class QueryEngine:
             if r.producer == rt.node_id
         ]
         items = frozenset(body.items)
+        try:
+            narrowed = requested_fields(body.fields)
+        except InputError as error:
+            raise _Refused("malformed_request", error) from None
         request = QueryRequest(
             requester=verified.node_id,
             requester_keyid=verified.keyid,
@@ -275,6 +279,7 @@ class QueryEngine:
             legal_basis=body.legal_basis,
             grant_id=grant_id,
             subject_digest=digest,
+            requested_fields=narrowed,
         )
         context = PolicyContext(
             now=now,
@@ -415,6 +420,20 @@ def _try_body(verified: VerifiedRequest) -> query_pb2.QueryBody | None:
 # --- the client --------------------------------------------------------------------------------
 
 
+def requested_fields(names: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Group "item.field" names by item (the policy's `requested_fields`).
+
+    Refuses (InputError) a name that is not `item.field`.
+    """
+    grouped: dict[str, set[str]] = {}
+    for name in names:
+        item, dot, fid = name.partition(".")
+        if not dot or not item or not fid:
+            raise InputError(f"--fields: {name!r} is not ITEM.FIELD")
+        grouped.setdefault(item, set()).add(fid)
+    return {item: frozenset(fids) for item, fids in grouped.items()}
+
+
 @dataclass(frozen=True)
 class QueryAsk:
     """What an officer asks a peer: the subject (as typed), items, purpose and authority."""
@@ -428,6 +447,7 @@ class QueryAsk:
     officer: str
     grant_id: str | None = None
     grant: bytes | None = None  # a signed grant file to send along (registered by the peer)
+    fields: tuple[str, ...] = ()  # optional narrowing, "item.field" each
     request_id: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
@@ -486,6 +506,7 @@ def build_body(
         sealed_subject=sealed,
         grant=ask.grant or b"",
         grant_id=ask.grant_id or "",
+        fields=list(ask.fields),
     )
 
 

@@ -32,7 +32,13 @@ from node.grants import (
     verify_grant,
     verify_revocation,
 )
-from node.query import QueryAsk, normalise_subject, released_table, send_query
+from node.query import (
+    QueryAsk,
+    normalise_subject,
+    released_table,
+    requested_fields,
+    send_query,
+)
 from node.runtime import NodeRuntime, open_runtime
 
 grant_app = typer.Typer(help="Subject authorisations (grants).", no_args_is_help=True)
@@ -52,6 +58,15 @@ def _items(text: str) -> tuple[str, ...]:
     if not items:
         raise InputError("--items: name at least one catalogue item, comma separated")
     return items
+
+
+def _fields(text: str | None) -> tuple[str, ...]:
+    """The --fields list ("item.field", comma separated), checked before anything is sent."""
+    if text is None:
+        return ()
+    names = tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
+    requested_fields(names)  # refuses a name that is not ITEM.FIELD
+    return names
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -83,6 +98,13 @@ def query_command(
     officer: Annotated[
         str, typer.Option("--officer", help="Your staff id (logged by the peer).")
     ] = "officer",
+    fields: Annotated[
+        str | None,
+        typer.Option(
+            "--fields",
+            help="Ask only for these fields, ITEM.FIELD comma separated (minimisation).",
+        ),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -105,6 +127,7 @@ def query_command(
         officer=officer,
         grant_id=grant_id,
         grant=grant_raw,
+        fields=_fields(fields),
     )
     runtime = open_runtime(resolve_home(home))
     try:

@@ -226,6 +226,18 @@ def test_statutory_duty_needs_no_grant_and_releases_non_sensitive_fields(
     assert set(out["records"][0]["fields"]) == set(licence_fields(2))
 
 
+def test_a_request_narrowed_to_some_fields_gets_only_those(cluster: LocalCluster) -> None:
+    narrowed = "admin_licence_person.decision_no,admin_licence_person.status"
+    out = cluster.cli_json(
+        "tax", *query_args(person(4), "--fields", narrowed, purpose="administrative_licensing")
+    )
+    assert set(out["records"][0]["fields"]) == {"decision_no", "status"}
+    assert out["records"][0]["verified"] is True
+    done = cluster.cli("tax", *query_args(person(4), "--fields", "decision_no"))
+    assert done.returncode == 2  # not ITEM.FIELD: refused before anything is sent
+    assert "ITEM.FIELD" in done.stderr
+
+
 def test_no_grant_for_a_natural_person_is_denied_and_logged(cluster: LocalCluster) -> None:
     denied(cluster, query_args(person(3)), "grant_required")
 

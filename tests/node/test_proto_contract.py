@@ -174,6 +174,7 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "sealed_subject": (7, "bytes"),
         "grant": (8, "bytes"),
         "grant_id": (9, "string"),
+        "fields": (10, "repeated string"),
     },
     "credex.v1.QueryAnswer": {
         "sealed": (1, "bytes"),

@@ -27,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from node._pb.credex.v1 import common_pb2 as credex_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/query.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\"\xb4\x01\n\tQueryBody\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07officer\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\r\n\x05items\x18\x05 \x03(\t\x12\x14\n\x0csubject_kind\x18\x06 \x01(\t\x12\x16\n\x0esealed_subject\x18\x07 \x01(\x0c\x12\r\n\x05grant\x18\x08 \x01(\x0c\x12\x10\n\x08grant_id\x18\t \x01(\t\"\x95\x01\n\x0bQueryAnswer\x12\x0e\n\x06sealed\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cresult_count\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x11\n\tlog_index\x18\x06 \x01(\x04\x12\x17\n\x0freleased_fields\x18\x07 \x03(\t2B\n\x05Query\x12\x39\n\x05Query\x12\x18.credex.v1.SignedRequest\x1a\x16.credex.v1.QueryAnswerB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/query.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\"\xc4\x01\n\tQueryBody\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07officer\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\r\n\x05items\x18\x05 \x03(\t\x12\x14\n\x0csubject_kind\x18\x06 \x01(\t\x12\x16\n\x0esealed_subject\x18\x07 \x01(\x0c\x12\r\n\x05grant\x18\x08 \x01(\x0c\x12\x10\n\x08grant_id\x18\t \x01(\t\x12\x0e\n\x06\x66ields\x18\n \x03(\t\"\x95\x01\n\x0bQueryAnswer\x12\x0e\n\x06sealed\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cresult_count\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x11\n\tlog_index\x18\x06 \x01(\x04\x12\x17\n\x0freleased_fields\x18\x07 \x03(\t2B\n\x05Query\x12\x39\n\x05Query\x12\x18.credex.v1.SignedRequest\x1a\x16.credex.v1.QueryAnswerB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026cn.zhangdian.credex.v1P\001'
   _globals['_QUERYBODY']._serialized_start=61
-  _globals['_QUERYBODY']._serialized_end=241
-  _globals['_QUERYANSWER']._serialized_start=244
-  _globals['_QUERYANSWER']._serialized_end=393
-  _globals['_QUERY']._serialized_start=395
-  _globals['_QUERY']._serialized_end=461
+  _globals['_QUERYBODY']._serialized_end=257
+  _globals['_QUERYANSWER']._serialized_start=260
+  _globals['_QUERYANSWER']._serialized_end=409
+  _globals['_QUERY']._serialized_start=411
+  _globals['_QUERY']._serialized_end=477
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class QueryBody(_message.Message):
     SEALED_SUBJECT_FIELD_NUMBER: _builtins.int
     GRANT_FIELD_NUMBER: _builtins.int
     GRANT_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """chosen by the requester, echoed in the log and answer"""
     officer: _builtins.str
@@ -56,6 +57,12 @@ class QueryBody(_message.Message):
     def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """item ids asked for"""
 
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional narrowing, "item.field" each: only these fields are asked for (the policy still
+        decides; asking for a field it would not release denies the request as field_not_allowed).
+        """
+
     def __init__(
         self,
         *,
@@ -68,10 +75,11 @@ class QueryBody(_message.Message):
         sealed_subject: _builtins.bytes = ...,
         grant: _builtins.bytes = ...,
         grant_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "grant_id", b"grant_id", "items", b"items", "legal_basis", b"legal_basis", "officer", b"officer", "purpose", b"purpose", "request_id", b"request_id", "sealed_subject", b"sealed_subject", "subject_kind", b"subject_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "grant", b"grant", "grant_id", b"grant_id", "items", b"items", "legal_basis", b"legal_basis", "officer", b"officer", "purpose", b"purpose", "request_id", b"request_id", "sealed_subject", b"sealed_subject", "subject_kind", b"subject_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
