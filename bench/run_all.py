@@ -54,8 +54,13 @@ def parse(line: str) -> Figure | None:
         return None
 
 
-def main() -> int:
-    """Run the benchmarks one after another; exit 1 if any of them failed."""
+def main(argv: list[str]) -> int:
+    """Run the benchmarks one after another (`--skip NAME.py` leaves one out); exit 1 if any
+    of them failed."""
+    skip = set(SKIP)
+    for i, arg in enumerate(argv):
+        if arg == "--skip" and i + 1 < len(argv):
+            skip.add(argv[i + 1])
     console = Console()
     figures: list[Figure] = []
     failed: list[str] = []
@@ -112,4 +117,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -194,6 +194,43 @@ def keys_show_command(
     console.print(table)
 
 
+@keys_app.command("rotate")
+def keys_rotate_command(
+    home: HomeOption = None,
+    overlap_days: Annotated[
+        int,
+        typer.Option(
+            "--overlap-days", help="Days the old signing key stays accepted by peers.", min=0
+        ),
+    ] = 7,
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the signing key; the old one stays valid for the overlap window.
+
+    Send the printed identity (`credex keys show --json`) to the platform, which signs the
+    next bundle with it before the overlap ends. A running node picks the new key up at restart.
+    """
+    config = load_config(resolve_home(home))
+    now = dt.datetime.now(dt.UTC)
+    rotated = keys.rotate_signing_key(
+        config.keys_dir,
+        now=now,
+        overlap=dt.timedelta(days=overlap_days),
+        passphrase=read_passphrase(passphrase_file),
+    )
+    identity = keys.public_identity(rotated)
+    if as_json:
+        print_json(identity)
+        return
+    until = (now + dt.timedelta(days=overlap_days)).isoformat(timespec="seconds")
+    console.print(
+        f"new signing key {identity['keyid']}; the previous key stays accepted until {until}. "
+        "Send `credex keys show --json` to the platform for the next trust bundle, then "
+        "restart `credex serve`."
+    )
+
+
 @app.command("ingest")
 def ingest_command(
     mapping: Annotated[Path, typer.Argument(help="Mapping file (TOML) naming the source.")],

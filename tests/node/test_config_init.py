@@ -109,3 +109,18 @@ def test_passphrase_protects_the_keys(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(InputError, match="empty"):
         read_passphrase(tmp_path / "empty")
+
+
+def test_keys_rotate_keeps_the_old_key_for_the_overlap(tmp_path: Path) -> None:
+    home = tmp_path / "market"
+    assert credex("init", "--name", "market", str(home)).returncode == 0
+    before = json.loads(credex("keys", "show", "--json", home=home).stdout)
+    rotated = credex("keys", "rotate", "--overlap-days", "3", "--json", home=home)
+    assert rotated.returncode == 0, rotated.stderr
+    after = json.loads(rotated.stdout)
+    assert after["keyid"] != before["keyid"]
+    assert [p["key"] for p in after["previous_signing_keys"]] == [before["signing_key"]]
+    assert json.loads(credex("keys", "show", "--json", home=home).stdout)["keyid"] == after["keyid"]
+    bad = credex("keys", "rotate", "--overlap-days", "-1", home=home)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
