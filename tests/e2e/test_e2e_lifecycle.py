@@ -34,6 +34,10 @@ from node.ingest import run_ingest
 from node.store import NewRecord
 from node.store import lifecycle as ls
 
+# A decision date inside its disclosure window whenever the suite runs (general severity:
+# shown for at most a year), so the serving nodes' expiry scan never removes the test data.
+RECENT = (dt.date.today() - dt.timedelta(days=120)).isoformat()
+
 pytestmark = pytest.mark.slow
 
 TODAY = dt.date(2026, 11, 25)
@@ -68,7 +72,7 @@ legal_basis = {{ const = "《中华人民共和国产品质量法》第四十九
 penalty_types = {{ const = "罚款" }}
 penalty_content = {{ const = "罚款" }}
 fine_wan_yuan = "fine"
-decision_date = {{ const = "2026-05-11" }}
+decision_date = {{ const = "{RECENT}" }}
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
 authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
