@@ -16,7 +16,8 @@ source of each):
 3. the purpose is a known code and a legal basis is given       purpose_unknown,
                                                                  legal_basis_missing
 4. natural persons' data is never for public disclosure         natural_person_public_disclosure
-5. each item is held here, fits the subject kind, and may go to this requester:
+5. each item is held here, fits the subject kind (or, for a natural person, links persons
+   such as the legal representative: Shandong Art. 31), and may go to this requester:
    `none` never; `conditional` only under a query agreement (provider = this node, consumer =
    requester, item and purpose covered); `unconditional` to any member; for
    `public_disclosure` the item must be disclosable publicly    item_unknown,
@@ -124,6 +125,8 @@ class ItemView(Protocol):
     def disclosure_modes(self) -> frozenset[str]: ...
     @property
     def personal(self) -> bool: ...
+    @property
+    def linked_id_fields(self) -> tuple[str, ...]: ...
 
 
 class MemberView(Protocol):
@@ -296,7 +299,10 @@ def _check_items(request: QueryRequest, context: PolicyContext) -> dict[str, Ite
         item = context.items.get(item_id)
         if item is None:
             raise _DenyError("item_unknown", f"item {item_id} is not held by this node")
-        if request.subject_kind not in item.subject_kinds:
+        # Shandong Art. 31: an organisation's entry names its legal representative (principal,
+        # controller), so a question about that person may ask for the items that link them.
+        linked = request.subject_kind == "natural_person" and bool(item.linked_id_fields)
+        if request.subject_kind not in item.subject_kinds and not linked:
             raise _DenyError("subject_kind_mismatch", f"item {item_id} holds no such subject kind")
         if item.share_type == "none":
             raise _DenyError(

@@ -30,9 +30,26 @@ from node.store import NewRecord
 
 pytestmark = pytest.mark.slow
 
-ITEMS = ["admin_licence_person", "admin_penalty_person", "utility_account"]
+ITEMS = [
+    "admin_licence_person",
+    "admin_penalty_person",
+    "utility_account",
+    "severe_dishonesty_list",
+]
 PURPOSES = ["staff_recruitment", "administrative_licensing"]
 GRANT_FIELDS = frozenset({"decision_no", "license_category", "decision_date", "status"})
+
+
+COMPANY = "91350100M000100Y43"  # GB 32100's worked example
+SEVERE_LIST_FIELDS = {
+    "subject_name": "淄博某某商贸有限公司",
+    "subject_category": "法人及非法人组织",
+    "uscc": COMPANY,
+    "legal_rep_name": "王某某",
+    "list_name": "严重违法失信名单",
+    "decision_no": "张市监列〔2026〕7号",
+    "status": "列入",
+}
 
 
 def person(seq: int) -> str:
@@ -64,8 +81,16 @@ def licence_fields(n: int) -> dict[str, str]:
     }
 
 
-def seed(rt: NodeRuntime, subject: str, item: str, fields: dict[str, str]) -> str:
-    """Sign and store one record of `subject` the way ingest does; return its row id."""
+def seed(
+    rt: NodeRuntime,
+    subject: str,
+    item: str,
+    fields: dict[str, str],
+    *,
+    linked: tuple[str, ...] = (),
+) -> str:
+    """Sign and store one record of `subject` the way ingest does (with the blind indexes of
+    the `linked` persons, e.g. a legal representative); return its row id."""
     now = rt.clock()
     token = rt.blind.token(subject)
     record_key = uuid.uuid4().hex
@@ -98,6 +123,7 @@ def seed(rt: NodeRuntime, subject: str, item: str, fields: dict[str, str]) -> st
                 disclosure_max_end=None,
                 disclosure_rule="test",
                 created_at=now,
+                linked_subject_indexes=tuple(rt.blind.token(p) for p in linked),
             )
         ],
         now=now,
@@ -123,6 +149,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         for seq in range(1, 12):
             seed(rt, person(seq), "admin_licence_person", licence_fields(seq))
         seed(rt, person(1), "utility_account", {"utility_type": "水", "account_no": "A-1"})
+        seed(rt, COMPANY, "severe_dishonesty_list", SEVERE_LIST_FIELDS, linked=(person(20),))
     finally:
         rt.close()
     c.start("market")
@@ -236,6 +263,36 @@ def test_a_request_narrowed_to_some_fields_gets_only_those(cluster: LocalCluster
     done = cluster.cli("tax", *query_args(person(4), "--fields", "decision_no"))
     assert done.returncode == 2  # not ITEM.FIELD: refused before anything is sent
     assert "ITEM.FIELD" in done.stderr
+
+
+def test_a_legal_representative_query_returns_the_linked_severe_list_entry(
+    cluster: LocalCluster,
+) -> None:
+    """Shandong Art. 31: an organisation's severe-dishonesty entry names its legal
+    representative, and a query about that person returns the linked entry."""
+    out = cluster.cli_json(
+        "tax",
+        *query_args(person(20), purpose="administrative_licensing")[:7],
+        "severe_dishonesty_list",
+        "--purpose",
+        "administrative_licensing",
+        "--legal-basis",
+        "行政许可法",
+    )
+    assert [r["item"] for r in out["records"]] == ["severe_dishonesty_list"]
+    record = out["records"][0]
+    assert record["verified"] is True
+    assert record["fields"]["decision_no"] == "张市监列〔2026〕7号"
+    unrelated = cluster.cli_json(
+        "tax",
+        *query_args(person(21), purpose="administrative_licensing")[:7],
+        "severe_dishonesty_list",
+        "--purpose",
+        "administrative_licensing",
+        "--legal-basis",
+        "行政许可法",
+    )
+    assert unrelated["records"] == []
 
 
 def test_no_grant_for_a_natural_person_is_denied_and_logged(cluster: LocalCluster) -> None:

@@ -59,6 +59,7 @@ class It:
     fields: tuple[F, ...] = (F("decision_no"), F("subject_id", "identifier"), F("amount"))
     disclosure_modes: frozenset[str] = frozenset({"gov_sharing", "authorised_query"})
     personal: bool = True
+    linked_id_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,14 @@ WITH_SENSITIVE = It(
     "qualification",
     fields=(F("cert_no"), F("subject_id", "identifier"), F("health_note", "sensitive")),
 )
+LINKING = It(
+    "severe_list",
+    subject_kinds=frozenset({"organisation"}),
+    personal=False,
+    linked_id_fields=("legal_rep_id_number",),
+)
 ITEMS: dict[str, It] = {
-    i.id: i for i in (PENALTY, LICENCE, CONDITIONAL, SECRET, ORG_ONLY, WITH_SENSITIVE)
+    i.id: i for i in (PENALTY, LICENCE, CONDITIONAL, SECRET, ORG_ONLY, WITH_SENSITIVE, LINKING)
 }
 
 
@@ -441,6 +448,13 @@ ALLOWS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, set[str]], str
         {"grant": grant(fields={"qualification": frozenset({"cert_no", "health_note"})})},
         {"qualification": {"cert_no", "health_note"}},
         "allowed",
+    ),
+    (
+        "an organisation entry that links persons, asked about a person (Shandong Art. 31)",
+        {**PERSON, "items": frozenset({"severe_list"})},
+        {},
+        {"severe_list": {"decision_no", "subject_id", "amount"}},
+        "statutory_duty",
     ),
     (
         "organisation item to public disclosure",
