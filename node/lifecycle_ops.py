@@ -44,7 +44,9 @@ __all__ = [
     "decrypt_record",
     "lifecycle_status",
     "object_record",
+    "overdue_summary",
     "overdue_tasks",
+    "pending_withdrawals",
     "propagation_report",
     "repair_record",
     "resolve_objection",
@@ -579,6 +581,44 @@ def overdue_tasks(store: Store, today: dt.date) -> list[rules.TaskView]:
     For `credex status` and `credex log report`: takes a node.store.Store and the day to judge.
     """
     return rules.overdue(ls.list_tasks(store, open_only=True), today)
+
+
+def overdue_summary(store: Store, today: dt.date) -> list[dict[str, Any]]:
+    """Overdue objection reviews and revocation reports as JSON-ready rows (no personal data:
+    task id, kind, record key, due day and whether the day was counted without a holiday
+    schedule); for `credex status` and `credex log report`."""
+    return [
+        {
+            "task_id": t.task_id,
+            "kind": t.kind,
+            "record_key": t.record_key,
+            "due_on": t.due_on.isoformat(),
+            "approximate_due": t.approximate_due,
+        }
+        for t in overdue_tasks(store, today)
+    ]
+
+
+def pending_withdrawals(runtime: NodeRuntime, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Propagation reports of this node's repaired or revoked records that some subscriber has
+    not acknowledged yet (most recent first, at most `limit`), for `credex status`."""
+    keys_seen: list[str] = []
+    tasks = sorted(
+        (t for t in ls.list_tasks(runtime.store) if t.kind in ("repair", "revocation")),
+        key=lambda t: t.opened_at,
+        reverse=True,
+    )
+    for task in tasks:
+        if task.record_key not in keys_seen:
+            keys_seen.append(task.record_key)
+    reports = []
+    for record_key in keys_seen:
+        report = propagation_report(runtime, record_key)
+        if report["subscribers"] and not report["complete"]:
+            reports.append(report)
+        if len(reports) >= limit:
+            break
+    return reports
 
 
 def lifecycle_status(runtime: NodeRuntime, record_key: str | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 import keys
-from node import feeds
+from node import feeds, lifecycle, lifecycle_ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
@@ -193,6 +193,12 @@ def node_status(runtime: NodeRuntime) -> dict[str, Any]:
         }
         for provider, items in sorted(providers.items())
     ]
+    info["lifecycle"] = {
+        "overdue": lifecycle_ops.overdue_summary(
+            runtime.store, lifecycle.china_day(runtime.clock())
+        ),
+        "withdrawals_pending": lifecycle_ops.pending_withdrawals(runtime),
+    }
     return info
 
 
@@ -232,6 +238,24 @@ def status_command(home: HomeOption = None, as_json: JsonOption = False) -> None
         for u in info["upstream"]:
             table.add_row(u["provider"], str(u["cursor"]), str(u["received"]))
         console.print(table)
+    _print_lifecycle(info["lifecycle"])
+
+
+def _print_lifecycle(life: dict[str, Any]) -> None:
+    if life["overdue"]:
+        table = Table(title="overdue lifecycle deadlines (Shandong Arts. 39-40)")
+        for col in ("task", "kind", "record", "due"):
+            table.add_column(col)
+        for t in life["overdue"]:
+            due = t["due_on"] + (" (approximate)" if t["approximate_due"] else "")
+            table.add_row(t["task_id"], t["kind"], t["record_key"][:12], due)
+        console.print(table)
+    for report in life["withdrawals_pending"]:
+        waiting = [s for s in report["subscribers"] if not s.get("acknowledged")]
+        console.print(
+            f"withdrawal of {report['record_key'][:12]}... ({report['state']}) not yet "
+            f"acknowledged by: {', '.join(str(s.get('subscriber')) for s in waiting)}"
+        )
 
 
 # -- doctor ----------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from node.accesslog import LogEntry, risk_report, search, utc_iso, verify_log
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import ExitCode, InputError, StaleBundle
+from node.lifecycle import china_day
+from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
 from node.runtime import NodeRuntime, open_runtime
 
@@ -204,6 +206,7 @@ def report_command(
         now = runtime.clock()
         report = risk_report(runtime.log.backend, now, window=dt.timedelta(days=days))
         alarms = search(runtime.log.backend, kind="alarm")
+        overdue = overdue_summary(runtime.store, china_day(now))
     finally:
         runtime.close()
     doc: dict[str, Any] = {
@@ -227,6 +230,7 @@ def report_command(
         "alarms": [
             {"index": i, "time": e.time, "log": e.requester, "reason": e.reason} for i, e in alarms
         ],
+        "overdue_lifecycle": overdue,
     }
     if as_json:
         print_json(doc)
@@ -250,6 +254,12 @@ def report_command(
         console.print(
             f"[bold red]ALARM[/] entry {a['index']} at {a['time']}: {a['reason']} "
             f"(log of {a['log']})",
+            highlight=False,
+        )
+    for t in overdue:
+        console.print(
+            f"[bold yellow]OVERDUE[/] {t['kind']} review of record {t['record_key'][:12]}... "
+            f"was due {t['due_on']}",
             highlight=False,
         )
 

@@ -167,6 +167,15 @@ def test_objection_flags_starts_clock_and_confirm_clears(
     assert ops.overdue_tasks(runtime.store, dt.date(2026, 10, 10)) == []
     (late,) = ops.overdue_tasks(runtime.store, dt.date(2026, 10, 11))
     assert (late.task_id, late.kind) == (result.task_id, "objection")
+    # what `credex status` and `credex log report` show
+    (row,) = ops.overdue_summary(runtime.store, dt.date(2026, 10, 11))
+    assert row == {
+        "task_id": result.task_id,
+        "kind": "objection",
+        "record_key": key,
+        "due_on": "2026-10-10",
+        "approximate_due": False,
+    }
 
     clock.day(dt.date(2026, 10, 9))
     resolved = ops.resolve_objection(runtime, result.task_id, outcome="confirm")
@@ -295,6 +304,10 @@ def test_repair_withdraws_everywhere_with_propagation_report(
     status = {r["subscriber"]: r for r in after["subscribers"]}
     assert status["platform"]["acknowledged"]
     assert status["health"]["pending_seconds"] == 24 * 3600
+    # `credex status` lists the withdrawal until every subscriber has acknowledged it
+    assert [p["record_key"] for p in ops.pending_withdrawals(runtime)] == [key]
+    runtime.store.ack("health", status["health"]["event_seq"], now=clock())
+    assert ops.pending_withdrawals(runtime) == []
     # a repaired record cannot be repaired, objected or corrected again
     with pytest.raises(ops.RepairRefused, match="not_active"):
         ops.repair_record(runtime, key, good)
