@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     figures: list[Figure] = []
     failed: list[str] = []
     scripts = sorted(
-        p for p in HERE.glob("*.py") if p.name not in SKIP and not p.name.startswith("_")
+        p for p in HERE.glob("*.py") if p.name not in skip and not p.name.startswith("_")
     )
     for script in scripts:
         console.print(f"[bold]running[/] {script.name} ...")
