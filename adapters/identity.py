@@ -26,7 +26,9 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 
 def canonical_json(fields: Mapping[str, str]) -> bytes:
     """UTF-8 JSON with sorted keys, no insignificant whitespace, non-ASCII kept (as in 0002)."""
-    return _ENCODER.encode(dict(fields)).encode("utf-8")
+    # the C encoder takes a plain dict as it is; other mappings are copied into one
+    plain = fields if fields.__class__ is dict else dict(fields)
+    return _ENCODER.encode(plain).encode("utf-8")
 
 
 def content_hash(fields: Mapping[str, str]) -> str:

@@ -53,6 +53,32 @@ class AcceptedRecord:
     raw: Mapping[str, str]
 
 
+class _MappedColumns(Mapping[str, str]):
+    """A read-only view of a source row limited to the mapped columns.
+
+    Built per row in O(1): the other columns (phone numbers, anything prohibited) are never
+    reachable through it, and no copy is made for the rows that are accepted.
+    """
+
+    __slots__ = ("_order", "_row", "_set")
+
+    def __init__(self, row: Mapping[str, str], order: tuple[str, ...], keep: frozenset[str]):
+        self._row = row
+        self._order = order
+        self._set = keep
+
+    def __getitem__(self, column: str) -> str:
+        if column not in self._set:
+            raise KeyError(column)
+        return self._row.get(column, "")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
 @dataclass
 class Batch:
     """One batch of a run; `resume` is saved by the caller AFTER the batch is stored."""
@@ -138,6 +164,7 @@ def run_mapping(
         if missing:
             raise SourceError(reader.name, f"{missing[0].key}: {missing[0].message}")
     keep = mapped_columns(m.fields)
+    keep_set = frozenset(keep)
     where = _columns_of(m)
     item_id = m.item
 
@@ -148,7 +175,7 @@ def run_mapping(
         read += 1
         # Only the mapped columns travel on: an export's other columns (phone numbers,
         # anything prohibited) never reach a record or a reject report.
-        raw = {c: row.get(c, "") for c in keep}
+        raw = _MappedColumns(row, keep, keep_set)
         values, problems = map_row(m.fields, row)
         if EXTRA_CELLS in row:
             problems.append(
