@@ -54,6 +54,11 @@ def parse(line: str) -> Figure | None:
         return None
 
 
+def _number(value: float) -> str:
+    """Thousands separators for rates, two decimals for small figures such as latencies."""
+    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.2f}"
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmarks one after another (`--skip NAME.py` leaves one out); exit 1 if any
     of them failed."""
