@@ -97,10 +97,10 @@ def main(argv: list[str]) -> int:
         row = (
             f.area,
             f.name,
-            f"{f.value:,.0f}",
+            _number(f.value),
             f.unit,
             f.limit_name,
-            f"{f.limit_value:,.0f}",
+            _number(f.limit_value),
             f.ratio,
         )
         rows.append(row)
