@@ -204,7 +204,12 @@ def report_command(
     runtime = open_runtime(resolve_home(home))
     try:
         now = runtime.clock()
-        report = risk_report(runtime.log.backend, now, window=dt.timedelta(days=days))
+        report = risk_report(
+            runtime.log.backend,
+            now,
+            window=dt.timedelta(days=days),
+            grants=runtime.grants.active(now),
+        )
         alarms = search(runtime.log.backend, kind="alarm")
         overdue = overdue_summary(runtime.store, china_day(now))
     finally:

@@ -328,12 +328,15 @@ def grant_list_command(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the grants registered here for a subject (or one grant by id), with uses left."""
-    if (subject is None) == (grant_id is None):
-        raise InputError("grant list: give exactly one of --subject or --id")
+    """List the grants registered here with uses left: every active one, a subject's, or one
+    by id."""
+    if subject is not None and grant_id is not None:
+        raise InputError("grant list: give at most one of --subject or --id")
     runtime = open_runtime(resolve_home(home))
     try:
-        if subject is not None:
+        if subject is None and grant_id is None:
+            states = runtime.grants.active(runtime.clock())
+        elif subject is not None:
             normalised = normalise_subject(subject, subject_kind, today=_today())
             states = runtime.grants.for_subject(subject_digest(normalised))
         else:

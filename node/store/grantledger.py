@@ -133,6 +133,19 @@ class SqlGrantLedger:
             ).all()
         return [_state(r) for r in rows]
 
+    def active(self, now: dt.datetime, *, limit: int = 10_000) -> list[GrantState]:
+        """Grants not revoked and not yet expired at `now`, by grant id (for the risk report
+        and `credex grant list`); at most `limit`."""
+        with self._store.read("read the active grants") as conn:
+            rows = conn.execute(
+                select(GRANTS)
+                .where(GRANTS.c.revoked_at.is_(None))
+                .order_by(GRANTS.c.grant_id)
+                .limit(limit)
+            ).all()
+        states = [_state(r) for r in rows]
+        return [s for s in states if s.grant.valid_until > now]
+
 
 def _locked(conn: Connection, grant_id: str) -> Row[Any] | None:
     return conn.execute(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node.accesslog import MemoryLogBackend, risk_report
 from node.grants import Grant, GrantConflictError, GrantLedger, GrantRefusedError
 from node.store import SqlGrantLedger, Store, open_store
 
@@ -114,3 +115,19 @@ def test_concurrent_uses_never_exceed_the_limit(tmp_path: Path) -> None:
     assert refused == ["grant_exhausted"] * 15
     for s in stores:
         s.close()
+
+
+def test_active_grants_feed_the_risk_report(store: Store) -> None:
+    ledger = SqlGrantLedger(store)
+    ledger.register(grant("g-1", limit=5), b"raw")
+    ledger.register(grant("g-2", limit=10), b"raw")
+    ledger.register(grant("g-3"), b"raw")
+    ledger.revoke("g-3", NOW, "subject_withdrew")
+    for _ in range(4):
+        ledger.use("g-1", NOW)  # 4 of 5 uses spent
+    assert [s.grant.grant_id for s in ledger.active(NOW)] == ["g-1", "g-2"]
+    assert ledger.active(NOW + dt.timedelta(days=31)) == []  # expired ones are not active
+    report = risk_report(MemoryLogBackend(), NOW, grants=ledger.active(NOW))
+    near = [f for f in report.findings if "g-1" in f.subject or "g-1" in f.message]
+    assert near, report.findings
+    assert not [f for f in report.findings if "g-2" in f.subject or "g-2" in f.message]
