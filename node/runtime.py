@@ -20,7 +20,7 @@ import binascii
 import datetime as dt
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ class NodeRuntime:
     _bundle: keys.TrustBundle | None = None
     _log: AccessLog | None = None
     _server_tls: ServerTls | None = None
-    _extras: dict[str, Any] = field(default_factory=dict)
+    _grants: SqlGrantLedger | None = None
 
     @property
     def node_id(self) -> str:
@@ -274,12 +274,9 @@ class NodeRuntime:
     @property
     def grants(self) -> SqlGrantLedger:
         """The node's register of subject grants."""
-        ledger = self._extras.get("grants")
-        if ledger is None:
-            ledger = SqlGrantLedger(self.store)
-            self._extras["grants"] = ledger
-        assert isinstance(ledger, SqlGrantLedger)
-        return ledger
+        if self._grants is None:
+            self._grants = SqlGrantLedger(self.store)
+        return self._grants
 
     def close(self) -> None:
         """Release the store's connections."""
