@@ -15,12 +15,13 @@ Trust bundle invariants (DESIGN.md section 5):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,8 @@ class NodeRuntime:
     _log: AccessLog | None = None
     _server_tls: ServerTls | None = None
     _grants: SqlGrantLedger | None = None
+    # Set when a serving node begins its graceful shutdown: long-lived streams end on it.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def node_id(self) -> str:

@@ -89,6 +89,7 @@ async def run_node(
     try:
         await stop.wait()
     finally:
+        runtime.stopping.set()  # follow-mode streams finish their batch and end cleanly
         with contextlib.suppress(FileNotFoundError):
             serve_file(runtime).unlink()
         await server.stop(grace)

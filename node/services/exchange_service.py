@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
-_STOPPING_KEY = "exchange.stopping"
 
 
 @dataclass(frozen=True)
@@ -327,12 +326,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:
-    """The Exchange service of a running node (its stop signal shared with `background`)."""
-    stopping = runtime._extras.setdefault(_STOPPING_KEY, asyncio.Event())
+    """The Exchange service of a running node; follow-mode streams end when the node begins
+    its graceful shutdown (`runtime.stopping`)."""
     return [
         Service(
             name="credex.v1.Exchange",
-            servicer=ExchangeServicer(runtime, stopping=stopping),
+            servicer=ExchangeServicer(runtime, stopping=runtime.stopping),
             add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
         )
     ]
@@ -342,13 +341,8 @@ BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def background(runtime: NodeRuntime) -> list[BackgroundTask]:
-    """Tasks beside the server: end feed streams on stop, reload a newly installed bundle,
-    and (platform role) follow every department feed agreed with this node."""
-    stopping = runtime._extras.setdefault(_STOPPING_KEY, asyncio.Event())
-
-    async def relay_stop(stop: asyncio.Event) -> None:
-        await stop.wait()
-        stopping.set()
+    """Tasks beside the server: reload a newly installed bundle, and (platform role) follow
+    every department feed agreed with this node."""
 
     async def watch_bundle(stop: asyncio.Event) -> None:
         await _watch_bundle(runtime, stop)
@@ -356,7 +350,7 @@ def background(runtime: NodeRuntime) -> list[BackgroundTask]:
     async def follow(stop: asyncio.Event) -> None:
         await feeds.follow_feeds(runtime, stop)
 
-    tasks: list[BackgroundTask] = [relay_stop, watch_bundle]
+    tasks: list[BackgroundTask] = [watch_bundle]
     if runtime.config.node.role == "platform":
         tasks.append(follow)
     return tasks

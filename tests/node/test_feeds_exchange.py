@@ -254,7 +254,7 @@ def test_graceful_stop_ends_a_follow_stream_cleanly(cluster: LocalCluster) -> No
 
     async def scenario() -> feeds.PullResult:
         async with serving(market):
-            stopping = market._extras["exchange.stopping"]
+            stopping = market.stopping
             follower = asyncio.create_task(feeds.pull(platform, "market", follow=True))
             while platform.store.upstream_cursor("market") < 3:
                 await asyncio.sleep(0.02)  # waiting for the first batch to be applied
