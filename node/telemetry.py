@@ -2,7 +2,7 @@
 
 `setup_telemetry` builds a tracer and a meter for one node from `[telemetry]` of the node's
 configuration: exporter "none" (spans and metrics are created and dropped), "console"
-(printed), or "otlp" (needs the optional package `opentelemetry-exporter-otlp-proto-grpc`).
+(printed), or "otlp" (OTLP/gRPC to `[telemetry] otlp_endpoint`).
 Tests pass their own span processor and metric reader instead.
 
 No personal data: every span and metric attribute goes through `safe_attributes`, which keeps
@@ -142,8 +142,7 @@ def setup_telemetry(
     """Build the node's telemetry for `exporter` ("none" | "console" | "otlp").
 
     `span_processors` and `metric_readers` are added as well (tests pass in-memory ones).
-    Refuses (ConfigError naming `telemetry.exporter`) an unknown exporter, and "otlp" when the
-    OTLP exporter package is not installed.
+    Refuses (ConfigError naming `telemetry.exporter`) an unknown exporter.
     """
     if exporter not in EXPORTERS:
         raise ConfigError(
@@ -167,21 +166,15 @@ def setup_telemetry(
 
 
 def _otlp(endpoint: str | None) -> tuple[SpanProcessor, MetricReader]:
-    # Imported here: the OTLP exporter is an optional package, needed only when configured.
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-            OTLPMetricExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        raise ConfigError(
-            "telemetry.exporter = 'otlp' needs the package opentelemetry-exporter-otlp-proto-grpc "
-            "(pip install it into the node's environment), or use 'console'"
-        ) from None
-    kwargs = {"endpoint": endpoint} if endpoint else {}
+    # Imported here: only a node configured for OTLP pays for loading the exporter.
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+        OTLPMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
     return (
-        BatchSpanProcessor(OTLPSpanExporter(**kwargs)),
-        PeriodicExportingMetricReader(OTLPMetricExporter(**kwargs)),
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)),
+        PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)),
     )
