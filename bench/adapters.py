@@ -24,11 +24,10 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from stdnum.cn import uscc  # noqa: E402
 
 from adapters import CsvSource, Summary, load_mapping, run_mapping  # noqa: E402
+from node.demo_data import numbered_uscc  # noqa: E402
 
-ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 HEADER = [
     "行政相对人名称", "行政相对人类别", "统一社会信用代码", "法定代表人", "行政处罚决定书文号",
     "违法行为类型", "违法事实", "处罚依据", "处罚类别", "处罚内容", "罚款金额（元）",
@@ -36,16 +35,7 @@ HEADER = [
 ]  # fmt: skip
 
 
-def make_uscc(prefix: str, n: int) -> str:
-    """A valid USCC from an 8-character prefix and a number."""
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(ALPHABET))
-        body += ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
-
-
-AUTHORITY = make_uscc("11370303", 1)
+AUTHORITY = numbered_uscc("11370303", 1)
 MAPPING = f"""
 item = "admin_penalty"
 
@@ -96,13 +86,13 @@ transforms = ["date", {{ default = "2099-12-31" }}]
 const = "淄博市张店区市场监督管理局"
 
 [fields.source_unit_uscc]
-const = "{make_uscc("11370303", 2)}"
+const = "{numbered_uscc("11370303", 2)}"
 """
 
 
 def write_export(path: Path, rows: int) -> None:
     """Write `rows` penalty rows (1 in 50 with a bad date) as GB18030, streaming."""
-    subjects = [make_uscc("91370303", 10_000 + i) for i in range(997)]
+    subjects = [numbered_uscc("91370303", 10_000 + i) for i in range(997)]
     with path.open("w", encoding="gb18030", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)

@@ -24,23 +24,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from stdnum.cn import uscc  # noqa: E402
 
 from node.cli.init_cmds import init_node  # noqa: E402
 from node.config import load_config  # noqa: E402
+from node.demo_data import numbered_uscc  # noqa: E402
 from node.ingest import run_ingest  # noqa: E402
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 BATCH = 1000
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-
-
-def _uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -65,10 +56,10 @@ fine_wan_yuan = "fine"
 decision_date = "date"
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
+authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
 severity = {{ const = "一般" }}
 source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{_uscc("11370303", 2)}" }}
+source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
@@ -81,7 +72,7 @@ def write_source(directory: Path) -> Path:
             writer.writerow(
                 [
                     f"淄博张店某某商贸有限公司{i}",
-                    _uscc("91370303", 10_000 + i),
+                    numbered_uscc("91370303", 10_000 + i),
                     f"张市监罚〔2026〕{i}号",
                     f"{1 + i % 50}.5",
                     "2026-05-11",

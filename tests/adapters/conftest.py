@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from stdnum.cn import uscc
+
+from node.demo_data import numbered_uscc
 
 DATABASES = {
     "mariadb": ["mysql+pymysql://root@127.0.0.1:3306/test"],
@@ -65,18 +66,6 @@ def table_name(db_url: str) -> Iterator[str]:
 
 # --- a 双公示-style penalty export (GB18030, Chinese headers) and its mapping ------------------
 
-_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-
-
-def make_uscc(prefix: str, n: int) -> str:
-    """A valid USCC: an 8-char prefix, a 9-char body from `n`, and the GB 32100 check digit."""
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_USCC_ALPHABET))
-        body += _USCC_ALPHABET[digit]
-    code = prefix + body
-    return code + uscc.calc_check_digit(code)
-
 
 def corrupt_check_digit(code: str) -> str:
     """The same code with a wrong check digit."""
@@ -84,8 +73,8 @@ def corrupt_check_digit(code: str) -> str:
     return code[:-1] + ("1" if last != "1" else "2")
 
 
-AUTHORITY_USCC = make_uscc("11370303", 1)
-SOURCE_UNIT_USCC = make_uscc("11370303", 2)
+AUTHORITY_USCC = numbered_uscc("11370303", 1)
+SOURCE_UNIT_USCC = numbered_uscc("11370303", 2)
 
 PENALTY_HEADER = [
     "序号",
@@ -115,7 +104,7 @@ def penalty_row(i: int, **changes: str) -> dict[str, str]:
         "序号": str(i),
         "行政相对人名称": f"淄博张店某某商贸有限公司{i}",
         "行政相对人类别": "企业",
-        "统一社会信用代码": make_uscc("91370303", 1000 + i),
+        "统一社会信用代码": numbered_uscc("91370303", 1000 + i),
         "法定代表人": "王某某",
         "行政处罚决定书文号": f"张市监罚〔2024〕{i}号",
         "违法行为类型": "销售不合格产品",
@@ -214,13 +203,13 @@ def bad_penalty_rows() -> list[dict[str, str]]:
             2,
             处罚类别="罚款",
             处罚内容="罚款一万二千元",
-            统一社会信用代码=" " + make_uscc("91370303", 1002).lower(),
+            统一社会信用代码=" " + numbered_uscc("91370303", 1002).lower(),
             **{"罚款金额（元）": "12000元"},
         ),
         penalty_row(3, 处罚决定日期="2024/13/45"),
         penalty_row(4, 处罚类别="罚酒三杯"),
         penalty_row(5, 违法事实=""),
-        penalty_row(6, 统一社会信用代码=corrupt_check_digit(make_uscc("91370303", 1006))),
+        penalty_row(6, 统一社会信用代码=corrupt_check_digit(numbered_uscc("91370303", 1006))),
         penalty_row(7, 处罚决定日期="2026年5月6日", 失信程度="一般", 备注="=HYPERLINK(1)"),
     ]
 
@@ -241,7 +230,7 @@ class PenaltyKit:
     mapping_text = PENALTY_MAPPING
     authority_uscc = AUTHORITY_USCC
     source_unit_uscc = SOURCE_UNIT_USCC
-    make_uscc = staticmethod(make_uscc)
+    make_uscc = staticmethod(numbered_uscc)
     corrupt_check_digit = staticmethod(corrupt_check_digit)
     row = staticmethod(penalty_row)
     bad_rows = staticmethod(bad_penalty_rows)

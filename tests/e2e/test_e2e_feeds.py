@@ -22,11 +22,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from stdnum.cn import uscc
 
 import keys
 from node.cluster import LocalCluster
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime
 
@@ -38,16 +38,7 @@ pytestmark = pytest.mark.slow
 
 TODAY = dt.date(2026, 11, 25)
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=3"
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 FEED = {"items": ["admin_penalty"], "purposes": ["feed"], "kind": "feed"}
-
-
-def _uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -72,10 +63,10 @@ fine_wan_yuan = "fine"
 decision_date = "date"
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
+authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
 severity = {{ const = "一般" }}
 source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{_uscc("11370303", 2)}" }}
+source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
@@ -89,7 +80,7 @@ def write_export(directory: Path, rows: range, *, fine: int = 1) -> Path:
             writer.writerow(
                 [
                     f"淄博张店某某商贸有限公司{i}",
-                    _uscc("91370303", 10_000 + i),
+                    numbered_uscc("91370303", 10_000 + i),
                     f"张市监罚〔2026〕{i}号",
                     f"{fine + i % 50}.5",
                     RECENT,
@@ -198,7 +189,7 @@ def test_ingest_subscribe_ack_over_mtls(cluster: LocalCluster, tmp_path: Path) -
         assert len(mine) == 180
         assert copy_of(platform, "market") == mine
         # the platform indexes the subject with its OWN blind index, from the disclosure
-        subject = _uscc("91370303", 10_000 + 5)
+        subject = numbered_uscc("91370303", 10_000 + 5)
         found = platform.store.records_by_subject(platform.blind.token(subject))
         assert [(r.producer, r.version) for r in found] == [("market", 2)]
         sub = market.store.subscription("platform")

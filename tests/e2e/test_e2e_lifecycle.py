@@ -23,13 +23,13 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from stdnum.cn import uscc
 
 import keys
 from node._pb.credex.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from node.accesslog import search
 from node.cluster import LocalCluster
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.store import NewRecord
 from node.store import lifecycle as ls
@@ -41,16 +41,7 @@ RECENT = (dt.date.today() - dt.timedelta(days=120)).isoformat()
 pytestmark = pytest.mark.slow
 
 TODAY = dt.date(2026, 11, 25)
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 ITEMS = ["admin_penalty"]
-
-
-def _uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -75,15 +66,15 @@ fine_wan_yuan = "fine"
 decision_date = {{ const = "{RECENT}" }}
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
+authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
 severity = {{ const = "一般" }}
 source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{_uscc("11370303", 2)}" }}
+source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
 def company(i: int) -> str:
-    return _uscc("91370303", 20_000 + i)
+    return numbered_uscc("91370303", 20_000 + i)
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,9 @@ import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from stdnum.cn import uscc
-
 from node.cli.init_cmds import init_node
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.store import open_store
 
@@ -30,15 +29,6 @@ TODAY = dt.date(2026, 11, 25)
 ROWS = 1500
 BAD_EVERY = 97  # every 97th row has an impossible date and must end in the reject report
 KILLS = 12
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-
-
-def _uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -63,10 +53,10 @@ fine_wan_yuan = "fine"
 decision_date = "date"
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
+authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
 severity = {{ const = "一般" }}
 source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{_uscc("11370303", 2)}" }}
+source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
@@ -77,8 +67,8 @@ def _write_source(directory: Path) -> Path:
         for i in range(ROWS):
             date = "2026-13-45" if i % BAD_EVERY == 0 else "2026-05-11"
             writer.writerow(
-                [f"某某商贸有限公司{i}", _uscc("91370303", 5000 + i), f"张市监罚〔2026〕{i}号",
-                 "1.2", date]
+                [f"某某商贸有限公司{i}", numbered_uscc("91370303", 5000 + i),
+                 f"张市监罚〔2026〕{i}号", "1.2", date]
             )  # fmt: skip
     mapping = directory / "penalties.toml"
     mapping.write_text(MAPPING, encoding="utf-8")

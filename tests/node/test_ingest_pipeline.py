@@ -8,19 +8,18 @@ import json
 from pathlib import Path
 
 import pytest
-from stdnum.cn import uscc
 
 import adapters
 import keys
 from node.cli.init_cmds import init_node
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.errors import ConfigError
 from node.ingest import IngestSummary, run_ingest, source_key
 from node.store import open_store
 
 TODAY = dt.date(2026, 11, 25)
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 HEADER = [
     "行政相对人名称", "行政相对人类别", "统一社会信用代码", "法定代表人", "行政处罚决定书文号",
     "违法行为类型", "违法事实", "处罚依据", "处罚类别", "处罚内容", "罚款金额（元）",
@@ -28,15 +27,7 @@ HEADER = [
 ]  # fmt: skip
 
 
-def make_uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
-
-
-AUTHORITY = make_uscc("11370303", 1)
+AUTHORITY = numbered_uscc("11370303", 1)
 MAPPING = f'''
 item = "admin_penalty"
 
@@ -81,7 +72,7 @@ const = "2099-12-31"
 const = "淄博市张店区市场监督管理局"
 
 [fields.source_unit_uscc]
-const = "{make_uscc("11370303", 2)}"
+const = "{numbered_uscc("11370303", 2)}"
 '''
 
 
@@ -89,7 +80,7 @@ def penalty_row(i: int, *, fine: int = 5000, bad: bool = False) -> dict[str, str
     return {
         "行政相对人名称": f"淄博张店某某商贸有限公司{i}",
         "行政相对人类别": "企业",
-        "统一社会信用代码": make_uscc("91370303", 1000 + i),
+        "统一社会信用代码": numbered_uscc("91370303", 1000 + i),
         "法定代表人": "王某某",
         "行政处罚决定书文号": f"张市监罚〔2026〕{i}号",
         "违法行为类型": "销售不合格产品",
@@ -143,7 +134,7 @@ def test_first_run_stores_signed_encrypted_rows_and_reports_rejects(home: Path) 
     store = open_store(config.store.url)
     try:
         assert store.count_records() == 7
-        token = keys.BlindIndex(node_keys.blind_index_key).token(make_uscc("91370303", 1001))
+        token = keys.BlindIndex(node_keys.blind_index_key).token(numbered_uscc("91370303", 1001))
         (stored,) = store.records_by_subject(token)
         # the body is encrypted and bound to its row; it opens to a record signed by this node
         assert b"91370303" not in stored.body

@@ -11,27 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stdnum.cn import uscc
 from typer.testing import CliRunner
 
 from node.cli import app
 from node.cli.init_cmds import init_node
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.errors import InputError
 from node.ingest import run_ingest
 from node.runtime import open_runtime
 
 runner = CliRunner()
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 NOW = dt.datetime(2026, 5, 20, 2, 0, tzinfo=dt.UTC)
-
-
-def _uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -54,10 +45,10 @@ fine_wan_yuan = {{ const = "1.5" }}
 decision_date = {{ const = "2026-05-11" }}
 penalty_valid_until = {{ const = "2099-12-31" }}
 authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{_uscc("11370303", 1)}" }}
+authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
 severity = {{ const = "一般" }}
 source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{_uscc("11370303", 2)}" }}
+source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
@@ -70,7 +61,7 @@ def home(tmp_path: Path) -> Path:
         writer.writerow(["name", "uscc", "no"])
         for i in (1, 2):
             writer.writerow(
-                [f"某某商贸有限公司{i}", _uscc("91370303", 30_000 + i), f"罚〔2026〕{i}号"]
+                [f"某某商贸有限公司{i}", numbered_uscc("91370303", 30_000 + i), f"罚〔2026〕{i}号"]
             )
     (tmp_path / "p.toml").write_text(MAPPING, encoding="utf-8")
     run_ingest(load_config(node), tmp_path / "p.toml", today=NOW.date(), clock=lambda: NOW)

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stdnum.cn import uscc
 
 from node import accesslog
 from node import lifecycle as rules
 from node import lifecycle_ops as ops
 from node.cli.init_cmds import init_node
 from node.config import load_config
+from node.demo_data import numbered_uscc
 from node.errors import InputError
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime, open_runtime
@@ -25,18 +25,9 @@ from node.scheduler import scan
 from node.store import NewRecord
 from node.store import lifecycle as ls
 
-_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 HEADER = ["名称", "类别", "代码", "法定代表人", "文号", "类型", "事实", "依据", "处罚类别",
           "内容", "罚款", "日期", "机关", "机关代码", "失信程度"]  # fmt: skip
 COMMITMENT = "cd" * 32
-
-
-def make_uscc(prefix: str, n: int) -> str:
-    body = ""
-    for _ in range(9):
-        n, digit = divmod(n, len(_ALPHABET))
-        body += _ALPHABET[digit]
-    return prefix + body + uscc.calc_check_digit(prefix + body)
 
 
 MAPPING = f'''
@@ -73,16 +64,16 @@ const = "2099-12-31"
 [fields.source_unit]
 const = "淄博市张店区市场监督管理局"
 [fields.source_unit_uscc]
-const = "{make_uscc("11370303", 2)}"
+const = "{numbered_uscc("11370303", 2)}"
 '''
 
 
 def row(i: int, severity: str = "一般") -> dict[str, str]:
     return dict(zip(HEADER, [
-        f"淄博张店某某商贸有限公司{i}", "企业", make_uscc("91370303", 1000 + i), "王某某",
+        f"淄博张店某某商贸有限公司{i}", "企业", numbered_uscc("91370303", 1000 + i), "王某某",
         f"张市监罚〔2026〕{i}号", "销售不合格产品", "经查，当事人销售的产品经抽检不合格。",
         "《中华人民共和国产品质量法》第四十九条", "警告、罚款", "警告，并处罚款", "5000",
-        "2026-05-11", "淄博市张店区市场监督管理局", make_uscc("11370303", 1), severity,
+        "2026-05-11", "淄博市张店区市场监督管理局", numbered_uscc("11370303", 1), severity,
     ], strict=True))  # fmt: skip
 
 
@@ -134,10 +125,10 @@ def runtime(tmp_path: Path, clock: Clock) -> Iterator[NodeRuntime]:
 
 
 def keys_of(rt: NodeRuntime) -> list[str]:
-    subject = rt.blind.token(make_uscc("91370303", 1001))
+    subject = rt.blind.token(numbered_uscc("91370303", 1001))
     (first,) = rt.store.records_by_subject(subject)
     others = [
-        rt.store.records_by_subject(rt.blind.token(make_uscc("91370303", 1000 + i)))[0]
+        rt.store.records_by_subject(rt.blind.token(numbered_uscc("91370303", 1000 + i)))[0]
         for i in (2, 3)
     ]
     return [first.record_key] + [r.record_key for r in others]
@@ -321,7 +312,7 @@ def test_repair_withdraws_everywhere_with_propagation_report(
 def test_minor_record_repairs_as_soon_as_obligations_are_met(
     runtime: NodeRuntime, clock: Clock
 ) -> None:
-    minor = runtime.store.records_by_subject(runtime.blind.token(make_uscc("91370303", 1004)))
+    minor = runtime.store.records_by_subject(runtime.blind.token(numbered_uscc("91370303", 1004)))
     (record,) = minor
     assert (record.severity, record.disclosure_min_end) == ("minor", None)
     clock.day(dt.date(2026, 5, 21))
