@@ -13,14 +13,11 @@ import base64
 import csv
 import datetime as dt
 import json
-import os
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import keys
@@ -37,7 +34,6 @@ RECENT = (dt.date.today() - dt.timedelta(days=120)).isoformat()
 pytestmark = pytest.mark.slow
 
 TODAY = dt.date(2026, 11, 25)
-PG_ADMIN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=3"
 FEED = {"items": ["admin_penalty"], "purposes": ["feed"], "kind": "feed"}
 
 
@@ -142,31 +138,16 @@ def wait_caught_up(cluster: LocalCluster, producer: str, *, timeout: float = 30.
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str | None]:
-    name = f"credex_e2e_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, pg_url: str | None) -> Iterator[LocalCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, throwaway_postgres: str
+) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("feeds")
     nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
     agreements = [
         {"provider": "market", "consumer": "platform", **FEED},
         {"provider": "hrss", "consumer": "platform", **FEED},
     ]
-    stores = {"hrss": pg_url} if pg_url else {}
+    stores = {"hrss": throwaway_postgres}
     with LocalCluster(root, nodes, agreements, store_urls=stores) as c:
         c.init()
         yield c
@@ -224,7 +205,9 @@ def test_feed_export_is_standard_dsse(cluster: LocalCluster, tmp_path: Path) -> 
         assert "张店" not in base64.b64decode(line["payload"]).decode("utf-8")
 
 
-def test_postgres_department_feed(cluster: LocalCluster, tmp_path: Path, pg_url: str) -> None:
+def test_postgres_department_feed(
+    cluster: LocalCluster, tmp_path: Path, throwaway_postgres: str
+) -> None:
     assert ingest(cluster, "hrss", tmp_path, range(1000, 1080)) == 80
     cluster.start("hrss")
     done = cluster.cli_json("platform", "subscribe", "hrss")

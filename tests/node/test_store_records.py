@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,32 +22,13 @@ from node.store import (
 from node.store.tables import metadata
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
-PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
-
-
-def _pg_url() -> Iterator[str]:
-    """Create a throwaway PostgreSQL database, yield its URL, drop it afterwards."""
-    name = f"credex_test_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
+def pg_database(throwaway_postgres: str) -> str:
     """One migrated throwaway PostgreSQL database for the module (emptied before each test)."""
-    for url in _pg_url():
-        open_store(url).close()
-        yield url
+    open_store(throwaway_postgres).close()
+    return throwaway_postgres
 
 
 def _emptied(url: str) -> Store:
