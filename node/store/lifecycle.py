@@ -147,6 +147,15 @@ def _insert_task(
     )
 
 
+def _require_active(conn: Connection, row_id: str, verb: str) -> None:
+    """Inside a write transaction: the record must still exist and be active to be `verb`."""
+    state = conn.execute(select(RECORDS.c.state).where(RECORDS.c.row_id == row_id)).scalar()
+    if state is None:
+        raise NotFound("lifecycle: the record no longer exists")
+    if state != "active":
+        raise InputError(f"lifecycle: the record is {state}; only an active one is {verb}")
+
+
 def current_record(store: Store, producer: str, record_key: str) -> StoredRecord:
     """The newest version of a record of `producer` (any state); NotFound if never stored."""
     with store.read("find a record by key") as conn:
@@ -176,13 +185,7 @@ def open_objection(
     objection on the same record and a reused objection id; the record must be active."""
     stamp = to_db_time(opened_at)
     with store.write("open an objection") as conn:
-        state = conn.execute(
-            select(RECORDS.c.state).where(RECORDS.c.row_id == record.row_id)
-        ).scalar()
-        if state is None:
-            raise NotFound("lifecycle: the objected record no longer exists")
-        if state != "active":
-            raise InputError(f"lifecycle: the record is {state}; only an active one is objected")
+        _require_active(conn, record.row_id, "objected")
         if conn.execute(
             select(OBJECTIONS.c.objection_id).where(OBJECTIONS.c.objection_id == objection_id)
         ).first():
@@ -367,13 +370,7 @@ def withdraw_record(
     """
     stamp = to_db_time(now)
     with store.write("withdraw a record") as conn:
-        state = conn.execute(
-            select(RECORDS.c.state).where(RECORDS.c.row_id == record.row_id)
-        ).scalar()
-        if state is None:
-            raise NotFound("lifecycle: the record no longer exists")
-        if state != "active":
-            raise InputError(f"lifecycle: the record is {state}; only an active one is withdrawn")
+        _require_active(conn, record.row_id, "withdrawn")
         _insert_task(
             conn,
             task_id=task_id,
