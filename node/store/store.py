@@ -22,7 +22,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -65,6 +76,23 @@ INGEST = _table(IngestStateRow)
 NONCES = _table(NonceRow)
 
 _CHUNK = 500  # bound on IN (...) lists and executemany batches
+
+# Expired nonces are deleted in passing at most this often, not on every request: an expired
+# row left behind is harmless, because the insert below takes it over (the timestamp window
+# already refuses a request that old).
+_NONCE_PURGE_INTERVAL = dt.timedelta(minutes=1)
+# Written as SQL text that SQLite (>= 3.35) and PostgreSQL both accept: SQLAlchemy does not
+# cache the compiled form of its dialect-specific INSERT .. ON CONFLICT constructs, and
+# compiling it again on every request cost more than the insert and the fsync together.
+_REMEMBER_NONCE = text(
+    "INSERT INTO nonces (keyid, nonce, expires_at) VALUES (:keyid, :nonce, :expires_at) "
+    "ON CONFLICT (keyid, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE nonces.expires_at < :now RETURNING keyid"
+).bindparams(
+    bindparam("expires_at", type_=NONCES.c.expires_at.type),
+    bindparam("now", type_=NONCES.c.expires_at.type),
+)
+_PURGE_NONCES = delete(NONCES).where(NONCES.c.expires_at < bindparam("now"))
 
 
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
@@ -122,6 +150,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._writer = _writer_lock(engine)
+        self._purge_guard = threading.Lock()
+        self._nonces_purged_at: dt.datetime | None = None
 
     @property
     def engine(self) -> Engine:
@@ -532,20 +562,49 @@ class Store:
         """Record a request nonce; return False when (keyid, nonce) was already seen.
 
         Nonces past `expires_at` are forgotten (the timestamp window then rejects a replay).
-        Safe under concurrency: the primary key decides, never a read-then-write.
+        Safe under concurrency: the primary key decides, never a read-then-write. The nonce is
+        committed (durable) before this returns True.
         """
+        return self.remember_nonces([(keyid, nonce, expires_at)], now=now)[0]
+
+    def remember_nonces(
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+    ) -> list[bool]:
+        """Record `(keyid, nonce, expires_at)` triples in ONE transaction (one commit).
+
+        Returns, in order, True for each nonce recorded now and False for one already seen and
+        not yet expired (including a repeat earlier in the same batch). Nothing is returned
+        before the commit, so an accepted nonce survives a crash.
+        """
+        if not nonces:
+            return []
         stamp = to_db_time(now)
         with self.write("remember a request nonce") as conn:
-            conn.execute(delete(NONCES).where(NONCES.c.expires_at < stamp))
-            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-            statement = (
-                dialect.insert(NONCES)
-                .values(keyid=keyid, nonce=nonce, expires_at=to_db_time(expires_at))
-                .on_conflict_do_nothing()
-                .returning(NONCES.c.keyid)
-            )
+            if self._nonce_purge_due(stamp):
+                conn.execute(_PURGE_NONCES, {"now": stamp})
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
-            return conn.execute(statement).first() is not None
+            return [
+                conn.execute(
+                    _REMEMBER_NONCE,
+                    {
+                        "keyid": keyid,
+                        "nonce": nonce,
+                        "expires_at": to_db_time(expires_at),
+                        "now": stamp,
+                    },
+                ).first()
+                is not None
+                for keyid, nonce, expires_at in nonces
+            ]
+
+    def _nonce_purge_due(self, now: dt.datetime) -> bool:
+        """True at most once per `_NONCE_PURGE_INTERVAL` (of the callers' clock)."""
+        with self._purge_guard:
+            last = self._nonces_purged_at
+            if last is not None and last <= now < last + _NONCE_PURGE_INTERVAL:
+                return False
+            self._nonces_purged_at = now
+            return True
 
 
 # ---------------------------------------------------------------------- helpers

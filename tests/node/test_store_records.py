@@ -211,6 +211,24 @@ def test_nonce_replay_is_refused_until_expiry(store: Store) -> None:
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
 
 
+def test_an_expired_nonce_left_between_purges_is_taken_over(store: Store) -> None:
+    exp = NOW + dt.timedelta(seconds=10)
+    assert store.remember_nonce("key1", "n1", exp, now=NOW) is True
+    # 20 s later: expired, but inside the purge interval, so its row is still there
+    later = NOW + dt.timedelta(seconds=20)
+    assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
+    assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later) is False
+
+
+def test_a_batch_of_nonces_commits_together_and_refuses_repeats(store: Store) -> None:
+    exp = NOW + dt.timedelta(minutes=10)
+    assert store.remember_nonce("key1", "seen", exp, now=NOW) is True
+    batch = [("key1", "a", exp), ("key1", "seen", exp), ("key2", "a", exp), ("key1", "a", exp)]
+    assert store.remember_nonces(batch, now=NOW) == [True, False, True, False]
+    assert store.remember_nonces([], now=NOW) == []
+    assert store.remember_nonce("key2", "a", exp, now=NOW) is False
+
+
 def test_naive_timestamps_are_refused(store: Store) -> None:
     with pytest.raises(InputError, match="time zone"):
         store.store_batch([rec("k")], now=dt.datetime(2026, 1, 1))
