@@ -16,10 +16,11 @@ body further in.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ __all__ = [
     "node_signing_keys",
     "sign_request",
     "verify_request",
+    "verify_request_async",
 ]
 
 REQUEST_PAYLOAD_TYPE = "application/vnd.credex.request.v1+protobuf"
@@ -95,19 +97,75 @@ class _RemembersNonces(Protocol):
         self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
     ) -> bool: ...
 
+    def remember_nonces(
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+    ) -> list[bool]: ...
+
+
+@dataclass
+class _NonceWaiter:
+    nonce: tuple[str, str, dt.datetime]
+    now: dt.datetime
+    future: asyncio.Future[bool]
+
+
+_NONCE_BATCH = 256
+
 
 class StoreNonces:
-    """A NonceStore backed by the node's database (`node.store`'s `remember_nonce`)."""
+    """A NonceStore backed by the node's database (`node.store`'s `remember_nonce`).
+
+    `remember_async` group-commits: the nonces of requests that arrive while a commit is in
+    flight are recorded together in the next one, in a worker thread, so neither the event loop
+    nor each request waits for an fsync of its own.
+    """
 
     def __init__(self, store: _RemembersNonces) -> None:
-        """Wrap a store that has `remember_nonce(keyid, nonce, expires_at, *, now)`."""
+        """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch)."""
         self._store = store
+        self._pending: list[_NonceWaiter] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def remember(
         self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
     ) -> bool:
         """Record the nonce in the database; False when it was already there."""
         return self._store.remember_nonce(keyid, nonce, expires_at, now=now)
+
+    async def remember_async(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        """Like `remember`, but group-committed off the event loop.
+
+        Resolves only after the commit that holds the nonce; a failing commit raises its error
+        in every request of the group (none of them is accepted).
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _NonceWaiter((keyid, nonce, expires_at), now, loop.create_future())
+        self._pending.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await waiter.future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:_NONCE_BATCH]
+            del self._pending[:_NONCE_BATCH]
+            # The earliest clock of the group decides which stored nonces count as expired, so
+            # batching never lets a nonce be taken over sooner than it would be alone.
+            now = min(w.now for w in batch)
+            try:
+                fresh = await asyncio.to_thread(
+                    self._store.remember_nonces, [w.nonce for w in batch], now=now
+                )
+            except Exception as error:  # every request of the group fails with it
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(error)
+                continue
+            for w, ok in zip(batch, fresh, strict=True):
+                if not w.future.done():
+                    w.future.set_result(ok)
 
 
 @dataclass(frozen=True)
@@ -205,6 +263,63 @@ def verify_request(
     signature, a request signed for another method, a signer other than the TLS peer, a
     timestamp more than MAX_SKEW away from `now`, and a nonce seen before.
     """
+    keyid, fields = _check_request(
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+    )
+    nonce = fields.nonce.hex()
+    if not nonce_store.remember(keyid, nonce, fields.issued_at + MAX_SKEW, now=now):
+        raise AuthError(f"{method}: replayed request (this nonce was already used)")
+    return _verified(keyid, fields, method)
+
+
+async def verify_request_async(
+    signed: common_pb2.SignedRequest,
+    *,
+    method: str,
+    trusted: Mapping[str, bytes],
+    tls_node_id: str,
+    now: dt.datetime,
+    nonce_store: NonceStore,
+) -> VerifiedRequest:
+    """`verify_request` for a running event loop, with the same checks and refusals.
+
+    With `StoreNonces` the nonce is group-committed in a worker thread (the loop never waits
+    for an fsync); any other NonceStore is asked directly.
+    """
+    keyid, fields = _check_request(
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+    )
+    nonce = fields.nonce.hex()
+    expires_at = fields.issued_at + MAX_SKEW
+    if isinstance(nonce_store, StoreNonces):
+        fresh = await nonce_store.remember_async(keyid, nonce, expires_at, now=now)
+    else:
+        fresh = nonce_store.remember(keyid, nonce, expires_at, now=now)
+    if not fresh:
+        raise AuthError(f"{method}: replayed request (this nonce was already used)")
+    return _verified(keyid, fields, method)
+
+
+def _verified(keyid: str, fields: wire.RequestFields, method: str) -> VerifiedRequest:
+    return VerifiedRequest(
+        node_id=fields.signer,
+        keyid=keyid,
+        method=method,
+        body=fields.body,
+        issued_at=fields.issued_at,
+        nonce=fields.nonce.hex(),
+    )
+
+
+def _check_request(
+    signed: common_pb2.SignedRequest,
+    *,
+    method: str,
+    trusted: Mapping[str, bytes],
+    tls_node_id: str,
+    now: dt.datetime,
+) -> tuple[str, wire.RequestFields]:
+    """Every check of `verify_request` but the nonce; returns (keyid, payload fields)."""
     if not signed.envelope:
         raise AuthError(f"{method}: the request is not signed (empty envelope)")
     try:
@@ -243,17 +358,7 @@ def verify_request(
         )
     if not 8 <= len(fields.nonce) <= _MAX_NONCE:
         raise AuthError(f"{method}: the request nonce must be 8 to 64 bytes")
-    nonce = fields.nonce.hex()
-    if not nonce_store.remember(keyid, nonce, fields.issued_at + MAX_SKEW, now=now):
-        raise AuthError(f"{method}: replayed request (this nonce was already used)")
-    return VerifiedRequest(
-        node_id=fields.signer,
-        keyid=keyid,
-        method=method,
-        body=fields.body,
-        issued_at=fields.issued_at,
-        nonce=nonce,
-    )
+    return keyid, fields
 
 
 def _utc_now() -> dt.datetime:
@@ -293,6 +398,26 @@ class RequestAuthenticator:
         now = self._clock()
         trusted = node_signing_keys(self._bundle(), tls_node_id, now)
         return verify_request(
+            signed,
+            method=method,
+            trusted=trusted,
+            tls_node_id=tls_node_id,
+            now=now,
+            nonce_store=self._nonces,
+        )
+
+    async def authenticate_async(
+        self,
+        signed: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        method: str,
+    ) -> VerifiedRequest:
+        """`authenticate` without blocking the event loop on the nonce's durable commit."""
+        tls_node_id = self._tls.identify(context)
+        now = self._clock()
+        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
+        return await verify_request_async(
             signed,
             method=method,
             trusted=trusted,

@@ -41,7 +41,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
         """Answer one signed query; refusals are logged before the error status is returned."""
         trace = trace_id()
         try:
-            verified = self._auth.authenticate(request, context, method=QUERY_METHOD)
+            verified = await self._auth.authenticate_async(request, context, method=QUERY_METHOD)
         except AuthError:
             # The interceptor already mapped the TLS certificate to a roster node.
             requester = self._runtime.server_tls().identify(context)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from node.requests import (
     node_signing_keys,
     sign_request,
     verify_request,
+    verify_request_async,
 )
 from node.server import Service, build_server
 from node.transport import ChannelIdentity, ServerTls, TlsRoster, client_channel
@@ -144,6 +145,74 @@ def test_a_replayed_request_is_refused(
     signed = sign_request(QUERY, BODY, node_keys["platform"].signing, "platform", NOW)
     verify(signed, trust, nonces=nonces)
     assert "replayed" in refusal(lambda: verify(signed, trust, nonces=nonces))
+
+
+class _BatchStore:
+    """A fake store that records each batch it is asked to commit."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.seen: set[tuple[str, str]] = set()
+        self.batches: list[list[str]] = []
+        self.fail = fail
+
+    def remember_nonce(
+        self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
+    ) -> bool:
+        return self.remember_nonces([(keyid, nonce, expires_at)], now=now)[0]
+
+    def remember_nonces(
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+    ) -> list[bool]:
+        if self.fail:
+            raise RuntimeError("disk full")
+        self.batches.append([n for _k, n, _e in nonces])
+        fresh = []
+        for keyid, nonce, _expires in nonces:
+            fresh.append((keyid, nonce) not in self.seen)
+            self.seen.add((keyid, nonce))
+        return fresh
+
+
+def test_a_replayed_request_is_refused_by_the_group_committed_store(
+    node_keys: dict[str, keys.NodeKeys], trust: keys.TrustBundle
+) -> None:
+    nonces = StoreNonces(_BatchStore())
+    signed = sign_request(QUERY, BODY, node_keys["platform"].signing, "platform", NOW)
+    trusted = node_signing_keys(trust, "platform", NOW)
+
+    async def twice() -> list[VerifiedRequest | BaseException]:
+        calls = [
+            verify_request_async(
+                signed,
+                method=QUERY,
+                trusted=trusted,
+                tls_node_id="platform",
+                now=NOW,
+                nonce_store=nonces,
+            )
+            for _ in range(2)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, second = run(twice())
+    assert isinstance(first, VerifiedRequest)
+    assert isinstance(second, AuthError)
+    assert "replayed" in str(second)
+
+
+def test_concurrent_nonces_share_one_commit_and_a_failure_refuses_all() -> None:
+    store = _BatchStore()
+    nonces = StoreNonces(store)
+
+    async def many(target: StoreNonces, names: list[str]) -> list[bool | BaseException]:
+        calls = [target.remember_async("k", n, NOW + MAX_SKEW, now=NOW) for n in names]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    assert run(many(nonces, ["a", "b", "a", "c"])) == [True, True, False, True]
+    assert store.batches == [["a", "b", "a", "c"]]
+    failing = StoreNonces(_BatchStore(fail=True))
+    outcomes = run(many(failing, ["a", "b"]))
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
 
 
 def test_a_forged_signature_is_refused(
@@ -303,6 +372,11 @@ def test_the_store_adapter_passes_everything_through() -> None:
         ) -> bool:
             calls.append((keyid, nonce, expires_at, now))
             return len(calls) == 1
+
+        def remember_nonces(
+            self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+        ) -> list[bool]:
+            return [self.remember_nonce(k, n, e, now=now) for k, n, e in nonces]
 
     nonces = StoreNonces(FakeStore())
     assert nonces.remember("k", "n", NOW, now=NOW)
