@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Select,
     Table,
     bindparam,
     delete,
@@ -93,6 +94,26 @@ _REMEMBER_NONCE = text(
     bindparam("now", type_=NONCES.c.expires_at.type),
 )
 _PURGE_NONCES = delete(NONCES).where(NONCES.c.expires_at < bindparam("now"))
+
+
+def _by_subject(include_linked: bool, by_state: bool) -> Select[Any]:
+    condition = RECORDS.c.subject_index == bindparam("subject")
+    if include_linked:
+        linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == bindparam("subject"))
+        condition = or_(condition, RECORDS.c.row_id.in_(linked))
+    query = select(RECORDS).where(condition)
+    if by_state:
+        query = query.where(RECORDS.c.state.in_(bindparam("states", expanding=True)))
+    return query.order_by(RECORDS.c.producer, RECORDS.c.record_key, RECORDS.c.version)
+
+
+# Built once: records_by_subject runs on every query, and building the statement and its
+# cache key each time cost more than running it.
+_BY_SUBJECT = {
+    (linked, by_state): _by_subject(linked, by_state)
+    for linked in (True, False)
+    for by_state in (True, False)
+}
 
 
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
@@ -318,16 +339,12 @@ class Store:
         With `include_linked`, records where the subject is a linked subject (a legal
         representative, Shandong Art. 31) are included. `states=None` returns every state.
         """
-        condition = RECORDS.c.subject_index == subject_index
-        if include_linked:
-            linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == subject_index)
-            condition = or_(condition, RECORDS.c.row_id.in_(linked))
-        query = select(RECORDS).where(condition)
+        statement = _BY_SUBJECT[(include_linked, states is not None)]
+        params: dict[str, Any] = {"subject": subject_index}
         if states is not None:
-            query = query.where(RECORDS.c.state.in_(list(states)))
-        query = query.order_by(RECORDS.c.producer, RECORDS.c.record_key, RECORDS.c.version)
+            params["states"] = list(states)
         with self.read("read records by subject") as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(statement, params).all()
         return [_stored(r) for r in rows]
 
     def linked_subjects(self, row_id: str) -> list[str]:
