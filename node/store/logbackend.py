@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -38,6 +38,21 @@ LOG = _table(AccessLogRow)
 STATE = _table(LogStateRow)
 CHECKPOINTS = _table(CheckpointRow)
 WITNESS = _table(WitnessRow)
+
+# Built once: appends run for every access, and building these statements each time cost
+# more than executing them.
+_SIZE_FOR_UPDATE = select(STATE.c.size).where(STATE.c.id == 1).with_for_update()
+_SET_STATE = (
+    update(STATE)
+    .where(STATE.c.id == 1)
+    .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
+)
+_ADVANCE = (
+    update(STATE)
+    .where(STATE.c.id == 1, STATE.c.size == bindparam("expected"))
+    .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
+)
+_INSERT_LEAVES = insert(LOG)
 
 
 def _utcnow() -> dt.datetime:
@@ -72,27 +87,32 @@ class SqlLogBackend:
         """
         stamp = to_db_time(self._clock())
         with self._store.write("append to the access log") as conn:
-            size = int(
-                conn.execute(
-                    select(STATE.c.size).where(STATE.c.id == 1).with_for_update()
-                ).scalar_one()
-            )
+            if expected_size is not None and entries:
+                # The usual case, in one statement fewer: move the size on only if it is still
+                # the one the caller's state was computed from. The UPDATE locks the row like
+                # SELECT ... FOR UPDATE would, so a concurrent writer waits, then matches nothing.
+                size = expected_size
+                moved = conn.execute(
+                    _ADVANCE,
+                    {
+                        "expected": size,
+                        "new_size": size + len(entries),
+                        "new_state": state,
+                        "stamp": stamp,
+                    },
+                ).rowcount
+                if moved != 1:
+                    _conflict(expected_size, _size(conn))
+                conn.execute(_INSERT_LEAVES, _leaf_rows(entries, size, stamp))
+                return size
+            size = int(conn.execute(_SIZE_FOR_UPDATE).scalar_one())
             if expected_size is not None and expected_size != size:
-                raise StoreConflictError(
-                    f"store: the access log grew from {expected_size} to {size} leaves "
-                    "meanwhile (another writer); reload its state and retry"
-                )
+                _conflict(expected_size, size)
             if not entries:
                 return size
-            rows = [
-                {"idx": size + i, "leaf": leaf, "leaf_hash": leaf_hash, "created_at": stamp}
-                for i, (leaf, leaf_hash) in enumerate(entries)
-            ]
-            conn.execute(insert(LOG), rows)
+            conn.execute(_INSERT_LEAVES, _leaf_rows(entries, size, stamp))
             conn.execute(
-                update(STATE)
-                .where(STATE.c.id == 1)
-                .values(size=size + len(rows), state=state, updated_at=stamp)
+                _SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp}
             )
             return size
 
@@ -197,6 +217,22 @@ class SqlLogBackend:
 
 def _size(conn: Connection) -> int:
     return int(conn.execute(select(STATE.c.size).where(STATE.c.id == 1)).scalar_one())
+
+
+def _conflict(expected: int, size: int) -> NoReturn:
+    raise StoreConflictError(
+        f"store: the access log grew from {expected} to {size} leaves "
+        "meanwhile (another writer); reload its state and retry"
+    )
+
+
+def _leaf_rows(
+    entries: Sequence[tuple[bytes, bytes]], size: int, stamp: dt.datetime
+) -> list[dict[str, Any]]:
+    return [
+        {"idx": size + i, "leaf": leaf, "leaf_hash": leaf_hash, "created_at": stamp}
+        for i, (leaf, leaf_hash) in enumerate(entries)
+    ]
 
 
 def _check_range(start: int, end: int) -> None:
