@@ -10,11 +10,15 @@ figures as a ratio to these.
   answers; calls/s and latency p50/p99 in ms.
 - `measure_stream(count, size)`: one server stream of `count` messages of `size` bytes;
   messages/s and MB/s.
+
+`raw_server(separate_process=True)` runs the server in a child process, for benchmarks whose
+credex server runs in its own process too (the comparison stays like for like).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import statistics
 import struct
 import tempfile
@@ -93,15 +97,64 @@ class RawTarget:
     channel: grpc.aio.Channel
 
 
+def _serve_in_child(
+    key_pem: bytes,
+    cert_pem: bytes,
+    roster: list[tuple[str, str, bytes]],
+    conn: Any,
+) -> None:
+    """Child process body: serve until the parent sends anything on `conn`."""
+
+    async def serve() -> None:
+        tls = ServerTls(key_pem=key_pem, cert_pem=cert_pem, roster=TlsRoster.of(roster))
+        server = grpc.aio.server(options=list(CHANNEL_OPTIONS))
+        server.add_generic_rpc_handlers((_Raw(),))
+        port = server.add_secure_port("127.0.0.1:0", tls.credentials())
+        await server.start()
+        conn.send(port)
+        await asyncio.to_thread(conn.recv)
+        await server.stop(None)
+
+    asyncio.run(serve())
+
+
 @asynccontextmanager
-async def raw_server() -> AsyncIterator[RawTarget]:
-    """Start a bare mTLS gRPC server on 127.0.0.1 and yield a connected client channel."""
+async def raw_server(*, separate_process: bool = False) -> AsyncIterator[RawTarget]:
+    """Start a bare mTLS gRPC server on 127.0.0.1 and yield a connected client channel.
+
+    With `separate_process` the server runs in a child process (its own interpreter and GIL).
+    """
     with tempfile.TemporaryDirectory(prefix="credex-bench-") as tmp:
         server_keys = keys.create_key_dir(Path(tmp) / "server", node_id="bench-server")
         client_keys = keys.create_key_dir(Path(tmp) / "client", node_id="bench-client")
-    roster = TlsRoster.of(
-        (k.node_id, k.tls_fingerprint, k.tls_cert_pem) for k in (server_keys, client_keys)
-    )
+    entries = [(k.node_id, k.tls_fingerprint, k.tls_cert_pem) for k in (server_keys, client_keys)]
+    roster = TlsRoster.of(entries)
+    identity = ChannelIdentity(key_pem=client_keys.tls_key_pem, cert_pem=client_keys.tls_cert_pem)
+    if separate_process:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        child = context.Process(
+            target=_serve_in_child,
+            args=(server_keys.tls_key_pem, server_keys.tls_cert_pem, entries, theirs),
+            daemon=True,
+        )
+        child.start()
+        try:
+            port = await asyncio.to_thread(ours.recv)
+            channel = client_channel(
+                f"127.0.0.1:{port}", peer=roster.peer("bench-server"), identity=identity
+            )
+            try:
+                await channel.channel_ready()
+                yield RawTarget(channel=channel)
+            finally:
+                await channel.close()
+        finally:
+            ours.send("stop")
+            await asyncio.to_thread(child.join, 10)
+            if child.is_alive():
+                child.kill()
+        return
     tls = ServerTls(
         key_pem=server_keys.tls_key_pem, cert_pem=server_keys.tls_cert_pem, roster=roster
     )
@@ -109,7 +162,6 @@ async def raw_server() -> AsyncIterator[RawTarget]:
     server.add_generic_rpc_handlers((_Raw(),))
     port = server.add_secure_port("127.0.0.1:0", tls.credentials())
     await server.start()
-    identity = ChannelIdentity(key_pem=client_keys.tls_key_pem, cert_pem=client_keys.tls_cert_pem)
     channel = client_channel(
         f"127.0.0.1:{port}", peer=roster.peer("bench-server"), identity=identity
     )

@@ -1,8 +1,11 @@
 """Authorised queries end to end, against the raw gRPC floor.
 
-One provider (`market`) serves Query over mutual TLS in this process with its real SQLite store
-and durable access log (synchronous=FULL, one fsync per group commit); the requester (`tax`)
-signs, seals, calls, opens and verifies each answer exactly as `credex query` does. Figures:
+One provider (`market`) serves Query over mutual TLS with its real SQLite store and durable
+access log (synchronous=FULL, one fsync per group commit); the requester (`tax`) signs, seals,
+calls, opens and verifies each answer exactly as `credex query` does. By default the provider
+is its own `credex serve` process, as in production, and the raw server it is compared with
+runs in its own process too; `--in-process` runs both servers inside the benchmark's process
+and event loop instead (the client then competes with them for one GIL). Figures:
 
 - queries/s and p50/p99 latency at 1 and 8 concurrent clients, beside a bare unary gRPC call
   of the same answer size over the same mTLS (`_grpc_raw`);
@@ -11,7 +14,7 @@ signs, seals, calls, opens and verifies each answer exactly as `credex query` do
 - access-log appends/s (SQLite backend) and full-log verification entries/s (`bench/accesslog`).
 
 Machine lines: `BENCH query <name> <value> <unit> <limit-name> <limit-value>`.
-Run: `.venv/bin/python bench/query.py [--quick]`.
+Run: `.venv/bin/python bench/query.py [--quick] [--in-process]`.
 """
 
 from __future__ import annotations
@@ -87,17 +90,26 @@ def _ask() -> QueryAsk:
     )  # fmt: skip
 
 
-async def _measure(
+async def _measure_in_process(
     market: NodeRuntime, tax: NodeRuntime, seconds: float
-) -> tuple[list[str], list[str], int]:
+) -> tuple[list[str], list[str]]:
     server = build_server(
         listen="127.0.0.1:0",
         tls=market.server_tls(),
         services=query_service.make_services(market),
     )
     await server.start()
+    try:
+        return await _measure(tax, server.target, seconds, separate_process=False)
+    finally:
+        await server.stop(None)
+
+
+async def _measure(
+    tax: NodeRuntime, target: str, seconds: float, *, separate_process: bool
+) -> tuple[list[str], list[str]]:
     channel = client_channel(
-        server.target,
+        target,
         peer=tax.tls_roster().peer("market"),
         identity=ChannelIdentity(
             key_pem=tax.node_keys.tls_key_pem, cert_pem=tax.node_keys.tls_cert_pem
@@ -115,7 +127,7 @@ async def _measure(
             await send_query(tax, _ask(), channel=channel)
             return time.perf_counter() - start
 
-        async with _grpc_raw.raw_server() as raw:
+        async with _grpc_raw.raw_server(separate_process=separate_process) as raw:
             # the answer of 3 sealed, minimised records is about this size
             answer_size = 3 * 900
             for concurrency in (1, 8):
@@ -172,13 +184,13 @@ async def _measure(
         machine.append(f"BENCH query paced500_failed {failed} calls offered {count}")
     finally:
         await channel.close()
-        await server.stop(None)
-    return human, machine, market.log.backend.size()
+    return human, machine
 
 
 def main(argv: list[str]) -> int:
     """Run the benchmark and print human lines, then `BENCH query ...` lines."""
     quick = "--quick" in argv
+    in_process = "--in-process" in argv
     seconds = 1.0 if quick else 3.0
     with tempfile.TemporaryDirectory(prefix="credex-bench-query-") as tmp:
         cluster = LocalCluster(
@@ -192,10 +204,24 @@ def main(argv: list[str]) -> int:
         market, tax = cluster.runtime("market"), cluster.runtime("tax")
         try:
             _seed(market, 3)
-            human, machine, logged = asyncio.run(_measure(market, tax, seconds))
+            if in_process:
+                human, machine = asyncio.run(_measure_in_process(market, tax, seconds))
+            else:
+                market.close()
+                node = cluster.start("market")
+                try:
+                    human, machine = asyncio.run(
+                        _measure(tax, node.endpoint, seconds, separate_process=True)
+                    )
+                finally:
+                    cluster.stop("market")
+                market = cluster.runtime("market")
+            logged = market.log.backend.size()
         finally:
             market.close()
             tax.close()
+    where = "in one process" if in_process else "provider and raw server in their own processes"
+    human.insert(0, f"({where})")
     n = 5_000 if quick else 20_000
     entries = log_bench.make_entries(n)
     append = max(log_bench.sqlite_append_rate(entries, 1000) for _ in range(2))
