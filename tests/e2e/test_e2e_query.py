@@ -381,6 +381,18 @@ def test_replayed_request_is_refused_and_logged(cluster: LocalCluster) -> None:
     assert after[-1].decision == "deny"
 
 
+def test_a_request_replayed_after_a_kill_9_of_the_provider_is_refused(
+    cluster: LocalCluster,
+) -> None:
+    # The nonce is group-committed in a worker thread: once the answer came back, the nonce
+    # must already be on disk, so a provider killed without any cleanup still refuses a replay.
+    _ask, signed = _signed_query(cluster, person(7))
+    assert _raw_call(cluster, signed) == grpc.StatusCode.OK
+    cluster.kill("market")
+    cluster.start("market")
+    assert _raw_call(cluster, signed) == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_forged_signature_is_refused_and_logged(cluster: LocalCluster) -> None:
     _ask, signed = _signed_query(cluster, person(9))
     envelope = keys.Envelope.from_bytes(signed.envelope)
