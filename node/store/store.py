@@ -596,23 +596,25 @@ class Store:
         if not nonces:
             return []
         stamp = to_db_time(now)
+        # Inserted in key order (stable, so of two equal nonces the earlier one wins): two
+        # PostgreSQL replicas sent the same nonces in different orders then wait for each
+        # other in one order instead of deadlocking.
+        order = sorted(range(len(nonces)), key=lambda i: nonces[i][:2])
+        fresh = [False] * len(nonces)
         with self.write("remember a request nonce") as conn:
             if self._nonce_purge_due(stamp):
                 conn.execute(_PURGE_NONCES, {"now": stamp})
-            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
-            return [
-                conn.execute(
-                    _REMEMBER_NONCE,
-                    {
-                        "keyid": keyid,
-                        "nonce": nonce,
-                        "expires_at": to_db_time(expires_at),
-                        "now": stamp,
-                    },
-                ).first()
-                is not None
-                for keyid, nonce, expires_at in nonces
-            ]
+            for i in order:
+                keyid, nonce, expires_at = nonces[i]
+                values = {
+                    "keyid": keyid,
+                    "nonce": nonce,
+                    "expires_at": to_db_time(expires_at),
+                    "now": stamp,
+                }
+                # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT
+                fresh[i] = conn.execute(_REMEMBER_NONCE, values).first() is not None
+        return fresh
 
     def _nonce_purge_due(self, now: dt.datetime) -> bool:
         """True at most once per `_NONCE_PURGE_INTERVAL` (of the callers' clock)."""
