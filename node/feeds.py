@@ -176,49 +176,76 @@ def received_record(
     The body is the signed record exactly as received, encrypted at rest under a fresh row id;
     the subject is indexed with this node's blind index (see the module docstring).
     """
-    header = verified.header
-    item_id = str(header["item"])
-    producer = str(header["producer"])
-    fields = dict(verified.fields)
-    result = None
-    if not verified.hidden:
-        with contextlib.suppress(catalog.CatalogError):
-            result = catalog.validate_record(
-                item_id, fields, today=now.date(), catalog=runtime.catalogue
-            )
-    blind = runtime.blind
-    record = result.record if result is not None else None
-    if record is not None:
-        subject = blind.token(record.subject_id)
-        linked = tuple(blind.token(s) for s in record.linked_subject_ids)
-        severity, decided_on = record.severity, record.decided_on
-    else:
-        subject = blind.token(f"{producer}:{header.get('subject', '')}")
-        linked, severity, decided_on = (), None, None
-    if severity is not None and decided_on is not None:
-        period = catalog.disclosure_period(severity, decided_on)
-    else:
-        period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
-    row_id = str(uuid.uuid4())
-    return NewRecord(
-        row_id=row_id,
-        producer=producer,
-        record_key=str(header["record_key"]),
-        version=int(header["version"]),
-        item_id=item_id,
-        catalog_version=str(header["catalog_version"]),
-        subject_index=subject,
-        body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
-        content_hash=adapters.content_hash(fields),
-        severity=severity,
-        decided_on=decided_on,
-        disclosure_min_end=period.min_end,
-        disclosure_max_end=period.max_end,
-        disclosure_rule=period.rule,
-        created_at=now,
-        origin="received",
-        linked_subject_indexes=linked,
-    )
+    return _Receiver(runtime, now).row(signed.to_bytes(), verified)
+
+
+class _Receiver:
+    """Builds the store rows of received records; what does not change within a batch (keys,
+    catalogue, day, disclosure periods of a decision date) is looked up once, not per record."""
+
+    __slots__ = ("_blind", "_catalogue", "_cipher", "_now", "_periods", "_today")
+
+    def __init__(self, runtime: NodeRuntime, now: dt.datetime) -> None:
+        self._blind = runtime.blind
+        self._cipher = runtime.cipher
+        self._catalogue = runtime.catalogue
+        self._now = now
+        self._today = now.date()
+        self._periods: dict[tuple[str, dt.date], catalog.DisclosurePeriod] = {}
+
+    def _period(self, severity: str, decided_on: dt.date) -> catalog.DisclosurePeriod:
+        # A pure function of its two arguments; a batch has few distinct decision dates.
+        key = (severity, decided_on)
+        period = self._periods.get(key)
+        if period is None:
+            period = self._periods[key] = catalog.disclosure_period(severity, decided_on)
+        return period
+
+    def row(self, body: bytes, verified: keys.VerifiedRecord) -> NewRecord:
+        """The row of `verified`, whose compact signed form is `body` (received_record)."""
+        header = verified.header
+        item_id = str(header["item"])
+        producer = str(header["producer"])
+        fields = dict(verified.fields)
+        result = None
+        if not verified.hidden:
+            with contextlib.suppress(catalog.CatalogError):
+                result = catalog.validate_record(
+                    item_id, fields, today=self._today, catalog=self._catalogue
+                )
+        blind = self._blind
+        record = result.record if result is not None else None
+        if record is not None:
+            subject = blind.token(record.subject_id)
+            linked = tuple(blind.token(s) for s in record.linked_subject_ids)
+            severity, decided_on = record.severity, record.decided_on
+        else:
+            subject = blind.token(f"{producer}:{header.get('subject', '')}")
+            linked, severity, decided_on = (), None, None
+        if severity is not None and decided_on is not None:
+            period = self._period(severity, decided_on)
+        else:
+            period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
+        row_id = str(uuid.uuid4())
+        return NewRecord(
+            row_id=row_id,
+            producer=producer,
+            record_key=str(header["record_key"]),
+            version=int(header["version"]),
+            item_id=item_id,
+            catalog_version=str(header["catalog_version"]),
+            subject_index=subject,
+            body=self._cipher.encrypt(row_id, body),
+            content_hash=adapters.content_hash(fields),
+            severity=severity,
+            decided_on=decided_on,
+            disclosure_min_end=period.min_end,
+            disclosure_max_end=period.max_end,
+            disclosure_rule=period.rule,
+            created_at=self._now,
+            origin="received",
+            linked_subject_indexes=linked,
+        )
 
 
 # -- the subscriber ------------------------------------------------------------------------------
@@ -291,6 +318,7 @@ def _open_events(
         raise keys.VerificationError("sealed feed batch does not hold its announced range")
     now = runtime.clock()
     trusted = runtime.bundle().node_signing_keys(peer, now)
+    receiver = _Receiver(runtime, now)
     events: list[_Event] = []
     for offset, payload in enumerate(payloads):
         event = wire.parse(common_pb2.FeedEvent, payload, what="feed event")
@@ -310,7 +338,7 @@ def _open_events(
                 event.version,
             ):
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
-            record = received_record(runtime, signed, verified, now=now)
+            record = receiver.row(signed.to_bytes(), verified)
             objection = event.record.flags.objection
         events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
     return events

@@ -169,8 +169,12 @@ def record_to_pb(
             objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
         ),
     )
+    disclosures = message.disclosures
     for field_id, (salt, value) in sorted(record.disclosures.items()):
-        message.disclosures[field_id].CopyFrom(common_pb2.Disclosure(salt=salt, value=value))
+        # Set in place: building a Disclosure and copying it in costs twice as much per field.
+        entry = disclosures[field_id]
+        entry.salt = salt
+        entry.value = value
     return message
 
 
