@@ -79,6 +79,21 @@ class SignedRecord:
             append(val_b)
         return b"".join(parts)
 
+    @staticmethod
+    def envelope_of(b: bytes) -> Envelope:
+        """The (unverified) envelope of a compact signed record, without parsing its
+        disclosures: enough to route a stored record. Refuses what from_bytes refuses in the
+        magic and the envelope; the disclosures are checked when the whole record is parsed."""
+        data = bytes(b)
+        if data[:4] != _MAGIC:
+            raise VerificationError("not a credex signed record")
+        if len(data) < 8:
+            raise VerificationError("truncated data")
+        end = 8 + _U32.unpack_from(data, 4)[0]
+        if end + 2 > len(data):
+            raise VerificationError("truncated data")
+        return Envelope.from_bytes(data[8:end])
+
     @classmethod
     def from_bytes(cls, b: bytes) -> SignedRecord:
         """Parse the compact form; refuses truncation, trailing bytes, duplicate fields."""

@@ -330,6 +330,9 @@ def _open_events(
         if kind in ("upsert", "correct") and event.HasField("record"):
             signed = wire.record_from_pb(event.record)
             verified = keys.verify_record(signed, trusted=trusted)
+            # The compact form is stored as received (the bytes just verified); the map form
+            # is encoded to it once.
+            body = bytes(event.record.signed_record) or signed.to_bytes()
             wire.check_record_routing(event.record, verified.header)
             if verified.header.get("producer") != peer:
                 raise AuthError(f"feed of {peer}: a record names another producer")
@@ -338,7 +341,7 @@ def _open_events(
                 event.version,
             ):
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
-            record = receiver.row(signed.to_bytes(), verified)
+            record = receiver.row(body, verified)
             objection = event.record.flags.objection
         events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
     return events
@@ -462,7 +465,11 @@ async def pull(
     cursor = await asyncio.to_thread(runtime.store.upstream_cursor, peer)
     total = PullResult(peer=peer, cursor=cursor)
     body = exchange_pb2.SubscribeBody(
-        cursor=cursor, items=sorted(items), max_batch=max_batch, follow=follow
+        cursor=cursor,
+        items=sorted(items),
+        max_batch=max_batch,
+        follow=follow,
+        compact_records=True,
     )
     signed = runtime.sign_request(SUBSCRIBE_METHOD, body.SerializeToString())
     channel = runtime.channel(peer)
