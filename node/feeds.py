@@ -357,6 +357,13 @@ def apply_batch(
     refusal nothing of the batch is stored. Returns the counts; the new cursor is last_seq.
     """
     events = _open_events(runtime, peer, batch, cursor=cursor)
+    return _store_events(runtime, peer, batch, events)
+
+
+def _store_events(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, events: list[_Event]
+) -> PullResult:
+    """Apply the opened and verified events of `batch` in order; the cursor moves with them."""
     store = runtime.store
     now = runtime.clock()
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
@@ -490,27 +497,81 @@ async def pull(
                 )
         call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed))
         watcher = asyncio.ensure_future(_cancel_on(stop, call))
+        # Two stages overlap: batch N is stored and acknowledged (SQL, fsync and the Ack RPC
+        # mostly wait outside the GIL) while batch N+1 is opened and verified. Batch N+1's
+        # events are used only after batch N's store succeeded, so stores and acks stay in
+        # order and a failure stores nothing after it; every store carries its own cursor.
+        storing: asyncio.Future[None] | None = None
         try:
             async for batch in call:
-                done = await asyncio.to_thread(apply_batch, runtime, peer, batch, cursor=cursor)
-                total.add(done)
+                opening = asyncio.ensure_future(
+                    asyncio.to_thread(_open_events, runtime, peer, batch, cursor=cursor)
+                )
+                if storing is not None:
+                    previous, storing = storing, None
+                    try:
+                        await previous
+                    except BaseException:
+                        _forget(opening)
+                        raise
+                events = await opening
+                storing = asyncio.ensure_future(
+                    _store_and_ack(runtime, stub, peer, batch, events, total=total)
+                )
                 cursor = batch.last_seq
-                await _ack(runtime, stub, peer, cursor, batch.sealed)
                 if stop.is_set():
                     break
+            if storing is not None:
+                previous, storing = storing, None
+                await previous
         except grpc.aio.AioRpcError as error:
+            await _settle_quietly(storing)
+            storing = None
             if not (stop.is_set() and error.code() == grpc.StatusCode.CANCELLED):
                 raise _describe_rpc_error(peer, error) from None
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
+            await _settle_quietly(storing)
+            storing = None
         finally:
+            if storing is not None:
+                _forget(storing)
             watcher.cancel()
             call.cancel()
     finally:
         await channel.close()
-    total.cursor = cursor
     return total
+
+
+async def _store_and_ack(
+    runtime: NodeRuntime,
+    stub: exchange_pb2_grpc.ExchangeStub,
+    peer: str,
+    batch: exchange_pb2.SealedBatch,
+    events: list[_Event],
+    *,
+    total: PullResult,
+) -> None:
+    """Store one opened batch (with its cursor), count it, then acknowledge it."""
+    done = await asyncio.to_thread(_store_events, runtime, peer, batch, events)
+    total.add(done)
+    await _ack(runtime, stub, peer, batch.last_seq, batch.sealed)
+
+
+async def _settle_quietly(storing: asyncio.Future[None] | None) -> None:
+    """Let a batch already being stored finish while the stream ends for another reason; its
+    own failure is not reported over that reason (its cursor did not move, so the next pull
+    redoes it, and an unsent Ack is re-sent when the next pull resumes)."""
+    if storing is not None:
+        with contextlib.suppress(Exception):
+            await storing
+
+
+def _forget(future: asyncio.Future[Any]) -> None:
+    """Let a stage that is no longer awaited end in the background without an unretrieved
+    exception warning (a worker thread cannot be interrupted; its transaction is atomic)."""
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
 
 async def _cancel_on(stop: asyncio.Event, call: Any) -> None:

@@ -266,6 +266,43 @@ def test_a_forged_or_ambiguous_compact_record_stores_nothing(cluster: LocalClust
         platform.close()
 
 
+def test_a_bad_batch_stops_the_pull_after_the_good_ones_are_stored_and_acked(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pull stores and acknowledges batch N while it opens batch N+1: a refusal of N+1 must
+    # leave exactly the batches before it stored, with the cursor and the Ack at their end.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 6)
+    build = exchange_service.ExchangeServicer._event_pb
+
+    def forge_from_seq_5(self: Any, event: Any, *args: Any) -> common_pb2.FeedEvent:
+        message = build(self, event, *args)
+        if event.seq >= 5:
+            signed = keys.SignedRecord.from_bytes(message.record.signed_record)
+            changed = {k: (salt, value + "!") for k, (salt, value) in signed.disclosures.items()}
+            forged = keys.SignedRecord(signed.envelope, changed)
+            message.record.signed_record = forged.to_bytes()
+        return message
+
+    monkeypatch.setattr(exchange_service.ExchangeServicer, "_event_pb", forge_from_seq_5)
+
+    async def scenario() -> None:
+        async with serving(market):
+            with pytest.raises(keys.VerificationError):
+                await feeds.pull(platform, "market", max_batch=2)
+
+    try:
+        asyncio.run(scenario())
+        assert platform.store.upstream_cursor("market") == 4
+        assert platform.store.count_records(producer="market") == 4
+        sub = market.store.subscription("platform")
+        assert sub is not None
+        assert sub.acked_seq == 4
+    finally:
+        market.close()
+        platform.close()
+
+
 def test_withdrawn_records_are_not_sent_even_if_queued(cluster: LocalCluster) -> None:
     market, platform = cluster.runtime("market"), cluster.runtime("platform")
     rows = seed(market, 3)
