@@ -43,8 +43,8 @@ from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBun
 from node.lifecycle import is_red_list
 from node.requests import node_signing_keys
 from node.server import Service
-from node.store import FeedEvent, StoredRecord
-from node.store.received import records_by_row_ids
+from node.store import FeedEvent
+from node.store.received import FeedRecord, feed_records
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -201,7 +201,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             raise AuthError(f"node {subscriber} is no longer in the roster")
         payloads = []
         items: set[str] = set()
-        stored = records_by_row_ids(runtime.store, [e.record_row_id for e in events])
+        stored = feed_records(runtime.store, [e.record_row_id for e in events])
         context = _BatchContext(runtime.cipher, compact)
         for event in events:
             message = self._event_pb(event, stored[event.record_row_id], allowed, context)
@@ -218,7 +218,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         return _Built(sealed, first, last, len(events), tuple(sorted(items)), len(events) < limit)
 
     def _event_pb(
-        self, event: FeedEvent, stored: StoredRecord, allowed: set[str], context: _BatchContext
+        self, event: FeedEvent, stored: FeedRecord, allowed: set[str], context: _BatchContext
     ) -> common_pb2.FeedEvent:
         runtime = self._runtime
         at = context.stamps.get(event.created_at)
