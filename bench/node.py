@@ -67,8 +67,9 @@ async def _feed(cluster: LocalCluster) -> tuple[float, int, list[int]]:
         seconds = time.perf_counter() - started
         channel = platform.channel("market")
         stub = exchange_pb2_grpc.ExchangeStub(channel)
-        body = exchange_pb2.SubscribeBody(max_batch=FEED_BATCH).SerializeToString()
-        signed = platform.sign_request(feeds.SUBSCRIBE_METHOD, body)
+        body = exchange_pb2.SubscribeBody(max_batch=FEED_BATCH, compact_records=True)
+        body_bytes = body.SerializeToString()
+        signed = platform.sign_request(feeds.SUBSCRIBE_METHOD, body_bytes)
         sizes = [
             len(b.sealed)
             async for b in stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed))

@@ -16,6 +16,9 @@ from typing import Any
 
 from keys.errors import KeysError, VerificationError
 
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
 
 def canonical_json(value: Any) -> bytes:
     """Encode `value` as canonical JSON bytes; refuses floats, NaN and non-string keys."""
@@ -106,26 +109,35 @@ def parse_time(text: object, what: str, error: type[KeysError]) -> datetime.date
 class Reader:
     """A bounds-checked cursor over bytes; every overrun is a VerificationError."""
 
+    __slots__ = ("_data", "_pos", "_size")
+
     def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
+        # One copy at most (none for bytes): slices of bytes are the chunks themselves, where a
+        # memoryview would need a second copy per field.
+        self._data = bytes(data)
         self._pos = 0
+        self._size = len(self._data)
 
     def take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
+        start = self._pos
+        end = start + n
+        if n < 0 or end > self._size:
             raise VerificationError("truncated data")
-        chunk = bytes(self._data[self._pos : end])
         self._pos = end
-        return chunk
+        return self._data[start:end]
 
     def u8(self) -> int:
-        return int(self.take(1)[0])
+        pos = self._pos
+        if pos >= self._size:
+            raise VerificationError("truncated data")
+        self._pos = pos + 1
+        return self._data[pos]
 
     def u16(self) -> int:
-        return int(struct.unpack(">H", self.take(2))[0])
+        return int(_U16.unpack(self.take(2))[0])
 
     def u32(self) -> int:
-        return int(struct.unpack(">I", self.take(4))[0])
+        return int(_U32.unpack(self.take(4))[0])
 
     def text(self, n: int) -> str:
         try:
@@ -134,5 +146,5 @@ class Reader:
             raise VerificationError("malformed text") from None
 
     def end(self) -> None:
-        if self._pos != len(self._data):
+        if self._pos != self._size:
             raise VerificationError("trailing bytes")

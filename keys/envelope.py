@@ -15,12 +15,15 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from keys._codec import Reader, b64d, b64e, canonical_json, parse_json_object
+from keys._codec import b64d, b64e, canonical_json, parse_json_object
 from keys.errors import VerificationError
 from keys.signing import SIGNATURE_SIZE, Signer, verify_signature
 
 _COMPACT_MAGIC = b"CXE1"
 _MAX_SIGNATURES = 16
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_SIG_HEAD = struct.Struct(">BH")
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -86,20 +89,37 @@ class Envelope:
     @classmethod
     def from_bytes(cls, b: bytes) -> Envelope:
         """Parse the compact form; refuses truncation, trailing bytes and bad lengths."""
-        reader = Reader(b)
-        if reader.take(4) != _COMPACT_MAGIC:
+        # Bounds checked inline (not keys._codec.Reader): every feed record carries one.
+        data = bytes(b)
+        size = len(data)
+        if data[:4] != _COMPACT_MAGIC:
             raise VerificationError("not a compact credex envelope")
-        payload_type = reader.text(reader.u16())
-        payload = reader.take(reader.u32())
-        count = reader.u8()
-        if not 1 <= count <= _MAX_SIGNATURES:
-            raise VerificationError("envelope needs 1 to 16 signatures")
-        sigs = []
-        for _ in range(count):
-            kid_len = reader.u8()
-            sig_len = reader.u16()
-            sigs.append((reader.text(kid_len), reader.take(sig_len)))
-        reader.end()
+        try:
+            type_end = 6 + _U16.unpack_from(data, 4)[0]
+            payload_end = type_end + 4 + _U32.unpack_from(data, type_end)[0]
+            if payload_end >= size:
+                raise VerificationError("truncated data")
+            payload_type = data[6:type_end].decode("utf-8")
+            payload = data[type_end + 4 : payload_end]
+            count = data[payload_end]
+            if not 1 <= count <= _MAX_SIGNATURES:
+                raise VerificationError("envelope needs 1 to 16 signatures")
+            pos = payload_end + 1
+            sigs = []
+            for _ in range(count):
+                kid_len, sig_len = _SIG_HEAD.unpack_from(data, pos)
+                kid_start = pos + 3
+                kid_end = kid_start + kid_len
+                pos = kid_end + sig_len
+                if pos > size:
+                    raise VerificationError("truncated data")
+                sigs.append((data[kid_start:kid_end].decode("utf-8"), data[kid_end:pos]))
+        except struct.error:
+            raise VerificationError("truncated data") from None
+        except UnicodeDecodeError:
+            raise VerificationError("malformed text") from None
+        if pos != size:
+            raise VerificationError("trailing bytes")
         if not payload_type:
             raise VerificationError("envelope has no payload type")
         return cls(payload_type, payload, tuple(sigs))

@@ -176,49 +176,76 @@ def received_record(
     The body is the signed record exactly as received, encrypted at rest under a fresh row id;
     the subject is indexed with this node's blind index (see the module docstring).
     """
-    header = verified.header
-    item_id = str(header["item"])
-    producer = str(header["producer"])
-    fields = dict(verified.fields)
-    result = None
-    if not verified.hidden:
-        with contextlib.suppress(catalog.CatalogError):
-            result = catalog.validate_record(
-                item_id, fields, today=now.date(), catalog=runtime.catalogue
-            )
-    blind = runtime.blind
-    record = result.record if result is not None else None
-    if record is not None:
-        subject = blind.token(record.subject_id)
-        linked = tuple(blind.token(s) for s in record.linked_subject_ids)
-        severity, decided_on = record.severity, record.decided_on
-    else:
-        subject = blind.token(f"{producer}:{header.get('subject', '')}")
-        linked, severity, decided_on = (), None, None
-    if severity is not None and decided_on is not None:
-        period = catalog.disclosure_period(severity, decided_on)
-    else:
-        period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
-    row_id = str(uuid.uuid4())
-    return NewRecord(
-        row_id=row_id,
-        producer=producer,
-        record_key=str(header["record_key"]),
-        version=int(header["version"]),
-        item_id=item_id,
-        catalog_version=str(header["catalog_version"]),
-        subject_index=subject,
-        body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
-        content_hash=adapters.content_hash(fields),
-        severity=severity,
-        decided_on=decided_on,
-        disclosure_min_end=period.min_end,
-        disclosure_max_end=period.max_end,
-        disclosure_rule=period.rule,
-        created_at=now,
-        origin="received",
-        linked_subject_indexes=linked,
-    )
+    return _Receiver(runtime, now).row(signed.to_bytes(), verified)
+
+
+class _Receiver:
+    """Builds the store rows of received records; what does not change within a batch (keys,
+    catalogue, day, disclosure periods of a decision date) is looked up once, not per record."""
+
+    __slots__ = ("_blind", "_catalogue", "_cipher", "_now", "_periods", "_today")
+
+    def __init__(self, runtime: NodeRuntime, now: dt.datetime) -> None:
+        self._blind = runtime.blind
+        self._cipher = runtime.cipher
+        self._catalogue = runtime.catalogue
+        self._now = now
+        self._today = now.date()
+        self._periods: dict[tuple[str, dt.date], catalog.DisclosurePeriod] = {}
+
+    def _period(self, severity: str, decided_on: dt.date) -> catalog.DisclosurePeriod:
+        # A pure function of its two arguments; a batch has few distinct decision dates.
+        key = (severity, decided_on)
+        period = self._periods.get(key)
+        if period is None:
+            period = self._periods[key] = catalog.disclosure_period(severity, decided_on)
+        return period
+
+    def row(self, body: bytes, verified: keys.VerifiedRecord) -> NewRecord:
+        """The row of `verified`, whose compact signed form is `body` (received_record)."""
+        header = verified.header
+        item_id = str(header["item"])
+        producer = str(header["producer"])
+        fields = dict(verified.fields)
+        result = None
+        if not verified.hidden:
+            with contextlib.suppress(catalog.CatalogError):
+                result = catalog.validate_record(
+                    item_id, fields, today=self._today, catalog=self._catalogue
+                )
+        blind = self._blind
+        record = result.record if result is not None else None
+        if record is not None:
+            subject = blind.token(record.subject_id)
+            linked = tuple(blind.token(s) for s in record.linked_subject_ids)
+            severity, decided_on = record.severity, record.decided_on
+        else:
+            subject = blind.token(f"{producer}:{header.get('subject', '')}")
+            linked, severity, decided_on = (), None, None
+        if severity is not None and decided_on is not None:
+            period = self._period(severity, decided_on)
+        else:
+            period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
+        row_id = str(uuid.uuid4())
+        return NewRecord(
+            row_id=row_id,
+            producer=producer,
+            record_key=str(header["record_key"]),
+            version=int(header["version"]),
+            item_id=item_id,
+            catalog_version=str(header["catalog_version"]),
+            subject_index=subject,
+            body=self._cipher.encrypt(row_id, body),
+            content_hash=adapters.content_hash(fields),
+            severity=severity,
+            decided_on=decided_on,
+            disclosure_min_end=period.min_end,
+            disclosure_max_end=period.max_end,
+            disclosure_rule=period.rule,
+            created_at=self._now,
+            origin="received",
+            linked_subject_indexes=linked,
+        )
 
 
 # -- the subscriber ------------------------------------------------------------------------------
@@ -291,6 +318,7 @@ def _open_events(
         raise keys.VerificationError("sealed feed batch does not hold its announced range")
     now = runtime.clock()
     trusted = runtime.bundle().node_signing_keys(peer, now)
+    receiver = _Receiver(runtime, now)
     events: list[_Event] = []
     for offset, payload in enumerate(payloads):
         event = wire.parse(common_pb2.FeedEvent, payload, what="feed event")
@@ -302,6 +330,9 @@ def _open_events(
         if kind in ("upsert", "correct") and event.HasField("record"):
             signed = wire.record_from_pb(event.record)
             verified = keys.verify_record(signed, trusted=trusted)
+            # The compact form is stored as received (the bytes just verified); the map form
+            # is encoded to it once.
+            body = bytes(event.record.signed_record) or signed.to_bytes()
             wire.check_record_routing(event.record, verified.header)
             if verified.header.get("producer") != peer:
                 raise AuthError(f"feed of {peer}: a record names another producer")
@@ -310,7 +341,7 @@ def _open_events(
                 event.version,
             ):
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
-            record = received_record(runtime, signed, verified, now=now)
+            record = receiver.row(body, verified)
             objection = event.record.flags.objection
         events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
     return events
@@ -326,6 +357,13 @@ def apply_batch(
     refusal nothing of the batch is stored. Returns the counts; the new cursor is last_seq.
     """
     events = _open_events(runtime, peer, batch, cursor=cursor)
+    return _store_events(runtime, peer, batch, events)
+
+
+def _store_events(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, events: list[_Event]
+) -> PullResult:
+    """Apply the opened and verified events of `batch` in order; the cursor moves with them."""
     store = runtime.store
     now = runtime.clock()
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
@@ -434,7 +472,11 @@ async def pull(
     cursor = await asyncio.to_thread(runtime.store.upstream_cursor, peer)
     total = PullResult(peer=peer, cursor=cursor)
     body = exchange_pb2.SubscribeBody(
-        cursor=cursor, items=sorted(items), max_batch=max_batch, follow=follow
+        cursor=cursor,
+        items=sorted(items),
+        max_batch=max_batch,
+        follow=follow,
+        compact_records=True,
     )
     signed = runtime.sign_request(SUBSCRIBE_METHOD, body.SerializeToString())
     channel = runtime.channel(peer)
@@ -455,27 +497,81 @@ async def pull(
                 )
         call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed))
         watcher = asyncio.ensure_future(_cancel_on(stop, call))
+        # Two stages overlap: batch N is stored and acknowledged (SQL, fsync and the Ack RPC
+        # mostly wait outside the GIL) while batch N+1 is opened and verified. Batch N+1's
+        # events are used only after batch N's store succeeded, so stores and acks stay in
+        # order and a failure stores nothing after it; every store carries its own cursor.
+        storing: asyncio.Future[None] | None = None
         try:
             async for batch in call:
-                done = await asyncio.to_thread(apply_batch, runtime, peer, batch, cursor=cursor)
-                total.add(done)
+                opening = asyncio.ensure_future(
+                    asyncio.to_thread(_open_events, runtime, peer, batch, cursor=cursor)
+                )
+                if storing is not None:
+                    previous, storing = storing, None
+                    try:
+                        await previous
+                    except BaseException:
+                        _forget(opening)
+                        raise
+                events = await opening
+                storing = asyncio.ensure_future(
+                    _store_and_ack(runtime, stub, peer, batch, events, total=total)
+                )
                 cursor = batch.last_seq
-                await _ack(runtime, stub, peer, cursor, batch.sealed)
                 if stop.is_set():
                     break
+            if storing is not None:
+                previous, storing = storing, None
+                await previous
         except grpc.aio.AioRpcError as error:
+            await _settle_quietly(storing)
+            storing = None
             if not (stop.is_set() and error.code() == grpc.StatusCode.CANCELLED):
                 raise _describe_rpc_error(peer, error) from None
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
+            await _settle_quietly(storing)
+            storing = None
         finally:
+            if storing is not None:
+                _forget(storing)
             watcher.cancel()
             call.cancel()
     finally:
         await channel.close()
-    total.cursor = cursor
     return total
+
+
+async def _store_and_ack(
+    runtime: NodeRuntime,
+    stub: exchange_pb2_grpc.ExchangeStub,
+    peer: str,
+    batch: exchange_pb2.SealedBatch,
+    events: list[_Event],
+    *,
+    total: PullResult,
+) -> None:
+    """Store one opened batch (with its cursor), count it, then acknowledge it."""
+    done = await asyncio.to_thread(_store_events, runtime, peer, batch, events)
+    total.add(done)
+    await _ack(runtime, stub, peer, batch.last_seq, batch.sealed)
+
+
+async def _settle_quietly(storing: asyncio.Future[None] | None) -> None:
+    """Let a batch already being stored finish while the stream ends for another reason; its
+    own failure is not reported over that reason (its cursor did not move, so the next pull
+    redoes it, and an unsent Ack is re-sent when the next pull resumes)."""
+    if storing is not None:
+        with contextlib.suppress(Exception):
+            await storing
+
+
+def _forget(future: asyncio.Future[Any]) -> None:
+    """Let a stage that is no longer awaited end in the background without an unretrieved
+    exception warning (a worker thread cannot be interrupted; its transaction is atomic)."""
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
 
 async def _cancel_on(stop: asyncio.Event, call: Any) -> None:

@@ -28,11 +28,12 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
 
 import keys
 from node import feeds, wire
@@ -42,8 +43,8 @@ from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBun
 from node.lifecycle import is_red_list
 from node.requests import node_signing_keys
 from node.server import Service
-from node.store import FeedEvent, StoredRecord
-from node.store.received import records_by_row_ids
+from node.store import FeedEvent
+from node.store.received import FeedRecord, feed_records
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -65,6 +66,18 @@ class _Built:
     count: int
     items: tuple[str, ...]
     caught_up: bool
+
+
+@dataclass
+class _BatchContext:
+    """What building one batch looks up once instead of per event: the at-rest cipher, the
+    red-list flag of each item, the wire time stamp of each event time (a batch of ingest
+    events shares one), and whether the subscriber asked for compact records."""
+
+    cipher: keys.StorageCipher
+    compact: bool
+    red_list: dict[str, bool] = field(default_factory=dict)
+    stamps: dict[dt.datetime, Timestamp] = field(default_factory=dict)
 
 
 def _agreed_items(bundle: keys.TrustBundle, provider: str, consumer: str, kind: str) -> set[str]:
@@ -125,7 +138,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         asked = tuple(sorted(wanted))
         while True:
             allowed = self._allowed(subscriber)  # a new bundle applies to the next batch
-            built = await asyncio.to_thread(self._build, subscriber, cursor, limit, allowed)
+            built = await asyncio.to_thread(
+                self._build, subscriber, cursor, limit, allowed, compact=body.compact_records
+            )
             if built is None:
                 if not body.follow or self.stopping.is_set():
                     return
@@ -172,8 +187,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             )
         return allowed
 
-    def _build(self, subscriber: str, cursor: int, limit: int, allowed: set[str]) -> _Built | None:
-        """Read, decrypt and seal the next batch (runs in a worker thread); None when idle."""
+    def _build(
+        self, subscriber: str, cursor: int, limit: int, allowed: set[str], *, compact: bool = False
+    ) -> _Built | None:
+        """Read, decrypt and seal the next batch (runs in a worker thread); None when idle.
+        With `compact`, records travel as Record.signed_record (the stored form, unparsed)."""
         runtime = self._runtime
         events = runtime.store.events_after(subscriber, cursor, limit=limit)
         if not events:
@@ -183,9 +201,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             raise AuthError(f"node {subscriber} is no longer in the roster")
         payloads = []
         items: set[str] = set()
-        stored = records_by_row_ids(runtime.store, [e.record_row_id for e in events])
+        stored = feed_records(runtime.store, [e.record_row_id for e in events])
+        context = _BatchContext(runtime.cipher, compact)
         for event in events:
-            message = self._event_pb(event, stored[event.record_row_id], allowed)
+            message = self._event_pb(event, stored[event.record_row_id], allowed, context)
             if message.HasField("record"):
                 items.add(message.item_id)
             payloads.append(message.SerializeToString())
@@ -199,16 +218,19 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         return _Built(sealed, first, last, len(events), tuple(sorted(items)), len(events) < limit)
 
     def _event_pb(
-        self, event: FeedEvent, stored: StoredRecord, allowed: set[str]
+        self, event: FeedEvent, stored: FeedRecord, allowed: set[str], context: _BatchContext
     ) -> common_pb2.FeedEvent:
         runtime = self._runtime
+        at = context.stamps.get(event.created_at)
+        if at is None:
+            at = context.stamps[event.created_at] = wire.timestamp_to_pb(event.created_at)
         message = common_pb2.FeedEvent(
             seq=event.seq,
             kind=wire.event_kind_to_pb(event.kind),
             record_key=event.record_key,
             version=event.version,
             item_id=stored.item_id,
-            at=wire.timestamp_to_pb(event.created_at),
+            at=at,
         )
         if event.kind not in ("upsert", "correct"):
             return message
@@ -217,12 +239,17 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         elif stored.state in _WITHHELD_STATES:
             message.reason = stored.state
         else:
-            body = runtime.cipher.decrypt(stored.row_id, stored.body)
-            signed = keys.SignedRecord.from_bytes(body)
-            red = is_red_list(runtime.catalogue.item(stored.item_id).category)
-            message.record.CopyFrom(
-                wire.record_to_pb(signed, objection=stored.objection, red_list=red)
-            )
+            body = context.cipher.decrypt(stored.row_id, stored.body)
+            red = context.red_list.get(stored.item_id)
+            if red is None:
+                red = is_red_list(runtime.catalogue.item(stored.item_id).category)
+                context.red_list[stored.item_id] = red
+            if context.compact:
+                record = wire.record_to_pb_compact(body, objection=stored.objection, red_list=red)
+            else:
+                signed = keys.SignedRecord.from_bytes(body)
+                record = wire.record_to_pb(signed, objection=stored.objection, red_list=red)
+            message.record.CopyFrom(record)
         return message
 
     # -- Ack -----------------------------------------------------------------------------------

@@ -178,3 +178,36 @@ def test_any_minimisation_verifies_and_payload_is_canonical(
     assert dict(got.fields) == {k: v for k, v in fields.items() if k in keep}
     assert got.hidden == frozenset(fields) - keep
     assert got.header["note"] == extra
+
+
+def test_digests_in_another_base64_spelling_still_verify(signer: keys.Signer) -> None:
+    # verify_record compares encoded digests first; a producer that wrote URL-safe or
+    # unpadded-looking base64 must be judged on the decoded digest, as before that shortcut.
+    fields = {f"f{i}": "值" * i for i in range(16)}
+    rec = keys.sign_record(HEADER, fields, signer)
+    doc = json.loads(rec.envelope.payload)
+    doc["digests"] = {
+        fid: base64.urlsafe_b64encode(base64.b64decode(d)).decode()
+        for fid, d in doc["digests"].items()
+    }
+    assert any("-" in d or "_" in d for d in doc["digests"].values())  # 16 digests: ~never
+    envelope = keys.sign_envelope(keys.RECORD_PAYLOAD_TYPE, keys.canonical_json(doc), signer)
+    got = keys.verify_record(SignedRecord(envelope, rec.disclosures), trusted=_trusted(signer))
+    assert dict(got.fields) == fields
+    bad = dict(rec.disclosures)
+    bad["f3"] = (bad["f3"][0], "other")
+    with pytest.raises(VerificationError):
+        keys.verify_record(SignedRecord(envelope, bad), trusted=_trusted(signer))
+
+
+def test_compact_form_refuses_duplicates_and_bad_text(signer: keys.Signer) -> None:
+    raw = keys.sign_record(HEADER, {"a": "1"}, signer).to_bytes()
+    entry = raw[raw.rindex(b"\x01a") :]
+    count_at = len(raw) - len(entry) - 2
+    doubled = raw[:count_at] + b"\x00\x02" + entry + entry
+    with pytest.raises(VerificationError, match="duplicate"):
+        SignedRecord.from_bytes(doubled)
+    not_utf8 = raw[: -len(b"1")] + b"\xff"
+    with pytest.raises(VerificationError):
+        SignedRecord.from_bytes(not_utf8)
+    assert SignedRecord.from_bytes(raw).to_bytes() == raw

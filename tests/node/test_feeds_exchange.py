@@ -21,13 +21,14 @@ import pytest
 
 import keys
 from node import feeds, wire
-from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
+from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
-from node.errors import AuthError, LogUnavailable
+from node.errors import AuthError, InputError, LogUnavailable
 from node.runtime import NodeRuntime
 from node.server import NodeServer, build_server
 from node.services import exchange_service
-from node.store import NewRecord
+from node.store import NewRecord, StoredRecord
+from node.store.received import received_records
 
 ITEM = "admin_penalty"
 
@@ -103,11 +104,15 @@ async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
         await server.stop(None)
 
 
-async def raw_batches(client: NodeRuntime, cursor: int = 0) -> list[exchange_pb2.SealedBatch]:
+async def raw_batches(
+    client: NodeRuntime, cursor: int = 0, *, compact: bool = False
+) -> list[exchange_pb2.SealedBatch]:
     channel = client.channel("market")
     try:
         stub = exchange_pb2_grpc.ExchangeStub(channel)
-        body = exchange_pb2.SubscribeBody(cursor=cursor).SerializeToString()
+        body = exchange_pb2.SubscribeBody(
+            cursor=cursor, compact_records=compact
+        ).SerializeToString()
         signed = client.sign_request(feeds.SUBSCRIBE_METHOD, body)
         call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed), timeout=10)
         return [b async for b in call]
@@ -154,6 +159,145 @@ def test_lifecycle_events_reach_the_copy_and_replays_change_nothing(cluster: Loc
             "3": ("active", False),
         }
         assert platform.store.count_records(producer="market") == 4
+    finally:
+        market.close()
+        platform.close()
+
+
+def _batch_of(
+    provider: NodeRuntime, subscriber: NodeRuntime, events: list[common_pb2.FeedEvent]
+) -> exchange_pb2.SealedBatch:
+    """A batch sealed by `provider` for `subscriber` exactly as Subscribe seals one."""
+    first, last = events[0].seq, events[-1].seq
+    member = provider.bundle().member(subscriber.node_id)
+    assert member is not None
+    sealed = keys.seal_batch(
+        [e.SerializeToString() for e in events],
+        header=feeds.feed_header(provider.node_id, subscriber.node_id, first, last),
+        recipient_id=subscriber.node_id,
+        recipient_public=member.encryption_key,
+    )
+    return exchange_pb2.SealedBatch(
+        sealed=sealed, first_seq=first, last_seq=last, count=len(events), provider="market"
+    )
+
+
+def _events(batch: exchange_pb2.SealedBatch, runtime: NodeRuntime) -> list[common_pb2.FeedEvent]:
+    _, payloads = keys.open_batch(
+        batch.sealed,
+        recipient_id=runtime.node_id,
+        private_key=runtime.node_keys.encryption_private,
+    )
+    return [common_pb2.FeedEvent.FromString(p) for p in payloads]
+
+
+def test_compact_and_map_records_store_the_same_copies(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 3)
+
+    async def both() -> tuple[exchange_pb2.SealedBatch, exchange_pb2.SealedBatch]:
+        async with serving(market):
+            (old,) = await raw_batches(platform)
+            (new,) = await raw_batches(platform, compact=True)
+            return old, new
+
+    try:
+        old, new = asyncio.run(both())
+        sent = [e.record for e in _events(new, platform)]
+        assert all(r.signed_record and not r.envelope and not r.disclosures for r in sent)
+        assert all(r.envelope and r.disclosures for r in (e.record for e in _events(old, platform)))
+        done = feeds.apply_batch(platform, "market", new, cursor=0)
+        assert (done.stored, done.cursor) == (3, 3)
+        again = feeds.apply_batch(platform, "market", old, cursor=0)  # an older provider's form
+        assert (again.stored, again.skipped) == (0, 3)
+        originals = {
+            r.record_key: market.cipher.decrypt(r.row_id, r.body) for r in _local_copies(market)
+        }
+        copies = {
+            r.record_key: platform.cipher.decrypt(r.row_id, r.body)
+            for r in received_records(platform.store, producer="market")
+        }
+        assert copies == originals  # stored exactly as the producer's node holds them
+    finally:
+        market.close()
+        platform.close()
+
+
+def _local_copies(runtime: NodeRuntime) -> list[StoredRecord]:
+    return [
+        r for i in range(3) for r in runtime.store.record_versions(runtime.node_id, f"{i:064x}")
+    ]
+
+
+def test_a_forged_or_ambiguous_compact_record_stores_nothing(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+
+    async def fetch() -> exchange_pb2.SealedBatch:
+        async with serving(market):
+            (batch,) = await raw_batches(platform, compact=True)
+            return batch
+
+    try:
+        batch = asyncio.run(fetch())
+        events = _events(batch, platform)
+        signed = keys.SignedRecord.from_bytes(events[1].record.signed_record)
+        changed = dict(signed.disclosures)
+        salt, _ = changed["decision_no"]
+        changed["decision_no"] = (salt, "N999-1")
+        forged = [common_pb2.FeedEvent(), common_pb2.FeedEvent()]
+        for copy, event in zip(forged, events, strict=True):
+            copy.CopyFrom(event)
+        forged[1].record.signed_record = keys.SignedRecord(signed.envelope, changed).to_bytes()
+        with pytest.raises(keys.VerificationError):
+            feeds.apply_batch(platform, "market", _batch_of(market, platform, forged), cursor=0)
+        both = [common_pb2.FeedEvent(), common_pb2.FeedEvent()]
+        for copy, event in zip(both, events, strict=True):
+            copy.CopyFrom(event)
+        both[0].record.envelope = signed.envelope.to_bytes()
+        with pytest.raises(InputError, match="both"):
+            feeds.apply_batch(platform, "market", _batch_of(market, platform, both), cursor=0)
+        assert platform.store.count_records(producer="market") == 0
+        assert platform.store.upstream_cursor("market") == 0
+        done = feeds.apply_batch(platform, "market", batch, cursor=0)  # the genuine one applies
+        assert (done.stored, done.cursor) == (2, 2)
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_a_bad_batch_stops_the_pull_after_the_good_ones_are_stored_and_acked(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pull stores and acknowledges batch N while it opens batch N+1: a refusal of N+1 must
+    # leave exactly the batches before it stored, with the cursor and the Ack at their end.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 6)
+    build = exchange_service.ExchangeServicer._event_pb
+
+    def forge_from_seq_5(self: Any, event: Any, *args: Any) -> common_pb2.FeedEvent:
+        message = build(self, event, *args)
+        if event.seq >= 5:
+            signed = keys.SignedRecord.from_bytes(message.record.signed_record)
+            changed = {k: (salt, value + "!") for k, (salt, value) in signed.disclosures.items()}
+            forged = keys.SignedRecord(signed.envelope, changed)
+            message.record.signed_record = forged.to_bytes()
+        return message
+
+    monkeypatch.setattr(exchange_service.ExchangeServicer, "_event_pb", forge_from_seq_5)
+
+    async def scenario() -> None:
+        async with serving(market):
+            with pytest.raises(keys.VerificationError):
+                await feeds.pull(platform, "market", max_batch=2)
+
+    try:
+        asyncio.run(scenario())
+        assert platform.store.upstream_cursor("market") == 4
+        assert platform.store.count_records(producer="market") == 4
+        sub = market.store.subscription("platform")
+        assert sub is not None
+        assert sub.acked_seq == 4
     finally:
         market.close()
         platform.close()

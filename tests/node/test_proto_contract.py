@@ -45,6 +45,7 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "version": (5, "uint64"),
         "producer": (6, "string"),
         "flags": (7, "credex.v1.RecordFlags"),
+        "signed_record": (8, "bytes"),
     },
     "credex.v1.FeedEvent": {
         "seq": (1, "uint64"),
@@ -148,6 +149,7 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "items": (2, "repeated string"),
         "max_batch": (3, "uint32"),
         "follow": (4, "bool"),
+        "compact_records": (5, "bool"),
     },
     "credex.v1.SealedBatch": {
         "sealed": (1, "bytes"),
@@ -533,3 +535,34 @@ def test_routing_copies_that_disagree_with_the_signed_payload_are_refused(
 def test_a_record_with_a_malformed_envelope_is_refused(envelope: bytes) -> None:
     with pytest.raises(InputError, match="envelope"):
         wire.record_from_pb(common_pb2.Record(envelope=envelope))
+
+
+def test_compact_records_cross_the_wire_as_stored() -> None:
+    record, signer = _signed_record()
+    stored = record.to_bytes()
+    message = wire.record_to_pb_compact(stored, objection=True, red_list=True)
+    assert (message.item_id, message.version, message.producer) == ("admin_penalty", 3, "dept-a")
+    assert message.record_key == "ab" * 32
+    flags = message.flags
+    assert (flags.objection, flags.red_list, flags.expired) == (True, True, False)
+    assert message.signed_record == stored
+    assert not message.envelope
+    assert not message.disclosures
+    received = wire.parse(common_pb2.Record, message.SerializeToString())
+    back = wire.record_from_pb(received)
+    assert back == record
+    verified = keys.verify_record(back, trusted={signer.keyid: signer.public_key})
+    wire.check_record_routing(received, verified.header)
+
+
+def test_a_record_in_both_forms_or_a_bad_compact_form_is_refused() -> None:
+    record, _ = _signed_record()
+    both = wire.record_to_pb_compact(record.to_bytes())
+    both.envelope = record.envelope.to_bytes()
+    with pytest.raises(InputError, match="both"):
+        wire.record_from_pb(both)
+    for bad in (b"CXR1", record.to_bytes()[:-1], record.to_bytes() + b"!", b"nonsense"):
+        with pytest.raises(InputError, match="signed_record"):
+            wire.record_from_pb(common_pb2.Record(signed_record=bad))
+    with pytest.raises(keys.VerificationError):
+        wire.record_to_pb_compact(b"CXR1\x00\x00\x00\x05CXE")

@@ -27,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/common.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\nDisclosure\x12\x0c\n\x04salt\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\t\"V\n\x0bRecordFlags\x12\x11\n\tobjection\x18\x01 \x01(\x08\x12\x10\n\x08red_list\x18\x02 \x01(\x08\x12\x11\n\twithdrawn\x18\x03 \x01(\x08\x12\x0f\n\x07\x65xpired\x18\x04 \x01(\x08\"\x8d\x02\n\x06Record\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x37\n\x0b\x64isclosures\x18\x02 \x03(\x0b\x32\".credex.v1.Record.DisclosuresEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x12\n\nrecord_key\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x10\n\x08producer\x18\x06 \x01(\t\x12%\n\x05\x66lags\x18\x07 \x01(\x0b\x32\x16.credex.v1.RecordFlags\x1aI\n\x10\x44isclosuresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.credex.v1.Disclosure:\x02\x38\x01\"\xcd\x01\n\tFeedEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.credex.v1.EventKind\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x0f\n\x07item_id\x18\x05 \x01(\t\x12!\n\x06record\x18\x06 \x01(\x0b\x32\x11.credex.v1.Record\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\"!\n\rSignedRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"|\n\x0eRequestPayload\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06signer\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"y\n\x07Receipt\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"!\n\rSignedReceipt\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c*\xc6\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_KIND_UPSERT\x10\x01\x12\x16\n\x12\x45VENT_KIND_CORRECT\x10\x02\x12\x17\n\x13\x45VENT_KIND_WITHDRAW\x10\x03\x12\x15\n\x11\x45VENT_KIND_EXPIRE\x10\x04\x12\x1c\n\x18\x45VENT_KIND_OBJECTION_SET\x10\x05\x12 \n\x1c\x45VENT_KIND_OBJECTION_CLEARED\x10\x06\x42\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/common.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\nDisclosure\x12\x0c\n\x04salt\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\t\"V\n\x0bRecordFlags\x12\x11\n\tobjection\x18\x01 \x01(\x08\x12\x10\n\x08red_list\x18\x02 \x01(\x08\x12\x11\n\twithdrawn\x18\x03 \x01(\x08\x12\x0f\n\x07\x65xpired\x18\x04 \x01(\x08\"\xa4\x02\n\x06Record\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x37\n\x0b\x64isclosures\x18\x02 \x03(\x0b\x32\".credex.v1.Record.DisclosuresEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x12\n\nrecord_key\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x10\n\x08producer\x18\x06 \x01(\t\x12%\n\x05\x66lags\x18\x07 \x01(\x0b\x32\x16.credex.v1.RecordFlags\x12\x15\n\rsigned_record\x18\x08 \x01(\x0c\x1aI\n\x10\x44isclosuresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.credex.v1.Disclosure:\x02\x38\x01\"\xcd\x01\n\tFeedEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.credex.v1.EventKind\x12\x12\n\nrecord_key\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x0f\n\x07item_id\x18\x05 \x01(\t\x12!\n\x06record\x18\x06 \x01(\x0b\x32\x11.credex.v1.Record\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\"!\n\rSignedRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"|\n\x0eRequestPayload\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06signer\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"y\n\x07Receipt\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"!\n\rSignedReceipt\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c*\xc6\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_KIND_UPSERT\x10\x01\x12\x16\n\x12\x45VENT_KIND_CORRECT\x10\x02\x12\x17\n\x13\x45VENT_KIND_WITHDRAW\x10\x03\x12\x15\n\x11\x45VENT_KIND_EXPIRE\x10\x04\x12\x1c\n\x18\x45VENT_KIND_OBJECTION_SET\x10\x05\x12 \n\x1c\x45VENT_KIND_OBJECTION_CLEARED\x10\x06\x42\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\026cn.zhangdian.credex.v1P\001'
   _globals['_RECORD_DISCLOSURESENTRY']._loaded_options = None
   _globals['_RECORD_DISCLOSURESENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTKIND']._serialized_start=1001
-  _globals['_EVENTKIND']._serialized_end=1199
+  _globals['_EVENTKIND']._serialized_start=1024
+  _globals['_EVENTKIND']._serialized_end=1222
   _globals['_DISCLOSURE']._serialized_start=70
   _globals['_DISCLOSURE']._serialized_end=111
   _globals['_RECORDFLAGS']._serialized_start=113
   _globals['_RECORDFLAGS']._serialized_end=199
   _globals['_RECORD']._serialized_start=202
-  _globals['_RECORD']._serialized_end=471
-  _globals['_RECORD_DISCLOSURESENTRY']._serialized_start=398
-  _globals['_RECORD_DISCLOSURESENTRY']._serialized_end=471
-  _globals['_FEEDEVENT']._serialized_start=474
-  _globals['_FEEDEVENT']._serialized_end=679
-  _globals['_SIGNEDREQUEST']._serialized_start=681
-  _globals['_SIGNEDREQUEST']._serialized_end=714
-  _globals['_REQUESTPAYLOAD']._serialized_start=716
-  _globals['_REQUESTPAYLOAD']._serialized_end=840
-  _globals['_RECEIPT']._serialized_start=842
-  _globals['_RECEIPT']._serialized_end=963
-  _globals['_SIGNEDRECEIPT']._serialized_start=965
-  _globals['_SIGNEDRECEIPT']._serialized_end=998
+  _globals['_RECORD']._serialized_end=494
+  _globals['_RECORD_DISCLOSURESENTRY']._serialized_start=421
+  _globals['_RECORD_DISCLOSURESENTRY']._serialized_end=494
+  _globals['_FEEDEVENT']._serialized_start=497
+  _globals['_FEEDEVENT']._serialized_end=702
+  _globals['_SIGNEDREQUEST']._serialized_start=704
+  _globals['_SIGNEDREQUEST']._serialized_end=737
+  _globals['_REQUESTPAYLOAD']._serialized_start=739
+  _globals['_REQUESTPAYLOAD']._serialized_end=863
+  _globals['_RECEIPT']._serialized_start=865
+  _globals['_RECEIPT']._serialized_end=986
+  _globals['_SIGNEDRECEIPT']._serialized_start=988
+  _globals['_SIGNEDRECEIPT']._serialized_end=1021
 # @@protoc_insertion_point(module_scope)

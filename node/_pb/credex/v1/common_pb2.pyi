@@ -161,6 +161,7 @@ class Record(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     PRODUCER_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
+    SIGNED_RECORD_FIELD_NUMBER: _builtins.int
     envelope: _builtins.bytes
     """The DSSE envelope exactly as signed (keys.Envelope.to_bytes()); never re-encoded."""
     item_id: _builtins.str
@@ -170,6 +171,12 @@ class Record(_message.Message):
     record_key: _builtins.str
     version: _builtins.int
     producer: _builtins.str
+    signed_record: _builtins.bytes
+    """The envelope and every disclosure in credex's compact form (keys.SignedRecord.to_bytes()),
+    in place of fields 1 and 2: a Record sets one form or the other, never both. Only sent to
+    a subscriber that asked for it (SubscribeBody.compact_records); it is what the provider
+    stores, so neither end rebuilds a map of disclosures per record.
+    """
     @_builtins.property
     def disclosures(self) -> _containers.MessageMap[_builtins.str, Global___Disclosure]:
         """field id -> disclosure; a minimised record carries only the released fields."""
@@ -186,10 +193,11 @@ class Record(_message.Message):
         version: _builtins.int = ...,
         producer: _builtins.str = ...,
         flags: Global___RecordFlags | None = ...,
+        signed_record: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disclosures", b"disclosures", "envelope", b"envelope", "flags", b"flags", "item_id", b"item_id", "producer", b"producer", "record_key", b"record_key", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disclosures", b"disclosures", "envelope", b"envelope", "flags", b"flags", "item_id", b"item_id", "producer", b"producer", "record_key", b"record_key", "signed_record", b"signed_record", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

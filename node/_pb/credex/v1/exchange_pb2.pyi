@@ -51,12 +51,17 @@ class SubscribeBody(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    COMPACT_RECORDS_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     """resume after this sequence number (0 = from the start)"""
     max_batch: _builtins.int
     """upper bound on events per batch; 0 = server default"""
     follow: _builtins.bool
     """keep the stream open and send new events as they come"""
+    compact_records: _builtins.bool
+    """Send records as Record.signed_record (compact form) instead of envelope + disclosures.
+    A provider that predates this field ignores it and sends fields 1-2, which still work.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """item ids wanted; empty = every item the agreement allows"""
@@ -68,10 +73,11 @@ class SubscribeBody(_message.Message):
         items: _abc.Iterable[_builtins.str] | None = ...,
         max_batch: _builtins.int = ...,
         follow: _builtins.bool = ...,
+        compact_records: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "follow", b"follow", "items", b"items", "max_batch", b"max_batch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact_records", b"compact_records", "cursor", b"cursor", "follow", b"follow", "items", b"items", "max_batch", b"max_batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
