@@ -36,6 +36,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,17 +182,24 @@ def _run(
     # know them, and a later batch with the same record key must see them (see _plan).
     in_flight: dict[str, tuple[int, str]] = {}
     pending: collections.deque[_Planned] = collections.deque()
+    committing: tuple[_Planned, Future[int]] | None = None
 
-    def commit(planned: _Planned) -> None:
-        nonlocal corrected, batches, events
+    def write(planned: _Planned) -> int:
+        """The committer thread's part: the batch's rejects, then its one transaction."""
         batch = planned.batch
         records = planned.sealed()
         rejects.write(batch.rejected)
         state = json.loads(batch.resume.to_json())
-        events += db.store_batch(records, now=planned.now, ingest_state=(key, state))
+        return db.store_batch(records, now=planned.now, ingest_state=(key, state))
+
+    def committed(planned: _Planned, done: Future[int]) -> None:
+        """Wait for a batch's commit, then account for it (in this thread, in order)."""
+        nonlocal corrected, batches, events
+        events += done.result()
         for record_key, version in planned.assigned.items():
             if in_flight.get(record_key) == version:
                 del in_flight[record_key]  # committed: the store answers for it from now on
+        batch = planned.batch
         # the batch's own accounting: adapters counted accepted rows; we moved the
         # unchanged ones (same key and content already stored) to skipped_unchanged
         batch.accepted = [a for i, a in enumerate(batch.accepted) if i not in planned.skipped]
@@ -202,13 +210,26 @@ def _run(
         if progress is not None:
             progress(batch)
 
+    def hand_over(planned: _Planned, committer: ThreadPoolExecutor) -> None:
+        """Queue a batch's commit behind the previous one (one at a time, in source order)."""
+        nonlocal committing
+        if committing is not None:
+            committed(*committing)
+            committing = None
+        committing = (planned, committer.submit(write, planned))
+
     source = iter(
         adapters.run_mapping(
             mapping, today=today, catalog=catalog, resume=resume, batch_size=batch_size
         )
     )
     try:
-        with Sealer(node_keys, config.node.id, workers=workers) as sealer:
+        # Exit order matters: the committer finishes its transaction before the workers stop
+        # and long before the caller may close the store.
+        with (
+            Sealer(node_keys, config.node.id, workers=workers) as sealer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="credex-commit") as committer,
+        ):
             while True:
                 try:
                     batch = next(source)
@@ -218,18 +239,23 @@ def _run(
                     # A source error mid-run: the batches read before it are good, so they
                     # commit as they would have without the pipeline; then the error surfaces.
                     while pending:
-                        commit(pending.popleft())
+                        hand_over(pending.popleft(), committer)
+                    if committing is not None:
+                        committed(*committing)
                     raise
                 now = clock()
                 # The first batch is sealed in-process: a run that fits in one batch forks
-                # nothing. Later ones go to the workers, which seal batch N+1 while this
-                # process commits batch N and reads batch N+2.
-                pooled = batches + len(pending) > 0
+                # nothing. Later ones go to the workers. While they seal batch N+1, the
+                # committer thread commits batch N (its fsync releases the GIL) and this
+                # thread reads and validates batch N+2.
+                pooled = batches + len(pending) + (committing is not None) > 0
                 pending.append(_plan(batch, db, in_flight, sealer, pooled=pooled, now=now))
                 if len(pending) > 1:
-                    commit(pending.popleft())
+                    hand_over(pending.popleft(), committer)
             while pending:
-                commit(pending.popleft())
+                hand_over(pending.popleft(), committer)
+            if committing is not None:
+                committed(*committing)
     finally:
         rejects.close()
     if mapping.source.kind not in _INCREMENTAL_KINDS:

@@ -24,6 +24,7 @@ Promises:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import multiprocessing
 import os
 import signal
@@ -134,7 +135,12 @@ def _seal(
 def _period(job: SealJob) -> cat.DisclosurePeriod:
     if job.severity is None or job.decided_on is None:
         return cat.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
-    return cat.disclosure_period(job.severity, job.decided_on)
+    return _disclosure_period(job.severity, job.decided_on)
+
+
+# A pure function of two values that repeat across an export (one decision date per day):
+# computing it once per pair instead of once per record is free and exact.
+_disclosure_period = functools.lru_cache(maxsize=4096)(cat.disclosure_period)
 
 
 # ------------------------------------------------------------------ the worker side
@@ -214,10 +220,15 @@ class Sealer:
         self, now: dt.datetime, jobs: Sequence[SealJob], *, pooled: bool = True
     ) -> Callable[[], list[NewRecord]]:
         """Start sealing `jobs` stamped `now`; return the callable that gives their records."""
-        if self._workers == 1 or not pooled or len(jobs) < 2:
+        if self._workers == 1 or not pooled:
             done = _seal(self._crypto, self._producer, now, jobs)
             return lambda: done
+        # Fork at the first pooled batch whatever its size: the caller starts its own threads
+        # only after that, and a fork should not copy a process in the middle of their work.
         pool = self._start()
+        if len(jobs) < 2:
+            done = _seal(self._crypto, self._producer, now, jobs)
+            return lambda: done
         size = max(1, min(_CHUNK, -(-len(jobs) // self._workers)))
         futures: list[Future[list[NewRecord]]] = [
             pool.submit(_seal_in_worker, self._producer, now, jobs[i : i + size])
