@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -65,6 +65,18 @@ INGEST = _table(IngestStateRow)
 NONCES = _table(NonceRow)
 
 _CHUNK = 500  # bound on IN (...) lists and executemany batches
+
+# Older active versions of a record that a new version supersedes (executed many at a time).
+_SUPERSEDE = (
+    update(RECORDS)
+    .where(
+        RECORDS.c.producer == bindparam("p_producer"),
+        RECORDS.c.record_key == bindparam("p_key"),
+        RECORDS.c.version < bindparam("p_version"),
+        RECORDS.c.state == "active",
+    )
+    .values(state="superseded")
+)
 
 
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
@@ -189,18 +201,15 @@ class Store:
                 ]
                 if links:
                     conn.execute(insert(LINKS), links)
-            for rec in records:
-                if rec.version > 1:
-                    conn.execute(
-                        update(RECORDS)
-                        .where(
-                            RECORDS.c.producer == rec.producer,
-                            RECORDS.c.record_key == rec.record_key,
-                            RECORDS.c.version < rec.version,
-                            RECORDS.c.state == "active",
-                        )
-                        .values(state="superseded")
-                    )
+            # one executemany, in record order (as the row-by-row loop it replaces): a key
+            # corrected twice in one batch supersedes version 1, then version 2
+            superseding = [
+                {"p_producer": r.producer, "p_key": r.record_key, "p_version": r.version}
+                for r in records
+                if r.version > 1
+            ]
+            if superseding:
+                conn.execute(_SUPERSEDE, superseding)
             events = [
                 (
                     r.item_id,
