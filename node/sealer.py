@@ -90,12 +90,18 @@ def auto_workers() -> int:
     return max(1, min(usable, _MAX_AUTO_WORKERS))
 
 
+# What a worker sends back per job: subject index, encrypted body, disclosure period (min end,
+# max end, rule) and linked subject indexes. A plain tuple, not a NewRecord: pickling a
+# dataclass costs several times as much, and the rest of a NewRecord is already in the job.
+_Sealed = tuple[str, bytes, dt.date | None, dt.date | None, str, tuple[str, ...]]
+
+
 def _seal(
     crypto: _Crypto, producer: str, now: dt.datetime, jobs: Sequence[SealJob]
-) -> list[NewRecord]:
+) -> list[_Sealed]:
     issued_at = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     token = crypto.blind.token
-    out: list[NewRecord] = []
+    out: list[_Sealed] = []
     for job in jobs:
         subject = token(job.subject_id)
         header = {
@@ -110,26 +116,42 @@ def _seal(
         signed = keys.sign_record(header, job.fields, crypto.signer)
         period = _period(job)
         out.append(
-            NewRecord(
-                row_id=job.row_id,
-                producer=producer,
-                record_key=job.record_key,
-                version=job.version,
-                item_id=job.item_id,
-                catalog_version=job.catalog_version,
-                subject_index=subject,
-                body=crypto.cipher.encrypt(job.row_id, signed.to_bytes()),
-                content_hash=job.content_hash,
-                severity=job.severity,
-                decided_on=job.decided_on,
-                disclosure_min_end=period.min_end,
-                disclosure_max_end=period.max_end,
-                disclosure_rule=period.rule,
-                created_at=now,
-                linked_subject_indexes=tuple(token(s) for s in job.linked_subject_ids),
+            (
+                subject,
+                crypto.cipher.encrypt(job.row_id, signed.to_bytes()),
+                period.min_end,
+                period.max_end,
+                period.rule,
+                tuple(token(s) for s in job.linked_subject_ids),
             )
         )
     return out
+
+
+def _records(
+    producer: str, now: dt.datetime, jobs: Sequence[SealJob], sealed: Sequence[_Sealed]
+) -> list[NewRecord]:
+    return [
+        NewRecord(
+            row_id=job.row_id,
+            producer=producer,
+            record_key=job.record_key,
+            version=job.version,
+            item_id=job.item_id,
+            catalog_version=job.catalog_version,
+            subject_index=subject,
+            body=body,
+            content_hash=job.content_hash,
+            severity=job.severity,
+            decided_on=job.decided_on,
+            disclosure_min_end=min_end,
+            disclosure_max_end=max_end,
+            disclosure_rule=rule,
+            created_at=now,
+            linked_subject_indexes=linked,
+        )
+        for job, (subject, body, min_end, max_end, rule, linked) in zip(jobs, sealed, strict=True)
+    ]
 
 
 def _period(job: SealJob) -> cat.DisclosurePeriod:
@@ -166,7 +188,7 @@ def _exit_with_parent(fd: int) -> None:
     os._exit(1)
 
 
-def _seal_in_worker(producer: str, now: dt.datetime, jobs: Sequence[SealJob]) -> list[NewRecord]:
+def _seal_in_worker(producer: str, now: dt.datetime, jobs: Sequence[SealJob]) -> list[_Sealed]:
     assert _WORKER_CRYPTO is not None, "sealer worker started without its initializer"
     return _seal(_WORKER_CRYPTO, producer, now, jobs)
 
@@ -220,23 +242,25 @@ class Sealer:
         self, now: dt.datetime, jobs: Sequence[SealJob], *, pooled: bool = True
     ) -> Callable[[], list[NewRecord]]:
         """Start sealing `jobs` stamped `now`; return the callable that gives their records."""
+        producer = self._producer
         if self._workers == 1 or not pooled:
-            done = _seal(self._crypto, self._producer, now, jobs)
+            done = _records(producer, now, jobs, _seal(self._crypto, producer, now, jobs))
             return lambda: done
         # Fork at the first pooled batch whatever its size: the caller starts its own threads
         # only after that, and a fork should not copy a process in the middle of their work.
         pool = self._start()
         if len(jobs) < 2:
-            done = _seal(self._crypto, self._producer, now, jobs)
+            done = _records(producer, now, jobs, _seal(self._crypto, producer, now, jobs))
             return lambda: done
         size = max(1, min(_CHUNK, -(-len(jobs) // self._workers)))
-        futures: list[Future[list[NewRecord]]] = [
-            pool.submit(_seal_in_worker, self._producer, now, jobs[i : i + size])
+        futures: list[Future[list[_Sealed]]] = [
+            pool.submit(_seal_in_worker, producer, now, jobs[i : i + size])
             for i in range(0, len(jobs), size)
         ]
 
         def gather() -> list[NewRecord]:
-            return [rec for future in futures for rec in future.result()]
+            sealed = [one for future in futures for one in future.result()]
+            return _records(producer, now, jobs, sealed)
 
         return gather
 
