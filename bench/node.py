@@ -10,49 +10,33 @@
    gRPC server stream (bench/_grpc_raw.py, same mTLS) of as many messages of the same size as
    the sealed batches, expressed in records/s.
 
-Usage: python bench/node.py [ROWS]. Prints `BENCH node <name> <value> <unit> <limit-name>
-<limit-value>` lines last.
+Usage: python bench/node.py [--quick] [ROWS] (--quick: 2,000 rows; default 20,000). Prints
+`BENCH node <name> <value> <unit> <limit-name> <limit-value>` lines last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib.util
 import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 _OTHERS = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path[:] = [str(_HERE.parent), *_OTHERS, str(_HERE)]
 
 from bench import _grpc_raw  # noqa: E402
+from bench import node_ingest as ni  # noqa: E402
 from node import feeds  # noqa: E402
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc  # noqa: E402
 from node.cluster import LocalCluster  # noqa: E402
 from node.config import load_config  # noqa: E402
 from node.ingest import run_ingest  # noqa: E402
 
-ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 FEED_BATCH = 1000
-
-
-def _node_ingest() -> Any:
-    spec = importlib.util.spec_from_file_location("_node_ingest", _HERE / "node_ingest.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    saved = sys.argv
-    sys.argv = [saved[0], str(ROWS)]
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.argv = saved
-    return module
 
 
 async def _feed(cluster: LocalCluster) -> tuple[float, int, list[int]]:
@@ -88,9 +72,9 @@ async def _raw_stream(batches: int, size: int) -> float:
     return rate
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     """Run both measurements and print their figures."""
-    ni = _node_ingest()
+    rows = ni.parse_rows(argv)
     with tempfile.TemporaryDirectory(prefix="credex-bench-node-") as tmp:
         root = Path(tmp)
         cluster = LocalCluster(
@@ -102,23 +86,23 @@ def main() -> None:
         cluster.init()
         source = root / "source"
         source.mkdir()
-        mapping = ni.write_source(source)
+        mapping = ni.write_source(source, rows)
         config = load_config(cluster.home("market"))
         summary = run_ingest(config, mapping, today=dt.date(2026, 11, 25), batch_size=1000)
-        assert summary.accepted == ROWS, summary.to_dict()
+        assert summary.accepted == rows, summary.to_dict()
         ingest_rate = summary.accepted / summary.seconds
         db = sqlite3.connect(cluster.home("market") / "data" / "credex.db")
         stored = db.execute("SELECT * FROM records").fetchall()
         db.close()
         raw_insert = ni.raw_insert_rate(stored, len(stored[0]), root)
         seconds, received, sizes = asyncio.run(_feed(cluster))
-        assert received == ROWS, received
+        assert received == rows, received
     feed_rate = received / seconds
-    per_batch = ROWS / len(sizes)
+    per_batch = rows / len(sizes)
     raw_msgs = asyncio.run(_raw_stream(len(sizes), int(sum(sizes) / len(sizes))))
     raw_records = raw_msgs * per_batch
     print(
-        f"ingest {ROWS} records in {summary.seconds:.2f} s; feed {received} records in "
+        f"ingest {rows} records in {summary.seconds:.2f} s; feed {received} records in "
         f"{seconds:.2f} s as {len(sizes)} sealed batches of {sum(sizes) / len(sizes):.0f} B "
         f"(ratio to raw: ingest {ingest_rate / raw_insert:.3f}, feed {feed_rate / raw_records:.3f})"
     )
@@ -131,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

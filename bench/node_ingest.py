@@ -6,6 +6,7 @@ synchronous=FULL, one transaction per batch). The limit is the rate of `executem
 the very rows that ingest stored (same columns, same byte sizes) into a bare table on the same
 disk with the same pragmas and batch commits: what SQLite alone costs for this data.
 
+Usage: python bench/node_ingest.py [--quick] [ROWS] (--quick: 2,000 rows; default 20,000).
 Prints `BENCH node <name> <value> <unit> <limit-name> <limit-value>` lines last.
 """
 
@@ -30,7 +31,8 @@ from node.config import load_config  # noqa: E402
 from node.demo_data import numbered_uscc  # noqa: E402
 from node.ingest import run_ingest  # noqa: E402
 
-ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+ROWS = 20_000
+QUICK_ROWS = 2_000
 BATCH = 1000
 
 
@@ -63,12 +65,22 @@ source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
 '''
 
 
-def write_source(directory: Path) -> Path:
-    """Write the CSV export and its mapping; return the mapping path."""
+def parse_rows(argv: list[str]) -> int:
+    """The row count asked for on the command line: `[--quick] [ROWS]`; exits 2 on bad input."""
+    rows = QUICK_ROWS if "--quick" in argv else ROWS
+    numbers = [a for a in argv if a != "--quick"]
+    if len(numbers) > 1 or (numbers and not (numbers[0].isdigit() and int(numbers[0]) > 0)):
+        print(f"usage: {Path(sys.argv[0]).name} [--quick] [ROWS]", file=sys.stderr)
+        raise SystemExit(2)
+    return int(numbers[0]) if numbers else rows
+
+
+def write_source(directory: Path, rows: int) -> Path:
+    """Write a CSV export of `rows` penalties and its mapping; return the mapping path."""
     with (directory / "penalties.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "uscc", "decision_no", "fine", "date", "facts"])
-        for i in range(ROWS):
+        for i in range(rows):
             writer.writerow(
                 [
                     f"淄博张店某某商贸有限公司{i}",
@@ -102,15 +114,16 @@ def raw_insert_rate(rows: list[tuple[object, ...]], columns: int, directory: Pat
     return len(rows) / seconds
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     """Run the benchmark and print its figures."""
+    rows = parse_rows(argv)
     with tempfile.TemporaryDirectory(prefix="credex-bench-") as tmp:
         directory = Path(tmp)
-        mapping = write_source(directory)
+        mapping = write_source(directory, rows)
         init_node(directory / "node", name="market", role="department")
         config = load_config(directory / "node")
         summary = run_ingest(config, mapping, today=dt.date(2026, 11, 25), batch_size=BATCH)
-        assert summary.accepted == ROWS, summary.to_dict()
+        assert summary.accepted == rows, summary.to_dict()
         rate = summary.accepted / summary.seconds
         db = sqlite3.connect(directory / "node" / "data" / "credex.db")
         stored = db.execute("SELECT * FROM records").fetchall()
@@ -126,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

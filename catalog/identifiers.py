@@ -26,7 +26,6 @@ import datetime
 import unicodedata
 
 from stdnum.cn import ric as _ric
-from stdnum.cn import uscc as _uscc
 
 from catalog.errors import InvalidIdentifier
 
@@ -126,6 +125,20 @@ def normalize_ric(value: str, *, today: datetime.date) -> str:
     return number
 
 
+# GB 32100 check character: weights 3^(i-1) mod 31 over the code values of characters 1-17.
+_USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
+
+
+def _uscc_check_character(code: str) -> str:
+    # The same sum as python-stdnum's uscc.calc_check_digit, without its per-call compact()
+    # and str.index scans (a tenth of the cost on every record of an ingest). Only called with
+    # 18 characters already checked against the alphabet; a test compares it with stdnum.
+    value = _USCC_VALUE
+    total = sum(value[c] * w for c, w in zip(code[:17], _USCC_WEIGHTS, strict=True))
+    return USCC_ALPHABET[(31 - total) % 31]
+
+
 def normalize_uscc(value: str) -> str:
     """Return the canonical 18-character unified social credit code, or raise InvalidIdentifier.
 
@@ -161,7 +174,7 @@ def normalize_uscc(value: str) -> str:
         )
     if not code[2:8].isdigit():
         raise InvalidIdentifier(f"USCC {masked}: characters 3-8 (region code) must be digits")
-    expected = _uscc.calc_check_digit(code[:17])
+    expected = _uscc_check_character(code)
     if code[17] != expected:
         raise InvalidIdentifier(f"USCC {masked}: check character is wrong (expected {expected!r})")
     return code

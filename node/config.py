@@ -23,6 +23,7 @@ from node.errors import ConfigError
 __all__ = [
     "CONFIG_FILE",
     "MIN_RETENTION_DAYS",
+    "IngestConfig",
     "LifecycleConfig",
     "LogConfig",
     "NodeConfig",
@@ -107,6 +108,14 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """[ingest]: how many processes sign and encrypt during `credex ingest` (None: one per
+    usable CPU, at most 8; docs/operator-guide.md)."""
+
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
 class PeerOverride:
     """[peers.<id>]: a local override of a roster entry's endpoint."""
 
@@ -127,6 +136,7 @@ class NodeConfig:
     telemetry: TelemetryConfig
     lifecycle: LifecycleConfig
     peers: tuple[PeerOverride, ...]
+    ingest: IngestConfig = IngestConfig()
 
     @property
     def keys_dir(self) -> Path:
@@ -180,7 +190,11 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{CONFIG_FILE}: not valid TOML ({error})") from None
-    _only(raw, "", {"node", "server", "store", "trust", "log", "telemetry", "lifecycle", "peers"})
+    _only(
+        raw,
+        "",
+        {"node", "server", "store", "trust", "log", "telemetry", "lifecycle", "ingest", "peers"},
+    )
     home = home.resolve()
 
     node_raw = _section(raw, "node")
@@ -259,6 +273,13 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         retention_months=keep,
     )
 
+    ingest_raw = _section(raw, "ingest")
+    _only(ingest_raw, "ingest", {"workers"})
+    workers = _int(ingest_raw, "ingest", "workers", 0) if "workers" in ingest_raw else None
+    if workers is not None and not 1 <= workers <= 64:
+        raise _bad("ingest", "workers", str(workers), "must be 1 to 64 (leave it out for auto)")
+    ingest = IngestConfig(workers=workers)
+
     peers_raw = _section(raw, "peers")
     peers: list[PeerOverride] = []
     for peer_id in sorted(peers_raw):
@@ -282,6 +303,7 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         telemetry=telemetry,
         lifecycle=lifecycle,
         peers=tuple(peers),
+        ingest=ingest,
     )
 
 
@@ -360,6 +382,11 @@ scan_interval_s = 3600
 # Months an expired, withdrawn or superseded record is kept encrypted (never disclosed) after
 # its disclosure ended, as evidence for objections and reviews; then it is purged (logged).
 retention_months = 60
+
+[ingest]
+# Processes that sign and encrypt records during `credex ingest`, beside the one that reads
+# and commits. Leave it out for one per usable CPU (at most 8); 1 keeps it all in one process.
+# workers = 2
 
 # Local endpoint override for a roster peer:
 # [peers.tax]

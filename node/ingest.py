@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import datetime as dt
 import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ import catalog as cat
 import keys
 from node.config import NodeConfig
 from node.errors import ConfigError
+from node.sealer import Sealer, SealJob, auto_workers
 from node.store import NewRecord, Store, open_store
 
 __all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
@@ -115,11 +118,14 @@ def run_ingest(
     restart: bool = False,
     store: Store | None = None,
     catalog: cat.Catalog | None = None,
+    workers: int | None = None,
 ) -> IngestSummary:
     """Ingest the source a mapping names into the node's store; return the run's summary.
 
     `today` drives validation (future dates, ID birth dates); `clock` stamps records. `restart`
-    forgets a saved resume state first. Refuses (ConfigError) keys of another node; mapping,
+    forgets a saved resume state first. `workers` (default: `[ingest] workers` of the config)
+    is how many forked processes sign and encrypt; 1 does it all in this process, and the
+    result is the same either way. Refuses (ConfigError) keys of another node; mapping,
     source, catalogue, key and store problems surface as their own errors (nothing half-written:
     batches already committed stay, with the resume state that matches them).
     """
@@ -140,6 +146,7 @@ def run_ingest(
             config, mapping, db, node_keys, catalog,
             today=today, progress=progress, clock=clock, batch_size=batch_size,
             restart=restart, started=started,
+            workers=workers if workers is not None else config.ingest.workers or auto_workers(),
         )  # fmt: skip
     finally:
         if own_store:
@@ -159,6 +166,7 @@ def _run(
     batch_size: int,
     restart: bool,
     started: float,
+    workers: int,
 ) -> IngestSummary:
     warnings = list(sync_feed_subscriptions(config, db, now=clock()))
     key = source_key(mapping)
@@ -167,33 +175,87 @@ def _run(
     saved = db.load_ingest_state(key)
     resume = None if saved is None else adapters.ResumeState.from_json(json.dumps(saved))
     run_id = clock().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    signer = node_keys.signing
-    cipher = keys.StorageCipher(node_keys.storage_key)
-    blind = keys.BlindIndex(node_keys.blind_index_key)
     rejects = _Rejects(config.rejects_dir, run_id, adapters.mapped_columns(mapping.fields))
     totals = adapters.Summary()
     corrected = batches = events = 0
-    try:
-        for batch in adapters.run_mapping(
+    # Versions given to records of batches sealed but not committed yet: the store cannot
+    # know them, and a later batch with the same record key must see them (see _plan).
+    in_flight: dict[str, tuple[int, str]] = {}
+    pending: collections.deque[_Planned] = collections.deque()
+    committing: tuple[_Planned, Future[int]] | None = None
+
+    def write(planned: _Planned) -> int:
+        """The committer thread's part: the batch's rejects, then its one transaction."""
+        batch = planned.batch
+        records = planned.sealed()
+        rejects.write(batch.rejected)
+        state = json.loads(batch.resume.to_json())
+        return db.store_batch(records, now=planned.now, ingest_state=(key, state))
+
+    def committed(planned: _Planned, done: Future[int]) -> None:
+        """Wait for a batch's commit, then account for it (in this thread, in order)."""
+        nonlocal corrected, batches, events
+        events += done.result()
+        for record_key, version in planned.assigned.items():
+            if in_flight.get(record_key) == version:
+                del in_flight[record_key]  # committed: the store answers for it from now on
+        batch = planned.batch
+        # the batch's own accounting: adapters counted accepted rows; we moved the
+        # unchanged ones (same key and content already stored) to skipped_unchanged
+        batch.accepted = [a for i, a in enumerate(batch.accepted) if i not in planned.skipped]
+        batch.skipped_unchanged += len(planned.skipped)
+        totals.add(batch)
+        corrected += planned.corrections
+        batches += 1
+        if progress is not None:
+            progress(batch)
+
+    def hand_over(planned: _Planned, committer: ThreadPoolExecutor) -> None:
+        """Queue a batch's commit behind the previous one (one at a time, in source order)."""
+        nonlocal committing
+        if committing is not None:
+            committed(*committing)
+            committing = None
+        committing = (planned, committer.submit(write, planned))
+
+    source = iter(
+        adapters.run_mapping(
             mapping, today=today, catalog=catalog, resume=resume, batch_size=batch_size
+        )
+    )
+    try:
+        # Exit order matters: the committer finishes its transaction before the workers stop
+        # and long before the caller may close the store.
+        with (
+            Sealer(node_keys, config.node.id, workers=workers) as sealer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="credex-commit") as committer,
         ):
-            now = clock()
-            records, skipped, fixes = _prepare(
-                batch.accepted, db, producer=config.node.id, now=now,
-                signer=signer, cipher=cipher, blind=blind,
-            )  # fmt: skip
-            rejects.write(batch.rejected)
-            state = json.loads(batch.resume.to_json())
-            events += db.store_batch(records, now=now, ingest_state=(key, state))
-            # the batch's own accounting: adapters counted accepted rows; we moved the
-            # unchanged ones (same key and content already stored) to skipped_unchanged
-            batch.accepted = [a for i, a in enumerate(batch.accepted) if i not in skipped]
-            batch.skipped_unchanged += len(skipped)
-            totals.add(batch)
-            corrected += fixes
-            batches += 1
-            if progress is not None:
-                progress(batch)
+            while True:
+                try:
+                    batch = next(source)
+                except StopIteration:
+                    break
+                except Exception:
+                    # A source error mid-run: the batches read before it are good, so they
+                    # commit as they would have without the pipeline; then the error surfaces.
+                    while pending:
+                        hand_over(pending.popleft(), committer)
+                    if committing is not None:
+                        committed(*committing)
+                    raise
+                now = clock()
+                # The first batch is sealed in-process: a run that fits in one batch forks
+                # nothing. Later ones go to the workers. While they seal batch N+1, the
+                # committer thread commits batch N (its fsync releases the GIL) and this
+                # thread reads and validates batch N+2.
+                pooled = batches + len(pending) + (committing is not None) > 0
+                pending.append(_plan(batch, db, in_flight, sealer, pooled=pooled, now=now))
+                if len(pending) > 1:
+                    hand_over(pending.popleft(), committer)
+            while pending:
+                hand_over(pending.popleft(), committer)
+            if committing is not None:
+                committed(*committing)
     finally:
         rejects.close()
     if mapping.source.kind not in _INCREMENTAL_KINDS:
@@ -214,22 +276,42 @@ def _run(
     )
 
 
-def _prepare(
-    accepted: Sequence[adapters.AcceptedRecord],
+@dataclass
+class _Planned:
+    """A batch whose versions are decided and whose sealing has started."""
+
+    batch: adapters.Batch
+    now: dt.datetime
+    sealed: Callable[[], list[NewRecord]]
+    skipped: set[int]
+    corrections: int
+    assigned: dict[str, tuple[int, str]]
+
+
+def _plan(
+    batch: adapters.Batch,
     db: Store,
+    in_flight: dict[str, tuple[int, str]],
+    sealer: Sealer,
     *,
-    producer: str,
+    pooled: bool,
     now: dt.datetime,
-    signer: keys.Signer,
-    cipher: keys.StorageCipher,
-    blind: keys.BlindIndex,
-) -> tuple[list[NewRecord], set[int], int]:
-    """Sign and encrypt a batch's new versions; return them, the positions of the unchanged
-    rows in `accepted`, and the number of corrections."""
-    current = db.current_versions(producer, [a.record_key for a in accepted])
-    issued_at = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    records: list[NewRecord] = []
+) -> _Planned:
+    """Decide, in source order, each accepted row's version (or that it is unchanged), and
+    start sealing the new versions.
+
+    The newest version of a key is the one of an uncommitted earlier batch of this run if there
+    is one (`in_flight`, updated here), else the store's. Unchanged rows (same key and content
+    hash as that newest version) are not sealed; their positions are kept in `skipped`.
+    """
+    producer = sealer.producer
+    accepted = batch.accepted
+    wanted = [a.record_key for a in accepted]
+    current = db.current_versions(producer, [k for k in wanted if k not in in_flight])
+    current.update((k, in_flight[k]) for k in wanted if k in in_flight)
+    jobs: list[SealJob] = []
     skipped: set[int] = set()
+    assigned: dict[str, tuple[int, str]] = {}
     corrections = 0
     for position, acc in enumerate(accepted):
         known = current.get(acc.record_key)
@@ -238,50 +320,28 @@ def _prepare(
             continue
         version = 1 if known is None else known[0] + 1
         # a second row with the same key later in this batch sees this version
-        current[acc.record_key] = (version, acc.content_hash)
+        current[acc.record_key] = assigned[acc.record_key] = (version, acc.content_hash)
         rec = acc.record
-        subject = blind.token(rec.subject_id)
-        header = {
-            "item": rec.item_id,
-            "catalog_version": rec.catalog_version,
-            "record_key": acc.record_key,
-            "version": version,
-            "producer": producer,
-            "issued_at": issued_at,
-            "subject": subject,
-        }
-        signed = keys.sign_record(header, dict(rec.fields), signer)
-        row_id = str(uuid.uuid4())
-        period = _period(rec)
-        records.append(
-            NewRecord(
-                row_id=row_id,
-                producer=producer,
+        jobs.append(
+            SealJob(
+                row_id=str(uuid.uuid4()),
                 record_key=acc.record_key,
                 version=version,
+                content_hash=acc.content_hash,
                 item_id=rec.item_id,
                 catalog_version=rec.catalog_version,
-                subject_index=subject,
-                body=cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=acc.content_hash,
+                fields=dict(rec.fields),
+                subject_id=rec.subject_id,
+                linked_subject_ids=rec.linked_subject_ids,
                 severity=rec.severity,
                 decided_on=rec.decided_on,
-                disclosure_min_end=period.min_end,
-                disclosure_max_end=period.max_end,
-                disclosure_rule=period.rule,
-                created_at=now,
-                linked_subject_indexes=tuple(blind.token(s) for s in rec.linked_subject_ids),
             )
         )
         if version > 1:
             corrections += 1
-    return records, skipped, corrections
-
-
-def _period(rec: cat.NormalisedRecord) -> cat.DisclosurePeriod:
-    if rec.severity is None or rec.decided_on is None:
-        return cat.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
-    return cat.disclosure_period(rec.severity, rec.decided_on)
+    in_flight.update(assigned)
+    sealed = sealer.submit(now, jobs, pooled=pooled)
+    return _Planned(batch, now, sealed, skipped, corrections, assigned)
 
 
 def sync_feed_subscriptions(config: NodeConfig, db: Store, *, now: dt.datetime) -> list[str]:

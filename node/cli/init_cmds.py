@@ -243,6 +243,12 @@ def ingest_command(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the saved resume point and read it all.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, max=64, help="Signing processes (default: [ingest] workers)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Map, validate, sign, encrypt and store a source's records (resumable, idempotent)."""
@@ -258,6 +264,7 @@ def ingest_command(
             passphrase=passphrase,
             batch_size=batch_size,
             restart=restart,
+            workers=workers,
         )
     if as_json:
         print_json(summary.to_dict())

@@ -115,6 +115,18 @@ _BY_SUBJECT = {
     for by_state in (True, False)
 }
 
+# Older active versions of a record that a new version supersedes (executed many at a time).
+_SUPERSEDE = (
+    update(RECORDS)
+    .where(
+        RECORDS.c.producer == bindparam("p_producer"),
+        RECORDS.c.record_key == bindparam("p_key"),
+        RECORDS.c.version < bindparam("p_version"),
+        RECORDS.c.state == "active",
+    )
+    .values(state="superseded")
+)
+
 
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
 _WRITER_LOCKS_GUARD = threading.Lock()
@@ -240,18 +252,15 @@ class Store:
                 ]
                 if links:
                     conn.execute(insert(LINKS), links)
-            for rec in records:
-                if rec.version > 1:
-                    conn.execute(
-                        update(RECORDS)
-                        .where(
-                            RECORDS.c.producer == rec.producer,
-                            RECORDS.c.record_key == rec.record_key,
-                            RECORDS.c.version < rec.version,
-                            RECORDS.c.state == "active",
-                        )
-                        .values(state="superseded")
-                    )
+            # one executemany, in record order (as the row-by-row loop it replaces): a key
+            # corrected twice in one batch supersedes version 1, then version 2
+            superseding = [
+                {"p_producer": r.producer, "p_key": r.record_key, "p_version": r.version}
+                for r in records
+                if r.version > 1
+            ]
+            if superseding:
+                conn.execute(_SUPERSEDE, superseding)
             events = [
                 (
                     r.item_id,

@@ -7,6 +7,7 @@ import datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from stdnum.cn import uscc as stdnum_uscc
 
 from catalog import InvalidIdentifier, mask_identifier, normalize_ric, normalize_uscc
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
@@ -190,3 +191,12 @@ def test_uscc_check_character_agrees_with_the_formula(tail: str) -> None:
 def test_independent_arithmetic_matches_the_standard_examples() -> None:
     assert ric_check("11010519491231002") == "X"
     assert uscc_check("91350100M000100Y4") == "3"
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHJKLMNPQRTUWXY", min_size=9, max_size=9))
+def test_uscc_check_character_agrees_with_stdnum(tail: str) -> None:
+    # normalize_uscc computes the check character itself (a hot path of ingest); python-stdnum
+    # is a second, independent implementation it must agree with.
+    body = "91370303" + tail
+    code = body + stdnum_uscc.calc_check_digit(body)
+    assert normalize_uscc(code) == code

@@ -192,3 +192,12 @@ def test_blind_index_is_keyed_stable_and_normalised() -> None:
         assert index.token(text) == want.decode()
     with pytest.raises(KeysError):
         index.token("  ")
+
+
+def test_blind_index_tokens_are_pinned() -> None:
+    # Computed with libsodium's crypto_generichash (through PyNaCl) before the switch to
+    # hashlib: stored rows are indexed by these tokens, so they must never change.
+    index = keys.BlindIndex(bytes(range(32)))
+    assert index.token("91370303MA3C12345X") == "4550ce5792a736b5f306c5ae994005bf"
+    assert index.token("370303199001010113") == "cb85ba015811736048bd8984f7452c7a"
+    assert index.token("ｘ１２３") == "32204954ee13964f9398aa84c9a7eaa1"  # NFKC, upper-cased

@@ -83,6 +83,10 @@ def test_retention_below_the_legal_minimum_names_the_law(tmp_path: Path) -> None
         ("[peers.Tax]\nendpoint = 'h:1'\n", "[peers.Tax] is not a valid node id"),
         ("[peers]\ntax = 1\n", "[peers.tax] must be a table"),
         ("[extra]\n", "unknown key 'extra'"),
+        ("[ingest]\nworkers = 0\n", "[ingest] workers = 0"),
+        ("[ingest]\nworkers = 65\n", "[ingest] workers = 65"),
+        ("[ingest]\nworkers = 'two'\n", "[ingest] workers must be a whole number"),
+        ("[ingest]\nthreads = 2\n", "[ingest] unknown key 'threads'"),
     ],
 )
 def test_each_bad_value_names_its_key(tmp_path: Path, extra: str, needle: str) -> None:
@@ -133,3 +137,8 @@ def test_peers_and_relative_paths(tmp_path: Path) -> None:
     assert [p.node_id for p in config.peers] == ["court", "tax"]
     assert config.peer_endpoint("tax") == "[::1]:7444"
     assert config.peer_endpoint("unknown") is None
+
+
+def test_ingest_workers_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
+    assert parse_config(BASE, home=tmp_path).ingest.workers is None  # auto: one per CPU
+    assert parse_config(BASE + "[ingest]\nworkers = 3\n", home=tmp_path).ingest.workers == 3
