@@ -141,6 +141,11 @@ class StoreNonces:
         in every request of the group (none of them is accepted).
         """
         loop = asyncio.get_running_loop()
+        if self._flusher is not None and self._flusher.get_loop() is not loop:
+            # A server restarted on a new event loop: the old loop's flusher and waiters are
+            # gone with it, and would otherwise keep this one from ever flushing.
+            self._flusher = None
+            self._pending = [w for w in self._pending if w.future.get_loop() is loop]
         waiter = _NonceWaiter((keyid, nonce, expires_at), now, loop.create_future())
         self._pending.append(waiter)
         if self._flusher is None or self._flusher.done():

@@ -215,6 +215,30 @@ def test_concurrent_nonces_share_one_commit_and_a_failure_refuses_all() -> None:
     assert all(isinstance(o, RuntimeError) for o in outcomes)
 
 
+# The abandoned loop's never-run flusher is reported when collected: expected here.
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_nonces_still_commit_after_the_server_moves_to_a_new_event_loop() -> None:
+    store = _BatchStore()
+    nonces = StoreNonces(store)
+    old_loop = asyncio.new_event_loop()
+
+    async def abandon() -> asyncio.Future[bool]:
+        # The request and its flusher are scheduled, then the loop is closed under them.
+        return asyncio.ensure_future(nonces.remember_async("k", "old", NOW + MAX_SKEW, now=NOW))
+
+    abandoned = old_loop.run_until_complete(abandon())
+    assert not abandoned.done()
+    old_loop.close()
+
+    async def on_new_loop() -> bool:
+        call = nonces.remember_async("k", "new", NOW + MAX_SKEW, now=NOW)
+        return await asyncio.wait_for(call, timeout=10)
+
+    assert run(on_new_loop()) is True
+    assert store.batches == [["new"]]
+
+
 def test_a_forged_signature_is_refused(
     node_keys: dict[str, keys.NodeKeys], trust: keys.TrustBundle
 ) -> None:
