@@ -114,7 +114,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
     ) -> AsyncIterator[exchange_pb2.SealedBatch]:
         """Stream the caller's feed from its cursor in sealed batches (module docstring)."""
         runtime = self._runtime
-        verified = self._auth.authenticate(request.signed, context, method=feeds.SUBSCRIBE_METHOD)
+        verified = await self._auth.authenticate_async(
+            request.signed, context, method=feeds.SUBSCRIBE_METHOD
+        )
         subscriber = verified.node_id
         body = verified.parse(exchange_pb2.SubscribeBody)
         allowed = self._allowed(subscriber)
@@ -284,7 +286,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
     ) -> common_pb2.SignedReceipt:
         """Receive a joint-punishment notice, store its verified record, answer a receipt."""
         runtime = self._runtime
-        verified = self._auth.authenticate(request.signed, context, method=feeds.PUSH_METHOD)
+        verified = await self._auth.authenticate_async(
+            request.signed, context, method=feeds.PUSH_METHOD
+        )
         sender = verified.node_id
         notice = verified.parse(exchange_pb2.PushNotice)
         if not notice.notice_id:
