@@ -41,6 +41,7 @@ import chinese_calendar
 import catalog
 import keys
 from node.errors import ConfigError, InputError, LogUnavailable, NodeError, TamperDetected
+from node.groupcommit import GroupCommit
 
 RETENTION_MIN_DAYS = 180  # 网络安全法 Art. 21 asks for >= 6 months of network logs
 KNOWN_KINDS: frozenset[str] = frozenset(
@@ -351,10 +352,10 @@ def check_retention(days: int) -> int:
     return days
 
 
-@dataclass
-class _Waiter:
-    entry: LogEntry
-    future: asyncio.Future[int]
+def _unavailable(error: Exception) -> LogUnavailable:
+    failure = LogUnavailable("the access log could not be written")
+    failure.__cause__ = error
+    return failure
 
 
 class AccessLog:
@@ -385,12 +386,12 @@ class AccessLog:
         self._signer = signer
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._interval = checkpoint_interval
-        self._max_batch = max_batch
         self._lock = threading.Lock()
         self._range: keys.CompactRange | None = None
         self._previous: bytes = ZERO_HASH
-        self._pending: list[_Waiter] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[LogEntry, int] = GroupCommit(
+            self._commit_group, max_batch=max_batch, on_error=_unavailable
+        )
         self._last_checkpoint_at: dt.datetime | None = None
 
     # writing
@@ -447,29 +448,11 @@ class AccessLog:
         Resolves only after the backend append that holds the entry returned; LogUnavailable for
         every entry of a group whose backend append failed.
         """
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(entry, loop.create_future())
-        self._pending.append(waiter)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        return await waiter.future
+        return await self._group.submit(entry)
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            try:
-                first = await asyncio.to_thread(self._commit, [w.entry for w in batch])
-            except Exception as error:
-                failure = LogUnavailable("the access log could not be written")
-                failure.__cause__ = error
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(failure)
-                continue
-            for offset, w in enumerate(batch):
-                if not w.future.done():
-                    w.future.set_result(first + offset)
+    def _commit_group(self, entries: list[LogEntry]) -> list[int]:
+        first = self._commit(entries)
+        return list(range(first, first + len(entries)))
 
     # checkpoints
 

@@ -16,7 +16,6 @@ body further in.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
 import threading
@@ -30,6 +29,7 @@ import keys
 from node import wire
 from node._pb.credex.v1 import common_pb2
 from node.errors import AuthError, InputError
+from node.groupcommit import GroupCommit
 from node.transport import ServerTls
 
 __all__ = [
@@ -102,13 +102,6 @@ class _RemembersNonces(Protocol):
     ) -> list[bool]: ...
 
 
-@dataclass
-class _NonceWaiter:
-    nonce: tuple[str, str, dt.datetime]
-    now: dt.datetime
-    future: asyncio.Future[bool]
-
-
 _NONCE_BATCH = 256
 
 
@@ -123,8 +116,9 @@ class StoreNonces:
     def __init__(self, store: _RemembersNonces) -> None:
         """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch)."""
         self._store = store
-        self._pending: list[_NonceWaiter] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[tuple[str, str, dt.datetime, dt.datetime], bool] = GroupCommit(
+            self._commit_group, max_batch=_NONCE_BATCH
+        )
 
     def remember(
         self, keyid: str, nonce: str, expires_at: dt.datetime, *, now: dt.datetime
@@ -140,37 +134,13 @@ class StoreNonces:
         Resolves only after the commit that holds the nonce; a failing commit raises its error
         in every request of the group (none of them is accepted).
         """
-        loop = asyncio.get_running_loop()
-        if self._flusher is not None and self._flusher.get_loop() is not loop:
-            # A server restarted on a new event loop: the old loop's flusher and waiters are
-            # gone with it, and would otherwise keep this one from ever flushing.
-            self._flusher = None
-            self._pending = [w for w in self._pending if w.future.get_loop() is loop]
-        waiter = _NonceWaiter((keyid, nonce, expires_at), now, loop.create_future())
-        self._pending.append(waiter)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        return await waiter.future
+        return await self._group.submit((keyid, nonce, expires_at, now))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[:_NONCE_BATCH]
-            del self._pending[:_NONCE_BATCH]
-            # The earliest clock of the group decides which stored nonces count as expired, so
-            # batching never lets a nonce be taken over sooner than it would be alone.
-            now = min(w.now for w in batch)
-            try:
-                fresh = await asyncio.to_thread(
-                    self._store.remember_nonces, [w.nonce for w in batch], now=now
-                )
-            except Exception as error:  # every request of the group fails with it
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(error)
-                continue
-            for w, ok in zip(batch, fresh, strict=True):
-                if not w.future.done():
-                    w.future.set_result(ok)
+    def _commit_group(self, nonces: list[tuple[str, str, dt.datetime, dt.datetime]]) -> list[bool]:
+        # The earliest clock of the group decides which stored nonces count as expired, so
+        # batching never lets a nonce be taken over sooner than it would be alone.
+        now = min(n[3] for n in nonces)
+        return self._store.remember_nonces([n[:3] for n in nonces], now=now)
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,30 @@ def test_a_failed_backend_fails_every_waiter_and_the_log_recovers() -> None:
         log.append_sync(entry(9))
 
 
+# The abandoned loop's never-run flusher is reported when collected: expected here.
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_appends_still_commit_after_the_server_moves_to_a_new_event_loop() -> None:
+    backend = RecordingBackend()
+    log = new_log(backend)
+    old_loop = asyncio.new_event_loop()
+
+    async def abandon() -> asyncio.Future[int]:
+        # The append and its flusher are scheduled, then the loop is closed under them.
+        return asyncio.ensure_future(log.append(entry(0)))
+
+    abandoned = old_loop.run_until_complete(abandon())
+    assert not abandoned.done()
+    old_loop.close()
+
+    async def on_new_loop() -> int:
+        return await asyncio.wait_for(log.append(entry(1)), timeout=10)
+
+    assert asyncio.run(on_new_loop()) == 0
+    assert backend.batches == [1]
+    assert verify_log(backend, VERIFIERS).ok
+
+
 def test_a_second_writer_is_detected_and_the_chain_continues() -> None:
     backend = MemoryLogBackend()
     first, second = new_log(backend), new_log(backend)

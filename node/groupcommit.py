@@ -1,0 +1,76 @@
+"""Group commit for durable writes awaited by many tasks (access-log entries, request nonces).
+
+Items submitted while a commit is in flight are committed together in the next one, in a
+worker thread, in submission order; each submitter resumes only after the commit that holds its
+item returned, with that item's result, or with the group's error when the commit failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Waiter(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+
+
+class GroupCommit(Generic[T, R]):
+    """Commit submitted items in groups of at most `max_batch` with `commit(items) -> results`.
+
+    `commit` runs in a worker thread and returns one result per item, in order. When it raises,
+    every submitter of that group gets `on_error(error)` (the error itself by default).
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int,
+        on_error: Callable[[Exception], BaseException] = lambda error: error,
+    ) -> None:
+        """Group items for `commit`; `max_batch` bounds one commit's size."""
+        self._commit = commit
+        self._max_batch = max_batch
+        self._on_error = on_error
+        self._pending: list[_Waiter[T, R]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        """Commit `item` with whatever else is waiting; return its result once durable."""
+        loop = asyncio.get_running_loop()
+        if self._flusher is not None and self._flusher.get_loop() is not loop:
+            # A server restarted on a new event loop: the old loop's flusher and waiters are
+            # gone with it, and would otherwise keep this one from ever flushing.
+            self._flusher = None
+            self._pending = [w for w in self._pending if w.future.get_loop() is loop]
+        waiter: _Waiter[T, R] = _Waiter(item, loop.create_future())
+        self._pending.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await waiter.future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await asyncio.to_thread(self._commit, [w.item for w in batch])
+            except Exception as error:
+                failure = self._on_error(error)
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(failure)
+                continue
+            for w, result in zip(batch, results, strict=True):
+                if not w.future.done():
+                    w.future.set_result(result)
