@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 from dataclasses import dataclass
 
 from catalog.errors import CatalogError
@@ -58,6 +59,13 @@ def disclosure_period(severity: str, decided_on: datetime.date) -> DisclosurePer
     `severity` is "minor", "general" or "severe" (anything else raises CatalogError). The rule
     text names the instrument applied. `max_end` never lies more than 5 years after the decision.
     """
+    return _disclosure_period(severity, decided_on)
+
+
+# A pure function of two values that repeat across an ingest or a feed batch (few decision
+# dates per day), so results are cached once here for every caller.
+@functools.lru_cache(maxsize=4096)
+def _disclosure_period(severity: str, decided_on: datetime.date) -> DisclosurePeriod:
     if severity not in ("minor", "general", "severe"):
         raise CatalogError(
             f"unknown severity {severity!r} (expected 'minor', 'general' or 'severe')"

@@ -181,9 +181,9 @@ def received_record(
 
 class _Receiver:
     """Builds the store rows of received records; what does not change within a batch (keys,
-    catalogue, day, disclosure periods of a decision date) is looked up once, not per record."""
+    catalogue, day) is looked up once, not per record."""
 
-    __slots__ = ("_blind", "_catalogue", "_cipher", "_now", "_periods", "_today")
+    __slots__ = ("_blind", "_catalogue", "_cipher", "_now", "_today")
 
     def __init__(self, runtime: NodeRuntime, now: dt.datetime) -> None:
         self._blind = runtime.blind
@@ -191,15 +191,6 @@ class _Receiver:
         self._catalogue = runtime.catalogue
         self._now = now
         self._today = now.date()
-        self._periods: dict[tuple[str, dt.date], catalog.DisclosurePeriod] = {}
-
-    def _period(self, severity: str, decided_on: dt.date) -> catalog.DisclosurePeriod:
-        # A pure function of its two arguments; a batch has few distinct decision dates.
-        key = (severity, decided_on)
-        period = self._periods.get(key)
-        if period is None:
-            period = self._periods[key] = catalog.disclosure_period(severity, decided_on)
-        return period
 
     def row(self, body: bytes, verified: keys.VerifiedRecord) -> NewRecord:
         """The row of `verified`, whose compact signed form is `body` (received_record)."""
@@ -223,7 +214,7 @@ class _Receiver:
             subject = blind.token(f"{producer}:{header.get('subject', '')}")
             linked, severity, decided_on = (), None, None
         if severity is not None and decided_on is not None:
-            period = self._period(severity, decided_on)
+            period = catalog.disclosure_period(severity, decided_on)
         else:
             period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
         row_id = str(uuid.uuid4())

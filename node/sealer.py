@@ -24,7 +24,6 @@ Promises:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import multiprocessing
 import os
 import signal
@@ -157,12 +156,7 @@ def _records(
 def _period(job: SealJob) -> cat.DisclosurePeriod:
     if job.severity is None or job.decided_on is None:
         return cat.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
-    return _disclosure_period(job.severity, job.decided_on)
-
-
-# A pure function of two values that repeat across an export (one decision date per day):
-# computing it once per pair instead of once per record is free and exact.
-_disclosure_period = functools.lru_cache(maxsize=4096)(cat.disclosure_period)
+    return cat.disclosure_period(job.severity, job.decided_on)
 
 
 # ------------------------------------------------------------------ the worker side
