@@ -84,15 +84,7 @@ class SignedRecord:
         """The (unverified) envelope of a compact signed record, without parsing its
         disclosures: enough to route a stored record. Refuses what from_bytes refuses in the
         magic and the envelope; the disclosures are checked when the whole record is parsed."""
-        data = bytes(b)
-        if data[:4] != _MAGIC:
-            raise VerificationError("not a credex signed record")
-        if len(data) < 8:
-            raise VerificationError("truncated data")
-        end = 8 + _U32.unpack_from(data, 4)[0]
-        if end + 2 > len(data):
-            raise VerificationError("truncated data")
-        return Envelope.from_bytes(data[8:end])
+        return _split_envelope(bytes(b))[0]
 
     @classmethod
     def from_bytes(cls, b: bytes) -> SignedRecord:
@@ -101,14 +93,7 @@ class SignedRecord:
         # records per second, each with dozens of disclosures.
         data = bytes(b)
         size = len(data)
-        if data[:4] != _MAGIC:
-            raise VerificationError("not a credex signed record")
-        if size < 8:
-            raise VerificationError("truncated data")
-        pos = 8 + _U32.unpack_from(data, 4)[0]
-        if pos + 2 > size:
-            raise VerificationError("truncated data")
-        env = Envelope.from_bytes(data[8:pos])
+        env, pos = _split_envelope(data)
         count = _U16.unpack_from(data, pos)[0]
         pos += 2
         disclosures: dict[str, tuple[bytes, str]] = {}
@@ -133,6 +118,18 @@ class SignedRecord:
         if pos != size:
             raise VerificationError("trailing bytes")
         return cls(env, disclosures)
+
+
+def _split_envelope(data: bytes) -> tuple[Envelope, int]:
+    """The envelope of a compact signed record and the offset of its disclosure count."""
+    if data[:4] != _MAGIC:
+        raise VerificationError("not a credex signed record")
+    if len(data) < 8:
+        raise VerificationError("truncated data")
+    end = 8 + _U32.unpack_from(data, 4)[0]
+    if end + 2 > len(data):
+        raise VerificationError("truncated data")
+    return Envelope.from_bytes(data[8:end]), end
 
 
 @dataclass(frozen=True)
