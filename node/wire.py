@@ -159,17 +159,11 @@ def record_to_pb(
     The routing copies (item, record key, version, producer) are taken from the record's own
     payload (docs/decisions/0002), so they cannot disagree with what was signed.
     """
-    header = _unverified_header(record.envelope)
-    message = common_pb2.Record(
-        envelope=record.envelope.to_bytes(),
-        item_id=str(header.get("item", "")),
-        record_key=str(header.get("record_key", "")),
-        version=int(header.get("version", 0)),
-        producer=str(header.get("producer", "")),
-        flags=common_pb2.RecordFlags(
-            objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
-        ),
+    flags = common_pb2.RecordFlags(
+        objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
     )
+    message = _routed(record.envelope, flags)
+    message.envelope = record.envelope.to_bytes()
     disclosures = message.disclosures
     for field_id, (salt, value) in sorted(record.disclosures.items()):
         # Set in place: building a Disclosure and copying it in costs twice as much per field.
@@ -193,16 +187,23 @@ def record_to_pb_compact(
     The routing copies come from the record's own payload, as in record_to_pb. Refuses
     (keys.VerificationError) bytes whose magic or envelope is malformed.
     """
-    header = _unverified_header(keys.SignedRecord.envelope_of(signed_record))
+    flags = common_pb2.RecordFlags(
+        objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
+    )
+    message = _routed(keys.SignedRecord.envelope_of(signed_record), flags)
+    message.signed_record = signed_record
+    return message
+
+
+def _routed(envelope: keys.Envelope, flags: common_pb2.RecordFlags) -> common_pb2.Record:
+    """A Record holding the routing copies of `envelope`'s payload; the caller sets its form."""
+    header = _unverified_header(envelope)
     return common_pb2.Record(
-        signed_record=signed_record,
         item_id=str(header.get("item", "")),
         record_key=str(header.get("record_key", "")),
         version=int(header.get("version", 0)),
         producer=str(header.get("producer", "")),
-        flags=common_pb2.RecordFlags(
-            objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
-        ),
+        flags=flags,
     )
 
 
