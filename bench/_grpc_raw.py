@@ -97,6 +97,18 @@ class RawTarget:
     channel: grpc.aio.Channel
 
 
+async def _start(
+    key_pem: bytes, cert_pem: bytes, roster: list[tuple[str, str, bytes]]
+) -> tuple[grpc.aio.Server, int]:
+    """Start the bare mTLS server on a free loopback port; return it and the port."""
+    tls = ServerTls(key_pem=key_pem, cert_pem=cert_pem, roster=TlsRoster.of(roster))
+    server = grpc.aio.server(options=list(CHANNEL_OPTIONS))
+    server.add_generic_rpc_handlers((_Raw(),))
+    port = server.add_secure_port("127.0.0.1:0", tls.credentials())
+    await server.start()
+    return server, port
+
+
 def _serve_in_child(
     key_pem: bytes,
     cert_pem: bytes,
@@ -106,16 +118,42 @@ def _serve_in_child(
     """Child process body: serve until the parent sends anything on `conn`."""
 
     async def serve() -> None:
-        tls = ServerTls(key_pem=key_pem, cert_pem=cert_pem, roster=TlsRoster.of(roster))
-        server = grpc.aio.server(options=list(CHANNEL_OPTIONS))
-        server.add_generic_rpc_handlers((_Raw(),))
-        port = server.add_secure_port("127.0.0.1:0", tls.credentials())
-        await server.start()
+        server, port = await _start(key_pem, cert_pem, roster)
         conn.send(port)
         await asyncio.to_thread(conn.recv)
         await server.stop(None)
 
     asyncio.run(serve())
+
+
+@asynccontextmanager
+async def _in_child(
+    key_pem: bytes, cert_pem: bytes, roster: list[tuple[str, str, bytes]]
+) -> AsyncIterator[int]:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(
+        target=_serve_in_child, args=(key_pem, cert_pem, roster, theirs), daemon=True
+    )
+    child.start()
+    try:
+        yield await asyncio.to_thread(ours.recv)
+    finally:
+        ours.send("stop")
+        await asyncio.to_thread(child.join, 10)
+        if child.is_alive():
+            child.kill()
+
+
+@asynccontextmanager
+async def _in_process(
+    key_pem: bytes, cert_pem: bytes, roster: list[tuple[str, str, bytes]]
+) -> AsyncIterator[int]:
+    server, port = await _start(key_pem, cert_pem, roster)
+    try:
+        yield port
+    finally:
+        await server.stop(None)
 
 
 @asynccontextmanager
@@ -130,47 +168,16 @@ async def raw_server(*, separate_process: bool = False) -> AsyncIterator[RawTarg
     entries = [(k.node_id, k.tls_fingerprint, k.tls_cert_pem) for k in (server_keys, client_keys)]
     roster = TlsRoster.of(entries)
     identity = ChannelIdentity(key_pem=client_keys.tls_key_pem, cert_pem=client_keys.tls_cert_pem)
-    if separate_process:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        child = context.Process(
-            target=_serve_in_child,
-            args=(server_keys.tls_key_pem, server_keys.tls_cert_pem, entries, theirs),
-            daemon=True,
+    serve = _in_child if separate_process else _in_process
+    async with serve(server_keys.tls_key_pem, server_keys.tls_cert_pem, entries) as port:
+        channel = client_channel(
+            f"127.0.0.1:{port}", peer=roster.peer("bench-server"), identity=identity
         )
-        child.start()
         try:
-            port = await asyncio.to_thread(ours.recv)
-            channel = client_channel(
-                f"127.0.0.1:{port}", peer=roster.peer("bench-server"), identity=identity
-            )
-            try:
-                await channel.channel_ready()
-                yield RawTarget(channel=channel)
-            finally:
-                await channel.close()
+            await channel.channel_ready()
+            yield RawTarget(channel=channel)
         finally:
-            ours.send("stop")
-            await asyncio.to_thread(child.join, 10)
-            if child.is_alive():
-                child.kill()
-        return
-    tls = ServerTls(
-        key_pem=server_keys.tls_key_pem, cert_pem=server_keys.tls_cert_pem, roster=roster
-    )
-    server = grpc.aio.server(options=list(CHANNEL_OPTIONS))
-    server.add_generic_rpc_handlers((_Raw(),))
-    port = server.add_secure_port("127.0.0.1:0", tls.credentials())
-    await server.start()
-    channel = client_channel(
-        f"127.0.0.1:{port}", peer=roster.peer("bench-server"), identity=identity
-    )
-    try:
-        await channel.channel_ready()
-        yield RawTarget(channel=channel)
-    finally:
-        await channel.close()
-        await server.stop(None)
+            await channel.close()
 
 
 async def measure_unary(
