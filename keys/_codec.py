@@ -16,7 +16,6 @@ from typing import Any
 
 from keys.errors import KeysError, VerificationError
 
-_U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 
@@ -126,24 +125,8 @@ class Reader:
         self._pos = end
         return self._data[start:end]
 
-    def u8(self) -> int:
-        pos = self._pos
-        if pos >= self._size:
-            raise VerificationError("truncated data")
-        self._pos = pos + 1
-        return self._data[pos]
-
-    def u16(self) -> int:
-        return int(_U16.unpack(self.take(2))[0])
-
     def u32(self) -> int:
         return int(_U32.unpack(self.take(4))[0])
-
-    def text(self, n: int) -> str:
-        try:
-            return self.take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise VerificationError("malformed text") from None
 
     def end(self) -> None:
         if self._pos != self._size:
