@@ -1,0 +1,68 @@
+"""encode_leaf: its hand-spelled fast path gives exactly the canonical JSON of the entry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.accesslog import LogEntry, decode_leaf, encode_leaf
+
+
+def canonical(entry: LogEntry, previous: bytes) -> bytes:
+    """The definition of a leaf: to_dict() plus the chain, sorted keys, compact, UTF-8."""
+    doc = entry.to_dict()
+    doc["chain"] = previous.hex()
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# Any text the JSON encoder can write as UTF-8: quotes, backslashes, control characters, CJK.
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+snake = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+entries = st.builds(
+    LogEntry,
+    time=st.sampled_from(["2026-11-25T01:00:00Z", "2026-11-25T01:00:00.123456Z"]),
+    kind=snake,
+    requester=text,
+    officer=text,
+    purpose=text,
+    legal_basis=text,
+    decision=st.sampled_from(["allow", "deny"]),
+    reason=st.one_of(st.just(""), snake),
+    request_id=text,
+    grant_id=st.one_of(st.none(), text),
+    subject_index=st.one_of(st.none(), st.from_regex(r"[0-9a-f]{16,64}", fullmatch=True)),
+    subject_masked=st.one_of(st.none(), text.map(lambda t: t + "*")),
+    items_asked=st.lists(text, max_size=4).map(tuple),
+    items_released=st.lists(text, max_size=4).map(tuple),
+    result_count=st.integers(min_value=0, max_value=2**63),
+    trace_id=st.one_of(st.none(), text),
+)
+
+
+@given(entries, st.binary(min_size=32, max_size=32))
+def test_fast_leaf_is_the_canonical_json(entry: LogEntry, previous: bytes) -> None:
+    leaf = encode_leaf(entry, previous)
+    assert leaf == canonical(entry, previous)
+    assert decode_leaf(leaf) == (entry, previous)
+
+
+def test_unexpected_value_types_take_the_generic_encoder() -> None:
+    values: dict[str, Any] = {
+        "time": "2026-11-25T01:00:00Z",
+        "kind": "query",
+        "requester": "zd-tax",
+        "officer": "o-1",
+        "purpose": "tax",
+        "legal_basis": "law",
+        "decision": "allow",
+        "reason": "granted",
+        "request_id": "r-1",
+    }
+    # A float count (as a JSON decoder may hand back) and a number where text belongs are
+    # spelled by the generic encoder, byte for byte as the definition says.
+    for odd in ({"result_count": 3.0}, {"officer": 7}, {"items_asked": ("a", 1)}):
+        entry = LogEntry(**(values | odd))
+        assert encode_leaf(entry, b"\x00" * 32) == canonical(entry, b"\x00" * 32)
