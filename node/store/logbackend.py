@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from node.errors import InputError, TamperDetected
 from node.store.errors import StoreConflictError
@@ -52,7 +52,6 @@ _ADVANCE = (
     .where(STATE.c.id == 1, STATE.c.size == bindparam("expected"))
     .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
 )
-_INSERT_LEAVES = insert(LOG)
 
 
 def _utcnow() -> dt.datetime:
@@ -103,14 +102,14 @@ class SqlLogBackend:
                 ).rowcount
                 if moved != 1:
                     _conflict(expected_size, _size(conn))
-                conn.execute(_INSERT_LEAVES, _leaf_rows(entries, size, stamp))
+                _insert_leaves(conn, entries, size, stamp)
                 return size
             size = int(conn.execute(_SIZE_FOR_UPDATE).scalar_one())
             if expected_size is not None and expected_size != size:
                 _conflict(expected_size, size)
             if not entries:
                 return size
-            conn.execute(_INSERT_LEAVES, _leaf_rows(entries, size, stamp))
+            _insert_leaves(conn, entries, size, stamp)
             conn.execute(
                 _SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp}
             )
@@ -226,13 +225,46 @@ def _conflict(expected: int, size: int) -> NoReturn:
     )
 
 
-def _leaf_rows(
-    entries: Sequence[tuple[bytes, bytes]], size: int, stamp: dt.datetime
-) -> list[dict[str, Any]]:
-    return [
-        {"idx": size + i, "leaf": leaf, "leaf_hash": leaf_hash, "created_at": stamp}
-        for i, (leaf, leaf_hash) in enumerate(entries)
-    ]
+def _insert_leaves(
+    conn: Connection, entries: Sequence[tuple[bytes, bytes]], size: int, stamp: dt.datetime
+) -> None:
+    """Insert `(leaf, leaf_hash)` pairs at indexes `size, size + 1, ...`, stamped `stamp`."""
+    statement, positional = _insert_statement(conn.dialect)
+    # The stamp is converted once, the way the column's type would convert it for each row.
+    to_db = LOG.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    when = to_db(stamp) if to_db is not None else stamp
+    rows: list[Any]
+    if positional:
+        rows = [(size + i, leaf, digest, when) for i, (leaf, digest) in enumerate(entries)]
+    else:
+        rows = [
+            {"idx": size + i, "leaf": leaf, "leaf_hash": digest, "created_at": when}
+            for i, (leaf, digest) in enumerate(entries)
+        ]
+    conn.exec_driver_sql(statement, rows)
+
+
+_INSERT_STATEMENTS: dict[str, tuple[str, bool]] = {}
+
+
+def _insert_statement(dialect: Dialect) -> tuple[str, bool]:
+    """The leaf INSERT in `dialect`'s own parameter style, and whether it binds by position.
+
+    The rows go to the driver's executemany as they are: SQLAlchemy's per-row parameter
+    processing cost more than SQLite's own insert of the row.
+    """
+    known = _INSERT_STATEMENTS.get(dialect.name)
+    if known is None:
+        compiled = insert(LOG).compile(dialect=dialect)
+        if compiled.positional and compiled.positiontup != [
+            "idx",
+            "leaf",
+            "leaf_hash",
+            "created_at",
+        ]:
+            raise AssertionError("access_log columns changed: update _insert_leaves")
+        known = _INSERT_STATEMENTS[dialect.name] = (str(compiled), compiled.positional)
+    return known
 
 
 def _check_range(start: int, end: int) -> None:

@@ -174,6 +174,28 @@ def test_a_consistently_rewritten_suffix_is_caught_by_the_checkpoints() -> None:
     assert report.first_bad_index == 20  # the last checkpoint that still matches
 
 
+def test_every_checkpoint_is_compared_after_one_of_the_empty_log() -> None:
+    backend = MemoryLogBackend()
+    log = AccessLog(backend, origin=ORIGIN, signer=LOG_KEY, clock=lambda: T0)
+    log.checkpoint()  # size 0: nothing to compare, and it must not stop the later comparisons
+    for i in range(12):
+        log.append_sync(entry(i))
+    log.checkpoint()
+    assert verify_log(backend, VERIFIERS).checkpoints_checked == 2
+    previous = backend.rows[4][2]
+    tree = keys.CompactRange()
+    for row in backend.rows[:5]:
+        tree.append(row[2])
+    for i in range(5, 12):
+        leaf = encode_leaf(entry(i, officer="nobody"), previous)
+        previous = keys.leaf_hash(leaf)
+        backend.rows[i][1:] = [leaf, previous]
+        tree.append(previous)
+    backend._state = tree.to_bytes()
+    report = verify_log(backend, VERIFIERS)
+    assert [p.code for p in report.problems] == ["checkpoint_root_mismatch"]
+
+
 def test_forged_or_foreign_checkpoints_are_reported() -> None:
     _log, backend = build()
     cp = keys.Checkpoint(

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 import keys
 from node import accesslog
 from node.errors import InputError, TamperDetected
 from node.store import SqlLogBackend, Store, StoreConflictError, open_store
 from node.store.logbackend import LOG
+from node.store.store import from_db_time
 from node.store.tables import metadata
 
 
@@ -66,6 +68,18 @@ def test_append_is_gap_free_and_returns_first_index(store: Store) -> None:
     assert log.leaf_hashes(1, 3) == [entry(1)[1], entry(2)[1]]
     assert log.leaves(1, 10) == [(i, *entry(i)) for i in (1, 2)]  # end is clamped to the size
     assert log.leaves(3, 3) == []
+
+
+def test_leaves_carry_the_append_time(store: Store) -> None:
+    # Leaves are inserted through the driver directly; their time stamp must read back through
+    # the column type exactly as a SQLAlchemy insert would have stored it.
+    stamp = dt.datetime(2026, 11, 25, 8, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    log = SqlLogBackend(store, clock=lambda: stamp)
+    log.append([entry(0), entry(1)], b"s", expected_size=0)
+    log.append([entry(2)], b"s")
+    with store.read("check") as conn:
+        stored = conn.execute(select(LOG.c.idx, LOG.c.created_at).order_by(LOG.c.idx)).all()
+    assert [(i, from_db_time(t)) for i, t in stored] == [(i, stamp) for i in range(3)]
 
 
 def test_expected_size_detects_a_concurrent_writer(store: Store) -> None:
