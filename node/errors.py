@@ -27,10 +27,15 @@ class ExitCode(enum.IntEnum):
 
 
 class NodeError(Exception):
-    """Root of the node's errors; `exit_code` and `status` say how it surfaces."""
+    """Root of the node's errors; `exit_code` and `status` say how it surfaces.
+
+    `access_logged` is True for a refusal already written to the access log where it was
+    raised, so that the service refusing the call does not log it a second time.
+    """
 
     exit_code: ExitCode = ExitCode.FAILURE
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    access_logged: bool = False
 
 
 class ConfigError(NodeError):

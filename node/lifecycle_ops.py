@@ -58,7 +58,10 @@ LOCAL = "local"
 
 
 class RepairRefused(PolicyDenied):
-    """A credit-repair application is not admissible; `failures` lists every unmet condition."""
+    """A credit-repair application is not admissible; `failures` lists every unmet condition.
+    repair_record logs the refusal itself, with the record it concerns."""
+
+    access_logged = True
 
     def __init__(self, failures: tuple[rules.RepairFailure, ...]) -> None:
         listed = "; ".join(f"{f.code}: {f.message}" for f in failures)

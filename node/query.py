@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from opentelemetry import trace
 
 import catalog
 import keys
@@ -78,9 +76,7 @@ __all__ = [
     "normalise_subject",
     "open_answer",
     "released_table",
-    "request_digest",
     "send_query",
-    "trace_id",
 ]
 
 QUERY_METHOD = "/credex.v1.Query/Query"
@@ -106,12 +102,6 @@ def normalise_subject(value: str, kind: str, *, today: dt.date) -> str:
     if kind == "natural_person":
         return catalog.normalize_ric(value, today=today)
     return catalog.normalize_uscc(value)
-
-
-def trace_id() -> str | None:
-    """The current span's trace id (32 hex digits), or None outside a recorded trace."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 def _china_today(now: dt.datetime) -> dt.date:
@@ -654,11 +644,6 @@ async def send_query(
         private_key=rt.node_keys.encryption_private,
         trusted=bundle.node_signing_keys(ask.peer, rt.clock()),
     )
-
-
-def request_digest(envelope: bytes) -> str:
-    """A stable id for a request whose body cannot be trusted (hex, 32 digits)."""
-    return hashlib.sha256(envelope).hexdigest()[:32]
 
 
 def released_table(result: QueryResult) -> Sequence[tuple[str, str, str]]:

@@ -11,13 +11,16 @@ first/last seq). Invariants:
 - every batch is preceded by a durable access-log entry (kind "feed_delivery": subscriber,
   items, event count; never a subject); when the log cannot be written the stream fails
   UNAVAILABLE and nothing is sent (fail closed);
+- a refused subscription (signature, agreement, items, cursor), before its first batch or
+  later, is a durable denied `feed_delivery` entry before the error goes back (node/refusals.py);
 - follow mode polls for new events until the client leaves or the node stops; a graceful stop
   ends open streams cleanly (no error at the subscriber).
 
 Ack moves the subscriber's durable cursor on a receipt signed by the subscriber (monotonic;
 a replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
 node from a department named by a "push" agreement, verifies the producer's signature against
-the bundle, stores it as a received record, logs the access and answers with a signed receipt.
+the bundle, stores it as a received record, logs the access and answers with a signed receipt;
+a refused push is logged as a denied `push` entry.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
 from node.lifecycle import is_red_list
+from node.refusals import logged_refusals
 from node.requests import node_signing_keys
 from node.server import Service
 from node.store import FeedEvent
@@ -112,71 +116,81 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         request: exchange_pb2.SubscribeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[exchange_pb2.SealedBatch]:
-        """Stream the caller's feed from its cursor in sealed batches (module docstring)."""
-        runtime = self._runtime
-        verified = await self._auth.authenticate_async(
-            request.signed, context, method=feeds.SUBSCRIBE_METHOD
-        )
-        subscriber = verified.node_id
-        body = verified.parse(exchange_pb2.SubscribeBody)
-        allowed = self._allowed(subscriber)
-        wanted = set(body.items) or allowed
-        refused = sorted(wanted - allowed)
-        if refused:
-            raise PolicyDenied(
-                "item_not_agreed",
-                f"no feed agreement gives {subscriber} the item(s) {', '.join(refused)}",
+        """Stream the caller's feed from its cursor in sealed batches (module docstring).
+        A refusal, before the first batch or later, is logged as a denied feed delivery."""
+        async with logged_refusals(
+            self._runtime,
+            context,
+            kind="feed_delivery",
+            purpose=feeds.FEED_PURPOSE,
+            envelope=request.signed.envelope,
+        ) as caller:
+            runtime = self._runtime
+            verified = await self._auth.authenticate_async(
+                request.signed, context, method=feeds.SUBSCRIBE_METHOD
             )
-        sub = await asyncio.to_thread(
-            runtime.store.ensure_subscription, subscriber, wanted, now=runtime.clock()
-        )
-        if body.cursor > sub.last_seq:
-            raise InputError(
-                f"Subscribe: cursor {body.cursor} is beyond the last event {sub.last_seq} "
-                f"of {subscriber}'s feed"
-            )
-        limit = min(body.max_batch or DEFAULT_BATCH, MAX_BATCH)
-        cursor = int(body.cursor)
-        asked = tuple(sorted(wanted))
-        while True:
-            allowed = self._allowed(subscriber)  # a new bundle applies to the next batch
-            built = await asyncio.to_thread(
-                self._build, subscriber, cursor, limit, allowed, compact=body.compact_records
-            )
-            if built is None:
-                if not body.follow or self.stopping.is_set():
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=self._poll)
-                continue
-            # Durable log entry BEFORE the batch leaves; LogUnavailable -> UNAVAILABLE.
-            await runtime.log.append(
-                LogEntry(
-                    time=utc_iso(runtime.clock()),
-                    kind="feed_delivery",
-                    requester=subscriber,
-                    officer="",
-                    purpose=feeds.FEED_PURPOSE,
-                    legal_basis="feed_agreement",
-                    decision="allow",
-                    reason="",
-                    request_id=verified.nonce,
-                    items_asked=asked,
-                    items_released=built.items,
-                    result_count=built.count,
+            subscriber = verified.node_id
+            caller.requester, caller.request_id = subscriber, verified.nonce
+            body = verified.parse(exchange_pb2.SubscribeBody)
+            caller.items_asked = tuple(sorted(set(body.items)))
+            allowed = self._allowed(subscriber)
+            wanted = set(body.items) or allowed
+            refused = sorted(wanted - allowed)
+            if refused:
+                raise PolicyDenied(
+                    "item_not_agreed",
+                    f"no feed agreement gives {subscriber} the item(s) {', '.join(refused)}",
                 )
+            sub = await asyncio.to_thread(
+                runtime.store.ensure_subscription, subscriber, wanted, now=runtime.clock()
             )
-            yield exchange_pb2.SealedBatch(
-                sealed=built.sealed,
-                first_seq=built.first_seq,
-                last_seq=built.last_seq,
-                count=built.count,
-                provider=runtime.node_id,
-                caught_up=built.caught_up,
-            )
-            cursor = built.last_seq
-            if self.stopping.is_set():
-                return
+            if body.cursor > sub.last_seq:
+                raise InputError(
+                    f"Subscribe: cursor {body.cursor} is beyond the last event {sub.last_seq} "
+                    f"of {subscriber}'s feed"
+                )
+            limit = min(body.max_batch or DEFAULT_BATCH, MAX_BATCH)
+            cursor = int(body.cursor)
+            asked = caller.items_asked = tuple(sorted(wanted))
+            while True:
+                allowed = self._allowed(subscriber)  # a new bundle applies to the next batch
+                built = await asyncio.to_thread(
+                    self._build, subscriber, cursor, limit, allowed, compact=body.compact_records
+                )
+                if built is None:
+                    if not body.follow or self.stopping.is_set():
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), timeout=self._poll)
+                    continue
+                # Durable log entry BEFORE the batch leaves; LogUnavailable -> UNAVAILABLE.
+                await runtime.log.append(
+                    LogEntry(
+                        time=utc_iso(runtime.clock()),
+                        kind="feed_delivery",
+                        requester=subscriber,
+                        officer="",
+                        purpose=feeds.FEED_PURPOSE,
+                        legal_basis="feed_agreement",
+                        decision="allow",
+                        reason="",
+                        request_id=verified.nonce,
+                        items_asked=asked,
+                        items_released=built.items,
+                        result_count=built.count,
+                    )
+                )
+                yield exchange_pb2.SealedBatch(
+                    sealed=built.sealed,
+                    first_seq=built.first_seq,
+                    last_seq=built.last_seq,
+                    count=built.count,
+                    provider=runtime.node_id,
+                    caught_up=built.caught_up,
+                )
+                cursor = built.last_seq
+                if self.stopping.is_set():
+                    return
 
     def _allowed(self, subscriber: str) -> set[str]:
         bundle = self._runtime.bundle()
@@ -284,64 +298,78 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         request: exchange_pb2.PushRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> common_pb2.SignedReceipt:
-        """Receive a joint-punishment notice, store its verified record, answer a receipt."""
-        runtime = self._runtime
-        verified = await self._auth.authenticate_async(
-            request.signed, context, method=feeds.PUSH_METHOD
-        )
-        sender = verified.node_id
-        notice = verified.parse(exchange_pb2.PushNotice)
-        if not notice.notice_id:
-            raise InputError("Push: the notice id is missing")
-        bundle = runtime.bundle()
-        agreed = _agreed_items(bundle, sender, runtime.node_id, "push")
-        if not agreed:
-            raise PolicyDenied(
-                "no_agreement", f"no push agreement lets {sender} push to {runtime.node_id}"
+        """Receive a joint-punishment notice, store its verified record, answer a receipt.
+        A refused notice (signature, agreement, seal, record) is logged as a denied push."""
+        async with logged_refusals(
+            self._runtime,
+            context,
+            kind="push",
+            purpose="joint_punishment",
+            envelope=request.signed.envelope,
+        ) as caller:
+            runtime = self._runtime
+            verified = await self._auth.authenticate_async(
+                request.signed, context, method=feeds.PUSH_METHOD
             )
-        _, plaintext = keys.open_sealed(
-            notice.sealed,
-            recipient_id=runtime.node_id,
-            private_key=runtime.node_keys.encryption_private,
-            expect={"purpose": feeds.PUSH_PURPOSE, "sender": sender, "notice_id": notice.notice_id},
-        )
-        message = wire.parse(common_pb2.Record, plaintext, what="pushed record")
-        signed = wire.record_from_pb(message)
-        now = runtime.clock()
-        record = keys.verify_record(signed, trusted=bundle.trusted_signing_keys(now))
-        wire.check_record_routing(message, record.header)
-        owner = bundle.owner_of(record.signer_keyid, now)
-        if owner is None or owner.node_id != record.header.get("producer"):
-            raise AuthError("Push: the record is not signed by its producer's key")
-        if message.item_id not in agreed:
-            raise PolicyDenied(
-                "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
+            sender = verified.node_id
+            caller.requester, caller.request_id = sender, verified.nonce
+            notice = verified.parse(exchange_pb2.PushNotice)
+            if not notice.notice_id:
+                raise InputError("Push: the notice id is missing")
+            bundle = runtime.bundle()
+            agreed = _agreed_items(bundle, sender, runtime.node_id, "push")
+            if not agreed:
+                raise PolicyDenied(
+                    "no_agreement", f"no push agreement lets {sender} push to {runtime.node_id}"
+                )
+            _, plaintext = keys.open_sealed(
+                notice.sealed,
+                recipient_id=runtime.node_id,
+                private_key=runtime.node_keys.encryption_private,
+                expect={
+                    "purpose": feeds.PUSH_PURPOSE,
+                    "sender": sender,
+                    "notice_id": notice.notice_id,
+                },
             )
-        await runtime.log.append(
-            LogEntry(
-                time=utc_iso(now),
-                kind="push",
-                requester=sender,
-                officer="",
-                purpose="joint_punishment",
-                legal_basis="push_agreement",
-                decision="allow",
-                reason="",
-                request_id=verified.nonce,
-                items_asked=(message.item_id,),
-                items_released=(message.item_id,),
-                result_count=1,
+            message = wire.parse(common_pb2.Record, plaintext, what="pushed record")
+            signed = wire.record_from_pb(message)
+            now = runtime.clock()
+            record = keys.verify_record(signed, trusted=bundle.trusted_signing_keys(now))
+            wire.check_record_routing(message, record.header)
+            owner = bundle.owner_of(record.signer_keyid, now)
+            if owner is None or owner.node_id != record.header.get("producer"):
+                raise AuthError("Push: the record is not signed by its producer's key")
+            caller.items_asked = (message.item_id,)  # only once the producer's signature holds
+            if message.item_id not in agreed:
+                raise PolicyDenied(
+                    "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
+                )
+            await runtime.log.append(
+                LogEntry(
+                    time=utc_iso(now),
+                    kind="push",
+                    requester=sender,
+                    officer="",
+                    purpose="joint_punishment",
+                    legal_basis="push_agreement",
+                    decision="allow",
+                    reason="",
+                    request_id=verified.nonce,
+                    items_asked=(message.item_id,),
+                    items_released=(message.item_id,),
+                    result_count=1,
+                )
             )
-        )
-        await asyncio.to_thread(self._store_pushed, signed, record, now)
-        receipt = wire.ReceiptFields(
-            issuer=runtime.node_id,
-            subject=notice.notice_id,
-            cursor=0,
-            issued_at=now,
-            digest=hashlib.sha256(notice.sealed).digest(),
-        )
-        return feeds.sign_receipt(receipt, runtime.node_keys.signing)
+            await asyncio.to_thread(self._store_pushed, signed, record, now)
+            receipt = wire.ReceiptFields(
+                issuer=runtime.node_id,
+                subject=notice.notice_id,
+                cursor=0,
+                issued_at=now,
+                digest=hashlib.sha256(notice.sealed).digest(),
+            )
+            return feeds.sign_receipt(receipt, runtime.node_keys.signing)
 
     def _store_pushed(
         self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime

@@ -2,9 +2,10 @@
 
 Object, ResolveObjection, Correct, Revoke and Repair each take a `SignedRequest`; the servicer
 authenticates it (signature, roster, TLS identity, timestamp, nonce), refuses any caller whose
-roster entry lacks the `platform` role (PERMISSION_DENIED `not_platform`, logged as a denied
-access), then applies the operation through node/lifecycle_ops.py, which logs it. Operations act
-only on this node's own records ("谁认定、谁修复").
+roster entry lacks the `platform` role (PERMISSION_DENIED `not_platform`), then applies the
+operation through node/lifecycle_ops.py, which logs it. Every refusal (authentication, role, a
+malformed body, an unknown record) is logged as a denied access (node/refusals.py). Operations
+act only on this node's own records ("谁认定、谁修复").
 
 The module also provides the node's lifecycle background task (`background`): one scan at start
 so a node that was down catches up, then one every `[lifecycle] scan_interval_s`.
@@ -13,6 +14,7 @@ so a node that was down catches up, then one every `[lifecycle] scan_interval_s`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -23,8 +25,8 @@ from node import lifecycle as rules
 from node import lifecycle_ops as ops
 from node import wire
 from node._pb.credex.v1 import common_pb2, lifecycle_pb2, lifecycle_pb2_grpc
-from node.accesslog import LogEntry, utc_iso
 from node.errors import InputError, PolicyDenied
+from node.refusals import Caller, logged_refusals
 from node.requests import VerifiedRequest
 from node.scheduler import run_scans
 from node.server import Service
@@ -55,28 +57,34 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         self._runtime = runtime
         self._auth = runtime.authenticator()
 
-    def _platform(
+    def _refusals(
         self,
         request: common_pb2.SignedRequest,
         context: grpc.aio.ServicerContext[Any, Any],
         name: str,
+    ) -> contextlib.AbstractAsyncContextManager[Caller]:
+        """Log whatever refusal ends the `name` call as a denied lifecycle access."""
+        return logged_refusals(
+            self._runtime,
+            context,
+            kind=f"lifecycle_{name.lower()}",
+            purpose="lifecycle",
+            envelope=request.envelope,
+        )
+
+    async def _platform(
+        self,
+        request: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        name: str,
+        caller: Caller,
     ) -> tuple[VerifiedRequest, ops.Requester]:
-        verified = self._auth.authenticate(request, context, method=LIFECYCLE_METHODS[name])
+        verified = await self._auth.authenticate_async(
+            request, context, method=LIFECYCLE_METHODS[name]
+        )
+        caller.requester, caller.request_id = verified.node_id, verified.nonce
         entry = self._runtime.bundle().member(verified.node_id)
         if entry is None or "platform" not in entry.roles:
-            self._runtime.log.append_sync(
-                LogEntry(
-                    time=utc_iso(self._runtime.clock()),
-                    kind=f"lifecycle_{name.lower()}",
-                    requester=verified.node_id,
-                    officer="",
-                    purpose="lifecycle",
-                    legal_basis="",
-                    decision="deny",
-                    reason="not_platform",
-                    request_id=verified.nonce,
-                )
-            )
             raise PolicyDenied(
                 "not_platform", "lifecycle operations are accepted only from the platform"
             )
@@ -103,110 +111,116 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lifecycle_pb2.LifecycleReceipt:
         """File an objection for a subject: flag and start the Art. 39 review clock."""
-        verified, who = self._platform(request, context, "Object")
-        body = verified.parse(lifecycle_pb2.ObjectionBody)
-        result = await asyncio.to_thread(
-            ops.object_record,
-            self._runtime,
-            _key(body.record_key),
-            reason=body.reason_code or "objection",
-            needs_other_unit=body.needs_other_unit,
-            requester=who,
-            objection_id=body.objection_id or None,
-        )
-        return self._receipt(result, "objection_set")
+        async with self._refusals(request, context, "Object") as caller:
+            verified, who = await self._platform(request, context, "Object", caller)
+            body = verified.parse(lifecycle_pb2.ObjectionBody)
+            result = await asyncio.to_thread(
+                ops.object_record,
+                self._runtime,
+                _key(body.record_key),
+                reason=body.reason_code or "objection",
+                needs_other_unit=body.needs_other_unit,
+                requester=who,
+                objection_id=body.objection_id or None,
+            )
+            return self._receipt(result, "objection_set")
 
     async def ResolveObjection(  # noqa: N802
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lifecycle_pb2.LifecycleReceipt:
         """Resolve an objection: REJECTED clears the flag, UPHELD corrects with `changes`."""
-        verified, who = self._platform(request, context, "ResolveObjection")
-        body = verified.parse(lifecycle_pb2.ResolveObjectionBody)
-        if body.outcome == lifecycle_pb2.OBJECTION_OUTCOME_REJECTED:
-            outcome, kind = "confirm", "objection_cleared"
-        elif body.outcome == lifecycle_pb2.OBJECTION_OUTCOME_UPHELD:
-            outcome, kind = "correct", "correct"
-        else:
-            raise InputError("ResolveObjectionBody.outcome: UPHELD or REJECTED required")
-        result = await asyncio.to_thread(
-            ops.resolve_objection,
-            self._runtime,
-            body.objection_id,
-            outcome=outcome,
-            changes=dict(body.changes),
-            requester=who,
-        )
-        return self._receipt(result, kind)
+        async with self._refusals(request, context, "ResolveObjection") as caller:
+            verified, who = await self._platform(request, context, "ResolveObjection", caller)
+            body = verified.parse(lifecycle_pb2.ResolveObjectionBody)
+            if body.outcome == lifecycle_pb2.OBJECTION_OUTCOME_REJECTED:
+                outcome, kind = "confirm", "objection_cleared"
+            elif body.outcome == lifecycle_pb2.OBJECTION_OUTCOME_UPHELD:
+                outcome, kind = "correct", "correct"
+            else:
+                raise InputError("ResolveObjectionBody.outcome: UPHELD or REJECTED required")
+            result = await asyncio.to_thread(
+                ops.resolve_objection,
+                self._runtime,
+                body.objection_id,
+                outcome=outcome,
+                changes=dict(body.changes),
+                requester=who,
+            )
+            return self._receipt(result, kind)
 
     async def Correct(  # noqa: N802
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lifecycle_pb2.LifecycleReceipt:
         """Correct a record: the provider re-validates and re-signs the changed fields."""
-        verified, who = self._platform(request, context, "Correct")
-        body = verified.parse(lifecycle_pb2.CorrectBody)
-        if body.HasField("corrected"):
-            raise InputError(
-                "CorrectBody.corrected: a version signed elsewhere is never stored; send changes"
-            )
-        key = _key(body.record_key)
-        if body.supersedes_version:
-            current = self._runtime.store.record_versions(self._runtime.node_id, key)
-            if current and current[-1].version != body.supersedes_version:
+        async with self._refusals(request, context, "Correct") as caller:
+            verified, who = await self._platform(request, context, "Correct", caller)
+            body = verified.parse(lifecycle_pb2.CorrectBody)
+            if body.HasField("corrected"):
                 raise InputError(
-                    f"CorrectBody.supersedes_version {body.supersedes_version}: the current "
-                    f"version is {current[-1].version}"
+                    "CorrectBody.corrected: a version signed elsewhere is never stored; "
+                    "send changes"
                 )
-        result = await asyncio.to_thread(
-            ops.correct_record,
-            self._runtime,
-            key,
-            dict(body.changes),
-            reason=body.reason_code or "correction",
-            requester=who,
-        )
-        return self._receipt(result, "correct")
+            key = _key(body.record_key)
+            if body.supersedes_version:
+                current = self._runtime.store.record_versions(self._runtime.node_id, key)
+                if current and current[-1].version != body.supersedes_version:
+                    raise InputError(
+                        f"CorrectBody.supersedes_version {body.supersedes_version}: the current "
+                        f"version is {current[-1].version}"
+                    )
+            result = await asyncio.to_thread(
+                ops.correct_record,
+                self._runtime,
+                key,
+                dict(body.changes),
+                reason=body.reason_code or "correction",
+                requester=who,
+            )
+            return self._receipt(result, "correct")
 
     async def Revoke(  # noqa: N802
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lifecycle_pb2.LifecycleReceipt:
         """Withdraw a record whose decision was revoked (Art. 40 deadline from `known_on`)."""
-        verified, who = self._platform(request, context, "Revoke")
-        body = verified.parse(lifecycle_pb2.RevokeBody)
-        known: dt.date | None = None
-        if body.known_on:
-            try:
-                known = dt.date.fromisoformat(body.known_on)
-            except ValueError:
-                raise InputError("RevokeBody.known_on: expected YYYY-MM-DD") from None
-        result = await asyncio.to_thread(
-            ops.revoke_record,
-            self._runtime,
-            _key(body.record_key),
-            reason=body.reason_code or "revocation",
-            known_on=known,
-            requester=who,
-        )
-        return self._receipt(result, "withdraw")
+        async with self._refusals(request, context, "Revoke") as caller:
+            verified, who = await self._platform(request, context, "Revoke", caller)
+            body = verified.parse(lifecycle_pb2.RevokeBody)
+            known: dt.date | None = None
+            if body.known_on:
+                try:
+                    known = dt.date.fromisoformat(body.known_on)
+                except ValueError:
+                    raise InputError("RevokeBody.known_on: expected YYYY-MM-DD") from None
+            result = await asyncio.to_thread(
+                ops.revoke_record,
+                self._runtime,
+                _key(body.record_key),
+                reason=body.reason_code or "revocation",
+                known_on=known,
+                requester=who,
+            )
+            return self._receipt(result, "withdraw")
 
     async def Repair(  # noqa: N802
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lifecycle_pb2.LifecycleReceipt:
         """Credit repair: PERMISSION_DENIED `repair_not_admissible` lists every failure."""
-        verified, who = self._platform(request, context, "Repair")
-        body = verified.parse(lifecycle_pb2.RepairBody)
-        application = rules.RepairApplication(
-            obligations_fulfilled=body.obligations_fulfilled,
-            commitment_sha256=body.commitment_sha256.hex() if body.commitment_sha256 else None,
-        )
-        result = await asyncio.to_thread(
-            ops.repair_record,
-            self._runtime,
-            _key(body.record_key),
-            application,
-            decision_no=body.decision_no,
-            requester=who,
-        )
-        return self._receipt(result, "withdraw")
+        async with self._refusals(request, context, "Repair") as caller:
+            verified, who = await self._platform(request, context, "Repair", caller)
+            body = verified.parse(lifecycle_pb2.RepairBody)
+            application = rules.RepairApplication(
+                obligations_fulfilled=body.obligations_fulfilled,
+                commitment_sha256=body.commitment_sha256.hex() if body.commitment_sha256 else None,
+            )
+            result = await asyncio.to_thread(
+                ops.repair_record,
+                self._runtime,
+                _key(body.record_key),
+                application,
+                decision_no=body.decision_no,
+                requester=who,
+            )
+            return self._receipt(result, "withdraw")
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:

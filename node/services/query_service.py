@@ -15,7 +15,8 @@ import grpc.aio
 from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
 from node.errors import AuthError
 from node.grants import apply_bundle_revocations
-from node.query import QUERY_METHOD, QueryEngine, request_digest, trace_id
+from node.query import QUERY_METHOD, QueryEngine
+from node.refusals import request_digest, trace_id
 from node.server import Service
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ import pytest
 import keys
 from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
+from node.accesslog import decode_leaf, verify_log
 from node.cluster import LocalCluster
 from node.errors import AuthError, InputError, LogUnavailable
 from node.runtime import NodeRuntime
@@ -493,3 +494,103 @@ def test_receipt_verification_refuses_other_keys(cluster: LocalCluster) -> None:
     finally:
         market.close()
         hrss.close()
+
+
+def denials(runtime: NodeRuntime, kind: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(requester, reason, items asked) of every denied `kind` entry in `runtime`'s log."""
+    backend = runtime.log.backend
+    entries = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+    return [
+        (e.requester, e.reason, e.items_asked)
+        for e in entries
+        if e.kind == kind and e.decision == "deny"
+    ]
+
+
+def test_refused_subscriptions_are_logged_as_denied_feed_deliveries(
+    cluster: LocalCluster,
+) -> None:
+    market, platform, hrss = (cluster.runtime(n) for n in ("market", "platform", "hrss"))
+    seed(market, 2)
+
+    async def subscribe(client: NodeRuntime, signed: Any) -> grpc.StatusCode:
+        channel = client.channel("market")
+        try:
+            call = exchange_pb2_grpc.ExchangeStub(channel).Subscribe(
+                exchange_pb2.SubscribeRequest(signed=signed), timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [b async for b in call]
+            return caught.value.code()
+        finally:
+            await channel.close()
+
+    def body(*items: str) -> bytes:
+        return exchange_pb2.SubscribeBody(items=list(items)).SerializeToString()
+
+    async def scenario() -> list[grpc.StatusCode]:
+        async with serving(market):
+            no_agreement = hrss.sign_request(feeds.SUBSCRIBE_METHOD, body())
+            outside = platform.sign_request(feeds.SUBSCRIBE_METHOD, body(ITEM, "red_list"))
+            forged = platform.sign_request(feeds.SUBSCRIBE_METHOD, body())
+            envelope = bytearray(forged.envelope)
+            envelope[-5] ^= 1  # inside the signature
+            forged.envelope = bytes(envelope)
+            return [
+                await subscribe(hrss, no_agreement),
+                await subscribe(platform, outside),
+                await subscribe(platform, forged),
+            ]
+
+    try:
+        codes = asyncio.run(scenario())
+        assert codes == [
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.UNAUTHENTICATED,
+        ]
+        assert denials(market, "feed_delivery") == [
+            ("hrss", "no_agreement", ()),
+            ("platform", "item_not_agreed", (ITEM, "red_list")),
+            ("platform", "unauthenticated", ()),  # named by its TLS certificate
+        ]
+        assert verify_log(market.log.backend, {}).ok
+    finally:
+        for r in (market, platform, hrss):
+            r.close()
+
+
+def test_refused_pushes_are_logged_once_each(cluster: LocalCluster) -> None:
+    market, hrss, platform = (cluster.runtime(n) for n in ("market", "hrss", "platform"))
+    record = _signed(market, 7)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            _, from_platform = _push(platform, "hrss", record, "notice-2")
+            forged = _signed(platform, 8, producer="market")  # platform's key, market's name
+            _, forged_req = _push(market, "hrss", forged, "notice-3")
+            notice4, _ = _push(market, "hrss", record, "notice-4")
+            notice4.sealed = (
+                notice4.sealed[:-3] + bytes([notice4.sealed[-3] ^ 1]) + notice4.sealed[-2:]
+            )
+            tampered = market.sign_request(feeds.PUSH_METHOD, notice4.SerializeToString())
+            for sender, req in (
+                (platform, from_platform),
+                (market, forged_req),
+                (market, tampered),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await _call_push(sender, req)
+            _, good = _push(market, "hrss", record, "notice-5")
+            await _call_push(market, good)
+
+    try:
+        asyncio.run(scenario())
+        assert denials(hrss, "push") == [
+            ("platform", "no_agreement", ()),
+            ("market", "unauthenticated", ()),  # the record is not signed by market's key
+            ("market", "verification_failed", ()),  # the sealed notice was altered
+        ]
+    finally:
+        for r in (market, hrss, platform):
+            r.close()
