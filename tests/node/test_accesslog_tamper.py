@@ -155,19 +155,24 @@ def test_truncation_after_the_last_checkpoint_is_found_from_the_tree_state() -> 
     assert report.first_bad_index == 42
 
 
-def test_a_consistently_rewritten_suffix_is_caught_by_the_checkpoints() -> None:
-    _log, backend = build()
-    # The attacker rewrites entries 25.. and recomputes every hash, chain and the tree state.
-    previous = backend.rows[24][2]
+def rewrite_suffix(backend: MemoryLogBackend, start: int) -> None:
+    """What an attacker with write access does: rewrite entries `start`.. and recompute every
+    hash, chain link and the stored tree state, so that only signed checkpoints can tell."""
+    previous = backend.rows[start - 1][2]
     tree = keys.CompactRange()
-    for row in backend.rows[:25]:
+    for row in backend.rows[:start]:
         tree.append(row[2])
-    for i in range(25, 40):
+    for i in range(start, len(backend.rows)):
         leaf = encode_leaf(entry(i, officer="nobody"), previous)
         previous = keys.leaf_hash(leaf)
         backend.rows[i][1:] = [leaf, previous]
         tree.append(previous)
     backend._state = tree.to_bytes()
+
+
+def test_a_consistently_rewritten_suffix_is_caught_by_the_checkpoints() -> None:
+    _log, backend = build()
+    rewrite_suffix(backend, 25)
     report = verify_log(backend, VERIFIERS)
     assert not report.ok
     assert report.problems[0].code == "checkpoint_root_mismatch"
@@ -182,16 +187,7 @@ def test_every_checkpoint_is_compared_after_one_of_the_empty_log() -> None:
         log.append_sync(entry(i))
     log.checkpoint()
     assert verify_log(backend, VERIFIERS).checkpoints_checked == 2
-    previous = backend.rows[4][2]
-    tree = keys.CompactRange()
-    for row in backend.rows[:5]:
-        tree.append(row[2])
-    for i in range(5, 12):
-        leaf = encode_leaf(entry(i, officer="nobody"), previous)
-        previous = keys.leaf_hash(leaf)
-        backend.rows[i][1:] = [leaf, previous]
-        tree.append(previous)
-    backend._state = tree.to_bytes()
+    rewrite_suffix(backend, 5)
     report = verify_log(backend, VERIFIERS)
     assert [p.code for p in report.problems] == ["checkpoint_root_mismatch"]
 
