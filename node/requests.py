@@ -361,26 +361,6 @@ class RequestAuthenticator:
         self._nonces = nonce_store
         self._clock = clock
 
-    def authenticate(
-        self,
-        signed: common_pb2.SignedRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-        *,
-        method: str,
-    ) -> VerifiedRequest:
-        """Return the verified request of a call to `method`, or raise AuthError saying why."""
-        tls_node_id = self._tls.identify(context)
-        now = self._clock()
-        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
-        return verify_request(
-            signed,
-            method=method,
-            trusted=trusted,
-            tls_node_id=tls_node_id,
-            now=now,
-            nonce_store=self._nonces,
-        )
-
     async def authenticate_async(
         self,
         signed: common_pb2.SignedRequest,
@@ -388,7 +368,9 @@ class RequestAuthenticator:
         *,
         method: str,
     ) -> VerifiedRequest:
-        """`authenticate` without blocking the event loop on the nonce's durable commit."""
+        """Return the verified request of a call to `method`, or raise AuthError saying why:
+        TLS identity, signature by a trusted key of that node, method, timestamp, then the
+        nonce, whose durable commit is awaited off the event loop (group-committed)."""
         tls_node_id = self._tls.identify(context)
         now = self._clock()
         trusted = node_signing_keys(self._bundle(), tls_node_id, now)

@@ -439,7 +439,7 @@ class Guarded(query_pb2_grpc.QueryServicer):
     async def Query(
         self, request: common_pb2.SignedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> query_pb2.QueryAnswer:
-        verified = self.auth.authenticate(request, context, method=QUERY)
+        verified = await self.auth.authenticate_async(request, context, method=QUERY)
         body = verified.parse(query_pb2.QueryBody)
         return query_pb2.QueryAnswer(decision="allow", request_id=body.request_id)
 
