@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
 from node.errors import InputError, TamperDetected
+from node.store.bulk import insert_rows
 from node.store.errors import StoreConflictError
 from node.store.store import Store, to_db_time
 from node.store.tables import AccessLogRow, CheckpointRow, LogStateRow, WitnessRow
@@ -52,6 +53,9 @@ _ADVANCE = (
     .where(STATE.c.id == 1, STATE.c.size == bindparam("expected"))
     .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
 )
+
+
+_LEAF_COLUMNS = ("idx", "leaf", "leaf_hash", "created_at")
 
 
 def _utcnow() -> dt.datetime:
@@ -229,42 +233,12 @@ def _insert_leaves(
     conn: Connection, entries: Sequence[tuple[bytes, bytes]], size: int, stamp: dt.datetime
 ) -> None:
     """Insert `(leaf, leaf_hash)` pairs at indexes `size, size + 1, ...`, stamped `stamp`."""
-    statement, positional = _insert_statement(conn.dialect)
-    # The stamp is converted once, the way the column's type would convert it for each row.
-    to_db = LOG.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    when = to_db(stamp) if to_db is not None else stamp
-    rows: list[Any]
-    if positional:
-        rows = [(size + i, leaf, digest, when) for i, (leaf, digest) in enumerate(entries)]
-    else:
-        rows = [
-            {"idx": size + i, "leaf": leaf, "leaf_hash": digest, "created_at": when}
-            for i, (leaf, digest) in enumerate(entries)
-        ]
-    conn.exec_driver_sql(statement, rows)
-
-
-_INSERT_STATEMENTS: dict[str, tuple[str, bool]] = {}
-
-
-def _insert_statement(dialect: Dialect) -> tuple[str, bool]:
-    """The leaf INSERT in `dialect`'s own parameter style, and whether it binds by position.
-
-    The rows go to the driver's executemany as they are: SQLAlchemy's per-row parameter
-    processing cost more than SQLite's own insert of the row.
-    """
-    known = _INSERT_STATEMENTS.get(dialect.name)
-    if known is None:
-        compiled = insert(LOG).compile(dialect=dialect)
-        if compiled.positional and compiled.positiontup != [
-            "idx",
-            "leaf",
-            "leaf_hash",
-            "created_at",
-        ]:
-            raise AssertionError("access_log columns changed: update _insert_leaves")
-        known = _INSERT_STATEMENTS[dialect.name] = (str(compiled), compiled.positional)
-    return known
+    insert_rows(
+        conn,
+        LOG,
+        _LEAF_COLUMNS,
+        [(size + i, leaf, digest, stamp) for i, (leaf, digest) in enumerate(entries)],
+    )
 
 
 def _check_range(start: int, end: int) -> None:

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
+from node.store.bulk import insert_rows
 from node.store.engine import WRITE, make_engine, migrate
 from node.store.errors import redact_url, translate_errors
 from node.store.models import (
@@ -244,14 +245,11 @@ class Store:
         with self.write("store a batch of records") as conn:
             for start in range(0, len(records), _CHUNK):
                 chunk = records[start : start + _CHUNK]
-                conn.execute(insert(RECORDS), [_record_values(r) for r in chunk])
+                insert_rows(conn, RECORDS, _RECORD_COLUMNS, map(_record_row, chunk))
                 links = [
-                    {"row_id": r.row_id, "subject_index": s}
-                    for r in chunk
-                    for s in dict.fromkeys(r.linked_subject_indexes)
+                    (r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)
                 ]
-                if links:
-                    conn.execute(insert(LINKS), links)
+                insert_rows(conn, LINKS, ("row_id", "subject_index"), links)
             # one executemany, in record order (as the row-by-row loop it replaces): a key
             # corrected twice in one batch supersedes version 1, then version 2
             superseding = [
@@ -645,27 +643,50 @@ def _check_new(rec: NewRecord) -> None:
         raise InputError(f"store: unknown record origin {rec.origin!r}")
 
 
-def _record_values(rec: NewRecord) -> dict[str, Any]:
-    return {
-        "row_id": rec.row_id,
-        "producer": rec.producer,
-        "record_key": rec.record_key,
-        "version": rec.version,
-        "item_id": rec.item_id,
-        "catalog_version": rec.catalog_version,
-        "subject_index": rec.subject_index,
-        "body": rec.body,
-        "content_hash": rec.content_hash,
-        "state": "active",
-        "severity": rec.severity,
-        "decided_on": rec.decided_on,
-        "disclosure_min_end": rec.disclosure_min_end,
-        "disclosure_max_end": rec.disclosure_max_end,
-        "disclosure_rule": rec.disclosure_rule,
-        "objection": False,
-        "created_at": to_db_time(rec.created_at),
-        "origin": rec.origin,
-    }
+_RECORD_COLUMNS = (
+    "row_id",
+    "producer",
+    "record_key",
+    "version",
+    "item_id",
+    "catalog_version",
+    "subject_index",
+    "body",
+    "content_hash",
+    "state",
+    "severity",
+    "decided_on",
+    "disclosure_min_end",
+    "disclosure_max_end",
+    "disclosure_rule",
+    "objection",
+    "created_at",
+    "origin",
+)
+
+
+def _record_row(rec: NewRecord) -> tuple[Any, ...]:
+    """The values of a new record's row, in the order of _RECORD_COLUMNS."""
+    return (
+        rec.row_id,
+        rec.producer,
+        rec.record_key,
+        rec.version,
+        rec.item_id,
+        rec.catalog_version,
+        rec.subject_index,
+        rec.body,
+        rec.content_hash,
+        "active",
+        rec.severity,
+        rec.decided_on,
+        rec.disclosure_min_end,
+        rec.disclosure_max_end,
+        rec.disclosure_rule,
+        False,
+        to_db_time(rec.created_at),
+        rec.origin,
+    )
 
 
 def _stored(row: Row[Any]) -> StoredRecord:
@@ -719,6 +740,17 @@ def _append_events(
     return total
 
 
+_EVENT_COLUMNS = (
+    "subscriber",
+    "seq",
+    "kind",
+    "record_row_id",
+    "record_key",
+    "version",
+    "created_at",
+)
+
+
 def _append_for(
     conn: Connection,
     subscriber: str,
@@ -732,19 +764,11 @@ def _append_for(
         select(SUBS.c.last_seq).where(SUBS.c.subscriber == subscriber).with_for_update()
     ).scalar_one()
     rows = [
-        {
-            "subscriber": subscriber,
-            "seq": int(last) + i,
-            "kind": kind,
-            "record_row_id": row_id,
-            "record_key": key,
-            "version": ver,
-            "created_at": stamp,
-        }
+        (subscriber, int(last) + i, kind, row_id, key, ver, stamp)
         for i, (kind, row_id, key, ver) in enumerate(events, start=1)
     ]
     for start in range(0, len(rows), _CHUNK):
-        conn.execute(insert(EVENTS), rows[start : start + _CHUNK])
+        insert_rows(conn, EVENTS, _EVENT_COLUMNS, rows[start : start + _CHUNK])
     conn.execute(
         update(SUBS).where(SUBS.c.subscriber == subscriber).values(last_seq=int(last) + len(rows))
     )
