@@ -224,10 +224,12 @@ def main(argv: list[str]) -> int:
     human.insert(0, f"({where})")
     n = 5_000 if quick else 20_000
     entries = log_bench.make_entries(n)
-    append = max(log_bench.sqlite_append_rate(entries, 1000) for _ in range(2))
+    # Best of three, as bench/accesslog.py measures them (the machine is shared).
+    append = max(log_bench.sqlite_append_rate(entries, 1000) for _ in range(3))
     backend = MemoryLogBackend()
     log_bench.append_rate(backend, entries, 1000)
-    verify, fold = log_bench.verify_rates(backend)
+    runs = [log_bench.verify_rates(backend) for _ in range(3)]
+    verify, fold = max(r[0] for r in runs), max(r[1] for r in runs)
     human.append(f"log appends (sqlite, group commit): {append:,.0f}/s; logged {logged} queries")
     human.append(f"log verification: {verify:,.0f} entries/s (hash + fold alone {fold:,.0f}/s)")
     machine.append(f"BENCH query log_append_sqlite {append:.0f} entries/s - 0")
