@@ -24,6 +24,7 @@ Promises:
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import multiprocessing
 import os
 import signal
@@ -165,7 +166,10 @@ _WORKER_CRYPTO: _Crypto | None = None
 
 
 def _worker_start(crypto: _Crypto, parent_gone: int, parent_alive: int) -> None:
-    """Runs first in each forked worker: keep the inherited keys, watch the parent."""
+    """Runs first in each forked worker: set inherited objects aside for good (never collected
+    here, see Sealer._start), keep the inherited keys, watch the parent."""
+    gc.freeze()
+    gc.enable()
     global _WORKER_CRYPTO  # noqa: PLW0603 - the per-process state a pool initializer sets up
     _WORKER_CRYPTO = crypto
     # Ctrl-C reaches the whole process group: the parent handles it and shuts the pool down.
@@ -272,11 +276,26 @@ class Sealer:
         if self._pool is None:
             gone, alive = os.pipe()
             self._watch = (gone, alive)
-            self._pool = ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=self._workers,
                 # fork, so the keys reach the workers by inheritance and are never pickled
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_start,
                 initargs=(self._crypto, gone, alive),
             )
+            # The first task forks every worker (a fork pool starts them all at once). Nothing
+            # inherited from this process may be collected in a worker: an object of a library
+            # with threads of its own (a gRPC channel left by earlier calls in this process)
+            # crashed a worker when freed there, where only the forking thread exists. So
+            # collect here, fork with collection off, and let each worker freeze what it
+            # inherited before it collects anything (_worker_start).
+            gc.collect()
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                pool.submit(os.getpid)
+            finally:
+                if collecting:
+                    gc.enable()
+            self._pool = pool
         return self._pool

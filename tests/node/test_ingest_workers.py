@@ -9,6 +9,7 @@ random points, with a check that no worker outlives the killed process.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import multiprocessing
 import os
 import pickle
@@ -210,3 +211,49 @@ def test_the_keys_are_never_pickled(tmp_path: Path) -> None:
             pickle.dumps(sealer._crypto)
         with pytest.raises(ValueError, match="workers"):
             Sealer(node_keys, "market", workers=0)
+
+
+_COLLECT = gc.collect  # the real one, also after a test replaced gc.collect
+
+
+class _Finalised:
+    """Garbage in a reference cycle that says, on a pipe, in which process it was freed."""
+
+    def __init__(self, pipe: int) -> None:
+        self.pipe = pipe
+        self.cycle = self
+
+    def __del__(self) -> None:
+        os.write(self.pipe, f"{os.getpid()}\n".encode())
+
+
+def _collect_in_worker() -> tuple[int, bool]:
+    _COLLECT()
+    return os.getpid(), gc.isenabled()
+
+
+def test_workers_never_collect_what_they_inherited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that freed an object inherited from the ingest process (a gRPC channel of an
+    # earlier call in the same process) crashed; workers set everything inherited aside.
+    init_node(tmp_path / "node", name="market", role="department", now=NOW)
+    node_keys = keys.load_key_dir(load_config(tmp_path / "node").keys_dir)
+    read_end, write_end = os.pipe()
+    collecting = gc.isenabled()
+    gc.disable()  # the garbage must still exist when the workers fork ...
+    monkeypatch.setattr(gc, "collect", lambda generation=2: 0)  # ... also past Sealer._start
+    try:
+        _Finalised(write_end)
+        with Sealer(node_keys, "market", workers=2) as sealer:
+            pid, enabled = sealer._start().submit(_collect_in_worker).result()
+            assert pid != os.getpid()
+            assert enabled  # workers do collect what they make themselves
+        _COLLECT()
+        os.close(write_end)
+        freed_in = os.read(read_end, 4096).decode().split()
+    finally:
+        if collecting:
+            gc.enable()
+        os.close(read_end)
+    assert freed_in == [str(os.getpid())]  # freed once, by the ingest process itself
