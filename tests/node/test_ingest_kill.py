@@ -23,6 +23,7 @@ from node.config import load_config
 from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.store import open_store
+from tests.forked import start_forked
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 TODAY = dt.date(2026, 11, 25)
@@ -98,10 +99,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) ->
 
     for _ in range(KILLS):
         reader, writer = context.Pipe(duplex=False)
-        child = context.Process(
-            target=_child, args=(writer, home, mapping, rng.choice([5, 11, 23])), daemon=True
-        )
-        child.start()
+        child = start_forked(_child, (writer, home, mapping, rng.choice([5, 11, 23])), daemon=True)
         writer.close()
         for _ in range(rng.randint(0, 3)):
             message = reader.recv()  # a batch was committed; the kill lands in the next one

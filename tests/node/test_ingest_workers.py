@@ -28,6 +28,7 @@ from node.config import load_config
 from node.ingest import IngestSummary, run_ingest
 from node.sealer import Sealer
 from node.store import Store, open_store
+from tests.forked import start_forked
 from tests.node.test_ingest_pipeline import penalty_row, write_source
 
 TODAY = dt.date(2026, 11, 25)
@@ -171,10 +172,9 @@ def test_kill_9_with_workers_loses_doubles_and_leaves_nothing(tmp_path: Path) ->
 
     for _ in range(8):
         reader, writer = _CTX.Pipe(duplex=False)
-        child = _CTX.Process(
-            target=_ingest_child, args=(writer, home, mapping, rng.choice([5, 11, 23]))
+        child = start_forked(
+            _ingest_child, (writer, home, mapping, rng.choice([5, 11, 23])), daemon=False
         )
-        child.start()
         writer.close()
         try:
             for _ in range(rng.randint(1, 6)):

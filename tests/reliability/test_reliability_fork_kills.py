@@ -34,6 +34,7 @@ from node.demo_data import write_demo_data
 from node.ingest import run_ingest
 from node.runtime import open_runtime
 from node.store import SqlLogBackend, open_store
+from tests.forked import start_forked
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()
@@ -45,8 +46,7 @@ _CTX = multiprocessing.get_context("fork")
 def _kill_after(target: Callable[..., None], args: tuple[Any, ...], commits: int) -> list[Any]:
     """Fork `target(conn, *args)`, read `commits` messages, SIGKILL it; return the messages."""
     reader, writer = _CTX.Pipe(duplex=False)
-    child = _CTX.Process(target=target, args=(writer, *args), daemon=True)
-    child.start()
+    child = start_forked(target, (writer, *args), daemon=True)
     writer.close()
     got: list[Any] = []
     try:
