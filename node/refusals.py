@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,14 @@ from node.errors import AuthError, InputError, NodeError, NotFound, PolicyDenied
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
-__all__ = ["Caller", "logged_refusals", "refusal_reason", "request_digest", "trace_id"]
+__all__ = [
+    "Caller",
+    "asked_items",
+    "logged_refusals",
+    "refusal_reason",
+    "request_digest",
+    "trace_id",
+]
 
 UNIDENTIFIED = "unidentified_peer"
 
@@ -57,6 +64,16 @@ def refusal_reason(error: BaseException) -> str | None:
     if isinstance(error, InputError | keys.KeysError):
         return "malformed_request"
     return None
+
+
+_MAX_ITEMS = 64
+_MAX_ITEM_ID = 64
+
+
+def asked_items(items: Iterable[str]) -> tuple[str, ...]:
+    """Item ids as a caller asked for them, for a log entry: sorted, unique, and bounded (at
+    most 64 ids of at most 64 characters), since a refused caller's list was never checked."""
+    return tuple(sorted({item[:_MAX_ITEM_ID] for item in items}))[:_MAX_ITEMS]
 
 
 @dataclass

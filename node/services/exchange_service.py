@@ -44,7 +44,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
 from node.lifecycle import is_red_list
-from node.refusals import logged_refusals
+from node.refusals import asked_items, logged_refusals
 from node.requests import node_signing_keys
 from node.server import Service
 from node.store import FeedEvent
@@ -132,7 +132,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             subscriber = verified.node_id
             caller.requester, caller.request_id = subscriber, verified.nonce
             body = verified.parse(exchange_pb2.SubscribeBody)
-            caller.items_asked = tuple(sorted(set(body.items)))
+            caller.items_asked = asked_items(body.items)
             allowed = self._allowed(subscriber)
             wanted = set(body.items) or allowed
             refused = sorted(wanted - allowed)

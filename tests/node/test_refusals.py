@@ -20,7 +20,13 @@ from node.errors import (
     StaleBundle,
     TamperDetected,
 )
-from node.refusals import UNIDENTIFIED, logged_refusals, refusal_reason, request_digest
+from node.refusals import (
+    UNIDENTIFIED,
+    asked_items,
+    logged_refusals,
+    refusal_reason,
+    request_digest,
+)
 from node.runtime import NodeRuntime
 
 T0 = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
@@ -116,3 +122,10 @@ def test_a_refusal_that_cannot_be_logged_fails_closed() -> None:
     cast(Any, rt).log = SimpleNamespace(append=broken)
     with pytest.raises(LogUnavailable):
         run(rt, PolicyDenied("no_agreement", "no push agreement"), authenticated=True)
+
+
+def test_asked_items_are_bounded_for_the_log() -> None:
+    assert asked_items(["red_list", "admin_penalty", "red_list"]) == ("admin_penalty", "red_list")
+    flood = asked_items(f"item_{i:03d}" + "x" * 100 for i in range(500))
+    assert len(flood) == 64
+    assert all(len(item) == 64 for item in flood)
