@@ -59,6 +59,7 @@ from node.policy import (
     RecordState,
     decide,
 )
+from node.refusals import asked_items
 from node.requests import VerifiedRequest
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class QueryEngine:
             decision="deny",
             reason=reason,
             request_id=(body.request_id if body and body.request_id else verified.nonce)[:64],
-            items_asked=tuple(sorted(set(body.items))) if body else (),
+            items_asked=asked_items(body.items) if body else (),
             trace_id=trace,
         )
         await self._rt.log.append(entry)
@@ -311,7 +312,7 @@ class QueryEngine:
             grant_id=grant_id,
             subject_index=token,
             subject_masked=catalog.mask_identifier(subject),
-            items_asked=tuple(sorted(items)),
+            items_asked=asked_items(items),
             items_released=tuple(sorted({item for _r, _b, item, _o in released})),
             result_count=len(released),
             trace_id=trace,
