@@ -300,6 +300,23 @@ class CompactRange:
             hashes[-1] = hashlib.sha256(b"\x01" + hashes[-1] + right).digest()
             s >>= 1
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append many leaf hashes (32 bytes each), as `append` one by one would; all or none
+        (ValueError when one has another length)."""
+        if any(len(h) != HASH_SIZE for h in leaf_hashes):
+            raise ValueError("a leaf hash is 32 bytes")
+        # `append` inlined with locals: verifying a whole log folds every leaf through here.
+        hashes, size, sha = self._hashes, self.size, hashlib.sha256
+        for leaf_hash in leaf_hashes:
+            hashes.append(leaf_hash)
+            size += 1
+            s = size
+            while not s & 1:
+                right = hashes.pop()
+                hashes[-1] = sha(b"\x01" + hashes[-1] + right).digest()
+                s >>= 1
+        self.size = size
+
     def root(self) -> bytes:
         """The RFC 9162 root of all leaves appended so far."""
         if not self._hashes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -80,6 +81,27 @@ def test_compact_range_root_equals_root_from_leaves(data: list[bytes], cut: int)
     assert cr.size == len(hashes)
     assert cr.root() == keys.root_from_leaves(hashes)
     assert len(cr.hashes()) == bin(len(hashes)).count("1")
+
+
+@settings(max_examples=50)
+@given(st.integers(min_value=0, max_value=300), st.lists(st.integers(0, 300), max_size=6))
+def test_extend_equals_appending_one_by_one(n: int, cuts: list[int]) -> None:
+    one_by_one, in_pieces = CompactRange(), CompactRange()
+    for h in LEAVES[:n]:
+        one_by_one.append(h)
+    bounds = sorted({0, n, *(c for c in cuts if c <= n)})
+    for start, end in itertools.pairwise(bounds):
+        in_pieces.extend(LEAVES[start:end])
+    assert (in_pieces.size, in_pieces.hashes()) == (one_by_one.size, one_by_one.hashes())
+    assert in_pieces.root() == keys.root_from_leaves(LEAVES[:n])
+
+
+def test_extend_is_all_or_nothing() -> None:
+    cr = CompactRange()
+    cr.extend(LEAVES[:3])
+    with pytest.raises(ValueError, match="32 bytes"):
+        cr.extend([LEAVES[3], b"short"])
+    assert (cr.size, cr.root()) == (3, keys.root_from_leaves(LEAVES[:3]))
 
 
 @pytest.mark.parametrize(

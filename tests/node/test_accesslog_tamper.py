@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import keys
+from node import accesslog
 from node.accesslog import (
     AccessLog,
     LogEntry,
@@ -252,3 +253,34 @@ def test_verify_names_a_gap_when_the_backend_refuses_the_range() -> None:
     report = verify_log(backend, VERIFIERS)
     assert report.first_bad_index == 11
     assert report.problems[0].code == "index_gap"
+
+
+def _tampered_logs() -> list[MemoryLogBackend]:
+    """A clean log and one log per kind of tampering, each 40 entries checkpointed every 10."""
+    clean = build()[1]
+    edited = build()[1]
+    edited.rows[17][1] = edited.rows[17][1].replace(b"officer-2", b"officer-9")
+    rehashed = build()[1]
+    leaf = rehashed.rows[17][1].replace(b"officer-2", b"officer-0")
+    rehashed.rows[17][1:] = [leaf, keys.leaf_hash(leaf)]
+    rewritten = build()[1]
+    rewrite_suffix(rewritten, 25)
+    gap = build()[1]
+    del gap.rows[23]
+    # a consistent rewrite caught by checkpoint 30, and a crude edit after that checkpoint
+    both = build()[1]
+    rewrite_suffix(both, 25)
+    both.rows[33][1] = both.rows[33][1].replace(b"nobody", b"nobodx")
+    return [clean, edited, rehashed, rewritten, gap, both]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 10, 11, 64])
+def test_the_report_does_not_depend_on_the_read_chunk(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify_log reads and folds whole chunks; checkpoints fall inside, at the edge of, and
+    # across chunks, and every report must be the one of a single chunk.
+    expected = [verify_log(backend, VERIFIERS) for backend in _tampered_logs()]
+    monkeypatch.setattr(accesslog, "_VERIFY_CHUNK", chunk)
+    assert [verify_log(backend, VERIFIERS) for backend in _tampered_logs()] == expected
+    assert [r.first_bad_index for r in expected] == [None, 17, 18, 20, 23, 20]
