@@ -146,25 +146,6 @@ class QueryEngine:
         """Serve queries from `runtime`'s store, bundle, keys, grants and access log."""
         self._rt = runtime
 
-    async def refused(
-        self, *, requester: str, request_id: str, reason: str, trace: str | None
-    ) -> int:
-        """Log a request refused before its body could be trusted (bad signature, replay);
-        return the entry's index. Raises LogUnavailable when the log cannot be written."""
-        entry = LogEntry(
-            time=utc_iso(self._rt.clock()),
-            kind="query",
-            requester=requester,
-            officer="",
-            purpose="",
-            legal_basis="",
-            decision="deny",
-            reason=reason,
-            request_id=request_id,
-            trace_id=trace,
-        )
-        return await self._rt.log.append(entry)
-
     async def answer(
         self, verified: VerifiedRequest, *, trace: str | None = None
     ) -> query_pb2.QueryAnswer:

@@ -1,11 +1,12 @@
 """Refused calls are accesses too: each one becomes a denied access-log entry.
 
-DESIGN.md section 6: every access, allowed or denied, is one log entry. Query logs its own
-refusals (node.query); `logged_refusals` does it for the other services that release or take
-in data (Exchange.Subscribe, Exchange.Push, Lifecycle): whatever refusal ends the call (a bad
-signature, a policy denial, a malformed body, a tampered seal) is durably logged with a reason
-code before the error status goes back. An error that is not a refusal (the log itself failing,
-an internal error) is not an access decision and passes through untouched.
+DESIGN.md section 6: every access, allowed or denied, is one log entry. `logged_refusals` does
+it for the services that release or take in data (Exchange.Subscribe, Exchange.Push, Lifecycle,
+and Query's authentication; node.query logs the refusals that follow from a query's body):
+whatever refusal ends the call (a bad signature, a policy denial, a malformed body, a tampered
+seal) is durably logged with a reason code before the error status goes back. An error that is
+not a refusal (the log itself failing, an internal error) is not an access decision and passes
+through untouched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from opentelemetry import trace
 import keys
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, NotFound, PolicyDenied, StaleBundle
+from node.requests import VerifiedRequest
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -80,12 +82,12 @@ def asked_items(items: Iterable[str]) -> tuple[str, ...]:
 class Caller:
     """What the handler learnt about the call so far; the refusal entry says as much.
 
-    Before authentication the request id is a digest of the request envelope (its nonce cannot
-    be trusted yet) and the requester is the node the TLS certificate belongs to.
+    Once `verified` is set, the entry names its signer and nonce. Before that the request id is
+    a digest of the request envelope (its nonce cannot be trusted yet) and the requester is the
+    node the TLS certificate belongs to.
     """
 
-    request_id: str
-    requester: str | None = None
+    verified: VerifiedRequest | None = None
     items_asked: tuple[str, ...] = ()
 
 
@@ -100,14 +102,18 @@ async def logged_refusals(
 ) -> AsyncIterator[Caller]:
     """Run a handler body; a refusal raised in it is logged as a denied `kind` access, then
     re-raised. Raises LogUnavailable instead when the denial cannot be logged (fail closed)."""
-    caller = Caller(request_id=request_digest(envelope))
+    caller = Caller()
     try:
         yield caller
     except (NodeError, keys.KeysError) as error:
         reason = refusal_reason(error)
         if reason is None or getattr(error, "access_logged", False):
             raise
-        requester = caller.requester or _tls_peer(runtime, context)
+        verified = caller.verified
+        if verified is not None:
+            requester, request_id = verified.node_id, verified.nonce
+        else:
+            requester, request_id = _tls_peer(runtime, context), request_digest(envelope)
         await runtime.log.append(
             LogEntry(
                 time=utc_iso(runtime.clock()),
@@ -118,7 +124,7 @@ async def logged_refusals(
                 legal_basis="",
                 decision="deny",
                 reason=reason,
-                request_id=caller.request_id[:64],
+                request_id=request_id[:64],
                 items_asked=caller.items_asked,
                 trace_id=trace_id(),
             )

@@ -130,7 +130,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 request.signed, context, method=feeds.SUBSCRIBE_METHOD
             )
             subscriber = verified.node_id
-            caller.requester, caller.request_id = subscriber, verified.nonce
+            caller.verified = verified
             body = verified.parse(exchange_pb2.SubscribeBody)
             caller.items_asked = asked_items(body.items)
             allowed = self._allowed(subscriber)
@@ -312,7 +312,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 request.signed, context, method=feeds.PUSH_METHOD
             )
             sender = verified.node_id
-            caller.requester, caller.request_id = sender, verified.nonce
+            caller.verified = verified
             notice = verified.parse(exchange_pb2.PushNotice)
             if not notice.notice_id:
                 raise InputError("Push: the notice id is missing")

@@ -82,7 +82,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         verified = await self._auth.authenticate_async(
             request, context, method=LIFECYCLE_METHODS[name]
         )
-        caller.requester, caller.request_id = verified.node_id, verified.nonce
+        caller.verified = verified
         entry = self._runtime.bundle().member(verified.node_id)
         if entry is None or "platform" not in entry.roles:
             raise PolicyDenied(

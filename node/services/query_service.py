@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 import grpc.aio
 
 from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
-from node.errors import AuthError
 from node.grants import apply_bundle_revocations
 from node.query import QUERY_METHOD, QueryEngine
-from node.refusals import request_digest, trace_id
+from node.refusals import logged_refusals, trace_id
 from node.server import Service
 
 if TYPE_CHECKING:
@@ -40,20 +39,12 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> query_pb2.QueryAnswer:
         """Answer one signed query; refusals are logged before the error status is returned."""
-        trace = trace_id()
-        try:
+        async with logged_refusals(
+            self._runtime, context, kind="query", purpose="", envelope=request.envelope
+        ):
             verified = await self._auth.authenticate_async(request, context, method=QUERY_METHOD)
-        except AuthError:
-            # The interceptor already mapped the TLS certificate to a roster node.
-            requester = self._runtime.server_tls().identify(context)
-            await self._engine.refused(
-                requester=requester,
-                request_id=request_digest(request.envelope),
-                reason="unauthenticated",
-                trace=trace,
-            )
-            raise
-        return await self._engine.answer(verified, trace=trace)
+        # Refusals past this point are logged by the engine, with what the body says.
+        return await self._engine.answer(verified, trace=trace_id())
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:

@@ -27,6 +27,7 @@ from node.refusals import (
     refusal_reason,
     request_digest,
 )
+from node.requests import VerifiedRequest
 from node.runtime import NodeRuntime
 
 T0 = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
@@ -74,7 +75,14 @@ def run(rt: NodeRuntime, error: BaseException, *, authenticated: bool) -> None:
             rt, cast(Any, None), kind="push", purpose="joint_punishment", envelope=b"env"
         ) as caller:
             if authenticated:
-                caller.requester, caller.request_id = "zd-court", "ab" * 16
+                caller.verified = VerifiedRequest(
+                    node_id="zd-court",
+                    keyid="cd" * 8,
+                    method="/credex.v1.Exchange/Push",
+                    body=b"",
+                    issued_at=T0,
+                    nonce="ab" * 16,
+                )
                 caller.items_asked = ("severe_dishonesty_list",)
             raise error
 
