@@ -24,7 +24,6 @@ Promises:
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import multiprocessing
 import os
 import signal
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 
 import catalog as cat
 import keys
+from node.forksafe import fork_window, set_inherited_aside
 from node.store import NewRecord
 
 __all__ = ["SealJob", "Sealer", "auto_workers"]
@@ -168,8 +168,7 @@ _WORKER_CRYPTO: _Crypto | None = None
 def _worker_start(crypto: _Crypto, parent_gone: int, parent_alive: int) -> None:
     """Runs first in each forked worker: set inherited objects aside for good (never collected
     here, see Sealer._start), keep the inherited keys, watch the parent."""
-    gc.freeze()
-    gc.enable()
+    set_inherited_aside()
     global _WORKER_CRYPTO  # noqa: PLW0603 - the per-process state a pool initializer sets up
     _WORKER_CRYPTO = crypto
     # Ctrl-C reaches the whole process group: the parent handles it and shuts the pool down.
@@ -283,19 +282,9 @@ class Sealer:
                 initializer=_worker_start,
                 initargs=(self._crypto, gone, alive),
             )
-            # The first task forks every worker (a fork pool starts them all at once). Nothing
-            # inherited from this process may be collected in a worker: an object of a library
-            # with threads of its own (a gRPC channel left by earlier calls in this process)
-            # crashed a worker when freed there, where only the forking thread exists. So
-            # collect here, fork with collection off, and let each worker freeze what it
-            # inherited before it collects anything (_worker_start).
-            gc.collect()
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
+            # The first task forks every worker (a fork pool starts them all at once); nothing
+            # inherited from this process is ever freed in a worker (node/forksafe.py).
+            with fork_window():
                 pool.submit(os.getpid)
-            finally:
-                if collecting:
-                    gc.enable()
             self._pool = pool
         return self._pool
