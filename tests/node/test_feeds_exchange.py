@@ -106,15 +106,16 @@ async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
 
 
 async def raw_batches(
-    client: NodeRuntime, cursor: int = 0, *, compact: bool = False
+    client: NodeRuntime, cursor: int = 0, *, compact: bool = False, signed: Any = None
 ) -> list[exchange_pb2.SealedBatch]:
+    """Subscribe to market as `client` and read the whole stream; `signed` replaces the
+    request `client` would sign (cursor and compact are then ignored)."""
     channel = client.channel("market")
     try:
         stub = exchange_pb2_grpc.ExchangeStub(channel)
-        body = exchange_pb2.SubscribeBody(
-            cursor=cursor, compact_records=compact
-        ).SerializeToString()
-        signed = client.sign_request(feeds.SUBSCRIBE_METHOD, body)
+        if signed is None:
+            body = exchange_pb2.SubscribeBody(cursor=cursor, compact_records=compact)
+            signed = client.sign_request(feeds.SUBSCRIBE_METHOD, body.SerializeToString())
         call = stub.Subscribe(exchange_pb2.SubscribeRequest(signed=signed), timeout=10)
         return [b async for b in call]
     finally:
@@ -514,16 +515,9 @@ def test_refused_subscriptions_are_logged_as_denied_feed_deliveries(
     seed(market, 2)
 
     async def subscribe(client: NodeRuntime, signed: Any) -> grpc.StatusCode:
-        channel = client.channel("market")
-        try:
-            call = exchange_pb2_grpc.ExchangeStub(channel).Subscribe(
-                exchange_pb2.SubscribeRequest(signed=signed), timeout=10
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                _ = [b async for b in call]
-            return caught.value.code()
-        finally:
-            await channel.close()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw_batches(client, signed=signed)
+        return caught.value.code()
 
     def body(*items: str) -> bytes:
         return exchange_pb2.SubscribeBody(items=list(items)).SerializeToString()
