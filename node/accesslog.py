@@ -726,7 +726,7 @@ def verify_log(
     for rows in _readable_chunks(backend, stored, problems):
         computed_hashes: list[bytes] = []
         for index, leaf, stored_hash in rows:
-            computed = sha256(b"\x00" + leaf).digest()
+            computed = sha256(b"\x00" + leaf).digest()  # keys.leaf_hash, inlined
             if first_bad is None and (
                 index != position
                 or computed != stored_hash
