@@ -48,6 +48,20 @@ def test_non_recipient_cannot_open() -> None:
         keys.open_sealed(blob, recipient_id="a", private_key=C_PRIV)
 
 
+def test_each_private_key_opens_with_its_own_public_key() -> None:
+    # Opening remembers each private key's public key (derived once): more keys than that
+    # memory holds, and a key met again after it was cleared, still open only their own blobs.
+    pairs = [keys.encryption_keypair() for _ in range(70)]
+    blobs = [
+        keys.seal(b"m%d" % i, header=HDR, recipients={"a": pub}) for i, (_, pub) in enumerate(pairs)
+    ]
+    for _ in range(2):
+        for i, (priv, _) in enumerate(pairs):
+            assert keys.open_sealed(blobs[i], recipient_id="a", private_key=priv)[1] == b"m%d" % i
+            with pytest.raises(VerificationError):
+                keys.open_sealed(blobs[i - 1], recipient_id="a", private_key=priv)
+
+
 def test_replay_with_other_expectations_is_refused() -> None:
     blob = keys.seal(b"secret", header=HDR, recipients={"a": A_PUB})
     for key, value in (("sequence", 8), ("purpose", "query"), ("sender", "zd-tax"), ("nope", 1)):
