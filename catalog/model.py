@@ -154,6 +154,13 @@ class Catalog:
                 f"unknown catalogue item {item_id!r} in catalogue version {self.version}"
             ) from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy sent to another process (a feed-checking worker) carries the catalogue, not the
+        # compiled validators: those are closures, and the copy compiles its own on first use.
+        state = dict(self.__dict__)
+        state["_compiled"] = {}
+        return state
+
     def check_version(self, version: str) -> None:
         """Refuse a record validated against another catalogue version (raises UnknownItem)."""
         if version != self.version:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 from decimal import Decimal
 
 import pytest
@@ -528,3 +529,15 @@ def test_validation_never_crashes_and_ok_means_record(changes: dict[str, str | N
     result = check("admin_penalty", penalty_org(**changes))
     assert result.ok is (result.record is not None)
     assert result.ok is (not result.errors)
+
+
+def test_a_used_catalogue_pickles_without_its_compiled_validators() -> None:
+    # A feed-checking worker process receives the node's catalogue by pickle, after the node
+    # has validated with it (its cache then holds closures, which do not pickle).
+    catalogue = default_catalog()
+    before = validate_record("admin_penalty", penalty_org(), today=TODAY, catalog=catalogue)
+    copy = pickle.loads(pickle.dumps(catalogue))
+    assert copy == catalogue
+    assert copy._compiled == {}
+    assert validate_record("admin_penalty", penalty_org(), today=TODAY, catalog=copy) == before
+    assert catalogue._compiled  # the original keeps its cache
