@@ -116,6 +116,14 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class FeedsConfig:
+    """[feeds]: how many processes check received feed records (None: one per usable CPU, at
+    most 8; docs/feeds.md)."""
+
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
 class PeerOverride:
     """[peers.<id>]: a local override of a roster entry's endpoint."""
 
@@ -137,6 +145,7 @@ class NodeConfig:
     lifecycle: LifecycleConfig
     peers: tuple[PeerOverride, ...]
     ingest: IngestConfig = IngestConfig()
+    feeds: FeedsConfig = FeedsConfig()
 
     @property
     def keys_dir(self) -> Path:
@@ -184,17 +193,28 @@ def load_config(home: Path) -> NodeConfig:
     return parse_config(text, home=home)
 
 
+# The sections credex.toml may have (anything else is refused as a typo).
+_SECTIONS = {
+    "node",
+    "server",
+    "store",
+    "trust",
+    "log",
+    "telemetry",
+    "lifecycle",
+    "ingest",
+    "feeds",
+    "peers",
+}
+
+
 def parse_config(text: str, *, home: Path) -> NodeConfig:
     """Validate configuration text for the node at `home` (pure: reads no file)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{CONFIG_FILE}: not valid TOML ({error})") from None
-    _only(
-        raw,
-        "",
-        {"node", "server", "store", "trust", "log", "telemetry", "lifecycle", "ingest", "peers"},
-    )
+    _only(raw, "", _SECTIONS)
     home = home.resolve()
 
     node_raw = _section(raw, "node")
@@ -280,6 +300,13 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         raise _bad("ingest", "workers", str(workers), "must be 1 to 64 (leave it out for auto)")
     ingest = IngestConfig(workers=workers)
 
+    feeds_raw = _section(raw, "feeds")
+    _only(feeds_raw, "feeds", {"workers"})
+    checkers = _int(feeds_raw, "feeds", "workers", 0) if "workers" in feeds_raw else None
+    if checkers is not None and not 1 <= checkers <= 64:
+        raise _bad("feeds", "workers", str(checkers), "must be 1 to 64 (leave it out for auto)")
+    feeds = FeedsConfig(workers=checkers)
+
     peers_raw = _section(raw, "peers")
     peers: list[PeerOverride] = []
     for peer_id in sorted(peers_raw):
@@ -304,6 +331,7 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         lifecycle=lifecycle,
         peers=tuple(peers),
         ingest=ingest,
+        feeds=feeds,
     )
 
 
@@ -386,6 +414,11 @@ retention_months = 60
 [ingest]
 # Processes that sign and encrypt records during `credex ingest`, beside the one that reads
 # and commits. Leave it out for one per usable CPU (at most 8); 1 keeps it all in one process.
+# workers = 2
+
+[feeds]
+# Processes that verify and re-validate the records of large received feed batches, beside
+# the one that stores them. Leave it out for one per usable CPU (at most 8); 1 checks in-process.
 # workers = 2
 
 # Local endpoint override for a roster peer:

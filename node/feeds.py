@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-import adapters
 import catalog
 import keys
 from node import wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
+from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
 
 if TYPE_CHECKING:
@@ -176,43 +176,34 @@ def received_record(
     The body is the signed record exactly as received, encrypted at rest under a fresh row id;
     the subject is indexed with this node's blind index (see the module docstring).
     """
-    return _Receiver(runtime, now).row(signed.to_bytes(), verified)
+    checked = checked_from_verified(verified, today=now.date(), catalogue=runtime.catalogue)
+    return _Receiver(runtime, now).row(signed.to_bytes(), checked)
 
 
 class _Receiver:
     """Builds the store rows of received records; what does not change within a batch (keys,
-    catalogue, day) is looked up once, not per record."""
+    day) is looked up once, not per record."""
 
-    __slots__ = ("_blind", "_catalogue", "_cipher", "_now", "_today")
+    __slots__ = ("_blind", "_cipher", "_now")
 
     def __init__(self, runtime: NodeRuntime, now: dt.datetime) -> None:
         self._blind = runtime.blind
         self._cipher = runtime.cipher
-        self._catalogue = runtime.catalogue
         self._now = now
-        self._today = now.date()
 
-    def row(self, body: bytes, verified: keys.VerifiedRecord) -> NewRecord:
-        """The row of `verified`, whose compact signed form is `body` (received_record)."""
-        header = verified.header
-        item_id = str(header["item"])
+    def row(self, body: bytes, checked: CheckedRecord) -> NewRecord:
+        """The row of `checked`, whose compact signed form is `body` (received_record): the
+        keyed steps (blind index, at-rest encryption) on top of what checking found."""
+        header = checked.header
         producer = str(header["producer"])
-        fields = dict(verified.fields)
-        result = None
-        if not verified.hidden:
-            with contextlib.suppress(catalog.CatalogError):
-                result = catalog.validate_record(
-                    item_id, fields, today=self._today, catalog=self._catalogue
-                )
         blind = self._blind
-        record = result.record if result is not None else None
-        if record is not None:
-            subject = blind.token(record.subject_id)
-            linked = tuple(blind.token(s) for s in record.linked_subject_ids)
-            severity, decided_on = record.severity, record.decided_on
+        if checked.subject_id is not None:
+            subject = blind.token(checked.subject_id)
+            linked = tuple(blind.token(s) for s in checked.linked_subject_ids)
         else:
             subject = blind.token(f"{producer}:{header.get('subject', '')}")
-            linked, severity, decided_on = (), None, None
+            linked = ()
+        severity, decided_on = checked.severity, checked.decided_on
         if severity is not None and decided_on is not None:
             period = catalog.disclosure_period(severity, decided_on)
         else:
@@ -223,11 +214,11 @@ class _Receiver:
             producer=producer,
             record_key=str(header["record_key"]),
             version=int(header["version"]),
-            item_id=item_id,
+            item_id=str(header["item"]),
             catalog_version=str(header["catalog_version"]),
             subject_index=subject,
             body=self._cipher.encrypt(row_id, body),
-            content_hash=adapters.content_hash(fields),
+            content_hash=checked.content_hash,
             severity=severity,
             decided_on=decided_on,
             disclosure_min_end=period.min_end,
@@ -309,33 +300,55 @@ def _open_events(
         raise keys.VerificationError("sealed feed batch does not hold its announced range")
     now = runtime.clock()
     trusted = runtime.bundle().node_signing_keys(peer, now)
-    receiver = _Receiver(runtime, now)
-    events: list[_Event] = []
+    # First the events themselves, in order; then every record of the batch is checked at
+    # once (perhaps by worker processes); then, in order again, each checked record must
+    # match its event and its provider before it becomes a row.
+    parsed: list[tuple[common_pb2.FeedEvent, str, bytes | None]] = []
+    bodies: list[bytes] = []
     for offset, payload in enumerate(payloads):
         event = wire.parse(common_pb2.FeedEvent, payload, what="feed event")
         if event.seq != batch.first_seq + offset:
             raise keys.VerificationError("sealed feed batch events are out of sequence")
         kind = wire.event_kind_from_pb(event.kind)
+        body: bytes | None = None
+        if kind in ("upsert", "correct") and event.HasField("record"):
+            # The compact form is checked and stored as received; the map form is encoded to
+            # it once.
+            body = _compact_body(event.record)
+            bodies.append(body)
+        parsed.append((event, kind, body))
+    outcomes = iter(runtime.record_checker.check(bodies, trusted=trusted, today=now.date()))
+    receiver = _Receiver(runtime, now)
+    events: list[_Event] = []
+    for event, kind, body in parsed:
         record: NewRecord | None = None
         objection = False
-        if kind in ("upsert", "correct") and event.HasField("record"):
-            signed = wire.record_from_pb(event.record)
-            verified = keys.verify_record(signed, trusted=trusted)
-            # The compact form is stored as received (the bytes just verified); the map form
-            # is encoded to it once.
-            body = bytes(event.record.signed_record) or signed.to_bytes()
-            wire.check_record_routing(event.record, verified.header)
-            if verified.header.get("producer") != peer:
+        if body is not None:
+            checked = next(outcomes)
+            if isinstance(checked, Refused):
+                if checked.kind == "input":
+                    raise InputError(checked.message)
+                raise keys.VerificationError(checked.message)
+            wire.check_record_routing(event.record, checked.header)
+            if checked.header.get("producer") != peer:
                 raise AuthError(f"feed of {peer}: a record names another producer")
-            if (verified.header["record_key"], int(verified.header["version"])) != (
+            if (checked.header["record_key"], int(checked.header["version"])) != (
                 event.record_key,
                 event.version,
             ):
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
-            record = receiver.row(body, verified)
+            record = receiver.row(body, checked)
             objection = event.record.flags.objection
         events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
     return events
+
+
+def _compact_body(message: common_pb2.Record) -> bytes:
+    """The compact signed form a wire Record carries (unverified; checked by the caller)."""
+    if message.signed_record and not (message.envelope or message.disclosures):
+        return bytes(message.signed_record)
+    # the map form, or a malformed Record that record_from_pb refuses with its own message
+    return wire.record_from_pb(message).to_bytes()
 
 
 def apply_batch(

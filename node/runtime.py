@@ -20,6 +20,7 @@ import base64
 import binascii
 import datetime as dt
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,9 @@ import keys
 from node.accesslog import AccessLog
 from node.config import NodeConfig, load_config
 from node.errors import ConfigError, NotFound, StaleBundle
+from node.feedcheck import RecordChecker
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
+from node.sealer import auto_workers
 from node.store import SqlGrantLedger, SqlLogBackend, Store, open_store
 from node.transport import (
     ChannelIdentity,
@@ -156,6 +159,8 @@ class NodeRuntime:
     _log: AccessLog | None = None
     _server_tls: ServerTls | None = None
     _grants: SqlGrantLedger | None = None
+    _checker: RecordChecker | None = None
+    _checker_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Set when a serving node begins its graceful shutdown: long-lived streams end on it.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -281,8 +286,21 @@ class NodeRuntime:
             self._grants = SqlGrantLedger(self.store)
         return self._grants
 
+    @property
+    def record_checker(self) -> RecordChecker:
+        """Checks received feed records, in worker processes for large batches ([feeds] workers)."""
+        with self._checker_lock:
+            if self._checker is None:
+                workers = self.config.feeds.workers or auto_workers()
+                self._checker = RecordChecker(self.catalogue, workers=workers)
+            return self._checker
+
     def close(self) -> None:
-        """Release the store's connections."""
+        """Stop the feed-check workers, if any, and release the store's connections."""
+        with self._checker_lock:
+            checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.close()
         self.store.close()
 
 

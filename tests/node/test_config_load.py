@@ -86,6 +86,9 @@ def test_retention_below_the_legal_minimum_names_the_law(tmp_path: Path) -> None
         ("[ingest]\nworkers = 0\n", "[ingest] workers = 0"),
         ("[ingest]\nworkers = 65\n", "[ingest] workers = 65"),
         ("[ingest]\nworkers = 'two'\n", "[ingest] workers must be a whole number"),
+        ("[feeds]\nworkers = 0\n", "[feeds] workers = 0"),
+        ("[feeds]\nworkers = 65\n", "[feeds] workers = 65"),
+        ("[feeds]\nchecker = 2\n", "[feeds] unknown key 'checker'"),
         ("[ingest]\nthreads = 2\n", "[ingest] unknown key 'threads'"),
     ],
 )
@@ -142,3 +145,8 @@ def test_peers_and_relative_paths(tmp_path: Path) -> None:
 def test_ingest_workers_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
     assert parse_config(BASE, home=tmp_path).ingest.workers is None  # auto: one per CPU
     assert parse_config(BASE + "[ingest]\nworkers = 3\n", home=tmp_path).ingest.workers == 3
+
+
+def test_feed_check_workers_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
+    assert parse_config(BASE, home=tmp_path).feeds.workers is None  # auto: one per CPU
+    assert parse_config(BASE + "[feeds]\nworkers = 1\n", home=tmp_path).feeds.workers == 1

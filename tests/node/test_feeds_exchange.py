@@ -25,6 +25,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import decode_leaf, verify_log
 from node.cluster import LocalCluster
 from node.errors import AuthError, InputError, LogUnavailable
+from node.feedcheck import RecordChecker
 from node.runtime import NodeRuntime
 from node.server import NodeServer, build_server
 from node.services import exchange_service
@@ -263,6 +264,50 @@ def test_a_forged_or_ambiguous_compact_record_stores_nothing(cluster: LocalClust
         assert platform.store.upstream_cursor("market") == 0
         done = feeds.apply_batch(platform, "market", batch, cursor=0)  # the genuine one applies
         assert (done.stored, done.cursor) == (2, 2)
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_records_checked_by_workers_are_stored_as_if_checked_in_process(
+    cluster: LocalCluster,
+) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 4)
+
+    async def fetch() -> exchange_pb2.SealedBatch:
+        async with serving(market):
+            (batch,) = await raw_batches(platform, compact=True)
+            return batch
+
+    try:
+        batch = asyncio.run(fetch())
+        # every batch goes to two spawned workers
+        platform._checker = RecordChecker(platform.catalogue, workers=2, min_pool_batch=1)
+        events = _events(batch, platform)
+        signed = keys.SignedRecord.from_bytes(events[2].record.signed_record)
+        changed = dict(signed.disclosures)
+        salt, _ = changed["decision_no"]
+        changed["decision_no"] = (salt, "N999-1")
+        events[2].record.signed_record = keys.SignedRecord(signed.envelope, changed).to_bytes()
+        with pytest.raises(keys.VerificationError):
+            feeds.apply_batch(platform, "market", _batch_of(market, platform, events), cursor=0)
+        assert platform.store.count_records(producer="market") == 0
+        done = feeds.apply_batch(platform, "market", batch, cursor=0)
+        assert (done.stored, done.cursor) == (4, 4)
+        originals = {
+            r.record_key: market.cipher.decrypt(r.row_id, r.body)
+            for i in range(4)
+            for r in market.store.record_versions(market.node_id, f"{i:064x}")
+        }
+        copies = received_records(platform.store, producer="market")
+        assert {r.record_key: platform.cipher.decrypt(r.row_id, r.body) for r in copies} == (
+            originals
+        )
+        # indexed as in-process checking indexes them (these fields do not validate here)
+        assert sorted(r.subject_index for r in copies) == sorted(
+            platform.blind.token(f"market:{i:032x}") for i in range(4)
+        )
     finally:
         market.close()
         platform.close()
