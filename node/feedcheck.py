@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -238,7 +238,12 @@ class RecordChecker:
                 "process from now on (restart the node to use workers again)"
             )
             self._discard(pool)
-            return check_records(bodies, trusted=trusted, today=today, catalogue=self._catalogue)
+        except (CancelledError, RuntimeError):
+            # The node closed the pool under this batch (its tasks were cancelled, or new ones
+            # refused): finish the batch here. Any other RuntimeError is a fault to report.
+            if not self._closed:
+                raise
+        return check_records(bodies, trusted=trusted, today=today, catalogue=self._catalogue)
 
     def close(self) -> None:
         """Stop the workers (a later check runs in-process)."""

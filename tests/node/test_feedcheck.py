@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -196,3 +197,19 @@ def test_workers_leave_when_the_node_process_is_killed(tmp_path: Path) -> None:
     while any(_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_running(p) for p in pids), "feed-check workers outlived their parent"
+
+
+def test_a_batch_checked_while_the_pool_closes_is_still_checked() -> None:
+    bodies = _mixed() * 40
+    expected = check_records(bodies, trusted=TRUSTED, today=TODAY, catalogue=CATALOGUE)
+    checker = RecordChecker(CATALOGUE, workers=2, min_pool_batch=1)
+    checker.check(bodies[:2], trusted=TRUSTED, today=TODAY)  # the workers are up
+    results: list[object] = []
+    worker = threading.Thread(
+        target=lambda: results.append(checker.check(bodies, trusted=TRUSTED, today=TODAY))
+    )
+    worker.start()
+    checker.close()  # cancels what the workers have not started
+    worker.join(60)
+    assert results == [expected]
+    assert checker.check(bodies[:3], trusted=TRUSTED, today=TODAY) == expected[:3]  # in-process
