@@ -147,17 +147,37 @@ def field_digest(salt: bytes, field_id: str, value: str) -> bytes:
     return hashlib.sha256(salt + field_id.encode("utf-8") + value.encode("utf-8")).digest()
 
 
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+# canonical_json's settings; built once, as json.dumps builds an encoder per call with them
+_HEAD_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# One Struct per salt count: unpacking the random pool in one call beats slicing it per field.
+_SALT_SPLITTERS: dict[int, struct.Struct] = {}
+
+
 def _check_header(header: Mapping[str, Any]) -> None:
-    missing = RECORD_HEADER_KEYS - header.keys()
-    if missing:
-        raise KeysError(f"record header lacks {sorted(missing)}")
-    reserved = _RESERVED & header.keys()
+    keys_ = header.keys()
+    if not keys_ >= RECORD_HEADER_KEYS:
+        raise KeysError(f"record header lacks {sorted(RECORD_HEADER_KEYS - keys_)}")
+    reserved = _RESERVED & keys_
     if reserved:
         raise KeysError(f"record header must not set {sorted(reserved)}")
     for key, value in header.items():
+        if type(value) in _SCALAR_TYPES and type(key) is str:
+            continue  # the usual case, without the isinstance checks below
         # Scalars only: the payload is spliced around the digest map (see sign_record).
         if not (value is None or isinstance(value, bool | int | str)) or not isinstance(key, str):
             raise KeysError(f"record header value {key!r} must be a string, integer or boolean")
+
+
+def _salts(count: int) -> tuple[bytes, ...]:
+    """`count` fresh 16-byte salts from one call to the OS's random source."""
+    splitter = _SALT_SPLITTERS.get(count)
+    if splitter is None:
+        splitter = struct.Struct(f"{SALT_SIZE}s" * count)
+        if len(_SALT_SPLITTERS) < 256:
+            _SALT_SPLITTERS[count] = splitter
+    salts: tuple[bytes, ...] = splitter.unpack(os.urandom(SALT_SIZE * count))
+    return salts
 
 
 def sign_record(
@@ -171,18 +191,18 @@ def sign_record(
     """
     _check_header(header)
     ids = sorted(fields)
-    unseen = [fid for fid in ids if fid not in _GOOD_IDS]
-    for fid in unseen:
-        if not isinstance(fid, str) or not _FIELD_ID.fullmatch(fid):
-            raise KeysError(f"field id {fid!r} is not a valid credex field id")
-        if len(_GOOD_IDS) < _GOOD_IDS_MAX:
-            _GOOD_IDS[fid] = fid.encode("ascii")
+    good = _GOOD_IDS
+    for fid in ids:
+        if fid not in good:
+            if not isinstance(fid, str) or not _FIELD_ID.fullmatch(fid):
+                raise KeysError(f"field id {fid!r} is not a valid credex field id")
+            if len(good) < _GOOD_IDS_MAX:
+                good[fid] = fid.encode("ascii")
     count = len(ids)
     # One random call for every salt: per-field urandom calls cost more than the hashing.
-    pool = os.urandom(SALT_SIZE * count)
-    salts = [pool[i : i + SALT_SIZE] for i in range(0, SALT_SIZE * count, SALT_SIZE)]
-    fids = [_GOOD_IDS.get(fid) or fid.encode("ascii") for fid in ids]
-    values = [fields[fid] for fid in ids]
+    salts = _salts(count)
+    fids = [good.get(fid) or fid.encode("ascii") for fid in ids]
+    values = list(map(fields.__getitem__, ids))
     sha, b64 = hashlib.sha256, binascii.b2a_base64
     try:
         digests = [
@@ -199,7 +219,7 @@ def sign_record(
     head = dict(header)
     head["v"] = 1
     head["digests"] = None
-    head_json = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    head_json = _HEAD_ENCODER.encode(head)
     payload = head_json.encode("utf-8").replace(_PLACEHOLDER, b'"digests":' + digest_json, 1)
     sig = signer.sign(pae(RECORD_PAYLOAD_TYPE, payload))
     envelope = Envelope(RECORD_PAYLOAD_TYPE, payload, ((signer.keyid, sig),))
