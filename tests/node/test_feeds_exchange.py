@@ -22,7 +22,7 @@ import pytest
 import keys
 from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
-from node.accesslog import decode_leaf, verify_log
+from node.accesslog import iter_entries, verify_log
 from node.cluster import LocalCluster
 from node.errors import AuthError, InputError, LogUnavailable
 from node.feedcheck import RecordChecker
@@ -545,7 +545,7 @@ def test_receipt_verification_refuses_other_keys(cluster: LocalCluster) -> None:
 def denials(runtime: NodeRuntime, kind: str) -> list[tuple[str, str, tuple[str, ...]]]:
     """(requester, reason, items asked) of every denied `kind` entry in `runtime`'s log."""
     backend = runtime.log.backend
-    entries = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+    entries = [entry for _index, _leaf, entry in iter_entries(backend)]
     return [
         (e.requester, e.reason, e.items_asked)
         for e in entries

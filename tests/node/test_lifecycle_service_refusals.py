@@ -12,7 +12,7 @@ import pytest
 
 import keys
 from node._pb.credex.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-from node.accesslog import decode_leaf, verify_log
+from node.accesslog import iter_entries, verify_log
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
 from node.server import build_server
@@ -71,7 +71,7 @@ def store_one(runtime: NodeRuntime) -> None:
 def denied(runtime: NodeRuntime) -> list[tuple[str, str, str]]:
     """(kind, requester, reason) of every denied entry in `runtime`'s log."""
     backend = runtime.log.backend
-    entries = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+    entries = [entry for _index, _leaf, entry in iter_entries(backend)]
     return [(e.kind, e.requester, e.reason) for e in entries if e.decision == "deny"]
 
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 import keys
-from node.accesslog import AccessLog, MemoryLogBackend, decode_leaf
+from node.accesslog import AccessLog, MemoryLogBackend, iter_entries
 from node.errors import (
     AuthError,
     InputError,
@@ -94,7 +94,7 @@ def test_a_refusal_is_logged_with_what_the_handler_knew() -> None:
     rt, backend = runtime()
     run(rt, PolicyDenied("no_agreement", "no push agreement"), authenticated=True)
     run(rt, AuthError("bad signature"), authenticated=False)
-    entries = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+    entries = [entry for _index, _leaf, entry in iter_entries(backend)]
     assert [
         (e.kind, e.decision, e.reason, e.requester, e.request_id, e.items_asked) for e in entries
     ] == [
@@ -107,7 +107,7 @@ def test_a_refusal_is_logged_with_what_the_handler_knew() -> None:
 def test_an_unidentified_peer_is_still_logged() -> None:
     rt, backend = runtime(peer=None)
     run(rt, AuthError("bad signature"), authenticated=False)
-    (entry,) = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+    (entry,) = [entry for _index, _leaf, entry in iter_entries(backend)]
     assert entry.requester == UNIDENTIFIED
 
 
