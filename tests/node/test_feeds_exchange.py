@@ -226,32 +226,43 @@ def test_compact_and_map_records_store_the_same_copies(cluster: LocalCluster) ->
         platform.close()
 
 
-def _local_copies(runtime: NodeRuntime) -> list[StoredRecord]:
+def _local_copies(runtime: NodeRuntime, count: int = 3) -> list[StoredRecord]:
     return [
-        r for i in range(3) for r in runtime.store.record_versions(runtime.node_id, f"{i:064x}")
+        r for i in range(count) for r in runtime.store.record_versions(runtime.node_id, f"{i:064x}")
     ]
 
 
-def test_a_forged_or_ambiguous_compact_record_stores_nothing(cluster: LocalCluster) -> None:
-    market, platform = cluster.runtime("market"), cluster.runtime("platform")
-    seed(market, 2)
+def _compact_batch(market: NodeRuntime, platform: NodeRuntime) -> exchange_pb2.SealedBatch:
+    """The one compact batch `market` serves `platform` (everything seeded fits in it)."""
 
     async def fetch() -> exchange_pb2.SealedBatch:
         async with serving(market):
             (batch,) = await raw_batches(platform, compact=True)
             return batch
 
+    return asyncio.run(fetch())
+
+
+def _forged(signed_record: bytes) -> bytes:
+    """The compact record with its decision_no disclosure changed (salt kept)."""
+    signed = keys.SignedRecord.from_bytes(signed_record)
+    changed = dict(signed.disclosures)
+    salt, _ = changed["decision_no"]
+    changed["decision_no"] = (salt, "N999-1")
+    return keys.SignedRecord(signed.envelope, changed).to_bytes()
+
+
+def test_a_forged_or_ambiguous_compact_record_stores_nothing(cluster: LocalCluster) -> None:
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
     try:
-        batch = asyncio.run(fetch())
+        batch = _compact_batch(market, platform)
         events = _events(batch, platform)
         signed = keys.SignedRecord.from_bytes(events[1].record.signed_record)
-        changed = dict(signed.disclosures)
-        salt, _ = changed["decision_no"]
-        changed["decision_no"] = (salt, "N999-1")
         forged = [common_pb2.FeedEvent(), common_pb2.FeedEvent()]
         for copy, event in zip(forged, events, strict=True):
             copy.CopyFrom(event)
-        forged[1].record.signed_record = keys.SignedRecord(signed.envelope, changed).to_bytes()
+        forged[1].record.signed_record = _forged(events[1].record.signed_record)
         with pytest.raises(keys.VerificationError):
             feeds.apply_batch(platform, "market", _batch_of(market, platform, forged), cursor=0)
         both = [common_pb2.FeedEvent(), common_pb2.FeedEvent()]
@@ -274,31 +285,19 @@ def test_records_checked_by_workers_are_stored_as_if_checked_in_process(
 ) -> None:
     market, platform = cluster.runtime("market"), cluster.runtime("platform")
     seed(market, 4)
-
-    async def fetch() -> exchange_pb2.SealedBatch:
-        async with serving(market):
-            (batch,) = await raw_batches(platform, compact=True)
-            return batch
-
     try:
-        batch = asyncio.run(fetch())
+        batch = _compact_batch(market, platform)
         # every batch goes to two spawned workers
         platform._checker = RecordChecker(platform.catalogue, workers=2, min_pool_batch=1)
         events = _events(batch, platform)
-        signed = keys.SignedRecord.from_bytes(events[2].record.signed_record)
-        changed = dict(signed.disclosures)
-        salt, _ = changed["decision_no"]
-        changed["decision_no"] = (salt, "N999-1")
-        events[2].record.signed_record = keys.SignedRecord(signed.envelope, changed).to_bytes()
+        events[2].record.signed_record = _forged(events[2].record.signed_record)
         with pytest.raises(keys.VerificationError):
             feeds.apply_batch(platform, "market", _batch_of(market, platform, events), cursor=0)
         assert platform.store.count_records(producer="market") == 0
         done = feeds.apply_batch(platform, "market", batch, cursor=0)
         assert (done.stored, done.cursor) == (4, 4)
         originals = {
-            r.record_key: market.cipher.decrypt(r.row_id, r.body)
-            for i in range(4)
-            for r in market.store.record_versions(market.node_id, f"{i:064x}")
+            r.record_key: market.cipher.decrypt(r.row_id, r.body) for r in _local_copies(market, 4)
         }
         copies = received_records(platform.store, producer="market")
         assert {r.record_key: platform.cipher.decrypt(r.row_id, r.body) for r in copies} == (
