@@ -21,9 +21,10 @@ import grpc.aio
 from opentelemetry import trace
 
 import keys
+from node._pb.credex.v1 import common_pb2
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, NotFound, PolicyDenied, StaleBundle
-from node.requests import VerifiedRequest
+from node.requests import RequestAuthenticator, VerifiedRequest
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -89,6 +90,19 @@ class Caller:
 
     verified: VerifiedRequest | None = None
     items_asked: tuple[str, ...] = ()
+
+    async def authenticate(
+        self,
+        auth: RequestAuthenticator,
+        signed: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        method: str,
+    ) -> VerifiedRequest:
+        """Authenticate the call's signed request and remember who sent it, so that a later
+        refusal is logged under the verified signer and nonce."""
+        self.verified = await auth.authenticate_async(signed, context, method=method)
+        return self.verified
 
 
 @contextlib.asynccontextmanager

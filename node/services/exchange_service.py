@@ -126,11 +126,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             envelope=request.signed.envelope,
         ) as caller:
             runtime = self._runtime
-            verified = await self._auth.authenticate_async(
-                request.signed, context, method=feeds.SUBSCRIBE_METHOD
+            verified = await caller.authenticate(
+                self._auth, request.signed, context, method=feeds.SUBSCRIBE_METHOD
             )
             subscriber = verified.node_id
-            caller.verified = verified
             body = verified.parse(exchange_pb2.SubscribeBody)
             caller.items_asked = asked_items(body.items)
             allowed = self._allowed(subscriber)
@@ -308,11 +307,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             envelope=request.signed.envelope,
         ) as caller:
             runtime = self._runtime
-            verified = await self._auth.authenticate_async(
-                request.signed, context, method=feeds.PUSH_METHOD
+            verified = await caller.authenticate(
+                self._auth, request.signed, context, method=feeds.PUSH_METHOD
             )
             sender = verified.node_id
-            caller.verified = verified
             notice = verified.parse(exchange_pb2.PushNotice)
             if not notice.notice_id:
                 raise InputError("Push: the notice id is missing")

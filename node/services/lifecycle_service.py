@@ -79,10 +79,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         name: str,
         caller: Caller,
     ) -> tuple[VerifiedRequest, ops.Requester]:
-        verified = await self._auth.authenticate_async(
-            request, context, method=LIFECYCLE_METHODS[name]
+        verified = await caller.authenticate(
+            self._auth, request, context, method=LIFECYCLE_METHODS[name]
         )
-        caller.verified = verified
         entry = self._runtime.bundle().member(verified.node_id)
         if entry is None or "platform" not in entry.roles:
             raise PolicyDenied(
