@@ -293,19 +293,8 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         retention_months=keep,
     )
 
-    ingest_raw = _section(raw, "ingest")
-    _only(ingest_raw, "ingest", {"workers"})
-    workers = _int(ingest_raw, "ingest", "workers", 0) if "workers" in ingest_raw else None
-    if workers is not None and not 1 <= workers <= 64:
-        raise _bad("ingest", "workers", str(workers), "must be 1 to 64 (leave it out for auto)")
-    ingest = IngestConfig(workers=workers)
-
-    feeds_raw = _section(raw, "feeds")
-    _only(feeds_raw, "feeds", {"workers"})
-    checkers = _int(feeds_raw, "feeds", "workers", 0) if "workers" in feeds_raw else None
-    if checkers is not None and not 1 <= checkers <= 64:
-        raise _bad("feeds", "workers", str(checkers), "must be 1 to 64 (leave it out for auto)")
-    feeds = FeedsConfig(workers=checkers)
+    ingest = IngestConfig(workers=_workers(raw, "ingest"))
+    feeds = FeedsConfig(workers=_workers(raw, "feeds"))
 
     peers_raw = _section(raw, "peers")
     peers: list[PeerOverride] = []
@@ -476,6 +465,18 @@ def _number(raw: Mapping[str, Any], section: str, key: str, default: float) -> f
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{CONFIG_FILE}: [{section}] {key} must be a number")
     return float(value)
+
+
+def _workers(raw: Mapping[str, Any], section: str) -> int | None:
+    """The `[section]` table's only key, `workers`: 1 to 64, or None (auto) when left out."""
+    table = _section(raw, section)
+    _only(table, section, {"workers"})
+    if "workers" not in table:
+        return None
+    workers = _int(table, section, "workers", 0)
+    if not 1 <= workers <= 64:
+        raise _bad(section, "workers", str(workers), "must be 1 to 64 (leave it out for auto)")
+    return workers
 
 
 def _int(raw: Mapping[str, Any], section: str, key: str, default: int) -> int:
