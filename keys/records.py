@@ -13,13 +13,15 @@ from the signed digest map, so it is fixed, and the salt has a fixed length.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import json
+import operator
 import os
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +43,6 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _TYPE_BYTES = RECORD_PAYLOAD_TYPE.encode("ascii")
 _PLACEHOLDER = b'"digests":null'
-# Field ids already checked, with their bytes: a catalogue has a few hundred, records reuse them.
-_GOOD_IDS: dict[str, bytes] = {}
-_GOOD_IDS_MAX = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,60 @@ def field_digest(salt: bytes, field_id: str, value: str) -> bytes:
 _SCALAR_TYPES = frozenset({str, int, bool, type(None)})
 # canonical_json's settings; built once, as json.dumps builds an encoder per call with them
 _HEAD_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-# One Struct per salt count: unpacking the random pool in one call beats slicing it per field.
-_SALT_SPLITTERS: dict[int, struct.Struct] = {}
+# Base64 of a 32-byte digest is 43 significant characters and one "=". Each digest is encoded
+# followed by a zero byte (33 bytes, a whole number of base64 groups), so one call encodes all
+# of them: each 44-character group holds the digest's 43 characters and an "A" for the zero
+# byte, which the digest-map template replaces by the "=" the standard encoding ends with.
+_B64_GROUP = 44
+_LAYOUTS_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What sign_record derives from a record's field ids alone, cached per id sequence."""
+
+    ids: tuple[str, ...]
+    values_of: Callable[[Mapping[str, str]], tuple[str, ...]]
+    fids: tuple[bytes, ...]
+    salts: struct.Struct
+    digests_b64: struct.Struct
+    digest_map: bytes
+
+
+_LAYOUTS: dict[tuple[Any, ...], _Layout] = {}
+
+
+def _values_in_order(ids: tuple[str, ...], fields: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(fields[fid] for fid in ids)
+
+
+def _layout(given: tuple[Any, ...]) -> _Layout:
+    """The layout of the field ids `given` (in the caller's order); KeysError on a bad id."""
+    layout = _LAYOUTS.get(given)
+    if layout is not None:
+        return layout
+    for fid in given:
+        if not isinstance(fid, str) or not _FIELD_ID.fullmatch(fid):
+            raise KeysError(f"field id {fid!r} is not a valid credex field id")
+    ids = tuple(sorted(given))
+    count = len(ids)
+    # itemgetter of one id returns the bare value and of none is refused, hence the fallback.
+    values_of: Callable[[Mapping[str, str]], tuple[str, ...]] = (
+        operator.itemgetter(*ids) if count > 1 else functools.partial(_values_in_order, ids)
+    )
+    # Field ids are checked JSON-safe and hold no "%", so they are written into the template.
+    entries = ",".join(f'"{fid}":"%b="' for fid in ids)
+    layout = _Layout(
+        ids=ids,
+        values_of=values_of,
+        fids=tuple(fid.encode("ascii") for fid in ids),
+        salts=struct.Struct(f"{SALT_SIZE}s" * count),
+        digests_b64=struct.Struct(f"{_B64_GROUP - 1}sx" * count),
+        digest_map=("{" + entries + "}").encode("ascii"),
+    )
+    if len(_LAYOUTS) < _LAYOUTS_MAX:
+        _LAYOUTS[given] = layout
+    return layout
 
 
 def _check_header(header: Mapping[str, Any]) -> None:
@@ -169,17 +220,6 @@ def _check_header(header: Mapping[str, Any]) -> None:
             raise KeysError(f"record header value {key!r} must be a string, integer or boolean")
 
 
-def _salts(count: int) -> tuple[bytes, ...]:
-    """`count` fresh 16-byte salts from one call to the OS's random source."""
-    splitter = _SALT_SPLITTERS.get(count)
-    if splitter is None:
-        splitter = struct.Struct(f"{SALT_SIZE}s" * count)
-        if len(_SALT_SPLITTERS) < 256:
-            _SALT_SPLITTERS[count] = splitter
-    salts: tuple[bytes, ...] = splitter.unpack(os.urandom(SALT_SIZE * count))
-    return salts
-
-
 def sign_record(
     header: Mapping[str, Any], fields: Mapping[str, str], signer: Signer
 ) -> SignedRecord:
@@ -190,32 +230,27 @@ def sign_record(
     strings. Raises KeysError on anything else.
     """
     _check_header(header)
-    ids = sorted(fields)
-    good = _GOOD_IDS
-    for fid in ids:
-        if fid not in good:
-            if not isinstance(fid, str) or not _FIELD_ID.fullmatch(fid):
-                raise KeysError(f"field id {fid!r} is not a valid credex field id")
-            if len(good) < _GOOD_IDS_MAX:
-                good[fid] = fid.encode("ascii")
-    count = len(ids)
+    layout = _layout(tuple(fields))
+    values = layout.values_of(fields)
     # One random call for every salt: per-field urandom calls cost more than the hashing.
-    salts = _salts(count)
-    fids = [good.get(fid) or fid.encode("ascii") for fid in ids]
-    values = list(map(fields.__getitem__, ids))
-    sha, b64 = hashlib.sha256, binascii.b2a_base64
+    salts: tuple[bytes, ...] = layout.salts.unpack(os.urandom(layout.salts.size))
+    sha = hashlib.sha256
     try:
         digests = [
-            b64(sha(salt + fid + value.encode("utf-8")).digest(), newline=False)
-            for salt, fid, value in zip(salts, fids, values, strict=True)
+            sha(salt + fid + value.encode("utf-8")).digest()
+            for salt, fid, value in zip(salts, layout.fids, values, strict=True)
         ]
     except AttributeError:
-        bad = next(fid for fid in ids if not isinstance(fields[fid], str))
+        bad = next(fid for fid in layout.ids if not isinstance(fields[fid], str))
         raise KeysError(f"field {bad!r} must be a string value") from None
-    # The digest map is written by hand (ids are checked JSON-safe, base64 needs no escaping)
-    # and spliced into the json-encoded header: the same bytes as canonical_json, much faster.
-    pairs = b'","'.join(map(b'":"'.join, zip(fids, digests, strict=True)))
-    digest_json = b'{"' + pairs + b'"}' if count else b"{}"
+    if digests:
+        digests.append(b"")
+        encoded = binascii.b2a_base64(b"\0".join(digests), newline=False)
+        digest_json = layout.digest_map % layout.digests_b64.unpack(encoded)
+    else:
+        digest_json = b"{}"
+    # The digest map is spliced into the json-encoded header: the same bytes as canonical_json
+    # (keys sorted, base64 needs no escaping), much faster.
     head = dict(header)
     head["v"] = 1
     head["digests"] = None
@@ -223,7 +258,9 @@ def sign_record(
     payload = head_json.encode("utf-8").replace(_PLACEHOLDER, b'"digests":' + digest_json, 1)
     sig = signer.sign(pae(RECORD_PAYLOAD_TYPE, payload))
     envelope = Envelope(RECORD_PAYLOAD_TYPE, payload, ((signer.keyid, sig),))
-    return SignedRecord(envelope, dict(zip(ids, zip(salts, values, strict=True), strict=True)))
+    return SignedRecord(
+        envelope, dict(zip(layout.ids, zip(salts, values, strict=True), strict=True))
+    )
 
 
 def verify_record(rec: SignedRecord, *, trusted: Mapping[str, bytes]) -> VerifiedRecord:

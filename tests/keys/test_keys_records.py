@@ -26,6 +26,9 @@ HEADER: dict[str, Any] = {
 FIELDS = {"decision_no": "淄张市监罚〔2026〕12号", "penalty": "罚款", "amount": "2.5", "x": ""}
 
 
+field_ids = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+
+
 def _trusted(s: keys.Signer) -> dict[str, bytes]:
     return {s.keyid: s.public_key}
 
@@ -150,6 +153,34 @@ def test_bad_input_gets_a_keys_error(
         keys.sign_record(header, fields, signer)
 
 
+def test_bad_field_ids_are_refused_every_time(signer: keys.Signer) -> None:
+    # The per-layout cache must never remember a refused id set as good.
+    for _ in range(3):
+        with pytest.raises(KeysError, match="not a valid credex field id"):
+            keys.sign_record(HEADER, {"ok": "1", "bad id": "x"}, signer)
+    with pytest.raises(KeysError, match="not a valid credex field id"):
+        keys.sign_record(HEADER, {"ok": "1", 7: "x"}, signer)  # type: ignore[dict-item]
+
+
+@settings(max_examples=80)
+@given(fields=st.dictionaries(field_ids, st.text(max_size=30), max_size=40), data=st.data())
+def test_digests_are_standard_base64_in_any_field_order(
+    fields: dict[str, str], data: st.DataObject
+) -> None:
+    # sign_record encodes every digest in one base64 call and caches a layout per id order;
+    # each digest must still be exactly the standard padded base64 of its own SHA-256.
+    s = keys.Signer(bytes(32))
+    order = data.draw(st.permutations(sorted(fields)))
+    for given_fields in (fields, {fid: fields[fid] for fid in order}):
+        rec = keys.sign_record(HEADER, given_fields, s)
+        digests = json.loads(rec.envelope.payload)["digests"]
+        assert list(digests) == sorted(fields)
+        assert {fid: value for fid, (_, value) in rec.disclosures.items()} == fields
+        for fid, (salt, value) in rec.disclosures.items():
+            want = hashlib.sha256(salt + fid.encode() + value.encode()).digest()
+            assert digests[fid] == base64.b64encode(want).decode("ascii")
+
+
 def test_compact_form_refuses_truncation(signer: keys.Signer) -> None:
     raw = keys.sign_record(HEADER, {"a": "1"}, signer).to_bytes()
     for cut in range(0, len(raw), 7):
@@ -157,9 +188,6 @@ def test_compact_form_refuses_truncation(signer: keys.Signer) -> None:
             SignedRecord.from_bytes(raw[:cut])
     with pytest.raises(VerificationError):
         SignedRecord.from_bytes(raw + b"!")
-
-
-field_ids = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
 
 
 @settings(max_examples=60)
