@@ -23,10 +23,14 @@ import pytest
 import keys
 from node.accesslog import LogEntry, search
 from node.cluster import LocalCluster
+from node.errors import PolicyDenied
 from node.grants import Grant, issue_grant, subject_digest
 from node.query import QUERY_METHOD, QueryAsk, build_body, send_query
 from node.runtime import NodeRuntime
+from node.server import build_server
+from node.services import query_service
 from node.store import NewRecord
+from node.transport import ChannelIdentity, client_channel
 
 pytestmark = pytest.mark.slow
 
@@ -449,3 +453,69 @@ def test_a_revoked_peer_is_refused(cluster: LocalCluster) -> None:
         cluster.reissue_bundle(revoked_keyids=[])
         cluster.stop("market")
         cluster.start("market")
+
+
+def test_a_signed_grant_is_registered_off_the_event_loop(cluster: LocalCluster) -> None:
+    # Queries on the embedded store are prepared on the event loop (reads and CPU only), but
+    # registering a signed grant writes, and a write may wait behind another's fsync: it must
+    # run in a worker thread. Served in-process here so the thread can be observed.
+    subject = person(11)
+    _grant_id, path = issue(cluster, subject)
+    market, tax = cluster.runtime("market"), cluster.runtime("tax")
+    loop_threads: list[bool] = []
+    register = market.grants.register
+
+    def watched_register(*args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            loop_threads.append(True)
+        except RuntimeError:
+            loop_threads.append(False)
+        return register(*args, **kwargs)
+
+    market.grants.register = watched_register  # type: ignore[method-assign]
+
+    async def ask(grant: bytes | None) -> list[str]:
+        server = build_server(
+            listen="127.0.0.1:0",
+            tls=market.server_tls(),
+            services=query_service.make_services(market),
+        )
+        await server.start()
+        channel = client_channel(
+            server.target,
+            peer=tax.tls_roster().peer("market"),
+            identity=ChannelIdentity(
+                key_pem=tax.node_keys.tls_key_pem, cert_pem=tax.node_keys.tls_cert_pem
+            ),
+        )
+        try:
+            result = await send_query(
+                tax,
+                QueryAsk(
+                    peer="market",
+                    subject=subject,
+                    subject_kind="natural_person",
+                    items=("admin_licence_person",),
+                    purpose="staff_recruitment",
+                    legal_basis="公务员录用考察",
+                    officer="t-011",
+                    grant=grant,
+                ),
+                channel=channel,
+            )
+        finally:
+            await channel.close()
+            await server.stop(None)
+        return sorted(f for r in result.records for f in r.fields)
+
+    try:
+        assert asyncio.run(ask(path.read_bytes())) == sorted(GRANT_FIELDS)
+        assert loop_threads == [False]
+        # Without a grant this purpose needs one: the inline path decides and logs the denial.
+        with pytest.raises(PolicyDenied, match="grant_required"):
+            asyncio.run(ask(None))
+        assert loop_threads == [False]
+    finally:
+        market.close()
+        tax.close()
