@@ -239,11 +239,7 @@ class QueryEngine:
         digest = subject_digest(subject)
         grant_id = self._grant_id(body, bundle, now)
         state = rt.grants.get(grant_id) if grant_id else None
-        stored = [
-            r
-            for r in rt.store.records_by_subject(token, states=_CANDIDATE_STATES)
-            if r.producer == rt.node_id
-        ]
+        stored = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
         items = frozenset(body.items)
         try:
             narrowed = requested_fields(body.fields)

@@ -21,6 +21,7 @@ from node.store.models import (
     RECORD_STATES,
     FeedEvent,
     NewRecord,
+    ReleaseCandidate,
     StoredRecord,
     Subscription,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "RECORD_STATES",
     "FeedEvent",
     "NewRecord",
+    "ReleaseCandidate",
     "SqlGrantLedger",
     "SqlLogBackend",
     "Store",

@@ -67,6 +67,17 @@ class StoredRecord:
     origin: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseCandidate:
+    """What a query needs of a stored record version: its state and its encrypted body."""
+
+    row_id: str
+    item_id: str
+    state: str
+    objection: bool
+    body: bytes
+
+
 @dataclass(frozen=True)
 class FeedEvent:
     """One event of a subscriber's feed; `seq` is gap-free per subscriber, from 1."""

@@ -47,6 +47,7 @@ from node.store.models import (
     RECORD_STATES,
     FeedEvent,
     NewRecord,
+    ReleaseCandidate,
     StoredRecord,
     Subscription,
 )
@@ -115,6 +116,33 @@ _BY_SUBJECT = {
     for linked in (True, False)
     for by_state in (True, False)
 }
+
+
+def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
+    """A producer's records of a subject (own or linked) in `states`: only what a query uses.
+
+    The states are bound one parameter each, not as an expanding list, so the statement is
+    compiled once per state set; and no date columns are read, so no row needs parsing.
+    """
+    linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == bindparam("subject"))
+    return (
+        select(
+            RECORDS.c.row_id,
+            RECORDS.c.item_id,
+            RECORDS.c.state,
+            RECORDS.c.objection,
+            RECORDS.c.body,
+        )
+        .where(
+            or_(RECORDS.c.subject_index == bindparam("subject"), RECORDS.c.row_id.in_(linked)),
+            RECORDS.c.producer == bindparam("producer"),
+            RECORDS.c.state.in_([bindparam(f"state_{i}") for i in range(len(states))]),
+        )
+        .order_by(RECORDS.c.record_key, RECORDS.c.version)
+    )
+
+
+_RELEASE_CANDIDATES: dict[tuple[str, ...], Select[Any]] = {}
 
 # Older active versions of a record that a new version supersedes (executed many at a time).
 _SUPERSEDE = (
@@ -353,6 +381,29 @@ class Store:
         with self.read("read records by subject") as conn:
             rows = conn.execute(statement, params).all()
         return [_stored(r) for r in rows]
+
+    def release_candidates(
+        self, subject_index: str, *, producer: str, states: Sequence[str]
+    ) -> list[ReleaseCandidate]:
+        """The records `producer` holds about a subject (by blind index, linked subjects
+        included, as records_by_subject), in `states`, by record key and version; only the
+        columns a query decides and releases on, so the query path reads nothing it drops."""
+        wanted = tuple(states)
+        if not wanted:
+            return []
+        statement = _RELEASE_CANDIDATES.get(wanted)
+        if statement is None:
+            statement = _release_candidates(wanted)
+            if len(_RELEASE_CANDIDATES) < 16:
+                _RELEASE_CANDIDATES[wanted] = statement
+        params: dict[str, Any] = {"subject": subject_index, "producer": producer}
+        params.update((f"state_{i}", state) for i, state in enumerate(wanted))
+        with self.read("read records by subject") as conn:
+            rows = conn.execute(statement, params).all()
+        return [
+            ReleaseCandidate(row_id, item_id, state, bool(objection), bytes(body))
+            for row_id, item_id, state, objection, body in rows
+        ]
 
     def linked_subjects(self, row_id: str) -> list[str]:
         """Return the blind indexes linked to a record version (sorted)."""

@@ -146,6 +146,38 @@ def test_records_by_subject_filters_states(store: Store) -> None:
     assert [r.version for r in store.records_by_subject("s" * 32, states=None)] == [1, 2]
 
 
+def test_release_candidates_are_the_producers_records_in_the_states_asked(store: Store) -> None:
+    # The query path reads release_candidates instead of records_by_subject: the same records
+    # (own and linked, one producer, the states asked, by key and version), fewer columns.
+    org, rep = "o" * 32, "r" * 32
+    own_v1, own_v2 = rec("own", 1, subject=rep, content="a"), rec("own", 2, subject=rep)
+    company = rec("company", subject=org, links=(rep,))
+    withdrawn = rec("withdrawn", subject=rep)
+    peers = rec("peer", subject=rep, producer="courts")
+    store.store_batch([own_v1, company, withdrawn, peers], now=NOW)
+    store.store_batch([own_v2], now=NOW)
+    store.set_record_state(withdrawn.row_id, "withdrawn", event_kind=None, now=NOW)
+    store.set_objection(company.row_id, True, now=NOW)
+    states = ("active", "withdrawn", "expired")
+
+    got = store.release_candidates(rep, producer="market", states=states)
+
+    want = [r for r in store.records_by_subject(rep, states=states) if r.producer == "market"]
+    assert [(c.row_id, c.item_id, c.state, c.objection, c.body) for c in got] == [
+        (r.row_id, r.item_id, r.state, r.objection, r.body) for r in want
+    ]
+    assert [c.row_id for c in got] == [company.row_id, own_v2.row_id, withdrawn.row_id]
+    assert [c.objection for c in got] == [True, False, False]
+    assert got[2].state == "withdrawn"
+    active = store.release_candidates(rep, producer="market", states=("active",))
+    assert [c.row_id for c in active] == [company.row_id, own_v2.row_id]
+    assert [c.row_id for c in store.release_candidates(rep, producer="courts", states=states)] == [
+        peers.row_id
+    ]
+    assert store.release_candidates(rep, producer="market", states=()) == []
+    assert store.release_candidates("z" * 32, producer="market", states=states) == []
+
+
 def test_feed_backfills_then_follows_ingest_gap_free(store: Store) -> None:
     store.store_batch([rec("k1"), rec("k2", item="red_list")], now=NOW)
     sub = store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
