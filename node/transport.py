@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import enum
+import functools
 import hashlib
 import os
 import socket
@@ -85,6 +87,10 @@ def cert_fingerprint(cert_pem: bytes) -> str:
     if len(der) < 2 or der[0] != 0x30:  # an X.509 certificate is a DER SEQUENCE
         raise ConfigError("a TLS certificate is not valid PEM (not a DER certificate)")
     return hashlib.sha256(der).hexdigest()
+
+
+# Every call of a connection presents the same few certificates: remember their fingerprints.
+_pinned_fingerprint = functools.lru_cache(maxsize=256)(cert_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -234,8 +240,25 @@ class ServerTls:
             self._pending = configuration
 
     def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """Return the node id of the calling peer under the current roster (see peer_identity)."""
-        return peer_identity(context, self.roster)
+        """Return the node id of the calling peer under the current roster (see peer_identity).
+
+        Asked again within the same call (the interceptor, then the request check) under the
+        same roster, it answers from the first time instead of reading the certificate again.
+        """
+        roster = self.roster
+        known = _CALL_PEER.get()
+        if known is not None and known[0] is context and known[1] is roster:
+            return known[2]
+        node_id = peer_identity(context, roster)
+        # Each call's handler runs in its own task, with its own copy of the context variables.
+        _CALL_PEER.set((context, roster, node_id))
+        return node_id
+
+
+# The peer identified in the running call: (call context, roster, node id).
+_CALL_PEER: contextvars.ContextVar[tuple[object, TlsRoster, str] | None] = contextvars.ContextVar(
+    "credex_call_peer", default=None
+)
 
 
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster) -> str:
@@ -248,7 +271,7 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster
     certs = auth.get("x509_pem_cert") or []
     if not certs:
         raise AuthError("the call carries no client certificate (mutual TLS is required)")
-    peer = roster.by_fingerprint(cert_fingerprint(bytes(certs[0])))
+    peer = roster.by_fingerprint(_pinned_fingerprint(bytes(certs[0])))
     if peer is None:
         raise AuthError("the client certificate is not pinned in the current roster")
     return peer.node_id

@@ -13,6 +13,7 @@ Roster changes apply without a restart, to new handshakes and to calls on old co
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import datetime as dt
 import socket
@@ -318,6 +319,44 @@ def test_roster_changes_apply_without_a_restart(node_keys: dict[str, Any]) -> No
         "platform new connection": grpc.StatusCode.UNAVAILABLE,
         "platform old connection": grpc.StatusCode.UNAUTHENTICATED,
     }
+
+
+class CountingContext:
+    """A stand-in servicer context presenting one certificate; counts auth_context reads."""
+
+    def __init__(self, cert_pem: bytes) -> None:
+        self.cert_pem = cert_pem
+        self.reads = 0
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        self.reads += 1
+        return {"x509_pem_cert": [self.cert_pem]}
+
+
+def test_a_call_is_identified_once_per_roster(node_keys: dict[str, Any]) -> None:
+    # The interceptor and the request check both ask who the peer is; within one call (one
+    # task's context) the certificate is read once, but a roster change is always re-checked.
+    a, platform, b = node_keys["dept-a"], node_keys["platform"], node_keys["dept-b"]
+    tls = ServerTls(key_pem=a.tls_key_pem, cert_pem=a.tls_cert_pem, roster=roster_of(a, platform))
+
+    def one_call() -> None:
+        call = CountingContext(platform.tls_cert_pem)
+        assert tls.identify(call) == "platform"
+        assert tls.identify(call) == "platform"
+        assert call.reads == 1
+        other = CountingContext(b.tls_cert_pem)  # another call's context is never confused
+        with pytest.raises(AuthError, match="not pinned"):
+            tls.identify(other)
+        tls.update(roster_of(a, b))
+        with pytest.raises(AuthError, match="not pinned"):
+            tls.identify(call)
+        assert call.reads == 2
+
+    contextvars.copy_context().run(one_call)
+    # A new call (a new task, so a fresh context) reads its certificate again.
+    fresh = CountingContext(b.tls_cert_pem)
+    assert contextvars.copy_context().run(tls.identify, fresh) == "dept-b"
+    assert fresh.reads == 1
 
 
 # -- the roster itself ---------------------------------------------------------------------------
