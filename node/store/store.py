@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
 from node.store.bulk import insert_rows
+from node.store.driverread import DriverRead
 from node.store.engine import WRITE, make_engine, migrate
 from node.store.errors import redact_url, translate_errors
 from node.store.models import (
@@ -142,7 +143,7 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
     )
 
 
-_RELEASE_CANDIDATES: dict[tuple[str, ...], Select[Any]] = {}
+_RELEASE_CANDIDATES: dict[tuple[str, ...], DriverRead] = {}
 
 # Older active versions of a record that a new version supersedes (executed many at a time).
 _SUPERSEDE = (
@@ -391,15 +392,16 @@ class Store:
         wanted = tuple(states)
         if not wanted:
             return []
-        statement = _RELEASE_CANDIDATES.get(wanted)
-        if statement is None:
-            statement = _release_candidates(wanted)
+        read = _RELEASE_CANDIDATES.get(wanted)
+        if read is None:
+            read = DriverRead(_release_candidates(wanted))
             if len(_RELEASE_CANDIDATES) < 16:
-                _RELEASE_CANDIDATES[wanted] = statement
+                _RELEASE_CANDIDATES[wanted] = read
         params: dict[str, Any] = {"subject": subject_index, "producer": producer}
         params.update((f"state_{i}", state) for i, state in enumerate(wanted))
-        with self.read("read records by subject") as conn:
-            rows = conn.execute(statement, params).all()
+        # Through the driver (node.store.driverread): this read runs on every query.
+        with translate_errors("read records by subject"):
+            rows = read.rows(self._engine, params)
         return [
             ReleaseCandidate(row_id, item_id, state, bool(objection), bytes(body))
             for row_id, item_id, state, objection, body in rows

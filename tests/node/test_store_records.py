@@ -16,6 +16,7 @@ from node.store import (
     NewRecord,
     Store,
     StoreConflictError,
+    StoreError,
     StoreUnavailableError,
     open_store,
 )
@@ -176,6 +177,19 @@ def test_release_candidates_are_the_producers_records_in_the_states_asked(store:
     ]
     assert store.release_candidates(rep, producer="market", states=()) == []
     assert store.release_candidates("z" * 32, producer="market", states=states) == []
+
+
+def test_a_failing_driver_read_is_a_store_error(tmp_path: Path) -> None:
+    # release_candidates runs on the driver, not through SQLAlchemy: its errors must still
+    # come out as StoreError naming the operation, never as a raw sqlite3 exception.
+    opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    try:
+        with opened.write("break the schema") as conn:
+            conn.exec_driver_sql("ALTER TABLE record_links RENAME TO record_links_gone")
+        with pytest.raises(StoreError, match="read records by subject"):
+            opened.release_candidates("s" * 32, producer="market", states=("active",))
+    finally:
+        opened.close()
 
 
 def test_feed_backfills_then_follows_ingest_gap_free(store: Store) -> None:
