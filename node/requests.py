@@ -98,7 +98,11 @@ class _RemembersNonces(Protocol):
     ) -> bool: ...
 
     def remember_nonces(
-        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        durable: bool = True,
     ) -> list[bool]: ...
 
 
@@ -113,9 +117,15 @@ class StoreNonces:
     nor each request waits for an fsync of its own.
     """
 
-    def __init__(self, store: _RemembersNonces) -> None:
-        """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch)."""
+    def __init__(self, store: _RemembersNonces, *, durable: bool = True) -> None:
+        """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch).
+
+        `durable=False` commits the groups without waiting for the disk (Store.write): only
+        for a service that commits durably (its access-log entry) before it answers any
+        request, which makes the nonce durable too (decision 0010).
+        """
         self._store = store
+        self._durable = durable
         self._group: GroupCommit[tuple[str, str, dt.datetime, dt.datetime], bool] = GroupCommit(
             self._commit_group, max_batch=_NONCE_BATCH
         )
@@ -140,7 +150,7 @@ class StoreNonces:
         # The earliest clock of the group decides which stored nonces count as expired, so
         # batching never lets a nonce be taken over sooner than it would be alone.
         now = min(n[3] for n in nonces)
-        return self._store.remember_nonces([n[:3] for n in nonces], now=now)
+        return self._store.remember_nonces([n[:3] for n in nonces], now=now, durable=self._durable)
 
 
 @dataclass(frozen=True)

@@ -227,12 +227,16 @@ class NodeRuntime:
             )
         return self._server_tls
 
-    def authenticator(self) -> RequestAuthenticator:
-        """Checks signed requests: signature, roster, TLS identity, timestamp, nonce."""
+    def authenticator(self, *, durable_nonces: bool = True) -> RequestAuthenticator:
+        """Checks signed requests: signature, roster, TLS identity, timestamp, nonce.
+
+        `durable_nonces=False` is for a service whose every reply waits for a durable
+        access-log commit, which carries the nonce to the disk with it (decision 0010).
+        """
         return RequestAuthenticator(
             tls=self.server_tls(),
             bundle=self.bundle,
-            nonce_store=StoreNonces(self.store),
+            nonce_store=StoreNonces(self.store, durable=durable_nonces),
             clock=self.clock,
         )
 

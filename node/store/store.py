@@ -207,6 +207,12 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
+def _sqlite_synchronous(conn: Connection, level: str) -> None:
+    """Set the connection's `synchronous` level outside any transaction (on the driver, so no
+    BEGIN is emitted; the connection runs in autocommit between transactions)."""
+    conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
+
+
 class Store:
     """The node's database. Every public method is one transaction; errors are StoreError."""
 
@@ -236,12 +242,33 @@ class Store:
         self._engine.dispose()
 
     @contextmanager
-    def write(self, what: str) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back."""
+    def write(self, what: str, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back.
+
+        With `durable=False` the commit does not wait for the disk (SQLite `synchronous=NORMAL`,
+        PostgreSQL `synchronous_commit=off`): it survives a killed process, and a power cut
+        only if a durable commit on this store follows it, which makes it durable as well
+        (both write one log, the WAL, in order). Only for callers that always commit durably
+        before anyone learns of the write (decision 0010).
+        """
         with self._writer, translate_errors(what), self._engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
+            relax_sqlite = not durable and self.dialect == "sqlite"
+            if relax_sqlite:
+                _sqlite_synchronous(conn, "NORMAL")
+            try:
+                with conn.begin():
+                    if not durable and self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                    yield conn
+            finally:
+                if relax_sqlite:
+                    try:
+                        _sqlite_synchronous(conn, "FULL")
+                    except Exception:
+                        # Never hand a relaxed connection back to the pool for durable writes.
+                        conn.invalidate()
+                        raise
 
     @contextmanager
     def read(self, what: str) -> Iterator[Connection]:
@@ -645,13 +672,18 @@ class Store:
         return self.remember_nonces([(keyid, nonce, expires_at)], now=now)[0]
 
     def remember_nonces(
-        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        durable: bool = True,
     ) -> list[bool]:
         """Record `(keyid, nonce, expires_at)` triples in ONE transaction (one commit).
 
         Returns, in order, True for each nonce recorded now and False for one already seen and
         not yet expired (including a repeat earlier in the same batch). Nothing is returned
-        before the commit, so an accepted nonce survives a crash.
+        before the commit, so an accepted nonce survives a crash; with `durable=False` a power
+        cut only once the caller's next durable commit is done (see `write`).
         """
         if not nonces:
             return []
@@ -661,7 +693,7 @@ class Store:
         # other in one order instead of deadlocking.
         order = sorted(range(len(nonces)), key=lambda i: nonces[i][:2])
         fresh = [False] * len(nonces)
-        with self.write("remember a request nonce") as conn:
+        with self.write("remember a request nonce", durable=durable) as conn:
             if self._nonce_purge_due(stamp):
                 conn.execute(_PURGE_NONCES, {"now": stamp})
             for i in order:

@@ -153,6 +153,7 @@ class _BatchStore:
     def __init__(self, *, fail: bool = False) -> None:
         self.seen: set[tuple[str, str]] = set()
         self.batches: list[list[str]] = []
+        self.durable: list[bool] = []
         self.fail = fail
 
     def remember_nonce(
@@ -161,11 +162,16 @@ class _BatchStore:
         return self.remember_nonces([(keyid, nonce, expires_at)], now=now)[0]
 
     def remember_nonces(
-        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        durable: bool = True,
     ) -> list[bool]:
         if self.fail:
             raise RuntimeError("disk full")
         self.batches.append([n for _k, n, _e in nonces])
+        self.durable.append(durable)
         fresh = []
         for keyid, nonce, _expires in nonces:
             fresh.append((keyid, nonce) not in self.seen)
@@ -210,6 +216,11 @@ def test_concurrent_nonces_share_one_commit_and_a_failure_refuses_all() -> None:
 
     assert run(many(nonces, ["a", "b", "a", "c"])) == [True, True, False, True]
     assert store.batches == [["a", "b", "a", "c"]]
+    assert store.durable == [True]
+    # A service whose replies all wait for a durable log commit relaxes its nonce commits.
+    relaxed_store = _BatchStore()
+    assert run(many(StoreNonces(relaxed_store, durable=False), ["a", "a"])) == [True, False]
+    assert relaxed_store.durable == [False]
     failing = StoreNonces(_BatchStore(fail=True))
     outcomes = run(many(failing, ["a", "b"]))
     assert all(isinstance(o, RuntimeError) for o in outcomes)
@@ -398,7 +409,11 @@ def test_the_store_adapter_passes_everything_through() -> None:
             return len(calls) == 1
 
         def remember_nonces(
-            self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
+            self,
+            nonces: Sequence[tuple[str, str, dt.datetime]],
+            *,
+            now: dt.datetime,
+            durable: bool = True,
         ) -> list[bool]:
             return [self.remember_nonce(k, n, e, now=now) for k, n, e in nonces]
 
