@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -84,6 +85,7 @@ async def run_node(
         telemetry=telemetry,
     )
     await server.start()
+    _freeze_startup_objects()
     _announce(runtime, server)
     running = [asyncio.create_task(task(stop)) for task in tasks]
     try:
@@ -101,6 +103,19 @@ async def run_node(
             except Exception:  # noqa: S112 - a failed task must not block shutdown
                 continue
         telemetry.shutdown()
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive once the node serves (modules, schema, catalogue, gRPC) out of
+    the cyclic collector's reach.
+
+    A full collection otherwise walks those ~130,000 long-lived objects again and again, a
+    stall of about 70 ms on a small machine every few seconds under load, felt by every call
+    in flight. Frozen objects are never freed, which is what they are for: they live as long
+    as the process. Garbage made at startup is collected first.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def node_telemetry(runtime: NodeRuntime) -> Telemetry:
