@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
 from node.store.bulk import insert_rows
-from node.store.driverread import DriverRead
+from node.store.driver import DriverStatement
 from node.store.engine import WRITE, make_engine, migrate
 from node.store.errors import redact_url, translate_errors
 from node.store.models import (
@@ -96,6 +96,8 @@ _REMEMBER_NONCE = text(
     bindparam("expires_at", type_=NONCES.c.expires_at.type),
     bindparam("now", type_=NONCES.c.expires_at.type),
 )
+# Run on the driver inside the nonce transaction (node.store.driver): once per request.
+_REMEMBER_NONCE_ON_DRIVER = DriverStatement(_REMEMBER_NONCE)
 _PURGE_NONCES = delete(NONCES).where(NONCES.c.expires_at < bindparam("now"))
 
 
@@ -143,7 +145,7 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
     )
 
 
-_RELEASE_CANDIDATES: dict[tuple[str, ...], DriverRead] = {}
+_RELEASE_CANDIDATES: dict[tuple[str, ...], DriverStatement] = {}
 
 # Older active versions of a record that a new version supersedes (executed many at a time).
 _SUPERSEDE = (
@@ -421,12 +423,12 @@ class Store:
             return []
         read = _RELEASE_CANDIDATES.get(wanted)
         if read is None:
-            read = DriverRead(_release_candidates(wanted))
+            read = DriverStatement(_release_candidates(wanted))
             if len(_RELEASE_CANDIDATES) < 16:
                 _RELEASE_CANDIDATES[wanted] = read
         params: dict[str, Any] = {"subject": subject_index, "producer": producer}
         params.update((f"state_{i}", state) for i, state in enumerate(wanted))
-        # Through the driver (node.store.driverread): this read runs on every query.
+        # Through the driver (node.store.driver): this read runs on every query.
         with translate_errors("read records by subject"):
             rows = read.rows(self._engine, params)
         return [
@@ -705,7 +707,7 @@ class Store:
                     "now": stamp,
                 }
                 # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT
-                fresh[i] = conn.execute(_REMEMBER_NONCE, values).first() is not None
+                fresh[i] = bool(_REMEMBER_NONCE_ON_DRIVER.execute(conn, values))
         return fresh
 
     def _nonce_purge_due(self, now: dt.datetime) -> bool:

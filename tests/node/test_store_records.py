@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from node.errors import InputError, NotFound
 from node.store import (
@@ -21,6 +22,7 @@ from node.store import (
     StoreUnavailableError,
     open_store,
 )
+from node.store.store import NONCES, from_db_time
 from node.store.tables import metadata
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
@@ -290,6 +292,26 @@ def test_an_expired_nonce_left_between_purges_is_taken_over(store: Store) -> Non
     later = NOW + dt.timedelta(seconds=20)
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later) is False
+
+
+def test_nonces_are_stored_exactly_as_sqlalchemy_stores_them(store: Store) -> None:
+    # remember_nonces runs its INSERT on the driver (node.store.driver): the expiry must be
+    # converted as SQLAlchemy converts it, or the expiry comparisons and purges would drift.
+    exp = dt.datetime(2026, 11, 25, 9, 35, 0, 123456, tzinfo=dt.UTC)
+    assert store.remember_nonces([("key1", "stored", exp)], now=NOW, durable=False) == [True]
+    with store.write("store one the SQLAlchemy way") as conn:
+        conn.execute(
+            NONCES.insert().values(keyid="key1", nonce="reference", expires_at=exp.replace())
+        )
+    with store.read("read both back") as conn:
+        typed = conn.execute(select(NONCES.c.nonce, NONCES.c.expires_at)).all()
+        as_text = conn.exec_driver_sql(
+            "SELECT nonce, CAST(expires_at AS TEXT) FROM nonces WHERE keyid = 'key1'"
+        ).all()
+    rows: dict[str, dt.datetime] = {row[0]: row[1] for row in typed}
+    raw: dict[str, str] = {row[0]: row[1] for row in as_text}
+    assert from_db_time(rows["stored"]) == exp
+    assert raw["stored"] == raw["reference"]
 
 
 def test_a_batch_of_nonces_commits_together_and_refuses_repeats(store: Store) -> None:
