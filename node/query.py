@@ -61,6 +61,7 @@ from node.policy import (
 )
 from node.refusals import asked_items
 from node.requests import VerifiedRequest
+from node.store import ReleaseCandidate
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -123,7 +124,9 @@ class _Prepared:
     grant_id: str | None
     grant_used: bool
     released: Mapping[str, frozenset[str]]
-    records: tuple[tuple[str, bytes, str, bool], ...]  # (row id, encrypted body, item, objection)
+    # (candidate, objection flag as released): the candidate carries the encrypted body and the
+    # store's routing copies
+    records: tuple[tuple[ReleaseCandidate, bool], ...]
 
 
 class _Refused(Exception):
@@ -278,7 +281,7 @@ class QueryEngine:
         )
         decision = decide(request, context)
         released = tuple(
-            (r.row_id, r.body, r.item_id, r.row_id in decision.flagged)
+            (r, r.row_id in decision.flagged)
             for r in stored
             if r.row_id in decision.records and r.item_id in decision.released
         )
@@ -296,7 +299,7 @@ class QueryEngine:
             subject_index=token,
             subject_masked=catalog.mask_identifier(subject),
             items_asked=asked_items(items),
-            items_released=tuple(sorted({item for _r, _b, item, _o in released})),
+            items_released=tuple(sorted({r.item_id for r, _flag in released})),
             result_count=len(released),
             trace_id=trace,
         )
@@ -340,18 +343,21 @@ class QueryEngine:
     ) -> query_pb2.QueryAnswer:
         rt = self._rt
         payloads: list[bytes] = []
-        for row_id, blob, item_id, objection in prepared.records:
+        for candidate, objection in prepared.records:
+            row_id, item_id = candidate.row_id, candidate.item_id
             try:
-                signed = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row_id, blob))
+                signed = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row_id, candidate.body))
             except keys.KeysError:
                 raise TamperDetected(
                     f"stored record {row_id} does not decrypt or parse; run `credex doctor`"
                 ) from None
             minimal = signed.minimise(prepared.released[item_id])
             red = is_red_list(rt.catalogue.item(item_id).category)
-            payloads.append(
-                wire.record_to_pb(minimal, objection=objection, red_list=red).SerializeToString()
-            )
+            # Routing copies from the store's columns (ingest took them from the verified
+            # payload): the requester checks them against the signature anyway.
+            routing = wire.Routing(item_id, candidate.record_key, candidate.version, rt.node_id)
+            message = wire.record_to_pb(minimal, objection=objection, red_list=red, routing=routing)
+            payloads.append(message.SerializeToString())
         member = rt.bundle().member(verified.node_id)
         if member is None:  # the policy refused non-members; a bundle swap in between
             raise StaleBundle(f"node {verified.node_id} left the roster during the query")

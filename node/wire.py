@@ -47,6 +47,7 @@ __all__ = [
     "SERVICE_NAMES",
     "ReceiptFields",
     "RequestFields",
+    "Routing",
     "catalog_to_pb",
     "check_record_routing",
     "checkpoint_to_pb",
@@ -146,6 +147,17 @@ def _unverified_header(envelope: keys.Envelope) -> Mapping[str, Any]:
     return header
 
 
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A record's routing copies as a provider's store holds them: columns that ingest (or the
+    feed that brought the record) took from the verified payload."""
+
+    item_id: str
+    record_key: str
+    version: int
+    producer: str
+
+
 def record_to_pb(
     record: keys.SignedRecord,
     *,
@@ -153,16 +165,20 @@ def record_to_pb(
     red_list: bool = False,
     withdrawn: bool = False,
     expired: bool = False,
+    routing: Routing | None = None,
 ) -> common_pb2.Record:
     """Return the wire form of a signed record (envelope bytes exactly as signed).
 
     The routing copies (item, record key, version, producer) are taken from the record's own
-    payload (docs/decisions/0002), so they cannot disagree with what was signed.
+    payload (docs/decisions/0002), or from `routing`, the store's copy of them, which spares
+    parsing the payload again on a hot path. Either way a receiver checks them against the
+    signed payload after verifying (check_record_routing), so a copy that disagrees (a tampered
+    store row) gets the record refused, never filed under another key, item or version.
     """
     flags = common_pb2.RecordFlags(
         objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
     )
-    message = _routed(record.envelope, flags)
+    message = _routed(record.envelope, flags, routing)
     message.envelope = record.envelope.to_bytes()
     disclosures = message.disclosures
     for field_id, (salt, value) in sorted(record.disclosures.items()):
@@ -180,23 +196,35 @@ def record_to_pb_compact(
     red_list: bool = False,
     withdrawn: bool = False,
     expired: bool = False,
+    routing: Routing | None = None,
 ) -> common_pb2.Record:
     """Return the wire form of a record already in compact form (keys.SignedRecord.to_bytes(),
     e.g. a decrypted stored body) as Record.signed_record, its bytes untouched.
 
-    The routing copies come from the record's own payload, as in record_to_pb. Refuses
-    (keys.VerificationError) bytes whose magic or envelope is malformed.
+    The routing copies come from the record's own payload or from `routing`, as in
+    record_to_pb. Refuses (keys.VerificationError) bytes whose magic or envelope is malformed.
     """
     flags = common_pb2.RecordFlags(
         objection=objection, red_list=red_list, withdrawn=withdrawn, expired=expired
     )
-    message = _routed(keys.SignedRecord.envelope_of(signed_record), flags)
+    message = _routed(keys.SignedRecord.envelope_of(signed_record), flags, routing)
     message.signed_record = signed_record
     return message
 
 
-def _routed(envelope: keys.Envelope, flags: common_pb2.RecordFlags) -> common_pb2.Record:
-    """A Record holding the routing copies of `envelope`'s payload; the caller sets its form."""
+def _routed(
+    envelope: keys.Envelope, flags: common_pb2.RecordFlags, routing: Routing | None
+) -> common_pb2.Record:
+    """A Record holding the routing copies (`routing`, else `envelope`'s payload's); the caller
+    sets its form."""
+    if routing is not None:
+        return common_pb2.Record(
+            item_id=routing.item_id,
+            record_key=routing.record_key,
+            version=routing.version,
+            producer=routing.producer,
+            flags=flags,
+        )
     header = _unverified_header(envelope)
     return common_pb2.Record(
         item_id=str(header.get("item", "")),

@@ -259,11 +259,20 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             if red is None:
                 red = is_red_list(runtime.catalogue.item(stored.item_id).category)
                 context.red_list[stored.item_id] = red
+            # Routing copies from the store's columns: the subscriber checks them against the
+            # signed payload, so the payload need not be parsed here again.
+            routing = wire.Routing(
+                stored.item_id, stored.record_key, stored.version, stored.producer
+            )
             if context.compact:
-                record = wire.record_to_pb_compact(body, objection=stored.objection, red_list=red)
+                record = wire.record_to_pb_compact(
+                    body, objection=stored.objection, red_list=red, routing=routing
+                )
             else:
                 signed = keys.SignedRecord.from_bytes(body)
-                record = wire.record_to_pb(signed, objection=stored.objection, red_list=red)
+                record = wire.record_to_pb(
+                    signed, objection=stored.objection, red_list=red, routing=routing
+                )
             message.record.CopyFrom(record)
         return message
 

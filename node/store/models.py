@@ -73,6 +73,8 @@ class ReleaseCandidate:
 
     row_id: str
     item_id: str
+    record_key: str
+    version: int
     state: str
     objection: bool
     body: bytes

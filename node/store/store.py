@@ -132,6 +132,8 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
         select(
             RECORDS.c.row_id,
             RECORDS.c.item_id,
+            RECORDS.c.record_key,
+            RECORDS.c.version,
             RECORDS.c.state,
             RECORDS.c.objection,
             RECORDS.c.body,
@@ -432,8 +434,8 @@ class Store:
         with translate_errors("read records by subject"):
             rows = read.rows(self._engine, params)
         return [
-            ReleaseCandidate(row_id, item_id, state, bool(objection), bytes(body))
-            for row_id, item_id, state, objection, body in rows
+            ReleaseCandidate(row_id, item, key, int(version), state, bool(objection), bytes(body))
+            for row_id, item, key, version, state, objection, body in rows
         ]
 
     def linked_subjects(self, row_id: str) -> list[str]:

@@ -531,6 +531,33 @@ def test_routing_copies_that_disagree_with_the_signed_payload_are_refused(
         wire.check_record_routing(message, verified.header)
 
 
+def test_routing_copies_from_the_store_are_used_as_given_and_checked_by_the_receiver() -> None:
+    # Providers pass their store's routing columns (wire.Routing) instead of parsing each
+    # payload again. Right copies are the payload's; a tampered store row's wrong copies reach
+    # the receiver, which refuses the record after verifying it, in either wire form.
+    record, signer = _signed_record()
+    trusted = {signer.keyid: signer.public_key}
+    right = wire.Routing("admin_penalty", "ab" * 32, 3, "dept-a")
+    wrong = wire.Routing("admin_penalty", "ab" * 32, 2, "dept-a")
+
+    def envelope_form(routing: wire.Routing | None) -> common_pb2.Record:
+        return wire.record_to_pb(record, routing=routing)
+
+    def compact_form(routing: wire.Routing | None) -> common_pb2.Record:
+        return wire.record_to_pb_compact(record.to_bytes(), routing=routing)
+
+    for build in (envelope_form, compact_form):
+        message = build(right)
+        assert message == build(None)
+        verified = keys.verify_record(wire.record_from_pb(message), trusted=trusted)
+        wire.check_record_routing(message, verified.header)
+        tampered = build(wrong)
+        assert tampered.version == 2
+        verified = keys.verify_record(wire.record_from_pb(tampered), trusted=trusted)
+        with pytest.raises(InputError, match="version"):
+            wire.check_record_routing(tampered, verified.header)
+
+
 @pytest.mark.parametrize("envelope", [b"", b"CXE1", b"not an envelope"])
 def test_a_record_with_a_malformed_envelope_is_refused(envelope: bytes) -> None:
     with pytest.raises(InputError, match="envelope"):

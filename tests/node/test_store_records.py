@@ -167,8 +167,10 @@ def test_release_candidates_are_the_producers_records_in_the_states_asked(store:
     got = store.release_candidates(rep, producer="market", states=states)
 
     want = [r for r in store.records_by_subject(rep, states=states) if r.producer == "market"]
-    assert [(c.row_id, c.item_id, c.state, c.objection, c.body) for c in got] == [
-        (r.row_id, r.item_id, r.state, r.objection, r.body) for r in want
+    assert [
+        (c.row_id, c.item_id, c.record_key, c.version, c.state, c.objection, c.body) for c in got
+    ] == [
+        (r.row_id, r.item_id, r.record_key, r.version, r.state, r.objection, r.body) for r in want
     ]
     assert [c.row_id for c in got] == [company.row_id, own_v2.row_id, withdrawn.row_id]
     assert [c.objection for c in got] == [True, False, False]
