@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Select,
     Table,
@@ -101,19 +102,24 @@ _REMEMBER_NONCE_ON_DRIVER = DriverStatement(_REMEMBER_NONCE)
 _PURGE_NONCES = delete(NONCES).where(NONCES.c.expires_at < bindparam("now"))
 
 
+def _of_subject(include_linked: bool) -> ColumnElement[bool]:
+    """Records of the `:subject` blind index; with `include_linked`, also those that name it
+    as a linked subject (a legal representative, Shandong Art. 31)."""
+    own = RECORDS.c.subject_index == bindparam("subject")
+    if not include_linked:
+        return own
+    linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == bindparam("subject"))
+    return or_(own, RECORDS.c.row_id.in_(linked))
+
+
 def _by_subject(include_linked: bool, by_state: bool) -> Select[Any]:
-    condition = RECORDS.c.subject_index == bindparam("subject")
-    if include_linked:
-        linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == bindparam("subject"))
-        condition = or_(condition, RECORDS.c.row_id.in_(linked))
-    query = select(RECORDS).where(condition)
+    query = select(RECORDS).where(_of_subject(include_linked))
     if by_state:
         query = query.where(RECORDS.c.state.in_(bindparam("states", expanding=True)))
     return query.order_by(RECORDS.c.producer, RECORDS.c.record_key, RECORDS.c.version)
 
 
-# Built once: records_by_subject runs on every query, and building the statement and its
-# cache key each time cost more than running it.
+# Built once: building the statement and its cache key each time cost more than running it.
 _BY_SUBJECT = {
     (linked, by_state): _by_subject(linked, by_state)
     for linked in (True, False)
@@ -127,7 +133,6 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
     The states are bound one parameter each, not as an expanding list, so the statement is
     compiled once per state set; and no date columns are read, so no row needs parsing.
     """
-    linked = select(LINKS.c.row_id).where(LINKS.c.subject_index == bindparam("subject"))
     return (
         select(
             RECORDS.c.row_id,
@@ -139,7 +144,7 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
             RECORDS.c.body,
         )
         .where(
-            or_(RECORDS.c.subject_index == bindparam("subject"), RECORDS.c.row_id.in_(linked)),
+            _of_subject(include_linked=True),
             RECORDS.c.producer == bindparam("producer"),
             RECORDS.c.state.in_([bindparam(f"state_{i}") for i in range(len(states))]),
         )
