@@ -56,15 +56,13 @@ class DriverStatement:
         return compiled
 
     def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
-        if compiled.converters:
-            values = dict(params)
-            for name, process in compiled.converters:
-                if name in values:
-                    values[name] = process(values[name])
-            params = values
+        values = dict(params)
+        for name, process in compiled.converters:
+            if name in values:
+                values[name] = process(values[name])
         if compiled.positions is None:
-            return dict(params)
-        return tuple(params[name] for name in compiled.positions)
+            return values
+        return tuple(values[name] for name in compiled.positions)
 
     def _run(self, driver: Any, dialect: Dialect, params: Mapping[str, Any]) -> list[Any]:
         compiled = self._plan(dialect)
