@@ -13,6 +13,10 @@ Invariants:
   token and a masked identifier (`370303********0001`), and `LogEntry` refuses an unmasked one.
 - `AccessLog.append` resolves only after the backend has durably stored the entry; if the
   backend fails, every waiter of that group gets `node.errors.LogUnavailable` (fail closed).
+- An entry appended with a `NonceClaim` is logged only when the claim's request nonce was not
+  seen before; a replay gets the claim's denial logged in its place (`ReplayedRequest`). The
+  nonces of a group are recorded just before its entries, by the same worker thread, so a
+  request never waits for a nonce commit of its own (decision 0011).
 - Indexes are gap-free and never reused; the log is never pruned (retention is at least
   `RETENTION_MIN_DAYS`; the Merkle log keeps everything).
 
@@ -41,7 +45,14 @@ import chinese_calendar
 
 import catalog
 import keys
-from node.errors import ConfigError, InputError, LogUnavailable, NodeError, TamperDetected
+from node.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    LogUnavailable,
+    NodeError,
+    TamperDetected,
+)
 from node.groupcommit import GroupCommit
 
 RETENTION_MIN_DAYS = 180  # 网络安全法 Art. 21 asks for >= 6 months of network logs
@@ -410,6 +421,37 @@ def _unavailable(error: Exception) -> LogUnavailable:
     return failure
 
 
+NonceRecorder = Callable[[Sequence[tuple[str, str, dt.datetime]], dt.datetime], list[bool]]
+"""Records `(keyid, nonce, expires_at)` triples in one commit at the given clock; returns, in
+order, True for a nonce seen for the first time and False for a replay (Store.remember_nonces)."""
+
+
+@dataclass(frozen=True)
+class NonceClaim:
+    """A signed request's nonce, to be recorded with the request's access-log entry.
+
+    The entry is logged when the nonce is fresh; when `(keyid, nonce)` was seen before (and has
+    not expired) `replayed`, a denial, is logged in its place and the append raises
+    ReplayedRequest. `now` is the clock the request was checked at.
+    """
+
+    keyid: str
+    nonce: str
+    expires_at: dt.datetime
+    now: dt.datetime
+    replayed: LogEntry
+
+
+class ReplayedRequest(AuthError):
+    """The request's nonce was used before; its denial is already logged at `index`."""
+
+    access_logged = True
+
+    def __init__(self, index: int) -> None:
+        super().__init__("replayed request (this nonce was already used)")
+        self.index = index
+
+
 class AccessLog:
     """The node's access log writer: group commit, signed checkpoints, proofs.
 
@@ -429,7 +471,15 @@ class AccessLog:
         clock: Callable[[], dt.datetime] | None = None,
         checkpoint_interval: dt.timedelta = dt.timedelta(seconds=1),
         max_batch: int = 8192,
+        record_nonces: NonceRecorder | None = None,
     ) -> None:
+        """Write to `backend`; `record_nonces` lets `append` take NonceClaims.
+
+        `record_nonces` runs in the group-commit thread just before the group's entries are
+        stored, and must have committed when it returns. It may commit without waiting for the
+        disk only when it writes to the backend's own database, whose durable commit that
+        follows then carries the nonces to the disk too (decision 0010).
+        """
         if not origin or "\n" in origin:
             raise ConfigError("accesslog.origin: must be one non-empty line")
         self.backend = backend
@@ -441,8 +491,9 @@ class AccessLog:
         self._lock = threading.Lock()
         self._range: keys.CompactRange | None = None
         self._previous: bytes = ZERO_HASH
-        self._group: GroupCommit[LogEntry, int] = GroupCommit(
-            self._commit_group, max_batch=max_batch, on_error=_unavailable
+        self._record_nonces = record_nonces
+        self._group: GroupCommit[tuple[LogEntry, NonceClaim | None], tuple[int, bool]] = (
+            GroupCommit(self._commit_group, max_batch=max_batch, on_error=_unavailable)
         )
         self._last_checkpoint_at: dt.datetime | None = None
 
@@ -494,17 +545,45 @@ class AccessLog:
         except Exception as error:
             raise LogUnavailable("the access log could not be written") from error
 
-    async def append(self, entry: LogEntry) -> int:
+    async def append(self, entry: LogEntry, *, claim: NonceClaim | None = None) -> int:
         """Durably append `entry` (group commit) and return its index.
 
         Resolves only after the backend append that holds the entry returned; LogUnavailable for
-        every entry of a group whose backend append failed.
+        every entry of a group whose nonces or backend append failed. With `claim`, the claim's
+        nonce is recorded first: a fresh one lets `entry` be logged; a replayed one has
+        `claim.replayed` logged instead, and ReplayedRequest is raised. A claim needs an
+        AccessLog built with `record_nonces` (ValueError otherwise: a programming error).
         """
-        return await self._group.submit(entry)
+        if claim is not None and self._record_nonces is None:
+            raise ValueError("this access log was built without record_nonces")
+        index, replayed = await self._group.submit((entry, claim))
+        if replayed:
+            raise ReplayedRequest(index)
+        return index
 
-    def _commit_group(self, entries: list[LogEntry]) -> list[int]:
+    def _commit_group(
+        self, items: list[tuple[LogEntry, NonceClaim | None]]
+    ) -> list[tuple[int, bool]]:
+        claims = [claim for _, claim in items if claim is not None]
+        fresh: Iterator[bool] = iter(())
+        if claims:
+            assert self._record_nonces is not None  # append refuses claims otherwise
+            # The earliest clock of the group decides which stored nonces count as expired, so
+            # grouping never lets a nonce be taken over sooner than it would be alone.
+            fresh = iter(
+                self._record_nonces(
+                    [(c.keyid, c.nonce, c.expires_at) for c in claims],
+                    min(c.now for c in claims),
+                )
+            )
+        entries: list[LogEntry] = []
+        replays: list[bool] = []
+        for entry, claim in items:
+            replay = claim is not None and not next(fresh)
+            entries.append(claim.replayed if claim is not None and replay else entry)
+            replays.append(replay)
         first = self._commit(entries)
-        return list(range(first, first + len(entries)))
+        return [(first + i, replay) for i, replay in enumerate(replays)]
 
     # checkpoints
 

@@ -1,7 +1,7 @@
 """Authorised queries (DESIGN.md section 6): both ends of `credex.v1.Query/Query`.
 
-Server side (`QueryEngine.answer`), for a request whose signature, signer, timestamp and nonce
-`node.requests` has already accepted:
+Server side (`QueryEngine.answer`), for a request whose signature, signer and timestamp
+`node.requests` has already accepted; its nonce is claimed with its access-log entry (step 5):
 
 1. open the sealed subject identifier and normalise it by subject kind (RIC or USCC); it is
    used only to compute the blind index, the grant digest and the masked form, and is never
@@ -9,8 +9,9 @@ Server side (`QueryEngine.answer`), for a request whose signature, signer, times
 2. find the subject's records here (own records, linked subjects included) and their states;
 3. check the grant (a signed grant sent with the request is verified and registered first);
 4. `node.policy.decide`;
-5. append the access-log entry, allowed OR denied, and wait until it is durable
-   (`LogUnavailable` = UNAVAILABLE: nothing leaves when the log cannot be written);
+5. append the access-log entry, allowed OR denied, with the request's nonce claim, and wait
+   until it is durable (`LogUnavailable` = UNAVAILABLE: nothing leaves when the log cannot be
+   written); a replayed nonce has a denial logged instead and is refused (UNAUTHENTICATED);
 6. denied: `PolicyDenied` (PERMISSION_DENIED, the message starts with the reason code);
    allowed: count the grant use, decrypt, minimise each record to the released fields
    (`SignedRecord.minimise`, signatures stay verifiable), seal the batch for the requester.
@@ -26,6 +27,7 @@ Every request that reaches the service is logged, including ones refused before 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +41,7 @@ import catalog
 import keys
 from node import wire
 from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
-from node.accesslog import LogEntry, utc_iso
+from node.accesslog import LogEntry, NonceClaim, ReplayedRequest, utc_iso
 from node.errors import (
     AuthError,
     InputError,
@@ -129,6 +131,12 @@ class _Prepared:
     records: tuple[tuple[ReleaseCandidate, bool], ...]
 
 
+class _ReplayRefused(AuthError):
+    """A replayed request, refused after its denial was logged."""
+
+    access_logged = True
+
+
 class _Refused(Exception):
     """A request refused before the policy: log it as denied, then raise `error`."""
 
@@ -158,9 +166,12 @@ class QueryEngine:
     ) -> query_pb2.QueryAnswer:
         """Answer one authenticated query (see the module docstring for the steps).
 
-        Raises PolicyDenied for a denial, InputError for a malformed body or identifier,
-        AuthError for an invalid grant signature, LogUnavailable when the log fails; every
-        one of these is logged as a denied access first (except a failing log, of course).
+        `verified` comes from `RequestAuthenticator.authenticate_unclaimed`: its nonce is
+        recorded here, in the group commit of its access-log entry, before anything is
+        released. Raises AuthError for a replayed nonce or an invalid grant signature,
+        PolicyDenied for a denial, InputError for a malformed body or identifier,
+        LogUnavailable when the log fails; every one of these is logged as a denied access
+        first (except a failing log, of course).
         """
         try:
             body = _parse_body(verified)
@@ -173,7 +184,7 @@ class QueryEngine:
         except _Refused as refused:
             await self._log_refusal(verified, refused.reason, trace)
             raise refused.error from None
-        index = await self._rt.log.append(prepared.entry)
+        index = await self._append_claiming(verified, prepared.entry)
         if not prepared.allowed:
             raise PolicyDenied(prepared.reason, prepared.message)
         if prepared.grant_used and prepared.grant_id is not None:
@@ -203,7 +214,27 @@ class QueryEngine:
             items_asked=asked_items(body.items) if body else (),
             trace_id=trace,
         )
-        await self._rt.log.append(entry)
+        await self._append_claiming(verified, entry)
+
+    async def _append_claiming(self, verified: VerifiedRequest, entry: LogEntry) -> int:
+        """Log `entry` with the request's nonce claim; AuthError (already logged as a denial)
+        when the nonce was used before."""
+        # A replay's denial keeps what the request asked (its body is signed, so it is the
+        # replayed request's), and releases nothing.
+        replayed = dataclasses.replace(
+            entry, decision="deny", reason="unauthenticated", items_released=(), result_count=0
+        )
+        claim = NonceClaim(
+            keyid=verified.keyid,
+            nonce=verified.nonce,
+            expires_at=verified.nonce_expires_at,
+            now=verified.checked_at,
+            replayed=replayed,
+        )
+        try:
+            return await self._rt.log.append(entry, claim=claim)
+        except ReplayedRequest as error:
+            raise _ReplayRefused(f"{verified.method}: {error}") from None
 
     def _prepare(
         self, verified: VerifiedRequest, body: query_pb2.QueryBody, trace: str | None

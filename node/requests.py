@@ -102,7 +102,6 @@ class _RemembersNonces(Protocol):
         nonces: Sequence[tuple[str, str, dt.datetime]],
         *,
         now: dt.datetime,
-        durable: bool = True,
     ) -> list[bool]: ...
 
 
@@ -117,15 +116,9 @@ class StoreNonces:
     nor each request waits for an fsync of its own.
     """
 
-    def __init__(self, store: _RemembersNonces, *, durable: bool = True) -> None:
-        """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch).
-
-        `durable=False` commits the groups without waiting for the disk (Store.write): only
-        for a service that commits durably (its access-log entry) before it answers any
-        request, which makes the nonce durable too (decision 0010).
-        """
+    def __init__(self, store: _RemembersNonces) -> None:
+        """Wrap a store that has `remember_nonce` and `remember_nonces` (a batch)."""
         self._store = store
-        self._durable = durable
         self._group: GroupCommit[tuple[str, str, dt.datetime, dt.datetime], bool] = GroupCommit(
             self._commit_group, max_batch=_NONCE_BATCH
         )
@@ -150,12 +143,18 @@ class StoreNonces:
         # The earliest clock of the group decides which stored nonces count as expired, so
         # batching never lets a nonce be taken over sooner than it would be alone.
         now = min(n[3] for n in nonces)
-        return self._store.remember_nonces([n[:3] for n in nonces], now=now, durable=self._durable)
+        return self._store.remember_nonces([n[:3] for n in nonces], now=now)
 
 
 @dataclass(frozen=True)
 class VerifiedRequest:
-    """A request whose signature, signer, method, timestamp and nonce were all accepted."""
+    """A request whose signature, signer, method, timestamp and nonce were all accepted (the
+    nonce is still to be claimed when it came from `authenticate_unclaimed`).
+
+    `checked_at` is the server clock the timestamp was judged at: a nonce claimed later must
+    be judged at that same clock, or a replay at the edge of the window could take over the
+    original's expired nonce.
+    """
 
     node_id: str
     keyid: str
@@ -163,6 +162,13 @@ class VerifiedRequest:
     body: bytes
     issued_at: dt.datetime
     nonce: str  # hex
+    checked_at: dt.datetime
+
+    @property
+    def nonce_expires_at(self) -> dt.datetime:
+        """Until when the nonce must be remembered: past it, the timestamp check refuses a
+        replay anyway."""
+        return self.issued_at + MAX_SKEW
 
     def parse(self, message_type: type[wire.M]) -> wire.M:
         """Parse the body as `message_type`; refuses malformed bytes (InputError)."""
@@ -254,7 +260,7 @@ def verify_request(
     nonce = fields.nonce.hex()
     if not nonce_store.remember(keyid, nonce, fields.issued_at + MAX_SKEW, now=now):
         raise AuthError(f"{method}: replayed request (this nonce was already used)")
-    return _verified(keyid, fields, method)
+    return _verified(keyid, fields, method, now)
 
 
 async def verify_request_async(
@@ -282,10 +288,12 @@ async def verify_request_async(
         fresh = nonce_store.remember(keyid, nonce, expires_at, now=now)
     if not fresh:
         raise AuthError(f"{method}: replayed request (this nonce was already used)")
-    return _verified(keyid, fields, method)
+    return _verified(keyid, fields, method, now)
 
 
-def _verified(keyid: str, fields: wire.RequestFields, method: str) -> VerifiedRequest:
+def _verified(
+    keyid: str, fields: wire.RequestFields, method: str, now: dt.datetime
+) -> VerifiedRequest:
     return VerifiedRequest(
         node_id=fields.signer,
         keyid=keyid,
@@ -293,6 +301,7 @@ def _verified(keyid: str, fields: wire.RequestFields, method: str) -> VerifiedRe
         body=fields.body,
         issued_at=fields.issued_at,
         nonce=fields.nonce.hex(),
+        checked_at=now,
     )
 
 
@@ -392,3 +401,24 @@ class RequestAuthenticator:
             now=now,
             nonce_store=self._nonces,
         )
+
+    def authenticate_unclaimed(
+        self,
+        signed: common_pb2.SignedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        method: str,
+    ) -> VerifiedRequest:
+        """Every check of `authenticate_async` but the nonce, which is NOT recorded here.
+
+        Only for a service that claims the nonce with the request's access-log entry
+        (`node.accesslog.NonceClaim`) and replies to nothing before that append returned: the
+        append refuses a replay. Raises AuthError like `authenticate_async` otherwise.
+        """
+        tls_node_id = self._tls.identify(context)
+        now = self._clock()
+        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
+        keyid, fields = _check_request(
+            signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+        )
+        return _verified(keyid, fields, method, now)

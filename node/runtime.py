@@ -21,7 +21,7 @@ import binascii
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,16 +227,12 @@ class NodeRuntime:
             )
         return self._server_tls
 
-    def authenticator(self, *, durable_nonces: bool = True) -> RequestAuthenticator:
-        """Checks signed requests: signature, roster, TLS identity, timestamp, nonce.
-
-        `durable_nonces=False` is for a service whose every reply waits for a durable
-        access-log commit, which carries the nonce to the disk with it (decision 0010).
-        """
+    def authenticator(self) -> RequestAuthenticator:
+        """Checks signed requests: signature, roster, TLS identity, timestamp, nonce."""
         return RequestAuthenticator(
             tls=self.server_tls(),
             bundle=self.bundle,
-            nonce_store=StoreNonces(self.store, durable=durable_nonces),
+            nonce_store=StoreNonces(self.store),
             clock=self.clock,
         )
 
@@ -276,8 +272,16 @@ class NodeRuntime:
                 key_name=self.node_id,
                 clock=self.clock,
                 checkpoint_interval=dt.timedelta(seconds=self.config.log.checkpoint_interval_s),
+                record_nonces=self._record_claimed_nonces,
             )
         return self._log
+
+    def _record_claimed_nonces(
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime
+    ) -> list[bool]:
+        # Without waiting for the disk: the log's own durable commit follows at once, in the
+        # same database, and carries these to the disk too (decisions 0010 and 0011).
+        return self.store.remember_nonces(nonces, now=now, durable=False)
 
     def log_verifiers(self) -> dict[str, bytes]:
         """Signed-note verifiers of this node's checkpoints (name -> Ed25519 public key)."""

@@ -2,8 +2,10 @@
 
 The servicer is thin: authenticate the signed request (a refusal is logged as a denied access
 before UNAUTHENTICATED goes back), then hand the verified request to `node.query.QueryEngine`,
-which decides, logs durably and releases. Grants revoked by the trust bundle are applied to the
-ledger when the service starts; the policy also checks the bundle's list on every query.
+which decides, logs durably and releases. The request's nonce is not recorded on its own: the
+engine claims it with the request's access-log entry, in one group commit (decision 0011).
+Grants revoked by the trust bundle are applied to the ledger when the service starts; the
+policy also checks the bundle's list on every query.
 """
 
 from __future__ import annotations
@@ -30,10 +32,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
     def __init__(self, runtime: NodeRuntime) -> None:
         """Answer from `runtime` (its authenticator checks every request first)."""
         self._runtime = runtime
-        # Every reply of Query, answer or refusal, waits for its durable access-log entry,
-        # which makes the request's nonce durable with it: the nonce's own commit need not
-        # wait for the disk (decision 0010).
-        self._auth = runtime.authenticator(durable_nonces=False)
+        self._auth = runtime.authenticator()
         self._engine = QueryEngine(runtime)
 
     async def Query(  # noqa: N802 (the generated servicer's name)
@@ -45,7 +44,8 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
         async with logged_refusals(
             self._runtime, context, kind="query", purpose="", envelope=request.envelope
         ):
-            verified = await self._auth.authenticate_async(request, context, method=QUERY_METHOD)
+            # The nonce is claimed by the engine, with the request's access-log entry.
+            verified = self._auth.authenticate_unclaimed(request, context, method=QUERY_METHOD)
         # Refusals past this point are logged by the engine, with what the body says.
         return await self._engine.answer(verified, trace=trace_id())
 

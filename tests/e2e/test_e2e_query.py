@@ -21,12 +21,15 @@ import grpc.aio
 import pytest
 
 import keys
+from node import wire
+from node._pb.credex.v1 import query_pb2_grpc
 from node.accesslog import LogEntry, search
 from node.cluster import LocalCluster
-from node.errors import PolicyDenied
+from node.errors import AuthError, PolicyDenied
 from node.grants import Grant, issue_grant, subject_digest
-from node.query import QUERY_METHOD, QueryAsk, build_body, send_query
-from node.runtime import NodeRuntime
+from node.query import QUERY_METHOD, QueryAsk, QueryEngine, build_body, send_query
+from node.requests import MAX_SKEW, VerifiedRequest
+from node.runtime import NodeRuntime, open_runtime
 from node.server import build_server
 from node.services import query_service
 from node.store import NewRecord
@@ -379,10 +382,43 @@ def test_replayed_request_is_refused_and_logged(cluster: LocalCluster) -> None:
     _ask, signed = _signed_query(cluster, person(8))
     before = len([e for e in market_log(cluster) if e.reason == "unauthenticated"])
     assert _raw_call(cluster, signed) == grpc.StatusCode.OK
+    answered = market_log(cluster)[-1]
     assert _raw_call(cluster, signed) == grpc.StatusCode.UNAUTHENTICATED
     after = [e for e in market_log(cluster) if e.reason == "unauthenticated"]
     assert len(after) == before + 1
-    assert after[-1].decision == "deny"
+    replay = after[-1]
+    assert replay.decision == "deny"
+    # the denial names the request that was replayed, and releases nothing
+    assert replay.request_id == answered.request_id
+    assert replay.subject_index == answered.subject_index
+    assert (replay.items_released, replay.result_count) == ((), 0)
+
+
+def test_a_request_sent_four_times_at_once_is_answered_once(cluster: LocalCluster) -> None:
+    # The nonce is claimed in the access log's group commit: two copies in flight together,
+    # possibly in one group, still get exactly one answer.
+    _ask, signed = _signed_query(cluster, person(8))
+
+    async def twice() -> list[grpc.StatusCode]:
+        rt = cluster.runtime("tax")
+        channel = rt.channel("market")
+        stub = query_pb2_grpc.QueryStub(channel)
+
+        async def call() -> grpc.StatusCode:
+            try:
+                await stub.Query(signed, timeout=10)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        try:
+            return list(await asyncio.gather(*(call() for _ in range(4))))
+        finally:
+            await channel.close()
+            rt.close()
+
+    codes = asyncio.run(twice())
+    assert sorted(c.name for c in codes) == ["OK", *["UNAUTHENTICATED"] * 3]
 
 
 def test_a_request_replayed_after_a_kill_9_of_the_provider_is_refused(
@@ -395,6 +431,34 @@ def test_a_request_replayed_after_a_kill_9_of_the_provider_is_refused(
     cluster.kill("market")
     cluster.start("market")
     assert _raw_call(cluster, signed) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_replay_at_the_edge_of_its_window_is_judged_at_the_clock_it_was_checked_at(
+    cluster: LocalCluster,
+) -> None:
+    # The nonce is claimed after the request was checked. Judged at the later clock, a replay
+    # checked at the last accepted instant would find the original's nonce expired and take
+    # it over; the claim must use the clock the timestamp was checked at.
+    _ask, signed = _signed_query(cluster, person(11))
+    envelope = keys.Envelope.from_bytes(signed.envelope)
+    fields = wire.request_payload_from_bytes(envelope.payload)
+    keyid, nonce = envelope.signatures[0][0], fields.nonce.hex()
+    edge = fields.issued_at + MAX_SKEW  # the last instant the timestamp check accepts
+    later = edge + dt.timedelta(seconds=2)
+    rt = open_runtime(cluster.home("market"), clock=lambda: later)
+    try:
+        # the original was answered: its nonce is remembered until `edge`
+        assert rt.store.remember_nonces([(keyid, nonce, edge)], now=fields.issued_at) == [True]
+        replay = VerifiedRequest(
+            node_id="tax", keyid=keyid, method=QUERY_METHOD, body=fields.body,
+            issued_at=fields.issued_at, nonce=nonce, checked_at=edge,
+        )  # fmt: skip
+        with pytest.raises(AuthError, match="replayed"):
+            asyncio.run(QueryEngine(rt).answer(replay))
+        logged = search(rt.log.backend, requester="tax", kind="query")[-1][1]
+        assert (logged.decision, logged.reason) == ("deny", "unauthenticated")
+    finally:
+        rt.close()
 
 
 def test_forged_signature_is_refused_and_logged(cluster: LocalCluster) -> None:

@@ -20,6 +20,8 @@ from node.accesslog import (
     LogBackend,
     LogEntry,
     MemoryLogBackend,
+    NonceClaim,
+    ReplayedRequest,
     check_retention,
     decode_leaf,
     encode_leaf,
@@ -27,7 +29,7 @@ from node.accesslog import (
     utc_iso,
     verify_log,
 )
-from node.errors import ConfigError, InputError, LogUnavailable
+from node.errors import AuthError, ConfigError, InputError, LogUnavailable
 
 T0 = dt.datetime(2026, 11, 25, 1, 0, tzinfo=dt.UTC)
 LOG_KEY = keys.Signer(b"\x31" * 32)
@@ -186,6 +188,124 @@ def test_a_failed_backend_fails_every_waiter_and_the_log_recovers() -> None:
     backend.fail = True
     with pytest.raises(LogUnavailable):
         log.append_sync(entry(9))
+
+
+class NonceBook:
+    """A nonce recorder like Store.remember_nonces: seen (keyid, nonce) pairs, every group it
+    was handed, and the clock of each group; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+        self.groups: list[list[str]] = []
+        self.clocks: list[dt.datetime] = []
+        self.fail = False
+
+    def __call__(
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime
+    ) -> list[bool]:
+        if self.fail:
+            raise OSError("disk full")
+        self.groups.append([n for _k, n, _e in nonces])
+        self.clocks.append(now)
+        fresh = []
+        for keyid, nonce, _expires in nonces:
+            fresh.append((keyid, nonce) not in self.seen)
+            self.seen.add((keyid, nonce))
+        return fresh
+
+
+def claim(i: int, nonce: str, *, now: dt.datetime = T0) -> NonceClaim:
+    return NonceClaim(
+        keyid="k1",
+        nonce=nonce,
+        expires_at=now + dt.timedelta(minutes=5),
+        now=now,
+        replayed=entry(i, decision="deny", reason="unauthenticated"),
+    )
+
+
+def test_a_claimed_nonce_is_recorded_in_the_same_group_as_its_entry() -> None:
+    backend, book = RecordingBackend(), NonceBook()
+    log = new_log(backend, record_nonces=book)
+    later = T0 + dt.timedelta(seconds=3)
+
+    async def run() -> list[int | BaseException]:
+        return list(
+            await asyncio.gather(
+                log.append(entry(0), claim=claim(0, "n0", now=later)),
+                log.append(entry(1)),  # an entry without a claim rides along untouched
+                log.append(entry(2), claim=claim(2, "n2")),
+                return_exceptions=True,
+            )
+        )
+
+    assert asyncio.run(run()) == [0, 1, 2]
+    assert book.groups == [["n0", "n2"]]
+    assert backend.batches == [3]
+    # the earliest clock of the group judges expiry, as it would for each nonce alone
+    assert book.clocks == [T0]
+    assert [decode_leaf(leaf)[0].decision for _i, leaf, _h in backend.leaves(0, 3)] == ["allow"] * 3
+
+
+def test_a_replayed_nonce_logs_its_denial_instead_and_is_refused() -> None:
+    backend, book = RecordingBackend(), NonceBook()
+    log = new_log(backend, record_nonces=book)
+
+    async def run() -> list[int | BaseException]:
+        await log.append(entry(0), claim=claim(0, "once"))
+        # a replay racing its twin in one group, and a replay of the first request
+        return list(
+            await asyncio.gather(
+                log.append(entry(1), claim=claim(1, "twin")),
+                log.append(entry(2), claim=claim(2, "twin")),
+                log.append(entry(3), claim=claim(3, "once")),
+                return_exceptions=True,
+            )
+        )
+
+    first, second, third = asyncio.run(run())
+    assert first == 1
+    assert isinstance(second, ReplayedRequest)
+    assert isinstance(third, ReplayedRequest)
+    assert isinstance(second, AuthError)
+    assert second.access_logged
+    assert (second.index, third.index) == (2, 3)
+    assert "replayed" in str(second)
+    logged = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, 4)]
+    assert [(e.request_id, e.decision, e.reason) for e in logged] == [
+        ("req-0", "allow", "statutory_duty"),
+        ("req-1", "allow", "statutory_duty"),
+        ("req-2", "deny", "unauthenticated"),
+        ("req-3", "deny", "unauthenticated"),
+    ]
+    assert verify_log(backend, VERIFIERS).ok
+
+
+def test_a_failing_nonce_record_fails_the_whole_group_and_writes_nothing() -> None:
+    backend, book = RecordingBackend(), NonceBook()
+    log = new_log(backend, record_nonces=book)
+    book.fail = True
+
+    async def run() -> list[int | BaseException]:
+        return list(
+            await asyncio.gather(
+                log.append(entry(0), claim=claim(0, "a")),
+                log.append(entry(1)),
+                return_exceptions=True,
+            )
+        )
+
+    assert all(isinstance(o, LogUnavailable) for o in asyncio.run(run()))
+    assert backend.size() == 0
+    book.fail = False
+    assert asyncio.run(log.append(entry(2), claim=claim(2, "a"))) == 0
+
+
+def test_a_claim_needs_a_log_that_records_nonces() -> None:
+    log = new_log()
+    with pytest.raises(ValueError, match="record_nonces"):
+        asyncio.run(log.append(entry(0), claim=claim(0, "n")))
+    assert log.size() == 0
 
 
 # The abandoned loop's never-run flusher is reported when collected: expected here.

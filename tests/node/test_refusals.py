@@ -82,6 +82,7 @@ def run(rt: NodeRuntime, error: BaseException, *, authenticated: bool) -> None:
                     body=b"",
                     issued_at=T0,
                     nonce="ab" * 16,
+                    checked_at=T0,
                 )
                 caller.items_asked = ("severe_dishonesty_list",)
             raise error

@@ -216,11 +216,8 @@ def test_concurrent_nonces_share_one_commit_and_a_failure_refuses_all() -> None:
 
     assert run(many(nonces, ["a", "b", "a", "c"])) == [True, True, False, True]
     assert store.batches == [["a", "b", "a", "c"]]
+    # Exchange and Lifecycle reply without waiting for a log commit: their nonces are durable.
     assert store.durable == [True]
-    # A service whose replies all wait for a durable log commit relaxes its nonce commits.
-    relaxed_store = _BatchStore()
-    assert run(many(StoreNonces(relaxed_store, durable=False), ["a", "a"])) == [True, False]
-    assert relaxed_store.durable == [False]
     failing = StoreNonces(_BatchStore(fail=True))
     outcomes = run(many(failing, ["a", "b"]))
     assert all(isinstance(o, RuntimeError) for o in outcomes)
@@ -543,7 +540,13 @@ def test_signed_requests_through_a_real_server(
 
 def test_verified_request_body_parse_refuses_garbage() -> None:
     verified = VerifiedRequest(
-        node_id="platform", keyid="k", method=QUERY, body=b"\xff", issued_at=NOW, nonce="00"
+        node_id="platform",
+        keyid="k",
+        method=QUERY,
+        body=b"\xff",
+        issued_at=NOW,
+        nonce="00",
+        checked_at=NOW,
     )
     with pytest.raises(InputError, match=f"body of {QUERY}"):
         verified.parse(query_pb2.QueryBody)
