@@ -15,8 +15,8 @@ Invariants:
   backend fails, every waiter of that group gets `node.errors.LogUnavailable` (fail closed).
 - An entry appended with a `NonceClaim` is logged only when the claim's request nonce was not
   seen before; a replay gets the claim's denial logged in its place (`ReplayedRequest`). The
-  nonces of a group are recorded just before its entries, by the same worker thread, so a
-  request never waits for a nonce commit of its own (decision 0011).
+  nonces of a group are recorded in the same backend transaction as its entries
+  (`ClaimingLogBackend`), so a request never waits for a nonce commit of its own (decision 0011).
 - Indexes are gap-free and never reused; the log is never pruned (retention is at least
   `RETENTION_MIN_DAYS`; the Merkle log keeps everything).
 
@@ -39,7 +39,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import chinese_calendar
 
@@ -333,6 +333,28 @@ class LogBackend(Protocol):
         ...
 
 
+LeafBuilder = Callable[[list[bool]], tuple[Sequence[tuple[bytes, bytes]], bytes, int]]
+"""Given the freshness of a group's nonces, the `(entries, state, expected_size)` to append."""
+
+
+@runtime_checkable
+class ClaimingLogBackend(LogBackend, Protocol):
+    """A LogBackend that also remembers request nonces, in the same transaction as leaves."""
+
+    def append_claiming(
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        build: LeafBuilder,
+    ) -> int:
+        """Record `(keyid, nonce, expires_at)` triples judged at `now` and append the leaves
+        `build(fresh)` returns for their freshness (True = first seen and not expired), all or
+        nothing; return the index of the first leaf. A nonce is fresh when it was never seen, or
+        its stored expiry is before `now`; of two equal nonces in one call the first wins."""
+        ...
+
+
 class MemoryLogBackend:
     """An in-memory LogBackend (thread-safe). `rows` holds `[index, leaf, leaf_hash]` lists and
     is public on purpose: tests edit, delete and reorder it to play the attacker."""
@@ -342,11 +364,33 @@ class MemoryLogBackend:
         self._state: bytes | None = None
         self._checkpoints: dict[int, str] = {}
         self._witnesses: list[tuple[int, str, str]] = []
+        self._nonces: dict[tuple[str, str], dt.datetime] = {}
         self._lock = threading.Lock()
 
     def size(self) -> int:
         """See LogBackend.size."""
         return len(self.rows)
+
+    def append_claiming(
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        build: LeafBuilder,
+    ) -> int:
+        """See ClaimingLogBackend.append_claiming."""
+        with self._lock:
+            seen = dict(self._nonces)
+            fresh: list[bool] = []
+            for keyid, nonce, expires_at in nonces:
+                known = seen.get((keyid, nonce))
+                fresh.append(known is None or known < now)
+                if fresh[-1]:
+                    seen[(keyid, nonce)] = expires_at
+            entries, state, expected_size = build(fresh)
+            first = self._append_locked(entries, state, expected_size)
+            self._nonces = seen  # only once the leaves are in: all or nothing
+            return first
 
     def append(
         self,
@@ -357,12 +401,17 @@ class MemoryLogBackend:
     ) -> int:
         """See LogBackend.append."""
         with self._lock:
-            first = len(self.rows)
-            if expected_size is not None and expected_size != first:
-                raise LogUnavailable(f"access log grew from {expected_size} to {first} meanwhile")
-            self.rows.extend([first + i, leaf, h] for i, (leaf, h) in enumerate(entries))
-            self._state = state
-            return first
+            return self._append_locked(entries, state, expected_size)
+
+    def _append_locked(
+        self, entries: Sequence[tuple[bytes, bytes]], state: bytes, expected_size: int | None
+    ) -> int:
+        first = len(self.rows)
+        if expected_size is not None and expected_size != first:
+            raise LogUnavailable(f"access log grew from {expected_size} to {first} meanwhile")
+        self.rows.extend([first + i, leaf, h] for i, (leaf, h) in enumerate(entries))
+        self._state = state
+        return first
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
         """See LogBackend.leaves."""
@@ -421,11 +470,6 @@ def _unavailable(error: Exception) -> LogUnavailable:
     return failure
 
 
-NonceRecorder = Callable[[Sequence[tuple[str, str, dt.datetime]], dt.datetime], list[bool]]
-"""Records `(keyid, nonce, expires_at)` triples in one commit at the given clock; returns, in
-order, True for a nonce seen for the first time and False for a replay (Store.remember_nonces)."""
-
-
 @dataclass(frozen=True)
 class NonceClaim:
     """A signed request's nonce, to be recorded with the request's access-log entry.
@@ -452,6 +496,31 @@ class ReplayedRequest(AuthError):
         self.index = index
 
 
+_R = TypeVar("_R")
+
+
+class _Chain:
+    """Chains entries onto `tree` (mutating it) after the leaf hash `previous`."""
+
+    def __init__(self, tree: keys.CompactRange, previous: bytes) -> None:
+        self.tree = tree
+        self.previous = previous
+
+    def __call__(self, entries: Sequence[LogEntry]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+        """`(leaf, leaf hash)` rows of `entries`, the tree state after them, the size before."""
+        tree = self.tree
+        before = tree.size
+        previous = self.previous
+        rows: list[tuple[bytes, bytes]] = []
+        for entry in entries:
+            leaf = encode_leaf(entry, previous)
+            previous = keys.leaf_hash(leaf)
+            rows.append((leaf, previous))
+            tree.append(previous)
+        self.previous = previous
+        return rows, tree.to_bytes(), before
+
+
 class AccessLog:
     """The node's access log writer: group commit, signed checkpoints, proofs.
 
@@ -471,15 +540,8 @@ class AccessLog:
         clock: Callable[[], dt.datetime] | None = None,
         checkpoint_interval: dt.timedelta = dt.timedelta(seconds=1),
         max_batch: int = 8192,
-        record_nonces: NonceRecorder | None = None,
     ) -> None:
-        """Write to `backend`; `record_nonces` lets `append` take NonceClaims.
-
-        `record_nonces` runs in the group-commit thread just before the group's entries are
-        stored, and must have committed when it returns. It may commit without waiting for the
-        disk only when it writes to the backend's own database, whose durable commit that
-        follows then carries the nonces to the disk too (decision 0010).
-        """
+        """Write to `backend`; `append` takes NonceClaims when it is a ClaimingLogBackend."""
         if not origin or "\n" in origin:
             raise ConfigError("accesslog.origin: must be one non-empty line")
         self.backend = backend
@@ -491,7 +553,7 @@ class AccessLog:
         self._lock = threading.Lock()
         self._range: keys.CompactRange | None = None
         self._previous: bytes = ZERO_HASH
-        self._record_nonces = record_nonces
+        self._claiming = backend if isinstance(backend, ClaimingLogBackend) else None
         self._group: GroupCommit[tuple[LogEntry, NonceClaim | None], tuple[int, bool]] = (
             GroupCommit(self._commit_group, max_batch=max_batch, on_error=_unavailable)
         )
@@ -512,28 +574,31 @@ class AccessLog:
 
     def _commit(self, entries: Sequence[LogEntry]) -> int:
         """Chain, hash and store `entries` in one backend append; return the first index."""
+
+        def store(chain: _Chain) -> int:
+            rows, state, before = chain(entries)
+            return self.backend.append(rows, state, expected_size=before)
+
+        return self._on_tree(store)
+
+    def _on_tree(self, store: Callable[[_Chain], _R]) -> _R:
+        """Run `store(chain)` against the current tree under the writer lock; `chain` turns
+        entries into `(rows, new state, size before)` for one backend append. A failing
+        `store` leaves the tree to be reloaded from the backend, and is tried once more."""
         with self._lock:
             for attempt in range(2):
                 if self._range is None:
                     self._range = self._load()
-                tree = self._range
-                before = tree.size
-                previous = self._previous
-                rows: list[tuple[bytes, bytes]] = []
-                for entry in entries:
-                    leaf = encode_leaf(entry, previous)
-                    previous = keys.leaf_hash(leaf)
-                    rows.append((leaf, previous))
-                    tree.append(previous)
+                chain = _Chain(self._range, self._previous)
                 try:
-                    first = self.backend.append(rows, tree.to_bytes(), expected_size=before)
+                    result = store(chain)
                 except Exception:
                     self._range = None  # our view may be stale: reload before trying again
                     if attempt == 1:
                         raise
                     continue
-                self._previous = previous
-                return first
+                self._previous = chain.previous
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def append_sync(self, entry: LogEntry) -> int:
@@ -550,12 +615,12 @@ class AccessLog:
 
         Resolves only after the backend append that holds the entry returned; LogUnavailable for
         every entry of a group whose nonces or backend append failed. With `claim`, the claim's
-        nonce is recorded first: a fresh one lets `entry` be logged; a replayed one has
-        `claim.replayed` logged instead, and ReplayedRequest is raised. A claim needs an
-        AccessLog built with `record_nonces` (ValueError otherwise: a programming error).
+        nonce is recorded in the same backend transaction: a fresh one lets `entry` be logged; a
+        replayed one has `claim.replayed` logged instead, and ReplayedRequest is raised. A
+        claim needs a ClaimingLogBackend (ValueError otherwise: a programming error).
         """
-        if claim is not None and self._record_nonces is None:
-            raise ValueError("this access log was built without record_nonces")
+        if claim is not None and self._claiming is None:
+            raise ValueError("this access log's backend does not record nonces")
         index, replayed = await self._group.submit((entry, claim))
         if replayed:
             raise ReplayedRequest(index)
@@ -565,24 +630,34 @@ class AccessLog:
         self, items: list[tuple[LogEntry, NonceClaim | None]]
     ) -> list[tuple[int, bool]]:
         claims = [claim for _, claim in items if claim is not None]
-        fresh: Iterator[bool] = iter(())
-        if claims:
-            assert self._record_nonces is not None  # append refuses claims otherwise
-            # The earliest clock of the group decides which stored nonces count as expired, so
-            # grouping never lets a nonce be taken over sooner than it would be alone.
-            fresh = iter(
-                self._record_nonces(
-                    [(c.keyid, c.nonce, c.expires_at) for c in claims],
-                    min(c.now for c in claims),
-                )
-            )
-        entries: list[LogEntry] = []
+        if not claims:
+            first = self._commit([entry for entry, _ in items])
+            return [(first + i, False) for i in range(len(items))]
+        backend = self._claiming
+        assert backend is not None  # append refuses claims otherwise
+        nonces = [(c.keyid, c.nonce, c.expires_at) for c in claims]
+        # The earliest clock of the group judges expiry, so grouping never lets a nonce be
+        # taken over sooner than it would be alone.
+        now = min(c.now for c in claims)
         replays: list[bool] = []
-        for entry, claim in items:
-            replay = claim is not None and not next(fresh)
-            entries.append(claim.replayed if claim is not None and replay else entry)
-            replays.append(replay)
-        first = self._commit(entries)
+
+        def store(chain: _Chain) -> int:
+            def build(fresh: list[bool]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+                verdicts = iter(fresh)
+                entries: list[LogEntry] = []
+                replays.clear()
+                for entry, claim in items:
+                    if claim is not None and not next(verdicts):
+                        entries.append(claim.replayed)
+                        replays.append(True)
+                    else:
+                        entries.append(entry)
+                        replays.append(False)
+                return chain(entries)
+
+            return backend.append_claiming(nonces, now=now, build=build)
+
+        first = self._on_tree(store)
         return [(first + i, replay) for i, replay in enumerate(replays)]
 
     # checkpoints

@@ -21,7 +21,7 @@ import binascii
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,16 +272,8 @@ class NodeRuntime:
                 key_name=self.node_id,
                 clock=self.clock,
                 checkpoint_interval=dt.timedelta(seconds=self.config.log.checkpoint_interval_s),
-                record_nonces=self._record_claimed_nonces,
             )
         return self._log
-
-    def _record_claimed_nonces(
-        self, nonces: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime
-    ) -> list[bool]:
-        # Without waiting for the disk: the log's own durable commit follows at once, in the
-        # same database, and carries these to the disk too (decisions 0010 and 0011).
-        return self.store.remember_nonces(nonces, now=now, durable=False)
 
     def log_verifiers(self) -> dict[str, bytes]:
         """Signed-note verifiers of this node's checkpoints (name -> Ed25519 public key)."""

@@ -3,8 +3,7 @@
 SQLite runs in WAL mode with `synchronous=FULL`: WAL alone already survives a killed process
 (kill -9) with NORMAL, but the access log promises that an entry is durable before data leaves,
 which includes a power cut, so every commit is fsynced; ingest commits once per batch of rows,
-so the cost is one fsync per batch. (`Store.write(durable=False)` relaxes one transaction to
-NORMAL for a caller whose next durable commit carries it to the disk: decision 0010.)
+so the cost is one fsync per batch.
 
 Write transactions start with `BEGIN IMMEDIATE` so two processes never both read and then both
 try to upgrade to a write lock (which SQLite would refuse at once instead of waiting); readers

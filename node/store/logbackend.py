@@ -1,4 +1,4 @@
-"""The access log's SQL backend: the `node.accesslog.LogBackend` protocol over the store.
+"""The access log's SQL backend: the `node.accesslog.ClaimingLogBackend` protocol over the store.
 
 Appends are serialised in the database, not in process memory: the single `log_state` row is
 locked (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) while the next
@@ -63,7 +63,8 @@ def _utcnow() -> dt.datetime:
 
 
 class SqlLogBackend:
-    """`LogBackend` on the node's store (SQLite or PostgreSQL)."""
+    """`ClaimingLogBackend` on the node's store (SQLite or PostgreSQL): request nonces go to
+    the store's nonce table, in the transaction of the leaves (`append_claiming`)."""
 
     def __init__(self, store: Store, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._store = store
@@ -90,34 +91,27 @@ class SqlLogBackend:
         """
         stamp = to_db_time(self._clock())
         with self._store.write("append to the access log") as conn:
-            if expected_size is not None and entries:
-                # The usual case, in one statement fewer: move the size on only if it is still
-                # the one the caller's state was computed from. The UPDATE locks the row like
-                # SELECT ... FOR UPDATE would, so a concurrent writer waits, then matches nothing.
-                size = expected_size
-                moved = conn.execute(
-                    _ADVANCE,
-                    {
-                        "expected": size,
-                        "new_size": size + len(entries),
-                        "new_state": state,
-                        "stamp": stamp,
-                    },
-                ).rowcount
-                if moved != 1:
-                    _conflict(expected_size, _size(conn))
-                _insert_leaves(conn, entries, size, stamp)
-                return size
-            size = int(conn.execute(_SIZE_FOR_UPDATE).scalar_one())
-            if expected_size is not None and expected_size != size:
-                _conflict(expected_size, size)
-            if not entries:
-                return size
-            _insert_leaves(conn, entries, size, stamp)
-            conn.execute(
-                _SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp}
-            )
-            return size
+            return _append_in(conn, entries, state, expected_size, stamp)
+
+    def append_claiming(
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        build: Callable[[list[bool]], tuple[Sequence[tuple[bytes, bytes]], bytes, int]],
+    ) -> int:
+        """Record request nonces and append leaves in ONE transaction; return the first index.
+
+        `nonces` are `(keyid, nonce, expires_at)` judged at `now` (`Store.remember_nonces`);
+        `build(fresh)` gets their freshness, in order, and returns `(entries, state,
+        expected_size)` as for `append`. Either the nonces and the leaves are all committed or
+        none is (a conflict raises StoreConflictError, as `append` does).
+        """
+        stamp = to_db_time(self._clock())
+        with self._store.write("append to the access log") as conn:
+            fresh = self._store.remember_nonces_in(conn, nonces, now=now)
+            entries, state, expected_size = build(fresh)
+            return _append_in(conn, entries, state, expected_size, stamp)
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
         """Return `(index, leaf, leaf_hash)` for `start <= index < end`, in index order.
@@ -216,6 +210,42 @@ class SqlLogBackend:
                 )
             ).all()
         return [(int(r.size), str(r.witness), str(r.note)) for r in rows]
+
+
+def _append_in(
+    conn: Connection,
+    entries: Sequence[tuple[bytes, bytes]],
+    state: bytes,
+    expected_size: int | None,
+    stamp: dt.datetime,
+) -> int:
+    """SqlLogBackend.append inside the write transaction `conn`."""
+    if expected_size is not None and entries:
+        # The usual case, in one statement fewer: move the size on only if it is still the
+        # one the caller's state was computed from. The UPDATE locks the row like SELECT ...
+        # FOR UPDATE would, so a concurrent writer waits, then matches nothing.
+        size = expected_size
+        moved = conn.execute(
+            _ADVANCE,
+            {
+                "expected": size,
+                "new_size": size + len(entries),
+                "new_state": state,
+                "stamp": stamp,
+            },
+        ).rowcount
+        if moved != 1:
+            _conflict(expected_size, _size(conn))
+        _insert_leaves(conn, entries, size, stamp)
+        return size
+    size = int(conn.execute(_SIZE_FOR_UPDATE).scalar_one())
+    if expected_size is not None and expected_size != size:
+        _conflict(expected_size, size)
+    if not entries:
+        return size
+    _insert_leaves(conn, entries, size, stamp)
+    conn.execute(_SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp})
+    return size
 
 
 def _size(conn: Connection) -> int:

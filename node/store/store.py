@@ -216,12 +216,6 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
-def _sqlite_synchronous(conn: Connection, level: str) -> None:
-    """Set the connection's `synchronous` level outside any transaction (on the driver, so no
-    BEGIN is emitted; the connection runs in autocommit between transactions)."""
-    conn.connection.driver_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
-
-
 class Store:
     """The node's database. Every public method is one transaction; errors are StoreError."""
 
@@ -251,33 +245,12 @@ class Store:
         self._engine.dispose()
 
     @contextmanager
-    def write(self, what: str, *, durable: bool = True) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back.
-
-        With `durable=False` the commit does not wait for the disk (SQLite `synchronous=NORMAL`,
-        PostgreSQL `synchronous_commit=off`): it survives a killed process, and a power cut
-        only if a durable commit on this store follows it, which makes it durable as well
-        (both write one log, the WAL, in order). Only for callers that always commit durably
-        before anyone learns of the write (decision 0010).
-        """
+    def write(self, what: str) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back."""
         with self._writer, translate_errors(what), self._engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
-            relax_sqlite = not durable and self.dialect == "sqlite"
-            if relax_sqlite:
-                _sqlite_synchronous(conn, "NORMAL")
-            try:
-                with conn.begin():
-                    if not durable and self.dialect == "postgresql":
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                    yield conn
-            finally:
-                if relax_sqlite:
-                    try:
-                        _sqlite_synchronous(conn, "FULL")
-                    except Exception:
-                        # Never hand a relaxed connection back to the pool for durable writes.
-                        conn.invalidate()
-                        raise
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def read(self, what: str) -> Iterator[Connection]:
@@ -681,40 +654,46 @@ class Store:
         return self.remember_nonces([(keyid, nonce, expires_at)], now=now)[0]
 
     def remember_nonces(
-        self,
-        nonces: Sequence[tuple[str, str, dt.datetime]],
-        *,
-        now: dt.datetime,
-        durable: bool = True,
+        self, nonces: Sequence[tuple[str, str, dt.datetime]], *, now: dt.datetime
     ) -> list[bool]:
         """Record `(keyid, nonce, expires_at)` triples in ONE transaction (one commit).
 
         Returns, in order, True for each nonce recorded now and False for one already seen and
         not yet expired (including a repeat earlier in the same batch). Nothing is returned
-        before the commit, so an accepted nonce survives a crash; with `durable=False` a power
-        cut only once the caller's next durable commit is done (see `write`).
+        before the commit, so an accepted nonce survives a crash.
         """
         if not nonces:
             return []
+        with self.write("remember a request nonce") as conn:
+            return self.remember_nonces_in(conn, nonces, now=now)
+
+    def remember_nonces_in(
+        self,
+        conn: Connection,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+    ) -> list[bool]:
+        """`remember_nonces` inside the caller's write transaction `conn` (node.store only):
+        the nonces commit or roll back with whatever else that transaction writes."""
         stamp = to_db_time(now)
         # Inserted in key order (stable, so of two equal nonces the earlier one wins): two
         # PostgreSQL replicas sent the same nonces in different orders then wait for each
         # other in one order instead of deadlocking.
         order = sorted(range(len(nonces)), key=lambda i: nonces[i][:2])
         fresh = [False] * len(nonces)
-        with self.write("remember a request nonce", durable=durable) as conn:
-            if self._nonce_purge_due(stamp):
-                conn.execute(_PURGE_NONCES, {"now": stamp})
-            for i in order:
-                keyid, nonce, expires_at = nonces[i]
-                values = {
-                    "keyid": keyid,
-                    "nonce": nonce,
-                    "expires_at": to_db_time(expires_at),
-                    "now": stamp,
-                }
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT
-                fresh[i] = bool(_REMEMBER_NONCE_ON_DRIVER.execute(conn, values))
+        if self._nonce_purge_due(stamp):
+            conn.execute(_PURGE_NONCES, {"now": stamp})
+        for i in order:
+            keyid, nonce, expires_at = nonces[i]
+            values = {
+                "keyid": keyid,
+                "nonce": nonce,
+                "expires_at": to_db_time(expires_at),
+                "now": stamp,
+            }
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT
+            fresh[i] = bool(_REMEMBER_NONCE_ON_DRIVER.execute(conn, values))
         return fresh
 
     def _nonce_purge_due(self, now: dt.datetime) -> bool:

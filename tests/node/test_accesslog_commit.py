@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +17,7 @@ import keys
 from node.accesslog import (
     RETENTION_MIN_DAYS,
     AccessLog,
+    LeafBuilder,
     LogBackend,
     LogEntry,
     MemoryLogBackend,
@@ -190,43 +191,45 @@ def test_a_failed_backend_fails_every_waiter_and_the_log_recovers() -> None:
         log.append_sync(entry(9))
 
 
-class NonceBook:
-    """A nonce recorder like Store.remember_nonces: seen (keyid, nonce) pairs, every group it
-    was handed, and the clock of each group; can be told to fail."""
-
-    def __init__(self) -> None:
-        self.seen: set[tuple[str, str]] = set()
-        self.groups: list[list[str]] = []
-        self.clocks: list[dt.datetime] = []
-        self.fail = False
-
-    def __call__(
-        self, nonces: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime
-    ) -> list[bool]:
-        if self.fail:
-            raise OSError("disk full")
-        self.groups.append([n for _k, n, _e in nonces])
-        self.clocks.append(now)
-        fresh = []
-        for keyid, nonce, _expires in nonces:
-            fresh.append((keyid, nonce) not in self.seen)
-            self.seen.add((keyid, nonce))
-        return fresh
-
-
-def claim(i: int, nonce: str, *, now: dt.datetime = T0) -> NonceClaim:
+def claim(i: int, nonce: str, *, now: dt.datetime = T0, minutes: int = 5) -> NonceClaim:
     return NonceClaim(
         keyid="k1",
         nonce=nonce,
-        expires_at=now + dt.timedelta(minutes=5),
+        expires_at=now + dt.timedelta(minutes=minutes),
         now=now,
         replayed=entry(i, decision="deny", reason="unauthenticated"),
     )
 
 
-def test_a_claimed_nonce_is_recorded_in_the_same_group_as_its_entry() -> None:
-    backend, book = RecordingBackend(), NonceBook()
-    log = new_log(backend, record_nonces=book)
+class ClaimRecordingBackend(RecordingBackend):
+    """Also records the nonces and clock of each claiming append."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[tuple[list[str], dt.datetime]] = []
+
+    def append_claiming(
+        self,
+        nonces: Sequence[tuple[str, str, dt.datetime]],
+        *,
+        now: dt.datetime,
+        build: LeafBuilder,
+    ) -> int:
+        if self.fail:
+            raise OSError("disk full")
+        self.claims.append(([n for _k, n, _e in nonces], now))
+
+        def counted(fresh: list[bool]) -> tuple[Sequence[tuple[bytes, bytes]], bytes, int]:
+            rows, state, before = build(fresh)
+            self.batches.append(len(rows))
+            return rows, state, before
+
+        return super().append_claiming(nonces, now=now, build=counted)
+
+
+def test_a_claimed_nonce_is_recorded_in_the_same_append_as_its_entry() -> None:
+    backend = ClaimRecordingBackend()
+    log = new_log(backend)
     later = T0 + dt.timedelta(seconds=3)
 
     async def run() -> list[int | BaseException]:
@@ -240,16 +243,16 @@ def test_a_claimed_nonce_is_recorded_in_the_same_group_as_its_entry() -> None:
         )
 
     assert asyncio.run(run()) == [0, 1, 2]
-    assert book.groups == [["n0", "n2"]]
+    # one append for the group, nonces and entries together; the earliest clock of the group
+    # judges expiry, as it would for each nonce alone
+    assert backend.claims == [(["n0", "n2"], T0)]
     assert backend.batches == [3]
-    # the earliest clock of the group judges expiry, as it would for each nonce alone
-    assert book.clocks == [T0]
     assert [decode_leaf(leaf)[0].decision for _i, leaf, _h in backend.leaves(0, 3)] == ["allow"] * 3
 
 
 def test_a_replayed_nonce_logs_its_denial_instead_and_is_refused() -> None:
-    backend, book = RecordingBackend(), NonceBook()
-    log = new_log(backend, record_nonces=book)
+    backend = ClaimRecordingBackend()
+    log = new_log(backend)
 
     async def run() -> list[int | BaseException]:
         await log.append(entry(0), claim=claim(0, "once"))
@@ -281,10 +284,29 @@ def test_a_replayed_nonce_logs_its_denial_instead_and_is_refused() -> None:
     assert verify_log(backend, VERIFIERS).ok
 
 
-def test_a_failing_nonce_record_fails_the_whole_group_and_writes_nothing() -> None:
-    backend, book = RecordingBackend(), NonceBook()
-    log = new_log(backend, record_nonces=book)
-    book.fail = True
+def test_an_expired_nonce_may_be_used_again_but_not_sooner() -> None:
+    log = new_log(ClaimRecordingBackend())
+    expiry = T0 + dt.timedelta(minutes=5)
+
+    async def run() -> list[int | BaseException]:
+        await log.append(entry(0), claim=claim(0, "n", minutes=5))
+        outcomes: list[int | BaseException] = []
+        for moment in (expiry, expiry + dt.timedelta(seconds=1)):
+            try:
+                outcomes.append(await log.append(entry(1), claim=claim(1, "n", now=moment)))
+            except ReplayedRequest as error:
+                outcomes.append(error)
+        return outcomes
+
+    at_expiry, after = asyncio.run(run())
+    assert isinstance(at_expiry, ReplayedRequest)  # still remembered at its expiry instant
+    assert after == 2
+
+
+def test_a_failing_claiming_append_fails_the_whole_group_and_records_no_nonce() -> None:
+    backend = ClaimRecordingBackend()
+    log = new_log(backend)
+    backend.fail = True
 
     async def run() -> list[int | BaseException]:
         return list(
@@ -297,13 +319,47 @@ def test_a_failing_nonce_record_fails_the_whole_group_and_writes_nothing() -> No
 
     assert all(isinstance(o, LogUnavailable) for o in asyncio.run(run()))
     assert backend.size() == 0
-    book.fail = False
-    assert asyncio.run(log.append(entry(2), claim=claim(2, "a"))) == 0
+    backend.fail = False
+    assert asyncio.run(log.append(entry(2), claim=claim(2, "a"))) == 0  # "a" was not used up
 
 
-def test_a_claim_needs_a_log_that_records_nonces() -> None:
-    log = new_log()
-    with pytest.raises(ValueError, match="record_nonces"):
+def test_a_log_that_cannot_build_its_leaves_records_no_nonce() -> None:
+    # all or nothing inside the backend: a failure after the nonces were looked at (here, in
+    # building the leaves) leaves them unrecorded
+    backend = MemoryLogBackend()
+
+    def broken(fresh: list[bool]) -> tuple[Sequence[tuple[bytes, bytes]], bytes, int]:
+        raise OSError("disk full")
+
+    nonce = [("k1", "n", T0 + dt.timedelta(minutes=5))]
+    with pytest.raises(OSError, match="disk full"):
+        backend.append_claiming(nonce, now=T0, build=broken)
+    seen: list[list[bool]] = []
+
+    def record(fresh: list[bool]) -> tuple[Sequence[tuple[bytes, bytes]], bytes, int]:
+        seen.append(fresh)
+        return [], b"", 0
+
+    backend.append_claiming(nonce, now=T0, build=record)
+    backend.append_claiming(nonce, now=T0, build=record)
+    assert seen == [[True], [False]]
+
+
+class PlainBackend:
+    """A LogBackend without nonces: MemoryLogBackend's methods but append_claiming."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryLogBackend()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "append_claiming":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_claim_needs_a_backend_that_records_nonces() -> None:
+    log = new_log(cast(LogBackend, PlainBackend()))
+    with pytest.raises(ValueError, match="does not record nonces"):
         asyncio.run(log.append(entry(0), claim=claim(0, "n")))
     assert log.size() == 0
 

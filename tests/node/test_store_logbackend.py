@@ -55,6 +55,35 @@ def entry(n: int) -> tuple[bytes, bytes]:
 
 def test_backend_satisfies_the_access_log_protocol(store: Store) -> None:
     assert isinstance(SqlLogBackend(store), accesslog.LogBackend)
+    assert isinstance(SqlLogBackend(store), accesslog.ClaimingLogBackend)
+
+
+NOW = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)
+EXPIRES = NOW + dt.timedelta(minutes=5)
+
+
+def test_nonces_and_leaves_commit_in_one_transaction(store: Store) -> None:
+    backend = SqlLogBackend(store)
+    nonces = [("k1", "n1", EXPIRES), ("k1", "n2", EXPIRES), ("k1", "n1", EXPIRES)]
+    seen: list[list[bool]] = []
+
+    def build(fresh: list[bool]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+        seen.append(fresh)
+        return [entry(i) for i in range(len(fresh))], b"state-3", 0
+
+    assert backend.append_claiming(nonces, now=NOW, build=build) == 0
+    assert seen == [[True, True, False]]  # a repeat inside one call is a replay too
+    assert backend.size() == 3
+
+    # A conflict found after the nonces were inserted rolls them back with the leaves.
+    def stale(fresh: list[bool]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+        return [entry(9)], b"stale", 0  # size 0 is stale: the log holds 3 leaves
+
+    with pytest.raises(StoreConflictError):
+        backend.append_claiming([("k1", "n3", EXPIRES)], now=NOW, build=stale)
+    assert backend.size() == 3
+    assert store.remember_nonces([("k1", "n3", EXPIRES)], now=NOW) == [True]  # not used up
+    assert store.remember_nonces([("k1", "n1", EXPIRES)], now=NOW) == [False]  # committed
 
 
 def test_append_is_gap_free_and_returns_first_index(store: Store) -> None:

@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -197,31 +196,6 @@ def test_a_failing_driver_read_is_a_store_error(tmp_path: Path) -> None:
         opened.close()
 
 
-def _sync_setting(store: Store, conn: Any) -> str:
-    if store.dialect == "sqlite":
-        return str(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
-    return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
-
-
-def test_a_relaxed_write_does_not_wait_for_the_disk_and_leaves_no_trace(store: Store) -> None:
-    # durable=False (the query's nonces, decision 0010) relaxes only its own commit: the
-    # pooled connection goes back to FULL (SQLite 2) / on, also after a failed transaction.
-    durable, relaxed = ("2", "1") if store.dialect == "sqlite" else ("on", "off")
-    with store.write("relaxed", durable=False) as conn:
-        assert _sync_setting(store, conn) == relaxed
-        driver = conn.connection.driver_connection
-    if store.dialect == "sqlite":
-        assert str(driver.execute("PRAGMA synchronous").fetchone()[0]) == durable  # type: ignore[union-attr]
-    with pytest.raises(StoreError), store.write("relaxed, then failing", durable=False) as conn:
-        conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
-    for _ in range(3):  # whichever pooled connection comes back
-        with store.write("durable") as conn:
-            assert _sync_setting(store, conn) == durable
-    fresh = [("k", f"n{i}", NOW + dt.timedelta(minutes=5)) for i in range(3)]
-    assert store.remember_nonces(fresh, now=NOW, durable=False) == [True, True, True]
-    assert store.remember_nonces(fresh[:1], now=NOW) == [False]
-
-
 def test_feed_backfills_then_follows_ingest_gap_free(store: Store) -> None:
     store.store_batch([rec("k1"), rec("k2", item="red_list")], now=NOW)
     sub = store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
@@ -300,7 +274,7 @@ def test_nonces_are_stored_exactly_as_sqlalchemy_stores_them(store: Store) -> No
     # remember_nonces runs its INSERT on the driver (node.store.driver): the expiry must be
     # converted as SQLAlchemy converts it, or the expiry comparisons and purges would drift.
     exp = dt.datetime(2026, 11, 25, 9, 35, 0, 123456, tzinfo=dt.UTC)
-    assert store.remember_nonces([("key1", "stored", exp)], now=NOW, durable=False) == [True]
+    assert store.remember_nonces([("key1", "stored", exp)], now=NOW) == [True]
     with store.write("store one the SQLAlchemy way") as conn:
         conn.execute(
             NONCES.insert().values(keyid="key1", nonce="reference", expires_at=exp.replace())
