@@ -1,4 +1,5 @@
-"""Hot statements straight through the driver: the query path's record lookup and nonce insert.
+"""Hot statements straight through the driver: the query path's record lookup, nonce insert and
+access-log state update.
 
 Running one statement through a SQLAlchemy Connection costs several times what SQLite takes to
 run it: the execution context, parameter processing and the result wrapper (and, for a lone

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from node.errors import InputError, TamperDetected
 from node.store.bulk import insert_rows
+from node.store.driver import DriverStatement
 from node.store.errors import StoreConflictError
 from node.store.store import Store, to_db_time
 from node.store.tables import AccessLogRow, CheckpointRow, LogStateRow, WitnessRow
@@ -48,10 +49,13 @@ _SET_STATE = (
     .where(STATE.c.id == 1)
     .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
 )
-_ADVANCE = (
+# Run on the driver cursor (node.store.driver): it runs once per group commit of the log.
+# RETURNING tells whether the row moved (psycopg's rowcount is not to be relied on either).
+_ADVANCE = DriverStatement(
     update(STATE)
-    .where(STATE.c.id == 1, STATE.c.size == bindparam("expected"))
+    .where(STATE.c.id == bindparam("row"), STATE.c.size == bindparam("expected"))
     .values(size=bindparam("new_size"), state=bindparam("new_state"), updated_at=bindparam("stamp"))
+    .returning(STATE.c.size)
 )
 
 
@@ -225,16 +229,17 @@ def _append_in(
         # one the caller's state was computed from. The UPDATE locks the row like SELECT ...
         # FOR UPDATE would, so a concurrent writer waits, then matches nothing.
         size = expected_size
-        moved = conn.execute(
-            _ADVANCE,
+        moved = _ADVANCE.execute(
+            conn,
             {
+                "row": 1,
                 "expected": size,
                 "new_size": size + len(entries),
                 "new_state": state,
                 "stamp": stamp,
             },
-        ).rowcount
-        if moved != 1:
+        )
+        if len(moved) != 1:
             _conflict(expected_size, _size(conn))
         _insert_leaves(conn, entries, size, stamp)
         return size

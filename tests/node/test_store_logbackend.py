@@ -15,7 +15,7 @@ import keys
 from node import accesslog
 from node.errors import InputError, TamperDetected
 from node.store import SqlLogBackend, Store, StoreConflictError, open_store
-from node.store.logbackend import LOG
+from node.store.logbackend import LOG, STATE
 from node.store.store import from_db_time
 from node.store.tables import metadata
 
@@ -109,6 +109,13 @@ def test_leaves_carry_the_append_time(store: Store) -> None:
     with store.read("check") as conn:
         stored = conn.execute(select(LOG.c.idx, LOG.c.created_at).order_by(LOG.c.idx)).all()
     assert [(i, from_db_time(t)) for i, t in stored] == [(i, stamp) for i in range(3)]
+    # so must the state row's, which the usual append (expected_size) moves on the driver
+    log.append([entry(3)], b"s4", expected_size=3)
+    with store.read("check") as conn:
+        size, state, updated = conn.execute(
+            select(STATE.c.size, STATE.c.state, STATE.c.updated_at)
+        ).one()
+    assert (size, bytes(state), from_db_time(updated)) == (4, b"s4", stamp)
 
 
 def test_expected_size_detects_a_concurrent_writer(store: Store) -> None:
