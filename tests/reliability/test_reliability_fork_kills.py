@@ -9,7 +9,9 @@ reopened and checked: nothing acknowledged is lost, nothing is doubled, the log 
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import dataclasses
 import datetime as dt
 import io
 import multiprocessing
@@ -26,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from node.accesslog import LogEntry, decode_leaf, utc_iso, verify_log
+from node.accesslog import LogEntry, NonceClaim, decode_leaf, utc_iso, verify_log
 from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.demo_data import write_demo_data
 from node.ingest import run_ingest
 from node.runtime import open_runtime
 from node.store import SqlLogBackend, open_store
+from node.store.store import NONCES
 from tests.forked import start_forked
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
@@ -41,6 +45,7 @@ TODAY = NOW.date()
 INGEST_KILLS = 50
 LOG_KILLS = 50
 _CTX = multiprocessing.get_context("fork")
+CLAIM_KEY = "kill-test-key"
 
 
 def _kill_after(target: Callable[..., None], args: tuple[Any, ...], commits: int) -> list[Any]:
@@ -134,29 +139,56 @@ def _entry(request_id: str) -> LogEntry:
     )  # fmt: skip
 
 
+def _claimed(request_id: str) -> bool:
+    """Half of the entries are written with a nonce claim; the parent can tell which."""
+    return int(request_id, 16) % 2 == 0
+
+
+def _claim(request_id: str) -> NonceClaim:
+    denial = dataclasses.replace(_entry(request_id), decision="deny", reason="unauthenticated")
+    return NonceClaim(
+        keyid=CLAIM_KEY, nonce=request_id, expires_at=NOW + dt.timedelta(minutes=5), now=NOW,
+        replayed=denial,
+    )  # fmt: skip
+
+
 def _log_child(conn: Connection, home: Path, seed: int) -> None:
     rng = random.Random(seed)
     runtime = open_runtime(home, clock=lambda: NOW)
-    while True:
-        request_id = uuid.UUID(int=rng.getrandbits(128)).hex
-        runtime.log.append_sync(_entry(request_id))
-        conn.send(request_id)  # acknowledged: the entry is durably committed
-        if rng.random() < 0.3:
-            runtime.log.checkpoint()
+
+    async def write() -> None:
+        while True:
+            request_id = uuid.UUID(int=rng.getrandbits(128)).hex
+            if _claimed(request_id):
+                # a query's entry, its request nonce claimed in the same transaction
+                await runtime.log.append(_entry(request_id), claim=_claim(request_id))
+            else:
+                runtime.log.append_sync(_entry(request_id))
+            conn.send(request_id)  # acknowledged: the entry is durably committed
+            if rng.random() < 0.3:
+                runtime.log.checkpoint()
+
+    asyncio.run(write())
 
 
-def _log_state(home: Path) -> tuple[Counter[str], bool]:
+def _log_state(home: Path) -> tuple[Counter[str], bool, set[str], set[str]]:
+    """Request ids of the logged entries, whether the log verifies, the claimed nonces, and
+    the decisions logged."""
     runtime = open_runtime(home, clock=lambda: NOW)
     try:
         backend = SqlLogBackend(runtime.store)
-        ids = Counter(
-            decode_leaf(leaf)[0].request_id for _i, leaf, _h in backend.leaves(0, backend.size())
-        )
+        entries = [decode_leaf(leaf)[0] for _i, leaf, _h in backend.leaves(0, backend.size())]
+        ids = Counter(e.request_id for e in entries)
         report = verify_log(
             backend, runtime.log_verifiers(), origin=runtime.config.log.origin,
             log_name=runtime.node_id,
         )  # fmt: skip
-        return ids, report.ok
+        with runtime.store.read("read the claimed nonces") as conn:
+            nonces = {
+                str(n)
+                for (n,) in conn.execute(select(NONCES.c.nonce).where(NONCES.c.keyid == CLAIM_KEY))
+            }
+        return ids, report.ok, nonces, {e.decision for e in entries}
     finally:
         runtime.close()
 
@@ -173,10 +205,14 @@ def test_access_log_writer_killed_50_times_keeps_every_acknowledged_entry_once(
     for _ in range(LOG_KILLS):
         acknowledged += _kill_after(_log_child, (home, rng.randrange(1 << 30)), rng.randint(0, 6))
         kills.add("access_log")
-        ids, ok = _log_state(home)
+        ids, ok, nonces, decisions = _log_state(home)
         assert ok, f"seed {seed}: the log fails verification after a kill"
         assert not [i for i, n in ids.items() if n > 1], f"seed {seed}: an entry is doubled"
         assert not set(acknowledged) - set(ids), f"seed {seed}: an acknowledged entry is lost"
+        # a claimed nonce and its entry commit together, never one without the other, and no
+        # claim ever found its own nonce taken (every entry is the allowed one)
+        assert nonces == {i for i in ids if _claimed(i)}, f"seed {seed}: nonce without entry"
+        assert decisions <= {"allow"}, f"seed {seed}: a fresh nonce was taken for a replay"
     done = subprocess.run(
         [sys.executable, "-m", "node.cli", "log", "verify", "--home", str(home)],
         capture_output=True, text=True, check=False, timeout=60,
