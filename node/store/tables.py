@@ -58,7 +58,6 @@ class RecordRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("producer", "record_key", "version", name="uq_records_key_version"),
         Index("ix_records_subject_index", "subject_index"),
-        Index("ix_records_producer_key", "producer", "record_key"),
         Index("ix_records_item_state", "item_id", "state"),
         Index("ix_records_state_max_end", "state", "disclosure_max_end"),
     )

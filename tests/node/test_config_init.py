@@ -39,7 +39,7 @@ def test_init_creates_a_complete_node_and_refuses_to_overwrite(tmp_path: Path) -
     config = load_config(home)
     assert config.server.listen == "127.0.0.1:7500"
     store = open_store(config.store.url, migrate_schema=False)
-    assert schema_revision(store.engine) == "0001"
+    assert schema_revision(store.engine) == "0002"
     store.close()
     again = credex("init", "--name", "market", str(home))
     assert again.returncode == 2

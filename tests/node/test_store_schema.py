@@ -5,11 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 
 from node.store import migrate, open_store, schema_revision
-from node.store.engine import make_engine
+from node.store.engine import MIGRATIONS_DIR, make_engine
 from node.store.tables import metadata
 
 
@@ -26,8 +28,33 @@ def test_migration_is_idempotent_and_records_the_revision(tmp_path: Path) -> Non
     assert schema_revision(engine) is None
     migrate(engine)
     migrate(engine)
-    assert schema_revision(engine) == "0001"
+    assert schema_revision(engine) == "0002"
     engine.dispose()
+
+
+def test_a_store_made_at_revision_0001_upgrades_and_keeps_its_records(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'credex.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    engine.dispose()
+    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}")  # migrates to the newest
+    assert schema_revision(store.engine) == "0002"
+    with store.read("list the indexes") as conn:
+        names = {r[1] for r in conn.exec_driver_sql("PRAGMA index_list(records)")}
+        plan = " ".join(
+            str(r[-1])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT version FROM records "
+                "WHERE producer = 'p' AND record_key = 'k'"
+            )
+        )
+    assert "ix_records_producer_key" not in names
+    # lookups by (producer, record_key) still use an index: the unique one's leading columns
+    assert "uq_records_key_version" in plan or "sqlite_autoindex_records" in plan, plan
+    store.close()
 
 
 def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
