@@ -1,4 +1,4 @@
-"""Bulk INSERTs through the driver's executemany, values converted as SQLAlchemy converts them.
+"""Bulk INSERTs through the driver, values converted as SQLAlchemy converts them.
 
 `conn.execute(insert(table), [dict, ...])` runs SQLAlchemy's per-row parameter processing
 (building, checking and converting every row's parameter dict) at a cost above SQLite's own
@@ -38,7 +38,8 @@ _UNSET = object()
 def insert_rows(
     conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
-    """INSERT `rows` (value tuples in the order of `columns`) into `table` in one executemany.
+    """INSERT `rows` (value tuples in the order of `columns`) into `table`: one executemany,
+    or on SQLite one multi-row INSERT per _SQLITE_ROWS_PER_STATEMENT rows.
 
     Stores exactly what `conn.execute(insert(table), [dict(zip(columns, row)), ...])` stores;
     the columns left out get their server defaults (a column with a Python-side default must be
@@ -66,11 +67,41 @@ def insert_rows(
     if not batch:
         return
     order = plan.order
-    if order is not None:
+    if order is not None and conn.dialect.name == "sqlite":
+        _insert_sqlite(conn, plan, order, batch)
+    elif order is not None:
         conn.exec_driver_sql(plan.statement, [tuple([row[i] for i in order]) for row in batch])
     else:
         names = plan.columns
         conn.exec_driver_sql(plan.statement, [dict(zip(names, row, strict=True)) for row in batch])
+
+
+# SQLite >= 3.32 binds up to 32,766 parameters per statement.
+_SQLITE_MAX_PARAMS = 32766
+_SQLITE_ROWS_PER_STATEMENT = 500
+
+
+def _insert_sqlite(
+    conn: Connection, plan: _Plan, order: tuple[int, ...], batch: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT `batch` as multi-row `VALUES (..), (..)` statements of up to
+    _SQLITE_ROWS_PER_STATEMENT rows each.
+
+    The driver releases the GIL around every SQLite step and must take it back after: with
+    executemany that is once per row, and while another thread runs Python each take-back can
+    wait a whole switch interval (5 ms), which turned a 40 ms batch into seconds. One statement
+    per chunk is one step per chunk.
+    """
+    per = max(1, min(_SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_PARAMS // len(order)))
+    head, values, row = plan.statement.partition(" VALUES ")
+    if not values or not (row.startswith("(") and row.endswith(")")):
+        raise ValueError(f"unexpected INSERT statement: {plan.statement}")
+    for start in range(0, len(batch), per):
+        chunk = batch[start : start + per]
+        conn.exec_driver_sql(
+            f"{head} VALUES {', '.join([row] * len(chunk))}",
+            tuple([r[i] for r in chunk for i in order]),
+        )
 
 
 def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Plan:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select
 
-from node.store import Store, from_db_time, open_store
+from node.store import Store, StoreConflictError, from_db_time, open_store
 from node.store.bulk import insert_rows
 from node.store.store import EVENTS, RECORDS, SUBS
 
@@ -100,3 +100,40 @@ def test_a_column_with_a_python_side_default_must_be_given(store: Store) -> None
         pytest.raises(ValueError, match="objection"),
     ):
         insert_rows(conn, RECORDS, columns, [])
+
+
+def test_a_large_batch_is_stored_whole_and_in_few_statements(store: Store) -> None:
+    # 1,234 rows: more than one multi-row statement on SQLite, every row stored as given
+    rows = [record(f"r{i:04d}", version=1 + i % 3, objection=i % 2 == 0) for i in range(1234)]
+    with store.write("through SQLAlchemy") as conn:
+        conn.execute(delete(RECORDS))  # the PostgreSQL database is the module's
+        conn.execute(insert(RECORDS), rows)
+    expected = stored(store)
+    with store.write("empty") as conn:
+        conn.execute(delete(RECORDS))
+    columns = list(rows[0])
+    statements: list[str] = []
+    with store.write("through the driver") as conn:
+        driver = conn.connection.driver_connection
+        if store.dialect == "sqlite":
+            driver.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        try:
+            insert_rows(conn, RECORDS, columns, [tuple(r[c] for c in columns) for r in rows])
+        finally:
+            if store.dialect == "sqlite":
+                driver.set_trace_callback(None)  # type: ignore[union-attr]
+    assert stored(store) == expected
+    if store.dialect == "sqlite":
+        # one SQLite step per statement, not one per row (the driver gives the GIL up and takes
+        # it back around every step)
+        assert len([s for s in statements if s.startswith("INSERT")]) == 3
+
+
+def test_a_duplicate_in_a_batch_fails_the_batch_and_stores_none_of_it(store: Store) -> None:
+    rows = [record(f"d{i:03d}") for i in range(600)] + [record("d000")]
+    columns = list(rows[0])
+    with store.write("empty") as conn:
+        conn.execute(delete(RECORDS))  # the PostgreSQL database is the module's
+    with pytest.raises(StoreConflictError), store.write("duplicate") as conn:
+        insert_rows(conn, RECORDS, columns, [tuple(r[c] for c in columns) for r in rows])
+    assert stored(store) == []
