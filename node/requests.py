@@ -16,7 +16,10 @@ body further in.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +31,7 @@ import grpc.aio
 import keys
 from node import wire
 from node._pb.credex.v1 import common_pb2
-from node.errors import AuthError, InputError
+from node.errors import AuthError, InputError, NodeError
 from node.groupcommit import GroupCommit
 from node.transport import ServerTls
 
@@ -42,6 +45,7 @@ __all__ = [
     "StoreNonces",
     "VerifiedRequest",
     "node_signing_keys",
+    "purge_nonces",
     "sign_request",
     "verify_request",
     "verify_request_async",
@@ -144,6 +148,44 @@ class StoreNonces:
         # batching never lets a nonce be taken over sooner than it would be alone.
         now = min(n[3] for n in nonces)
         return self._store.remember_nonces([n[:3] for n in nonces], now=now)
+
+
+log = logging.getLogger(__name__)
+
+NONCE_PURGE_INTERVAL = dt.timedelta(seconds=30)
+NONCE_PURGE_CHUNK = 2000
+
+
+class _PurgesNonces(Protocol):
+    def purge_expired_nonces(self, now: dt.datetime, *, limit: int) -> int: ...
+
+
+async def purge_nonces(
+    store: _PurgesNonces,
+    clock: Callable[[], dt.datetime],
+    stop: asyncio.Event,
+    *,
+    interval: dt.timedelta = NONCE_PURGE_INTERVAL,
+    chunk: int = NONCE_PURGE_CHUNK,
+) -> None:
+    """Delete the expired nonces now, then every `interval` until `stop` is set, in chunks of
+    `chunk`, each its own short transaction in a worker thread: no request's commit ever holds
+    (or waits behind) one large DELETE. A failing purge is logged and tried again next time."""
+    while True:
+        while not stop.is_set():
+            try:
+                deleted = await asyncio.to_thread(store.purge_expired_nonces, clock(), limit=chunk)
+            except NodeError as error:
+                log.warning(
+                    "expired request nonces not purged, next try in %s: %s", interval, error
+                )
+                break
+            if deleted < chunk:
+                break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval.total_seconds())
+        if stop.is_set():
+            return
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from node.requests import purge_nonces
 from node.runtime import NodeRuntime
 from node.server import NodeServer, Service, build_server
 from node.telemetry import Telemetry, noop_telemetry, setup_telemetry
@@ -48,13 +49,22 @@ def serve_file(runtime: NodeRuntime) -> Path:
 def collect(runtime: NodeRuntime) -> tuple[list[Service], list[BackgroundTask]]:
     """Every service and background task of the modules in SERVICE_MODULES."""
     services: list[Service] = []
-    tasks: list[BackgroundTask] = [runtime.log.run_checkpoints]
+    tasks: list[BackgroundTask] = [runtime.log.run_checkpoints, _nonce_purge(runtime)]
     for name in SERVICE_MODULES:
         module: Any = importlib.import_module(name)
         services.extend(module.make_services(runtime))
         if hasattr(module, "background"):
             tasks.extend(module.background(runtime))
     return services, tasks
+
+
+def _nonce_purge(runtime: NodeRuntime) -> BackgroundTask:
+    """Deletes expired request nonces now and then, off the request path."""
+
+    async def purge(stop: asyncio.Event) -> None:
+        await purge_nonces(runtime.store, runtime.clock, stop)
+
+    return purge
 
 
 def _announce(runtime: NodeRuntime, server: NodeServer) -> None:

@@ -30,11 +30,13 @@ from node.requests import (
     StoreNonces,
     VerifiedRequest,
     node_signing_keys,
+    purge_nonces,
     sign_request,
     verify_request,
     verify_request_async,
 )
 from node.server import Service, build_server
+from node.store import StoreError
 from node.transport import ChannelIdentity, ServerTls, TlsRoster, client_channel
 
 T = TypeVar("T")
@@ -550,3 +552,60 @@ def test_verified_request_body_parse_refuses_garbage() -> None:
     )
     with pytest.raises(InputError, match=f"body of {QUERY}"):
         verified.parse(query_pb2.QueryBody)
+
+
+class _PurgingStore:
+    """Deletes from a count of expired nonces, `limit` at a time; can fail once."""
+
+    def __init__(self, expired: int, *, fail_first: bool = False) -> None:
+        self.expired = expired
+        self.deleted: list[int] = []
+        self.fail_first = fail_first
+
+    def purge_expired_nonces(self, now: dt.datetime, *, limit: int) -> int:
+        if self.fail_first:
+            self.fail_first = False
+            raise StoreError("store: database is locked")
+        deleted = min(limit, self.expired)
+        self.expired -= deleted
+        self.deleted.append(deleted)
+        return deleted
+
+
+def test_expired_nonces_are_purged_in_chunks_until_none_is_left() -> None:
+    store = _PurgingStore(expired=2500)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(
+            purge_nonces(store, lambda: NOW, stop, interval=dt.timedelta(0), chunk=1000)
+        )
+        while store.expired:
+            await asyncio.sleep(0.01)  # let the purge run (no timing is asserted)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+    asyncio.run(run())
+    assert store.expired == 0
+    assert store.deleted[:3] == [1000, 1000, 500]
+    assert not any(store.deleted[3:])  # later rounds find nothing left
+
+
+def test_a_failing_purge_is_logged_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    store = _PurgingStore(expired=10, fail_first=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(
+            purge_nonces(store, lambda: NOW, stop, interval=dt.timedelta(0), chunk=1000)
+        )
+        while store.expired:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+    with caplog.at_level("WARNING", logger="node.requests"):
+        asyncio.run(run())
+    assert store.expired == 0
+    assert "not purged" in caplog.text
+    assert "database is locked" in caplog.text

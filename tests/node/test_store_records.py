@@ -261,10 +261,26 @@ def test_nonce_replay_is_refused_until_expiry(store: Store) -> None:
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
 
 
+def test_expired_nonces_are_purged_in_bounded_chunks(store: Store) -> None:
+    soon, late = NOW + dt.timedelta(minutes=1), NOW + dt.timedelta(minutes=10)
+    nonces = [("key1", f"old{i}", soon) for i in range(5)] + [("key1", "new", late)]
+    store.remember_nonces(nonces, now=NOW)
+    later = NOW + dt.timedelta(minutes=2)
+    assert store.purge_expired_nonces(later, limit=2) == 2
+    assert store.purge_expired_nonces(later, limit=2) == 2
+    assert store.purge_expired_nonces(later, limit=2) == 1
+    assert store.purge_expired_nonces(later, limit=2) == 0
+    with store.read("what is left") as conn:
+        assert [n for (n,) in conn.execute(select(NONCES.c.nonce))] == ["new"]
+    assert store.remember_nonce("key1", "new", late, now=later) is False  # still refused
+    with pytest.raises(InputError, match="limit"):
+        store.purge_expired_nonces(later, limit=0)
+
+
 def test_an_expired_nonce_left_between_purges_is_taken_over(store: Store) -> None:
     exp = NOW + dt.timedelta(seconds=10)
     assert store.remember_nonce("key1", "n1", exp, now=NOW) is True
-    # 20 s later: expired, but inside the purge interval, so its row is still there
+    # 20 s later: expired, but not purged yet, so its row is still there
     later = NOW + dt.timedelta(seconds=20)
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later)
     assert store.remember_nonce("key1", "n1", later + dt.timedelta(minutes=10), now=later) is False
