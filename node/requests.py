@@ -296,13 +296,11 @@ def verify_request(
     signature, a request signed for another method, a signer other than the TLS peer, a
     timestamp more than MAX_SKEW away from `now`, and a nonce seen before.
     """
-    keyid, fields = _check_request(
+    verified = _verify_unclaimed(
         signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
     )
-    nonce = fields.nonce.hex()
-    if not nonce_store.remember(keyid, nonce, fields.issued_at + MAX_SKEW, now=now):
-        raise AuthError(f"{method}: replayed request (this nonce was already used)")
-    return _verified(keyid, fields, method, now)
+    _refuse_replay(nonce_store.remember(*_nonce_of(verified), now=now), method)
+    return verified
 
 
 async def verify_request_async(
@@ -319,23 +317,45 @@ async def verify_request_async(
     With `StoreNonces` the nonce is group-committed in a worker thread (the loop never waits
     for an fsync); any other NonceStore is asked directly.
     """
+    verified = _verify_unclaimed(
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+    )
+    await _remember_async(nonce_store, verified)
+    return verified
+
+
+async def _remember_async(nonce_store: NonceStore, verified: VerifiedRequest) -> None:
+    """Record the request's nonce, judged at the clock it was checked at (with StoreNonces
+    group-committed in a worker thread); AuthError for a replay."""
+    if isinstance(nonce_store, StoreNonces):
+        fresh = await nonce_store.remember_async(*_nonce_of(verified), now=verified.checked_at)
+    else:
+        fresh = nonce_store.remember(*_nonce_of(verified), now=verified.checked_at)
+    _refuse_replay(fresh, verified.method)
+
+
+def _nonce_of(verified: VerifiedRequest) -> tuple[str, str, dt.datetime]:
+    """(keyid, nonce, until when to remember it), as a NonceStore takes them."""
+    return verified.keyid, verified.nonce, verified.nonce_expires_at
+
+
+def _refuse_replay(fresh: bool, method: str) -> None:
+    if not fresh:
+        raise AuthError(f"{method}: replayed request (this nonce was already used)")
+
+
+def _verify_unclaimed(
+    signed: common_pb2.SignedRequest,
+    *,
+    method: str,
+    trusted: Mapping[str, bytes],
+    tls_node_id: str,
+    now: dt.datetime,
+) -> VerifiedRequest:
+    """Every check of `verify_request` but the nonce."""
     keyid, fields = _check_request(
         signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
     )
-    nonce = fields.nonce.hex()
-    expires_at = fields.issued_at + MAX_SKEW
-    if isinstance(nonce_store, StoreNonces):
-        fresh = await nonce_store.remember_async(keyid, nonce, expires_at, now=now)
-    else:
-        fresh = nonce_store.remember(keyid, nonce, expires_at, now=now)
-    if not fresh:
-        raise AuthError(f"{method}: replayed request (this nonce was already used)")
-    return _verified(keyid, fields, method, now)
-
-
-def _verified(
-    keyid: str, fields: wire.RequestFields, method: str, now: dt.datetime
-) -> VerifiedRequest:
     return VerifiedRequest(
         node_id=fields.signer,
         keyid=keyid,
@@ -432,17 +452,9 @@ class RequestAuthenticator:
         """Return the verified request of a call to `method`, or raise AuthError saying why:
         TLS identity, signature by a trusted key of that node, method, timestamp, then the
         nonce, whose durable commit is awaited off the event loop (group-committed)."""
-        tls_node_id = self._tls.identify(context)
-        now = self._clock()
-        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
-        return await verify_request_async(
-            signed,
-            method=method,
-            trusted=trusted,
-            tls_node_id=tls_node_id,
-            now=now,
-            nonce_store=self._nonces,
-        )
+        verified = self.authenticate_unclaimed(signed, context, method=method)
+        await _remember_async(self._nonces, verified)
+        return verified
 
     def authenticate_unclaimed(
         self,
@@ -459,8 +471,10 @@ class RequestAuthenticator:
         """
         tls_node_id = self._tls.identify(context)
         now = self._clock()
-        trusted = node_signing_keys(self._bundle(), tls_node_id, now)
-        keyid, fields = _check_request(
-            signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+        return _verify_unclaimed(
+            signed,
+            method=method,
+            trusted=node_signing_keys(self._bundle(), tls_node_id, now),
+            tls_node_id=tls_node_id,
+            now=now,
         )
-        return _verified(keyid, fields, method, now)
