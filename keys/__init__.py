@@ -2,6 +2,7 @@
 docs/keys.md). The only package that imports nacl and cryptography."""
 
 from keys._codec import canonical_json
+from keys._kdf import KdfParams
 from keys.at_rest import BlindIndex, StorageCipher
 from keys.bundle import (
     BUNDLE_PAYLOAD_TYPE,
@@ -38,7 +39,6 @@ from keys.envelope import (
 )
 from keys.errors import BundleError, KeyFileError, KeysError, VerificationError
 from keys.keydir import (
-    KdfParams,
     NodeKeys,
     check_node_id,
     create_key_dir,

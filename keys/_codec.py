@@ -17,6 +17,7 @@ from typing import Any
 from keys.errors import KeysError, VerificationError
 
 _U32 = struct.Struct(">I")
+_URLSAFE = str.maketrans("-_", "+/")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -71,13 +72,16 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: object, what: str, error: type[KeysError]) -> bytes:
-    """Decode standard or URL-safe base64 strictly, or raise `error` naming `what`."""
+    """Decode standard or URL-safe base64 (RFC 4648 sections 4 and 5, padded) strictly.
+
+    Refuses, raising `error` naming `what`: any character outside the two alphabets (no
+    whitespace or junk is skipped) and bad padding.
+    """
     if not isinstance(text, str):
         raise error(f"{what} must be a base64 string")
     try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text.encode("ascii"))
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        # base64.urlsafe_b64decode has no validate flag: it would skip invalid characters.
+        return base64.b64decode(text.translate(_URLSAFE).encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise error(f"{what} is not valid base64") from None
 

@@ -10,7 +10,10 @@ Invariants enforced by `accept_bundle`:
 - never older than the current bundle (rollback), and at the same version only byte-identical;
 - not expired (a frozen platform cannot keep nodes on stale trust), not issued in the future;
 - well-formed: unique nodes, 32-byte keys, certificates matching their pinned fingerprint,
-  agreements between roster members only.
+  agreements between roster members only;
+- every member has one or more roles, each in ROLES, none listed twice;
+- no signing key (current or previous, compared by key id) belongs to two members, so a
+  signature names exactly one node.
 Times have one-second precision (RFC 3339, UTC).
 """
 
@@ -31,6 +34,7 @@ from keys.signing import PUBLIC_KEY_SIZE, Signer, keyid
 BUNDLE_PAYLOAD_TYPE = "application/vnd.credex.bundle.v1+json"
 ROTATION_PAYLOAD_TYPE = "application/vnd.credex.root-rotation.v1+json"
 AGREEMENT_KINDS = frozenset({"feed", "query", "push"})
+ROLES = frozenset({"department", "platform"})
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
@@ -40,7 +44,7 @@ class RosterEntry:
 
     node_id: str
     name: str
-    roles: frozenset[str]
+    roles: frozenset[str]  # non-empty subset of ROLES
     endpoint: str
     signing_key: bytes
     encryption_key: bytes
@@ -232,9 +236,33 @@ class _Fields:
         return value
 
 
+def _check_roles(roles: frozenset[str], where: str, node_id: str) -> None:
+    if not roles:
+        raise BundleError(f"{where}: node {node_id!r} has no role (one of {sorted(ROLES)})")
+    unknown = roles - ROLES
+    if unknown:
+        raise BundleError(
+            f"{where}: node {node_id!r} has unknown roles {sorted(unknown)}; "
+            f"roles are {sorted(ROLES)}"
+        )
+
+
+def _roles(f: _Fields, node_id: str) -> frozenset[str]:
+    where = f"{f.where}.roles"
+    value = f.data.get("roles")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BundleError(f"{where}: node {node_id!r}: roles must be a list of strings")
+    if len(set(value)) != len(value):
+        raise BundleError(f"{where}: node {node_id!r} lists a role twice")
+    roles = frozenset(value)
+    _check_roles(roles, where, node_id)
+    return roles
+
+
 def _entry(
     f: _Fields, default_from: datetime.datetime, default_until: datetime.datetime
 ) -> RosterEntry:
+    node_id = f.text("node_id")
     previous = []
     for i, item in enumerate(f.tables("previous_signing_keys")):
         pf = _Fields(item, f"{f.where}.previous_signing_keys[{i}]")
@@ -251,9 +279,9 @@ def _entry(
         if actual != fingerprint:
             raise BundleError(f"{f.where}.tls_cert: does not match tls_fingerprint")
     entry = RosterEntry(
-        node_id=f.text("node_id"),
+        node_id=node_id,
         name=f.text("name"),
-        roles=f.strings("roles"),
+        roles=_roles(f, node_id),
         endpoint=f.text("endpoint"),
         signing_key=f.key32("signing_key"),
         encryption_key=f.key32("encryption_key"),
@@ -287,10 +315,20 @@ def _check_bundle(b: TrustBundle, where: str) -> TrustBundle:
     if b.expires_at <= b.issued_at:
         raise BundleError(f"{where}.expires_at: must be after issued_at")
     seen: set[str] = set()
+    key_owner: dict[str, str] = {}
     for entry in b.roster:
         if entry.node_id in seen:
             raise BundleError(f"{where}.roster: node {entry.node_id!r} is listed twice")
         seen.add(entry.node_id)
+        _check_roles(entry.roles, f"{where}.roster", entry.node_id)
+        # One key, one member: otherwise `owner_of` would depend on the roster's order.
+        for kid in {entry.keyid, *(keyid(k) for k, _ in entry.previous_signing_keys)}:
+            owner = key_owner.setdefault(kid, entry.node_id)
+            if owner != entry.node_id:
+                raise BundleError(
+                    f"{where}.roster: nodes {owner!r} and {entry.node_id!r} share the signing "
+                    f"key {kid}"
+                )
     for i, a in enumerate(b.agreements):
         for side in (a.provider, a.consumer):
             if side not in seen:

@@ -29,6 +29,16 @@ _DASH = "\u2014 "
 _MAX_SIGNATURES = 32
 _NAME = re.compile(r"[^\s+]+")
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
+MAX_TREE_SIZE = 2**64 - 1  # the tree size is a uint64 (c2sp.org/tlog-checkpoint)
+
+
+def _is_text(text: str) -> bool:
+    """True when `text` encodes as UTF-8 (a lone surrogate, e.g. from surrogateescape, does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,15 @@ class Checkpoint:
 
     def body(self) -> str:
         """The checkpoint note text (every line ends in a newline)."""
-        if not self.origin or "\n" in self.origin or self.size < 0 or len(self.root) != 32:
-            raise KeysError("checkpoint needs an origin line, a size >= 0 and a 32-byte root")
+        if (
+            not self.origin
+            or "\n" in self.origin
+            or not 0 <= self.size <= MAX_TREE_SIZE
+            or len(self.root) != 32
+        ):
+            raise KeysError(
+                "checkpoint needs an origin line, a size in 0..2**64-1 and a 32-byte root"
+            )
         if any(not ext or "\n" in ext for ext in self.extensions):
             raise KeysError("checkpoint extension lines must be non-empty single lines")
         lines = [self.origin, str(self.size), base64.b64encode(self.root).decode("ascii")]
@@ -61,13 +78,14 @@ def parse_checkpoint(text: str) -> Checkpoint:
         root = base64.b64decode(lines[2], validate=True)
     except binascii.Error:
         raise VerificationError("checkpoint is malformed") from None
-    if len(root) != 32 or any(not ext for ext in lines[3:]):
+    size = int(lines[1])
+    if size > MAX_TREE_SIZE or len(root) != 32 or any(not ext for ext in lines[3:]):
         raise VerificationError("checkpoint is malformed")
-    return Checkpoint(lines[0], int(lines[1]), root, tuple(lines[3:]))
+    return Checkpoint(lines[0], size, root, tuple(lines[3:]))
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or not _is_text(name):
         raise KeysError("a note key name must be non-empty without spaces or '+'")
 
 
@@ -86,7 +104,7 @@ def vkey(name: str, public_key: bytes) -> str:
 def parse_vkey(text: str) -> tuple[str, bytes]:
     """Parse a vkey string into (name, Ed25519 public key); KeysError when malformed."""
     parts = text.strip().split("+", 2)
-    if len(parts) != 3 or not _NAME.fullmatch(parts[0]):
+    if len(parts) != 3 or not _NAME.fullmatch(parts[0]) or not _is_text(parts[0]):
         raise KeysError("a vkey is <name>+<hex key id>+<base64 key>")
     name, hex_id, encoded = parts
     try:
@@ -108,7 +126,8 @@ def _signature_line(text: str, name: str, signer: Signer) -> str:
 
 
 def _split(note: str) -> tuple[str, list[tuple[str, bytes]]]:
-    if not note.endswith("\n") or any(ord(c) < 0x20 and c != "\n" for c in note):
+    bad_char = any(ord(c) < 0x20 and c != "\n" for c in note)
+    if not note.endswith("\n") or bad_char or not _is_text(note):
         raise VerificationError("signed note is malformed")
     cut = note.rfind("\n\n")
     if cut < 0:
@@ -134,9 +153,11 @@ def _split(note: str) -> tuple[str, list[tuple[str, bytes]]]:
 
 def sign_note(text: str, *, name: str, signer: Signer) -> str:
     """Sign note `text` (must end with a newline) as `name`; returns the signed note."""
-    bad_char = any(ord(c) < 0x20 and c != "\n" for c in text)
+    bad_char = any(ord(c) < 0x20 and c != "\n" for c in text) or not _is_text(text)
     if not text.endswith("\n") or text.endswith("\n\n") or bad_char:
-        raise KeysError("note text must end with one newline and hold no control characters")
+        raise KeysError(
+            "note text must end with one newline and be UTF-8 text without control characters"
+        )
     return text + "\n" + _signature_line(text, name, signer)
 
 

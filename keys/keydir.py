@@ -6,15 +6,24 @@ Layout (directory 0700, every file 0600):
     encryption.key     X25519 secret key       JSON {"type": "credex.x25519-secret", ...}
     storage.key        32-byte at-rest key     JSON {"type": "credex.storage-key", ...}
     blind-index.key    32-byte BLAKE2b key     JSON {"type": "credex.blind-index-key", ...}
-    tls.key            P-256 key, PKCS#8 PEM (encrypted PKCS#8 under a passphrase)
+    tls.key            P-256 key: PKCS#8 PEM in clear; under a passphrase, a JSON key file
+                       {"type": "credex.p256-pkcs8", ...} boxing the PKCS#8 DER
     tls.crt            self-signed X.509 certificate, PEM (SAN: node id, localhost, 127.0.0.1)
     signing-previous.json   public keys retired by rotation, each with its accepted-until time
 
 A JSON key file holds `"key"` (base64) in clear, or, with a passphrase, `"kdf"` (Argon2id salt,
 opslimit, memlimit) and `"box"`: a SecretBox of `type ‖ 0x00 ‖ key`, so a file renamed to
-another key type does not load. Loading refuses files or a directory readable by group or
-other, a wrong type marker, a bad length, and a wrong passphrase, naming the file each time and
-never printing key bytes.
+another key type does not load. Every private file of a passphrase-protected directory is
+protected by the same Argon2id (one salt per directory, so one derivation per load): a weaker
+file would lower the cost of guessing the passphrase for all of them.
+
+Loading refuses files or a directory readable by group or other, a wrong type marker, a bad
+length, a wrong passphrase, a protected file without a passphrase, an unprotected file when a
+passphrase is given (it may have been planted by someone without the passphrase), and an
+Argon2id cost outside the bounds of `keys._kdf`, naming the file each time and never printing
+key bytes. A `tls.key` written by older versions as encrypted PKCS#8 PEM (PBKDF2, 2048
+iterations: far cheaper to guess than Argon2id) still loads under the passphrase; re-create
+the key directory to upgrade it.
 """
 
 from __future__ import annotations
@@ -33,7 +42,6 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.public
-import nacl.pwhash
 import nacl.secret
 import nacl.utils
 from cryptography import x509
@@ -42,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keys._codec import b64e, format_time
+from keys._kdf import SALT_SIZE, KdfParams, derive_key
 from keys.errors import KeyFileError, KeysError
 from keys.signing import Signer
 
@@ -60,18 +69,12 @@ _TYPES = {
     STORAGE_FILE: "credex.storage-key",
     BLIND_INDEX_FILE: "credex.blind-index-key",
 }
+_TLS_TYPE = "credex.p256-pkcs8"
 _KEY_SIZE = 32
+_PEM_BEGIN = b"-----BEGIN "
 _NODE_ID = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-
-
-@dataclass(frozen=True)
-class KdfParams:
-    """Argon2id cost for passphrase-protected key files (libsodium 'moderate' by default)."""
-
-    opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
-    memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 
 
 @dataclass(frozen=True, repr=False)
@@ -151,36 +154,40 @@ class _Kdf:
     def __init__(self, passphrase: bytes | None, params: KdfParams) -> None:
         self.passphrase = passphrase
         self.params = params
-        self.salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        self.salt = nacl.utils.random(SALT_SIZE)
         self._cache: dict[tuple[bytes, int, int], bytes] = {}
 
-    def key(self, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    def key(self, path: Path, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+        """The box key for these parameters; KeyFileError naming `path` when refused."""
         assert self.passphrase is not None
         cache_key = (salt, opslimit, memlimit)
         if cache_key not in self._cache:
-            self._cache[cache_key] = nacl.pwhash.argon2id.kdf(
-                nacl.secret.SecretBox.KEY_SIZE, self.passphrase, salt, opslimit, memlimit
+            self._cache[cache_key] = derive_key(
+                self.passphrase, salt, opslimit, memlimit, what=str(path), error=KeyFileError
             )
         return self._cache[cache_key]
 
 
-def _encode_key_file(name: str, secret: bytes, node_id: str, kdf: _Kdf) -> bytes:
-    kind = _TYPES[name]
+def _encode_key_file(path: Path, kind: str, secret: bytes, node_id: str, kdf: _Kdf) -> bytes:
     doc: dict[str, Any] = {"node_id": node_id, "type": kind, "v": 1}
     if kdf.passphrase is None:
         doc["key"] = b64e(secret)
     else:
         ops, mem = kdf.params.opslimit, kdf.params.memlimit
-        box = nacl.secret.SecretBox(kdf.key(kdf.salt, ops, mem))
+        box = nacl.secret.SecretBox(kdf.key(path, kdf.salt, ops, mem))
         doc["kdf"] = {"alg": "argon2id13", "memlimit": mem, "opslimit": ops, "salt": b64e(kdf.salt)}
         doc["box"] = b64e(box.encrypt(kind.encode("ascii") + b"\x00" + secret))
     return json.dumps(doc, sort_keys=True, indent=1).encode("utf-8") + b"\n"
 
 
-def _decode_key_file(path: Path, kdf: _Kdf) -> tuple[bytes, str]:
-    kind = _TYPES[path.name]
+def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[bytes, str]:
+    """(secret, node id) of a JSON key file of type `kind`; the length is the caller's check.
+
+    With a passphrase only a protected file (`box`) is accepted; without one, only a clear
+    file (`key`).
+    """
     try:
-        doc = json.loads(_read_private(path))
+        doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise KeyFileError(f"{path}: not a credex key file (expected JSON)") from None
     if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("v") != 1:
@@ -188,31 +195,47 @@ def _decode_key_file(path: Path, kdf: _Kdf) -> tuple[bytes, str]:
     node_id = doc.get("node_id")
     if not isinstance(node_id, str):
         raise KeyFileError(f"{path}: node_id is missing")
+    if "box" in doc and "key" in doc:
+        raise KeyFileError(f"{path}: holds both a clear and a protected key")
     if "box" in doc:
         if kdf.passphrase is None:
             raise KeyFileError(f"{path}: the key file is passphrase-protected; give the passphrase")
         try:
             params = doc["kdf"]
+            if params["alg"] != "argon2id13":
+                raise ValueError
             salt = base64.b64decode(params["salt"], validate=True)
-            key = kdf.key(salt, int(params["opslimit"]), int(params["memlimit"]))
+            ops, mem = params["opslimit"], params["memlimit"]
+            if not (isinstance(ops, int) and isinstance(mem, int)):
+                raise TypeError
             sealed = base64.b64decode(doc["box"], validate=True)
         except (KeyError, TypeError, ValueError):
             raise KeyFileError(f"{path}: malformed passphrase parameters") from None
+        key = kdf.key(path, salt, ops, mem)
         try:
             plain = nacl.secret.SecretBox(key).decrypt(sealed)
-        except nacl.exceptions.CryptoError:
+        except (nacl.exceptions.CryptoError, ValueError):
             raise KeyFileError(
                 f"{path}: cannot decrypt: wrong passphrase or damaged file"
             ) from None
         prefix = kind.encode("ascii") + b"\x00"
         if not plain.startswith(prefix):
             raise KeyFileError(f"{path}: wrong key type marker inside the encrypted key")
-        secret = plain[len(prefix) :]
-    else:
-        try:
-            secret = base64.b64decode(doc.get("key", ""), validate=True)
-        except (TypeError, ValueError):
-            raise KeyFileError(f"{path}: key is not valid base64") from None
+        return plain[len(prefix) :], node_id
+    if kdf.passphrase is not None:
+        # Someone who can write here but lacks the passphrase could plant a key they know.
+        raise KeyFileError(
+            f"{path}: the key file is not passphrase-protected, but a passphrase was given; "
+            "refusing it (restore the protected file from a backup)"
+        )
+    try:
+        return base64.b64decode(doc.get("key", ""), validate=True), node_id
+    except (TypeError, ValueError):
+        raise KeyFileError(f"{path}: key is not valid base64") from None
+
+
+def _load_secret(path: Path, kdf: _Kdf) -> tuple[bytes, str]:
+    secret, node_id = _decode_key_file(path, _read_private(path), _TYPES[path.name], kdf)
     if len(secret) != _KEY_SIZE:
         raise KeyFileError(f"{path}: bad key length (expected {_KEY_SIZE} bytes)")
     return secret, node_id
@@ -267,29 +290,57 @@ def _make_tls(node_id: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePri
     return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _tls_key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
+def _tls_key_bytes(path: Path, key: ec.EllipticCurvePrivateKey, node_id: str, kdf: _Kdf) -> bytes:
+    """Clear PKCS#8 PEM without a passphrase; a protected JSON key file with one."""
+    if kdf.passphrase is None:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    return _encode_key_file(path, _TLS_TYPE, der, node_id, kdf)
 
 
-def _load_tls(path: Path, passphrase: bytes | None, node_id: str) -> tuple[bytes, bytes, str]:
-    key_path, cert_path = path / TLS_KEY_FILE, path / TLS_CERT_FILE
-    raw_key = _read_private(key_path)
-    try:
-        key = serialization.load_pem_private_key(raw_key, password=passphrase or None)
-    except TypeError:
-        hint = "is passphrase-protected" if passphrase is None else "is not encrypted"
-        raise KeyFileError(f"{key_path}: the TLS key {hint}") from None
-    except ValueError:
-        raise KeyFileError(f"{key_path}: not a PEM private key, or wrong passphrase") from None
+def _load_tls_key(key_path: Path, kdf: _Kdf, node_id: str) -> ec.EllipticCurvePrivateKey:
+    raw = _read_private(key_path)
+    passphrase = kdf.passphrase
+    if raw.lstrip().startswith(_PEM_BEGIN):
+        # Clear PEM, or the encrypted PKCS#8 PEM (PBKDF2) of older versions: still read.
+        try:
+            key = serialization.load_pem_private_key(raw, password=passphrase)
+        except TypeError:
+            if passphrase is None:
+                raise KeyFileError(
+                    f"{key_path}: the TLS key is passphrase-protected; give the passphrase"
+                ) from None
+            raise KeyFileError(
+                f"{key_path}: the TLS key is not passphrase-protected, but a passphrase was "
+                "given; refusing it (restore the protected file from a backup)"
+            ) from None
+        except ValueError:
+            raise KeyFileError(f"{key_path}: not a PEM private key, or wrong passphrase") from None
+    else:
+        der, file_node = _decode_key_file(key_path, raw, _TLS_TYPE, kdf)
+        if passphrase is None:
+            # Without a passphrase the TLS key is PEM; a clear JSON tls.key is never written.
+            raise KeyFileError(f"{key_path}: not a PEM private key")
+        if file_node != node_id:
+            raise KeyFileError(f"{key_path}: belongs to another node than {SIGNING_FILE}")
+        try:
+            key = serialization.load_der_private_key(der, password=None)
+        except (TypeError, ValueError):
+            raise KeyFileError(f"{key_path}: the protected TLS key is not PKCS#8") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"{key_path}: wrong key type marker (expected a P-256 key)")
+    return key
+
+
+def _load_tls(path: Path, kdf: _Kdf, node_id: str) -> tuple[bytes, bytes, str]:
+    key_path, cert_path = path / TLS_KEY_FILE, path / TLS_CERT_FILE
+    key = _load_tls_key(key_path, kdf, node_id)
     cert_pem = _read_private(cert_path)
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
@@ -300,6 +351,7 @@ def _load_tls(path: Path, passphrase: bytes | None, node_id: str) -> tuple[bytes
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names or names[0].value != node_id:
         raise KeyFileError(f"{cert_path}: certificate names another node than {SIGNING_FILE}")
+    # gRPC takes the key as PEM bytes: it stays in clear in memory only.
     clear_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -338,15 +390,24 @@ def create_key_dir(
     secrets = {name: nacl.utils.random(_KEY_SIZE) for name in _TYPES}
     kdf_state = _Kdf(passphrase, kdf or KdfParams())
     for name, secret in secrets.items():
-        _write_new(path / name, _encode_key_file(name, secret, node_id, kdf_state))
+        file = path / name
+        _write_new(file, _encode_key_file(file, _TYPES[name], secret, node_id, kdf_state))
     tls_key, cert_pem = _make_tls(node_id, now)
-    _write_new(path / TLS_KEY_FILE, _tls_key_bytes(tls_key, passphrase))
+    tls_file = path / TLS_KEY_FILE
+    _write_new(tls_file, _tls_key_bytes(tls_file, tls_key, node_id, kdf_state))
     _write_new(path / TLS_CERT_FILE, cert_pem)
     return load_key_dir(path, passphrase=passphrase)
 
 
 def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
-    """Load and check a key directory; raises KeyFileError naming the offending file."""
+    """Load and check a key directory; raises KeyFileError naming the offending file.
+
+    With a passphrase every private file must be passphrase-protected (a clear one is refused,
+    as a possible plant); without one, a protected file is refused with a request for it.
+    An empty passphrase is refused (KeysError), as at creation.
+    """
+    if passphrase is not None and not passphrase:
+        raise KeysError("an empty passphrase is not a passphrase; pass None for none")
     path = Path(path)
     try:
         st = path.stat()
@@ -360,13 +421,13 @@ def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
             f"the key directory must be 0700 (chmod 700 {path})"
         )
     kdf_state = _Kdf(passphrase, KdfParams())
-    loaded = {name: _decode_key_file(path / name, kdf_state) for name in _TYPES}
+    loaded = {name: _load_secret(path / name, kdf_state) for name in _TYPES}
     node_ids = {node for _, node in loaded.values()}
     if len(node_ids) != 1:
         raise KeyFileError(f"{path}: key files belong to different nodes")
     node_id = node_ids.pop()
     enc_secret = loaded[ENCRYPTION_FILE][0]
-    tls_key_pem, cert_pem, fingerprint = _load_tls(path, passphrase, node_id)
+    tls_key_pem, cert_pem, fingerprint = _load_tls(path, kdf_state, node_id)
     return NodeKeys(
         node_id=node_id,
         signing=Signer(loaded[SIGNING_FILE][0]),
@@ -386,6 +447,8 @@ def _load_previous(path: Path) -> tuple[tuple[bytes, datetime.datetime], ...]:
         return ()
     try:
         doc = json.loads(_read_private(path))
+        if not isinstance(doc, dict) or not isinstance(doc.get("previous"), list):
+            raise ValueError
         out = []
         for item in doc["previous"]:
             key = base64.b64decode(item["key"], validate=True)
@@ -425,8 +488,10 @@ def rotate_signing_key(
     _replace(path / PREVIOUS_FILE, json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n")
     kdf_state = _Kdf(passphrase, kdf or KdfParams())
     new_seed = nacl.utils.random(_KEY_SIZE)
+    signing_file = path / SIGNING_FILE
     _replace(
-        path / SIGNING_FILE, _encode_key_file(SIGNING_FILE, new_seed, current.node_id, kdf_state)
+        signing_file,
+        _encode_key_file(signing_file, _TYPES[SIGNING_FILE], new_seed, current.node_id, kdf_state),
     )
     return load_key_dir(path, passphrase=passphrase)
 

@@ -16,41 +16,36 @@ from __future__ import annotations
 import struct
 
 import nacl.exceptions
-import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
-from keys.errors import VerificationError
-from keys.keydir import KdfParams
+from keys._kdf import SALT_SIZE, KdfParams, cost_in_bounds, derive_key
+from keys.errors import KeysError, VerificationError
 
 __all__ = ["PASSPHRASE_BOX_MAGIC", "open_with_passphrase", "seal_with_passphrase"]
 
 PASSPHRASE_BOX_MAGIC = b"CREDEXPB"
 _VERSION = 1
-_HEADER = struct.Struct(">8sBQQ16s")
-_MAX_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
-_MAX_OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
-
-
-def _derive(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
-    key: bytes = nacl.pwhash.argon2id.kdf(
-        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit, memlimit
-    )
-    return key
+_HEADER = struct.Struct(f">8sBQQ{SALT_SIZE}s")
+_OPEN = "cannot open the sealed file"
 
 
 def seal_with_passphrase(data: bytes, passphrase: bytes, *, kdf: KdfParams | None = None) -> bytes:
     """Encrypt and authenticate `data` under a key derived from `passphrase` (Argon2id).
 
-    Refuses (ValueError) an empty passphrase. `kdf` sets the Argon2id cost (tests use a cheap
-    one; the default is libsodium's 'moderate').
+    Refuses (ValueError) an empty passphrase; raises KeysError when libsodium cannot run the
+    derivation (not enough memory). `kdf` sets the Argon2id cost (tests use a cheap one; the
+    default is libsodium's 'moderate').
     """
     if not passphrase:
         raise ValueError("the passphrase must not be empty")
     params = kdf or KdfParams()
-    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    salt = nacl.utils.random(SALT_SIZE)
     header = _HEADER.pack(PASSPHRASE_BOX_MAGIC, _VERSION, params.opslimit, params.memlimit, salt)
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, params.opslimit, params.memlimit))
+    key = derive_key(
+        passphrase, salt, params.opslimit, params.memlimit, what="cannot seal", error=KeysError
+    )
+    box = nacl.secret.SecretBox(key)
     return header + bytes(box.encrypt(header + data))
 
 
@@ -66,13 +61,13 @@ def open_with_passphrase(blob: bytes, passphrase: bytes) -> bytes:
     magic, version, ops, mem, salt = _HEADER.unpack_from(blob)
     if magic != PASSPHRASE_BOX_MAGIC or version != _VERSION:
         raise VerificationError("not a credex passphrase-sealed file (unknown format)")
-    if not (
-        nacl.pwhash.argon2id.OPSLIMIT_MIN <= ops <= _MAX_OPSLIMIT
-        and nacl.pwhash.argon2id.MEMLIMIT_MIN <= mem <= _MAX_MEMLIMIT
-    ):
-        raise VerificationError("cannot open the sealed file: wrong passphrase or damaged file")
+    # Checked here as well as in derive_key, to keep the refusal as opaque as a wrong passphrase.
+    if not cost_in_bounds(ops, mem):
+        raise VerificationError(f"{_OPEN}: wrong passphrase or damaged file")
     header = blob[: _HEADER.size]
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, ops, mem))
+    box = nacl.secret.SecretBox(
+        derive_key(passphrase, salt, ops, mem, what=_OPEN, error=VerificationError)
+    )
     try:
         plain = bytes(box.decrypt(blob[_HEADER.size :]))
     except (nacl.exceptions.CryptoError, ValueError):

@@ -40,7 +40,7 @@ def _config(identities: dict[str, dict[str, Any]], **over: Any) -> dict[str, Any
             {
                 "node_id": n,
                 "name": n.upper(),
-                "roles": ["producer"],
+                "roles": ["platform"] if n == "platform" else ["department"],
                 "endpoint": f"{n}:7443",
                 "identity": ident,
             }
@@ -254,3 +254,74 @@ def test_sign_bundle_refuses_another_root(identities: dict[str, dict[str, Any]])
         keys.sign_bundle(_bundle(identities), OTHER)
     with pytest.raises(BundleError):
         keys.sign_bundle(dataclasses.replace(_bundle(identities), version=0), ROOT)
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        (["producer"], r"unknown roles \['producer'\]"),
+        (["Platform "], r"unknown roles"),
+        (["department", "auditor"], r"unknown roles \['auditor'\]"),
+        ([], r"has no role"),
+        (["department", "department"], r"lists a role twice"),
+        ("department", r"must be a list"),
+        ([1], r"must be a list"),
+        (None, r"must be a list"),
+    ],
+)
+def test_roles_are_checked(
+    identities: dict[str, dict[str, Any]], roles: object, message: str
+) -> None:
+    cfg = _config(identities)
+    cfg["node"][1]["roles"] = roles
+    with pytest.raises(BundleError, match=rf"node\[1\]\.roles: node 'zd-tax'.*{message}"):
+        keys.bundle_from_config(cfg, root_keyid=ROOT.keyid, now=NOW)
+
+
+def test_both_roles_are_accepted(identities: dict[str, dict[str, Any]]) -> None:
+    cfg = _config(identities)
+    cfg["node"][2]["roles"] = ["platform", "department"]
+    bundle = keys.bundle_from_config(cfg, root_keyid=ROOT.keyid, now=NOW)
+    platform = bundle.member("platform")
+    assert platform is not None
+    assert platform.roles == frozenset({"department", "platform"})
+
+
+def test_roles_are_checked_when_signing_and_accepting(
+    identities: dict[str, dict[str, Any]],
+) -> None:
+    bundle = _bundle(identities)
+    odd = dataclasses.replace(bundle.roster[0], roles=frozenset({"producer"}))
+    with pytest.raises(BundleError, match=r"roster: node 'zd-market' has unknown roles"):
+        keys.sign_bundle(dataclasses.replace(bundle, roster=(odd, *bundle.roster[1:])), ROOT)
+    for roles in (["producer"], [], ["platform", "platform"]):
+        doc = json.loads(bundle.to_payload())
+        doc["roster"][0]["roles"] = roles
+        env = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT)
+        with pytest.raises(BundleError, match=r"roster\[0\]\.roles: node 'zd-market'"):
+            _accept(env.to_json().encode())
+
+
+def test_one_signing_key_cannot_belong_to_two_nodes(
+    identities: dict[str, dict[str, Any]],
+) -> None:
+    market = identities["zd-market"]
+    shared = {**identities["zd-tax"], "signing_key": market["signing_key"]}
+    shared["keyid"] = market["keyid"]
+    with pytest.raises(BundleError, match=r"'zd-market' and 'zd-tax' share the signing key"):
+        _bundle({**identities, "zd-tax": shared})
+    # A previous key of one node that is the current key of another is just as ambiguous.
+    retired = {
+        **identities["zd-tax"],
+        "previous_signing_keys": [
+            {"key": market["signing_key"], "accepted_until": "2026-11-27T00:00:00Z"}
+        ],
+    }
+    with pytest.raises(BundleError, match=r"'zd-market' and 'zd-tax' share the signing key"):
+        _bundle({**identities, "zd-tax": retired})
+    # And a signed bundle that lists one key twice is refused on acceptance.
+    doc = json.loads(_bundle(identities).to_payload())
+    doc["roster"][2]["signing_key"] = doc["roster"][0]["signing_key"]
+    env = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT)
+    with pytest.raises(BundleError, match=r"share the signing key"):
+        _accept(env.to_json().encode())

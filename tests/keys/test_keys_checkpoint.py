@@ -118,6 +118,38 @@ def test_malformed_bodies_are_refused(body: str) -> None:
         keys.parse_checkpoint(body)
 
 
+def test_tree_size_is_a_uint64(signer: keys.Signer) -> None:
+    root = base64.b64encode(ROOT).decode()
+    top = 2**64 - 1
+    assert keys.parse_checkpoint(f"o\n{top}\n{root}\n").size == top
+    for size in (2**64, 2**66, 10**19 * 9):
+        with pytest.raises(VerificationError, match="malformed"):
+            keys.parse_checkpoint(f"o\n{size}\n{root}\n")
+        with pytest.raises(KeysError, match="2\\*\\*64"):
+            Checkpoint("o", size, ROOT).body()
+    note = keys.sign_note(f"{LOG}\n{2**64}\n{root}\n", name=LOG, signer=signer)
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.verify_checkpoint(note, verifiers={LOG: signer.public_key})
+
+
+def test_text_that_is_not_utf8_is_refused(signer: keys.Signer) -> None:
+    # A lone surrogate, as str(bytes, errors="surrogateescape") makes of invalid UTF-8.
+    note = _note(signer).replace("\n42\n", "\n42\udcff\n", 1)
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.verify_note(note, verifiers={LOG: signer.public_key})
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.verify_checkpoint(note, verifiers={LOG: signer.public_key})
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.cosign_note(note, name=WITNESS, signer=signer)
+    with pytest.raises(KeysError, match="UTF-8"):
+        keys.sign_note("o\ud800\n", name=LOG, signer=signer)
+    with pytest.raises(KeysError, match="name"):
+        keys.sign_note("o\n", name="log\udcff", signer=signer)
+    encoded = keys.vkey(LOG, signer.public_key).split("+", 2)
+    with pytest.raises(KeysError, match="vkey"):
+        keys.parse_vkey("\udcff+" + "+".join(encoded[1:]))
+
+
 def test_bad_checkpoints_and_names_are_refused(signer: keys.Signer) -> None:
     with pytest.raises(KeysError):
         Checkpoint("o", 1, b"short").body()

@@ -53,6 +53,35 @@ def test_accepts_url_safe_base64(signer: keys.Signer) -> None:
     assert Envelope.from_json(json.dumps(doc)) == env
 
 
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: "!!" + t,
+        lambda t: t + "@@",
+        lambda t: t[:3] + " " + t[3:],
+        lambda t: t[:3] + "\n" + t[3:],
+        lambda t: t[:3] + "$" + t[3:],
+        lambda t: t.rstrip("="),
+        lambda t: t + "=",
+    ],
+    ids=["junk-before", "junk-after", "space", "newline", "dollar", "no-padding", "extra-padding"],
+)
+@pytest.mark.parametrize("alphabet", ["standard", "url-safe"])
+def test_base64_is_strict_in_both_alphabets(
+    signer: keys.Signer, mangle: object, alphabet: str
+) -> None:
+    env = keys.sign_envelope(TYPE, b"\xfb\xffhello", signer)
+    doc = json.loads(env.to_json())
+    text = doc["payload"]
+    if alphabet == "url-safe":
+        text = text.replace("+", "-").replace("/", "_")
+    assert ("-" in text) == (alphabet == "url-safe")
+    assert callable(mangle)
+    doc["payload"] = mangle(text)
+    with pytest.raises(VerificationError, match="not valid base64"):
+        Envelope.from_json(json.dumps(doc))
+
+
 def test_wrong_payload_type_is_refused(signer: keys.Signer) -> None:
     env = keys.sign_envelope(TYPE, b"x", signer)
     with pytest.raises(VerificationError):

@@ -9,13 +9,17 @@ import json
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
+import nacl.exceptions
+import nacl.pwhash
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 import keys
-from keys import KeyFileError, KeysError
+from keys import KeyFileError, KeysError, keydir
 
 CHEAP = keys.KdfParams(opslimit=1, memlimit=8 * 1024 * 1024)
 NODE = "zd-market"
@@ -119,13 +123,16 @@ def test_wrong_type_marker_and_swapped_files(key_dir: Path) -> None:
         keys.load_key_dir(key_dir)
 
 
+@pytest.mark.parametrize(
+    "name", ["signing.key", "encryption.key", "storage.key", "blind-index.key"]
+)
 @pytest.mark.parametrize("length", [0, 31, 33, 64])
-def test_bad_key_length(key_dir: Path, length: int) -> None:
-    path = key_dir / "storage.key"
+def test_bad_key_length(key_dir: Path, name: str, length: int) -> None:
+    path = key_dir / name
     doc = json.loads(path.read_text())
     doc["key"] = base64.b64encode(bytes(length)).decode()
     _rewrite(path, doc)
-    with pytest.raises(KeyFileError, match=r"storage\.key.*length"):
+    with pytest.raises(KeyFileError, match=rf"{re.escape(name)}.*length"):
         keys.load_key_dir(key_dir)
 
 
@@ -149,7 +156,6 @@ def test_passphrase(tmp_path: Path) -> None:
     doc = json.loads((path / "signing.key").read_text())
     assert "key" not in doc
     assert doc["kdf"]["alg"] == "argon2id13"
-    assert b"ENCRYPTED" in (path / "tls.key").read_bytes()
     loaded = keys.load_key_dir(path, passphrase=b"correct horse")
     assert loaded.signing.public_key == made.signing.public_key
     assert loaded.tls_key_pem == made.tls_key_pem
@@ -157,6 +163,202 @@ def test_passphrase(tmp_path: Path) -> None:
         keys.load_key_dir(path, passphrase=b"wrong")
     with pytest.raises(KeyFileError, match="passphrase-protected"):
         keys.load_key_dir(path)
+    with pytest.raises(KeysError, match="empty passphrase"):
+        keys.load_key_dir(path, passphrase=b"")
+
+
+def test_tls_key_uses_the_same_argon2id_as_the_other_key_files(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    made = keys.create_key_dir(path, node_id=NODE, passphrase=b"correct horse", kdf=CHEAP)
+    raw = (path / "tls.key").read_bytes()
+    # Not the PBKDF2 (2048 iterations) of encrypted PKCS#8 PEM: guessing it would be cheaper.
+    assert b"PRIVATE KEY" not in raw
+    doc = json.loads(raw)
+    assert doc["type"] == "credex.p256-pkcs8"
+    assert doc["node_id"] == NODE
+    assert "key" not in doc
+    assert doc["kdf"] == json.loads((path / "signing.key").read_text())["kdf"]
+    # In memory it stays the clear PKCS#8 PEM that gRPC needs.
+    assert made.tls_key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    key = serialization.load_pem_private_key(made.tls_key_pem, password=None)
+    cert = x509.load_pem_x509_certificate(made.tls_cert_pem)
+    assert key.public_key() == cert.public_key()
+    with pytest.raises(KeyFileError, match=r"tls\.key.*passphrase-protected"):
+        keys.load_key_dir(_with_file(tmp_path, "clear", "tls.key", raw))
+
+
+def _with_file(tmp_path: Path, name: str, file: str, content: bytes) -> Path:
+    """A clear key directory whose `file` is replaced by `content`."""
+    path = tmp_path / name
+    keys.create_key_dir(path, node_id=NODE)
+    (path / file).write_bytes(content)
+    return path
+
+
+def test_legacy_pbkdf2_tls_key_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    made = keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    key = serialization.load_pem_private_key(made.tls_key_pem, password=None)
+
+    def legacy(passphrase: bytes) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+
+    assert b"ENCRYPTED PRIVATE KEY" in legacy(b"pw")
+    (path / "tls.key").write_bytes(legacy(b"pw"))
+    assert keys.load_key_dir(path, passphrase=b"pw").tls_key_pem == made.tls_key_pem
+    (path / "tls.key").write_bytes(legacy(b"another passphrase"))
+    with pytest.raises(KeyFileError, match=r"tls\.key.*wrong passphrase"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+SECRET_FILES = ["signing.key", "encryption.key", "storage.key", "blind-index.key"]
+
+
+@pytest.mark.parametrize("name", SECRET_FILES)
+def test_planted_clear_key_file_in_a_passphrase_dir(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    doc = json.loads((path / name).read_text())
+    # Someone without the passphrase swaps in a key they know.
+    planted = {"key": base64.b64encode(b"A" * 32).decode(), "node_id": NODE}
+    _rewrite(path / name, {**planted, "type": doc["type"], "v": 1})
+    with pytest.raises(KeyFileError, match=rf"{re.escape(name)}.*not passphrase-protected"):
+        keys.load_key_dir(path, passphrase=b"pw")
+    # Both a clear and a protected key in one file: refused as well.
+    _rewrite(path / name, {**doc, **planted})
+    with pytest.raises(KeyFileError, match=rf"{re.escape(name)}.*both"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def test_planted_clear_tls_key_in_a_passphrase_dir(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    clear = keys.load_key_dir(path, passphrase=b"pw").tls_key_pem
+    (path / "tls.key").write_bytes(clear)
+    with pytest.raises(KeyFileError, match=r"tls\.key.*not passphrase-protected"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def _forge(path: Path, kind: str, secret: bytes, passphrase: bytes | None = b"pw") -> bytes:
+    """A key file as keys.keydir writes it, around any secret (to forge bad contents)."""
+    return keydir._encode_key_file(path, kind, secret, NODE, keydir._Kdf(passphrase, CHEAP))
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ec.generate_private_key(ec.SECP384R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+    ],
+    ids=["p384", "ed25519"],
+)
+def test_tls_key_of_the_wrong_type(tmp_path: Path, other: object) -> None:
+    assert isinstance(other, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
+    pem = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(KeyFileError, match=r"tls\.key.*P-256"):
+        keys.load_key_dir(_with_file(tmp_path, "clear", "tls.key", pem))
+    path = tmp_path / "protected"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    der = other.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (path / "tls.key").write_bytes(_forge(path / "tls.key", "credex.p256-pkcs8", der))
+    with pytest.raises(KeyFileError, match=r"tls\.key.*P-256"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a key", "not a credex key file"),
+        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not a PEM"),
+    ],
+)
+def test_garbage_tls_key(tmp_path: Path, content: bytes, message: str) -> None:
+    with pytest.raises(KeyFileError, match=rf"tls\.key.*{message}"):
+        keys.load_key_dir(_with_file(tmp_path, "clear", "tls.key", content))
+
+
+def test_protected_tls_key_with_another_type_or_node(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    tls = json.loads((path / "tls.key").read_text())
+    storage = json.loads((path / "storage.key").read_text())
+    _rewrite(path / "tls.key", {**tls, "box": storage["box"]})
+    with pytest.raises(KeyFileError, match=r"tls\.key.*type marker"):
+        keys.load_key_dir(path, passphrase=b"pw")
+    _rewrite(path / "tls.key", {**storage, "type": "credex.p256-pkcs8"})
+    with pytest.raises(KeyFileError, match=r"tls\.key.*type marker"):
+        keys.load_key_dir(path, passphrase=b"pw")
+    _rewrite(path / "tls.key", {**tls, "node_id": "zd-other"})
+    with pytest.raises(KeyFileError, match=r"tls\.key.*another node"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def test_clear_json_tls_key_is_not_a_format(tmp_path: Path) -> None:
+    pem = keys.create_key_dir(tmp_path / "src", node_id=NODE).tls_key_pem
+    der = serialization.load_pem_private_key(pem, password=None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    content = _forge(tmp_path / "tls.key", "credex.p256-pkcs8", der, passphrase=None)
+    with pytest.raises(KeyFileError, match=r"tls\.key.*not a PEM"):
+        keys.load_key_dir(_with_file(tmp_path, "clear", "tls.key", content))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("memlimit", 4398046510080),  # libsodium's MEMLIMIT_MAX, 4 TiB
+        ("memlimit", nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE + 1),
+        ("memlimit", nacl.pwhash.argon2id.MEMLIMIT_MIN - 1),
+        ("opslimit", nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE + 1),
+        ("opslimit", 2**32),
+        ("opslimit", 0),
+    ],
+)
+def test_kdf_cost_from_the_file_is_bounded(tmp_path: Path, field: str, value: int) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    doc = json.loads((path / "signing.key").read_text())
+    doc["kdf"][field] = value
+    _rewrite(path / "signing.key", doc)
+    with pytest.raises(KeyFileError, match=r"signing\.key.*out of bounds"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("memlimit", "8388608"), ("opslimit", 1.0), ("alg", "argon2i13"), ("salt", "AAAA")],
+)
+def test_malformed_kdf_parameters(tmp_path: Path, field: str, value: object) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    doc = json.loads((path / "storage.key").read_text())
+    doc["kdf"][field] = value
+    _rewrite(path / "storage.key", doc)
+    with pytest.raises(KeyFileError, match=r"storage\.key.*(malformed|salt)"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def test_failed_key_derivation_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+
+    def out_of_memory(*_args: object) -> bytes:
+        raise nacl.exceptions.RuntimeError("Unexpected failure in key derivation")
+
+    # libsodium fails this way when it cannot allocate memlimit bytes.
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", out_of_memory)
+    with pytest.raises(KeyFileError, match=r"signing\.key.*key derivation failed"):
+        keys.load_key_dir(path, passphrase=b"pw")
 
 
 def test_passphrase_blob_swapped_between_types(tmp_path: Path) -> None:
@@ -171,7 +373,7 @@ def test_passphrase_blob_swapped_between_types(tmp_path: Path) -> None:
 
 
 def test_unencrypted_dir_with_a_passphrase(key_dir: Path) -> None:
-    with pytest.raises(KeyFileError, match=r"tls\.key"):
+    with pytest.raises(KeyFileError, match=r"signing\.key.*not passphrase-protected"):
         keys.load_key_dir(key_dir, passphrase=b"pw")
 
 
@@ -199,3 +401,51 @@ def test_rotation_of_a_passphrase_dir(tmp_path: Path, now: datetime.datetime) ->
     rotated = keys.rotate_signing_key(path, now=now, passphrase=b"pw", kdf=CHEAP)
     assert keys.load_key_dir(path, passphrase=b"pw").signing.keyid == rotated.signing.keyid
     assert "box" in json.loads((path / "signing.key").read_text())
+
+
+def _rotated(key_dir: Path, now: datetime.datetime) -> Path:
+    keys.rotate_signing_key(key_dir, now=now)
+    return key_dir / "signing-previous.json"
+
+
+def test_loose_permissions_on_the_previous_keys(key_dir: Path, now: datetime.datetime) -> None:
+    _rotated(key_dir, now).chmod(0o644)
+    with pytest.raises(KeyFileError, match=r"signing-previous\.json.*0644"):
+        keys.load_key_dir(key_dir)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda doc: "not json",
+        lambda doc: [],
+        lambda doc: {},
+        lambda doc: {"previous": {}},
+        lambda doc: {"previous": [{}]},
+        lambda doc: {"previous": ["x"]},
+        lambda doc: {"previous": [{**doc["previous"][0], "key": "AAAA"}]},
+        lambda doc: {"previous": [{**doc["previous"][0], "key": "not base64!"}]},
+        lambda doc: {"previous": [{**doc["previous"][0], "accepted_until": "2026-12-01T00:00"}]},
+        lambda doc: {"previous": [{**doc["previous"][0], "accepted_until": "soon"}]},
+        lambda doc: {"previous": [{**doc["previous"][0], "accepted_until": 1}]},
+    ],
+    ids=[
+        "not-json",
+        "list",
+        "no-previous",
+        "previous-not-list",
+        "empty-item",
+        "item-not-table",
+        "short-key",
+        "key-not-base64",
+        "naive-time",
+        "bad-time",
+        "time-not-text",
+    ],
+)
+def test_malformed_previous_keys(key_dir: Path, now: datetime.datetime, change: Any) -> None:
+    path = _rotated(key_dir, now)
+    changed = change(json.loads(path.read_text()))
+    path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    with pytest.raises(KeyFileError, match=r"signing-previous\.json: malformed"):
+        keys.load_key_dir(key_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import nacl.exceptions
+import nacl.pwhash
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,3 +65,28 @@ def test_damaged_blob_refused(name: str, mutate: object) -> None:
 def test_round_trip_property(data: bytes, passphrase: bytes) -> None:
     blob = keys.seal_with_passphrase(data, passphrase, kdf=CHEAP)
     assert keys.open_with_passphrase(blob, passphrase) == data
+
+
+@pytest.mark.parametrize(
+    ("opslimit", "memlimit"),
+    [(0, 8192), (5, 8192), (1, 8191), (1, (1 << 30) + 1), (1, 1 << 42)],
+)
+def test_kdf_params_out_of_bounds_are_refused(opslimit: int, memlimit: int) -> None:
+    # The bounds a file may ask for (shared with the key directory): nothing is written that
+    # could not be opened again.
+    with pytest.raises(keys.KeysError, match="out of bounds"):
+        keys.KdfParams(opslimit=opslimit, memlimit=memlimit)
+
+
+def test_failed_key_derivation_is_a_keys_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = keys.seal_with_passphrase(b"x", b"pw", kdf=CHEAP)
+
+    def out_of_memory(*_args: object) -> bytes:
+        raise nacl.exceptions.RuntimeError("Unexpected failure in key derivation")
+
+    # libsodium fails this way when it cannot allocate memlimit bytes.
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", out_of_memory)
+    with pytest.raises(keys.VerificationError, match="key derivation failed"):
+        keys.open_with_passphrase(blob, b"pw")
+    with pytest.raises(keys.KeysError, match="key derivation failed"):
+        keys.seal_with_passphrase(b"x", b"pw", kdf=CHEAP)
