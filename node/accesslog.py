@@ -555,7 +555,12 @@ class AccessLog:
         self._previous: bytes = ZERO_HASH
         self._claiming = backend if isinstance(backend, ClaimingLogBackend) else None
         self._group: GroupCommit[tuple[LogEntry, NonceClaim | None], tuple[int, bool]] = (
-            GroupCommit(self._commit_group, max_batch=max_batch, on_error=_unavailable)
+            GroupCommit(
+                self._commit_group,
+                max_batch=max_batch,
+                on_error=_unavailable,
+                stage="accesslog.commit",
+            )
         )
         self._last_checkpoint_at: dt.datetime | None = None
 
@@ -769,6 +774,7 @@ class Problem:
     code: str
     index: int | None
     message: str
+    index_end: int | None = None  # exclusive; set when only a range of entries can be blamed
 
 
 @dataclass(frozen=True)
@@ -780,6 +786,7 @@ class VerifyReport:
     checkpoints_checked: int
     witnesses_checked: int
     problems: tuple[Problem, ...]
+    signed_size: int = 0  # the largest size a verified checkpoint, cosignature or anchor covers
 
     @property
     def ok(self) -> bool:
@@ -796,7 +803,14 @@ class VerifyReport:
         """Raise TamperDetected (exit code 3) naming the first bad entry when not ok."""
         if self.problems:
             first = self.first_bad_index
-            where = f"first bad entry {first}" if first is not None else "no single entry"
+            blamed = [p for p in self.problems if p.index is not None and p.index == first]
+            end = min((p.index_end for p in blamed if p.index_end is not None), default=None)
+            if first is None:
+                where = "no single entry"
+            elif end is not None and all(p.index_end is not None for p in blamed):
+                where = f"first bad entry between {first} and {end - 1}"
+            else:
+                where = f"first bad entry {first}"
             raise TamperDetected(
                 f"access log failed verification ({where}): {self.problems[0].message}"
             )
@@ -809,14 +823,20 @@ def verify_log(
     origin: str | None = None,
     log_name: str | None = None,
     witness_verifiers: Mapping[str, bytes] | None = None,
+    anchors: Sequence[str] = (),
 ) -> VerifyReport:
     """Recompute every leaf hash, the chain and the tree, and check every stored checkpoint (its
     signature with `verifiers`, name -> Ed25519 key, by the log key `log_name` (default: the
     checkpoint's origin), its origin, and its root at its size) and every witness cosignature
     (with `witness_verifiers`).
 
+    `anchors` are signed notes of this log kept outside it (the platform witness's latest
+    cosigned checkpoint): each must be signed by the log key, and the log must hold it, so
+    deleting the newest rows together with every local checkpoint and witness row still shows.
+
     Promises: an edited, deleted, inserted or reordered row is named by its index (the first such
-    entry); a log shorter than a signed checkpoint is reported as truncated at its first missing
+    entry), or by the range of entries between two checkpoints when only a root tells; a log
+    shorter than a signed checkpoint or anchor is reported as truncated at its first missing
     index. Never raises for tampering: the report lists problems; `raise_for_problems` turns it
     into TamperDetected.
     """
@@ -824,6 +844,26 @@ def verify_log(
     problems: list[Problem] = []
     expected_roots: dict[int, bytes] = {}
     sizes: set[int] = set()
+    for number, note in enumerate(anchors, start=1):
+        try:
+            cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+        except keys.KeysError:
+            problems.append(
+                Problem("anchor_signature", None, f"anchor {number}: not signed by this log")
+            )
+            continue
+        if origin is not None and cp.origin != origin:
+            problems.append(
+                Problem("anchor_mismatch", None, f"anchor {number}: a checkpoint of another log")
+            )
+            continue
+        if expected_roots.get(cp.size, cp.root) != cp.root:
+            problems.append(
+                Problem("fork_detected", None, f"two anchors with different roots at {cp.size}")
+            )
+            continue
+        expected_roots[cp.size] = cp.root
+        sizes.add(cp.size)
     for size, note in backend.checkpoints():
         try:
             cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
@@ -903,13 +943,21 @@ def verify_log(
             if tree.root() != expected_roots[next_check]:
                 # only an entry before the checkpoint can be blamed for its root
                 early = first_bad if first_bad is not None and first_bad < next_check else None
-                blame = early if early is not None else _last_good(next_check, sizes)
+                if early is not None:
+                    blame, blame_end = early, None
+                    where = f"entries from {early} on were rewritten"
+                else:
+                    # Every row chains to the one before it, so the whole prefix was rewritten
+                    # consistently: only the checkpoints bound where. Blame the range.
+                    blame, blame_end = _last_good(next_check, sizes), next_check
+                    where = f"an entry in {blame}..{next_check - 1} was rewritten"
                 problems.append(
                     Problem(
                         "checkpoint_root_mismatch",
                         blame,
                         f"the log at size {next_check} does not match its signed checkpoint "
-                        f"(entries from {blame} on were rewritten)",
+                        f"({where})",
+                        index_end=blame_end,
                     )
                 )
             next_check = check_at.pop() if check_at else -1
@@ -933,6 +981,7 @@ def verify_log(
         checkpoints_checked=len(expected_roots),
         witnesses_checked=witnesses_checked,
         problems=tuple(sorted(problems, key=_problem_order)),
+        signed_size=max(sizes, default=0),
     )
 
 
@@ -1083,23 +1132,39 @@ def export_lines(backend: LogBackend, **kwargs: Any) -> Iterator[str]:
         yield json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def verify_export_record(record: Mapping[str, Any], verifiers: Mapping[str, bytes]) -> LogEntry:
-    """Check one exported line on its own: the checkpoint signature and the inclusion proof of
-    the leaf; return the entry. Raises keys.VerificationError when it does not verify."""
+def verify_export_record(
+    record: Mapping[str, Any],
+    verifiers: Mapping[str, bytes],
+    *,
+    log_name: str | None = None,
+    origin: str | None = None,
+) -> LogEntry:
+    """Check one exported line on its own: the checkpoint is signed by the log key `log_name`
+    (a name in `verifiers`; default: the checkpoint's origin line, the C2SP convention; credex
+    nodes sign as their node id), its origin is `origin` when given, the leaf's inclusion proof
+    leads to its root, and the decoded `entry` is the leaf's. Returns the entry.
+
+    Raises InputError for a line without a proof (newer than the checkpoint) or one that does
+    not parse, keys.VerificationError when it does not verify.
+    """
     note = record.get("checkpoint")
     proof = record.get("proof")
     if not isinstance(note, str) or not isinstance(proof, list):
         raise InputError("export record: it carries no checkpoint and proof")
-    cp = keys.verify_checkpoint(note, verifiers=verifiers)
-    leaf = base64.b64decode(record["leaf"])
-    keys.verify_inclusion(
-        int(record["index"]),
-        cp.size,
-        keys.leaf_hash(leaf),
-        [base64.b64decode(p) for p in proof],
-        cp.root,
-    )
+    try:
+        index = int(record["index"])
+        leaf = base64.b64decode(record["leaf"], validate=True)
+        path = [base64.b64decode(p, validate=True) for p in proof]
+    except (KeyError, TypeError, ValueError):
+        raise InputError("export record: index, leaf or proof is malformed") from None
+    cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+    if origin is not None and cp.origin != origin:
+        raise keys.VerificationError(f"the checkpoint is of log {cp.origin!r}, not {origin!r}")
+    keys.verify_inclusion(index, cp.size, keys.leaf_hash(leaf), path, cp.root)
     entry, _prev = decode_leaf(leaf)
+    shown = record.get("entry")
+    if shown is not None and shown != entry.to_dict():
+        raise keys.VerificationError("the decoded entry of the line is not the signed leaf's")
     return entry
 
 

@@ -52,6 +52,12 @@ class InputError(NodeError):
     status = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class BundleSpecError(InputError):
+    """A trust bundle spec (the platform's bundle.toml) is malformed: a missing or bad key,
+    an unknown agreement kind, a node without roles. The operator's input, not tampering, so
+    it exits 2, while a bundle failing its signature, rollback or expiry checks exits 3."""
+
+
 class NotFound(NodeError):
     """The named record, peer or entry does not exist."""
 
@@ -60,10 +66,39 @@ class NotFound(NodeError):
 
 
 class AuthError(NodeError):
-    """A signature, certificate, nonce or timestamp was not accepted."""
+    """A signature, certificate, nonce or timestamp was not accepted.
+
+    `reason` is the stable code a refusal is logged under (docs/officer-guide.md): one of
+    AUTH_REASONS, so that an officer tells a forgery from a replay or a revoked key.
+    """
 
     exit_code = ExitCode.VERIFICATION
     status = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, message: str, *, reason: str = "unauthenticated") -> None:
+        """Carry `message` (for a person) and `reason` (a code from AUTH_REASONS)."""
+        if reason not in AUTH_REASONS:
+            raise ValueError(f"unknown authentication refusal reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+
+
+AUTH_REASONS = frozenset(
+    {
+        "unauthenticated",  # a peer's refusal relayed, with no finer reason known
+        "tls_unpinned",  # no client certificate, or one the roster does not pin
+        "requester_unknown",  # the node is not in the roster
+        "requester_not_valid",  # its roster entry is not valid now
+        "key_unknown",  # signed by a key that is not one of the node's current keys
+        "key_revoked",  # signed by a key the trust bundle revokes
+        "bad_signature",  # the signature does not verify
+        "malformed_request",  # not a signed envelope, or a malformed signed payload
+        "wrong_method",  # signed for another RPC
+        "signer_mismatch",  # signed as another node than the TLS certificate's
+        "stale_timestamp",  # the timestamp is outside the accepted clock skew
+        "replayed",  # the nonce was used before
+    }
+)
 
 
 class PolicyDenied(NodeError):

@@ -57,7 +57,7 @@ def refusal_reason(error: BaseException) -> str | None:
     if isinstance(error, PolicyDenied):
         return error.reason
     if isinstance(error, AuthError):
-        return "unauthenticated"
+        return error.reason
     if isinstance(error, keys.VerificationError):
         return "verification_failed"
     if isinstance(error, StaleBundle):

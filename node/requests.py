@@ -23,6 +23,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -255,11 +256,15 @@ def node_signing_keys(bundle: keys.TrustBundle, node_id: str, now: dt.datetime) 
     """
     entry = bundle.member(node_id)
     if entry is None:
-        raise AuthError(f"node {node_id} is not in the roster of trust bundle v{bundle.version}")
+        raise AuthError(
+            f"node {node_id} is not in the roster of trust bundle v{bundle.version}",
+            reason="requester_unknown",
+        )
     if not entry.valid_at(now):
         raise AuthError(
             f"node {node_id}: its roster membership in trust bundle v{bundle.version} is not "
-            "valid now (not yet valid, or expired)"
+            "valid now (not yet valid, or expired)",
+            reason="requester_not_valid",
         )
     return bundle.node_signing_keys(node_id, now)
 
@@ -287,6 +292,7 @@ def verify_request(
     tls_node_id: str,
     now: dt.datetime,
     nonce_store: NonceStore,
+    revoked: AbstractSet[str] = frozenset(),
 ) -> VerifiedRequest:
     """Verify a signed request received on `method` from TLS peer `tls_node_id`.
 
@@ -294,10 +300,12 @@ def verify_request(
     keys excluded (use `node_signing_keys(bundle, tls_node_id, now)`). Refuses (AuthError) a
     malformed envelope, a key that is not trusted (unknown, revoked or another node's), a bad
     signature, a request signed for another method, a signer other than the TLS peer, a
-    timestamp more than MAX_SKEW away from `now`, and a nonce seen before.
+    timestamp more than MAX_SKEW away from `now`, and a nonce seen before; each refusal's
+    `reason` says which (`revoked`, the bundle's revoked key ids, tells `key_revoked` from
+    `key_unknown`).
     """
     verified = _verify_unclaimed(
-        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now, revoked=revoked
     )
     _refuse_replay(nonce_store.remember(*_nonce_of(verified), now=now), method)
     return verified
@@ -311,6 +319,7 @@ async def verify_request_async(
     tls_node_id: str,
     now: dt.datetime,
     nonce_store: NonceStore,
+    revoked: AbstractSet[str] = frozenset(),
 ) -> VerifiedRequest:
     """`verify_request` for a running event loop, with the same checks and refusals.
 
@@ -318,7 +327,7 @@ async def verify_request_async(
     for an fsync); any other NonceStore is asked directly.
     """
     verified = _verify_unclaimed(
-        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now, revoked=revoked
     )
     await _remember_async(nonce_store, verified)
     return verified
@@ -341,7 +350,9 @@ def _nonce_of(verified: VerifiedRequest) -> tuple[str, str, dt.datetime]:
 
 def _refuse_replay(fresh: bool, method: str) -> None:
     if not fresh:
-        raise AuthError(f"{method}: replayed request (this nonce was already used)")
+        raise AuthError(
+            f"{method}: replayed request (this nonce was already used)", reason="replayed"
+        )
 
 
 def _verify_unclaimed(
@@ -351,10 +362,11 @@ def _verify_unclaimed(
     trusted: Mapping[str, bytes],
     tls_node_id: str,
     now: dt.datetime,
+    revoked: AbstractSet[str] = frozenset(),
 ) -> VerifiedRequest:
     """Every check of `verify_request` but the nonce."""
     keyid, fields = _check_request(
-        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now
+        signed, method=method, trusted=trusted, tls_node_id=tls_node_id, now=now, revoked=revoked
     )
     return VerifiedRequest(
         node_id=fields.signer,
@@ -374,46 +386,62 @@ def _check_request(
     trusted: Mapping[str, bytes],
     tls_node_id: str,
     now: dt.datetime,
+    revoked: AbstractSet[str] = frozenset(),
 ) -> tuple[str, wire.RequestFields]:
     """Every check of `verify_request` but the nonce; returns (keyid, payload fields)."""
     if not signed.envelope:
-        raise AuthError(f"{method}: the request is not signed (empty envelope)")
+        raise AuthError(
+            f"{method}: the request is not signed (empty envelope)", reason="malformed_request"
+        )
     try:
         envelope = keys.Envelope.from_bytes(signed.envelope)
     except keys.KeysError:
-        raise AuthError(f"{method}: the signed request is not a valid envelope") from None
+        raise AuthError(
+            f"{method}: the signed request is not a valid envelope", reason="malformed_request"
+        ) from None
     keyids = [kid for kid, _ in envelope.signatures]
     if not any(kid in trusted for kid in keyids):
         shown = ", ".join(sorted(set(keyids))[:3]) or "none"
+        if any(kid in revoked for kid in keyids):
+            raise AuthError(
+                f"{method}: signed by key {shown}, which the trust bundle revokes",
+                reason="key_revoked",
+            )
         raise AuthError(
             f"{method}: signed by key {shown}, which is not a current key of node "
-            f"{tls_node_id} (unknown, revoked, or another node's key); check the trust bundle"
+            f"{tls_node_id} (unknown, or another node's key); check the trust bundle",
+            reason="key_unknown",
         )
     keyid = _verified_keyid(envelope, trusted)
     if keyid is None:
-        raise AuthError(f"{method}: the request signature does not verify")
+        raise AuthError(f"{method}: the request signature does not verify", reason="bad_signature")
     try:
         fields = wire.request_payload_from_bytes(envelope.payload)
     except InputError as error:
-        raise AuthError(f"{method}: {error}") from None
+        raise AuthError(f"{method}: {error}", reason="malformed_request") from None
     if fields.method != method:
         raise AuthError(
-            f"{method}: the request was signed for {fields.method}, not for this method"
+            f"{method}: the request was signed for {fields.method}, not for this method",
+            reason="wrong_method",
         )
     if fields.signer != tls_node_id:
         raise AuthError(
             f"{method}: the request is signed as node {fields.signer} but the TLS certificate "
-            f"is node {tls_node_id}'s"
+            f"is node {tls_node_id}'s",
+            reason="signer_mismatch",
         )
     skew = fields.issued_at - now
     if abs(skew) > MAX_SKEW:
         direction = "ahead of" if skew > dt.timedelta(0) else "behind"
         raise AuthError(
             f"{method}: the request timestamp is {abs(skew).total_seconds():.0f} s {direction} "
-            f"this node's clock (at most {MAX_SKEW.total_seconds():.0f} s accepted); check NTP"
+            f"this node's clock (at most {MAX_SKEW.total_seconds():.0f} s accepted); check NTP",
+            reason="stale_timestamp",
         )
     if not 8 <= len(fields.nonce) <= _MAX_NONCE:
-        raise AuthError(f"{method}: the request nonce must be 8 to 64 bytes")
+        raise AuthError(
+            f"{method}: the request nonce must be 8 to 64 bytes", reason="malformed_request"
+        )
     return keyid, fields
 
 
@@ -471,10 +499,12 @@ class RequestAuthenticator:
         """
         tls_node_id = self._tls.identify(context)
         now = self._clock()
+        bundle = self._bundle()
         return _verify_unclaimed(
             signed,
             method=method,
-            trusted=node_signing_keys(self._bundle(), tls_node_id, now),
+            trusted=node_signing_keys(bundle, tls_node_id, now),
             tls_node_id=tls_node_id,
             now=now,
+            revoked=bundle.revoked_keyids,
         )

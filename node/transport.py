@@ -149,7 +149,9 @@ class TlsRoster:
         try:
             return self.peers[node_id]
         except KeyError:
-            raise AuthError(f"node {node_id} is not in the TLS roster") from None
+            raise AuthError(
+                f"node {node_id} is not in the TLS roster", reason="requester_unknown"
+            ) from None
 
     def root_pem(self) -> bytes:
         """The trusted roots for a server: every pinned certificate, in node id order."""
@@ -270,10 +272,15 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster
     auth = context.auth_context()
     certs = auth.get("x509_pem_cert") or []
     if not certs:
-        raise AuthError("the call carries no client certificate (mutual TLS is required)")
+        raise AuthError(
+            "the call carries no client certificate (mutual TLS is required)",
+            reason="tls_unpinned",
+        )
     peer = roster.by_fingerprint(_pinned_fingerprint(bytes(certs[0])))
     if peer is None:
-        raise AuthError("the client certificate is not pinned in the current roster")
+        raise AuthError(
+            "the client certificate is not pinned in the current roster", reason="tls_unpinned"
+        )
     return peer.node_id
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import keys
 from node.accesslog import LogEntry, risk_report, search, utc_iso, verify_log
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
-from node.errors import ExitCode, InputError, StaleBundle
+from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
 from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
@@ -55,7 +56,8 @@ def _witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
     return {e.node_id: e.signing_key for e in bundle.roster if "platform" in e.roles}
 
 
-def _admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
+def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
+    """The access-log entry of an officer's own read or export (`kind`), logged before it runs."""
     return LogEntry(
         time=utc_iso(runtime.clock()),
         kind=kind,
@@ -81,9 +83,29 @@ def _parse_time(text: str | None, option: str) -> dt.datetime | None:
     return moment.astimezone(dt.UTC)
 
 
+def _read_anchor(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"--anchor {path}: cannot read the signed note ({error})") from None
+
+
 @log_app.command("verify")
-def verify_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
+def verify_command(
+    *,
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            help="A checkpoint of this log kept elsewhere (`credex log witnessed NODE` on the "
+            "platform): the log must still hold it. Repeatable.",
+        ),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Verify the whole log; exit 3 naming the first bad entry when it was tampered with."""
+    anchors = [_read_anchor(path) for path in anchor or []]
     runtime = open_runtime(resolve_home(home))
     try:
         report = verify_log(
@@ -92,6 +114,7 @@ def verify_command(home: HomeOption = None, as_json: JsonOption = False) -> None
             origin=runtime.config.log.origin,
             log_name=runtime.node_id,
             witness_verifiers=_witness_verifiers(runtime),
+            anchors=anchors,
         )
     finally:
         runtime.close()
@@ -101,9 +124,12 @@ def verify_command(home: HomeOption = None, as_json: JsonOption = False) -> None
         "root": base64.b64encode(report.root).decode(),
         "checkpoints_checked": report.checkpoints_checked,
         "witnesses_checked": report.witnesses_checked,
+        "anchors_checked": len(anchors),
+        "signed_size": report.signed_size,
         "first_bad_index": report.first_bad_index,
         "problems": [
-            {"code": p.code, "index": p.index, "message": p.message} for p in report.problems
+            {"code": p.code, "index": p.index, "index_end": p.index_end, "message": p.message}
+            for p in report.problems
         ],
     }
     if as_json:
@@ -114,17 +140,35 @@ def verify_command(home: HomeOption = None, as_json: JsonOption = False) -> None
     if report.ok:
         console.print(
             f"access log OK: {report.size} entries, {report.checkpoints_checked} checkpoint(s), "
-            f"{report.witnesses_checked} witness cosignature(s)"
+            f"{report.witnesses_checked} witness cosignature(s), {len(anchors)} anchor(s)",
+            highlight=False,
         )
+        if report.size > report.signed_size:
+            console.print(
+                f"{report.size - report.signed_size} entries after the newest signed checkpoint "
+                f"(size {report.signed_size}); only a signed checkpoint, best one the platform "
+                "witnessed (--anchor), shows that nothing was cut off the end",
+                highlight=False,
+            )
         return
     for problem in report.problems:
-        where = f"entry {problem.index}" if problem.index is not None else "log"
-        console.print(f"[red]{problem.code}[/] ({where}): {problem.message}", highlight=False)
+        if problem.index is None:
+            where = "log"
+        elif problem.index_end is not None:
+            where = f"entries {problem.index}..{problem.index_end - 1}"
+        else:
+            where = f"entry {problem.index}"
+        console.print(
+            f"[red]{escape(problem.code)}[/] ({where}): {escape(problem.message)}",
+            highlight=False,
+        )
     report.raise_for_problems()
 
 
 def _entry_row(index: int, e: LogEntry) -> tuple[str, ...]:
-    return (
+    # Escaped: officer ids, purposes and items come from peers' requests, and must not be
+    # read as rich markup on the officer's terminal.
+    cells = (
         str(index),
         e.time[:19],
         e.kind,
@@ -137,6 +181,7 @@ def _entry_row(index: int, e: LogEntry) -> tuple[str, ...]:
         str(e.result_count),
         e.subject_masked or "",
     )
+    return tuple(escape(cell) for cell in cells)
 
 
 @log_app.command("search")
@@ -168,7 +213,7 @@ def search_command(
             token = runtime.blind.token(normalise_subject(subject, subject_kind, today=today))
         start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
         # The search is an access too: logged (without the identifier) before anything is read.
-        runtime.log.append_sync(_admin_entry(runtime, "admin_read", officer, "log_search"))
+        runtime.log.append_sync(admin_entry(runtime, "admin_read", officer, "log_search"))
         found = search(
             runtime.log.backend,
             subject_index=token,
@@ -196,13 +241,15 @@ def search_command(
 @log_app.command("report")
 def report_command(
     days: Annotated[int, typer.Option("--days", min=1, max=366, help="Review window.")] = 1,
+    officer: OfficerOption = "officer",
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Risk review of the last --days: spikes, off-hours use, denials, queries without grants,
-    and fork alarms raised by the witness."""
+    and fork alarms raised by the witness. The review is itself logged (admin_read) first."""
     runtime = open_runtime(resolve_home(home))
     try:
+        runtime.log.append_sync(admin_entry(runtime, "admin_read", officer, "log_report"))
         now = runtime.clock()
         report = risk_report(
             runtime.log.backend,
@@ -245,7 +292,7 @@ def report_command(
         table.add_column(column)
     for r in doc["requesters"]:
         table.add_row(
-            r["requester"], str(r["accesses"]), f"{r['baseline_daily']:.1f}",
+            escape(r["requester"]), str(r["accesses"]), f"{r['baseline_daily']:.1f}",
             str(r["off_hours"]), str(r["denied"]), str(r["without_grant"]),
         )  # fmt: skip
     console.print(table)
@@ -253,18 +300,18 @@ def report_command(
     for column in ("signal", "who", "value", "why"):
         findings.add_column(column)
     for f in report.findings:
-        findings.add_row(f.code, f.subject, f"{f.value:g}", f.message)
+        findings.add_row(escape(f.code), escape(f.subject), f"{f.value:g}", escape(f.message))
     console.print(findings)
     for a in doc["alarms"]:
         console.print(
-            f"[bold red]ALARM[/] entry {a['index']} at {a['time']}: {a['reason']} "
-            f"(log of {a['log']})",
+            f"[bold red]ALARM[/] entry {a['index']} at {escape(a['time'])}: "
+            f"{escape(a['reason'])} (log of {escape(a['log'])})",
             highlight=False,
         )
     for t in overdue:
         console.print(
-            f"[bold yellow]OVERDUE[/] {t['kind']} review of record {t['record_key'][:12]}... "
-            f"was due {t['due_on']}",
+            f"[bold yellow]OVERDUE[/] {escape(t['kind'])} review of record "
+            f"{escape(t['record_key'][:12])}... was due {escape(str(t['due_on']))}",
             highlight=False,
         )
 
@@ -286,7 +333,7 @@ def export_command(
 
     runtime = open_runtime(resolve_home(home))
     try:
-        runtime.log.append_sync(_admin_entry(runtime, "export", officer, "log_export"))
+        runtime.log.append_sync(admin_entry(runtime, "export", officer, "log_export"))
         runtime.log.checkpoint()
         lines = export_lines(runtime.log.backend, start=start, end=end)
         if output is None:
@@ -300,9 +347,103 @@ def export_command(
                 for line in lines:
                     handle.write(line + "\n")
                     count += 1
-            console.print(f"exported {count} entries with proofs: {output}")
+            console.print(
+                f"exported {count} entries with proofs: {output}", markup=False, highlight=False
+            )
     finally:
         runtime.close()
+
+
+@log_app.command("verify-export")
+def verify_export_command(
+    file: Annotated[Path, typer.Argument(help="A file written by `credex log export`.")],
+    *,
+    node: Annotated[
+        str | None,
+        typer.Option("--node", help="Whose log it is (a roster node id; default: this node)."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every line of an export on its own: the signed checkpoint and the inclusion proof
+    of the leaf; exit 3 naming the first line that does not verify."""
+    import json  # noqa: PLC0415 - only this command reads JSON
+
+    from node.accesslog import verify_export_record  # noqa: PLC0415
+
+    runtime = open_runtime(resolve_home(home))
+    try:
+        log_name = node or runtime.node_id
+        if log_name == runtime.node_id:
+            verifiers, origin = runtime.log_verifiers(), runtime.config.log.origin
+        else:
+            member = runtime.bundle().member(log_name)
+            if member is None:
+                raise InputError(f"--node {log_name}: not in the roster of the trust bundle")
+            verifiers, origin = {log_name: member.signing_key}, None
+    finally:
+        runtime.close()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{file}: cannot read the export ({error})") from None
+    checked = unproven = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise InputError(f"{file}, line {number}: not a JSON document") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{file}, line {number}: not a JSON object")
+        if record.get("proof") is None:
+            unproven += 1
+            continue
+        try:
+            verify_export_record(record, verifiers, log_name=log_name, origin=origin)
+        except InputError as error:
+            raise InputError(f"{file}, line {number}: {error}") from None
+        except keys.KeysError as error:
+            raise TamperDetected(
+                f"{file}, line {number} (entry {record.get('index')}): does not verify: {error}"
+            ) from None
+        checked += 1
+    if as_json:
+        print_json({"file": str(file), "log": log_name, "verified": checked, "unproven": unproven})
+        return
+    console.print(
+        f"{checked} line(s) verify against the signed checkpoint of {log_name}"
+        + (f"; {unproven} newer than it carry no proof (export again)" if unproven else ""),
+        highlight=False,
+        markup=False,
+    )
+
+
+@log_app.command("witnessed")
+def witnessed_command(
+    node: Annotated[str, typer.Argument(help="The department whose log to show.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """On the platform: the latest checkpoint of NODE's log this witness cosigned, as a signed
+    note to hand to NODE's officer (`credex log verify --anchor FILE`)."""
+    from node.witness import WitnessState  # noqa: PLC0415 - platform only
+
+    runtime = open_runtime(resolve_home(home))
+    try:
+        state = WitnessState.load(runtime.config.data_dir)
+    finally:
+        runtime.close()
+    note = state.latest.get(node)
+    if note is None:
+        raise NotFound(f"this node has not witnessed a checkpoint of {node}'s log")
+    if as_json:
+        cp = keys.parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
+        print_json({"log": node, "origin": cp.origin, "size": cp.size, "note": note})
+        return
+    sys.stdout.write(note)
+    sys.stdout.flush()
 
 
 @log_app.command("checkpoint")

@@ -13,7 +13,6 @@ when they happen instead of waiting for the background loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import shutil
 import sqlite3
@@ -21,12 +20,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import keys
-from node.accesslog import decode_leaf
+from node.accesslog import verify_export_record
 from node.cluster import LocalCluster
 from node.query import QueryAsk, send_query
 from node.witness import WitnessOutcome, WitnessState, background, witness_round
@@ -138,40 +136,47 @@ def test_search_by_subject_finds_its_accesses_and_is_logged(
     assert all(SUBJECT not in json.dumps(e) for e in reads)
 
 
-def verify_line(record: dict[str, Any], verifiers: dict[str, bytes]) -> dict[str, Any]:
-    """One exported line on its own: the checkpoint signed by the log key `market` and the
-    leaf's inclusion proof to it. (accesslog.verify_export_record assumes the note's key name
-    is the origin line, which the node does not use; see the report.)"""
-    cp = keys.verify_checkpoint(record["checkpoint"], verifiers=verifiers, log_name="market")
-    leaf = base64.b64decode(record["leaf"])
-    keys.verify_inclusion(
-        record["index"], cp.size, keys.leaf_hash(leaf),
-        [base64.b64decode(p) for p in record["proof"]], cp.root,
-    )  # fmt: skip
-    entry, _previous = decode_leaf(leaf)
-    assert entry.to_dict() == record["entry"]
-    return entry.to_dict()
-
-
 def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path) -> None:
     out = tmp_path / "evidence.jsonl"
     cluster.cli("market", "log", "export", "--output", str(out), check=True)
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     rt = cluster.runtime("market")
     try:
-        verifiers = rt.log_verifiers()
+        verifiers, origin = rt.log_verifiers(), rt.config.log.origin
     finally:
         rt.close()
-    checked = [verify_line(r, verifiers) for r in lines if r["proof"] is not None]
+    checked = [
+        verify_export_record(r, verifiers, log_name="market", origin=origin).to_dict()
+        for r in lines
+        if r["proof"] is not None
+    ]
     assert len(checked) >= 4
-    assert all(c["kind"] for c in checked)
+    assert checked == [r["entry"] for r in lines if r["proof"] is not None]
     assert lines[-1]["entry"]["kind"] in ("export", "admin_read", "query")
     assert any(r["entry"]["kind"] == "export" for r in lines)
+    # The platform checks market's export with market's key from the roster.
+    done = cluster.cli_json("platform", "log", "verify-export", str(out), "--node", "market")
+    assert done["verified"] == len(checked)
+    # A line whose leaf was swapped for another's fails, named by its line number.
+    proven = [i for i, r in enumerate(lines) if r["proof"] is not None]
+    forged = [dict(r) for r in lines]
+    forged[proven[2]]["leaf"] = lines[proven[1]]["leaf"]
+    bad = tmp_path / "forged.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in forged), encoding="utf-8")
+    failed = cluster.cli("market", "log", "verify-export", str(bad))
+    assert failed.returncode == 3, failed.stderr
+    assert f"line {proven[2] + 1}" in failed.stderr
+    # Another node's key does not verify market's checkpoint.
+    other = cluster.cli("market", "log", "verify-export", str(out), "--node", "tax")
+    assert other.returncode == 3, other.stderr
 
 
 def test_report_lists_requesters(cluster: LocalCluster) -> None:
-    report = cluster.cli_json("market", "log", "report")
+    report = cluster.cli_json("market", "log", "report", "--officer", "m-001")
     assert "tax" in {r["requester"] for r in report["requesters"]}
+    # the review is an administrative read of the log: it is logged too
+    reads = cluster.cli_json("market", "log", "search", "--kind", "admin_read")
+    assert ("m-001", "log_report") in {(e["officer"], e["reason"]) for e in reads}
 
 
 def _tampered_copy(cluster: LocalCluster, tmp_path: Path, sql: str) -> Path:
@@ -219,6 +224,68 @@ def test_tampering_makes_verify_exit_3_naming_the_entry(
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["first_bad_index"] == bad
+
+
+def _cut_tail_and_hide_it(home: Path, keep: int) -> None:
+    """What an administrator with the database could do: drop every entry from `keep` on, every
+    checkpoint and witness row, and recompute the stored tree state, so that nothing local
+    remembers the lost tail."""
+    with sqlite3.connect(home / "data" / "credex.db") as db:
+        db.execute("DELETE FROM access_log WHERE idx >= ?", (keep,))
+        db.execute("DELETE FROM checkpoints")
+        db.execute("DELETE FROM witness")
+        hashes = [bytes(h) for (h,) in db.execute("SELECT leaf_hash FROM access_log ORDER BY idx")]
+        tree = keys.CompactRange()
+        for h in hashes:
+            tree.append(h)
+        db.execute("UPDATE log_state SET size = ?, state = ?", (len(hashes), tree.to_bytes()))
+
+
+def test_a_cut_tail_hidden_locally_shows_against_the_witnessed_anchor(
+    cluster: LocalCluster, witnessed: WitnessState, tmp_path: Path
+) -> None:
+    del witnessed
+    anchor = tmp_path / "market.note"
+    done = cluster.cli("platform", "log", "witnessed", "market", check=True)
+    anchor.write_text(done.stdout, encoding="utf-8")
+    size = cluster.cli_json("platform", "log", "witnessed", "market")["size"]
+    assert size >= 4
+    honest = cluster.cli_json("market", "log", "verify", "--anchor", str(anchor))
+    assert honest["ok"] is True
+    assert honest["anchors_checked"] == 1
+    home = _tampered_copy(cluster, tmp_path, "")
+    _cut_tail_and_hide_it(home, keep=2)
+    env = cluster.env("market")
+    env["CREDEX_HOME"] = str(home)
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "node.cli", "log", "verify", "--json", *extra],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    # Locally nothing is left to tell (the limit of a log its administrator can rewrite) ...
+    alone = verify()
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["signed_size"] == 0
+    # ... but the checkpoint the platform witnessed is the evidence that entries were cut.
+    anchored = verify("--anchor", str(anchor))
+    assert anchored.returncode == 3, anchored.stderr
+    report = json.loads(anchored.stdout)
+    assert report["first_bad_index"] == 2
+    assert [p["code"] for p in report["problems"]] == ["truncated"]
+    # An anchor that is not this log's checkpoint is refused, not trusted.
+    forged = tmp_path / "forged.note"
+    forged.write_text(done.stdout.replace("\n\n", "\nextra\n\n", 1), encoding="utf-8")
+    refused = verify("--anchor", str(forged))
+    assert refused.returncode == 3
+    assert "anchor_signature" in [p["code"] for p in json.loads(refused.stdout)["problems"]]
+
+
+def test_the_platform_has_no_witnessed_note_of_an_unwitnessed_log(cluster: LocalCluster) -> None:
+    done = cluster.cli("platform", "log", "witnessed", "tax")
+    assert done.returncode == 2
+    assert "has not witnessed" in done.stderr
 
 
 def test_witness_detects_a_fork(cluster: LocalCluster, witnessed: WitnessState) -> None:

@@ -180,6 +180,64 @@ def test_a_consistently_rewritten_suffix_is_caught_by_the_checkpoints() -> None:
     assert report.first_bad_index == 20  # the last checkpoint that still matches
 
 
+def test_a_rewrite_before_the_first_checkpoint_is_blamed_on_a_range() -> None:
+    _log, backend = build()
+    rewrite_suffix(backend, 3)  # every entry from 3 on rewritten, chain and state recomputed
+    report = verify_log(backend, VERIFIERS)
+    first = report.problems[0]
+    assert (first.code, first.index, first.index_end) == ("checkpoint_root_mismatch", 0, 10)
+    assert "an entry in 0..9 was rewritten" in first.message
+    with pytest.raises(TamperDetected, match="first bad entry between 0 and 9"):
+        report.raise_for_problems()
+
+
+def hide_everything_after(backend: MemoryLogBackend, keep: int) -> None:
+    """Cut the log at `keep` and drop every checkpoint, cosignature and the tree state's memory
+    of the lost tail: nothing local is left to tell."""
+    del backend.rows[keep:]
+    backend._checkpoints.clear()
+    backend._witnesses.clear()
+    tree = keys.CompactRange()
+    for row in backend.rows:
+        tree.append(row[2])
+    backend._state = tree.to_bytes()
+
+
+def test_an_anchor_kept_elsewhere_shows_a_hidden_truncation() -> None:
+    log, backend = build()
+    anchor = log.checkpoint()  # e.g. the note the platform witnessed, size 40
+    hide_everything_after(backend, 25)
+    alone = verify_log(backend, VERIFIERS)
+    assert alone.ok  # the limit of a log whose administrator can rewrite everything local
+    assert alone.signed_size == 0
+    report = verify_log(backend, VERIFIERS, anchors=[anchor])
+    assert [p.code for p in report.problems] == ["truncated"]
+    assert report.first_bad_index == 25
+
+
+def test_an_anchor_shows_a_rewrite_hidden_with_the_checkpoints() -> None:
+    log, backend = build()
+    anchor = log.checkpoint()
+    rewrite_suffix(backend, 33)
+    backend._checkpoints.clear()
+    assert verify_log(backend, VERIFIERS).ok
+    report = verify_log(backend, VERIFIERS, anchors=[anchor])
+    assert [p.code for p in report.problems] == ["checkpoint_root_mismatch"]
+    assert report.signed_size == 40
+
+
+def test_anchors_must_be_signed_by_the_log() -> None:
+    log, backend = build()
+    honest = log.checkpoint()
+    assert verify_log(backend, VERIFIERS, anchors=[honest]).ok
+    cp = keys.Checkpoint(origin=ORIGIN, size=40, root=b"\x00" * 32)
+    forged = keys.sign_checkpoint(cp, name=ORIGIN, signer=OTHER_KEY)
+    other = keys.Checkpoint(origin="other/log", size=1, root=b"\x01" * 32)
+    foreign = keys.sign_checkpoint(other, name=ORIGIN, signer=LOG_KEY)
+    report = verify_log(backend, VERIFIERS, origin=ORIGIN, anchors=[forged, foreign])
+    assert [p.code for p in report.problems] == ["anchor_signature", "anchor_mismatch"]
+
+
 def test_every_checkpoint_is_compared_after_one_of_the_empty_log() -> None:
     backend = MemoryLogBackend()
     log = AccessLog(backend, origin=ORIGIN, signer=LOG_KEY, clock=lambda: T0)

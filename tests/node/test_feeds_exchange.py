@@ -590,7 +590,7 @@ def test_refused_subscriptions_are_logged_as_denied_feed_deliveries(
         assert denials(market, "feed_delivery") == [
             ("hrss", "no_agreement", ()),
             ("platform", "item_not_agreed", (ITEM, "red_list")),
-            ("platform", "unauthenticated", ()),  # named by its TLS certificate
+            ("platform", "bad_signature", ()),  # named by its TLS certificate
         ]
         assert verify_log(market.log.backend, {}).ok
     finally:
@@ -626,7 +626,7 @@ def test_refused_pushes_are_logged_once_each(cluster: LocalCluster) -> None:
         asyncio.run(scenario())
         assert denials(hrss, "push") == [
             ("platform", "no_agreement", ()),
-            ("market", "unauthenticated", ()),  # the record is not signed by market's key
+            ("market", "signer_mismatch", ()),  # the record is not signed by market's key
             ("market", "verification_failed", ()),  # the sealed notice was altered
         ]
     finally:

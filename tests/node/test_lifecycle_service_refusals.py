@@ -122,7 +122,7 @@ def test_refused_lifecycle_calls_are_logged_once(cluster: LocalCluster) -> None:
         ]
         assert denied(market) == [
             ("lifecycle_object", "health", "not_platform"),
-            ("lifecycle_object", "platform", "unauthenticated"),
+            ("lifecycle_object", "platform", "bad_signature"),
             ("lifecycle_revoke", "platform", "malformed_request"),
             # logged by the repair rules with the record it concerns, and by nobody else
             ("lifecycle_repair", "platform", "repair_not_admissible"),

@@ -37,7 +37,10 @@ T0 = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
     ("error", "reason"),
     [
         (PolicyDenied("item_not_agreed", "no agreement for that item"), "item_not_agreed"),
-        (AuthError("bad signature"), "unauthenticated"),
+        (AuthError("relayed refusal"), "unauthenticated"),
+        (AuthError("bad signature", reason="bad_signature"), "bad_signature"),
+        (AuthError("revoked key", reason="key_revoked"), "key_revoked"),
+        (AuthError("replay", reason="replayed"), "replayed"),
         (keys.VerificationError("does not verify"), "verification_failed"),
         (StaleBundle("bundle too old"), "stale_bundle"),
         (NotFound("no such record"), "not_found"),
