@@ -3,6 +3,8 @@
 Items submitted while a commit is in flight are committed together in the next one, in a
 worker thread, in submission order; each submitter resumes only after the commit that holds its
 item returned, with that item's result, or with the group's error when the commit failed.
+A group commit given a `stage` name records each commit as that pipeline stage (one span per
+group, never per item: node/telemetry.py) in the process's active telemetry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from node.telemetry import active_telemetry
 
 __all__ = ["GroupCommit"]
 
@@ -37,11 +41,14 @@ class GroupCommit(Generic[T, R]):
         *,
         max_batch: int,
         on_error: Callable[[Exception], BaseException] = lambda error: error,
+        stage: str | None = None,
     ) -> None:
-        """Group items for `commit`; `max_batch` bounds one commit's size."""
+        """Group items for `commit`; `max_batch` bounds one commit's size; `stage` names the
+        pipeline stage each commit is recorded as (None: not recorded)."""
         self._commit = commit
         self._max_batch = max_batch
         self._on_error = on_error
+        self._stage = stage
         self._pending: list[_Waiter[T, R]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -64,7 +71,7 @@ class GroupCommit(Generic[T, R]):
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                results = await asyncio.to_thread(self._commit, [w.item for w in batch])
+                results = await self._commit_recorded([w.item for w in batch])
             except Exception as error:
                 failure = self._on_error(error)
                 for w in batch:
@@ -74,3 +81,10 @@ class GroupCommit(Generic[T, R]):
             for w, result in zip(batch, results, strict=True):
                 if not w.future.done():
                     w.future.set_result(result)
+
+    async def _commit_recorded(self, items: list[T]) -> Sequence[R]:
+        if self._stage is None:
+            return await asyncio.to_thread(self._commit, items)
+        # A root span: the group serves many callers, not the one whose call started the flusher.
+        with active_telemetry().stage(self._stage, items=len(items), root=True):
+            return await asyncio.to_thread(self._commit, items)

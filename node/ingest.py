@@ -20,10 +20,19 @@ Feed events: the store appends them per subscriber in the batch's transaction. S
 come from the trust bundle's "feed" agreements naming this node as provider; they are created
 (and backfilled with the records already stored) before the first batch, so a subscriber never
 misses a record whichever of bundle and ingest comes first.
+A row whose disclosure is already over on the China day of the batch (an old decision past its
+maximum period or the Shandong 5-year cap) is stored `expired`, never `active`: it is kept as
+history and counted `accepted`, but never published (its feed event travels without a body).
 
 File sources keep their resume state only while a run is unfinished (a finished run clears it,
 so the next export of the same file is read in full and unchanged rows are skipped); SQL sources
 keep it, because their watermark is what makes the next run incremental.
+
+Telemetry (node/telemetry.py): a run is the stage span "ingest" (item id, rows read) with one
+child per batch and step: "ingest.read" (read, map and validate), "ingest.sign" (sign and
+encrypt, from hand-over to the sealer until the committer has the sealed records) and
+"ingest.commit" (the batch's transaction). Spans are per batch, never per row, and carry
+counts and the item id only.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from node.config import NodeConfig
 from node.errors import ConfigError
 from node.sealer import Sealer, SealJob, auto_workers
 from node.store import NewRecord, Store, open_store
+from node.telemetry import Stage, Telemetry, configured_telemetry, use_telemetry
 
 __all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
 
@@ -119,16 +129,55 @@ def run_ingest(
     store: Store | None = None,
     catalog: cat.Catalog | None = None,
     workers: int | None = None,
+    telemetry: Telemetry | None = None,
 ) -> IngestSummary:
     """Ingest the source a mapping names into the node's store; return the run's summary.
 
     `today` drives validation (future dates, ID birth dates); `clock` stamps records. `restart`
     forgets a saved resume state first. `workers` (default: `[ingest] workers` of the config)
     is how many forked processes sign and encrypt; 1 does it all in this process, and the
-    result is the same either way. Refuses (ConfigError) keys of another node; mapping,
-    source, catalogue, key and store problems surface as their own errors (nothing half-written:
-    batches already committed stay, with the resume state that matches them).
+    result is the same either way. `telemetry` records the run's stages (default: what
+    `[telemetry]` of the config asks for, set up and flushed by this call, as `credex serve`
+    does). Refuses (ConfigError) keys of another node; mapping, source, catalogue, key and
+    store problems surface as their own errors (nothing half-written: batches already
+    committed stay, with the resume state that matches them).
     """
+    owned = telemetry is None
+    if telemetry is None:
+        telemetry = configured_telemetry(
+            config.telemetry.exporter,
+            node_id=config.node.id,
+            otlp_endpoint=config.telemetry.otlp_endpoint,
+        )
+    try:
+        with use_telemetry(telemetry):
+            return _ingest(
+                config, mapping_path,
+                today=today, progress=progress, clock=clock, node_keys=node_keys,
+                passphrase=passphrase, batch_size=batch_size, restart=restart, store=store,
+                catalog=catalog, workers=workers, telemetry=telemetry,
+            )  # fmt: skip
+    finally:
+        if owned:
+            telemetry.shutdown()
+
+
+def _ingest(
+    config: NodeConfig,
+    mapping_path: Path,
+    *,
+    today: dt.date,
+    progress: ProgressCallback | None,
+    clock: Callable[[], dt.datetime],
+    node_keys: keys.NodeKeys | None,
+    passphrase: bytes | None,
+    batch_size: int,
+    restart: bool,
+    store: Store | None,
+    catalog: cat.Catalog | None,
+    workers: int | None,
+    telemetry: Telemetry,
+) -> IngestSummary:
     started = time.perf_counter()
     mapping = adapters.load_mapping(mapping_path)
     node_keys = node_keys or keys.load_key_dir(config.keys_dir, passphrase=passphrase)
@@ -142,12 +191,17 @@ def run_ingest(
     own_store = store is None
     db = store or open_store(config.store.url)
     try:
-        return _run(
-            config, mapping, db, node_keys, catalog,
-            today=today, progress=progress, clock=clock, batch_size=batch_size,
-            restart=restart, started=started,
-            workers=workers if workers is not None else config.ingest.workers or auto_workers(),
-        )  # fmt: skip
+        with telemetry.stage("ingest", attributes={"credex.item": mapping.item}) as run:
+            summary = _run(
+                config, mapping, db, node_keys, catalog,
+                today=today, progress=progress, clock=clock, batch_size=batch_size,
+                restart=restart, started=started,
+                workers=workers if workers is not None else config.ingest.workers or auto_workers(),
+                telemetry=telemetry, run=run,
+            )  # fmt: skip
+            run.items = summary.read
+            run.set_attributes({"credex.result_count": summary.accepted})
+        return summary
     finally:
         if own_store:
             db.close()
@@ -167,8 +221,13 @@ def _run(
     restart: bool,
     started: float,
     workers: int,
+    telemetry: Telemetry,
+    run: Stage,
 ) -> IngestSummary:
     warnings = list(sync_feed_subscriptions(config, db, now=clock()))
+    # The committer thread does not inherit the current span: its stages name the run's.
+    parent = run.context()
+    stage_attributes = {"credex.item": mapping.item}
     key = source_key(mapping)
     if restart:
         db.clear_ingest_state(key)
@@ -187,10 +246,21 @@ def _run(
     def write(planned: _Planned) -> int:
         """The committer thread's part: the batch's rejects, then its one transaction."""
         batch = planned.batch
-        records = planned.sealed()
-        rejects.write(batch.rejected)
-        state = json.loads(batch.resume.to_json())
-        return db.store_batch(records, now=planned.now, ingest_state=(key, state))
+        try:
+            records = planned.sealed()
+        except BaseException as error:
+            planned.signing.end(error)
+            raise
+        planned.signing.end()
+        with telemetry.stage(
+            "ingest.commit", items=len(records), attributes=stage_attributes, parent=parent
+        ):
+            rejects.write(batch.rejected)
+            state = json.loads(batch.resume.to_json())
+            # a row whose disclosure is already over is stored expired: never published
+            return db.store_batch(
+                records, now=planned.now, ingest_state=(key, state), expire_ended=True
+            )
 
     def committed(planned: _Planned, done: Future[int]) -> None:
         """Wait for a batch's commit, then account for it (in this thread, in order)."""
@@ -214,7 +284,11 @@ def _run(
         """Queue a batch's commit behind the previous one (one at a time, in source order)."""
         nonlocal committing
         if committing is not None:
-            committed(*committing)
+            try:
+                committed(*committing)
+            except BaseException:
+                planned.signing.end(cancelled=True)  # this batch will not be committed
+                raise
             committing = None
         committing = (planned, committer.submit(write, planned))
 
@@ -231,11 +305,14 @@ def _run(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="credex-commit") as committer,
         ):
             while True:
+                reading = telemetry.start_stage("ingest.read", attributes=stage_attributes)
                 try:
                     batch = next(source)
                 except StopIteration:
+                    reading.end()
                     break
-                except Exception:
+                except Exception as error:
+                    reading.end(error)
                     # A source error mid-run: the batches read before it are good, so they
                     # commit as they would have without the pipeline; then the error surfaces.
                     while pending:
@@ -243,13 +320,19 @@ def _run(
                     if committing is not None:
                         committed(*committing)
                     raise
+                reading.items = batch.read
+                reading.set_attributes({"credex.batch_size": batch.read})
+                reading.end()
                 now = clock()
                 # The first batch is sealed in-process: a run that fits in one batch forks
                 # nothing. Later ones go to the workers. While they seal batch N+1, the
                 # committer thread commits batch N (its fsync releases the GIL) and this
                 # thread reads and validates batch N+2.
                 pooled = batches + len(pending) + (committing is not None) > 0
-                pending.append(_plan(batch, db, in_flight, sealer, pooled=pooled, now=now))
+                signing = _signing(telemetry, stage_attributes)
+                pending.append(
+                    _plan(batch, db, in_flight, sealer, pooled=pooled, now=now, signing=signing)
+                )
                 if len(pending) > 1:
                     hand_over(pending.popleft(), committer)
             while pending:
@@ -258,6 +341,8 @@ def _run(
                 committed(*committing)
     finally:
         rejects.close()
+        for planned in pending:  # never handed over (an error): their signing spans end here
+            planned.signing.end(cancelled=True)
     if mapping.source.kind not in _INCREMENTAL_KINDS:
         db.clear_ingest_state(key)
     return IngestSummary(
@@ -286,6 +371,12 @@ class _Planned:
     skipped: set[int]
     corrections: int
     assigned: dict[str, tuple[int, str]]
+    signing: Stage
+
+
+def _signing(telemetry: Telemetry, attributes: dict[str, str]) -> Callable[[int], Stage]:
+    """Starts the "ingest.sign" stage of one batch (a child of the current, run, span)."""
+    return lambda jobs: telemetry.start_stage("ingest.sign", items=jobs, attributes=attributes)
 
 
 def _plan(
@@ -296,6 +387,7 @@ def _plan(
     *,
     pooled: bool,
     now: dt.datetime,
+    signing: Callable[[int], Stage],
 ) -> _Planned:
     """Decide, in source order, each accepted row's version (or that it is unchanged), and
     start sealing the new versions.
@@ -340,8 +432,13 @@ def _plan(
         if version > 1:
             corrections += 1
     in_flight.update(assigned)
-    sealed = sealer.submit(now, jobs, pooled=pooled)
-    return _Planned(batch, now, sealed, skipped, corrections, assigned)
+    stage = signing(len(jobs))
+    try:
+        sealed = sealer.submit(now, jobs, pooled=pooled)
+    except BaseException as error:
+        stage.end(error)
+        raise
+    return _Planned(batch, now, sealed, skipped, corrections, assigned, stage)
 
 
 def sync_feed_subscriptions(config: NodeConfig, db: Store, *, now: dt.datetime) -> list[str]:

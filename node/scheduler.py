@@ -29,6 +29,7 @@ from node.lifecycle_ops import overdue_tasks
 from node.push import push_pending
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
+from node.telemetry import active_telemetry
 
 __all__ = ["ScanReport", "run_scans", "scan"]
 
@@ -70,7 +71,19 @@ def _platforms(runtime: NodeRuntime) -> set[str]:
 def scan(
     runtime: NodeRuntime, *, retention_months: int = rules.DEFAULT_RETENTION_MONTHS
 ) -> ScanReport:
-    """Run one lifecycle pass (see the module docstring) and return its counts."""
+    """Run one lifecycle pass (see the module docstring) and return its counts.
+
+    The pass is recorded as the pipeline stage "lifecycle.scan" (one span, counts only) in the
+    process's active telemetry.
+    """
+    with active_telemetry().stage("lifecycle.scan", root=True) as stage:
+        report = _scan(runtime, retention_months=retention_months)
+        stage.items = report.expired + report.capped + report.purged
+        stage.set_attributes({"credex.result_count": stage.items})
+    return report
+
+
+def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     store = runtime.store
     now = runtime.clock()
     today = rules.china_day(now)

@@ -39,16 +39,18 @@ from opentelemetry import propagate, trace
 import adapters
 import catalog
 import keys
-from node.errors import NodeError, status_for
+from node.errors import ConfigError, NodeError, status_for
 from node.telemetry import Telemetry, noop_telemetry, safe_attributes
 from node.transport import CHANNEL_OPTIONS, ServerTls
 
-__all__ = ["NodeServer", "Service", "build_server", "serve"]
+__all__ = ["SERVER_OPTIONS", "NodeServer", "Service", "build_server", "serve"]
 
 log = logging.getLogger(__name__)
 
 _CREDEX_ERRORS = (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError)
 _HEALTH_SERVICE = "grpc.health.v1.Health"
+# Server-only channel options: one process per port (see build_server).
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
 
 
 @dataclass(frozen=True)
@@ -282,10 +284,10 @@ class NodeServer:
         await self.server.wait_for_termination()
 
 
-def _split_listen(listen: str) -> str:
+def _split_listen(listen: str, listen_key: str) -> str:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"listen address {listen!r}: expected host:port")
+        raise ConfigError(f"{listen_key} = {listen!r}: expected HOST:PORT")
     return host.strip("[]")
 
 
@@ -296,12 +298,16 @@ def build_server(
     services: Sequence[Service],
     telemetry: Telemetry | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    listen_key: str = "[server] listen",
 ) -> NodeServer:
     """Assemble (not start) an mTLS gRPC server on `listen` ("host:port"; port 0 = ephemeral).
 
     Adds health checking, reflection listing the given credex services, and the call
-    interceptor. Must be called with an event loop running. Refuses (ValueError) a malformed
-    listen address or duplicate service names; raises ConfigError for an empty roster.
+    interceptor. Must be called with an event loop running. The port is bound here, without
+    SO_REUSEPORT, so a port another server holds is refused instead of shared. Refuses
+    (ConfigError naming `listen_key`, where the address came from, and the address) a
+    malformed listen address, a port in use and an address that is not this machine's;
+    (ValueError) duplicate service names; raises ConfigError for an empty roster.
     """
     names = [service.name for service in services]
     if len(set(names)) != len(names):
@@ -309,7 +315,9 @@ def build_server(
     telemetry = telemetry if telemetry is not None else noop_telemetry()
     server = grpc.aio.server(
         interceptors=[_CallInterceptor(tls, telemetry)],
-        options=[*CHANNEL_OPTIONS, *options],
+        # SO_REUSEPORT off: gRPC sets it by default, and then a second node started on the same
+        # port binds without complaint and the kernel splits the calls between the two.
+        options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS, *options],
     )
     for service in services:
         service.add(service.servicer, server)
@@ -318,10 +326,18 @@ def build_server(
     reflection.enable_server_reflection(
         (*sorted(names), _HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
-    host = _split_listen(listen)
-    port = server.add_secure_port(listen, tls.credentials())
+    host = _split_listen(listen, listen_key)
+    try:
+        port = server.add_secure_port(listen, tls.credentials())
+    except RuntimeError:
+        # grpcio raises a bare RuntimeError ("Failed to bind to address ...") for a port in use
+        # and for an address that is not this machine's; older versions returned port 0.
+        port = 0
     if port == 0:
-        raise ValueError(f"cannot listen on {listen!r} (address in use or not local)")
+        raise ConfigError(
+            f"{listen_key} = {listen!r}: cannot listen there: the port is in use (another "
+            "credex serve, or another program) or the address is not one of this machine's"
+        )
     return NodeServer(
         server, port=port, host=host, tls=tls, health=health, services=names, telemetry=telemetry
     )

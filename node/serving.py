@@ -25,7 +25,7 @@ from typing import Any
 from node.requests import purge_nonces
 from node.runtime import NodeRuntime
 from node.server import NodeServer, Service, build_server
-from node.telemetry import Telemetry, noop_telemetry, setup_telemetry
+from node.telemetry import Telemetry, configured_telemetry, noop_telemetry, use_telemetry
 
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -84,19 +84,53 @@ async def run_node(
     listen: str | None = None,
     grace: float = 10.0,
     telemetry: Telemetry | None = None,
+    on_ready: Callable[[NodeServer], None] | None = None,
 ) -> None:
-    """Serve until `stop` is set, then stop gracefully (in-flight streams get `grace` s)."""
+    """Serve until `stop` is set, then stop gracefully (in-flight streams get `grace` s).
+
+    `on_ready(server)` is called once the server listens (never when it could not start).
+    `listen` overrides `[server] listen` (the command's --listen). Refuses (ConfigError naming
+    --listen or `[server] listen`, and the address) an address it cannot listen on. `telemetry`
+    is the process's telemetry while the node runs (pipeline stages record into it too) and
+    is shut down (flushed) when the node stops or fails to start.
+    """
     telemetry = telemetry if telemetry is not None else noop_telemetry()
+    with use_telemetry(telemetry):
+        try:
+            await _serve(
+                runtime,
+                stop=stop,
+                listen=listen,
+                grace=grace,
+                telemetry=telemetry,
+                on_ready=on_ready,
+            )
+        finally:
+            telemetry.shutdown()
+
+
+async def _serve(
+    runtime: NodeRuntime,
+    *,
+    stop: asyncio.Event,
+    listen: str | None,
+    grace: float,
+    telemetry: Telemetry,
+    on_ready: Callable[[NodeServer], None] | None,
+) -> None:
     services, tasks = collect(runtime)
     server = build_server(
         listen=listen or runtime.config.server.listen,
         tls=runtime.server_tls(),
         services=services,
         telemetry=telemetry,
+        listen_key="--listen" if listen else "[server] listen",
     )
     await server.start()
     _freeze_startup_objects()
     _announce(runtime, server)
+    if on_ready is not None:
+        on_ready(server)
     running = [asyncio.create_task(task(stop)) for task in tasks]
     try:
         await stop.wait()
@@ -112,7 +146,6 @@ async def run_node(
                 task.cancel()
             except Exception:  # noqa: S112 - a failed task must not block shutdown
                 continue
-        telemetry.shutdown()
 
 
 def _freeze_startup_objects() -> None:
@@ -132,6 +165,6 @@ def _freeze_startup_objects() -> None:
 def node_telemetry(runtime: NodeRuntime) -> Telemetry:
     """The telemetry the node's config asks for (console, OTLP or none)."""
     cfg = runtime.config.telemetry
-    if cfg.exporter == "none":
-        return noop_telemetry()
-    return setup_telemetry(cfg.exporter, node_id=runtime.node_id, otlp_endpoint=cfg.otlp_endpoint)
+    return configured_telemetry(
+        cfg.exporter, node_id=runtime.node_id, otlp_endpoint=cfg.otlp_endpoint
+    )

@@ -158,6 +158,7 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "count": (4, "uint32"),
         "provider": (5, "string"),
         "caught_up": (6, "bool"),
+        "head_seq": (7, "uint64"),
     },
     "credex.v1.AckResponse": {"cursor": (1, "uint64")},
     "credex.v1.PushRequest": {"signed": (1, "credex.v1.SignedRequest")},

@@ -93,6 +93,7 @@ class SealedBatch(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    HEAD_SEQ_FIELD_NUMBER: _builtins.int
     sealed: _builtins.bytes
     """keys.seal_batch of serialized FeedEvent messages"""
     first_seq: _builtins.int
@@ -102,6 +103,11 @@ class SealedBatch(_message.Message):
     """node id of the sender"""
     caught_up: _builtins.bool
     """true when the batch ends at the provider's current head"""
+    head_seq: _builtins.int
+    """The provider's newest sequence number of this subscriber's feed when the batch was built
+    (>= last_seq), so the subscriber can show its lag (head_seq - its cursor). 0 = not
+    reported (a provider that predates the field). Informational: not bound in the seal.
+    """
     def __init__(
         self,
         *,
@@ -111,10 +117,11 @@ class SealedBatch(_message.Message):
         count: _builtins.int = ...,
         provider: _builtins.str = ...,
         caught_up: _builtins.bool = ...,
+        head_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "count", b"count", "first_seq", b"first_seq", "last_seq", b"last_seq", "provider", b"provider", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "count", b"count", "first_seq", b"first_seq", "head_seq", b"head_seq", "last_seq", b"last_seq", "provider", b"provider", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
