@@ -48,6 +48,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
+from node.telemetry import active_telemetry
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -60,6 +61,7 @@ __all__ = [
     "RECEIPT_PAYLOAD_TYPE",
     "SUBSCRIBE_METHOD",
     "PullResult",
+    "about_feed",
     "apply_batch",
     "feed_header",
     "feed_providers",
@@ -68,6 +70,7 @@ __all__ = [
     "pull",
     "push_request_body",
     "received_record",
+    "reported_head",
     "sign_receipt",
     "verify_receipt",
 ]
@@ -82,6 +85,10 @@ ACK_METHOD = "/credex.v1.Exchange/Ack"
 PUSH_METHOD = "/credex.v1.Exchange/Push"
 
 _STATE_OF_EVENT = {"withdraw": "withdrawn", "expire": "expired"}
+_EVENT_OF_STATE = {"withdrawn": "withdraw", "expired": "expire"}
+# A withheld upsert/correct whose reason says the record stopped being shared: our copy of an
+# earlier version stops too (a purged record is, for us, withdrawn).
+_STATE_OF_WITHHELD = {"withdrawn": "withdrawn", "expired": "expired", "purged": "withdrawn"}
 _NO_PERIOD = "no disclosure period: not a dishonesty record"
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
@@ -121,16 +128,19 @@ def verify_receipt(
     payload that is not a receipt. The caller checks issuer, subject and digest.
     """
     if not signed.envelope:
-        raise AuthError("receipt: not signed (empty envelope)")
+        raise AuthError("receipt: not signed (empty envelope)", reason="malformed_request")
     try:
         envelope = keys.Envelope.from_bytes(signed.envelope)
         payload = keys.verify_envelope(envelope, payload_type=RECEIPT_PAYLOAD_TYPE, trusted=trusted)
     except keys.KeysError:
-        raise AuthError("receipt: the signature does not verify under the issuer's keys") from None
+        raise AuthError(
+            "receipt: the signature does not verify under the issuer's keys",
+            reason="bad_signature",
+        ) from None
     try:
         return wire.receipt_from_bytes(payload)
     except InputError as error:
-        raise AuthError(f"receipt: {error}") from None
+        raise AuthError(f"receipt: {error}", reason="malformed_request") from None
 
 
 def feed_providers(bundle: keys.TrustBundle, node_id: str) -> dict[str, frozenset[str]]:
@@ -276,12 +286,33 @@ class _Event:
     version: int
     record: NewRecord | None
     objection: bool
+    reason: str = ""  # why the provider withheld an upsert/correct's record ("" if it did not)
 
 
 def _open_events(
     runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, *, cursor: int
 ) -> list[_Event]:
-    """Open and verify a whole batch; nothing is stored here, so a failure stores nothing."""
+    """Open and verify a whole batch; nothing is stored here, so a failure stores nothing.
+    Recorded as the stages "pull.open" (unseal, parse the events) and "pull.verify" (check
+    every record and build its row), once per batch."""
+    telemetry = active_telemetry()
+    attributes = {"credex.peer": peer}
+    with telemetry.stage("pull.open", attributes=attributes) as opening:
+        parsed, bodies = _unsealed_events(runtime, peer, batch, cursor=cursor)
+        opening.items = len(parsed)
+        opening.set_attributes({"credex.batch_size": len(parsed)})
+    with telemetry.stage("pull.verify", items=len(bodies), attributes=attributes):
+        return _checked_events(runtime, peer, parsed, bodies)
+
+
+_Parsed = list[tuple[common_pb2.FeedEvent, str, bytes | None]]
+
+
+def _unsealed_events(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, *, cursor: int
+) -> tuple[_Parsed, list[bytes]]:
+    """The batch's events in order, each with its kind and its record's compact body (if
+    any), and those bodies: the sealed batch opened, nothing verified yet."""
     me = runtime.node_id
     if batch.provider != peer:
         raise AuthError(f"feed of {peer}: a batch names {batch.provider!r} as its provider")
@@ -298,12 +329,10 @@ def _open_events(
     )
     if len(payloads) != batch.last_seq - batch.first_seq + 1:
         raise keys.VerificationError("sealed feed batch does not hold its announced range")
-    now = runtime.clock()
-    trusted = runtime.bundle().node_signing_keys(peer, now)
     # First the events themselves, in order; then every record of the batch is checked at
     # once (perhaps by worker processes); then, in order again, each checked record must
     # match its event and its provider before it becomes a row.
-    parsed: list[tuple[common_pb2.FeedEvent, str, bytes | None]] = []
+    parsed: _Parsed = []
     bodies: list[bytes] = []
     for offset, payload in enumerate(payloads):
         event = wire.parse(common_pb2.FeedEvent, payload, what="feed event")
@@ -317,6 +346,15 @@ def _open_events(
             body = _compact_body(event.record)
             bodies.append(body)
         parsed.append((event, kind, body))
+    return parsed, bodies
+
+
+def _checked_events(
+    runtime: NodeRuntime, peer: str, parsed: _Parsed, bodies: list[bytes]
+) -> list[_Event]:
+    """Verify every record of the parsed events against `peer`'s keys and build the rows."""
+    now = runtime.clock()
+    trusted = runtime.bundle().node_signing_keys(peer, now)
     outcomes = iter(runtime.record_checker.check(bodies, trusted=trusted, today=now.date()))
     receiver = _Receiver(runtime, now)
     events: list[_Event] = []
@@ -339,7 +377,11 @@ def _open_events(
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
             record = receiver.row(body, checked)
             objection = event.record.flags.objection
-        events.append(_Event(event.seq, kind, event.record_key, event.version, record, objection))
+        events.append(
+            _Event(
+                event.seq, kind, event.record_key, event.version, record, objection, event.reason
+            )
+        )
     return events
 
 
@@ -385,45 +427,74 @@ def _store_events(
             if event.objection:
                 flags.append((event.record.row_id, True))
             continue
-        if event.kind in ("upsert", "correct"):
-            result.skipped += 1  # withheld by the provider (withdrawn meanwhile, not agreed)
+        if event.kind in ("upsert", "correct") and event.reason not in _STATE_OF_WITHHELD:
+            result.skipped += 1  # withheld by the provider (not agreed): nothing to change
             continue
-        # A lifecycle event: flush what came before it, so it applies to the stored copy.
+        # A lifecycle event, or a version withheld because the record stopped being shared
+        # (which also ends our copy of its earlier version): flush what came before it, so it
+        # applies to the stored copy.
         if pending:
-            store.store_batch(pending, now=now)
+            store.store_batch(pending, now=now, expire_ended=True)
             result.stored += len(pending)
             pending = []
         for row_id, flag in flags:
             store.set_objection(row_id, flag, now=now)
         flags = []
-        result.applied += _apply_lifecycle(runtime, peer, event, now=now)
+        changed = _apply_lifecycle(runtime, peer, event, now=now)
+        result.applied += changed
+        if not changed and event.kind in ("upsert", "correct"):
+            result.skipped += 1  # withheld, and no earlier copy of ours to end
+    head = reported_head(batch)
     if flags:
         # Objection flags of new copies go in before the cursor moves, so a crash in between
         # replays them (re-setting a flag is a no-op).
-        store.store_batch(pending, now=now)
+        store.store_batch(pending, now=now, expire_ended=True)
         for row_id, flag in flags:
             store.set_objection(row_id, flag, now=now)
-        store.store_batch([], now=now, upstream_cursor=(peer, batch.last_seq))
+        store.store_batch([], now=now, upstream_cursor=(peer, batch.last_seq), upstream_head=head)
     else:
-        store.store_batch(pending, now=now, upstream_cursor=(peer, batch.last_seq))
+        store.store_batch(
+            pending,
+            now=now,
+            upstream_cursor=(peer, batch.last_seq),
+            upstream_head=head,
+            expire_ended=True,
+        )
     result.stored += len(pending)
     return result
 
 
+def reported_head(batch: exchange_pb2.SealedBatch) -> int | None:
+    """The provider's head as `batch` reports it (`head_seq`, never below the batch's own
+    last_seq); for a provider that predates the field, last_seq when the batch says it is
+    caught up, else None (unknown: the stored head is kept)."""
+    if batch.head_seq:
+        return max(int(batch.head_seq), int(batch.last_seq))
+    return int(batch.last_seq) if batch.caught_up else None
+
+
 def _apply_lifecycle(runtime: NodeRuntime, peer: str, event: _Event, *, now: dt.datetime) -> int:
-    """Apply a withdraw/expire/objection event to our copy; 1 if something changed, else 0."""
+    """Apply a withdraw/expire/objection event, or a version withheld as withdrawn, expired or
+    purged, to our copy; 1 if something changed, else 0.
+
+    When we never received the version the event names (it was withheld, e.g. a correction
+    past its disclosure end), a withdrawal or expiry ends the newest earlier version we hold
+    instead: otherwise that copy would outlive the record at its producer.
+    """
     store = runtime.store
-    target = next(
-        (r for r in store.record_versions(peer, event.record_key) if r.version == event.version),
-        None,
-    )
+    versions = store.record_versions(peer, event.record_key)
+    target = next((r for r in versions if r.version == event.version), None)
+    state = _STATE_OF_EVENT.get(event.kind) or _STATE_OF_WITHHELD.get(event.reason)
+    if target is None and state is not None:
+        earlier = [r for r in versions if r.version < event.version and r.state == "active"]
+        target = max(earlier, key=lambda r: r.version, default=None)
     if target is None:
         return 0  # never received (e.g. withdrawn before we subscribed): nothing to change
-    if event.kind in _STATE_OF_EVENT:
-        state = _STATE_OF_EVENT[event.kind]
+    if state is not None:
         if target.state == state:
             return 0
-        store.set_record_state(target.row_id, state, event_kind=event.kind, now=now)
+        kind = event.kind if event.kind in _STATE_OF_EVENT else _EVENT_OF_STATE[state]
+        store.set_record_state(target.row_id, state, event_kind=kind, now=now)
         return 1
     flag = event.kind == "objection_set"
     if target.objection == flag:
@@ -469,7 +540,27 @@ async def pull(
     `stop` is set (or the peer ends it). Refuses a peer outside the roster (NotFound); remote
     refusals come back as the matching credex error (PolicyDenied, AuthError, PeerUnavailable
     ...), local verification failures as keys.VerificationError. Applied batches stay applied.
+    Recorded as the stage "pull" (peer, events) with per-batch stages "pull.open",
+    "pull.verify", "pull.store" and "pull.ack" (node/telemetry.py).
     """
+    with active_telemetry().stage("pull", attributes={"credex.peer": peer}) as pulling:
+        result = await _pull(
+            runtime, peer, follow=follow, stop=stop, items=items, max_batch=max_batch
+        )
+        pulling.items = result.events
+        pulling.set_attributes({"credex.result_count": result.stored})
+    return result
+
+
+async def _pull(
+    runtime: NodeRuntime,
+    peer: str,
+    *,
+    follow: bool,
+    stop: asyncio.Event | None,
+    items: Sequence[str],
+    max_batch: int,
+) -> PullResult:
     if runtime.bundle().member(peer) is None:
         raise NotFound(f"peer {peer!r} is not in the trust bundle's roster")
     stop = stop if stop is not None else asyncio.Event()
@@ -491,7 +582,8 @@ async def pull(
             # durable cursor, and a caught-up stream brings no batch to ack: re-acknowledge
             # what is already applied (acks are monotonic, so this is always safe).
             try:
-                await _ack(runtime, stub, peer, cursor, b"")
+                with active_telemetry().stage("pull.ack", attributes={"credex.peer": peer}):
+                    await _ack(runtime, stub, peer, cursor, b"")
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _RESUME_ACK_TOLERATED:
                     raise _describe_rpc_error(peer, error) from None
@@ -557,10 +649,15 @@ async def _store_and_ack(
     *,
     total: PullResult,
 ) -> None:
-    """Store one opened batch (with its cursor), count it, then acknowledge it."""
-    done = await asyncio.to_thread(_store_events, runtime, peer, batch, events)
+    """Store one opened batch (with its cursor), count it, then acknowledge it (the stages
+    "pull.store" and "pull.ack")."""
+    telemetry = active_telemetry()
+    attributes = {"credex.peer": peer}
+    with telemetry.stage("pull.store", items=len(events), attributes=attributes):
+        done = await asyncio.to_thread(_store_events, runtime, peer, batch, events)
     total.add(done)
-    await _ack(runtime, stub, peer, batch.last_seq, batch.sealed)
+    with telemetry.stage("pull.ack", items=len(events), attributes=attributes):
+        await _ack(runtime, stub, peer, batch.last_seq, batch.sealed)
 
 
 async def _settle_quietly(storing: asyncio.Future[None] | None) -> None:
@@ -613,12 +710,20 @@ async def _follow_one(runtime: NodeRuntime, peer: str, stop: asyncio.Event) -> N
                 delay = _BACKOFF_FIRST
         except (NodeError, keys.KeysError, catalog.CatalogError) as error:
             # The message is a credex message (safe); it names the peer and the problem.
-            log.warning("feed of %s: %s; retrying in %.1f s", peer, error, delay)
+            log.warning("%s; retrying in %.1f s", about_feed(peer, error), delay)
         except grpc.aio.AioRpcError as error:  # the Ack call, outside pull's translation
             log.warning("feed of %s: %s; retrying in %.1f s", peer, error.code().name, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def about_feed(peer: str, error: BaseException) -> str:
+    """`error`'s message about `peer`'s feed, prefixed "feed of <peer>: " once: most feed
+    errors (refusals, gaps, RPC failures) already start with it."""
+    message = str(error)
+    prefix = f"feed of {peer}: "
+    return message if message.startswith(prefix) else prefix + message
 
 
 async def follow_feeds(runtime: NodeRuntime, stop: asyncio.Event) -> None:

@@ -12,8 +12,10 @@ hex: the platform cannot compute every holder's keyed blind index, and the holde
 digest from the query subject to match. The digest never appears in log lines or errors.
 
 Revocation (PIPL Art. 15) comes either as a signed revocation message from a platform node or
-through the trust bundle's `revoked_grants`. Only verified objects leave this module: `verify_grant`
-and `verify_revocation` return a `Grant` / `GrantRevocation` or raise.
+through the trust bundle's `revoked_grants`. It is final, and it may arrive before the grant
+does: the ledger keeps every revocation by grant id, registered grant or not, and a grant
+presented after its revocation is registered already revoked. Only verified objects leave this
+module: `verify_grant` and `verify_revocation` return a `Grant` / `GrantRevocation` or raise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import keys
@@ -340,6 +342,16 @@ def verify_revocation(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> Grant
 
 
 @dataclass(frozen=True)
+class RecordedRevocation:
+    """A revocation as the data-holding node keeps it, whether or not the grant is registered
+    here: a grant revoked before it is first presented must start revoked (PIPL Art. 15)."""
+
+    grant_id: str
+    revoked_at: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class GrantState:
     """What the data-holding node knows about one registered grant."""
 
@@ -365,7 +377,8 @@ class GrantLedger(Protocol):
 
     def register(self, grant: Grant, raw: bytes) -> GrantState:
         """Register a verified grant; idempotent for the same grant, GrantConflictError for a
-        different grant under the same id. Returns the current state."""
+        different grant under the same id. A grant whose revocation was recorded before is
+        registered revoked. Returns the current state."""
         ...
 
     def get(self, grant_id: str) -> GrantState | None:
@@ -377,9 +390,23 @@ class GrantLedger(Protocol):
         validity or exhausted. Returns the state after the use."""
         ...
 
-    def revoke(self, grant_id: str, at: dt.datetime, reason: str) -> GrantState:
-        """Mark the grant revoked (idempotent: the first revocation time is kept); NotFound-like
-        GrantRefusedError("grant_unknown") when it was never registered."""
+    def revoke(
+        self, grant_id: str, at: dt.datetime, reason: str, *, raw: bytes | None = None
+    ) -> GrantState | None:
+        """Record the grant's revocation (final and idempotent: the first one is kept) and
+        return the revoked state, or None when the grant is not registered here: the revocation
+        is kept all the same, and the grant starts revoked if it is ever registered. `raw` is
+        the signed revocation as received (evidence), None for one from the trust bundle."""
+        ...
+
+    def revocation(self, grant_id: str) -> RecordedRevocation | None:
+        """Return the revocation recorded for a grant id (registered or not), else None."""
+        ...
+
+    def refund_use(self, grant_id: str) -> None:
+        """Give back one use counted by `use` for a request that was then not answered (its
+        access-log entry could not be written, or it was a replay), so a use is counted once
+        per answer; never goes below zero, and does nothing for an unknown grant."""
         ...
 
 
@@ -388,6 +415,7 @@ class MemoryGrantLedger:
 
     def __init__(self) -> None:
         self._states: dict[str, GrantState] = {}
+        self._revocations: dict[str, RecordedRevocation] = {}
         self._lock = threading.Lock()
 
     def register(self, grant: Grant, raw: bytes) -> GrantState:
@@ -400,7 +428,15 @@ class MemoryGrantLedger:
                         f"grant {grant.grant_id}: a different grant is registered under this id"
                     )
                 return current
-            state = GrantState(grant=grant, raw=raw, uses=0)
+            # A grant revoked before it reached this node starts revoked.
+            revoked = self._revocations.get(grant.grant_id)
+            state = GrantState(
+                grant=grant,
+                raw=raw,
+                uses=0,
+                revoked_at=None if revoked is None else revoked.revoked_at,
+                revoked_reason=None if revoked is None else revoked.reason,
+            )
             self._states[grant.grant_id] = state
             return state
 
@@ -428,23 +464,40 @@ class MemoryGrantLedger:
             self._states[grant_id] = new
             return new
 
-    def revoke(self, grant_id: str, at: dt.datetime, reason: str) -> GrantState:
-        """See GrantLedger.revoke."""
+    def revoke(
+        self, grant_id: str, at: dt.datetime, reason: str, *, raw: bytes | None = None
+    ) -> GrantState | None:
+        """See GrantLedger.revoke (`raw` is not kept in memory)."""
+        del raw
         with self._lock:
+            recorded = self._revocations.get(grant_id)
+            if recorded is None:
+                recorded = RecordedRevocation(grant_id, _utc(at, "at"), reason)
+                self._revocations[grant_id] = recorded
             state = self._states.get(grant_id)
-            if state is None:
-                raise GrantRefusedError("grant_unknown", "the grant is not registered at this node")
-            if state.revoked_at is not None:
+            if state is None or state.revoked_at is not None:
                 return state
             new = GrantState(
                 grant=state.grant,
                 raw=state.raw,
                 uses=state.uses,
-                revoked_at=_utc(at, "at"),
-                revoked_reason=reason,
+                revoked_at=recorded.revoked_at,
+                revoked_reason=recorded.reason,
             )
             self._states[grant_id] = new
             return new
+
+    def revocation(self, grant_id: str) -> RecordedRevocation | None:
+        """See GrantLedger.revocation."""
+        with self._lock:
+            return self._revocations.get(grant_id)
+
+    def refund_use(self, grant_id: str) -> None:
+        """See GrantLedger.refund_use."""
+        with self._lock:
+            state = self._states.get(grant_id)
+            if state is not None and state.uses > 0:
+                self._states[grant_id] = replace(state, uses=state.uses - 1)
 
 
 def use_refusal(state: GrantState, now: dt.datetime) -> tuple[str, str] | None:
@@ -466,12 +519,15 @@ def use_refusal(state: GrantState, now: dt.datetime) -> tuple[str, str] | None:
 def apply_bundle_revocations(
     ledger: GrantLedger, revoked_grants: frozenset[str], at: dt.datetime
 ) -> list[str]:
-    """Revoke every registered grant listed in a newly accepted bundle's `revoked_grants`;
-    return the ids newly revoked (grants never registered here are skipped)."""
+    """Record every grant listed in a newly accepted bundle's `revoked_grants` as revoked;
+    return the ids newly recorded.
+
+    Grants not registered here are recorded too: a later bundle may drop the id, and the grant
+    must still start revoked if it is presented afterwards (revocation is final).
+    """
     newly: list[str] = []
     for grant_id in sorted(revoked_grants):
-        state = ledger.get(grant_id)
-        if state is not None and not state.revoked:
+        if ledger.revocation(grant_id) is None:
             ledger.revoke(grant_id, at, "revoked_by_bundle")
             newly.append(grant_id)
     return newly

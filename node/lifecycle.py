@@ -51,6 +51,7 @@ __all__ = [
     "TaskView",
     "apply_changes",
     "china_day",
+    "disclosure_ended",
     "is_past_cap",
     "is_red_list",
     "objection_deadline",
@@ -152,6 +153,24 @@ def is_red_list(item_category: str) -> bool:
     return item_category == "红名单"
 
 
+def disclosure_ended(
+    *,
+    severity: str | None,
+    decided_on: dt.date | None,
+    disclosure_max_end: dt.date | None,
+    today: dt.date,
+) -> bool:
+    """Is a record's disclosure over on `today` by its dates alone, whatever its stored state?
+
+    True from the day after `disclosure_max_end`, and for a dishonesty record past the Shandong
+    cap. The lifecycle scan turns such an `active` record `expired` some time that day; readers
+    (queries, feed delivery, ingest) judge the dates themselves instead of waiting for it.
+    """
+    if disclosure_max_end is not None and today > disclosure_max_end:
+        return True
+    return is_past_cap(severity, decided_on, today)
+
+
 def visible(
     *,
     state: str,
@@ -163,13 +182,15 @@ def visible(
     """May a record be disclosed, answered or delivered on `today`?
 
     Only an `active` version, not past its maximum disclosure period and not past the Shandong
-    cap. Withdrawn (repair, revocation), expired, superseded and purged versions never are.
+    cap (`disclosure_ended`). Withdrawn (repair, revocation), expired, superseded and purged
+    versions never are.
     """
-    if state != "active":
-        return False
-    if disclosure_max_end is not None and today > disclosure_max_end:
-        return False
-    return not is_past_cap(severity, decided_on, today)
+    return state == "active" and not disclosure_ended(
+        severity=severity,
+        decided_on=decided_on,
+        disclosure_max_end=disclosure_max_end,
+        today=today,
+    )
 
 
 def purge_cutoff(today: dt.date, retention_months: int = DEFAULT_RETENTION_MONTHS) -> dt.date:

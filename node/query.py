@@ -1,20 +1,23 @@
 """Authorised queries (DESIGN.md section 6): both ends of `credex.v1.Query/Query`.
 
 Server side (`QueryEngine.answer`), for a request whose signature, signer and timestamp
-`node.requests` has already accepted; its nonce is claimed with its access-log entry (step 5):
+`node.requests` has already accepted; its nonce is claimed with its access-log entry (step 6):
 
 1. open the sealed subject identifier and normalise it by subject kind (RIC or USCC); it is
    used only to compute the blind index, the grant digest and the masked form, and is never
    logged, stored or put into an error message;
 2. find the subject's records here (own records, linked subjects included) and their states;
 3. check the grant (a signed grant sent with the request is verified and registered first);
-4. `node.policy.decide`;
-5. append the access-log entry, allowed OR denied, with the request's nonce claim, and wait
-   until it is durable (`LogUnavailable` = UNAVAILABLE: nothing leaves when the log cannot be
-   written); a replayed nonce has a denial logged instead and is refused (UNAUTHENTICATED);
-6. denied: `PolicyDenied` (PERMISSION_DENIED, the message starts with the reason code);
-   allowed: count the grant use, decrypt, minimise each record to the released fields
-   (`SignedRecord.minimise`, signatures stay verifiable), seal the batch for the requester.
+4. `node.policy.decide` (records judged by `node.lifecycle.visible` on today's China day);
+5. allowed with a grant: count its use (atomic); a use refused now (another query took the
+   last one) turns the request into a denial with that reason;
+6. append the ONE access-log entry of the request, allowed OR denied, with the request's nonce
+   claim, and wait until it is durable (`LogUnavailable` = UNAVAILABLE: nothing leaves when the
+   log cannot be written); a replayed nonce has a denial logged instead and is refused
+   (UNAUTHENTICATED); in both cases a use counted in step 5 is given back;
+7. denied: `PolicyDenied` (PERMISSION_DENIED, the message starts with the reason code);
+   allowed: decrypt, minimise each record to the released fields (`SignedRecord.minimise`,
+   signatures stay verifiable), seal the batch for the requester.
 
 Client side (`send_query`): normalise the identifier, seal it to the provider, sign the request,
 call, then open the sealed answer and verify every record against the provider's keys in the
@@ -27,12 +30,13 @@ Every request that reaches the service is logged, including ones refused before 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -53,7 +57,7 @@ from node.errors import (
     TamperDetected,
 )
 from node.grants import GrantRefusedError, subject_digest, verify_grant
-from node.lifecycle import is_red_list
+from node.lifecycle import china_day, is_red_list, visible
 from node.policy import (
     SUBJECT_KINDS,
     PolicyContext,
@@ -184,17 +188,35 @@ class QueryEngine:
         except _Refused as refused:
             await self._log_refusal(verified, refused.reason, trace)
             raise refused.error from None
-        index = await self._append_claiming(verified, prepared.entry)
         if not prepared.allowed:
+            await self._append_claiming(verified, prepared.entry)
             raise PolicyDenied(prepared.reason, prepared.message)
-        if prepared.grant_used and prepared.grant_id is not None:
+        # The grant use is counted BEFORE the entry is written (docs/policy.md): a query that
+        # loses the race for a grant's last use is logged once, as the denial it is, never as
+        # an allow and then a deny under one request id.
+        used = prepared.grant_id if prepared.grant_used else None
+        if used is not None:
             try:
-                await asyncio.to_thread(self._rt.grants.use, prepared.grant_id, self._rt.clock())
+                await asyncio.to_thread(self._rt.grants.use, used, self._rt.clock())
             except GrantRefusedError as error:
-                # Another query took the last use between our decision and now.
-                denial = _with(prepared.entry, decision="deny", reason=error.reason)
-                await self._rt.log.append(denial)
+                # Another query took the last use (or a revocation came) since the decision.
+                denial = dataclasses.replace(
+                    prepared.entry,
+                    decision="deny",
+                    reason=error.reason,
+                    items_released=(),
+                    result_count=0,
+                )
+                await self._append_claiming(verified, denial)
                 raise
+        try:
+            index = await self._append_claiming(verified, prepared.entry)
+        except BaseException:
+            # Nothing leaves without its durable entry (a failing log, a replayed nonce): the
+            # use is given back, so a use is counted once per answer.
+            if used is not None:
+                await self._refund_use(used)
+            raise
         # Inline, not in a worker thread: releasing is a fraction of a millisecond of pure CPU
         # (no IO), and a thread hop plus the GIL hand-over around it cost about as much.
         return self._release(verified, prepared, index)
@@ -222,7 +244,7 @@ class QueryEngine:
         # A replay's denial keeps what the request asked (its body is signed, so it is the
         # replayed request's), and releases nothing.
         replayed = dataclasses.replace(
-            entry, decision="deny", reason="unauthenticated", items_released=(), result_count=0
+            entry, decision="deny", reason="replayed", items_released=(), result_count=0
         )
         claim = NonceClaim(
             keyid=verified.keyid,
@@ -234,13 +256,14 @@ class QueryEngine:
         try:
             return await self._rt.log.append(entry, claim=claim)
         except ReplayedRequest as error:
-            raise _ReplayRefused(f"{verified.method}: {error}") from None
+            raise _ReplayRefused(f"{verified.method}: {error}", reason="replayed") from None
 
     def _prepare(
         self, verified: VerifiedRequest, body: query_pb2.QueryBody, trace: str | None
     ) -> _Prepared:
         rt = self._rt
         now = rt.clock()
+        today = china_day(now)
         bundle = rt.bundle()
         try:
             _header, raw_subject = keys.open_sealed(
@@ -273,6 +296,13 @@ class QueryEngine:
         digest = subject_digest(subject)
         grant_id = self._grant_id(body, bundle, now)
         state = rt.grants.get(grant_id) if grant_id else None
+        # A registered grant carries its recorded revocation; one never registered here may
+        # still have been revoked already.
+        revoked = (
+            state.revoked
+            if state is not None
+            else grant_id is not None and rt.grants.revocation(grant_id) is not None
+        )
         stored = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
         items = frozenset(body.items)
         try:
@@ -298,13 +328,21 @@ class QueryEngine:
             items={i: rt.catalogue.items[i] for i in items if i in rt.catalogue.items},
             grant=state.grant if state else None,
             grant_uses=state.uses if state else 0,
-            grant_revoked=state.revoked if state else False,
+            grant_revoked=revoked,
             records=[
                 RecordState(
                     record_id=r.row_id,
                     item_id=r.item_id,
                     withdrawn=r.state == "withdrawn",
-                    expired=r.state == "expired",
+                    # judged today, not only by the last lifecycle scan: a record past its
+                    # disclosure end (or the 5-year cap) is held back from that day on
+                    expired=not visible(
+                        state=r.state,
+                        severity=r.severity,
+                        decided_on=r.decided_on,
+                        disclosure_max_end=r.disclosure_max_end,
+                        today=today,
+                    ),
                     objection=r.objection,
                 )
                 for r in stored
@@ -369,6 +407,12 @@ class QueryEngine:
             raise _Refused("grant_invalid", error) from None
         return grant.grant_id
 
+    async def _refund_use(self, grant_id: str) -> None:
+        # On failure the use stays counted: one use too many spent on an answer that never
+        # left is the safe side, and the caller's error is the one to report.
+        with contextlib.suppress(NodeError):
+            await asyncio.to_thread(self._rt.grants.refund_use, grant_id)
+
     def _release(
         self, verified: VerifiedRequest, prepared: _Prepared, index: int
     ) -> query_pb2.QueryAnswer:
@@ -415,12 +459,6 @@ class QueryEngine:
                 f"{item}.{f}" for item, fields in prepared.released.items() for f in fields
             ),
         )
-
-
-def _with(entry: LogEntry, **changes: Any) -> LogEntry:
-    values = entry.to_dict()
-    values.update(changes, time=entry.time)
-    return LogEntry.from_dict(values)
 
 
 def _parse_body(verified: VerifiedRequest) -> query_pb2.QueryBody:

@@ -10,7 +10,10 @@ Trust bundle invariants (DESIGN.md section 5):
 - `trust/bundle.json` is replaced only through `install_bundle`, which refuses an older version
   than the highest ever accepted (kept in `trust/bundle.version`), so swapping an old signed
   bundle back into place is caught at the next start;
-- an expired bundle stops the node from trusting anyone (freeze), never silently.
+- an expired bundle stops the node from trusting anyone (freeze), never silently;
+- `NodeRuntime.bundle()` hands out a bundle only once its `revoked_grants` are recorded in the
+  grant ledger (`node.grants.apply_bundle_revocations`), whether it was loaded at start or by
+  `reload_bundle`: revocation is final, so a later bundle that drops an id revokes nothing back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from node.accesslog import AccessLog
 from node.config import NodeConfig, load_config
 from node.errors import ConfigError, NotFound, StaleBundle
 from node.feedcheck import RecordChecker
+from node.grants import apply_bundle_revocations
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
 from node.store import SqlGrantLedger, SqlLogBackend, Store, open_store
@@ -156,6 +160,8 @@ class NodeRuntime:
     store: Store
     clock: Callable[[], dt.datetime] = utc_now
     _bundle: keys.TrustBundle | None = None
+    # the bundle whose revoked_grants are recorded in the grant ledger (None: none yet)
+    _revocations_of: keys.TrustBundle | None = None
     _log: AccessLog | None = None
     _server_tls: ServerTls | None = None
     _grants: SqlGrantLedger | None = None
@@ -186,26 +192,38 @@ class NodeRuntime:
 
     # trust bundle -----------------------------------------------------------------------
     def bundle(self) -> keys.TrustBundle:
-        """The verified trust bundle in force; StaleBundle when none or expired."""
+        """The verified trust bundle in force; StaleBundle when none or expired.
+
+        Its `revoked_grants` are recorded in the grant ledger before it is returned the first
+        time; while that fails (StoreError) no bundle is returned, so no grant the bundle
+        revokes is honoured meanwhile.
+        """
         if self._bundle is None:
             self._bundle = load_bundle(self.trust_dir, now=self.clock())
-        if self._bundle.expires_at <= self.clock():
+        bundle = self._bundle
+        if self._revocations_of is not bundle:
+            # Idempotent (recorded ones are skipped), so two threads racing here do no harm.
+            apply_bundle_revocations(self.grants, bundle.revoked_grants, self.clock())
+            self._revocations_of = bundle
+        if bundle.expires_at <= self.clock():
             raise StaleBundle(
-                f"trust bundle v{self._bundle.version} expired at "
-                f"{self._bundle.expires_at.isoformat()}; install a newer one"
+                f"trust bundle v{bundle.version} expired at "
+                f"{bundle.expires_at.isoformat()}; install a newer one"
             )
-        return self._bundle
+        return bundle
 
     def has_bundle(self) -> bool:
         """True when a bundle file is installed (it may still fail verification)."""
         return (self.trust_dir / BUNDLE_FILE).exists()
 
     def reload_bundle(self) -> keys.TrustBundle:
-        """Re-read trust/bundle.json and refresh the TLS roster without a restart."""
+        """Re-read trust/bundle.json, record its grant revocations and refresh the TLS roster
+        without a restart."""
         self._bundle = load_bundle(self.trust_dir, now=self.clock())
+        bundle = self.bundle()  # records its revoked_grants (see `bundle`)
         if self._server_tls is not None:
             self._server_tls.update(self.tls_roster())
-        return self._bundle
+        return bundle
 
     def trusted_signing_keys(self) -> dict[str, bytes]:
         """keyid -> Ed25519 key of every roster member valid now, revoked keys excluded."""

@@ -7,7 +7,11 @@ first/last seq). Invariants:
   every batch: items outside them are refused (PERMISSION_DENIED) and, if an agreement narrows
   later, events of records outside it travel without the record (reason "not_agreed");
 - a record withdrawn, expired or purged since its upsert was queued travels without its body
-  (reason = its state): repair stops sharing, also for events already queued;
+  (reason = its state): repair stops sharing, also for events already queued; so does a record
+  whose disclosure is over on the China day of delivery (`node.lifecycle.disclosure_ended`)
+  before the lifecycle scan has marked it expired (reason "expired"): the event keeps its
+  seq, the subscriber skips it as it skips any withheld one, and the scan's later `expire`
+  event finds no copy to change;
 - every batch is preceded by a durable access-log entry (kind "feed_delivery": subscriber,
   items, event count; never a subject); when the log cannot be written the stream fails
   UNAVAILABLE and nothing is sent (fail closed);
@@ -43,7 +47,7 @@ from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
-from node.lifecycle import is_red_list
+from node.lifecycle import china_day, disclosure_ended, is_red_list
 from node.refusals import asked_items, logged_refusals
 from node.requests import node_signing_keys
 from node.server import Service
@@ -70,16 +74,19 @@ class _Built:
     count: int
     items: tuple[str, ...]
     caught_up: bool
+    head_seq: int  # the subscriber's newest event when the batch was built (>= last_seq)
 
 
 @dataclass
 class _BatchContext:
     """What building one batch looks up once instead of per event: the at-rest cipher, the
     red-list flag of each item, the wire time stamp of each event time (a batch of ingest
-    events shares one), and whether the subscriber asked for compact records."""
+    events shares one), whether the subscriber asked for compact records, and the China day
+    the records' disclosure periods are judged on."""
 
     cipher: keys.StorageCipher
     compact: bool
+    today: dt.date
     red_list: dict[str, bool] = field(default_factory=dict)
     stamps: dict[dt.datetime, Timestamp] = field(default_factory=dict)
 
@@ -186,6 +193,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     count=built.count,
                     provider=runtime.node_id,
                     caught_up=built.caught_up,
+                    head_seq=built.head_seq,
                 )
                 cursor = built.last_seq
                 if self.stopping.is_set():
@@ -213,24 +221,29 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             return None
         member = runtime.bundle().member(subscriber)
         if member is None:
-            raise AuthError(f"node {subscriber} is no longer in the roster")
+            raise AuthError(
+                f"node {subscriber} is no longer in the roster", reason="requester_unknown"
+            )
         payloads = []
         items: set[str] = set()
         stored = feed_records(runtime.store, [e.record_row_id for e in events])
-        context = _BatchContext(runtime.cipher, compact)
+        context = _BatchContext(runtime.cipher, compact, china_day(runtime.clock()))
         for event in events:
             message = self._event_pb(event, stored[event.record_row_id], allowed, context)
             if message.HasField("record"):
                 items.add(message.item_id)
             payloads.append(message.SerializeToString())
         first, last = events[0].seq, events[-1].seq
+        # The head the subscriber shows its lag against (one read per batch, not per event).
+        sub = runtime.store.subscription(subscriber)
+        head = max(last, 0 if sub is None else sub.last_seq)
         sealed = keys.seal_batch(
             payloads,
             header=feeds.feed_header(runtime.node_id, subscriber, first, last),
             recipient_id=subscriber,
             recipient_public=member.encryption_key,
         )
-        return _Built(sealed, first, last, len(events), tuple(sorted(items)), len(events) < limit)
+        return _Built(sealed, first, last, len(events), tuple(sorted(items)), last >= head, head)
 
     def _event_pb(
         self, event: FeedEvent, stored: FeedRecord, allowed: set[str], context: _BatchContext
@@ -253,6 +266,15 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             message.reason = "not_agreed"
         elif stored.state in _WITHHELD_STATES:
             message.reason = stored.state
+        elif disclosure_ended(
+            severity=stored.severity,
+            decided_on=stored.decided_on,
+            disclosure_max_end=stored.disclosure_max_end,
+            today=context.today,
+        ):
+            # Past its disclosure end today, scanned or not: the body never leaves again (a
+            # superseded version is judged by its dates too; its state alone would not hold it).
+            message.reason = "expired"
         else:
             body = context.cipher.decrypt(stored.row_id, stored.body)
             red = context.red_list.get(stored.item_id)
@@ -291,7 +313,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             request, trusted=node_signing_keys(runtime.bundle(), caller, now)
         )
         if fields.issuer != caller:
-            raise AuthError(f"Ack: the receipt is issued by {fields.issuer}, not by {caller}")
+            raise AuthError(
+                f"Ack: the receipt is issued by {fields.issuer}, not by {caller}",
+                reason="signer_mismatch",
+            )
         if fields.subject != feeds.feed_subject(runtime.node_id):
             raise InputError(f"Ack: the receipt acknowledges {fields.subject!r}, not this feed")
         if len(fields.digest) != hashlib.sha256().digest_size:
@@ -346,7 +371,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             wire.check_record_routing(message, record.header)
             owner = bundle.owner_of(record.signer_keyid, now)
             if owner is None or owner.node_id != record.header.get("producer"):
-                raise AuthError("Push: the record is not signed by its producer's key")
+                raise AuthError(
+                    "Push: the record is not signed by its producer's key",
+                    reason="signer_mismatch",
+                )
             caller.items_asked = (message.item_id,)  # only once the producer's signature holds
             if message.item_id not in agreed:
                 raise PolicyDenied(
@@ -388,7 +416,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         if newest is not None and newest[0] >= version:
             return  # the same notice again (a retried push): already stored
         new = feeds.received_record(self._runtime, signed, record, now=now)
-        store.store_batch([new], now=now)
+        store.store_batch([new], now=now, expire_ended=True)  # past its end: kept, not shown
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:

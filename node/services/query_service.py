@@ -4,8 +4,9 @@ The servicer is thin: authenticate the signed request (a refusal is logged as a 
 before UNAUTHENTICATED goes back), then hand the verified request to `node.query.QueryEngine`,
 which decides, logs durably and releases. The request's nonce is not recorded on its own: the
 engine claims it with the request's access-log entry, in one group commit (decision 0011).
-Grants revoked by the trust bundle are applied to the ledger when the service starts; the
-policy also checks the bundle's list on every query.
+Grants revoked by a trust bundle are recorded in the ledger by the runtime before it hands that
+bundle out (at start and after every reload, `NodeRuntime.bundle`); the policy also checks the
+bundle's list on every query.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import grpc.aio
 
 from node._pb.credex.v1 import common_pb2, query_pb2, query_pb2_grpc
-from node.grants import apply_bundle_revocations
 from node.query import QUERY_METHOD, QueryEngine
 from node.refusals import logged_refusals, trace_id
 from node.server import Service
@@ -51,8 +51,8 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:
-    """The Query service of a running node."""
-    apply_bundle_revocations(runtime.grants, runtime.bundle().revoked_grants, runtime.clock())
+    """The Query service of a running node (the runtime records the bundle's grant
+    revocations when it first hands the bundle out, also after a reload)."""
     return [
         Service(
             name="credex.v1.Query",

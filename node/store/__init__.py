@@ -24,6 +24,7 @@ from node.store.models import (
     ReleaseCandidate,
     StoredRecord,
     Subscription,
+    UpstreamFeed,
 )
 from node.store.store import Store, from_db_time, open_store, to_db_time
 
@@ -42,6 +43,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredRecord",
     "Subscription",
+    "UpstreamFeed",
     "from_db_time",
     "make_engine",
     "migrate",

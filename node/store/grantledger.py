@@ -4,6 +4,11 @@
 (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), and it refuses with the
 same shared rules as the in-memory ledger (`node.grants.use_refusal`), so two replicas can never
 both take a grant's last use.
+
+Revocations live in their own table (`grant_revocations`), keyed by grant id, because one may
+arrive before its grant has ever been presented here. Every read of a grant's state joins that
+table, so a grant registered after (or concurrently with) its revocation is revoked whatever
+order two replicas committed the two writes in.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from node.grants import (
@@ -20,10 +26,11 @@ from node.grants import (
     GrantConflictError,
     GrantRefusedError,
     GrantState,
+    RecordedRevocation,
     use_refusal,
 )
 from node.store.store import Store, from_db_time, to_db_time
-from node.store.tables import GrantRow
+from node.store.tables import GrantRevocationRow, GrantRow
 
 __all__ = ["SqlGrantLedger"]
 
@@ -35,6 +42,13 @@ def _as_table(model: Any) -> Table:
 
 
 GRANTS = _as_table(GrantRow)
+REVOCATIONS = _as_table(GrantRevocationRow)
+# A grant with its recorded revocation, if any (the revocation wins over the row's columns).
+_WITH_REVOCATION: Select[Any] = select(
+    GRANTS,
+    REVOCATIONS.c.revoked_at.label("recorded_at"),
+    REVOCATIONS.c.reason.label("recorded_reason"),
+).select_from(GRANTS.outerjoin(REVOCATIONS, REVOCATIONS.c.grant_id == GRANTS.c.grant_id))
 
 
 class SqlGrantLedger:
@@ -45,16 +59,20 @@ class SqlGrantLedger:
 
     def register(self, grant: Grant, raw: bytes) -> GrantState:
         """Register a verified grant; idempotent for the same grant, GrantConflictError for a
-        different grant under the same id. Returns the current state."""
+        different grant under the same id. A grant whose revocation was recorded before is
+        registered revoked. Returns the current state."""
         payload = grant.to_payload()
         with self._store.write("register a grant") as conn:
             row = _locked(conn, grant.grant_id)
+            recorded = _recorded(conn, grant.grant_id)
             if row is not None:
                 if bytes(row.payload) != payload:
                     raise GrantConflictError(
                         f"grant {grant.grant_id}: a different grant is registered under this id"
                     )
-                return _state(row)
+                return _state(row, recorded)
+            # A grant revoked before it reached this node is registered revoked (evidence is
+            # kept, every use refused).
             conn.execute(
                 insert(GRANTS).values(
                     grant_id=grant.grant_id,
@@ -68,17 +86,23 @@ class SqlGrantLedger:
                     valid_until=to_db_time(grant.valid_until),
                     use_limit=grant.use_limit,
                     uses=0,
-                    revoked_at=None,
-                    revoked_reason=None,
+                    revoked_at=None if recorded is None else to_db_time(recorded.revoked_at),
+                    revoked_reason=None if recorded is None else recorded.reason,
                 )
             )
-        return GrantState(grant=grant, raw=raw, uses=0)
+        return GrantState(
+            grant=grant,
+            raw=raw,
+            uses=0,
+            revoked_at=None if recorded is None else recorded.revoked_at,
+            revoked_reason=None if recorded is None else recorded.reason,
+        )
 
     def get(self, grant_id: str) -> GrantState | None:
         """Return the grant's state, or None when it was never registered."""
         with self._store.read("read a grant") as conn:
-            row = conn.execute(select(GRANTS).where(GRANTS.c.grant_id == grant_id)).first()
-        return None if row is None else _state(row)
+            row = conn.execute(_WITH_REVOCATION.where(GRANTS.c.grant_id == grant_id)).first()
+        return None if row is None else _joined(row)
 
     def use(self, grant_id: str, now: dt.datetime) -> GrantState:
         """Count one use; GrantRefusedError (reason code) when unknown, revoked, outside its
@@ -87,7 +111,7 @@ class SqlGrantLedger:
             row = _locked(conn, grant_id)
             if row is None:
                 raise GrantRefusedError("grant_unknown", "the grant is not registered at this node")
-            state = _state(row)
+            state = _state(row, _recorded(conn, grant_id))
             refusal = use_refusal(state, now)
             if refusal is not None:
                 raise GrantRefusedError(*refusal)
@@ -102,48 +126,74 @@ class SqlGrantLedger:
             revoked_reason=state.revoked_reason,
         )
 
-    def revoke(self, grant_id: str, at: dt.datetime, reason: str) -> GrantState:
-        """Mark the grant revoked (idempotent: the first revocation time is kept);
-        GrantRefusedError("grant_unknown") when it was never registered."""
+    def revoke(
+        self, grant_id: str, at: dt.datetime, reason: str, *, raw: bytes | None = None
+    ) -> GrantState | None:
+        """Record the grant's revocation (final and idempotent: the first one is kept, with
+        `raw`, the signed revocation as received) and return the revoked state, or None when
+        the grant is not registered here; it then starts revoked if it is ever registered."""
         stamp = to_db_time(at)
         with self._store.write("revoke a grant") as conn:
+            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+            # Two replicas may record the same revocation at once: the first one stays.
+            conn.execute(
+                dialect.insert(REVOCATIONS)
+                .values(grant_id=grant_id, revoked_at=stamp, reason=reason, body=raw)
+                .on_conflict_do_nothing(index_elements=["grant_id"])
+            )
+            recorded = _recorded(conn, grant_id)
+            assert recorded is not None  # inserted above, or already there
             row = _locked(conn, grant_id)
             if row is None:
-                raise GrantRefusedError("grant_unknown", "the grant is not registered at this node")
-            state = _state(row)
-            if state.revoked:
-                return state
-            conn.execute(
-                update(GRANTS)
-                .where(GRANTS.c.grant_id == grant_id)
-                .values(revoked_at=stamp, revoked_reason=reason)
-            )
-        return GrantState(
-            grant=state.grant, raw=state.raw, uses=state.uses, revoked_at=stamp,
-            revoked_reason=reason,
-        )  # fmt: skip
+                return None
+            if row.revoked_at is None:
+                conn.execute(
+                    update(GRANTS)
+                    .where(GRANTS.c.grant_id == grant_id)
+                    .values(
+                        revoked_at=to_db_time(recorded.revoked_at),
+                        revoked_reason=recorded.reason,
+                    )
+                )
+            return _state(row, recorded)
+
+    def revocation(self, grant_id: str) -> RecordedRevocation | None:
+        """Return the revocation recorded for a grant id (registered here or not), else None."""
+        with self._store.read("read a grant revocation") as conn:
+            return _recorded(conn, grant_id)
+
+    def refund_use(self, grant_id: str) -> None:
+        """Give back one use counted for a request that was then not answered (see
+        `node.grants.GrantLedger.refund_use`); never below zero."""
+        with self._store.write("give back a grant use") as conn:
+            row = _locked(conn, grant_id)
+            if row is not None and int(row.uses) > 0:
+                conn.execute(
+                    update(GRANTS).where(GRANTS.c.grant_id == grant_id).values(uses=row.uses - 1)
+                )
 
     def for_subject(self, subject_digest: str) -> list[GrantState]:
         """Return every grant registered for a subject digest, by grant id (for reports)."""
         with self._store.read("read a subject's grants") as conn:
             rows = conn.execute(
-                select(GRANTS)
-                .where(GRANTS.c.subject_digest == subject_digest)
-                .order_by(GRANTS.c.grant_id)
+                _WITH_REVOCATION.where(GRANTS.c.subject_digest == subject_digest).order_by(
+                    GRANTS.c.grant_id
+                )
             ).all()
-        return [_state(r) for r in rows]
+        return [_joined(r) for r in rows]
 
     def active(self, now: dt.datetime, *, limit: int = 10_000) -> list[GrantState]:
         """Grants not revoked and not yet expired at `now`, by grant id (for the risk report
         and `credex grant list`); at most `limit`."""
         with self._store.read("read the active grants") as conn:
             rows = conn.execute(
-                select(GRANTS)
-                .where(GRANTS.c.revoked_at.is_(None))
+                _WITH_REVOCATION.where(
+                    GRANTS.c.revoked_at.is_(None), REVOCATIONS.c.grant_id.is_(None)
+                )
                 .order_by(GRANTS.c.grant_id)
                 .limit(limit)
             ).all()
-        states = [_state(r) for r in rows]
+        states = [_joined(r) for r in rows]
         return [s for s in states if s.grant.valid_until > now]
 
 
@@ -153,11 +203,40 @@ def _locked(conn: Connection, grant_id: str) -> Row[Any] | None:
     ).first()
 
 
-def _state(row: Row[Any]) -> GrantState:
+def _recorded(conn: Connection, grant_id: str) -> RecordedRevocation | None:
+    row = conn.execute(
+        select(REVOCATIONS.c.revoked_at, REVOCATIONS.c.reason).where(
+            REVOCATIONS.c.grant_id == grant_id
+        )
+    ).first()
+    if row is None:
+        return None
+    return RecordedRevocation(grant_id, from_db_time(row.revoked_at), row.reason)
+
+
+def _joined(row: Row[Any]) -> GrantState:
+    """The state of a `_WITH_REVOCATION` row."""
+    recorded = None
+    if row.recorded_at is not None:
+        recorded = RecordedRevocation(
+            row.grant_id, from_db_time(row.recorded_at), row.recorded_reason
+        )
+    return _state(row, recorded)
+
+
+def _state(row: Row[Any], recorded: RecordedRevocation | None) -> GrantState:
+    """A grant row's state; a recorded revocation wins over the row's own revocation columns
+    (it is the first one received, and a concurrent registration may have missed it)."""
+    if recorded is not None:
+        revoked_at: dt.datetime | None = recorded.revoked_at
+        reason: str | None = recorded.reason
+    else:
+        revoked_at = None if row.revoked_at is None else from_db_time(row.revoked_at)
+        reason = row.revoked_reason
     return GrantState(
         grant=Grant.from_payload(bytes(row.payload)),
         raw=bytes(row.body),
         uses=int(row.uses),
-        revoked_at=None if row.revoked_at is None else from_db_time(row.revoked_at),
-        revoked_reason=row.revoked_reason,
+        revoked_at=revoked_at,
+        revoked_reason=reason,
     )

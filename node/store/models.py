@@ -69,7 +69,10 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseCandidate:
-    """What a query needs of a stored record version: its state and its encrypted body."""
+    """What a query needs of a stored record version: its state, what
+    `node.lifecycle.visible` judges on the day of the query (a record past its disclosure end
+    is held back even before the lifecycle scan has marked it expired), and its encrypted
+    body."""
 
     row_id: str
     item_id: str
@@ -78,6 +81,9 @@ class ReleaseCandidate:
     state: str
     objection: bool
     body: bytes
+    severity: str | None
+    decided_on: dt.date | None
+    disclosure_max_end: dt.date | None
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,23 @@ class FeedEvent:
     record_key: str
     version: int
     created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class UpstreamFeed:
+    """On the receiving side, a peer's feed: the cursor applied, the peer's head as its last
+    batch reported it (None: never reported), and when the last batch was applied."""
+
+    peer: str
+    cursor: int
+    head: int | None
+    last_batch_at: dt.datetime
+
+    @property
+    def lag(self) -> int | None:
+        """Events the peer had and this node had not applied, as of the last batch (None when
+        the peer never reported its head)."""
+        return None if self.head is None else max(self.head - self.cursor, 0)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,23 @@ is one read transaction on a `Store`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 
 from node.store.models import StoredRecord
-from node.store.store import _CHUNK, RECORDS, Store, _stored
+from node.store.store import _CHUNK, RECORDS, Store, _driver_date, _stored
 
 __all__ = ["FeedRecord", "feed_records", "received_records", "records_by_row_ids"]
 
 
 @dataclass(frozen=True, slots=True)
 class FeedRecord:
-    """What a feed batch needs of a stored record version: its state, flag and sealed body."""
+    """What a feed batch needs of a stored record version: its state, flag and sealed body,
+    and the three columns `node.lifecycle.disclosure_ended` judges on (a record past its
+    disclosure end travels without its body even before the lifecycle scan marked it)."""
 
     row_id: str
     item_id: str
@@ -29,14 +32,18 @@ class FeedRecord:
     state: str
     objection: bool
     body: bytes
+    severity: str | None
+    decided_on: dt.date | None
+    disclosure_max_end: dt.date | None
 
 
 def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
     """Return row id -> FeedRecord for the ids that exist, one query per chunk.
 
-    Reads eight columns, not the whole row: converting the dates and times of every row cost
+    Reads eleven columns, not the whole row: converting the dates and times of every row cost
     the feed provider more than reading the bodies. The routing columns (item, key, version,
-    producer) spare the provider parsing each record's payload for its routing copies.
+    producer) spare the provider parsing each record's payload for its routing copies; the two
+    dates come as the driver gives them (ISO text on SQLite) and are parsed by `_driver_date`.
     """
     wanted = list(dict.fromkeys(row_ids))
     found: dict[str, FeedRecord] = {}
@@ -49,15 +56,28 @@ def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
         RECORDS.c.state,
         RECORDS.c.objection,
         RECORDS.c.body,
+        RECORDS.c.severity,
+        type_coerce(RECORDS.c.decided_on, String),
+        type_coerce(RECORDS.c.disclosure_max_end, String),
     )
     with store.read("read records of a feed batch") as conn:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            for row_id, item, key, version, producer, state, objection, body in conn.execute(
-                select(*columns).where(RECORDS.c.row_id.in_(chunk))
-            ):
+            for row in conn.execute(select(*columns).where(RECORDS.c.row_id.in_(chunk))):
+                row_id, item, key, version, producer, state, objection, body = row[:8]
+                severity, decided_on, max_end = row[8:]
                 found[row_id] = FeedRecord(
-                    row_id, item, key, int(version), producer, state, bool(objection), bytes(body)
+                    row_id,
+                    item,
+                    key,
+                    int(version),
+                    producer,
+                    state,
+                    bool(objection),
+                    bytes(body),
+                    severity,
+                    _driver_date(decided_on),
+                    _driver_date(max_end),
                 )
     return found
 

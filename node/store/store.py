@@ -9,7 +9,11 @@ Invariants kept here (docs/decisions/0004-store-schema.md):
   row under a row lock in the same transaction as the events;
 - feed events are derived here from the subscriptions table inside the writing transaction, so
   a subscription created concurrently with an ingest can never miss a record: either the
-  ingest sees the subscription (and adds events) or the subscription's backfill sees the rows.
+  ingest sees the subscription (and adds events) or the subscription's backfill sees the rows;
+- with `store_batch(..., expire_ended=True)` (ingest, pushes), a version whose disclosure is
+  already over when it is stored (`node.lifecycle.disclosure_ended` on the China day of `now`)
+  is stored `expired`, never `active`; its event is appended as usual and the feed provider
+  delivers it without its body (docs/feeds.md).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
+from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
 from node.store.engine import WRITE, make_engine, migrate
@@ -52,6 +57,7 @@ from node.store.models import (
     ReleaseCandidate,
     StoredRecord,
     Subscription,
+    UpstreamFeed,
 )
 from node.store.tables import (
     FeedEventRow,
@@ -136,7 +142,8 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
     """A producer's records of a subject (own or linked) in `states`: only what a query uses.
 
     The states are bound one parameter each, not as an expanding list, so the statement is
-    compiled once per state set; and no date columns are read, so no row needs parsing.
+    compiled once per state set. The three columns `node.lifecycle.visible` judges on come
+    last; of the dates only the two it needs are read (`_driver_date` parses them).
     """
     return (
         select(
@@ -147,6 +154,9 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
             RECORDS.c.state,
             RECORDS.c.objection,
             RECORDS.c.body,
+            RECORDS.c.severity,
+            RECORDS.c.decided_on,
+            RECORDS.c.disclosure_max_end,
         )
         .where(
             _of_subject(include_linked=True),
@@ -221,6 +231,37 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
+def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
+    """A `_release_candidates` row as the driver returns it (columns in select order)."""
+    row_id, item_id, record_key, version, state, objection, body, severity, decided, max_end = row
+    return ReleaseCandidate(
+        row_id,
+        item_id,
+        record_key,
+        int(version),
+        state,
+        bool(objection),
+        bytes(body),
+        severity,
+        _driver_date(decided),
+        _driver_date(max_end),
+    )
+
+
+def _driver_date(value: object) -> dt.date | None:
+    """A DATE column as the driver returns it: ISO text on SQLite (SQLAlchemy's storage
+    format), a date on PostgreSQL."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    raise TypeError(f"a DATE column came back as {type(value).__name__}")
+
+
 class Store:
     """The node's database. Every public method is one transaction; errors are StoreError."""
 
@@ -270,23 +311,34 @@ class Store:
         now: dt.datetime,
         ingest_state: tuple[str, Any] | None = None,
         upstream_cursor: tuple[str, int] | None = None,
+        upstream_head: int | None = None,
+        expire_ended: bool = False,
     ) -> int:
         """Store record versions, their feed events and resume state in ONE transaction.
 
         For each record: older active versions of the same (producer, record_key) become
         `superseded`; every subscription whose items include the record's item gets an event
-        (`upsert` for version 1, `correct` after) with the next gap-free sequence number.
+        (`upsert` for version 1, `correct` after) with the next gap-free sequence number. With
+        `expire_ended`, a version whose disclosure has ended by the China day of `now` (past
+        its maximum period or the Shandong cap) is stored `expired` rather than `active`: it
+        is never disclosed, answered or delivered, and the lifecycle scan has nothing left to
+        do for it (without it, such a version waits `active` for the scan, and every reader
+        holds it back meanwhile).
         `ingest_state` is (source key, JSON-able state) saved with the batch; `upstream_cursor`
-        is (peer, cursor) for records received from a peer's feed. Returns the number of events.
-        Refuses (StoreConflictError, nothing written) a version that already exists.
+        is (peer, cursor) for records received from a peer's feed, stamped `now` (the time of
+        the last batch); `upstream_head` is the head the peer reported with that batch (None
+        keeps the one stored). Returns the number of events. Refuses (StoreConflictError,
+        nothing written) a version that already exists.
         """
         for rec in records:
             _check_new(rec)
         stamp = to_db_time(now)
+        today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
             for start in range(0, len(records), _CHUNK):
                 chunk = records[start : start + _CHUNK]
-                insert_rows(conn, RECORDS, _RECORD_COLUMNS, map(_record_row, chunk))
+                rows = (_record_row(rec, today) for rec in chunk)
+                insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
                 links = [
                     (r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)
                 ]
@@ -325,12 +377,10 @@ class Store:
                 )
             if upstream_cursor is not None:
                 peer, cursor = upstream_cursor
-                _upsert(
-                    conn,
-                    CURSORS,
-                    {"peer": peer, "cursor": cursor, "updated_at": stamp},
-                    ("peer",),
-                )
+                upstream: dict[str, Any] = {"peer": peer, "cursor": cursor, "updated_at": stamp}
+                if upstream_head is not None:
+                    upstream["head_seq"] = upstream_head
+                _upsert(conn, CURSORS, upstream, ("peer",))
         return count
 
     def current_version(self, producer: str, record_key: str) -> tuple[int, str] | None:
@@ -414,10 +464,7 @@ class Store:
         # Through the driver (node.store.driver): this read runs on every query.
         with translate_errors("read records by subject"):
             rows = read.rows(self._engine, params)
-        return [
-            ReleaseCandidate(row_id, item, key, int(version), state, bool(objection), bytes(body))
-            for row_id, item, key, version, state, objection, body in rows
-        ]
+        return [_release_candidate(row) for row in rows]
 
     def linked_subjects(self, row_id: str) -> list[str]:
         """Return the blind indexes linked to a record version (sorted)."""
@@ -511,12 +558,15 @@ class Store:
     ) -> Subscription:
         """Create or widen a subscriber's feed to `items` and backfill it, atomically.
 
-        Items not covered before get one `upsert` event per current active record (by producer,
-        record key), in the same transaction. Items are never removed here (a narrower
-        agreement stops new events through the caller's policy, not by rewriting history).
+        Items not covered before get one `upsert` event per record version visible on the
+        China day of `now` (`node.lifecycle.visible`: active and its disclosure not over, even
+        if the lifecycle scan has not marked it expired yet), in creation order, in the same
+        transaction. Items are never removed here (a narrower agreement stops new events
+        through the caller's policy, not by rewriting history).
         """
         wanted = frozenset(items)
         stamp = to_db_time(now)
+        today = china_day(now)
         with self.write("create a subscription") as conn:
             row = conn.execute(
                 select(SUBS).where(SUBS.c.subscriber == subscriber).with_for_update()
@@ -544,14 +594,32 @@ class Store:
                 )
             if added:
                 backlog = conn.execute(
-                    select(RECORDS.c.row_id, RECORDS.c.record_key, RECORDS.c.version)
+                    select(
+                        RECORDS.c.row_id,
+                        RECORDS.c.record_key,
+                        RECORDS.c.version,
+                        RECORDS.c.state,
+                        RECORDS.c.severity,
+                        RECORDS.c.decided_on,
+                        RECORDS.c.disclosure_max_end,
+                    )
                     .where(RECORDS.c.item_id.in_(added), RECORDS.c.state == "active")
                     .order_by(RECORDS.c.created_at, RECORDS.c.row_id)
                 ).all()
                 _append_for(
                     conn,
                     subscriber,
-                    [("upsert", r.row_id, r.record_key, r.version) for r in backlog],
+                    [
+                        ("upsert", r.row_id, r.record_key, r.version)
+                        for r in backlog
+                        if visible(
+                            state=r.state,
+                            severity=r.severity,
+                            decided_on=r.decided_on,
+                            disclosure_max_end=r.disclosure_max_end,
+                            today=today,
+                        )
+                    ],
                     stamp,
                 )
             current = conn.execute(select(SUBS).where(SUBS.c.subscriber == subscriber)).one()
@@ -627,6 +695,20 @@ class Store:
         with self.read("read an upstream cursor") as conn:
             value = conn.execute(select(CURSORS.c.cursor).where(CURSORS.c.peer == peer)).scalar()
         return 0 if value is None else int(value)
+
+    def upstream_feed(self, peer: str) -> UpstreamFeed | None:
+        """Return `peer`'s feed as applied here (cursor, reported head, time of the last
+        batch), or None before its first batch."""
+        with self.read("read an upstream cursor") as conn:
+            row = conn.execute(select(CURSORS).where(CURSORS.c.peer == peer)).first()
+        if row is None:
+            return None
+        return UpstreamFeed(
+            peer=row.peer,
+            cursor=int(row.cursor),
+            head=None if row.head_seq is None else int(row.head_seq),
+            last_batch_at=from_db_time(row.updated_at),
+        )
 
     # ------------------------------------------------------------ ingest state
 
@@ -739,8 +821,15 @@ _RECORD_COLUMNS = (
 )
 
 
-def _record_row(rec: NewRecord) -> tuple[Any, ...]:
-    """The values of a new record's row, in the order of _RECORD_COLUMNS."""
+def _record_row(rec: NewRecord, today: dt.date | None) -> tuple[Any, ...]:
+    """The values of a new record's row, in the order of _RECORD_COLUMNS; `expired` instead of
+    `active` when its disclosure is already over on `today` (None: not judged)."""
+    ended = today is not None and disclosure_ended(
+        severity=rec.severity,
+        decided_on=rec.decided_on,
+        disclosure_max_end=rec.disclosure_max_end,
+        today=today,
+    )
     return (
         rec.row_id,
         rec.producer,
@@ -751,7 +840,7 @@ def _record_row(rec: NewRecord) -> tuple[Any, ...]:
         rec.subject_index,
         rec.body,
         rec.content_hash,
-        "active",
+        "expired" if ended else "active",
         rec.severity,
         rec.decided_on,
         rec.disclosure_min_end,

@@ -29,6 +29,7 @@ __all__ = [
     "AccessLogRow",
     "CheckpointRow",
     "FeedEventRow",
+    "GrantRevocationRow",
     "GrantRow",
     "IngestStateRow",
     "LifecycleTaskRow",
@@ -124,13 +125,15 @@ class SubscriptionRow(SQLModel, table=True):
 
 
 class UpstreamCursorRow(SQLModel, table=True):
-    """On the receiving side: how far this node has applied a peer's feed."""
+    """On the receiving side: how far this node has applied a peer's feed, the peer's head as
+    its last batch reported it (NULL: never reported), and when that batch was applied."""
 
     __tablename__ = "upstream_cursors"
 
     peer: str = Field(primary_key=True, max_length=64)
     cursor: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: dt.datetime = Field(sa_column=_ts())
+    head_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class IngestStateRow(SQLModel, table=True):
@@ -211,7 +214,8 @@ class GrantRow(SQLModel, table=True):
     __tablename__ = "grants"
     __table_args__ = (Index("ix_grants_subject_digest", "subject_digest"),)
 
-    grant_id: str = Field(primary_key=True, max_length=64)
+    # 128: the longest grant id node.grants accepts (`_GRANT_ID`)
+    grant_id: str = Field(primary_key=True, max_length=128)
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # signed DSSE, as received
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # Grant.to_payload()
     subject_digest: str = Field(max_length=64)
@@ -224,6 +228,19 @@ class GrantRow(SQLModel, table=True):
     uses: int = 0
     revoked_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     revoked_reason: str | None = Field(default=None, max_length=200)
+
+
+class GrantRevocationRow(SQLModel, table=True):
+    """A grant revocation as received (node.grants.RecordedRevocation), kept by grant id whether
+    or not the grant is registered here: a grant presented after it starts revoked."""
+
+    __tablename__ = "grant_revocations"
+
+    grant_id: str = Field(primary_key=True, max_length=128)
+    revoked_at: dt.datetime = Field(sa_column=_ts())
+    reason: str = Field(max_length=200)
+    # the signed revocation envelope as received (evidence); NULL for the bundle's list
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class ObjectionRow(SQLModel, table=True):

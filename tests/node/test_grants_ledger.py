@@ -308,24 +308,26 @@ def test_revocation_is_final_and_idempotent() -> None:
     ledger.register(make(), b"raw")
     first = ledger.revoke("grant-2026-0001", NOW, "subject_withdrew_consent")
     again = ledger.revoke("grant-2026-0001", NOW + dt.timedelta(days=1), "other")
+    assert first is not None
+    assert again is not None
     assert first.revoked_at == again.revoked_at == NOW
     with pytest.raises(GrantRefusedError) as caught:
         ledger.use("grant-2026-0001", NOW)
     assert caught.value.reason == "grant_revoked"
-    with pytest.raises(GrantRefusedError) as unknown:
-        ledger.revoke("nope", NOW, "x")
-    assert unknown.value.reason == "grant_unknown"
+    # a grant not registered here: the revocation is recorded, there is nothing to use
+    assert ledger.revoke("nope", NOW, "x") is None
     with pytest.raises(GrantRefusedError):
         ledger.use("nope", NOW)
 
 
-def test_bundle_revocations_reach_registered_grants_only() -> None:
+def test_bundle_revocations_reach_registered_and_unregistered_grants() -> None:
     ledger = MemoryGrantLedger()
     ledger.register(make(), b"raw")
     ledger.register(make(grant_id="grant-2"), b"raw")
     newly = apply_bundle_revocations(ledger, frozenset({"grant-2", "never-seen"}), NOW)
-    assert newly == ["grant-2"]
-    assert apply_bundle_revocations(ledger, frozenset({"grant-2"}), NOW) == []
+    assert newly == ["grant-2", "never-seen"]
+    assert apply_bundle_revocations(ledger, frozenset({"grant-2", "never-seen"}), NOW) == []
+    assert ledger.get("grant-2026-0001") == GrantState(make(), b"raw", 0)
     state = ledger.get("grant-2")
     assert state is not None
     assert state.revoked_reason == "revoked_by_bundle"

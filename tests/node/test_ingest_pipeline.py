@@ -76,7 +76,9 @@ const = "{numbered_uscc("11370303", 2)}"
 '''
 
 
-def penalty_row(i: int, *, fine: int = 5000, bad: bool = False) -> dict[str, str]:
+def penalty_row(
+    i: int, *, fine: int = 5000, bad: bool = False, decided: str = "2026-05-11"
+) -> dict[str, str]:
     return {
         "行政相对人名称": f"淄博张店某某商贸有限公司{i}",
         "行政相对人类别": "企业",
@@ -89,7 +91,7 @@ def penalty_row(i: int, *, fine: int = 5000, bad: bool = False) -> dict[str, str
         "处罚类别": "警告、罚款",
         "处罚内容": "警告，并处罚款",
         "罚款金额（元）": str(fine),
-        "处罚决定日期": "2026-13-45" if bad else "2026-05-11",
+        "处罚决定日期": "2026-13-45" if bad else decided,
         "处罚机关": "淄博市张店区市场监督管理局",
         "处罚机关统一社会信用代码": AUTHORITY,
         "失信程度": "一般",
@@ -202,6 +204,27 @@ def test_feed_subscribers_get_events_from_the_stored_subscriptions(home: Path) -
         ingest(home, mapping, store=store)
         kinds = [(e.kind, e.version) for e in store.events_after("tax", 0)]
         assert kinds == [("upsert", 1)] * 3 + [("correct", 2)]
+    finally:
+        store.close()
+
+
+def test_a_row_past_its_disclosure_end_is_stored_expired_and_never_published(
+    home: Path,
+) -> None:
+    config = load_config(home)
+    store = open_store(config.store.url)
+    try:
+        store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+        # 一般 decided 2023-06-01 (令第58号: at most 3 years): not shown from 2026-06-02
+        rows = [penalty_row(1, decided="2023-06-01"), penalty_row(2)]
+        summary = ingest(home, write_source(home.parent, rows), store=store)
+        assert (summary.accepted, summary.events) == (2, 2)
+        assert store.count_records(state="expired") == 1
+        assert store.count_records(state="active") == 1
+        [old] = store.record_versions("market", store.events_after("tax", 0)[0].record_key)
+        assert (old.state, old.disclosure_max_end) == ("expired", dt.date(2026, 6, 1))
+        # the scan has nothing left to do for it: no second event, no gap
+        assert store.records_due_for_expiry(TODAY) == []
     finally:
         store.close()
 

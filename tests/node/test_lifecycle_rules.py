@@ -55,6 +55,22 @@ def test_visibility_ends_the_day_after_max_end() -> None:
     assert not shown(D(2027, 5, 12))
 
 
+def test_disclosure_ends_by_the_dates_alone() -> None:
+    # what the feed provider and the store judge a version by, whether the scan ran or not
+    def ended(today: dt.date, max_end: dt.date | None) -> bool:
+        return rules.disclosure_ended(
+            severity="general", decided_on=D(2026, 5, 11), disclosure_max_end=max_end, today=today
+        )
+
+    assert not ended(D(2027, 5, 11), D(2027, 5, 11))
+    assert ended(D(2027, 5, 12), D(2027, 5, 11))
+    assert not ended(D(2031, 5, 11), None)
+    assert ended(D(2031, 5, 12), None)  # the Shandong cap, with no stored period
+    assert not rules.disclosure_ended(
+        severity=None, decided_on=D(2000, 1, 1), disclosure_max_end=None, today=D(2026, 1, 1)
+    )
+
+
 @pytest.mark.parametrize("state", ["withdrawn", "expired", "superseded", "purged"])
 def test_only_active_versions_are_visible(state: str) -> None:
     assert not rules.visible(

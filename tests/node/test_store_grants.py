@@ -9,9 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
 
 from node.accesslog import MemoryLogBackend, risk_report
-from node.grants import Grant, GrantConflictError, GrantLedger, GrantRefusedError
+from node.grants import (
+    Grant,
+    GrantConflictError,
+    GrantLedger,
+    GrantRefusedError,
+    GrantRevocation,
+    MalformedGrantError,
+)
 from node.store import SqlGrantLedger, Store, open_store
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
@@ -85,6 +93,8 @@ def test_uses_are_counted_capped_and_revocation_is_final(store: Store) -> None:
     ledger.register(grant("g-2"), b"raw")
     revoked = ledger.revoke("g-2", NOW, "subject_withdrew")
     again = ledger.revoke("g-2", NOW + dt.timedelta(hours=1), "later")
+    assert revoked is not None
+    assert again is not None
     assert (again.revoked_at, again.revoked_reason) == (revoked.revoked_at, "subject_withdrew")
     with pytest.raises(GrantRefusedError, match="grant_revoked"):
         ledger.use("g-2", NOW)
@@ -131,3 +141,21 @@ def test_active_grants_feed_the_risk_report(store: Store) -> None:
     near = [f for f in report.findings if "g-1" in f.subject or "g-1" in f.message]
     assert near, report.findings
     assert not [f for f in report.findings if "g-2" in f.subject or "g-2" in f.message]
+
+
+def test_the_longest_grant_id_fits_both_tables(store: Store) -> None:
+    # node.grants accepts ids of up to 128 characters; both tables must hold them (a column
+    # of 64 stores them on SQLite, which ignores lengths, but not on PostgreSQL)
+    longest = "g" * 128
+    GrantRevocation(grant_id=longest, issuer="platform", revoked_at=NOW, reason="withdrawn")
+    with pytest.raises(MalformedGrantError):
+        GrantRevocation(grant_id=longest + "g", issuer="platform", revoked_at=NOW, reason="x")
+    columns = inspect(store.engine)
+    for table in ("grants", "grant_revocations"):
+        (grant_id,) = [c for c in columns.get_columns(table) if c["name"] == "grant_id"]
+        assert getattr(grant_id["type"], "length", 0) >= len(longest), table
+    ledger = SqlGrantLedger(store)
+    ledger.register(grant(longest), b"raw")
+    revoked = ledger.revoke(longest, NOW, "subject_withdrew")
+    assert revoked is not None
+    assert revoked.grant.grant_id == longest
