@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from adapters.run import Batch
@@ -34,8 +35,9 @@ class RunProgress:
                 console=console,
                 transient=False,
             )
+            # The label names the operator's file: escaped, so "[...]" in a path is text.
             self._task = self._progress.add_task(
-                label, total=None, rate=0.0, accepted=0, rejected=0
+                escape(label), total=None, rate=0.0, accepted=0, rejected=0
             )
         self._accepted = self._rejected = 0
 

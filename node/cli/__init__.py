@@ -11,6 +11,7 @@ import importlib
 import sys
 
 import typer
+from rich.markup import escape
 
 import adapters
 import catalog
@@ -48,10 +49,12 @@ def main() -> None:
     """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
     Usage errors are click's own (exit 2, with the usage line); every credex error family is
-    caught here and printed as one line, so no traceback ever reaches an operator.
+    caught here and printed as one line, so no traceback ever reaches an operator. The message
+    is escaped: error text names paths and config keys such as "[log] retention_days", which
+    rich would otherwise take for markup (dropped, or a MarkupError for "[/]").
     """
     try:
         app()
     except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(int(exit_code_for(error)))

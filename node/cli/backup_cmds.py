@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import keys
@@ -60,7 +61,7 @@ def _manifest_table(title: str, manifest: BackupManifest) -> Table:
     table = Table(title=title, show_header=False)
     table.add_row("node", f"{manifest.node_id} ({manifest.role})")
     table.add_row("taken at", manifest.created_at)
-    table.add_row("database", manifest.database)
+    table.add_row("database", escape(manifest.database))
     table.add_row("records", str(manifest.records))
     table.add_row("access-log entries", str(manifest.log_size))
     table.add_row("keys included", "yes" if manifest.includes_keys else "no")
@@ -113,7 +114,7 @@ def backup_command(
     if as_json:
         print_json({"backup": str(out), **_manifest_json(manifest)})
         return
-    console.print(_manifest_table(f"backup written to {out}", manifest))
+    console.print(_manifest_table(f"backup written to {escape(str(out))}", manifest))
     if not include_keys:
         console.print(
             "keys were NOT included: keep the node's keys/ in your key escrow, "
@@ -145,7 +146,7 @@ def restore_command(
             }
         )
         return
-    console.print(_manifest_table(f"restored into {result.home}", result.manifest))
+    console.print(_manifest_table(f"restored into {escape(str(result.home))}", result.manifest))
     if verified["checked"]:
         console.print(
             f"access log verified: {verified['size']} entries, "
@@ -156,7 +157,7 @@ def restore_command(
             "access log not verified here: run `credex log verify` once keys are in place"
         )
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
 
 
 def _verify_restored(home: Path) -> dict[str, Any]:

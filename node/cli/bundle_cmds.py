@@ -3,24 +3,35 @@
 The platform signs (`sign`) a spec listing the roster and the sharing agreements; every node
 pins the platform root once (`pin`) and installs each new bundle (`install`), which refuses a
 wrong signature, an expired bundle and a rollback to an older version.
+
+`sign` installs the new bundle on the platform before it writes the output file, and writes it
+atomically (temporary file, then rename): a bundle the platform itself refuses (a re-signed
+version that differs from the installed one) never lands on disk for someone to send out.
+A malformed spec exits 2 (BundleSpecError); a refused signature, rollback or expiry exits 3.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+import keys
 from node.bundles import read_bundle_spec, sign_bundle_spec
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.config import load_config
-from node.errors import InputError
+from node.errors import BundleSpecError, InputError, NodeError
 from node.runtime import BUNDLE_FILE, ROOT_PUB, install_bundle, load_bundle, utc_now
 
 bundle_app = typer.Typer(help="Sign, install and show the trust bundle.", no_args_is_help=True)
@@ -29,6 +40,30 @@ app.add_typer(bundle_app, name="bundle")
 
 def _trust_dir(home: Path | None) -> Path:
     return load_config(resolve_home(home)).home / "trust"
+
+
+def _stage(target: Path, raw: bytes) -> Path:
+    """Write `raw` to a temporary file beside `target` (0600) and return its path.
+
+    Done before the bundle is installed, so an output directory that is missing or not
+    writable is refused (InputError naming --output) while nothing has changed yet.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"--output {target}: cannot write there ({reason})") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        reason = error.strerror or type(error).__name__
+        raise NodeError(f"--output {target}: cannot write the bundle ({reason})") from None
+    return tmp
 
 
 @bundle_app.command("sign")
@@ -40,15 +75,42 @@ def sign_command(
     output: Annotated[
         Path | None, typer.Option("--output", help="Where to write the signed bundle.")
     ] = None,
+    passphrase_file: PassphraseFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Sign a bundle with the platform root and install it on the platform itself."""
+    """Sign a bundle with the platform root and install it on the platform itself.
+
+    The bundle is written to --output only once the platform has installed it; a malformed
+    spec is refused (exit 2), and so is a bundle the platform refuses (exit 3), with nothing
+    written in either case.
+    """
     config = load_config(resolve_home(home))
+    passphrase = node_passphrase(passphrase_file)
+    document = read_bundle_spec(spec)
     now = utc_now()
-    bundle, raw = sign_bundle_spec(config.home, read_bundle_spec(spec), now=now)
+    try:
+        bundle, raw = sign_bundle_spec(config.home, document, now=now, passphrase=passphrase)
+    except keys.BundleError as error:
+        # Every BundleError here comes from building the bundle out of the spec: the
+        # operator's input, not a verification failure.
+        raise BundleSpecError(f"{spec}: {error}") from None
     target = output or (config.home / "trust" / f"bundle-v{bundle.version}.json")
-    target.write_bytes(raw)
-    install_bundle(config.home / "trust", raw, now=now)
+    if target.is_dir():
+        raise InputError(f"--output {target}: is a directory; name the file to write")
+    staged = _stage(target, raw)
+    try:
+        install_bundle(config.home / "trust", raw, now=now)
+        try:
+            staged.replace(target)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise NodeError(
+                f"{target}: installed v{bundle.version} but cannot write the file ({reason}); "
+                f"copy {config.home / 'trust' / BUNDLE_FILE} instead"
+            ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)  # already gone after a successful rename
     info = {
         "version": bundle.version,
         "expires_at": bundle.expires_at.isoformat(),
@@ -61,7 +123,8 @@ def sign_command(
         return
     console.print(
         f"signed trust bundle v{bundle.version} ({len(bundle.roster)} nodes, "
-        f"{len(bundle.agreements)} agreements), valid until {info['expires_at']}: {target}"
+        f"{len(bundle.agreements)} agreements), valid until {info['expires_at']}: "
+        f"{escape(str(target))}"
     )
 
 
@@ -148,7 +211,7 @@ def show_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
         )
         return
     console.print(
-        f"trust bundle v{bundle.version}, catalogue {bundle.catalog_version}, "
+        f"trust bundle v{bundle.version}, catalogue {escape(bundle.catalog_version)}, "
         f"valid until {bundle.expires_at.isoformat()}"
     )
     roster = Table(title="roster")
@@ -156,10 +219,10 @@ def show_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
         roster.add_column(column)
     for e in bundle.roster:
         roster.add_row(
-            e.node_id,
-            ",".join(sorted(e.roles)),
-            e.endpoint,
-            e.keyid,
+            escape(e.node_id),
+            escape(",".join(sorted(e.roles))),
+            escape(e.endpoint),
+            escape(e.keyid),
             e.valid_until.date().isoformat(),
         )
     console.print(roster)
@@ -168,15 +231,16 @@ def show_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
         agreements.add_column(column)
     for a in bundle.agreements:
         agreements.add_row(
-            a.provider,
-            a.consumer,
-            a.kind,
-            ", ".join(sorted(a.items)),
-            ", ".join(sorted(a.purposes)),
+            escape(a.provider),
+            escape(a.consumer),
+            escape(a.kind),
+            escape(", ".join(sorted(a.items))),
+            escape(", ".join(sorted(a.purposes))),
         )
     console.print(agreements)
     if bundle.revoked_keyids or bundle.revoked_grants:
         console.print(
             f"revoked keys: {', '.join(sorted(bundle.revoked_keyids)) or '-'}; "
-            f"revoked grants: {', '.join(sorted(bundle.revoked_grants)) or '-'}"
+            f"revoked grants: {', '.join(sorted(bundle.revoked_grants)) or '-'}",
+            markup=False,
         )

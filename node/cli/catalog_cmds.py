@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import catalog
@@ -40,7 +41,7 @@ def _load(path: Path | None) -> catalog.Catalog:
     try:
         return catalog.load_catalog(path) if path is not None else catalog.default_catalog()
     except catalog.CatalogError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -132,7 +133,7 @@ def show(
     try:
         chosen = cat.item(item)
     except catalog.UnknownItem as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         print_json(
@@ -192,17 +193,20 @@ def validate(
     try:
         cat.item(item)
     except catalog.UnknownItem as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
     try:
         as_of = datetime.date.fromisoformat(today) if today else datetime.date.today()
     except ValueError:
-        err_console.print(f"[bold red]error:[/] --today {today!r} is not YYYY-MM-DD")
+        err_console.print(f"[bold red]error:[/] --today {escape(repr(today))} is not YYYY-MM-DD")
         raise typer.Exit(2) from None
     try:
         lines = file.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        err_console.print(f"[bold red]error:[/] cannot read {file}: {error}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] cannot read {escape(str(file))}: {escape(str(error))}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
 
     problems: list[dict[str, Any]] = []
@@ -250,7 +254,7 @@ def validate(
         colour = "green" if invalid == 0 else "red"
         console.print(
             f"[{colour}]{checked} checked, {valid} valid, {invalid} invalid[/] "
-            f"(item {item}, catalogue {cat.version})",
+            f"(item {escape(item)}, catalogue {escape(cat.version)})",
             highlight=False,
         )
     if invalid:

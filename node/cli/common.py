@@ -1,15 +1,23 @@
-"""Shared pieces of the CLI: how a command finds its node, JSON output, the console."""
+"""Shared pieces of the CLI: how a command finds its node, JSON output, the console.
+
+Text that comes from outside (paths, error messages, names from files) is escaped before it is
+printed with rich markup: "[log] retention_days" would otherwise lose "[log]", and "[/]" in a
+path would raise a MarkupError instead of printing.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from node.errors import InputError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -23,6 +31,10 @@ HomeOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+# The rule of `[server] listen` in node/config.py (tests/node/test_cli_robustness.py checks that
+# both agree), applied to a command-line value so the message names the flag, not credex.toml.
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
 
 def resolve_home(home: Path | None) -> Path:
@@ -39,3 +51,20 @@ def print_json(data: Any) -> None:
     """Write one JSON document to stdout (UTF-8, Chinese kept readable)."""
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def check_listen(value: str, *, flag: str = "--listen", ephemeral: bool = False) -> str:
+    """Return `value` when it is HOST:PORT (IPv6 as [::1]:7443) with a port from 1 to 65535
+    (or 0, "any free port", when `ephemeral`: only for binding now, never for a config file).
+
+    Refuses anything else with an InputError naming `flag`, so a bad command-line value is not
+    reported as a problem of credex.toml.
+    """
+    lowest = 0 if ephemeral else 1
+    match = _HOST_PORT.match(value)
+    if not match or not lowest <= int(match.group(1)) < 65536:
+        raise InputError(
+            f"{flag} {value!r}: must be HOST:PORT (IPv6 as [::1]:7443) with a port from "
+            f"{lowest} to 65535"
+        )
+    return value

@@ -3,33 +3,46 @@
 - subscribe: pull a peer's feed now (or `--follow` it until Ctrl-C) and print what was applied;
 - feed export: received records as standard DSSE JSON lines, for any DSSE verifier;
 - status: the node at a glance: bundle, record counts by state, feeds out and in;
-- doctor: checks keys, bundle, database and every roster peer; exit 1 when one fails.
+- doctor: checks config, file permissions, keys, bundle, database and every roster peer,
+  each on its own (a broken key directory does not hide a broken database); exit 1 when one
+  fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import keys
 from node import feeds, lifecycle, lifecycle_ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.cli.init_cmds import PassphraseFileOption, node_passphrase
+from node.config import CONFIG_FILE, NodeConfig, load_config
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
-from node.runtime import NodeRuntime, open_runtime
-from node.store import RECORD_STATES, schema_revision
+from node.runtime import PEERS_DIR, NodeRuntime, load_bundle, open_runtime, utc_now
+from node.store import RECORD_STATES, open_store, schema_revision
 from node.store.received import received_records
-from node.transport import ChannelIdentity, UnavailableCause, diagnose_unavailable
+from node.transport import (
+    ChannelIdentity,
+    UnavailableCause,
+    diagnose_unavailable,
+    load_peer_certs,
+    roster_from_bundle,
+)
 
 feed_app = typer.Typer(help="Received feed records.", no_args_is_help=True)
 app.add_typer(feed_app, name="feed")
@@ -90,7 +103,7 @@ def subscribe_command(
         print_json(result.to_dict())
         return
     console.print(
-        f"feed of {peer}: {result.batches} batches, {result.events} events; stored "
+        f"feed of {escape(peer)}: {result.batches} batches, {result.events} events; stored "
         f"{result.stored} record versions, applied {result.applied} lifecycle changes, "
         f"skipped {result.skipped}; cursor {result.cursor}"
     )
@@ -122,16 +135,30 @@ def export_command(
     output: Annotated[
         Path | None, typer.Option("--output", help="File to write (default: stdout).")
     ] = None,
+    officer: Annotated[
+        str, typer.Option("--officer", help="Your staff id (recorded in the access log).")
+    ] = "officer",
 ) -> None:
     """Write received records as DSSE JSON lines (the producer's signature, payload as signed).
 
     The payload carries salted digests only, never field values: the export is safe to hand
-    to an auditor who checks signatures with any DSSE tool."""
+    to an auditor who checks signatures with any DSSE tool. The export is logged (kind
+    `export`, reason `feed_export`, with its record count) before anything is written."""
     if fmt != "dsse":
         raise InputError(f'--format {fmt!r}: only "dsse" is supported')
+    from node.cli.log_cmds import admin_entry  # noqa: PLC0415 - one entry builder for officers
 
     def work(runtime: NodeRuntime) -> int:
         rows = received_records(runtime.store, producer=peer)
+        logged = admin_entry(runtime, "export", officer, "feed_export")
+        runtime.log.append_sync(
+            dataclasses.replace(
+                logged,
+                purpose="feed_export",
+                legal_basis="export of received signed records for audit",
+                result_count=sum(1 for row in rows if row.body),
+            )
+        )
         handle = sys.stdout if output is None else output.open("w", encoding="utf-8")
         try:
             for row in rows:
@@ -146,7 +173,7 @@ def export_command(
 
     count: int = _with_runtime(home, work)
     if output is not None:
-        console.print(f"exported {count} received records to {output}")
+        console.print(f"exported {count} received records to {escape(str(output))}")
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -160,6 +187,8 @@ def node_status(runtime: NodeRuntime) -> dict[str, Any]:
         "store": runtime.store.url,
     }
     providers: dict[str, frozenset[str]] = {}
+    unfollowed: list[str] = []
+    unlisted: set[str] = set()
     try:
         bundle = runtime.bundle()
         info["bundle"] = {
@@ -168,6 +197,17 @@ def node_status(runtime: NodeRuntime) -> dict[str, Any]:
             "roster": len(bundle.roster),
         }
         providers = feeds.feed_providers(bundle, runtime.node_id)
+        unlisted = {p for p in providers if bundle.member(p) is None}
+        if runtime.config.node.role == "platform":
+            # The platform follows only agreed feeds: make the departments it does not follow
+            # visible instead of silently absent.
+            unfollowed = sorted(
+                e.node_id
+                for e in bundle.roster
+                if "department" in e.roles
+                and e.node_id != runtime.node_id
+                and e.node_id not in providers
+            )
     except (NodeError, keys.KeysError) as error:
         info["bundle"] = {"error": str(error)}
     info["records"] = {
@@ -184,14 +224,15 @@ def node_status(runtime: NodeRuntime) -> dict[str, Any]:
         }
         for sub in runtime.store.subscriptions()
     ]
+    now = runtime.clock()
     info["upstream"] = [
-        {
-            "provider": provider,
-            "items": sorted(items),
-            "cursor": runtime.store.upstream_cursor(provider),
-            "received": runtime.store.count_records(producer=provider),
-        }
+        _upstream(
+            runtime, provider, items, now, note="not in roster" if provider in unlisted else ""
+        )
         for provider, items in sorted(providers.items())
+    ] + [
+        _upstream(runtime, provider, frozenset(), now, note="no feed agreement")
+        for provider in unfollowed
     ]
     info["lifecycle"] = {
         "overdue": lifecycle_ops.overdue_summary(
@@ -202,9 +243,40 @@ def node_status(runtime: NodeRuntime) -> dict[str, Any]:
     return info
 
 
+def _upstream(
+    runtime: NodeRuntime, provider: str, items: frozenset[str], now: dt.datetime, *, note: str
+) -> dict[str, Any]:
+    """One received feed: cursor, the provider's head as its last batch reported it, the lag
+    between them, and the time and age of that batch (None where not known yet)."""
+    feed = runtime.store.upstream_feed(provider)
+    last = None if feed is None else feed.last_batch_at
+    return {
+        "provider": provider,
+        "agreement": note != "no feed agreement",
+        "note": note,
+        "items": sorted(items),
+        "cursor": 0 if feed is None else feed.cursor,
+        "head": None if feed is None else feed.head,
+        "lag": None if feed is None else feed.lag,
+        "last_batch_at": None if last is None else last.isoformat(),
+        "last_batch_age_s": None if last is None else max(int((now - last).total_seconds()), 0),
+        "received": runtime.store.count_records(producer=provider),
+    }
+
+
+def _age(seconds: int | None) -> str:
+    """A batch age as a person reads it ("-" before the first batch)."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
 @app.command("status")
 def status_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Node, role, bundle, record counts by state, feed cursors and lag."""
+    """Node, role, bundle, record counts by state, feed cursors and lag (both directions)."""
     info: dict[str, Any] = _with_runtime(home, node_status)
     if as_json:
         print_json(info)
@@ -213,7 +285,7 @@ def status_command(home: HomeOption = None, as_json: JsonOption = False) -> None
     head = (
         f"bundle v{bundle['version']} until {bundle['expires_at']}"
         if "version" in bundle
-        else f"bundle: {bundle['error']}"
+        else f"bundle: {escape(bundle['error'])}"
     )
     console.print(f"credex node {info['node']} ({info['role']}); {head}")
     counts = ", ".join(f"{k} {v}" for k, v in info["records"].items() if v)
@@ -233,10 +305,18 @@ def status_command(home: HomeOption = None, as_json: JsonOption = False) -> None
         console.print(table)
     if info["upstream"]:
         table = Table(title="feeds received")
-        for col in ("provider", "cursor", "record versions"):
+        for col in ("provider", "cursor", "head", "lag", "last batch", "record versions", "note"):
             table.add_column(col)
         for u in info["upstream"]:
-            table.add_row(u["provider"], str(u["cursor"]), str(u["received"]))
+            table.add_row(
+                escape(u["provider"]),
+                str(u["cursor"]),
+                "-" if u["head"] is None else str(u["head"]),
+                "-" if u["lag"] is None else str(u["lag"]),
+                _age(u["last_batch_age_s"]),
+                str(u["received"]),
+                u["note"],
+            )
         console.print(table)
     _print_lifecycle(info["lifecycle"])
 
@@ -260,70 +340,176 @@ def _print_lifecycle(life: dict[str, Any]) -> None:
 
 # -- doctor ----------------------------------------------------------------------------------------
 
+# Whoever else can write these can swap the configuration, the database or the keys.
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_PEER_TIMEOUT_S = 3.0
+
 
 def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"check": name, "ok": ok, "detail": detail}
 
 
-async def _peer_checks(runtime: NodeRuntime) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    bundle = runtime.bundle()
-    roster = runtime.tls_roster()
-    identity = ChannelIdentity(
-        key_pem=runtime.node_keys.tls_key_pem, cert_pem=runtime.node_keys.tls_cert_pem
-    )
-    for entry in bundle.roster:
-        if entry.node_id == runtime.node_id:
-            continue
-        name = f"peer {entry.node_id}"
+def _failure(error: Exception) -> str:
+    """The reason a check failed, as a person reads it; unknown errors by type only (their
+    text could carry a database password or data)."""
+    if isinstance(error, NodeError | keys.KeysError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or type(error).__name__}"
+    return f"the check stopped on an unexpected {type(error).__name__}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite store URL (config.py makes it absolute), else None."""
+    prefix = "sqlite:///"
+    return Path(url.removeprefix(prefix).split("?", 1)[0]) if url.startswith(prefix) else None
+
+
+def _permissions_check(config: NodeConfig) -> dict[str, Any]:
+    """Flags node files and directories that the group or others can write."""
+    paths = [config.home, config.home / CONFIG_FILE, config.keys_dir, config.home / "trust"]
+    database = _sqlite_file(config.store.url)
+    if database is not None:
+        paths.append(database)
+    problems: list[str] = []
+    for path in paths:
         try:
-            peer = roster.peer(entry.node_id)
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue  # a missing file is the failure of the check that needs it
+        except OSError as error:
+            problems.append(f"{path}: cannot inspect ({error.strerror})")
+            continue
+        if mode & _WRITABLE_BY_OTHERS:
+            who = " and ".join(
+                name
+                for bit, name in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "world"))
+                if mode & bit
+            )
+            problems.append(f"{path} is {who}-writable (chmod go-w {path})")
+    if problems:
+        return _check("permissions", False, "; ".join(problems))
+    return _check("permissions", True, "node directory, credex.toml, keys/, trust/ and the "
+                  "SQLite database are writable by their owner only")  # fmt: skip
+
+
+def _keys_check(
+    config: NodeConfig, passphrase_file: Path | None
+) -> tuple[dict[str, Any], keys.NodeKeys | None]:
+    """Loads the key directory as `credex serve` would (0700 directory, 0600 files)."""
+    try:
+        loaded = keys.load_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
+    except Exception as error:  # every failure is this check's result
+        return _check("keys", False, _failure(error)), None
+    detail = f"{config.keys_dir}: keyid {loaded.signing.keyid}, private files owner-only"
+    return _check("keys", True, detail), loaded
+
+
+def _bundle_check(
+    config: NodeConfig, now: dt.datetime
+) -> tuple[dict[str, Any], keys.TrustBundle | None]:
+    """Verifies the installed bundle; fails when it expires within 7 days or omits this node."""
+    try:
+        bundle = load_bundle(config.home / "trust", now=now)
+    except Exception as error:  # every failure is this check's result
+        return _check("bundle", False, _failure(error)), None
+    left = bundle.expires_at - now
+    ok = left >= _BUNDLE_WARN
+    detail = f"v{bundle.version}, expires {bundle.expires_at.isoformat()}"
+    if not ok:
+        detail += f" (in {left.days} days: ask the platform for a new bundle)"
+    if bundle.member(config.node.id) is None:
+        detail += "; this node is NOT in its roster"
+        ok = False
+    return _check("bundle", ok, detail), bundle
+
+
+def _database_check(config: NodeConfig) -> dict[str, Any]:
+    """Opens the store without migrating it (doctor changes nothing) and reads its schema."""
+    database = _sqlite_file(config.store.url)
+    if database is not None and not database.is_file():
+        return _check("database", False, f"{database}: no database file (restore a backup)")
+    try:
+        store = open_store(config.store.url, migrate_schema=False)
+        try:
+            revision = schema_revision(store.engine)
+            if revision is None:
+                return _check(
+                    "database", False,
+                    f"{store.url}: no credex schema (`credex serve` migrates it at start)",
+                )  # fmt: skip
+            count = store.count_records()
+            return _check("database", True, f"{store.url}: schema {revision}, {count} records")
+        finally:
+            store.close()
+    except Exception as error:  # every failure is this check's result
+        return _check("database", False, _failure(error))
+
+
+async def _peer_checks(
+    config: NodeConfig, node_keys: keys.NodeKeys, bundle: keys.TrustBundle, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Probes every other roster member at once: TCP, then mutual TLS with our certificate."""
+    roster = roster_from_bundle(bundle, load_peer_certs(config.home / "trust" / PEERS_DIR), now=now)
+    identity = ChannelIdentity(key_pem=node_keys.tls_key_pem, cert_pem=node_keys.tls_cert_pem)
+
+    async def probe(node_id: str, endpoint: str) -> dict[str, Any]:
+        name = f"peer {node_id}"
+        try:
             diagnosis = await diagnose_unavailable(
-                runtime.peer_endpoint(entry.node_id), peer=peer, identity=identity, timeout=3.0
+                endpoint, peer=roster.peer(node_id), identity=identity, timeout=_PEER_TIMEOUT_S
             )
         except NodeError as error:
-            out.append(_check(name, False, str(error)))
-            continue
-        ok = diagnosis.cause == UnavailableCause.TLS_OK
-        out.append(_check(name, ok, diagnosis.message))
-    return out
+            return _check(name, False, str(error))
+        if diagnosis.cause == UnavailableCause.TLS_OK:
+            return _check(name, True, f"{endpoint}: up, and accepts our certificate (mutual TLS)")
+        return _check(name, False, diagnosis.message)
+
+    return list(
+        await asyncio.gather(
+            *(
+                probe(entry.node_id, config.peer_endpoint(entry.node_id) or entry.endpoint)
+                for entry in bundle.roster
+                if entry.node_id != config.node.id
+            )
+        )
+    )
 
 
-def doctor_checks(runtime: NodeRuntime, *, peers: bool = True) -> list[dict[str, Any]]:
-    """Every doctor check as {check, ok, detail}; messages never carry key material."""
-    checks: list[dict[str, Any]] = []
+def doctor_checks(
+    home: Path,
+    *,
+    peers: bool = True,
+    passphrase_file: Path | None = None,
+    clock: Callable[[], dt.datetime] = utc_now,
+) -> list[dict[str, Any]]:
+    """Every doctor check as {check, ok, detail}, each run on its own from credex.toml.
+
+    Checks config, permissions, keys, bundle, database and (with `peers`) every roster peer;
+    a failing check never stops the others (peers need the keys and the bundle, and say so
+    when those failed). Never raises for what it checks; details never carry key material,
+    passwords or personal data.
+    """
     try:
-        loaded = keys.load_key_dir(runtime.config.keys_dir)
-        checks.append(
-            _check("keys", True, f"{runtime.config.keys_dir}: keyid {loaded.signing.keyid}")
-        )
-    except keys.KeysError as error:
-        checks.append(_check("keys", False, str(error)))
-    bundle_ok = False
-    try:
-        bundle = runtime.reload_bundle()
-        left = bundle.expires_at - runtime.clock()
-        near = left < _BUNDLE_WARN
-        detail = f"v{bundle.version}, expires {bundle.expires_at.isoformat()}"
-        if near:
-            detail += f" (in {left.days} days: ask the platform for a new bundle)"
-        if bundle.member(runtime.node_id) is None:
-            detail += "; this node is NOT in its roster"
-            near = True
-        checks.append(_check("bundle", not near, detail))
-        bundle_ok = True
-    except (NodeError, keys.KeysError) as error:
-        checks.append(_check("bundle", False, str(error)))
-    try:
-        revision = schema_revision(runtime.store.engine)
-        count = runtime.store.count_records()
-        checks.append(
-            _check("database", True, f"{runtime.store.url}: schema {revision}, {count} records")
-        )
+        config = load_config(home)
     except NodeError as error:
-        checks.append(_check("database", False, str(error)))
-    if peers and bundle_ok:
-        checks.extend(asyncio.run(_peer_checks(runtime)))
+        return [_check("config", False, str(error))]
+    now = clock()
+    where = f"{config.home / CONFIG_FILE}: node {config.node.id} ({config.node.role})"
+    checks = [_check("config", True, where), _permissions_check(config)]
+    keys_check, node_keys = _keys_check(config, passphrase_file)
+    bundle_check, bundle = _bundle_check(config, now)
+    checks += [keys_check, bundle_check, _database_check(config)]
+    if not peers:
+        return checks
+    if node_keys is None or bundle is None:
+        checks.append(_check("peers", False, "not checked: needs the keys and a trust bundle"))
+        return checks
+    try:
+        checks += asyncio.run(_peer_checks(config, node_keys, bundle, now))
+    except Exception as error:  # every failure is this check's result
+        checks.append(_check("peers", False, _failure(error)))
     return checks
 
 
@@ -333,18 +519,22 @@ def doctor_command(
     no_peers: Annotated[
         bool, typer.Option("--no-peers", help="Skip the reachability checks of roster peers.")
     ] = False,
+    passphrase_file: PassphraseFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check keys, trust bundle, database and peers; exit 1 when any check fails."""
-    checks: list[dict[str, Any]] = _with_runtime(
-        home, lambda runtime: doctor_checks(runtime, peers=not no_peers)
-    )
+    """Check config, file permissions, keys, trust bundle, database and peers; each check runs
+    on its own and reports ok or FAIL with its reason; exit 1 when any fails."""
+    checks = doctor_checks(resolve_home(home), peers=not no_peers, passphrase_file=passphrase_file)
     failed = [c for c in checks if not c["ok"]]
     if as_json:
         print_json({"ok": not failed, "checks": checks})
     else:
+        table = Table(title="credex doctor")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
         for c in checks:
             mark = "[green]ok[/]" if c["ok"] else "[bold red]FAIL[/]"
-            console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
+            table.add_row(escape(c["check"]), mark, escape(c["detail"]))
+        console.print(table)
     if failed:
         raise typer.Exit(int(ExitCode.FAILURE))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import re
 import shutil
 import tempfile
@@ -16,14 +17,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import adapters
 import keys
 from node.cli import app
-from node.cli.common import HomeOption, JsonOption, console, err_console, print_json, resolve_home
+from node.cli.common import (
+    HomeOption,
+    JsonOption,
+    check_listen,
+    console,
+    err_console,
+    print_json,
+    resolve_home,
+)
 from node.config import CONFIG_FILE, load_config, write_default_config
-from node.errors import ExitCode, InputError
+from node.errors import ExitCode, InputError, NodeError
 from node.ingest import IngestSummary, run_ingest
 from node.store import open_store
 
@@ -32,11 +42,15 @@ app.add_typer(keys_app, name="keys")
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
+# The same variable `credex serve` reads (node.runtime.open_runtime), e.g. from a systemd unit.
+PASSPHRASE_ENV = "CREDEX_PASSPHRASE_FILE"  # noqa: S105 - an env var name, not a secret
+
 PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(
         "--passphrase-file",
-        help="File whose first line is the passphrase protecting the key files.",
+        help=f"File whose first line is the passphrase protecting the key files "
+        f"(else ${PASSPHRASE_ENV}).",
         show_default=False,
     ),
 ]
@@ -59,11 +73,48 @@ def read_passphrase(path: Path | None) -> bytes | None:
     return line
 
 
+def node_passphrase(path: Path | None) -> bytes | None:
+    """Return the passphrase of the node's key files: `--passphrase-file`, else the file named
+    by $CREDEX_PASSPHRASE_FILE (as `credex serve` reads it), else None (unprotected keys).
+
+    Refuses (InputError) an unreadable or empty file, naming the variable when it came from it;
+    never echoes the passphrase.
+    """
+    if path is not None:
+        return read_passphrase(path)
+    env_file = os.environ.get(PASSPHRASE_ENV)
+    if not env_file:
+        return None
+    try:
+        return read_passphrase(Path(env_file))
+    except InputError as error:
+        raise InputError(f"${PASSPHRASE_ENV}: {error}") from None
+
+
 def _existing_node(directory: Path) -> str | None:
     for name in (CONFIG_FILE, "keys", "data"):
         if (directory / name).exists():
             return name
     return None
+
+
+def _make_work_dir(directory: Path) -> Path:
+    """Create the parent of `directory` if needed and a private temporary sibling to build in.
+
+    Refuses (InputError naming the directory and the OS reason) a parent that is a file, or
+    one this user cannot create or write.
+    """
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=parent))
+    except OSError as error:
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            reason = f"{blocker} is not a directory"
+        else:
+            reason = error.strerror or type(error).__name__
+        raise InputError(f"{directory}: cannot create the node directory ({reason})") from None
 
 
 def init_node(
@@ -78,8 +129,9 @@ def init_node(
     """Create a node in `directory`: keys, commented config, data/ with a migrated store,
     rejects/, trust/ (and for a platform its root key and trust/root.pub).
 
-    Refuses (InputError) a bad name or role and a directory that already holds a node or any
-    other file; builds everything aside and renames it into place, so it is all or nothing.
+    Refuses (InputError) a bad name, role or listen address, a directory that already holds a
+    node or any other file, and a directory that cannot be created (under a file, no write
+    permission); builds everything aside and renames it into place, so it is all or nothing.
     Returns a JSON-ready description (public facts only).
     """
     if not _NAME.match(name):
@@ -88,6 +140,7 @@ def init_node(
         )
     if role not in ("department", "platform"):
         raise InputError(f'--role {role!r}: must be "department" or "platform"')
+    check_listen(listen)
     directory = directory.absolute()
     if directory.exists():
         if not directory.is_dir():
@@ -97,8 +150,7 @@ def init_node(
             raise InputError(f"{directory}: already holds a node ({found}); refusing to overwrite")
         if any(directory.iterdir()):
             raise InputError(f"{directory}: is not empty; choose an empty or new directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    work = _make_work_dir(directory)
     try:
         work.chmod(0o700)
         node_keys = keys.create_key_dir(work / "keys", node_id=name, passphrase=passphrase, now=now)
@@ -123,6 +175,13 @@ def init_node(
         if directory.exists():
             directory.rmdir()  # empty (checked above); rename cannot replace it otherwise
         work.replace(directory)
+    except OSError as error:
+        # Full disk, quota, a directory appearing meanwhile: a diagnosis, not a traceback.
+        shutil.rmtree(work, ignore_errors=True)
+        raise NodeError(
+            f"{directory}: cannot create the node ({error.strerror or type(error).__name__}); "
+            "nothing was left behind"
+        ) from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -155,7 +214,7 @@ def init_command(
 ) -> None:
     """Create a node: keys, commented credex.toml, migrated store; refuses an existing node."""
     info = init_node(
-        directory, name=name, role=role, listen=listen, passphrase=read_passphrase(passphrase_file)
+        directory, name=name, role=role, listen=listen, passphrase=node_passphrase(passphrase_file)
     )
     if as_json:
         print_json(info)
@@ -163,12 +222,23 @@ def init_command(
     table = Table(title=f"credex node {info['node_id']} ({info['role']})", show_header=False)
     for key in ("home", "listen", "keyid", "tls_fingerprint", "root_keyid", "store"):
         if info[key] is not None:
-            table.add_row(key, str(info[key]))
+            table.add_row(key, escape(str(info[key])))
     console.print(table)
-    console.print(
-        f"next: edit {Path(info['home']) / CONFIG_FILE}, copy the platform's root.pub into "
-        "trust/, then `credex mapping check` and `credex ingest`."
-    )
+    config_file = escape(str(Path(info["home"]) / CONFIG_FILE))
+    if info["role"] == "platform":
+        console.print(
+            f"next: edit {config_file}; give trust/root.pub to every department (they run "
+            "`credex bundle pin root.pub`); list the nodes in a bundle.toml and run "
+            "`credex bundle sign bundle.toml`.",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"next: edit {config_file}; `credex bundle pin root.pub` (the platform's) and "
+            "`credex bundle install bundle.json`; then `credex mapping check` and "
+            "`credex ingest`.",
+            highlight=False,
+        )
 
 
 @keys_app.command("show")
@@ -179,7 +249,7 @@ def keys_show_command(
 ) -> None:
     """Print the node's public identity (keys, key id, TLS certificate fingerprint)."""
     config = load_config(resolve_home(home))
-    node_keys = keys.load_key_dir(config.keys_dir, passphrase=read_passphrase(passphrase_file))
+    node_keys = keys.load_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
     identity = keys.public_identity(node_keys)
     if as_json:
         print_json(identity)
@@ -217,7 +287,7 @@ def keys_rotate_command(
         config.keys_dir,
         now=now,
         overlap=dt.timedelta(days=overlap_days),
-        passphrase=read_passphrase(passphrase_file),
+        passphrase=node_passphrase(passphrase_file),
     )
     identity = keys.public_identity(rotated)
     if as_json:
@@ -253,7 +323,7 @@ def ingest_command(
 ) -> None:
     """Map, validate, sign, encrypt and store a source's records (resumable, idempotent)."""
     config = load_config(resolve_home(home))
-    passphrase = read_passphrase(passphrase_file)
+    passphrase = node_passphrase(passphrase_file)
     today = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8))).date()
     with adapters.RunProgress(err_console, label=mapping.name, quiet=as_json) as bar:
         summary = run_ingest(
@@ -293,6 +363,6 @@ def _show_summary(summary: IngestSummary) -> None:
             reasons.add_row(field_id, code, str(count))
         console.print(reasons)
     for path in summary.reject_files:
-        console.print(f"rejects: {path}")
+        console.print(f"rejects: {escape(str(path))}")
     for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from node import lifecycle as rules
@@ -64,9 +65,9 @@ def _show(result: ops.LifecycleResult, as_json: bool) -> None:
     )
     if result.deadline is not None:
         mark = " (approximate)" if result.deadline.approximate else ""
-        console.print(f"due {result.deadline.due_on}{mark}: {result.deadline.rule}")
+        console.print(f"due {result.deadline.due_on}{mark}: {escape(result.deadline.rule)}")
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
     if "propagation" in data:
         _propagation_table(data["propagation"])
 
@@ -238,7 +239,10 @@ def push_command(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["to_node"], row["push_id"], "yes" if row["receipt"] else "no", row["error"] or ""
+            row["to_node"],
+            row["push_id"],
+            "yes" if row["receipt"] else "no",
+            escape(row["error"] or ""),
         )
     console.print(table)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import adapters
@@ -37,12 +38,14 @@ def _show_problems(problems: list[adapters.MappingProblem]) -> None:
         table.add_column(column)
     for p in problems:
         style = "red" if p.is_error else "yellow"
-        table.add_row(f"[{style}]{p.severity}[/]", p.key, p.code, p.message)
+        table.add_row(
+            f"[{style}]{escape(p.severity)}[/]", escape(p.key), escape(p.code), escape(p.message)
+        )
     console.print(table)
 
 
 def _show_summary(summary: adapters.Summary, source: str) -> None:
-    table = Table(title=f"dry run on {source}")
+    table = Table(title=f"dry run on {escape(source)}")
     table.add_column("read", justify="right")
     table.add_column("accepted", justify="right")
     table.add_column("rejected", justify="right")

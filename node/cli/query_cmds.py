@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import catalog
@@ -157,13 +158,18 @@ def query_command(
             }
         )
         return
-    table = Table(title=f"{peer}: {len(result.records)} verified record(s) ({result.reason})")
+    table = Table(
+        title=f"{escape(peer)}: {len(result.records)} verified record(s) ({escape(result.reason)})"
+    )
     for column in ("item", "record", "fields"):
         table.add_column(column)
     for row in released_table(result):
-        table.add_row(*row)
+        # Values and "[objection pending]" are text, not markup.
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
-    console.print(f"logged by {peer} as entry {result.log_index} (request {result.request_id})")
+    console.print(
+        f"logged by {escape(peer)} as entry {result.log_index} (request {result.request_id})"
+    )
 
 
 # --- grants -----------------------------------------------------------------------------------
@@ -244,8 +250,8 @@ def grant_issue_command(
         print_json(info)
         return
     console.print(
-        f"grant {grant.grant_id} for {info['subject']} to {grantee} ({purpose}, "
-        f"{use_limit} use(s), {valid_days} days): {target}"
+        f"grant {grant.grant_id} for {info['subject']} to {escape(grantee)} ({escape(purpose)}, "
+        f"{use_limit} use(s), {valid_days} days): {escape(str(target))}"
     )
 
 
@@ -295,7 +301,7 @@ def grant_revoke_command(
     if as_json:
         print_json({"grant_id": grant_id, "reason": reason, "output": str(target)})
         return
-    console.print(f"revocation of {grant_id} ({reason}): {target}")
+    console.print(f"revocation of {escape(grant_id)} ({escape(reason)}): {escape(str(target))}")
 
 
 @grant_app.command("register-revocation")
@@ -304,16 +310,35 @@ def grant_register_revocation_command(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify a signed revocation and apply it to the registered grant."""
+    """Verify a signed revocation and record it; a grant not registered here yet is recorded
+    as revoked too, so it starts revoked if it is ever presented."""
     raw = _read(revocation_file, "revocation file")
     runtime = open_runtime(resolve_home(home))
     try:
         revocation = verify_revocation(raw, bundle=runtime.bundle(), now=runtime.clock())
-        state = runtime.grants.revoke(revocation.grant_id, revocation.revoked_at, revocation.reason)
+        state = runtime.grants.revoke(
+            revocation.grant_id, revocation.revoked_at, revocation.reason, raw=raw
+        )
     finally:
         runtime.close()
     if as_json:
-        print_json(_state_doc(state))
+        if state is None:
+            print_json(
+                {
+                    "grant_id": revocation.grant_id,
+                    "registered": False,
+                    "revoked_at": revocation.revoked_at.isoformat(),
+                    "revoked_reason": revocation.reason,
+                }
+            )
+        else:
+            print_json({**_state_doc(state), "registered": True})
+        return
+    if state is None:
+        console.print(
+            f"grant {revocation.grant_id} revoked ({revocation.reason}); not registered here "
+            "yet, it will start revoked"
+        )
         return
     console.print(f"grant {revocation.grant_id} revoked ({revocation.reason})")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from node.cli import app
-from node.cli.common import HomeOption, console, resolve_home
+from node.cli.common import HomeOption, check_listen, console, resolve_home
 from node.runtime import open_runtime
 from node.serving import node_telemetry, run_node
 
@@ -26,6 +26,8 @@ def serve_command(
     ] = 10.0,
 ) -> None:
     """Serve the node's gRPC services on mutual TLS until interrupted."""
+    if listen is not None:
+        check_listen(listen, ephemeral=True)  # the error names --listen, not credex.toml
     runtime = open_runtime(resolve_home(home))
     runtime.bundle()  # refuse to start without a valid trust bundle, with its own message
 
@@ -35,8 +37,17 @@ def serve_command(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         telemetry = node_telemetry(runtime)
-        console.print(f"credex node {runtime.node_id} serving (Ctrl-C to stop)")
-        await run_node(runtime, stop=stop, listen=listen, grace=grace, telemetry=telemetry)
+        await run_node(
+            runtime,
+            stop=stop,
+            listen=listen,
+            grace=grace,
+            telemetry=telemetry,
+            # Only once the port is bound: a node that cannot listen never claims to serve.
+            on_ready=lambda server: console.print(
+                f"credex node {runtime.node_id} serving on {server.target} (Ctrl-C to stop)"
+            ),
+        )
 
     try:
         asyncio.run(main())

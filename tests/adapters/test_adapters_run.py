@@ -218,3 +218,12 @@ def test_progress_reports_counts_and_stays_quiet_for_json(penalty_mapping: Path)
         if not quiet:
             assert "7 rows" in text
             assert "rejected 4" in text
+
+
+def test_progress_shows_a_label_with_brackets_as_text(penalty_mapping: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=120)
+    with RunProgress(console, label="exports/[2026]/[/]penalties.csv") as progress:
+        for batch in run_mapping(load_mapping(penalty_mapping), today=TODAY):
+            progress.advance(batch)
+    assert "exports/[2026]/[/]penalties.csv" in out.getvalue()
