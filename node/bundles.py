@@ -33,7 +33,30 @@ def read_bundle_spec(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a valid bundle spec ({error})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: the bundle spec must be a table")
+    nodes = data.get("node", [])
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if isinstance(node, dict) and "identity_file" in node:
+            node["identity"] = _identity_file(path, i, node.pop("identity_file"), node)
     return data
+
+
+def _identity_file(spec: Path, index: int, name: object, node: Mapping[str, Any]) -> Any:
+    """The `credex keys show --json` output a `[[node]]` names by `identity_file` (a path
+    relative to the spec), so the operator saves what the node sent instead of retyping it."""
+    where = f"{spec}: node[{index}].identity_file"
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{where}: must be a file name")
+    if "identity" in node:
+        raise InputError(f"{where}: give identity or identity_file, not both")
+    target = spec.parent / name
+    try:
+        return json.loads(target.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{where}: cannot read {target} ({error.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(
+            f"{where}: {target} is not the JSON of `credex keys show --json`"
+        ) from None
 
 
 def root_signer(platform_home: Path, *, passphrase: bytes | None = None) -> keys.Signer:

@@ -169,7 +169,7 @@ def run_demo(
     took = time.monotonic() - story.started
     good = sum(s.ok for s in story.steps)
     out(f"\n{good}/{len(story.steps)} steps behaved as expected, {took:.1f} s.")
-    out(f"The nodes are in {root}; try: credex --home {root / 'market'} log search --help")
+    out(f"The nodes are in {root}; try: credex log verify --home {root / 'market'}")
     return story.steps
 
 

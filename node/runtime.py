@@ -83,7 +83,8 @@ def read_pinned_root(trust_dir: Path) -> bytes:
         root = base64.b64decode(text, validate=True)
     except FileNotFoundError:
         raise StaleBundle(
-            f"{path}: no pinned platform root; copy the platform's trust/root.pub here"
+            f"{path}: no pinned platform root; pin it first with `credex bundle pin root.pub` "
+            "(the platform's trust/root.pub)"
         ) from None
     except (OSError, UnicodeDecodeError, binascii.Error):
         raise StaleBundle(f"{path}: not a base64 Ed25519 public key") from None
@@ -322,6 +323,25 @@ class NodeRuntime:
         self.store.close()
 
 
+def _with_passphrase_hint(
+    error: keys.KeyFileError, given: bool, from_env: str | None
+) -> keys.KeyFileError:
+    """The key error, with where a passphrase comes from (or came from) when that is the
+    problem: protected keys and none given, or one given for keys that have none."""
+    text = str(error)
+    if not given and "passphrase-protected; give the passphrase" in text:
+        return keys.KeyFileError(
+            f"{text} (set CREDEX_PASSPHRASE_FILE to a file holding it, or use the command's "
+            "--passphrase-file where it has one)"
+        )
+    if given and from_env and "but a passphrase was given" in text:
+        return keys.KeyFileError(
+            f"{text} (the passphrase came from CREDEX_PASSPHRASE_FILE={from_env}, which may "
+            "belong to another node: unset it for this one)"
+        )
+    return error
+
+
 def open_runtime(
     home: Path,
     *,
@@ -334,16 +354,20 @@ def open_runtime(
     commands which do not need peers work before one is installed.
     """
     config = load_config(home)
+    from_env = None
     if passphrase is None:
-        env_file = os.environ.get("CREDEX_PASSPHRASE_FILE")
-        if env_file:
+        from_env = os.environ.get("CREDEX_PASSPHRASE_FILE")
+        if from_env:
             try:
-                passphrase = Path(env_file).read_bytes().splitlines()[0]
+                passphrase = Path(from_env).read_bytes().splitlines()[0]
             except (OSError, IndexError):
                 raise ConfigError(
-                    f"CREDEX_PASSPHRASE_FILE={env_file}: cannot read a passphrase from it"
+                    f"CREDEX_PASSPHRASE_FILE={from_env}: cannot read a passphrase from it"
                 ) from None
-    node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
+    try:
+        node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
+    except keys.KeyFileError as error:
+        raise _with_passphrase_hint(error, passphrase is not None, from_env) from None
     store = open_store(config.store.url)
     return NodeRuntime(
         config=config,

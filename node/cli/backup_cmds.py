@@ -168,11 +168,15 @@ def _verify_restored(home: Path) -> dict[str, Any]:
         # Passphrase-protected keys without $CREDEX_PASSPHRASE_FILE: leave it to `log verify`.
         return {"checked": False}
     try:
+        from node.cli.log_cmds import witness_verifiers  # noqa: PLC0415 - one source of witnesses
+
+        # The platform's cosignatures are checked with its roster keys, as `log verify` does.
         report = verify_log(
             SqlLogBackend(runtime.store),
             runtime.log_verifiers(),
             origin=runtime.config.log.origin,
             log_name=runtime.node_id,
+            witness_verifiers=witness_verifiers(runtime),
         )
         report.raise_for_problems()
         return {

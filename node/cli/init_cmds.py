@@ -316,7 +316,7 @@ def ingest_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, max=64, help="Signing processes (default: [ingest] workers)."
+            "--workers", min=1, max=64, help="Signing processes (default: \\[ingest] workers)."
         ),
     ] = None,
     as_json: JsonOption = False,

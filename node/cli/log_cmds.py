@@ -26,6 +26,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+import catalog
 import keys
 from node.accesslog import LogEntry, risk_report, search, utc_iso, verify_log
 from node.cli import app
@@ -47,7 +48,7 @@ OfficerOption = Annotated[
 ]
 
 
-def _witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
+def witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
     """Signed-note keys of the roster's platform nodes (the witnesses), if a bundle is there."""
     try:
         bundle = runtime.bundle()
@@ -113,7 +114,7 @@ def verify_command(
             runtime.log_verifiers(),
             origin=runtime.config.log.origin,
             log_name=runtime.node_id,
-            witness_verifiers=_witness_verifiers(runtime),
+            witness_verifiers=witness_verifiers(runtime),
             anchors=anchors,
         )
     finally:
@@ -184,6 +185,23 @@ def _entry_row(index: int, e: LogEntry) -> tuple[str, ...]:
     return tuple(escape(cell) for cell in cells)
 
 
+def _normalised(subject: str, kind: str | None, today: dt.date) -> str:
+    """The canonical identifier to blind: by `kind` when given, else as an ID number if it is
+    a valid one, else as a credit code (both blind to the same token for the same text)."""
+    if kind is not None:
+        return normalise_subject(subject, kind, today=today)
+    try:
+        return normalise_subject(subject, "natural_person", today=today)
+    except catalog.InvalidIdentifier as as_person:
+        try:
+            return normalise_subject(subject, "organisation", today=today)
+        except catalog.InvalidIdentifier as as_code:
+            raise InputError(
+                f"--subject: neither a valid ID number ({as_person}) nor a valid unified "
+                f"social credit code ({as_code})"
+            ) from None
+
+
 @log_app.command("search")
 def search_command(
     *,
@@ -191,8 +209,12 @@ def search_command(
         str | None, typer.Option("--subject", help="ID number or credit code.")
     ] = None,
     subject_kind: Annotated[
-        str, typer.Option("--subject-kind", help="natural_person | organisation | ...")
-    ] = "natural_person",
+        str | None,
+        typer.Option(
+            "--subject-kind",
+            help="natural_person | organisation | ... (default: told by the identifier's shape)",
+        ),
+    ] = None,
     requester: Annotated[str | None, typer.Option("--requester", help="Node id.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="From (ISO, China time).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Before (ISO, China time).")] = None,
@@ -210,7 +232,7 @@ def search_command(
         token = None
         if subject is not None:
             today = runtime.clock().astimezone(_CHINA).date()
-            token = runtime.blind.token(normalise_subject(subject, subject_kind, today=today))
+            token = runtime.blind.token(_normalised(subject, subject_kind, today))
         start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
         # The search is an access too: logged (without the identifier) before anything is read.
         runtime.log.append_sync(admin_entry(runtime, "admin_read", officer, "log_search"))

@@ -107,6 +107,7 @@ def check(
         writer = None
         if rejects is not None:
             writer = adapters.open_reject_writer(rejects, adapters.mapped_columns(spec.fields))
+            rejects.chmod(0o600)  # before any row is written: reject reports quote personal data
         try:
             for batch in adapters.run_mapping(
                 spec, today=dt.date.today(), catalog=catalogue, limit=sample, source=source

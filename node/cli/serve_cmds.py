@@ -19,7 +19,7 @@ def serve_command(
     home: HomeOption = None,
     listen: Annotated[
         str | None,
-        typer.Option("--listen", help="HOST:PORT to bind (default: [server] listen)."),
+        typer.Option("--listen", help="HOST:PORT to bind (default: \\[server] listen)."),
     ] = None,
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds in-flight streams get at shutdown.")

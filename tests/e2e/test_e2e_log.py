@@ -226,6 +226,26 @@ def test_tampering_makes_verify_exit_3_naming_the_entry(
     assert report["first_bad_index"] == bad
 
 
+def test_a_witnessed_log_restores_from_backup_and_verifies(
+    cluster: LocalCluster, witnessed: WitnessState, tmp_path: Path
+) -> None:
+    del witnessed  # market's log carries the platform's cosignatures
+    passfile = tmp_path / "backup-pass.txt"
+    passfile.write_text("correct horse battery\n", encoding="utf-8")
+    out = tmp_path / "market.credex"
+    cluster.cli(
+        "market", "backup", str(out), "--include-keys", "--passphrase-file", str(passfile),
+        check=True,
+    )  # fmt: skip
+    done = cluster.cli(
+        "market", "restore", str(out), str(tmp_path / "restored"), "--passphrase-file",
+        str(passfile), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = json.loads(done.stdout)["log"]
+    assert log["checked"] is True
+
+
 def _cut_tail_and_hide_it(home: Path, keep: int) -> None:
     """What an administrator with the database could do: drop every entry from `keep` on, every
     checkpoint and witness row, and recompute the stored tree state, so that nothing local
