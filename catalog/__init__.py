@@ -6,7 +6,13 @@ list of field errors; identifier, disclosure-period and working-day rules live b
 """
 
 from catalog.errors import CatalogError, CatalogInconsistent, InvalidIdentifier, UnknownItem
-from catalog.identifiers import mask_identifier, normalize_ric, normalize_uscc
+from catalog.identifiers import (
+    mask_identifier,
+    normalize_admin_division,
+    normalize_org_code,
+    normalize_ric,
+    normalize_uscc,
+)
 from catalog.loader import default_catalog, load_catalog
 from catalog.model import (
     Catalog,
@@ -18,7 +24,12 @@ from catalog.model import (
     NormalisedRecord,
     ValidationResult,
 )
-from catalog.periods import DisclosurePeriod, add_months, disclosure_period
+from catalog.periods import (
+    DisclosurePeriod,
+    add_months,
+    disclosure_period,
+    never_disclosed,
+)
 from catalog.prohibited import prohibited_reason
 from catalog.validation import parse_date, validate_record
 from catalog.workdays import (
@@ -52,6 +63,9 @@ __all__ = [
     "load_catalog",
     "load_holiday_file",
     "mask_identifier",
+    "never_disclosed",
+    "normalize_admin_division",
+    "normalize_org_code",
     "normalize_ric",
     "normalize_uscc",
     "parse_date",

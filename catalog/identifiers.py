@@ -1,4 +1,5 @@
-"""Identifier checks: GB 11643 citizen ID numbers (RIC) and GB 32100 unified social credit codes.
+"""Identifier checks: GB 11643 citizen ID numbers (RIC), GB 32100 unified social credit codes,
+GB 11714 organisation codes and GB/T 2260 administrative division codes.
 
 python-stdnum supplies the check-digit arithmetic; this module adds what it lacks and decides
 what it gets wrong for us (docs/catalog.md, "Identifiers"):
@@ -15,6 +16,13 @@ what it gets wrong for us (docs/catalog.md, "Identifiers"):
   character are right (stdnum refuses any letter in positions 1-8); all-zero codes and the
   individual-business placeholder `00000000000000000X` are refused here (the placeholder is
   accepted only by `validate_record`, for 个体工商户 with a business registration number).
+
+- Organisation code (组织机构代码, GB 11714-1997): python-stdnum has no module for it (stdnum.cn
+  holds only ric and uscc), so the check is computed here: 8 body characters (digits and capital
+  letters, value = base-36 digit), weights 3 7 9 10 5 8 4 2, C9 = 11 - (S mod 11) with 10 -> X
+  and 11 -> 0. It is the code inside a USCC's positions 9-17 (facts §6.2: `91350100M000100Y43`
+  holds `M000100Y4`); tests check it against real USCCs from python-stdnum's test data.
+- Administrative division (GB/T 2260): exactly 6 digits with a known province prefix.
 
 Errors are `InvalidIdentifier` and say what is wrong (length, character, date, check digit with
 the expected character) without ever echoing the full value.
@@ -123,6 +131,74 @@ def normalize_ric(value: str, *, today: datetime.date) -> str:
     if number[17] != expected:
         raise InvalidIdentifier(f"ID number {masked}: check digit is wrong (expected {expected!r})")
     return number
+
+
+# GB 11714-1997 organisation code: 8 body characters from 0-9A-Z (value = base-36 digit) and a
+# check character 0-9 or X.
+_ORG_BODY = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def org_code_check_character(body: str) -> str:
+    """Return the GB 11714 check character of an 8-character organisation-code body."""
+    remainder = 11 - sum(int(c, 36) * w for c, w in zip(body, _ORG_WEIGHTS, strict=True)) % 11
+    return "X" if remainder == 10 else "0" if remainder == 11 else str(remainder)
+
+
+def normalize_org_code(value: str) -> str:
+    """Return the canonical 9-character organisation code (组织机构代码), or raise
+    InvalidIdentifier.
+
+    Accepts the printed form with a hyphen before the check character (`M000100Y-4`). Refuses:
+    a length other than 9, a body character that is not a digit or capital letter, a check
+    character other than a digit or X, the all-zero code, and a wrong check character (naming
+    the expected one).
+    """
+    code = compact(value)
+    masked = _Masked(code)
+    if len(code) != 9:
+        raise InvalidIdentifier(f"organisation code {masked}: length {len(code)}, expected 9")
+    for position, char in enumerate(code[:8], start=1):
+        if char not in _ORG_BODY:
+            raise InvalidIdentifier(
+                f"organisation code {masked}: character {position} is not a digit or capital letter"
+            )
+    if code[8] not in "0123456789X":
+        raise InvalidIdentifier(f"organisation code {masked}: character 9 must be a digit or X")
+    if code[:8] == "00000000":
+        raise InvalidIdentifier("organisation code is all zeros")
+    expected = org_code_check_character(code[:8])
+    if code[8] != expected:
+        raise InvalidIdentifier(
+            f"organisation code {masked}: check character is wrong (expected {expected!r})"
+        )
+    return code
+
+
+def normalize_admin_division(value: str) -> str:
+    """Return the 6-digit GB/T 2260 administrative division code, or raise InvalidIdentifier
+    for anything that is not exactly 6 digits or does not start with a known province code."""
+    code = compact(value)
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
+        raise InvalidIdentifier(
+            f"administrative division code {_Masked(code)}: expected exactly 6 digits"
+        )
+    if code[:2] not in _PROVINCES:
+        raise InvalidIdentifier(
+            f"administrative division code {_Masked(code)}: not a known province code"
+        )
+    return code
+
+
+def ric_birth_date(number: str) -> datetime.date | None:
+    """Return the birth date inside a canonical 18-character RIC (positions 7-14), or None when
+    the number is not one (another document type)."""
+    if len(number) != 18 or not number[:17].isdigit():
+        return None
+    try:
+        return datetime.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
+        return None
 
 
 # GB 32100 check character: weights 3^(i-1) mod 31 over the code values of characters 1-17.

@@ -11,7 +11,13 @@ message naming the item, the field and the rule (with its legal source where the
 - share type `none` comes without `gov_sharing`/`public`, and conditional or non-shared items
   state their legal basis (国发〔2016〕51号);
 - attribute values are from their closed lists; ids are unique; rules, natural keys, decision
-  dates, severity rules and identifier checks name fields that exist and fit.
+  dates, severity rules and identifier checks name fields that exist and fit;
+- an item is dishonesty information exactly when it has a severity rule (so every dishonesty
+  record gets a severity and a disclosure period), and its decision date is mandatory;
+- `conduct_end` (the end of the dishonest conduct, Shandong Art. 38) names an optional date
+  field of a dishonesty item;
+- identifier checks sit on fixed-length fields of their length: `uscc` C18, `org_code` C9,
+  `admin_division` C6.
 """
 
 from __future__ import annotations
@@ -54,10 +60,16 @@ RECORD_CHECKS: Mapping[str, frozenset[str]] = {
     "responsible_person": frozenset(
         {"legal_rep_name", "legal_rep_id_number", "principal_name", "principal_id_number"}
     ),
+    # GB 11643: a stated birth date agrees with the one in the citizen ID number
+    "birth_date_matches_id": frozenset({"birth_date", "id_type", "id_number"}),
 }
 
+# identifier checks of fixed-length fields, and the length each needs (GB 32100 / GB 11714 /
+# GB/T 2260)
+FIXED_CHECKS: Mapping[str, int] = {"uscc": 18, "org_code": 9, "admin_division": 6}
+
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
-_TYPE_C = re.compile(r"^C(?:\.\.)?(\d+)$")
+_TYPE_C = re.compile(r"^C(\.\.)?(\d+)$")
 _TYPE_N = re.compile(r"^N\.\.(\d+)(?:,(\d+))?$")
 _MONEY_ID = re.compile(r"(^|_)(yuan|wan_yuan|amount|fine|fee|arrears)(_|$)")
 _MONEY_NAME = ("金额", "（元）", "(元)", "（万元）", "(万元)", "罚款", "欠费", "欠缴")
@@ -264,6 +276,26 @@ def _item(
             raise _fail(where, f"decided_on field {decided_on!r} is not a date")
     elif info_nature == "dishonesty":
         raise _fail(where, "a dishonesty item needs 'decided_on' (the date disclosure runs from)")
+    if info_nature == "dishonesty" and (
+        severity_rule == "none" or by_id[str(decided_on)].required != "M"
+    ):
+        raise _fail(
+            where,
+            "a dishonesty item needs a severity rule and a mandatory 'decided_on' field: every "
+            "失信 record gets a disclosure period and the 5-year cap (令第36号; 山东省社会信用条例"
+            "第三十八条)",
+        )
+    if info_nature != "dishonesty" and severity_rule != "none":
+        raise _fail(where, f"severity_rule {severity_rule!r} on an item that is not dishonesty")
+
+    conduct_end = raw.get("conduct_end")
+    if conduct_end is not None:
+        if not isinstance(conduct_end, str) or conduct_end not in by_id:
+            raise _fail(where, f"conduct_end names unknown field {conduct_end!r}")
+        if info_nature != "dishonesty":
+            raise _fail(where, "conduct_end applies to dishonesty items only")
+        if by_id[conduct_end].kind != "date" or conduct_end == decided_on:
+            raise _fail(where, f"conduct_end field {conduct_end!r} must be a date of its own")
 
     linked = _strs(raw, "linked_id_fields", where)
     for link in linked:
@@ -299,6 +331,7 @@ def _item(
         natural_key=natural_key,
         personal=personal,
         decided_on_field=decided_on,
+        conduct_end_field=conduct_end,
         linked_id_fields=linked,
         max_disclosure_months=max_months,
         data_standard=_str(raw, "data_standard", where, ""),
@@ -320,6 +353,7 @@ def _field(raw: Any, item_where: str, tables: Mapping[str, CodeTable]) -> Field:
             raise _fail(where, f"prohibited information ({reason})")
     type_text = _str(raw, "type", where)
     kind, max_len, precision, scale = _parse_type(type_text, where)
+    exact_len = kind == "C" and not type_text.startswith("C..")
     code_table = raw.get("code_table")
     if kind in ("code", "code_list"):
         if not isinstance(code_table, str):
@@ -343,11 +377,17 @@ def _field(raw: Any, item_where: str, tables: Mapping[str, CodeTable]) -> Field:
         raise _fail(where, f"required rule {required!r}: {error}") from None
     check = raw.get("check")
     if check is not None and (
-        not isinstance(check, str) or not (check == "uscc" or check.startswith("person_id:"))
+        not isinstance(check, str) or not (check in FIXED_CHECKS or check.startswith("person_id:"))
     ):
-        raise _fail(where, f"check {check!r} must be 'uscc' or 'person_id:<id type field>'")
+        raise _fail(
+            where,
+            f"check {check!r} must be one of {sorted(FIXED_CHECKS)} or 'person_id:<id type field>'",
+        )
     if check is not None and kind != "C":
         raise _fail(where, "identifier checks apply to C fields only")
+    length = FIXED_CHECKS.get(check) if isinstance(check, str) else None
+    if length is not None and not (exact_len and max_len == length):
+        raise _fail(where, f"check {check!r} needs type C{length} (a fixed length)")
     past = raw.get("past", False)
     if not isinstance(past, bool) or (past and kind != "date"):
         raise _fail(where, "'past' is a boolean for date fields")
@@ -365,6 +405,7 @@ def _field(raw: Any, item_where: str, tables: Mapping[str, CodeTable]) -> Field:
         check=check,
         past=past,
         note=_str(raw, "note", where, ""),
+        exact_len=exact_len,
     )
 
 
@@ -377,7 +418,9 @@ def _parse_type(text: str, where: str) -> tuple[str, int | None, int | None, int
         return text, None, None, None
     match = _TYPE_C.match(text)
     if match:
-        return "C", int(match[1]), None, None
+        if int(match[2]) < 1:
+            raise _fail(where, f"type {text!r}: a length of at least 1")
+        return "C", int(match[2]), None, None
     match = _TYPE_N.match(text)
     if match:
         precision = int(match[1])

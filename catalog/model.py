@@ -89,9 +89,12 @@ class Field:
     code_table: str | None
     sensitivity: str  # "public" | "personal" | "identifier" | "sensitive"
     unit: str | None  # money: "元" or "万元", always explicit
-    check: str | None = None  # "uscc" | "person_id:<id type field>" (identifier check to run)
+    # identifier check to run: "uscc" | "org_code" | "admin_division" | "person_id:<id type field>"
+    check: str | None = None
     past: bool = False  # a date that cannot lie after `today` (decisions, listings)
     note: str = ""
+    # `C<n>` (no dots) is a fixed length: exactly n characters; `C..n` is at most n (facts §4.1)
+    exact_len: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,12 @@ class Item:
     natural_key: tuple[str, ...]  # field ids; "subject_id" names the derived subject id
     personal: bool  # True when the item can hold a natural person's data
     decided_on_field: str | None = None  # the date that starts disclosure
+    # the date the dishonest conduct ended (Shandong Art. 38 counts the 5-year cap from it)
+    conduct_end_field: str | None = None
     linked_id_fields: tuple[str, ...] = ()  # person-id fields linked to the subject (Art. 31)
     max_disclosure_months: int | None = None  # the item's longest disclosure (Shandong 有效期限)
-    record_checks: tuple[str, ...] = ()  # "summary_procedure", "responsible_person"
+    # "summary_procedure", "responsible_person", "birth_date_matches_id"
+    record_checks: tuple[str, ...] = ()
     data_standard: str = ""
     _by_id: dict[str, Field] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -181,7 +187,13 @@ class FieldError:
 
 @dataclass(frozen=True)
 class NormalisedRecord:
-    """A record that passed validation, in canonical form."""
+    """A record that passed validation, in canonical form.
+
+    `severity` is None exactly when the item is not dishonesty information; a dishonesty record
+    always has one: its grade, or `catalog.periods.UNGRADED` when it was decided before
+    2026-04-01 without 失信程度. `conduct_ended_on` is the stated end of the dishonest conduct
+    (Shandong Art. 38), when the item has that field and the record fills it.
+    """
 
     item_id: str
     catalog_version: str
@@ -192,6 +204,7 @@ class NormalisedRecord:
     severity: str | None
     decided_on: datetime.date | None
     natural_key: tuple[str, ...]
+    conduct_ended_on: datetime.date | None = None
 
 
 @dataclass(frozen=True)

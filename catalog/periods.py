@@ -1,16 +1,26 @@
 """Disclosure periods of dishonesty information (失信信息公示期限).
 
-Rules (docs/catalog.md, "Disclosure periods"):
-- Decided on or after 2026-04-01: 国家发展改革委令第36号. 轻微 (minor): not disclosed, so both
-  ends are None; 一般 (general): at least 3 months, at most 1 year; 严重 (severe): at least 1 year,
-  at most 3 years.
+Rules (docs/catalog.md, "Disclosure periods"; catalogue-facts §5):
+- Decided on or after 2026-04-01: 国家发展改革委令第36号. 轻微 (minor): 原则上不予公示, so the
+  record is withheld: it gets an explicit empty window (below), never "no end"; 一般 (general):
+  at least 3 months, at most 1 year; 严重 (severe): at least 1 year, at most 3 years. The sector
+  exception for minor records (≤ 3 months where the 行业主管部门 deems it necessary) is not
+  modelled: the catalogue has no sector field (docs/catalog.md).
 - Decided before 2026-04-01: the repealed 令第58号 under which such records were published: at
-  least 3 months, at most 3 years, whatever the severity (it had no grading). Its sector rule
-  (1 year minimum for 特种设备、安全生产、消防) is not modelled: the catalogue has no sector field.
+  least 3 months, at most 3 years, whatever the severity (it had no grading), so a record with
+  no 失信程度 (`UNGRADED`) gets this window too. Its sector rule (1 year minimum for
+  特种设备、安全生产、消防) is not modelled: the catalogue has no sector field.
 - Arithmetic per 民法典 Arts. 201-202: the decision day is not counted, a period of months or
   years ends on the corresponding day of the last month, or on that month's last day when the
   day does not exist (2026-11-30 + 3 months = 2027-02-28).
-- Shandong Art. 38: never more than 5 years (applied as a cap on `max_end`).
+- 山东省社会信用条例 Art. 38: never more than 5 years, counted from the day the dishonest conduct
+  ended (失信行为终止之日) when the record states it, else from the decision day (applied as a cap
+  on `max_end`; a cap that has already run out at the decision withholds the record).
+
+The empty window. A withheld record has `min_end == max_end == decided_on`: a period of zero
+months that starts the day after the decision (Art. 201) ends before it starts. Every reader
+treats `max_end <= decided_on` as "never disclosed, never shared" (`never_disclosed`); the
+store's own rule "hidden from the day after `max_end`" agrees from the day after the decision.
 """
 
 from __future__ import annotations
@@ -24,21 +34,32 @@ from catalog.errors import CatalogError
 
 ORDER_36_EFFECTIVE = datetime.date(2026, 4, 1)
 MAX_DISCLOSURE_MONTHS = 60  # Shandong Art. 38
+# The severity of a dishonesty record that states no 失信程度: allowed only for decisions before
+# 2026-04-01, when no grading existed (令第58号). Never a code-table value, so no row can carry it.
+UNGRADED = "ungraded"
+PERIOD_SEVERITIES = ("minor", "general", "severe", UNGRADED)
 
 _ORDER_36 = {
     "general": (3, 12),
     "severe": (12, 36),
 }
+_CAP = "山东省社会信用条例第38条 (≤5年, 自失信行为终止之日起)"
 
 
 @dataclass(frozen=True)
 class DisclosurePeriod:
-    """The window in which a record may be disclosed: repair may be applied for after `min_end`,
-    disclosure stops automatically after `max_end`; both None means it is not disclosed."""
+    """The window in which a record may be disclosed and shared: repair may be applied for
+    after `min_end`, disclosure stops automatically after `max_end`.
+
+    `withheld` is True when the window is empty (`min_end == max_end == decided_on`): the record
+    is never disclosed or shared (minor under 令第36号, or a 5-year cap that had run out by the
+    decision). Both ends None means "not a dishonesty record": no period at all.
+    """
 
     min_end: datetime.date | None
     max_end: datetime.date | None
     rule: str
+    withheld: bool = False
 
 
 def add_months(start: datetime.date, months: int) -> datetime.date:
@@ -53,39 +74,71 @@ def add_months(start: datetime.date, months: int) -> datetime.date:
     return datetime.date(year, month, min(start.day, last))
 
 
-def disclosure_period(severity: str, decided_on: datetime.date) -> DisclosurePeriod:
+def never_disclosed(
+    decided_on: datetime.date | None, disclosure_max_end: datetime.date | None
+) -> bool:
+    """True when a stored window is the explicit empty one: `max_end` on or before the decision
+    day, so the period (which starts the day after the decision) never opens."""
+    return (
+        decided_on is not None
+        and disclosure_max_end is not None
+        and disclosure_max_end <= decided_on
+    )
+
+
+def disclosure_period(
+    severity: str,
+    decided_on: datetime.date,
+    *,
+    conduct_ended_on: datetime.date | None = None,
+) -> DisclosurePeriod:
     """Return the disclosure window of a dishonesty record decided on `decided_on`.
 
-    `severity` is "minor", "general" or "severe" (anything else raises CatalogError). The rule
-    text names the instrument applied. `max_end` never lies more than 5 years after the decision.
+    `severity` is "minor", "general", "severe", or `UNGRADED` for a record without 失信程度
+    (anything else raises CatalogError; so does `UNGRADED` for a decision from 2026-04-01, when
+    令第36号 requires the grade). A minor record under 令第36号 gets the empty, `withheld`
+    window. `conduct_ended_on` (失信行为终止日期, optional) starts the Shandong 5-year cap; without
+    it the cap runs from the decision. The rule text names the instruments applied.
     """
-    return _disclosure_period(severity, decided_on)
+    return _disclosure_period(severity, decided_on, conduct_ended_on)
 
 
-# A pure function of two values that repeat across an ingest or a feed batch (few decision
-# dates per day), so results are cached once here for every caller.
+def _withheld(decided_on: datetime.date, rule: str) -> DisclosurePeriod:
+    return DisclosurePeriod(decided_on, decided_on, rule, withheld=True)
+
+
+# A pure function of values that repeat across an ingest or a feed batch (few decision dates
+# per day), so results are cached once here for every caller.
 @functools.lru_cache(maxsize=4096)
-def _disclosure_period(severity: str, decided_on: datetime.date) -> DisclosurePeriod:
-    if severity not in ("minor", "general", "severe"):
+def _disclosure_period(
+    severity: str, decided_on: datetime.date, conduct_ended_on: datetime.date | None
+) -> DisclosurePeriod:
+    if severity not in PERIOD_SEVERITIES:
         raise CatalogError(
-            f"unknown severity {severity!r} (expected 'minor', 'general' or 'severe')"
+            f"unknown severity {severity!r} (expected 'minor', 'general', 'severe' or {UNGRADED!r})"
         )
-    cap = add_months(decided_on, MAX_DISCLOSURE_MONTHS)
+    cap = add_months(
+        decided_on if conduct_ended_on is None else conduct_ended_on, MAX_DISCLOSURE_MONTHS
+    )
     if decided_on >= ORDER_36_EFFECTIVE:
+        if severity == UNGRADED:
+            raise CatalogError(
+                "a dishonesty record decided on or after 2026-04-01 needs its 失信程度 "
+                "(令第36号 grading)"
+            )
         if severity == "minor":
-            return DisclosurePeriod(
-                None, None, "令第36号: 轻微失信信息原则上不予公示 (minor: not disclosed)"
+            return _withheld(
+                decided_on,
+                "令第36号: 轻微失信信息原则上不予公示 (minor: withheld, not disclosed or shared)",
             )
         low, high = _ORDER_36[severity]
         label = "一般失信 3个月-1年" if severity == "general" else "严重失信 1年-3年"
-        return DisclosurePeriod(
-            add_months(decided_on, low),
-            min(add_months(decided_on, high), cap),
-            f"令第36号: {label}; 民法典第201-202条; 山东省社会信用条例第38条 (≤5年)",
-        )
-    return DisclosurePeriod(
-        add_months(decided_on, 3),
-        min(add_months(decided_on, 36), cap),
-        "令第58号 (decided before 2026-04-01): 3个月-3年; 民法典第201-202条; "
-        "山东省社会信用条例第38条 (≤5年)",
-    )
+        rule = f"令第36号: {label}; 民法典第201-202条; {_CAP}"
+    else:
+        low, high = 3, 36
+        rule = f"令第58号 (decided before 2026-04-01): 3个月-3年; 民法典第201-202条; {_CAP}"
+    max_end = min(add_months(decided_on, high), cap)
+    if max_end <= decided_on:
+        # Art. 38: five years from the end of the conduct had passed by the decision day
+        return _withheld(decided_on, f"{_CAP}: the cap had run out by the decision (withheld)")
+    return DisclosurePeriod(min(add_months(decided_on, low), max_end), max_end, rule)

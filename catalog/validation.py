@@ -6,11 +6,16 @@ It refuses, with one FieldError per problem (field id, Chinese name, code, and a
 message a clerk can act on):
 
 - unknown fields (`unknown_field`), or `prohibited` when the name is prohibited information;
-- text longer than `C..n` or with control characters, numbers outside `N..p,q` or negative,
+- text longer than `C..n`, or of another length than a fixed `C<n>`, or with control
+  characters, numbers outside `N..p,q` or negative,
   dates that are not YYYY-MM-DD / YYYY/MM/DD / YYYYMMDD (or 2024年1月5日), decision dates after
   `today`, values outside a code table, booleans other than 是/否/true/false/1/0;
 - missing mandatory fields, and conditionally mandatory ones when their rule holds;
-- invalid identifiers (RIC for 身份证 numbers, USCC), a subject kind the item does not hold;
+- invalid identifiers (RIC for 身份证 numbers, USCC, GB 11714 organisation codes, 6-digit
+  GB/T 2260 division codes), a subject kind the item does not hold;
+- a stated birth date that contradicts the one in the 身份证 number (`birth_date_mismatch`);
+- a dishonesty record decided from 2026-04-01 without 失信程度 (令第36号), whatever the
+  catalogue's required rule says: without a grade it would have no lawful period;
 - pre-2021 penalty types for decisions after 2021-07-14;
 - summary-procedure penalties (Shandong Art. 13; rule in `_summary_procedure`);
 - a severe-dishonesty organisation record without legal representative or principal (Art. 31).
@@ -36,8 +41,11 @@ from catalog.identifiers import (
     USCC_PLACEHOLDER,
     compact,
     mask_identifier,
+    normalize_admin_division,
+    normalize_org_code,
     normalize_ric,
     normalize_uscc,
+    ric_birth_date,
 )
 from catalog.loader import default_catalog
 from catalog.model import (
@@ -49,6 +57,7 @@ from catalog.model import (
     NormalisedRecord,
     ValidationResult,
 )
+from catalog.periods import ORDER_36_EFFECTIVE, UNGRADED
 from catalog.prohibited import prohibited_reason
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -122,7 +131,7 @@ def _error(f: Field, code: str, text: str) -> FieldError:
 # --- value normalisers, one per field kind --------------------------------------------------
 
 
-def _text(max_len: int | None) -> Callable[[str], str]:
+def _text(max_len: int | None, *, exact: bool = False) -> Callable[[str], str]:
     def normalise(value: str) -> str:
         if not value.isprintable() and _CONTROL.search(value):
             raise _Bad("bad_text", "含有控制字符 (contains control characters)")
@@ -131,6 +140,12 @@ def _text(max_len: int | None) -> Callable[[str], str]:
                 "too_long",
                 f"长度 {len(value)} 超过上限 {max_len} (too long: {len(value)} > {max_len} "
                 "characters)",
+            )
+        if exact and max_len is not None and len(value) != max_len:
+            # `C<n>` without dots is a fixed length (facts §4.1: `C..n` is the variable one)
+            raise _Bad(
+                "bad_length",
+                f"长度 {len(value)} 应为 {max_len} (fixed length: exactly {max_len} characters)",
             )
         return value
 
@@ -286,7 +301,7 @@ def _compile(catalog: Catalog, item: Item) -> _Compiled:
         normalise: Callable[[str], str]
         if f.kind == "C":
             # identifiers are measured after separators are removed (catalog.identifiers)
-            normalise = _text(None if f.check else f.max_len)
+            normalise = _text(None if f.check else f.max_len, exact=f.exact_len)
         elif f.kind == "N":
             normalise = _number(f)
         elif f.kind == "date":
@@ -405,6 +420,23 @@ def _summary_procedure(c: _Compiled, out: Mapping[str, str], kind: str) -> Field
         "视为简易程序处罚，不纳入数据清单；"
         "如按普通程序作出，请填写 处罚程序=普通程序 (warning or small fine without a stated "
         "procedure counts as summary procedure: 山东省社会信用条例第十三条, 行政处罚法第五十一条)",
+    )
+
+
+def _birth_date_matches_id(c: _Compiled, out: Mapping[str, str]) -> FieldError | None:
+    """GB 11643: positions 7-14 of a citizen ID number are the birth date; a stated 出生日期
+    that differs contradicts the number (one of the two is wrong). Neither value is shown."""
+    stated, number = out.get("birth_date"), out.get("id_number")
+    if stated is None or number is None or c.id_type_keys.get(out.get("id_type", "")) != "ric":
+        return None
+    born = ric_birth_date(number)
+    if born is None or born.isoformat() == stated:
+        return None
+    return _error(
+        c.specs["birth_date"].field,
+        "birth_date_mismatch",
+        "出生日期与证件号码中的出生日期不一致 (birth_date contradicts the birth date in "
+        "id_number 证件号码; GB 11643)",
     )
 
 
@@ -540,6 +572,10 @@ def validate_record(
                             "USCC is the individual-business placeholder)",
                         )
                     )
+            elif check == "org_code":
+                out[fid] = normalize_org_code(value)
+            elif check == "admin_division":
+                out[fid] = normalize_admin_division(value)
             else:
                 out[fid] = _person_id(c, spec, out, value, today)
         except InvalidIdentifier as error:
@@ -580,13 +616,37 @@ def validate_record(
 
     if kind in item.subject_kinds:
         for check in item.record_checks:
-            problem = (
-                _summary_procedure(c, out, kind)
-                if check == "summary_procedure"
-                else _responsible_person(c, out, kind)
-            )
+            if check == "summary_procedure":
+                problem = _summary_procedure(c, out, kind)
+            elif check == "responsible_person":
+                problem = _responsible_person(c, out, kind)
+            else:
+                problem = _birth_date_matches_id(c, out)
             if problem is not None:
                 errors.append(problem)
+
+    rule = item.severity_rule
+    severity: str | None = None
+    if rule.startswith("fixed:"):
+        severity = rule[6:]
+    elif rule.startswith("field:"):
+        # A dishonesty record without 失信程度: lawful only before 2026-04-01, when 令第58号 set
+        # one period for every grade. It is still 失信信息 with a period and the 5-year cap.
+        severity = c.severity_by_label.get(out.get(rule[6:], ""), UNGRADED)
+        if (
+            severity == UNGRADED
+            and decided_on is not None
+            and decided_on >= ORDER_36_EFFECTIVE
+            and all(e.field_id != rule[6:] for e in errors)  # the catalogue rule said it
+        ):
+            errors.append(
+                _error(
+                    c.specs[rule[6:]].field,
+                    "required",
+                    "必填项缺失：2026-04-01 及以后作出的决定须填写失信程度 (required for decisions "
+                    "from 2026-04-01: 令第36号)",
+                )
+            )
 
     if errors:
         return ValidationResult(None, tuple(errors))
@@ -604,12 +664,9 @@ def validate_record(
         if linked_id and linked_id != subject_id and linked_id not in linked:
             linked.append(linked_id)
 
-    rule = item.severity_rule
-    severity: str | None = None
-    if rule.startswith("fixed:"):
-        severity = rule[6:]
-    elif rule.startswith("field:"):
-        severity = c.severity_by_label.get(out.get(rule[6:], ""))
+    conduct_ended_on: datetime.date | None = None
+    if item.conduct_end_field and item.conduct_end_field in out:
+        conduct_ended_on = datetime.date.fromisoformat(out[item.conduct_end_field])
 
     record = NormalisedRecord(
         item_id=item.id,
@@ -623,5 +680,6 @@ def validate_record(
         natural_key=tuple(
             subject_id if k == "subject_id" else out.get(k, "") for k in item.natural_key
         ),
+        conduct_ended_on=conduct_ended_on,
     )
     return ValidationResult(record, ())

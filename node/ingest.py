@@ -427,6 +427,7 @@ def _plan(
                 linked_subject_ids=rec.linked_subject_ids,
                 severity=rec.severity,
                 decided_on=rec.decided_on,
+                conduct_ended_on=rec.conduct_ended_on,
             )
         )
         if version > 1:

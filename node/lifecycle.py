@@ -9,8 +9,13 @@ store. Rules and sources (docs/lifecycle.md):
 - Revocation of the underlying decision (Art. 40): the provider withdraws the 失信 record and
   reports to the platform within 3 working days of learning of the revocation.
 - Disclosure (令第36号, catalog.disclosure_period): a record is disclosed and shared until its
-  `max_end` inclusive; from the next day it is expired. Shandong Art. 38 caps any 失信 record at
-  5 years from its decision, whatever its stored period says.
+  `max_end` inclusive; from the next day it is expired. A withheld record (轻微 under 令第36号:
+  原则上不予公示) has the explicit empty window `max_end <= decided_on` and is never disclosed
+  or shared, not even on its decision day; a missing end never means "withheld".
+- Shandong Art. 38 caps any 失信 record at 5 years from its decision, whatever its stored period
+  says. Every dishonesty record carries a severity (`ungraded`, catalog.periods.UNGRADED, when
+  one decided before 2026-04-01 states no 失信程度), so the cap reaches all of them. The stored
+  period applies the cap from the stated end of the conduct when there is one.
 - Retention after expiry: kept encrypted (never disclosed, queried or delivered) for
   `retention_months` after `max_end`, then purged (the body erased). The default of 60 months
   follows 征信业管理条例 Art. 16 (negative information kept 5 years) and covers the limitation
@@ -137,8 +142,11 @@ def revocation_deadline(
 
 
 def is_past_cap(severity: str | None, decided_on: dt.date | None, today: dt.date) -> bool:
-    """True when a 失信 record (one with a severity) is beyond the Shandong 5-year cap on `today`.
+    """True when a 失信 record is beyond the Shandong 5-year cap (Art. 38) on `today`.
 
+    A dishonesty record is one with a severity: its grade, or `ungraded`
+    (catalog.periods.UNGRADED) for one decided before 2026-04-01 without 失信程度
+    (`validate_record` gives every dishonesty record one).
     The cap counts from the decision day per 民法典 Arts. 201-202; the last capped day itself is
     still inside. Records without a severity or decision day are not dishonesty records.
     """
@@ -162,12 +170,20 @@ def disclosure_ended(
 ) -> bool:
     """Is a record's disclosure over on `today` by its dates alone, whatever its stored state?
 
-    True from the day after `disclosure_max_end`, and for a dishonesty record past the Shandong
-    cap. The lifecycle scan turns such an `active` record `expired` some time that day; readers
-    (queries, feed delivery, ingest) judge the dates themselves instead of waiting for it.
+    True from the day after `disclosure_max_end`; always for a withheld record (the explicit
+    empty window, `catalog.never_disclosed`: 轻微 under 令第36号 is 原则上不予公示); and for a
+    dishonesty record past the Shandong cap. A minor record decided from 2026-04-01 that was
+    stored with no end (before withheld windows were explicit) counts as withheld too. The
+    lifecycle scan turns such an `active` record `expired`; readers (queries, feed delivery,
+    ingest) judge the dates themselves instead of waiting for it.
     """
+    if catalog.never_disclosed(decided_on, disclosure_max_end):
+        return True
     if disclosure_max_end is not None and today > disclosure_max_end:
         return True
+    if disclosure_max_end is None and severity == "minor" and decided_on is not None:
+        # a row stored without its window: judge it by the catalogue rule, never "no end"
+        return catalog.disclosure_period("minor", decided_on).withheld
     return is_past_cap(severity, decided_on, today)
 
 
@@ -181,9 +197,9 @@ def visible(
 ) -> bool:
     """May a record be disclosed, answered or delivered on `today`?
 
-    Only an `active` version, not past its maximum disclosure period and not past the Shandong
-    cap (`disclosure_ended`). Withdrawn (repair, revocation), expired, superseded and purged
-    versions never are.
+    Only an `active` version, not withheld, not past its maximum disclosure period and not past
+    the Shandong cap (`disclosure_ended`). Withdrawn (repair, revocation), expired, superseded
+    and purged versions never are.
     """
     return state == "active" and not disclosure_ended(
         severity=severity,

@@ -382,7 +382,11 @@ def correct_record(
     signed = keys.sign_record(header, dict(normalised.fields), runtime.node_keys.signing)
     row_id = str(uuid.uuid4())
     period = (
-        catalog.disclosure_period(normalised.severity, normalised.decided_on)
+        catalog.disclosure_period(
+            normalised.severity,
+            normalised.decided_on,
+            conduct_ended_on=normalised.conduct_ended_on,
+        )
         if normalised.severity is not None and normalised.decided_on is not None
         else catalog.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
     )

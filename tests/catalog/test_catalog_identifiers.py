@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from stdnum.cn import uscc as stdnum_uscc
 
-from catalog import InvalidIdentifier, mask_identifier, normalize_ric, normalize_uscc
+from catalog import (
+    InvalidIdentifier,
+    mask_identifier,
+    normalize_admin_division,
+    normalize_org_code,
+    normalize_ric,
+    normalize_uscc,
+)
+from catalog.identifiers import org_code_check_character
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
 
 # --- GB 11643 -------------------------------------------------------------------------------
@@ -200,3 +208,50 @@ def test_uscc_check_character_agrees_with_stdnum(tail: str) -> None:
     body = "91370303" + tail
     code = body + stdnum_uscc.calc_check_digit(body)
     assert normalize_uscc(code) == code
+
+
+# --- GB 11714 organisation codes, GB/T 2260 division codes ------------------------------------
+
+# Real USCCs from python-stdnum's tests/test_cn_uscc.doctest ("found online and should all be
+# valid numbers", arthurdejong/python-stdnum) plus facts §6.2's worked example. Positions 9-17
+# of a USCC are the holder's GB 11714 organisation code, so each is a real vector, with check
+# characters 0-9 and X and letter bodies.
+REAL_USCC = [
+    "121200004013590816", "91110000600037341L", "91120224064012553U", "91152201078371135X",
+    "9115220107837757XE", "9115220107839138X8", "9131012056010553X5", "91310115MA1K3BTP2B",
+    "91340600MA2PBM9HXD", "91340603MA2UJXXCXF", "91371082775260043P", "9144030071526726XG",
+    "91620105L015101280", "91620105MA73NBBLXE", "92340603MA2PBN17X5", "92340621MA2PBN0KXX",
+    "92340621MA2UK3PJXE", "91350100M000100Y43",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("code", REAL_USCC)
+def test_org_codes_inside_real_usccs_pass(code: str) -> None:
+    assert normalize_uscc(code) == code
+    assert normalize_org_code(code[8:17]) == code[8:17]
+    assert org_code_check_character(code[8:16]) == code[16]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("M000100Y5", "expected '4'"),
+        ("M000100Y", "length 8"),
+        ("中文", "length 2"),
+        ("M000100_4", "length 8"),  # "_" is a separator: compacts to 8 characters
+        ("M0001#0Y4", "character 6"),
+        ("M000100YA", "character 9"),
+        ("000000000", "all zeros"),
+    ],
+)
+def test_org_code_refusals_say_what_is_wrong(value: str, fragment: str) -> None:
+    with pytest.raises(InvalidIdentifier, match=fragment) as caught:
+        normalize_org_code(value)
+    assert "M000100Y" not in str(caught.value)  # never the whole code
+
+
+@pytest.mark.parametrize("value", ["ab", "37030", "3703031", "99030X", "990303", ""])
+def test_admin_division_refusals(value: str) -> None:
+    with pytest.raises(InvalidIdentifier):
+        normalize_admin_division(value)
+    assert normalize_admin_division(" 370303 ") == "370303"

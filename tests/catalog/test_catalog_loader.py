@@ -52,6 +52,19 @@ def test_shipped_catalogue_keeps_the_house_rules() -> None:
     assert penalty.field("fine_wan_yuan").required == "penalty_types contains 罚款"
     assert cat.item("utility_arrears").field("arrears_amount_yuan").unit == "元"
     assert cat.item("severe_dishonesty_list").record_checks == ("responsible_person",)
+    # fixed lengths are exact (facts §4.1), and identifier checks sit on them
+    org_code = penalty.field("org_code")
+    assert (org_code.max_len, org_code.exact_len, org_code.check) == (9, True, "org_code")
+    assert not penalty.field("decision_no").exact_len
+    identity = cat.item("natural_person_identity")
+    assert identity.field("admin_division").check == "admin_division"
+    assert identity.record_checks == ("birth_date_matches_id",)
+    # every dishonesty item yields a severity and so a period; penalties and severe lists may
+    # state the end of the conduct (Shandong Art. 38)
+    for item in cat.items.values():
+        assert (item.info_nature == "dishonesty") == (item.severity_rule != "none"), item.id
+    assert penalty.conduct_end_field == "conduct_end_date"
+    assert cat.item("severe_dishonesty_list_person").conduct_end_field == "conduct_end_date"
 
 
 def test_unknown_item_and_field_and_version() -> None:
@@ -149,6 +162,37 @@ def _record_check_missing_fields(data: dict[str, Any]) -> None:
     _item(data, "honour")["record_checks"] = ["summary_procedure"]
 
 
+def _dishonesty_without_severity(data: dict[str, Any]) -> None:
+    # every 失信 record needs a severity, else it would get no period and no 5-year cap
+    _item(data, "utility_arrears")["severity_rule"] = "none"
+
+
+def _dishonesty_with_optional_date(data: dict[str, Any]) -> None:
+    fields = _item(data, "utility_arrears")["fields"]
+    next(f for f in fields if f["id"] == "recognition_date")["required"] = "O"
+
+
+def _severity_on_basic_item(data: dict[str, Any]) -> None:
+    _item(data, "honour")["severity_rule"] = "fixed:general"
+
+
+def _conduct_end_unknown(data: dict[str, Any]) -> None:
+    _item(data, "admin_penalty")["conduct_end"] = "nope"
+
+
+def _conduct_end_not_a_date(data: dict[str, Any]) -> None:
+    _item(data, "admin_penalty")["conduct_end"] = "decision_no"
+
+
+def _conduct_end_on_basic_item(data: dict[str, Any]) -> None:
+    _item(data, "honour")["conduct_end"] = "grant_date"
+
+
+def _org_code_not_fixed(data: dict[str, Any]) -> None:
+    fields = data["field_groups"]["subject"]["fields"]
+    next(f for f in fields if f["id"] == "org_code")["type"] = "C..9"
+
+
 def _no_version(data: dict[str, Any]) -> None:
     data.pop("version")
 
@@ -180,6 +224,13 @@ def _unknown_group(data: dict[str, Any]) -> None:
         (_dishonesty_without_date, ["item admin_penalty", "decided_on"]),
         (_unknown_record_check, ["item honour", "astrology"]),
         (_record_check_missing_fields, ["item honour", "summary_procedure"]),
+        (_dishonesty_without_severity, ["item utility_arrears", "severity rule", "第三十八条"]),
+        (_dishonesty_with_optional_date, ["item utility_arrears", "mandatory 'decided_on'"]),
+        (_severity_on_basic_item, ["item honour", "not dishonesty"]),
+        (_conduct_end_unknown, ["item admin_penalty", "conduct_end", "nope"]),
+        (_conduct_end_not_a_date, ["item admin_penalty", "decision_no", "date"]),
+        (_conduct_end_on_basic_item, ["item honour", "dishonesty items only"]),
+        (_org_code_not_fixed, ["field org_code", "C9"]),
         (_no_version, ["version"]),
         (_unknown_group, ["item honour", "nope"]),
     ],

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from catalog import CatalogError, add_months, disclosure_period
+from catalog import CatalogError, add_months, disclosure_period, never_disclosed
+from catalog.periods import UNGRADED
 
 D = datetime.date
 
@@ -25,14 +26,50 @@ def test_severe_under_order_36() -> None:
     assert (period.min_end, period.max_end) == (D(2027, 5, 11), D(2029, 5, 11))
 
 
-def test_minor_is_not_disclosed() -> None:
+def test_minor_is_withheld_with_an_explicit_empty_window() -> None:
+    # 令第36号 (facts §5.1): 轻微 原则上不予公示. Not "no end" (readers take a missing end as
+    # "never ends"), but a zero-month period: it starts the day after the decision (民法典
+    # Art. 201) and ends on the decision day, so it never opens.
     period = disclosure_period("minor", D(2026, 4, 1))
-    assert period.min_end is None
-    assert period.max_end is None
+    assert (period.min_end, period.max_end, period.withheld) == (D(2026, 4, 1), D(2026, 4, 1), True)
+    assert never_disclosed(D(2026, 4, 1), period.max_end)
     assert "轻微" in period.rule
 
 
-@pytest.mark.parametrize("severity", ["minor", "general", "severe"])
+def test_only_withheld_windows_count_as_never_disclosed() -> None:
+    assert not never_disclosed(D(2026, 5, 11), disclosure_period("general", D(2026, 5, 11)).max_end)
+    assert not never_disclosed(D(2026, 5, 11), None)  # no period: not a dishonesty record
+    assert not never_disclosed(None, D(2026, 5, 11))
+    assert never_disclosed(D(2026, 5, 11), D(2026, 5, 10))
+
+
+def test_an_ungraded_record_before_2026_04_01_gets_the_58_order_window() -> None:
+    # no 失信程度 before 2026-04-01 (令第58号 had no grading): still 3 months - 3 years
+    period = disclosure_period(UNGRADED, D(2025, 6, 1))
+    assert (period.min_end, period.max_end) == (D(2025, 9, 1), D(2028, 6, 1))
+    assert "58" in period.rule
+    # from 2026-04-01 令第36号 needs the grade: validation refuses such a row, this is a guard
+    with pytest.raises(CatalogError, match="失信程度"):
+        disclosure_period(UNGRADED, D(2026, 4, 1))
+
+
+def test_the_five_year_cap_counts_from_the_end_of_the_conduct() -> None:
+    # Shandong Art. 38 (facts §5.3): 最长不得超过五年，自失信行为终止之日起计算.
+    # 严重 decided 2026-05-11 would run to 2029-05-11; conduct ended 2023-01-10 -> 2028-01-10.
+    period = disclosure_period("severe", D(2026, 5, 11), conduct_ended_on=D(2023, 1, 10))
+    assert (period.min_end, period.max_end) == (D(2027, 5, 11), D(2028, 1, 10))
+    # the cap falls inside the minimum period: the window shrinks to the cap
+    period = disclosure_period("severe", D(2026, 5, 11), conduct_ended_on=D(2021, 8, 1))
+    assert (period.min_end, period.max_end) == (D(2026, 8, 1), D(2026, 8, 1))
+    # five years had passed by the decision: never disclosed
+    period = disclosure_period("general", D(2025, 6, 1), conduct_ended_on=D(2020, 1, 1))
+    assert period.withheld
+    assert (period.min_end, period.max_end) == (D(2025, 6, 1), D(2025, 6, 1))
+    # without the field the cap runs from the decision, as before
+    assert disclosure_period("severe", D(2026, 5, 11)).max_end == D(2029, 5, 11)
+
+
+@pytest.mark.parametrize("severity", ["minor", "general", "severe", UNGRADED])
 def test_before_2026_04_01_the_58_order_applies(severity: str) -> None:
     period = disclosure_period(severity, D(2026, 3, 31))
     assert (period.min_end, period.max_end) == (D(2026, 6, 30), D(2029, 3, 31))
@@ -72,6 +109,24 @@ def test_window_is_ordered_and_capped_at_five_years(day: D, severity: str) -> No
     assert period.max_end is not None
     assert day < period.min_end <= period.max_end
     assert period.max_end <= add_months(day, 60)  # Shandong Art. 38
+
+
+@given(_days, st.integers(0, 3000), st.sampled_from(["minor", "general", "severe", UNGRADED]))
+def test_every_window_is_empty_or_ordered_and_within_the_conduct_cap(
+    day: D, days_before: int, severity: str
+) -> None:
+    if severity == UNGRADED and day >= D(2026, 4, 1):
+        return  # refused: 令第36号 needs the grade
+    ended = day - datetime.timedelta(days=days_before)
+    period = disclosure_period(severity, day, conduct_ended_on=ended)
+    assert period.min_end is not None
+    assert period.max_end is not None
+    assert period.withheld == never_disclosed(day, period.max_end)
+    if period.withheld:
+        assert period.min_end == period.max_end == day
+    else:
+        assert day < period.min_end <= period.max_end
+        assert period.max_end <= add_months(ended, 60)  # Shandong Art. 38, from the conduct
 
 
 @given(_days, _days, st.sampled_from(["general", "severe"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import pickle
+import tomllib
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalog import UnknownItem, ValidationResult, default_catalog, validate_record
+from catalog.loader import DEFAULT_PATH, build_catalog
+from catalog.periods import UNGRADED
 from tests.catalog.catalog_testdata import (
     AUTHORITY_USCC,
     COMPANY_USCC,
@@ -125,11 +128,46 @@ def test_wrong_subject_kind_points_to_the_right_item() -> None:
     assert any("admin_penalty_person" in e.message for e in result.errors)
 
 
-def test_severity_optional_before_2026_04_01() -> None:
+def test_severity_optional_before_2026_04_01_but_the_record_stays_dishonesty() -> None:
+    # 失信程度 is required from 2026-04-01 only (令第36号); an ungraded older penalty is still
+    # 失信信息: it gets `ungraded`, so it has a period (令第58号) and the 5-year cap
     result = check("admin_penalty", penalty_org(severity=None, decision_date="2025-06-01"))
     assert result.ok, result.errors
     assert result.record is not None
-    assert result.record.severity is None
+    assert result.record.severity == UNGRADED
+    # a value no row can carry: `ungraded` is not a spelling of the severity table
+    assert ("severity", "unknown_code") in _codes(
+        check("admin_penalty", penalty_org(severity=UNGRADED, decision_date="2025-06-01"))
+    )
+
+
+def test_ungraded_decisions_from_2026_04_01_are_refused_whatever_the_catalogue_says() -> None:
+    # a catalogue whose severity field lost its conditional rule still cannot make a record
+    # without a lawful period (令第36号 grades every decision from 2026-04-01)
+    raw = tomllib.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    for f in raw["field_groups"]["penalty"]["fields"]:
+        if f["id"] == "severity":
+            f["required"] = "O"
+    lax = build_catalog(raw)
+    result = validate_record("admin_penalty", penalty_org(severity=None), today=TODAY, catalog=lax)
+    assert ("severity", "required") in _codes(result)
+    assert len(result.errors) == 1
+    # the shipped catalogue says it once, not twice
+    assert [e.code for e in check("admin_penalty", penalty_org(severity=None)).errors] == [
+        "required"
+    ]
+
+
+def test_the_end_of_the_conduct_is_carried_for_the_five_year_cap() -> None:
+    result = check("admin_penalty", penalty_org(conduct_end_date="2025/12/31"))
+    assert result.record is not None, result.errors
+    assert result.record.conduct_ended_on == datetime.date(2025, 12, 31)
+    assert check("admin_penalty", penalty_org()).record.conduct_ended_on is None  # type: ignore[union-attr]
+    listed = check("severe_dishonesty_list_person", GOOD_ROWS["severe_dishonesty_list_person"])
+    assert listed.record is not None
+    assert listed.record.conduct_ended_on is None
+    future = check("admin_penalty", penalty_org(conduct_end_date="2026-12-01"))
+    assert ("conduct_end_date", "future_date") in _codes(future)
 
 
 def test_pre_2021_penalty_type_only_for_old_decisions() -> None:
@@ -466,6 +504,72 @@ def test_item_specific_normalisation() -> None:
 def test_unknown_item_raises() -> None:
     with pytest.raises(UnknownItem):
         validate_record("nope", {}, today=TODAY)
+
+
+# --- fixed-length fields (facts §4.1: `C..n` at most n, `Cn` exactly n) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("M000100Y4", True),  # GB 32100 worked example 91350100M000100Y43, positions 9-17
+        ("m000100y-4", True),  # the printed form, normalised
+        ("M000100Y5", False),  # wrong GB 11714 check character
+        ("12", False),
+        ("中文", False),
+        ("M000100Y4X", False),
+        ("M000100Y*", False),
+        ("000000000", False),
+    ],
+)
+def test_org_code_is_nine_characters_with_its_gb11714_check(value: str, ok: bool) -> None:
+    result = check("admin_penalty", penalty_org(org_code=value))
+    if ok:
+        assert result.record is not None, result.errors
+        assert result.record.fields["org_code"] == "M000100Y4"
+    else:
+        assert ("org_code", "bad_identifier") in _codes(result)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("370303", True), ("ab", False), ("37030", False), ("3703031", False), ("99030X", False),
+     ("990303", False), ("３７０３０３", True)],
+)  # fmt: skip
+def test_admin_division_is_six_digits(value: str, ok: bool) -> None:
+    row = dict(GOOD_ROWS["natural_person_identity"], admin_division=value)
+    result = check("natural_person_identity", row)
+    if ok:
+        assert result.record is not None, result.errors
+        assert result.record.fields["admin_division"] == "370303"
+    else:
+        assert ("admin_division", "bad_identifier") in _codes(result)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("110000123456", True), ("12345", False)])
+def test_other_fixed_length_fields_are_exact(value: str, ok: bool) -> None:
+    # 事业单位证书号 is C12 (facts §4.3): twelve characters, not "up to twelve"
+    result = check("admin_penalty", penalty_org(public_inst_cert_no=value))
+    assert result.ok is ok
+    if not ok:
+        assert ("public_inst_cert_no", "bad_length") in _codes(result)
+
+
+def test_a_birth_date_that_contradicts_the_id_number_is_refused() -> None:
+    # GB 11643: positions 7-14 are the birth date (PERSON_ID is born 1990-01-01)
+    good = check("natural_person_identity", GOOD_ROWS["natural_person_identity"])
+    assert good.ok, good.errors
+    row = dict(GOOD_ROWS["natural_person_identity"], birth_date="1990-01-02")
+    result = check("natural_person_identity", row)
+    assert _codes(result) == {("birth_date", "birth_date_mismatch")}
+    (error,) = result.errors
+    assert "birth_date" in error.message
+    assert "id_number" in error.message
+    for value in ("1990-01-02", "19900102", "1990-01-01", "19900101", PERSON_ID):
+        assert value not in error.message
+    # another document type carries no birth date to compare
+    passport = dict(row, id_type="护照", id_number="E12345678")
+    assert check("natural_person_identity", passport).ok
 
 
 # --- no personal data in messages -----------------------------------------------------------

@@ -11,11 +11,13 @@ import pytest
 
 import adapters
 import keys
+from catalog.periods import UNGRADED
 from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.demo_data import numbered_uscc
 from node.errors import ConfigError
 from node.ingest import IngestSummary, run_ingest, source_key
+from node.lifecycle import visible
 from node.store import open_store
 
 TODAY = dt.date(2026, 11, 25)
@@ -234,3 +236,66 @@ def test_keys_of_another_node_are_refused(home: Path, tmp_path: Path) -> None:
     mapping = write_source(home.parent, [penalty_row(1)])
     with pytest.raises(ConfigError, match="belong to node 'tax'"):
         ingest(home, mapping, node_keys=other)
+
+
+def test_minor_ungraded_and_capped_penalties_get_their_lawful_windows(home: Path) -> None:
+    """The periods the sealer stores (catalogue-facts §5): every one judged by the rules that
+    queries (node/query.py via `visible`) and feeds (`disclosure_ended`) apply."""
+    header = [*HEADER, "违法行为终止日期"]
+    mapping = write_source(home.parent, [])
+    mapping.write_text(
+        MAPPING.replace('severity = "失信程度"\n', 'severity = "失信程度"\n'
+                        'conduct_end_date = "违法行为终止日期"\n'),
+        encoding="utf-8",
+    )  # fmt: skip
+    rows = [
+        # 轻微 under 令第36号: 原则上不予公示 -> withheld, also on its decision day
+        {**penalty_row(1), "失信程度": "轻微", "违法行为终止日期": ""},
+        {**penalty_row(2, decided=TODAY.isoformat()), "失信程度": "轻微", "违法行为终止日期": ""},
+        # no 失信程度 before 2026-04-01: still 失信信息, 令第58号 3 months - 3 years
+        {**penalty_row(3, decided="2025-06-01"), "失信程度": "", "违法行为终止日期": ""},
+        # Shandong Art. 38: five years from the end of the conduct (2021-01-10 -> 2026-01-10)
+        {**penalty_row(4, decided="2025-06-01"), "失信程度": "", "违法行为终止日期": "2021-01-10"},
+    ]
+    with (home.parent / "penalties.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    config = load_config(home)
+    store = open_store(config.store.url)
+    try:
+        store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+        summary = ingest(home, mapping, store=store)
+        assert (summary.accepted, summary.rejected) == (4, 0)
+        blind = keys.BlindIndex(keys.load_key_dir(config.keys_dir).blind_index_key)
+
+        def stored(i: int) -> tuple[str, str | None, dt.date | None, dt.date | None, bool]:
+            token = blind.token(numbered_uscc("91370303", 1000 + i))
+            (row,) = store.records_by_subject(token, states=None)
+            # what the query path reads and judges (node/query.py)
+            (candidate,) = store.release_candidates(
+                token, producer="market", states=("active", "withdrawn", "expired")
+            )
+            shown = visible(
+                state=candidate.state,
+                severity=candidate.severity,
+                decided_on=candidate.decided_on,
+                disclosure_max_end=candidate.disclosure_max_end,
+                today=TODAY,
+            )
+            return row.state, row.severity, row.disclosure_min_end, row.disclosure_max_end, shown
+
+        decided, today = dt.date(2026, 5, 11), TODAY
+        assert stored(1) == ("expired", "minor", decided, decided, False)
+        assert stored(2) == ("expired", "minor", today, today, False)
+        ungraded = dt.date(2025, 9, 1), dt.date(2028, 6, 1)
+        assert stored(3) == ("active", UNGRADED, *ungraded, True)
+        capped = dt.date(2025, 9, 1), dt.date(2026, 1, 10)
+        assert stored(4) == ("expired", UNGRADED, *capped, False)
+        # the feed provider withholds the body of every expired version (docs/feeds.md)
+        states = {store.record_versions("market", e.record_key)[0].state
+                  for e in store.events_after("tax", 0)}  # fmt: skip
+        assert states == {"active", "expired"}
+        assert store.records_due_for_expiry(TODAY) == []
+    finally:
+        store.close()

@@ -309,15 +309,21 @@ def test_repair_withdraws_everywhere_with_propagation_report(
     assert "lifecycle_repair" in [e.kind for _, e in entries]
 
 
-def test_minor_record_repairs_as_soon_as_obligations_are_met(
+def test_a_minor_record_is_withheld_so_there_is_nothing_to_repair(
     runtime: NodeRuntime, clock: Clock
 ) -> None:
-    minor = runtime.store.records_by_subject(runtime.blind.token(numbered_uscc("91370303", 1004)))
-    (record,) = minor
-    assert (record.severity, record.disclosure_min_end) == ("minor", None)
+    # 令第36号: 轻微 原则上不予公示. It is stored with the explicit empty window and never
+    # active, so no query or feed shows it and repair (which stops disclosure) has no object.
+    subject = runtime.blind.token(numbered_uscc("91370303", 1004))
+    assert runtime.store.records_by_subject(subject) == []
+    (record,) = runtime.store.records_by_subject(subject, states=None)
+    decided = dt.date(2026, 5, 11)
+    assert (record.state, record.severity) == ("expired", "minor")
+    assert (record.disclosure_min_end, record.disclosure_max_end) == (decided, decided)
     clock.day(dt.date(2026, 5, 21))
     good = rules.RepairApplication(obligations_fulfilled=True, commitment_sha256=COMMITMENT)
-    assert ops.repair_record(runtime, record.record_key, good).state == "withdrawn"
+    with pytest.raises(ops.RepairRefused, match="not_active"):
+        ops.repair_record(runtime, record.record_key, good)
 
 
 # --- the scan: expiry, cap, purge ------------------------------------------------------------
@@ -336,14 +342,15 @@ def test_scan_expires_then_purges_after_retention(runtime: NodeRuntime, clock: C
     assert scan(runtime).expired == 0  # idempotent
     # kept encrypted for five years after max_end, purged the day after
     clock.day(dt.date(2032, 5, 11))
-    assert scan(runtime).purged == 0
+    # only the withheld minor record (its window ended on its decision day, 2026-05-11)
+    assert scan(runtime).purged == 1
     clock.day(dt.date(2032, 5, 12))
     report = scan(runtime)
     assert report.purged == 2
     purged = ls.current_record(runtime.store, "market", general)
     assert (purged.state, purged.body) == ("purged", b"")
     entries = accesslog.search(runtime.log.backend, kind="purge")
-    assert len(entries) == 2
+    assert len(entries) == 3
     assert {e.subject_index for _, e in entries} >= {purged.subject_index}
     assert accesslog.verify_log(runtime.log.backend, runtime.log_verifiers()).ok
 

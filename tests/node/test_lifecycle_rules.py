@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import catalog
+from catalog.periods import UNGRADED
 from node import lifecycle as rules
 from node.errors import InputError
 
@@ -31,7 +32,8 @@ COMMITMENT = "ab" * 32
         ("general", D(2026, 3, 31), D(2026, 6, 30), D(2029, 3, 31)),
         ("general", D(2026, 4, 1), D(2026, 7, 1), D(2027, 4, 1)),
         ("severe", D(2026, 4, 1), D(2027, 4, 1), D(2029, 4, 1)),
-        ("minor", D(2026, 4, 1), None, None),
+        # 轻微 under 令第36号: withheld, an explicit empty window (never "no end")
+        ("minor", D(2026, 4, 1), D(2026, 4, 1), D(2026, 4, 1)),
     ],
 )
 def test_disclosure_period_examples(
@@ -68,6 +70,57 @@ def test_disclosure_ends_by_the_dates_alone() -> None:
     assert ended(D(2031, 5, 12), None)  # the Shandong cap, with no stored period
     assert not rules.disclosure_ended(
         severity=None, decided_on=D(2000, 1, 1), disclosure_max_end=None, today=D(2026, 1, 1)
+    )
+
+
+def test_a_minor_record_is_never_visible_not_even_on_its_decision_day() -> None:
+    # 令第36号 (facts §5.1): 轻微 原则上不予公示. The sealer stores the explicit empty window;
+    # queries (node/query.py), feeds (exchange_service) and ingest all judge by these rules.
+    decided = D(2026, 5, 11)
+    period = catalog.disclosure_period("minor", decided)
+    for today in (decided, decided + dt.timedelta(days=1), D(2030, 1, 1)):
+        assert rules.disclosure_ended(
+            severity="minor", decided_on=decided, disclosure_max_end=period.max_end, today=today
+        )
+        assert not rules.visible(
+            state="active",
+            severity="minor",
+            decided_on=decided,
+            disclosure_max_end=period.max_end,
+            today=today,
+        )
+
+
+def test_a_minor_row_stored_without_an_end_is_withheld_too() -> None:
+    # rows sealed before withheld windows were explicit carry no end: not "never ends"
+    for today in (D(2026, 5, 11), D(2027, 1, 1)):
+        assert not rules.visible(
+            state="active",
+            severity="minor",
+            decided_on=D(2026, 5, 11),
+            disclosure_max_end=None,
+            today=today,
+        )
+    # before 2026-04-01 令第58号 disclosed minor records too (3 months - 3 years)
+    assert rules.visible(
+        state="active",
+        severity="minor",
+        decided_on=D(2026, 3, 1),
+        disclosure_max_end=None,
+        today=D(2026, 5, 1),
+    )
+
+
+def test_the_cap_applies_to_a_dishonesty_record_without_a_grade() -> None:
+    # a penalty decided before 2026-04-01 without 失信程度 is still 失信信息 (severity
+    # `ungraded`): the Shandong cap reaches it even with no stored period
+    assert rules.is_past_cap(UNGRADED, D(2021, 3, 1), D(2026, 3, 2))
+    assert not rules.is_past_cap(UNGRADED, D(2021, 3, 1), D(2026, 3, 1))
+    assert rules.disclosure_ended(
+        severity=UNGRADED,
+        decided_on=D(2025, 6, 1),
+        disclosure_max_end=catalog.disclosure_period(UNGRADED, D(2025, 6, 1)).max_end,
+        today=D(2028, 6, 2),
     )
 
 
