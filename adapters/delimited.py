@@ -7,8 +7,17 @@ strictly, so a byte sequence that is not valid in the chosen encoding anywhere i
 stops the run with a `SourceError` naming the file, the row and the byte offset: never a
 silently garbled (mojibake) value. "gbk", "gb2312" and "cp936" are read as GB18030.
 
-The file is read as bytes and split on b"\\n", which never occurs inside a UTF-8 or GB18030
-character, so byte offsets are exact and a resume can seek straight to the next row.
+The file is read as bytes and split into lines at "\\r\\n", "\\n" or a lone "\\r" (universal
+newlines: old Mac-style exports end lines with CR alone). Neither byte occurs inside a UTF-8 or
+GB18030 character, so byte offsets are exact and a resume can seek straight to the next row.
+
+The delimiter, when not named, is sniffed from the lines from `header_row` on, so a title line
+above the header does not hide a tab- or semicolon-separated layout.
+
+Python's csv reader refuses a cell longer than its field size limit (128 KiB by default). Such a
+row is not a reason to stop the file: the rest of the record is skipped exactly (quotes are
+followed, so a long quoted cell spanning lines is skipped whole) and the row is yielded as a
+`ProblemRow` with code "cell_too_large" naming the column, its other cells kept for the report.
 """
 
 from __future__ import annotations
@@ -21,7 +30,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from adapters.errors import SourceError
-from adapters.source import EXTRA_CELLS, ResumeState, Row, check_resume, name_columns
+from adapters.source import (
+    EXTRA_CELLS,
+    CellProblem,
+    ProblemRow,
+    ResumeState,
+    Row,
+    check_resume,
+    name_columns,
+)
 
 __all__ = ["CsvSource", "detect_encoding"]
 
@@ -40,6 +57,9 @@ _ALIASES = {
     "cp936": "gb18030",
 }
 _DELIMITERS = (",", "\t", ";", "|")
+_BLOCK = 64 * 1024
+_SNIFF_LINES = 19
+_TOO_LARGE = "field larger than field limit"  # the csv module's message for an oversize cell
 
 
 def canonical_encoding(name: str) -> str | None:
@@ -73,6 +93,101 @@ def detect_encoding(sample: bytes, source: str) -> tuple[str, int]:
             ) from None
         return "gb18030", 0
     return "utf-8", 0
+
+
+def physical_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The rest of a binary file as lines, each with its ending: CRLF, LF or a lone CR.
+
+    Reads in 64 KiB blocks, so a file whose lines end in CR alone is not read whole.
+    """
+    pending: list[bytes] = []
+    while block := handle.read(_BLOCK):
+        held_cr = bool(pending) and pending[-1].endswith(b"\r")
+        if not held_cr and b"\n" not in block and b"\r" not in block:
+            pending.append(block)  # a long line: join once its end is found
+            continue
+        lines = (b"".join(pending) + block).splitlines(keepends=True)
+        pending = []
+        if not lines[-1].endswith(b"\n"):
+            # No ending yet, or a CR whose LF may start the next block.
+            pending.append(lines.pop())
+        yield from lines
+    if pending:
+        yield b"".join(pending)
+
+
+class _RecordScan:
+    """Follows the rest of one record the csv reader gave up on, as the reader would parse it
+    (quote character '"', doubled quotes inside quoted cells, no escape character).
+
+    `feed` takes one line and says whether the record ends with it; `cells` holds the cells
+    read so far, an oversize cell as "" (it is never held in memory), and `oversize` the
+    indexes of the cells longer than `limit`.
+    """
+
+    _START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+    def __init__(self, delimiter: str, limit: int) -> None:
+        self._delimiter = delimiter
+        self._limit = limit
+        self._state = self._START
+        self._parts: list[str] = []
+        self._length = 0
+        self.cells: list[str] = []
+        self.oversize: list[int] = []
+
+    def _add(self, text: str) -> None:
+        self._length += len(text)
+        if self._length > self._limit:
+            if not self.oversize or self.oversize[-1] != len(self.cells):
+                self.oversize.append(len(self.cells))
+            self._parts = []
+        else:
+            self._parts.append(text)
+
+    def _end_cell(self) -> None:
+        self.cells.append("".join(self._parts))
+        self._parts, self._length = [], 0
+
+    def feed(self, line: str) -> bool:
+        """Read one line of the record; True when the record ends with it."""
+        i, end = 0, len(line)
+        while i < end:
+            if self._state == self._QUOTED:
+                quote = line.find('"', i)
+                if quote < 0:
+                    self._add(line[i:])
+                    return False
+                self._add(line[i:quote])
+                self._state, i = self._QUOTE_IN_QUOTED, quote + 1
+                continue
+            char = line[i]
+            if self._state == self._QUOTE_IN_QUOTED:
+                if char == '"':
+                    self._add('"')
+                    self._state, i = self._QUOTED, i + 1
+                    continue
+                self._state = self._UNQUOTED
+            if char in "\r\n":
+                self._end_cell()
+                return True
+            if char == self._delimiter:
+                self._end_cell()
+                self._state, i = self._START, i + 1
+                continue
+            if self._state == self._START and char == '"':
+                self._state, i = self._QUOTED, i + 1
+                continue
+            stop = min(
+                (j for j in (line.find(c, i) for c in (self._delimiter, "\r", "\n")) if j >= 0),
+                default=end,
+            )
+            self._add(line[i:stop])
+            self._state, i = self._UNQUOTED, stop
+        if self._state == self._QUOTED:
+            return False
+        self._end_cell()  # the last line of the file, without an ending
+        return True
 
 
 def sniff_delimiter(lines: list[str]) -> str:
@@ -128,6 +243,7 @@ class CsvSource:
         self._fingerprint = ""
         self._offset = 0
         self._row_number = 0
+        self._record: list[str] = []  # the lines of the record being read
 
     @property
     def encoding(self) -> str:
@@ -159,7 +275,7 @@ class CsvSource:
             raise SourceError(self.name, f"cannot open the file ({error.strerror})") from None
 
     def _lines(self, handle: BinaryIO, offset: int, encoding: str) -> Iterator[str]:
-        for raw in handle:
+        for raw in physical_lines(handle):
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as error:
@@ -177,6 +293,7 @@ class CsvSource:
                 ) from None
             offset += len(raw)
             self._offset = offset
+            self._record.append(text)
             yield text
 
     def _prepare(self) -> None:
@@ -194,12 +311,15 @@ class CsvSource:
             handle.seek(bom)
             lines = self._lines(handle, bom, encoding)
             if self._delimiter is None:
-                head = sample[bom:].split(b"\n")[:20]
-                text_head = [
-                    line.decode(encoding, errors="replace") + "\n" for line in head[:-1]
-                ] or [sample[bom:].decode(encoding, errors="replace")]
+                # The last line of the sample may be cut short; lines above header_row (a
+                # title) would make every candidate split unevenly, so both are left out.
+                lines_of_sample = sample[bom:].splitlines(keepends=True)
+                skip = self._header_row - 1
+                head = lines_of_sample[:-1][skip : skip + _SNIFF_LINES] or lines_of_sample[skip:]
                 # Replacement characters here only steer the sniffing; real rows decode strictly.
-                self._delimiter = sniff_delimiter(text_head)
+                self._delimiter = sniff_delimiter(
+                    [line.decode(encoding, errors="replace") for line in head]
+                )
             reader = csv.reader(lines, delimiter=self._delimiter, strict=True)
             header: list[str] | None = None
             try:
@@ -239,28 +359,62 @@ class CsvSource:
             if not 0 <= start <= self.path.stat().st_size:
                 raise SourceError(self.name, "the resume state points past the end of the file")
         self._offset = start
-        width = len(columns)
         with self._open() as handle:
             handle.seek(start)
-            reader = csv.reader(
-                self._lines(handle, start, self._encoding), delimiter=self._delimiter, strict=True
-            )
+            lines = self._lines(handle, start, self._encoding)
+            reader = csv.reader(lines, delimiter=self._delimiter, strict=True)
             while True:
+                self._record = []
                 try:
                     cells = next(reader)
                 except StopIteration:
                     return
                 except csv.Error as error:
-                    raise SourceError(
-                        self.name, f"malformed CSV ({error})", row=self._row_number + 1
-                    ) from None
+                    if not str(error).startswith(_TOO_LARGE):
+                        raise SourceError(
+                            self.name, f"malformed CSV ({error})", row=self._row_number + 1
+                        ) from None
+                    self._row_number += 1
+                    yield self._row_number, self._oversize_row(lines, columns)
+                    continue
                 self._row_number += 1
                 if not any(cells):
                     continue
-                row = dict(zip(columns, cells, strict=False))
-                if len(cells) < width:
-                    for name in columns[len(cells) :]:
-                        row[name] = ""
-                elif len(cells) > width:
-                    row[EXTRA_CELLS] = "\t".join(cells[width:])
-                yield self._row_number, row
+                yield self._row_number, _row(columns, cells)
+
+    def _oversize_row(self, lines: Iterator[str], columns: tuple[str, ...]) -> ProblemRow:
+        """Finish the record the csv reader refused for a cell over its size limit.
+
+        The reader has consumed the record's lines up to the oversize cell; the rest is read
+        here (never by the reader, which would take it for new records).
+        """
+        assert self._delimiter is not None
+        limit = csv.field_size_limit()
+        scan = _RecordScan(self._delimiter, limit)
+        ended = False
+        for text in self._record:
+            ended = scan.feed(text)
+        while not ended:
+            more = next(lines, None)
+            if more is None:
+                break
+            ended = scan.feed(more)
+        width = len(columns)
+        why = f"a cell longer than {limit} characters (the CSV reader's limit)"
+        problems = [
+            CellProblem(columns[i] if i < width else EXTRA_CELLS, "cell_too_large", why)
+            for i in scan.oversize
+        ]
+        return ProblemRow(_row(columns, scan.cells), problems)
+
+
+def _row(columns: tuple[str, ...], cells: list[str]) -> dict[str, str]:
+    """A row from a record's cells: missing trailing cells are empty, extra ones kept apart."""
+    width = len(columns)
+    row = dict(zip(columns, cells, strict=False))
+    if len(cells) < width:
+        for name in columns[len(cells) :]:
+            row[name] = ""
+    elif len(cells) > width:
+        row[EXTRA_CELLS] = "\t".join(cells[width:])
+    return row

@@ -4,6 +4,11 @@ Numbers keep the exact text they were written with (no float rounding: 0.1 stays
 null is an empty value, nested arrays and objects become compact JSON text. A line that is not
 valid UTF-8, not valid JSON or not an object stops the run with a `SourceError` naming the file,
 line and byte offset; blank lines are skipped.
+
+Two kinds of line are valid JSON but cannot be read faithfully; each becomes a `ProblemRow`
+(rejected, naming the line, and the run goes on): an object that repeats a key, at any depth
+(JSON readers silently keep one of the values; code "duplicate_key", naming the key), and a line
+nested more deeply than the JSON reader can follow (code "too_deep").
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from adapters.errors import SourceError
-from adapters.source import ResumeState, Row, cell_text, check_resume
+from adapters.source import CellProblem, ProblemRow, ResumeState, Row, check_resume, row_cells
 
 __all__ = ["JsonlSource"]
 
@@ -24,6 +30,39 @@ _SAMPLE = 64 * 1024
 
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+class _Objects:
+    """An `object_pairs_hook` that builds dicts and notes the keys an object repeats.
+
+    The hook runs innermost object first, so the line's own (outermost) object is the last call.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.repeated: list[tuple[int, str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        self.calls += 1
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.repeated.append((self.calls, key))
+                seen.add(key)
+        return obj
+
+    def problems(self) -> list[CellProblem]:
+        """One problem per repeated key (once each); a top-level key names its column."""
+        found: dict[tuple[str, str], CellProblem] = {}
+        for call, key in self.repeated:
+            if call == self.calls:
+                problem = CellProblem(key, "duplicate_key", "the key appears twice in the object")
+            else:
+                problem = CellProblem("", "duplicate_key", f"a nested object repeats key {key!r}")
+            found.setdefault((problem.column, problem.message), problem)
+        return list(found.values())
 
 
 class JsonlSource:
@@ -90,13 +129,20 @@ class JsonlSource:
                         row=self._row_number,
                         byte_offset=line_offset + error.start,
                     ) from None
+                objects = _Objects()
                 try:
                     obj = json.loads(
                         text,
                         parse_float=str,
                         parse_int=str,
                         parse_constant=_refuse_constant,
+                        object_pairs_hook=objects,
                     )
+                except RecursionError:
+                    # Valid JSON, but deeper than the reader's stack: reject the line, go on.
+                    why = "arrays or objects nested too deeply to read"
+                    yield self._row_number, ProblemRow({}, [CellProblem("", "too_deep", why)])
+                    continue
                 except ValueError as error:
                     raise SourceError(
                         self.name,
@@ -111,7 +157,12 @@ class JsonlSource:
                         row=self._row_number,
                         byte_offset=line_offset,
                     )
-                yield self._row_number, {str(k): cell_text(v) for k, v in obj.items()}
+                cells = row_cells(obj, obj)
+                repeated = objects.problems()
+                if repeated:
+                    unreadable = cells.problems if isinstance(cells, ProblemRow) else ()
+                    cells = ProblemRow(cells, [*repeated, *unreadable])
+                yield self._row_number, cells
 
 
 def _column(error: ValueError) -> str:

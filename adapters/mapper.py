@@ -19,7 +19,9 @@ __all__ = ["RowProblem", "map_row", "mapped_columns"]
 class RowProblem:
     """Why a row was rejected: the source column, the catalogue field, a code and a message.
 
-    Messages never repeat the cell value (the reject report carries the original values).
+    Messages the adapters write never repeat the cell value (the reject report carries the
+    original values); messages passed on from the catalogue may quote a public field's value or
+    a masked identifier (see docs/mapping.md, "Reject reports").
     """
 
     column: str

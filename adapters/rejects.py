@@ -8,14 +8,17 @@ Two formats, both written incrementally (flat memory) and both listing the same 
 - JSON Lines: one object per rejected row:
   `{"source", "row", "problems": [{"column", "field", "code", "message"}], "values": {...}}`.
 
-Values that a spreadsheet would run as a formula (starting with = + @ or a - not followed by a
-digit) get a leading apostrophe in the CSV report only (CSV injection); JSON keeps them as is.
+Text that a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage
+return) gets a leading apostrophe in the CSV report only (CSV injection), unless the whole text
+is a plain number such as -5 or -1.25; JSON keeps every value as is. `-2+3+cmd|' /C calc'!A0`
+starts with a minus and a digit but is no number, so it is defused too.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,10 +43,13 @@ class RejectWriter(Protocol):
         ...
 
 
+_FORMULA_START = frozenset("=+-@\t\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
 def _safe_cell(value: str) -> str:
-    if value[:1] in {"=", "+", "@"} or (
-        value[:1] == "-" and not (value[1:2].isdigit() or value[1:2] == ".")
-    ):
+    """The text with a leading apostrophe if a spreadsheet could run it as a formula."""
+    if value[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(value):
         return "'" + value
     return value
 
@@ -81,20 +87,22 @@ class CsvRejectWriter(_Base):
         self._columns = tuple(columns)
         self._handle.write("\ufeff")
         self._writer = csv.writer(self._handle)
-        self._writer.writerow([*CSV_COLUMNS, *self._columns])
+        self._writer.writerow([_safe_cell(c) for c in (*CSV_COLUMNS, *self._columns)])
 
     def write(self, row: RejectedRow) -> None:
         """Write one line per problem of the row."""
         originals = [_safe_cell(row.raw.get(c, "")) for c in self._columns]
         for problem in row.problems:
+            # Names and messages are defused too: a column name or a catalogue message can
+            # start with any character.
             self._writer.writerow(
                 [
-                    row.source,
+                    _safe_cell(row.source),
                     row.row_number,
-                    problem.column,
-                    problem.field_id,
+                    _safe_cell(problem.column),
+                    _safe_cell(problem.field_id),
                     problem.code,
-                    problem.message,
+                    _safe_cell(problem.message),
                     *originals,
                 ]
             )

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import catalog as cat
 from adapters.check import check_columns, check_mapping
@@ -26,7 +26,7 @@ from adapters.errors import MappingError, SourceError
 from adapters.identity import content_hash, record_key
 from adapters.mapper import RowProblem, map_row, mapped_columns
 from adapters.mapping import MappingSpec
-from adapters.source import EXTRA_CELLS, ResumeState, Source
+from adapters.source import EXTRA_CELLS, ProblemRow, ResumeState, Source
 from adapters.sources import open_source
 
 __all__ = ["AcceptedRecord", "Batch", "RejectedRow", "Summary", "run_mapping"]
@@ -131,6 +131,24 @@ def _columns_of(m: MappingSpec) -> dict[str, str]:
     return {f.field_id: f.where for f in m.fields.values()}
 
 
+def _fields_of(m: MappingSpec) -> dict[str, str]:
+    """The field each source column feeds (the first, should one feed several)."""
+    fields: dict[str, str] = {}
+    for spec in m.fields.values():
+        for column in spec.columns:
+            fields.setdefault(column, spec.field_id)
+    return fields
+
+
+@runtime_checkable
+class _Narrowable(Protocol):
+    """A source that can read only some columns (SQL: the others are not even selected)."""
+
+    def read_only(self, columns: Iterable[str]) -> None:
+        """Read only these columns."""
+        ...
+
+
 def run_mapping(
     m: MappingSpec,
     *,
@@ -147,7 +165,10 @@ def run_mapping(
     Refuses to start (MappingError) when `check_mapping` finds an error, and (SourceError) when
     a mapped column is missing from the source header. `limit` stops after that many rows (a
     dry run); `source` replaces the reader the mapping names (tests, or a caller that already
-    opened it). Source errors mid-run propagate; batches already yielded stay valid.
+    opened it). A source that can read only some columns (SQL) is told to read the mapped ones.
+    A row the source could read only in part (`ProblemRow`) is rejected with the source's
+    reasons, without mapping it. Source errors mid-run propagate; batches already yielded stay
+    valid.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -165,7 +186,10 @@ def run_mapping(
             raise SourceError(reader.name, f"{missing[0].key}: {missing[0].message}")
     keep = mapped_columns(m.fields)
     keep_set = frozenset(keep)
+    if isinstance(reader, _Narrowable):
+        reader.read_only(keep)
     where = _columns_of(m)
+    field_of = _fields_of(m)
     item_id = m.item
 
     accepted: list[AcceptedRecord] = []
@@ -176,32 +200,47 @@ def run_mapping(
         # Only the mapped columns travel on: an export's other columns (phone numbers,
         # anything prohibited) never reach a record or a reject report.
         raw = _MappedColumns(row, keep, keep_set)
-        values, problems = map_row(m.fields, row)
-        if EXTRA_CELLS in row:
-            problems.append(
-                RowProblem(EXTRA_CELLS, "", "extra_cells", "more cells than header columns")
+        if isinstance(row, ProblemRow):
+            # The source could not read the row as it stands (a cell too large, a repeated
+            # JSON key ...): its values are incomplete or ambiguous, so they are not judged.
+            rejected.append(
+                RejectedRow(
+                    reader.name,
+                    row_number,
+                    raw,
+                    tuple(
+                        RowProblem(p.column, field_of.get(p.column, ""), p.code, p.message)
+                        for p in row.problems
+                    ),
+                )
             )
-        result = cat.validate_record(item_id, values, today=today, catalog=catalog)
-        if result.errors:
-            failed = {p.field_id for p in problems}
-            problems.extend(
-                RowProblem(where.get(e.field_id, ""), e.field_id, e.code, e.message)
-                for e in result.errors
-                # A field whose transform failed was left out; "required" for it is no news.
-                if e.field_id not in failed
-            )
-        if problems or result.record is None:
-            if not problems:  # pragma: no cover - validate_record always explains a refusal
-                problems.append(RowProblem("", "", "invalid", "refused by the catalogue"))
-            rejected.append(RejectedRow(reader.name, row_number, raw, tuple(problems)))
         else:
-            record = result.record
-            key = record_key(item_id, record.natural_key)
-            digest = content_hash(record.fields)
-            if seen is not None and seen(key, digest):
-                skipped += 1
+            values, problems = map_row(m.fields, row)
+            if EXTRA_CELLS in row:
+                problems.append(
+                    RowProblem(EXTRA_CELLS, "", "extra_cells", "more cells than header columns")
+                )
+            result = cat.validate_record(item_id, values, today=today, catalog=catalog)
+            if result.errors:
+                failed = {p.field_id for p in problems}
+                problems.extend(
+                    RowProblem(where.get(e.field_id, ""), e.field_id, e.code, e.message)
+                    for e in result.errors
+                    # A field whose transform failed was left out; "required" for it is no news.
+                    if e.field_id not in failed
+                )
+            if problems or result.record is None:
+                if not problems:  # pragma: no cover - validate_record always explains a refusal
+                    problems.append(RowProblem("", "", "invalid", "refused by the catalogue"))
+                rejected.append(RejectedRow(reader.name, row_number, raw, tuple(problems)))
             else:
-                accepted.append(AcceptedRecord(row_number, record, key, digest, raw))
+                record = result.record
+                key = record_key(item_id, record.natural_key)
+                digest = content_hash(record.fields)
+                if seen is not None and seen(key, digest):
+                    skipped += 1
+                else:
+                    accepted.append(AcceptedRecord(row_number, record, key, digest, raw))
         if read == batch_size or (limit is not None and read >= limit):
             yield Batch(accepted, rejected, read, reader.position(), skipped)
             if limit is not None:

@@ -8,13 +8,18 @@ skipping one.
 Row numbers are what a clerk sees: the spreadsheet row for CSV and Excel (the header line is a
 row), the line for JSON Lines, and a running count for SQL tables. Rows whose cells are all
 empty are not rows (exports pad with them) and are neither yielded nor counted.
+
+A row the source can read only in part (a cell over the CSV reader's size limit, a JSON object
+with a repeated key or nested too deeply, a database value that cannot be written as text) is
+still yielded, as a `ProblemRow`: the cells that could be read plus the reasons. The run rejects
+it with those reasons and goes on, so one odd row neither stops the file nor disappears.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -25,6 +30,30 @@ Row = tuple[int, dict[str, str]]
 
 EXTRA_CELLS = "(extra cells)"
 """Key under which a CSV row's cells beyond the header are kept, so the row can be rejected."""
+
+
+@dataclass(frozen=True)
+class CellProblem:
+    """Why a source could not read a row as it stands: the column ("" for the whole row), a
+    reject code and a message that never repeats a cell value."""
+
+    column: str
+    code: str
+    message: str
+
+
+class ProblemRow(dict[str, str]):
+    """A row the source read only in part: the cells it could read, and `problems`.
+
+    It is a plain row for everything that reads cells; `run_mapping` rejects it with its
+    problems instead of mapping it, because some of its values are missing or ambiguous.
+    """
+
+    problems: tuple[CellProblem, ...]
+
+    def __init__(self, cells: Mapping[str, str], problems: Iterable[CellProblem]) -> None:
+        super().__init__(cells)
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -123,7 +152,12 @@ def cell_text(value: object) -> str:
 
     None is "", booleans "true"/"false", integral floats without ".0", other floats in their
     shortest round-trip form, decimals without exponent, dates ISO (datetimes at midnight as a
-    date, others "YYYY-MM-DD HH:MM:SS"), nested JSON compact.
+    date, others "YYYY-MM-DD HH:MM:SS"), bytes as hex. Lists, tuples and dicts (database arrays
+    and JSON columns) become compact JSON whose nested values are written by these same rules
+    (`[Decimal("1.5")]` is `["1.5"]`).
+
+    Raises ValueError, naming no value, for a container that cannot be JSON: a circular one,
+    one nested too deeply, or a dict whose keys are not text, numbers, booleans or None.
     """
     if value is None:
         return ""
@@ -145,6 +179,33 @@ def cell_text(value: object) -> str:
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, dict | list | tuple):
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=cell_text)
+        except (TypeError, ValueError, RecursionError):
+            # The messages quote keys and values; this one names neither.
+            raise ValueError("a nested value that cannot be written as JSON text") from None
     return str(value)
+
+
+def row_cells(values: Mapping[Any, object], columns: Iterable[str]) -> dict[str, str]:
+    """The named cells of a record as text (see `cell_text`).
+
+    A cell that cannot be written as text makes the result a `ProblemRow` naming that column
+    (code "unreadable_cell"; the cell is left empty), so the row is rejected, never dropped and
+    never a crash.
+    """
+    cells: dict[str, str] = {}
+    problems: list[CellProblem] = []
+    for column in columns:
+        try:
+            cells[column] = cell_text(values[column])
+        except ValueError:
+            cells[column] = ""
+            kind = type(values[column]).__name__
+            problems.append(
+                CellProblem(
+                    column, "unreadable_cell", f"a {kind} value that cannot be read as text"
+                )
+            )
+    return ProblemRow(cells, problems) if problems else cells

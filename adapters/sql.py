@@ -14,14 +14,22 @@ Promises and limits, stated so operators can choose the right columns:
   database-assigned timestamp). A row committed late with a watermark below one already read
   is not picked up: give such sources a sequence, not a client clock.
 
+Only the columns a mapping reads are converted to text (`read_only`, which `run_mapping` calls
+with the mapped columns): the table's other columns are not even selected, so a column of a type
+credex does not write as text, or one that holds what must not be collected, never matters. A
+value that cannot be written as text (see `cell_text`) rejects its row, naming the column.
+
 This is the only adapters module that imports SQLAlchemy. Error messages give the driver's
-first line and never the connection URL's password or a bound parameter.
+first line with every quoted literal in it replaced by "…" (a driver quotes the value that
+failed a cast, which may be an ID number or a name), and never the connection URL's password
+or a bound parameter; the table, key and watermark names stay readable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from adapters.errors import SourceError
-from adapters.source import ResumeState, Row, cell_text, check_resume
+from adapters.source import ResumeState, Row, check_resume, row_cells
 
 __all__ = ["SqlSource", "decode_position_value", "encode_position_value"]
 
@@ -83,10 +91,21 @@ def _driver_url(url: str) -> sa.URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
-def _why(error: Exception) -> str:
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _why(error: Exception, keep: Iterable[str] = ()) -> str:
+    """The driver's exception class and first line, with quoted literals other than `keep`
+    (names the operator wrote: table, key, watermark) replaced by "…"."""
     orig = getattr(error, "orig", None) or error
     first = (str(orig).strip().splitlines() or [""])[0]
-    return f"{type(orig).__name__}: {first[:200]}"
+    names = {n for n in keep if n}
+
+    def redact(match: re.Match[str]) -> str:
+        text = match.group(0)
+        return text if text[1:-1] in names else text[0] + "…" + text[0]
+
+    return f"{type(orig).__name__}: {_QUOTED.sub(redact, first)[:200]}"
 
 
 class SqlSource:
@@ -123,8 +142,28 @@ class SqlSource:
         self._engine: sa.Engine | None = None
         self._source: sa.FromClause | None = None
         self._columns: tuple[str, ...] | None = None
+        self._only: tuple[str, ...] | None = None
         self._row_number = 0
         self._last: tuple[object, object] | None = None
+
+    @property
+    def _names(self) -> tuple[str, ...]:
+        """Names from the configuration that error messages may show."""
+        names = (self._table or "", self._key, self._watermark or "")
+        return (*names, self._table.rpartition(".")[2]) if self._table else names
+
+    def read_only(self, columns: Iterable[str]) -> None:
+        """Select and convert only these columns (plus the key and watermark for ordering).
+
+        Rows then hold exactly these columns; a name the source lacks is refused
+        (`SourceError`). Called by `run_mapping` with the mapped columns.
+        """
+        wanted = tuple(dict.fromkeys(columns))
+        available = self.columns()
+        missing = [c for c in wanted if c not in available]
+        if missing:
+            raise SourceError(self.name, f"no column {missing[0]!r}")
+        self._only = wanted
 
     @property
     def display_url(self) -> str:
@@ -137,7 +176,7 @@ class SqlSource:
                 self._engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool)
             except (sa.exc.ArgumentError, ImportError) as error:
                 raise SourceError(
-                    self.name, f"cannot use the database URL ({_why(error)})"
+                    self.name, f"cannot use the database URL ({_why(error, self._names)})"
                 ) from None
         return self._engine
 
@@ -169,7 +208,7 @@ class SqlSource:
             raise SourceError(self.name, "no such table") from None
         except sa.exc.SQLAlchemyError as error:
             raise SourceError(
-                self.name, f"cannot read from {self.display_url} ({_why(error)})"
+                self.name, f"cannot read from {self.display_url} ({_why(error, self._names)})"
             ) from None
         assert self._source is not None
         for needed in (self._key, self._watermark):
@@ -223,7 +262,8 @@ class SqlSource:
         key = source.c[self._key]
         mark = source.c[self._watermark] if self._watermark is not None else None
         order = [key] if mark is None else [mark, key]
-        columns = self.columns()
+        columns = self.columns() if self._only is None else self._only
+        selected = dict.fromkeys([*columns, *(c.name for c in order)])
         engine = self._connect()
         try:
             with engine.connect() as conn:
@@ -235,7 +275,8 @@ class SqlSource:
                     )
                 conn.rollback()
                 while True:
-                    stmt = sa.select(*source.c).order_by(*order).limit(self._batch_size)
+                    stmt = sa.select(*(source.c[c] for c in selected))
+                    stmt = stmt.order_by(*order).limit(self._batch_size)
                     if self._last is not None:
                         last_mark, last_key = self._last
                         after = key > last_key
@@ -252,12 +293,14 @@ class SqlSource:
                             values[mark.name] if mark is not None else None,
                             values[key.name],
                         )
-                        yield self._row_number, {c: cell_text(values[c]) for c in columns}
+                        # Only the wanted columns are written as text: an unmapped column of a
+                        # type credex cannot write (arrays of decimals ...) never stops the run.
+                        yield self._row_number, row_cells(values, columns)
                     if len(batch) < self._batch_size:
                         return
         except sa.exc.SQLAlchemyError as error:
             raise SourceError(
-                self.name, f"cannot read from {self.display_url} ({_why(error)})"
+                self.name, f"cannot read from {self.display_url} ({_why(error, self._names)})"
             ) from None
         finally:
             engine.dispose()

@@ -232,7 +232,10 @@ UNIT_FACTORS: dict[str, Decimal] = {
 }
 """Money units a `unit` transform converts between, as multiples of one 元."""
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+# Digits with an optional fraction; the integer part either plain or in well-formed groups of
+# three ("1,234,567.89"). "1.200,50", "12,00" and "1,5" are not amounts: removing their commas
+# would scale them by powers of ten.
+_NUMBER = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)")
 
 
 def plain_decimal(number: Decimal) -> str:
@@ -247,8 +250,10 @@ def plain_decimal(number: Decimal) -> str:
 class UnitTransform:
     """Convert an amount between money units, both named in the mapping (never guessed).
 
-    Accepts thousands separators and the source unit written after the number ("1,200.50元");
-    refuses (code "bad_number") anything else that is not a plain decimal number.
+    Accepts the source unit written after the number ("1,200.50元") and thousands separators
+    ("," or the full-width "，") only in groups of three digits before the decimal point;
+    refuses (code "bad_number") anything else, such as "1.200,50", "12,00" or "1,5" (a decimal
+    comma would be read as a thousands separator and scale the amount).
     """
 
     from_unit: str
@@ -263,12 +268,15 @@ class UnitTransform:
 
     def apply(self, value: str) -> str:
         """Return the converted amount as a plain decimal."""
-        text = value.replace(",", "").replace("，", "").strip()
-        text = text.removesuffix(self.from_unit).strip()
+        text = value.replace("，", ",").strip().removesuffix(self.from_unit).strip()
         if not _NUMBER.fullmatch(text):
-            raise TransformFailed("bad_number", f"not an amount in {self.from_unit}")
+            raise TransformFailed(
+                "bad_number",
+                f"not an amount in {self.from_unit} (digits, a decimal point, and commas only "
+                "between groups of three digits, as in 1,234,567.89)",
+            )
         try:
-            amount = Decimal(text)
+            amount = Decimal(text.replace(",", ""))
         except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
             raise TransformFailed("bad_number", f"not an amount in {self.from_unit}") from None
         factor = UNIT_FACTORS[self.from_unit] / UNIT_FACTORS[self.to_unit]

@@ -93,7 +93,11 @@ class XlsxSource:
                 # openpyxl warns about styles and extensions it ignores; they do not touch values.
                 warnings.simplefilter("ignore", UserWarning)
                 return openpyxl.load_workbook(self.path, read_only=True, data_only=True)
-        except (OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        except OSError as error:
+            raise SourceError(
+                self.name, f"cannot open the file ({error.strerror or type(error).__name__})"
+            ) from None
+        except (zipfile.BadZipFile, KeyError, ValueError) as error:
             raise SourceError(self.name, f"not a readable .xlsx workbook ({error})") from None
         except Exception as error:
             raise SourceError(
@@ -132,9 +136,15 @@ class XlsxSource:
         """The column names from the header row(s)."""
         if self._columns is None:
             digest = hashlib.sha256()
-            with self.path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            try:
+                with self.path.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError as error:
+                # Missing, a directory, unreadable: the same clean error as CSV and JSON Lines.
+                raise SourceError(
+                    self.name, f"cannot open the file ({error.strerror or type(error).__name__})"
+                ) from None
             self._fingerprint = digest.hexdigest()
             workbook = self._workbook()
             try:

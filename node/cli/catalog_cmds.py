@@ -201,7 +201,9 @@ def validate(
         err_console.print(f"[bold red]error:[/] --today {escape(repr(today))} is not YYYY-MM-DD")
         raise typer.Exit(2) from None
     try:
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
+        # JSON Lines are separated by "\n" alone (a "\r" before it is dropped below):
+        # splitlines() would also break at U+2028, U+0085 ... that JSON strings may hold.
+        lines = file.read_text(encoding="utf-8-sig").split("\n")
     except (OSError, UnicodeDecodeError) as error:
         err_console.print(
             f"[bold red]error:[/] cannot read {escape(str(file))}: {escape(str(error))}",
@@ -211,7 +213,8 @@ def validate(
 
     problems: list[dict[str, Any]] = []
     checked = valid = 0
-    for number, line in enumerate(lines, start=1):
+    for number, text in enumerate(lines, start=1):
+        line = text.removesuffix("\r")
         if not line.strip():
             continue
         checked += 1
@@ -221,6 +224,10 @@ def validate(
             problems.append(
                 {"line": number, "field_id": "", "code": "bad_json", "message": error.msg}
             )
+            continue
+        except RecursionError:
+            why = "arrays or objects nested too deeply to read"
+            problems.append({"line": number, "field_id": "", "code": "bad_json", "message": why})
             continue
         values = _row_values(row)
         if isinstance(values, str):

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,112 @@ def test_progress_shows_a_label_with_brackets_as_text(penalty_mapping: Path) -> 
         for batch in run_mapping(load_mapping(penalty_mapping), today=TODAY):
             progress.advance(batch)
     assert "exports/[2026]/[/]penalties.csv" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\r=1+1", "'\r=1+1"),
+        ("+1+1", "'+1+1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-1.25-1", "'-1.25-1"),
+        ("-", "'-"),
+        ("-5", "-5"),
+        ("-1.25", "-1.25"),
+        ("+3", "+3"),
+        ("-.5", "-.5"),
+        ("张三", "张三"),
+    ],
+)
+def test_reject_csv_defuses_every_formula_but_keeps_plain_numbers(
+    tmp_path: Path, value: str, written: str
+) -> None:
+    row = RejectedRow("x.csv", 2, {"a": value}, (RowProblem("a", "f", "c", "m"),))
+    with open_reject_writer(tmp_path / "r.csv", ["a"]) as writer:
+        writer.write(row)
+    with (tmp_path / "r.csv").open(encoding="utf-8-sig", newline="") as handle:
+        line = next(csv.DictReader(handle))
+    assert line["a"] == written
+
+
+def test_rows_a_source_reads_only_in_part_are_rejected_and_the_run_goes_on(
+    tmp_path: Path, kit: Any
+) -> None:
+    big = "经" * (csv.field_size_limit() + 1)
+    rows = [kit.row(1), kit.row(2, 违法事实=big), kit.row(3)]
+    kit.write_csv(tmp_path / "penalties.csv", rows)
+    mapping = tmp_path / "penalties.toml"
+    mapping.write_text(kit.mapping_text, encoding="utf-8")
+    accepted, rejected, summary = _run(mapping)
+    assert summary.balanced
+    assert [a.row_number for a in accepted] == [2, 4]
+    assert [r.row_number for r in rejected] == [3]
+    problem = rejected[0].problems[0]
+    assert (problem.column, problem.field_id, problem.code) == (
+        "违法事实",
+        "violation_facts",
+        "cell_too_large",
+    )
+    assert len(rejected[0].problems) == 1  # the incomplete row is not judged any further
+    assert rejected[0].raw["行政相对人名称"] == kit.row(2)["行政相对人名称"]
+
+
+def test_jsonl_duplicate_keys_are_rejected_naming_the_field(tmp_path: Path, kit: Any) -> None:
+    lines = [json.dumps(kit.row(i), ensure_ascii=False) for i in (1, 2, 3)]
+    lines[1] = lines[1][:-1] + ', "统一社会信用代码": "bogus"}'
+    lines[2] = '{"统一社会信用代码": "bogus", ' + lines[2][1:]
+    (tmp_path / "penalties.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mapping = tmp_path / "penalties.toml"
+    mapping.write_text(
+        kit.mapping_text.replace(
+            'kind = "csv"\npath = "penalties.csv"', 'kind = "jsonl"\npath = "penalties.jsonl"'
+        ),
+        encoding="utf-8",
+    )
+    accepted, rejected, summary = _run(mapping)
+    assert summary.balanced
+    assert [a.row_number for a in accepted] == [1]
+    assert [r.row_number for r in rejected] == [2, 3]
+    for row in rejected:
+        assert [(p.field_id, p.code) for p in row.problems] == [("uscc", "duplicate_key")]
+        assert "bogus" not in row.problems[0].message
+
+
+class _NarrowableSource:
+    """A source that can read only some columns, like the SQL reader; records what it is told."""
+
+    kind = "fake"
+    name = "fake"
+
+    def __init__(self, header: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+        self.header = header
+        self.data = rows
+        self.only: tuple[str, ...] | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        return self.header
+
+    def read_only(self, columns: Iterable[str]) -> None:
+        self.only = tuple(columns)
+
+    def rows(self, resume: ResumeState | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+        assert self.only is not None, "run_mapping must narrow the source before reading"
+        for number, row in enumerate(self.data, start=2):
+            yield number, {c: row[c] for c in self.only}
+
+    def position(self) -> ResumeState:
+        return ResumeState(kind=self.kind, source=self.name, row_number=0)
+
+
+def test_a_source_that_can_read_fewer_columns_reads_only_the_mapped_ones(
+    penalty_mapping: Path, kit: Any
+) -> None:
+    header = (*kit.header, "联系电话")
+    rows = [{**kit.row(1), "联系电话": "13800000000"}]
+    source = _NarrowableSource(header, rows)
+    accepted, _, _ = _run(penalty_mapping, source=source)
+    assert source.only == mapped_columns(load_mapping(penalty_mapping).fields)
+    assert "联系电话" not in (source.only or ())
+    assert [a.row_number for a in accepted] == [2]

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 from decimal import Decimal
 from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from adapters import CsvSource, JsonlSource, ResumeState, SourceError, XlsxSource, detect_encoding
-from adapters.source import EXTRA_CELLS, cell_text
+from adapters import (
+    CsvSource,
+    JsonlSource,
+    ResumeState,
+    SourceError,
+    XlsxSource,
+    delimited,
+    detect_encoding,
+)
+from adapters.delimited import physical_lines
+from adapters.source import EXTRA_CELLS, ProblemRow, cell_text, row_cells
 from adapters.xlsx import header_names
 
 HEADER = ["行政相对人名称", "处罚决定日期", "备注"]
@@ -306,3 +319,131 @@ def test_cell_text_is_lossless_for_database_and_excel_types() -> None:
     assert cell_text(False) == "false"
     assert cell_text(None) == ""
     assert cell_text(b"\x01\xff") == "01ff"
+
+
+# --- audit fixes: line endings, title lines, oversize cells, odd JSON, missing files ----------
+
+
+def test_cr_only_line_endings_are_lines(tmp_path: Path) -> None:
+    text = _csv_text(ROWS).replace("\r\n", "\r")
+    path = _write(tmp_path / "mac.csv", text, "gb18030")
+    source = CsvSource(path)
+    assert source.columns() == tuple(HEADER)
+    rows = list(source.rows())
+    assert [n for n, _ in rows] == [2, 3]
+    assert rows[1][1]["备注"] == "含，全角，标点"
+
+
+def test_cr_only_file_resumes_by_byte_offset(tmp_path: Path) -> None:
+    rows = [[f"公司{i}", "2024-01-01", f'"第{i}行\r续"'] for i in range(20)]
+    path = _write(tmp_path / "mac.csv", _csv_text(rows).replace("\r\n", "\r"), "utf-8")
+    full = list(CsvSource(path).rows())
+    assert full[3][1]["备注"] == "第3行\r续"  # a CR inside quotes stays in the cell
+    first = CsvSource(path)
+    iterator = first.rows()
+    head = [next(iterator) for _ in range(7)]
+    assert head + list(CsvSource(path).rows(first.position())) == full
+
+
+@given(st.lists(st.sampled_from([b"a", b"\xe5\xbc\xa0", b"\r", b"\n", b"\r\n"]), max_size=40))
+def test_physical_lines_split_like_universal_newlines_at_any_block_size(
+    parts: list[bytes],
+) -> None:
+    data = b"".join(parts)
+    for size in (1, 2, 3, 64 * 1024):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(delimited, "_BLOCK", size)
+            assert list(physical_lines(io.BytesIO(data))) == data.splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("sep", ["\t", ";", "|"])
+def test_delimiter_is_sniffed_below_a_title_line(tmp_path: Path, sep: str) -> None:
+    text = "某局行政处罚公示表\r\n" + _csv_text(ROWS, sep)
+    source = CsvSource(_write(tmp_path / "t.csv", text, "gb18030"), header_row=2)
+    assert source.columns() == tuple(HEADER)
+    assert [r["备注"] for _, r in source.rows()] == ["首次违法", "含，全角，标点"]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_cell_over_the_csv_limit_rejects_its_row_and_the_file_goes_on(
+    tmp_path: Path, quoted: bool
+) -> None:
+    big = "事" * (csv.field_size_limit() + 10)
+    # a quoted oversize cell may span lines, and hold delimiters and doubled quotes
+    cell = '"' + big[:100] + '\r\n,""\r\n' + big + '"' if quoted else big
+    text = "a,b,c\r\n1,x,y\r\n2," + cell + ",z\r\n3,u,v\r\n"
+    path = _write(tmp_path / "big.csv", text, "utf-8")
+    rows = list(CsvSource(path).rows())
+    assert [n for n, _ in rows] == [2, 3, 4]
+    bad = rows[1][1]
+    assert isinstance(bad, ProblemRow)
+    assert [(p.column, p.code) for p in bad.problems] == [("b", "cell_too_large")]
+    assert dict(bad) == {"a": "2", "b": "", "c": "z"}  # the other cells, for the report
+    assert rows[2][1] == {"a": "3", "b": "u", "c": "v"}
+    assert not any(isinstance(r, ProblemRow) for _, r in (rows[0], rows[2]))
+
+
+def test_a_cell_over_the_csv_limit_then_resume(tmp_path: Path) -> None:
+    big = "x" * (csv.field_size_limit() + 1)
+    text = 'a,b\n1,"' + big + '\n"\n2,y\n3,z\n'
+    path = _write(tmp_path / "big.csv", text, "utf-8")
+    source = CsvSource(path)
+    iterator = source.rows()
+    assert next(iterator)[0] == 2
+    assert [r["a"] for _, r in CsvSource(path).rows(source.position())] == ["2", "3"]
+
+
+def test_missing_or_truncated_xlsx_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot open the file"):
+        XlsxSource(tmp_path / "nope.xlsx").columns()
+    data = _licence_workbook(tmp_path / "whole.xlsx").read_bytes()
+    cut = tmp_path / "cut.xlsx"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SourceError, match=r"not a readable \.xlsx"):
+        XlsxSource(cut).columns()
+
+
+def test_jsonl_line_nested_too_deeply_is_rejected_and_reading_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"i": 1}\n{"a": ' + "[" * 5000 + "]" * 5000 + '}\n{"i": 3}\n', "utf-8")
+    rows = list(JsonlSource(path).rows())
+    assert [n for n, _ in rows] == [1, 2, 3]
+    deep = rows[1][1]
+    assert isinstance(deep, ProblemRow)
+    assert [p.code for p in deep.problems] == ["too_deep"]
+    assert rows[2][1] == {"i": "3"}
+
+
+def test_jsonl_repeated_keys_reject_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.jsonl"
+    path.write_text(
+        '{"id": "A", "id": "B", "n": 1}\n{"id": "C", "x": {"k": 1, "k": 2}}\n{"id": "D"}\n',
+        "utf-8",
+    )
+    rows = [r for _, r in JsonlSource(path).rows()]
+    assert isinstance(rows[0], ProblemRow)
+    assert [(p.column, p.code) for p in rows[0].problems] == [("id", "duplicate_key")]
+    assert isinstance(rows[1], ProblemRow)
+    assert [(p.column, p.code) for p in rows[1].problems] == [("", "duplicate_key")]
+    assert rows[2] == {"id": "D"}
+    assert not isinstance(rows[2], ProblemRow)
+    for row in rows[:2]:
+        assert isinstance(row, ProblemRow)
+        assert not any(v in p.message for p in row.problems for v in ("A", "B", "C"))
+
+
+def test_cell_text_writes_database_arrays_and_json_as_json_text() -> None:
+    assert cell_text([Decimal("1.5"), None, dt.date(2024, 1, 2)]) == '["1.5",null,"2024-01-02"]'
+    assert (
+        cell_text({"金额": Decimal("2"), "tags": ("a", b"\x01")})
+        == '{"金额":"2","tags":["a","01"]}'
+    )
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="cannot be written") as error:
+        cell_text({(1, 2): "张三"})
+    assert "张三" not in str(error.value)
+    row = row_cells({"a": circular, "b": [Decimal("1")], "c": "x"}, ["b", "a"])
+    assert isinstance(row, ProblemRow)
+    assert dict(row) == {"b": '["1"]', "a": ""}
+    assert [(p.column, p.code) for p in row.problems] == [("a", "unreadable_cell")]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from adapters import ResumeState, SourceError
-from adapters.sql import SqlSource, decode_position_value, encode_position_value
+from adapters.sql import SqlSource, _why, decode_position_value, encode_position_value
 
 T0 = dt.datetime(2026, 11, 1, 8, 0, 0)
 
@@ -177,3 +178,47 @@ def test_position_value_garbage_is_refused() -> None:
         decode_position_value({"t": "pickle", "v": "x"})
     with pytest.raises(ValueError, match="tagged"):
         decode_position_value("7")
+
+
+# --- without a server: SQLite stands in for the conversion and column choice -----------------
+
+
+def _sqlite_with_json(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'arrears.db'}"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, tags JSON)"))
+            conn.execute(sa.text("""INSERT INTO t VALUES (1, '张某1', '[1.5, {"a": 2}]')"""))
+            conn.execute(sa.text("INSERT INTO t VALUES (2, '张某2', NULL)"))
+    finally:
+        engine.dispose()
+    return url
+
+
+def test_read_only_selects_and_converts_just_the_named_columns(tmp_path: Path) -> None:
+    url = _sqlite_with_json(tmp_path)
+    everything = list(SqlSource(url, table="t", key="id").rows())
+    assert everything[0][1] == {"id": "1", "name": "张某1", "tags": '[1.5,{"a":2}]'}
+    source = SqlSource(url, table="t", key="id", batch_size=1)
+    source.read_only(["name"])
+    assert [r for _, r in source.rows()] == [{"name": "张某1"}, {"name": "张某2"}]
+    assert source.position().position["key"] == {"t": "int", "v": "2"}  # the key is still read
+    with pytest.raises(SourceError, match="no column 'nope'"):
+        source.read_only(["nope"])
+
+
+def test_driver_messages_lose_their_quoted_values_but_keep_configured_names(
+    tmp_path: Path,
+) -> None:
+    url = _sqlite_with_json(tmp_path)
+    query = "SELECT id, name FROM t WHERE name = '张某1' '11010519491231002X'"
+    with pytest.raises(SourceError) as error:
+        SqlSource(url, query=query, key="id").columns()
+    assert "syntax error" in str(error.value)
+    assert "11010519491231002X" not in str(error.value)
+    assert "张某1" not in str(error.value)
+    with pytest.raises(SourceError) as missing:
+        SqlSource(url, query="SELECT id FROM credex_gone", key="id").columns()
+    assert "credex_gone" in str(missing.value)  # not quoted by SQLite: nothing to redact
+    assert _why(Exception("no table \"t\" near 'x'"), ["t"]) == "Exception: no table \"t\" near '…'"

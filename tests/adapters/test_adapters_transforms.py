@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.mapper import map_row
+from adapters.mapping import FieldSpec
 from adapters.transforms import (
     DateTransform,
     DefaultTransform,
@@ -199,3 +201,43 @@ def test_trim_and_fullwidth_are_idempotent(text: str) -> None:
     for name in ("trim", "fullwidth"):
         once = SimpleTransform(name).apply(text)
         assert SimpleTransform(name).apply(once) == once
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1,234,567.89", "123.456789"),
+        ("-1,234元", "-0.1234"),
+        ("1，200.50元", "0.12005"),  # a full-width comma between groups of three
+        ("123,456", "12.3456"),
+        ("999", "0.0999"),
+    ],
+)
+def test_units_accept_well_formed_thousands_groups(text: str, expected: str) -> None:
+    assert UnitTransform("元", "万元").apply(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["1.200,50", "12,00", "1,5", "1,2345", ",123", "1,,234", "1,234,56", "1,234.5,6"]
+)
+def test_decimal_commas_and_broken_groups_are_refused_not_rescaled(text: str) -> None:
+    with pytest.raises(TransformFailed) as failed:
+        UnitTransform("元", "万元").apply(text)
+    assert failed.value.code == "bad_number"
+    # the message names the rule, never the value: it is the same for every refused value
+    with pytest.raises(TransformFailed) as other:
+        UnitTransform("元", "万元").apply("五千")
+    assert failed.value.message == other.value.message
+
+
+def test_a_refused_amount_is_a_row_problem_naming_the_field() -> None:
+    spec = FieldSpec(
+        field_id="fine_wan_yuan",
+        column="罚款金额（元）",
+        transforms=(UnitTransform("元", "万元"),),
+    )
+    values, problems = map_row({"fine_wan_yuan": spec}, {"罚款金额（元）": "1.200,50"})
+    assert "fine_wan_yuan" not in values
+    assert [(p.column, p.field_id, p.code) for p in problems] == [
+        ("罚款金额（元）", "fine_wan_yuan", "bad_number")
+    ]
