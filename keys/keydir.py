@@ -10,6 +10,8 @@ Layout (directory 0700, every file 0600):
                        {"type": "credex.p256-pkcs8", ...} boxing the PKCS#8 DER
     tls.crt            self-signed X.509 certificate, PEM (SAN: node id, localhost, 127.0.0.1)
     signing-previous.json   public keys retired by rotation, each with its accepted-until time
+                       (with a passphrase: boxed like a key file, type
+                       "credex.previous-signing-keys", so that no one without it can add one)
 
 A JSON key file holds `"key"` (base64) in clear, or, with a passphrase, `"kdf"` (Argon2id salt,
 opslimit, memlimit) and `"box"`: a SecretBox of `type ‖ 0x00 ‖ key`, so a file renamed to
@@ -70,6 +72,7 @@ _TYPES = {
     BLIND_INDEX_FILE: "credex.blind-index-key",
 }
 _TLS_TYPE = "credex.p256-pkcs8"
+_PREVIOUS_TYPE = "credex.previous-signing-keys"  # boxed JSON list, in a protected directory
 _KEY_SIZE = 32
 _PEM_BEGIN = b"-----BEGIN "
 _NODE_ID = re.compile(
@@ -438,15 +441,25 @@ def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
         tls_key_pem=tls_key_pem,
         tls_cert_pem=cert_pem,
         tls_fingerprint=fingerprint,
-        previous_signing=_load_previous(path / PREVIOUS_FILE),
+        previous_signing=_load_previous(path / PREVIOUS_FILE, kdf_state, node_id),
     )
 
 
-def _load_previous(path: Path) -> tuple[tuple[bytes, datetime.datetime], ...]:
+def _load_previous(
+    path: Path, kdf: _Kdf, node_id: str
+) -> tuple[tuple[bytes, datetime.datetime], ...]:
+    """The retired signing keys. In a protected directory the list is boxed like a key file:
+    it is public, but a planted entry would be published as this node's key (`keys show`,
+    the roster), so only someone with the passphrase may write it."""
     if not path.exists():
         return ()
+    raw = _read_private(path)
+    if kdf.passphrase is not None:
+        raw, owner = _decode_key_file(path, raw, _PREVIOUS_TYPE, kdf)
+        if owner != node_id:
+            raise KeyFileError(f"{path}: belongs to another node")
     try:
-        doc = json.loads(_read_private(path))
+        doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("previous"), list):
             raise ValueError
         out = []
@@ -484,9 +497,15 @@ def rotate_signing_key(
     keep = [(k, t) for k, t in current.previous_signing if t > now]
     keep.append((current.signing.public_key, now + overlap))
     doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in keep]}
-    # Previous list first: a crash between the two writes leaves an extra, harmless entry.
-    _replace(path / PREVIOUS_FILE, json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n")
+    listing = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
     kdf_state = _Kdf(passphrase, kdf or KdfParams())
+    previous_file = path / PREVIOUS_FILE
+    if passphrase is not None:
+        listing = _encode_key_file(
+            previous_file, _PREVIOUS_TYPE, listing, current.node_id, kdf_state
+        )
+    # Previous list first: a crash between the two writes leaves an extra, harmless entry.
+    _replace(previous_file, listing)
     new_seed = nacl.utils.random(_KEY_SIZE)
     signing_file = path / SIGNING_FILE
     _replace(

@@ -831,8 +831,10 @@ def verify_log(
     (with `witness_verifiers`).
 
     `anchors` are signed notes of this log kept outside it (the platform witness's latest
-    cosigned checkpoint): each must be signed by the log key, and the log must hold it, so
-    deleting the newest rows together with every local checkpoint and witness row still shows.
+    cosigned checkpoint): each must be signed by the log key AND cosigned by a key of
+    `witness_verifiers`, and the log must hold it, so deleting the newest rows together with
+    every local checkpoint and witness row still shows; a local checkpoint of the same size
+    with another root (signed again after a rewrite) is a fork, never a replacement.
 
     Promises: an edited, deleted, inserted or reordered row is named by its index (the first such
     entry), or by the range of entries between two checkpoints when only a root tells; a log
@@ -843,14 +845,13 @@ def verify_log(
     log_name = log_name or origin
     problems: list[Problem] = []
     expected_roots: dict[int, bytes] = {}
+    anchored: dict[int, bytes] = {}
     sizes: set[int] = set()
     for number, note in enumerate(anchors, start=1):
         try:
-            cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
-        except keys.KeysError:
-            problems.append(
-                Problem("anchor_signature", None, f"anchor {number}: not signed by this log")
-            )
+            cp = _verify_anchor(note, verifiers, log_name, witness_verifiers or {})
+        except keys.KeysError as error:
+            problems.append(Problem("anchor_signature", None, f"anchor {number}: {error}"))
             continue
         if origin is not None and cp.origin != origin:
             problems.append(
@@ -862,7 +863,7 @@ def verify_log(
                 Problem("fork_detected", None, f"two anchors with different roots at {cp.size}")
             )
             continue
-        expected_roots[cp.size] = cp.root
+        expected_roots[cp.size] = anchored[cp.size] = cp.root
         sizes.add(cp.size)
     for size, note in backend.checkpoints():
         try:
@@ -875,6 +876,16 @@ def verify_log(
         if cp.size != size or (origin is not None and cp.origin != origin):
             problems.append(
                 Problem("checkpoint_mismatch", None, f"checkpoint {size}: wrong size or origin")
+            )
+            continue
+        if anchored.get(size, cp.root) != cp.root:
+            # Signed again by the log key after a rewrite: the witnessed anchor decides.
+            problems.append(
+                Problem(
+                    "fork_detected",
+                    None,
+                    f"the log's own checkpoint at {size} disagrees with the witnessed anchor",
+                )
             )
             continue
         expected_roots[size] = cp.root
@@ -983,6 +994,25 @@ def verify_log(
         problems=tuple(sorted(problems, key=_problem_order)),
         signed_size=max(sizes, default=0),
     )
+
+
+def _verify_anchor(
+    note: str,
+    verifiers: Mapping[str, bytes],
+    log_name: str | None,
+    witness_verifiers: Mapping[str, bytes],
+) -> keys.Checkpoint:
+    """An anchor is a checkpoint signed by the log AND cosigned by a witness: a note the log
+    signed alone proves nothing against the log's own administrators, who hold its key."""
+    cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+    witnesses = {n: k for n, k in witness_verifiers.items() if n not in verifiers}
+    if not witnesses:
+        raise keys.VerificationError("no witness key to check its cosignature with")
+    try:
+        keys.verify_note(note, verifiers=witnesses)
+    except keys.KeysError:
+        raise keys.VerificationError("not cosigned by a witness of the roster") from None
+    return cp
 
 
 def _readable_chunks(

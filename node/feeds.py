@@ -467,10 +467,17 @@ def _store_events(
 def reported_head(batch: exchange_pb2.SealedBatch) -> int | None:
     """The provider's head as `batch` reports it (`head_seq`, never below the batch's own
     last_seq); for a provider that predates the field, last_seq when the batch says it is
-    caught up, else None (unknown: the stored head is kept)."""
-    if batch.head_seq:
+    caught up, else None (unknown: the stored head is kept).
+
+    The head is the provider's word, shown as lag and never used to move the cursor; one that
+    no store column can hold (above 2**63-1) is ignored rather than allowed to fail the batch.
+    """
+    if batch.head_seq and batch.head_seq <= _MAX_SEQ:
         return max(int(batch.head_seq), int(batch.last_seq))
     return int(batch.last_seq) if batch.caught_up else None
+
+
+_MAX_SEQ = 2**63 - 1  # a signed 64-bit column (BigInteger) on every store
 
 
 def _apply_lifecycle(runtime: NodeRuntime, peer: str, event: _Event, *, now: dt.datetime) -> int:

@@ -49,6 +49,7 @@ from node.accesslog import LogEntry, NonceClaim, ReplayedRequest, utc_iso
 from node.errors import (
     AuthError,
     InputError,
+    LogUnavailable,
     NodeError,
     NotFound,
     PeerUnavailable,
@@ -211,9 +212,12 @@ class QueryEngine:
                 raise
         try:
             index = await self._append_claiming(verified, prepared.entry)
-        except BaseException:
-            # Nothing leaves without its durable entry (a failing log, a replayed nonce): the
-            # use is given back, so a use is counted once per answer.
+        except (LogUnavailable, _ReplayRefused):
+            # Nothing leaves without its durable entry (a failing log, a replayed nonce, whose
+            # denial was logged instead): the use is given back, so a use is counted once per
+            # answer. Not on cancellation: the group commit may still make the allow entry
+            # durable, and a use refunded then would let a requester who cancels at the right
+            # moment keep a grant's uses while its log shows releases.
             if used is not None:
                 await self._refund_use(used)
             raise

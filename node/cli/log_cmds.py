@@ -357,7 +357,13 @@ def export_command(
     try:
         runtime.log.append_sync(admin_entry(runtime, "export", officer, "log_export"))
         runtime.log.checkpoint()
-        lines = export_lines(runtime.log.backend, start=start, end=end)
+        # Up to that checkpoint only: entries a serving node appends meanwhile would carry no
+        # proof, and every line of an export is evidence on its own.
+        latest = runtime.log.backend.latest_checkpoint()
+        signed = latest[0] if latest is not None else 0
+        lines = export_lines(
+            runtime.log.backend, start=start, end=signed if end is None else min(end, signed)
+        )
         if output is None:
             for line in lines:
                 sys.stdout.write(line + "\n")
@@ -384,11 +390,20 @@ def verify_export_command(
         str | None,
         typer.Option("--node", help="Whose log it is (a roster node id; default: this node)."),
     ] = None,
+    allow_unproven: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unproven",
+            help="Accept lines newer than the export's checkpoint (they carry no proof).",
+        ),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check every line of an export on its own: the signed checkpoint and the inclusion proof
-    of the leaf; exit 3 naming the first line that does not verify."""
+    of the leaf, and that the indexes run without a gap or a repeat; exit 3 naming the first
+    line that does not verify. `credex log export` signs a checkpoint first, so a line without
+    a proof is refused unless --allow-unproven."""
     import json  # noqa: PLC0415 - only this command reads JSON
 
     from node.accesslog import verify_export_record  # noqa: PLC0415
@@ -410,16 +425,30 @@ def verify_export_command(
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{file}: cannot read the export ({error})") from None
     checked = unproven = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    indexes: list[int] = []
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
             raise InputError(f"{file}, line {number}: not a JSON document") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{file}, line {number}: not a JSON object")
+        if not isinstance(record, dict) or not isinstance(record.get("index"), int):
+            raise InputError(f"{file}, line {number}: not an exported log entry")
+        index = record["index"]
+        if indexes and index != indexes[-1] + 1:
+            what = "repeats an entry" if index <= indexes[-1] else "skips entries"
+            raise TamperDetected(
+                f"{file}, line {number}: entry {index} after entry {indexes[-1]}: the export {what}"
+            )
+        indexes.append(index)
         if record.get("proof") is None:
+            if not allow_unproven:
+                raise TamperDetected(
+                    f"{file}, line {number} (entry {index}): carries no inclusion proof; "
+                    "`credex log export` proves every line it writes (--allow-unproven to "
+                    "accept lines newer than the checkpoint)"
+                )
             unproven += 1
             continue
         try:
@@ -428,15 +457,24 @@ def verify_export_command(
             raise InputError(f"{file}, line {number}: {error}") from None
         except keys.KeysError as error:
             raise TamperDetected(
-                f"{file}, line {number} (entry {record.get('index')}): does not verify: {error}"
+                f"{file}, line {number} (entry {index}): does not verify: {error}"
             ) from None
         checked += 1
+    span = f"{indexes[0]}..{indexes[-1]}" if indexes else "none"
     if as_json:
-        print_json({"file": str(file), "log": log_name, "verified": checked, "unproven": unproven})
+        print_json(
+            {
+                "file": str(file),
+                "log": log_name,
+                "entries": span,
+                "verified": checked,
+                "unproven": unproven,
+            }
+        )
         return
     console.print(
-        f"{checked} line(s) verify against the signed checkpoint of {log_name}"
-        + (f"; {unproven} newer than it carry no proof (export again)" if unproven else ""),
+        f"entries {span}: {checked} line(s) verify against the signed checkpoint of {log_name}"
+        + (f"; {unproven} newer than it carry no proof" if unproven else ""),
         highlight=False,
         markup=False,
     )
@@ -455,11 +493,14 @@ def witnessed_command(
     runtime = open_runtime(resolve_home(home))
     try:
         state = WitnessState.load(runtime.config.data_dir)
+        witnessed = state.latest.get(node)
+        if witnessed is None:
+            raise NotFound(f"this node has not witnessed a checkpoint of {node}'s log")
+        # The state keeps the note as the log signed it; the cosignature this witness gave
+        # it is made again (Ed25519 is deterministic: the same line the log received).
+        note = keys.cosign_note(witnessed, name=runtime.node_id, signer=runtime.node_keys.signing)
     finally:
         runtime.close()
-    note = state.latest.get(node)
-    if note is None:
-        raise NotFound(f"this node has not witnessed a checkpoint of {node}'s log")
     if as_json:
         cp = keys.parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
         print_json({"log": node, "origin": cp.origin, "size": cp.size, "note": note})

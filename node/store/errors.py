@@ -52,8 +52,16 @@ _LOCKED = ("database is locked", "could not obtain lock", "deadlock detected")
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with any password replaced by ***, safe for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """Return `url` with any password replaced by ***, safe for messages: the user:password
+    part, and query parameters that carry a secret (password=, sslpassword=, ...)."""
+    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return _SECRET_PARAM.sub(r"\1***", url)
+
+
+# libpq and the drivers' secret-bearing parameters (password, sslpassword, passfile is a path)
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[a-z_]*password|[a-z_]*secret|[a-z_]*token|sslkey)=)[^&;#]*", re.I
+)
 
 
 @contextmanager

@@ -151,7 +151,7 @@ def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path)
         if r["proof"] is not None
     ]
     assert len(checked) >= 4
-    assert checked == [r["entry"] for r in lines if r["proof"] is not None]
+    assert checked == [r["entry"] for r in lines]
     assert lines[-1]["entry"]["kind"] in ("export", "admin_read", "query")
     assert any(r["entry"]["kind"] == "export" for r in lines)
     # The platform checks market's export with market's key from the roster.
@@ -169,6 +169,23 @@ def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path)
     # Another node's key does not verify market's checkpoint.
     other = cluster.cli("market", "log", "verify-export", str(out), "--node", "tax")
     assert other.returncode == 3, other.stderr
+    # Every line of a fresh export carries its proof; a line without one, a repeated line or
+    # a dropped one is refused (made-up lines cannot hide behind "newer than the checkpoint").
+    assert all(r["proof"] is not None for r in lines)
+    made_up = dict(lines[-1], index=lines[-1]["index"] + 1, proof=None)
+    for name, changed, words in (
+        ("unproven", [*lines, made_up], "carries no inclusion proof"),
+        ("repeated", [*lines, lines[-1]], "repeats an entry"),
+        ("dropped", [lines[0], *lines[2:]], "skips entries"),
+    ):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in changed), encoding="utf-8")
+        refused = cluster.cli("market", "log", "verify-export", str(path))
+        assert refused.returncode == 3, (name, refused.stderr)
+        assert words in " ".join(refused.stderr.split()), (name, refused.stderr)
+    allowed = tmp_path / "unproven.jsonl"
+    done = cluster.cli_json("market", "log", "verify-export", str(allowed), "--allow-unproven")
+    assert (done["verified"], done["unproven"]) == (len(lines), 1)
 
 
 def test_report_lists_requesters(cluster: LocalCluster) -> None:

@@ -391,6 +391,7 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
         member = tax.bundle().member("market")
         assert member is not None
         first, broken = ask(subject, grant=raw), ask(subject, grant=raw)
+        cancelled = ask(subject, grant=raw)
 
         def signed(a: QueryAsk) -> Any:
             key, now = member.encryption_key, tax.clock()
@@ -402,10 +403,14 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
         async def failing_append(entry: LogEntry, **kwargs: Any) -> int:
             if entry.request_id == broken.request_id:
                 raise LogUnavailable("access log: cannot write (test)")
-            return await append(entry, **kwargs)
+            index = await append(entry, **kwargs)
+            if entry.request_id == cancelled.request_id:
+                # the group commit made the entry durable, but its caller was cancelled
+                raise asyncio.CancelledError
+            return index
 
         market.log.append = failing_append  # type: ignore[method-assign]
-        requests = [signed(first), signed(first), signed(broken)]
+        requests = [signed(first), signed(first), signed(broken), signed(cancelled)]
         requests[1] = requests[0]  # the very same signed request again: a replay
 
         async def run() -> list[grpc.StatusCode]:
@@ -426,8 +431,10 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
             codes = []
             try:
                 for request in requests:
+                    # the cancelled handler never answers: its caller gives up after 2 s
+                    timeout = 2 if request is requests[-1] else 20
                     try:
-                        await stub.Query(request, timeout=20)
+                        await stub.Query(request, timeout=timeout)
                         codes.append(grpc.StatusCode.OK)
                     except grpc.aio.AioRpcError as error:
                         codes.append(error.code())
@@ -445,6 +452,7 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
         grpc.StatusCode.OK,
         grpc.StatusCode.UNAUTHENTICATED,  # the replay
         grpc.StatusCode.UNAVAILABLE,  # its entry could not be written
+        grpc.StatusCode.DEADLINE_EXCEEDED,  # its allow entry is durable: the use stays counted
     ]
     assert state is not None
-    assert state.uses == 1  # only the answer that left counts
+    assert state.uses == 2  # the answer that left, and the one the log shows as released

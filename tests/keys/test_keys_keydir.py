@@ -403,6 +403,42 @@ def test_rotation_of_a_passphrase_dir(tmp_path: Path, now: datetime.datetime) ->
     assert "box" in json.loads((path / "signing.key").read_text())
 
 
+def test_the_previous_keys_of_a_passphrase_dir_are_boxed(
+    tmp_path: Path, now: datetime.datetime
+) -> None:
+    path = tmp_path / "keys"
+    made = keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    keys.rotate_signing_key(path, now=now, passphrase=b"pw", kdf=CHEAP)
+    listing = json.loads((path / "signing-previous.json").read_text())
+    assert listing["type"] == "credex.previous-signing-keys"
+    assert "box" in listing
+    assert "previous" not in listing
+    loaded = keys.load_key_dir(path, passphrase=b"pw")
+    assert [k for k, _ in loaded.previous_signing] == [made.signing.public_key]
+
+
+def test_a_planted_clear_previous_key_is_refused_in_a_passphrase_dir(
+    tmp_path: Path, now: datetime.datetime
+) -> None:
+    # Someone who can write the directory but lacks the passphrase must not be able to add a
+    # "retired" key of theirs: keys show and the roster would publish it as this node's.
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    attacker = keys.Signer.generate()
+    planted = {
+        "previous": [{"accepted_until": "2099-01-01T00:00:00Z", "key": b64(attacker.public_key)}]
+    }
+    target = path / "signing-previous.json"
+    target.write_text(json.dumps(planted))
+    target.chmod(0o600)
+    with pytest.raises(keys.KeyFileError, match=r"signing-previous\.json"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
 def _rotated(key_dir: Path, now: datetime.datetime) -> Path:
     keys.rotate_signing_key(key_dir, now=now)
     return key_dir / "signing-previous.json"

@@ -203,39 +203,74 @@ def hide_everything_after(backend: MemoryLogBackend, keep: int) -> None:
     backend._state = tree.to_bytes()
 
 
+WITNESSES = {"zd-platform": WITNESS_KEY.public_key}
+
+
+def witnessed(log: AccessLog) -> str:
+    """A fresh checkpoint of `log`, cosigned by the platform witness: what an anchor is."""
+    return witness_checkpoint(
+        None, log.checkpoint(), [], log_verifiers=VERIFIERS, name="zd-platform", signer=WITNESS_KEY
+    )
+
+
 def test_an_anchor_kept_elsewhere_shows_a_hidden_truncation() -> None:
     log, backend = build()
-    anchor = log.checkpoint()  # e.g. the note the platform witnessed, size 40
+    anchor = witnessed(log)  # the note the platform witnessed, size 40
     hide_everything_after(backend, 25)
-    alone = verify_log(backend, VERIFIERS)
+    alone = verify_log(backend, VERIFIERS, witness_verifiers=WITNESSES)
     assert alone.ok  # the limit of a log whose administrator can rewrite everything local
     assert alone.signed_size == 0
-    report = verify_log(backend, VERIFIERS, anchors=[anchor])
+    report = verify_log(backend, VERIFIERS, witness_verifiers=WITNESSES, anchors=[anchor])
     assert [p.code for p in report.problems] == ["truncated"]
     assert report.first_bad_index == 25
 
 
 def test_an_anchor_shows_a_rewrite_hidden_with_the_checkpoints() -> None:
     log, backend = build()
-    anchor = log.checkpoint()
+    anchor = witnessed(log)
     rewrite_suffix(backend, 33)
     backend._checkpoints.clear()
     assert verify_log(backend, VERIFIERS).ok
-    report = verify_log(backend, VERIFIERS, anchors=[anchor])
+    report = verify_log(backend, VERIFIERS, witness_verifiers=WITNESSES, anchors=[anchor])
     assert [p.code for p in report.problems] == ["checkpoint_root_mismatch"]
     assert report.signed_size == 40
 
 
-def test_anchors_must_be_signed_by_the_log() -> None:
+def test_a_checkpoint_signed_again_after_a_rewrite_does_not_override_the_anchor() -> None:
+    # The node's administrators hold the log key: they can rewrite, then sign a new
+    # checkpoint at the anchor's size. Only the witness's cosignature decides.
     log, backend = build()
-    honest = log.checkpoint()
-    assert verify_log(backend, VERIFIERS, anchors=[honest]).ok
+    anchor = witnessed(log)
+    rewrite_suffix(backend, 33)
+    backend._checkpoints.clear()
+    # the same size, the rewritten root, a valid log signature
+    AccessLog(backend, origin=ORIGIN, signer=LOG_KEY, clock=lambda: T0).checkpoint()
+    assert verify_log(backend, VERIFIERS).ok  # without the anchor, nothing tells
+    report = verify_log(backend, VERIFIERS, witness_verifiers=WITNESSES, anchors=[anchor])
+    assert not report.ok
+    assert "fork_detected" in [p.code for p in report.problems]
+    assert "checkpoint_root_mismatch" in [p.code for p in report.problems]
+
+
+def test_anchors_must_be_signed_by_the_log_and_cosigned_by_a_witness() -> None:
+    log, backend = build()
+    honest = witnessed(log)
+    assert verify_log(backend, VERIFIERS, witness_verifiers=WITNESSES, anchors=[honest]).ok
+    unwitnessed = log.checkpoint()  # signed by the log alone: its administrators could
     cp = keys.Checkpoint(origin=ORIGIN, size=40, root=b"\x00" * 32)
     forged = keys.sign_checkpoint(cp, name=ORIGIN, signer=OTHER_KEY)
-    other = keys.Checkpoint(origin="other/log", size=1, root=b"\x01" * 32)
-    foreign = keys.sign_checkpoint(other, name=ORIGIN, signer=LOG_KEY)
-    report = verify_log(backend, VERIFIERS, origin=ORIGIN, anchors=[forged, foreign])
-    assert [p.code for p in report.problems] == ["anchor_signature", "anchor_mismatch"]
+    report = verify_log(
+        backend,
+        VERIFIERS,
+        origin=ORIGIN,
+        witness_verifiers=WITNESSES,
+        anchors=[unwitnessed, forged],
+    )
+    codes = [(p.code, p.message.split(":")[0]) for p in report.problems]
+    assert codes == [("anchor_signature", "anchor 1"), ("anchor_signature", "anchor 2")]
+    # without any witness key, no anchor can be trusted
+    alone = verify_log(backend, VERIFIERS, anchors=[honest])
+    assert [p.code for p in alone.problems] == ["anchor_signature"]
 
 
 def test_every_checkpoint_is_compared_after_one_of_the_empty_log() -> None:

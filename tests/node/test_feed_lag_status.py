@@ -206,9 +206,14 @@ def test_a_department_lists_no_unfollowed_peers(cluster: LocalCluster) -> None:
         (3, 4, False, 4),  # never below the batch's own end
         (0, 4, True, 4),  # an older provider, caught up: its head is this batch's end
         (0, 4, False, None),  # an older provider, not caught up: unknown
+        (2**64 - 1, 4, False, None),  # beyond any store column: ignored, not a failed batch
+        (2**63, 4, True, 4),
+        (2**63 - 1, 4, False, 2**63 - 1),
     ],
 )
-def test_the_reported_head(head_seq: int, last_seq: int, caught_up: bool, expected: int) -> None:
+def test_the_reported_head(
+    head_seq: int, last_seq: int, caught_up: bool, expected: int | None
+) -> None:
     batch = exchange_pb2.SealedBatch(
         first_seq=1, last_seq=last_seq, head_seq=head_seq, caught_up=caught_up
     )
