@@ -9,8 +9,15 @@ Promises:
 - idempotent by record key: a row whose (record key, content hash) is already stored is counted
   `skipped_unchanged`; a changed row becomes the next version (a correction) and the store marks
   the older version superseded; nothing is overwritten;
-- `read == accepted + rejected + skipped_unchanged` for every run (`corrected` is the part of
-  `accepted` that were new versions of existing records);
+- the lifecycle wins over the source (docs/lifecycle.md, "Re-ingest and the lifecycle"): a
+  changed row of a record whose newest version is withdrawn (repair, revocation), expired or
+  purged is never stored and is counted `skipped_lifecycle` ("kept withdrawn by lifecycle",
+  not a reject; an unchanged one stays `skipped_unchanged`); a row is also compared with the
+  newest version that came from the source, so an unchanged export never undoes a lifecycle
+  correction (a changed row still becomes a new version: the department changed its data);
+  an open objection carries over to a new version;
+- `read == accepted + rejected + skipped_unchanged + skipped_lifecycle` for every run
+  (`corrected` is the part of `accepted` that were new versions of existing records);
 - subjects are stored only as blind-index tokens and bodies only encrypted (row id as AAD);
 - rejected rows go to `rejects/<run-id>.csv` and `.jsonl` before their batch commits, so a
   report is never missing a reject (a killed run's replayed rows appear again in the next run's
@@ -56,7 +63,7 @@ import keys
 from node.config import NodeConfig
 from node.errors import ConfigError
 from node.sealer import Sealer, SealJob, auto_workers
-from node.store import NewRecord, Store, open_store
+from node.store import CLOSED_STATES, NewRecord, RecordHead, Store, open_store
 from node.telemetry import Stage, Telemetry, configured_telemetry, use_telemetry
 
 __all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
@@ -67,7 +74,12 @@ _INCREMENTAL_KINDS = frozenset({"sql"})
 
 @dataclass(frozen=True)
 class IngestSummary:
-    """What one ingest run did. `read == accepted + rejected + skipped_unchanged`."""
+    """What one ingest run did.
+
+    `read == accepted + rejected + skipped_unchanged + skipped_lifecycle`; `skipped_lifecycle`
+    counts changed rows of records the lifecycle keeps withdrawn (repaired, revoked, expired,
+    purged), which are not stored.
+    """
 
     run_id: str
     read: int
@@ -78,6 +90,7 @@ class IngestSummary:
     batches: int
     seconds: float
     events: int
+    skipped_lifecycle: int = 0
     reject_files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     top_reasons: tuple[tuple[str, str, int], ...] = field(default=())
@@ -85,7 +98,10 @@ class IngestSummary:
     @property
     def balanced(self) -> bool:
         """True when every row read is accounted for exactly once."""
-        return self.read == self.accepted + self.rejected + self.skipped_unchanged
+        return (
+            self.read
+            == self.accepted + self.rejected + self.skipped_unchanged + self.skipped_lifecycle
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready totals (no row content)."""
@@ -95,6 +111,7 @@ class IngestSummary:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "skipped_unchanged": self.skipped_unchanged,
+            "skipped_lifecycle": self.skipped_lifecycle,
             "corrected": self.corrected,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
@@ -236,10 +253,10 @@ def _run(
     run_id = clock().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     rejects = _Rejects(config.rejects_dir, run_id, adapters.mapped_columns(mapping.fields))
     totals = adapters.Summary()
-    corrected = batches = events = 0
+    corrected = batches = events = kept = 0
     # Versions given to records of batches sealed but not committed yet: the store cannot
     # know them, and a later batch with the same record key must see them (see _plan).
-    in_flight: dict[str, tuple[int, str]] = {}
+    in_flight: dict[str, RecordHead] = {}
     pending: collections.deque[_Planned] = collections.deque()
     committing: tuple[_Planned, Future[int]] | None = None
 
@@ -259,22 +276,33 @@ def _run(
             state = json.loads(batch.resume.to_json())
             # a row whose disclosure is already over is stored expired: never published
             return db.store_batch(
-                records, now=planned.now, ingest_state=(key, state), expire_ended=True
+                records,
+                now=planned.now,
+                ingest_state=(key, state),
+                expire_ended=True,
+                from_source=True,
             )
 
     def committed(planned: _Planned, done: Future[int]) -> None:
         """Wait for a batch's commit, then account for it (in this thread, in order)."""
-        nonlocal corrected, batches, events
+        nonlocal corrected, batches, events, kept
         events += done.result()
         for record_key, version in planned.assigned.items():
             if in_flight.get(record_key) == version:
                 del in_flight[record_key]  # committed: the store answers for it from now on
         batch = planned.batch
         # the batch's own accounting: adapters counted accepted rows; we moved the
-        # unchanged ones (same key and content already stored) to skipped_unchanged
-        batch.accepted = [a for i, a in enumerate(batch.accepted) if i not in planned.skipped]
-        batch.skipped_unchanged += len(planned.skipped)
+        # unchanged ones (same key and content already stored) and those the lifecycle keeps
+        # withdrawn to the adapters' skipped_unchanged (rows only counted, never stored); the
+        # summary tells the second kind apart as skipped_lifecycle
+        batch.accepted = [
+            a
+            for i, a in enumerate(batch.accepted)
+            if i not in planned.skipped and i not in planned.kept
+        ]
+        batch.skipped_unchanged += len(planned.skipped) + len(planned.kept)
         totals.add(batch)
+        kept += len(planned.kept)
         corrected += planned.corrections
         batches += 1
         if progress is not None:
@@ -345,12 +373,18 @@ def _run(
             planned.signing.end(cancelled=True)
     if mapping.source.kind not in _INCREMENTAL_KINDS:
         db.clear_ingest_state(key)
+    if kept:
+        warnings.append(
+            f"{kept} row(s) kept withdrawn by lifecycle: their records were repaired, revoked, "
+            "expired or purged, so the source cannot bring them back (docs/lifecycle.md)"
+        )
     return IngestSummary(
         run_id=run_id,
         read=totals.read,
         accepted=totals.accepted,
         rejected=totals.rejected,
-        skipped_unchanged=totals.skipped_unchanged,
+        skipped_unchanged=totals.skipped_unchanged - kept,
+        skipped_lifecycle=kept,
         corrected=corrected,
         batches=batches,
         seconds=time.perf_counter() - started,
@@ -369,8 +403,9 @@ class _Planned:
     now: dt.datetime
     sealed: Callable[[], list[NewRecord]]
     skipped: set[int]
+    kept: set[int]
     corrections: int
-    assigned: dict[str, tuple[int, str]]
+    assigned: dict[str, RecordHead]
     signing: Stage
 
 
@@ -382,7 +417,7 @@ def _signing(telemetry: Telemetry, attributes: dict[str, str]) -> Callable[[int]
 def _plan(
     batch: adapters.Batch,
     db: Store,
-    in_flight: dict[str, tuple[int, str]],
+    in_flight: dict[str, RecordHead],
     sealer: Sealer,
     *,
     pooled: bool,
@@ -393,26 +428,37 @@ def _plan(
     start sealing the new versions.
 
     The newest version of a key is the one of an uncommitted earlier batch of this run if there
-    is one (`in_flight`, updated here), else the store's. Unchanged rows (same key and content
-    hash as that newest version) are not sealed; their positions are kept in `skipped`.
+    is one (`in_flight`, updated here), else the store's. Unchanged rows are not sealed
+    (positions in `skipped`): same content hash as the newest version, or as the newest version
+    that came from the source (when a lifecycle correction is newest, the pre-correction row is
+    unchanged; the correction stands). Changed rows of a record the lifecycle closed (newest
+    version withdrawn, expired or purged) are not sealed either (positions in `kept`). Any
+    other row is the next version.
     """
     producer = sealer.producer
     accepted = batch.accepted
     wanted = [a.record_key for a in accepted]
-    current = db.current_versions(producer, [k for k in wanted if k not in in_flight])
+    current = db.record_heads(producer, [k for k in wanted if k not in in_flight])
     current.update((k, in_flight[k]) for k in wanted if k in in_flight)
     jobs: list[SealJob] = []
     skipped: set[int] = set()
-    assigned: dict[str, tuple[int, str]] = {}
+    kept: set[int] = set()
+    assigned: dict[str, RecordHead] = {}
     corrections = 0
     for position, acc in enumerate(accepted):
         known = current.get(acc.record_key)
-        if known is not None and known[1] == acc.content_hash:
+        if known is not None and acc.content_hash in (known.content_hash, known.source_hash):
             skipped.add(position)
             continue
-        version = 1 if known is None else known[0] + 1
-        # a second row with the same key later in this batch sees this version
-        current[acc.record_key] = assigned[acc.record_key] = (version, acc.content_hash)
+        if known is not None and known.state in CLOSED_STATES:
+            kept.add(position)
+            continue
+        version = 1 if known is None else known.version + 1
+        # a second row with the same key later in this batch sees this version (stored active
+        # or, already past its disclosure, expired: either way a row of this run, not closed
+        # by the lifecycle, so the later row is its next version)
+        head = RecordHead(version, acc.content_hash, "active", acc.content_hash)
+        current[acc.record_key] = assigned[acc.record_key] = head
         rec = acc.record
         jobs.append(
             SealJob(
@@ -428,6 +474,7 @@ def _plan(
                 severity=rec.severity,
                 decided_on=rec.decided_on,
                 conduct_ended_on=rec.conduct_ended_on,
+                disclosure_end=rec.disclosure_end,
             )
         )
         if version > 1:
@@ -439,7 +486,7 @@ def _plan(
     except BaseException as error:
         stage.end(error)
         raise
-    return _Planned(batch, now, sealed, skipped, corrections, assigned, stage)
+    return _Planned(batch, now, sealed, skipped, kept, corrections, assigned, stage)
 
 
 def sync_feed_subscriptions(config: NodeConfig, db: Store, *, now: dt.datetime) -> list[str]:

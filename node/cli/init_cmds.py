@@ -346,13 +346,15 @@ def ingest_command(
 
 def _show_summary(summary: IngestSummary) -> None:
     table = Table(title=f"ingest {summary.run_id}")
-    columns = ("read", "accepted", "corrected", "rejected", "unchanged", "batches", "rows/s")
+    columns = ("read", "accepted", "corrected", "rejected", "unchanged", "kept withdrawn",
+               "batches", "rows/s")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     rate = f"{summary.read / summary.seconds:,.0f}" if summary.seconds else "-"
     table.add_row(
         str(summary.read), str(summary.accepted), str(summary.corrected), str(summary.rejected),
-        str(summary.skipped_unchanged), str(summary.batches), rate,
+        str(summary.skipped_unchanged), str(summary.skipped_lifecycle), str(summary.batches),
+        rate,
     )  # fmt: skip
     console.print(table)
     if summary.top_reasons:

@@ -17,10 +17,12 @@ from node.store.errors import (
 from node.store.grantledger import SqlGrantLedger
 from node.store.logbackend import SqlLogBackend
 from node.store.models import (
+    CLOSED_STATES,
     EVENT_KINDS,
     RECORD_STATES,
     FeedEvent,
     NewRecord,
+    RecordHead,
     ReleaseCandidate,
     StoredRecord,
     Subscription,
@@ -29,10 +31,12 @@ from node.store.models import (
 from node.store.store import Store, from_db_time, open_store, to_db_time
 
 __all__ = [
+    "CLOSED_STATES",
     "EVENT_KINDS",
     "RECORD_STATES",
     "FeedEvent",
     "NewRecord",
+    "RecordHead",
     "ReleaseCandidate",
     "SqlGrantLedger",
     "SqlLogBackend",

@@ -6,15 +6,20 @@ import datetime as dt
 from dataclasses import dataclass
 
 __all__ = [
+    "CLOSED_STATES",
     "EVENT_KINDS",
     "RECORD_STATES",
     "FeedEvent",
     "NewRecord",
+    "RecordHead",
     "StoredRecord",
     "Subscription",
 ]
 
 RECORD_STATES = frozenset({"active", "superseded", "withdrawn", "expired", "purged"})
+# States the lifecycle closes a record in: a source row never brings such a record back
+# (docs/lifecycle.md, "Re-ingest and the lifecycle").
+CLOSED_STATES = frozenset({"withdrawn", "expired", "purged"})
 EVENT_KINDS = frozenset(
     {"upsert", "correct", "withdraw", "expire", "objection_set", "objection_cleared"}
 )
@@ -65,6 +70,20 @@ class StoredRecord:
     objection: bool
     created_at: dt.datetime
     origin: str
+    from_source: bool = False  # stored by ingest from the producer's source rows
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHead:
+    """What ingest plans a record key's next version on: the newest version's number, content
+    hash and state, and the content hash of the newest version that came from the source
+    (None when no version did; equal to `content_hash` unless a lifecycle correction is
+    newest)."""
+
+    version: int
+    content_hash: str
+    state: str
+    source_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@
 Invariants kept here (docs/decisions/0004-store-schema.md):
 - every version of a record is kept; a correction adds a version and marks the older active
   versions `superseded`, nothing is overwritten;
+- versions ingest stores are marked `from_source` (a lifecycle correction's are not); such a
+  batch never adds a version over one the lifecycle closed (withdrawn, expired, purged) and
+  carries an open objection over to the new version (`store_batch(..., from_source=True)`);
 - a batch of records, the feed events it causes and the adapter's resume state commit in ONE
   transaction, so a crash loses or duplicates nothing;
 - each subscriber's feed sequence is gap-free: numbers are taken from the subscriber's counter
@@ -48,12 +51,14 @@ from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
 from node.store.engine import WRITE, make_engine, migrate
-from node.store.errors import redact_url, translate_errors
+from node.store.errors import StoreConflictError, redact_url, translate_errors
 from node.store.models import (
+    CLOSED_STATES,
     EVENT_KINDS,
     RECORD_STATES,
     FeedEvent,
     NewRecord,
+    RecordHead,
     ReleaseCandidate,
     StoredRecord,
     Subscription,
@@ -63,6 +68,7 @@ from node.store.tables import (
     FeedEventRow,
     IngestStateRow,
     NonceRow,
+    ObjectionRow,
     RecordLinkRow,
     RecordRow,
     SubscriptionRow,
@@ -85,6 +91,7 @@ SUBS = _table(SubscriptionRow)
 CURSORS = _table(UpstreamCursorRow)
 INGEST = _table(IngestStateRow)
 NONCES = _table(NonceRow)
+_OBJECTIONS = _table(ObjectionRow)
 
 _CHUNK = 500  # bound on IN (...) lists and executemany batches
 
@@ -313,6 +320,7 @@ class Store:
         upstream_cursor: tuple[str, int] | None = None,
         upstream_head: int | None = None,
         expire_ended: bool = False,
+        from_source: bool = False,
     ) -> int:
         """Store record versions, their feed events and resume state in ONE transaction.
 
@@ -329,15 +337,30 @@ class Store:
         the last batch); `upstream_head` is the head the peer reported with that batch (None
         keeps the one stored). Returns the number of events. Refuses (StoreConflictError,
         nothing written) a version that already exists.
+
+        `from_source` (ingest) marks the versions as the producer's source rows, and then, in
+        the same transaction: refuses (StoreConflictError, nothing written) a new version of a
+        record whose newest stored version the lifecycle has closed (withdrawn, expired,
+        purged) since ingest planned the batch, so a repair racing an ingest never comes back;
+        and carries an open objection over: the new version is flagged too and the objection
+        moves to it (its review clock is unchanged), so closing it clears the current flag.
         """
         for rec in records:
             _check_new(rec)
         stamp = to_db_time(now)
         today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
+            flagged: set[str] = set()
+            if from_source:
+                flagged = _source_checks(conn, records)
             for start in range(0, len(records), _CHUNK):
                 chunk = records[start : start + _CHUNK]
-                rows = (_record_row(rec, today) for rec in chunk)
+                rows = (
+                    _record_row(
+                        rec, today, objection=rec.row_id in flagged, from_source=from_source
+                    )
+                    for rec in chunk
+                )
                 insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
                 links = [
                     (r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)
@@ -387,6 +410,36 @@ class Store:
         """Return (newest version, its content hash) of a record, or None if never stored."""
         found = self.current_versions(producer, [record_key])
         return found.get(record_key)
+
+    def record_heads(self, producer: str, record_keys: Iterable[str]) -> dict[str, RecordHead]:
+        """Return record_key -> RecordHead (newest version, its hash and state, and the hash
+        of the newest version that came from the source) for the keys that exist."""
+        keys = list(dict.fromkeys(record_keys))
+        newest: dict[str, tuple[int, str, str]] = {}
+        source: dict[str, tuple[int, str]] = {}
+        with self.read("look up current record versions") as conn:
+            for start in range(0, len(keys), _CHUNK):
+                rows = conn.execute(
+                    select(
+                        RECORDS.c.record_key,
+                        RECORDS.c.version,
+                        RECORDS.c.content_hash,
+                        RECORDS.c.state,
+                        RECORDS.c.from_source,
+                    ).where(
+                        RECORDS.c.producer == producer,
+                        RECORDS.c.record_key.in_(keys[start : start + _CHUNK]),
+                    )
+                )
+                for key, version, content_hash, state, from_source in rows:
+                    if key not in newest or newest[key][0] < version:
+                        newest[key] = (int(version), str(content_hash), str(state))
+                    if from_source and (key not in source or source[key][0] < version):
+                        source[key] = (int(version), str(content_hash))
+        return {
+            key: RecordHead(version, content_hash, state, source[key][1] if key in source else None)
+            for key, (version, content_hash, state) in newest.items()
+        }
 
     def current_versions(
         self, producer: str, record_keys: Iterable[str]
@@ -818,12 +871,70 @@ _RECORD_COLUMNS = (
     "objection",
     "created_at",
     "origin",
+    "from_source",
 )
 
 
-def _record_row(rec: NewRecord, today: dt.date | None) -> tuple[Any, ...]:
+def _source_checks(conn: Connection, records: Sequence[NewRecord]) -> set[str]:
+    """Inside `store_batch(from_source=True)`'s transaction: refuse a new version of a record
+    the lifecycle closed, move open objections to the newest new version of their record and
+    return the row ids of the new versions to flag (see store_batch)."""
+    keys = list(dict.fromkeys((r.producer, r.record_key) for r in records if r.version > 1))
+    if not keys:
+        return set()
+    newest: dict[tuple[str, str], tuple[int, str, str]] = {}
+    for producer in dict.fromkeys(p for p, _ in keys):
+        mine = [k for p, k in keys if p == producer]
+        for start in range(0, len(mine), _CHUNK):
+            # FOR UPDATE (PostgreSQL): a withdrawal of one of these versions waits for this
+            # transaction, then finds the version superseded and refuses
+            rows = conn.execute(
+                select(RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.state, RECORDS.c.row_id)
+                .where(
+                    RECORDS.c.producer == producer,
+                    RECORDS.c.record_key.in_(mine[start : start + _CHUNK]),
+                )
+                .with_for_update()
+            )
+            for key, version, state, row_id in rows:
+                known = newest.get((producer, key))
+                if known is None or known[0] < version:
+                    newest[(producer, key)] = (int(version), str(state), str(row_id))
+    if any(state in CLOSED_STATES for _, state, _ in newest.values()):
+        raise StoreConflictError(
+            "store: a record of this batch was withdrawn, expired or purged while the batch "
+            "was prepared; nothing was written, run the ingest again"
+        )
+    current = {row_id: pk for pk, (_, _, row_id) in newest.items()}
+    last: dict[tuple[str, str], str] = {}
+    for rec in records:
+        last[(rec.producer, rec.record_key)] = rec.row_id
+    flagged: set[str] = set()
+    ids = list(current)
+    for start in range(0, len(ids), _CHUNK):
+        open_rows = conn.execute(
+            select(_OBJECTIONS.c.objection_id, _OBJECTIONS.c.record_row_id).where(
+                _OBJECTIONS.c.record_row_id.in_(ids[start : start + _CHUNK]),
+                _OBJECTIONS.c.closed_at.is_(None),
+            )
+        ).all()
+        for objection_id, row_id in open_rows:
+            pk = current[row_id]
+            flagged.update(r.row_id for r in records if (r.producer, r.record_key) == pk)
+            conn.execute(
+                update(_OBJECTIONS)
+                .where(_OBJECTIONS.c.objection_id == objection_id)
+                .values(record_row_id=last[pk])
+            )
+    return flagged
+
+
+def _record_row(
+    rec: NewRecord, today: dt.date | None, *, objection: bool = False, from_source: bool = False
+) -> tuple[Any, ...]:
     """The values of a new record's row, in the order of _RECORD_COLUMNS; `expired` instead of
-    `active` when its disclosure is already over on `today` (None: not judged)."""
+    `active` when its disclosure is already over on `today` (None: not judged). `objection`
+    flags it (an open objection carried over); `from_source` marks a version from ingest."""
     ended = today is not None and disclosure_ended(
         severity=rec.severity,
         decided_on=rec.decided_on,
@@ -846,9 +957,10 @@ def _record_row(rec: NewRecord, today: dt.date | None) -> tuple[Any, ...]:
         rec.disclosure_min_end,
         rec.disclosure_max_end,
         rec.disclosure_rule,
-        False,
+        objection,
         to_db_time(rec.created_at),
         rec.origin,
+        from_source,
     )
 
 
@@ -872,6 +984,7 @@ def _stored(row: Row[Any]) -> StoredRecord:
         objection=bool(row.objection),
         created_at=from_db_time(row.created_at),
         origin=row.origin,
+        from_source=bool(row.from_source),
     )
 
 

@@ -15,6 +15,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -81,6 +83,11 @@ class RecordRow(SQLModel, table=True):
     objection: bool = False
     created_at: dt.datetime = Field(sa_column=_ts())
     origin: str = Field(max_length=16)
+    # True: stored by ingest from the producer's source rows; False: a lifecycle correction or
+    # a peer's record (migration 0005; ingest compares rows with the newest source version)
+    from_source: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
 
 
 class RecordLinkRow(SQLModel, table=True):
