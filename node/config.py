@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import catalog
 from node.errors import ConfigError
 
 __all__ = [
@@ -287,8 +288,11 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     keep = _int(life_raw, "lifecycle", "retention_months", 60)
     if keep < 1:
         raise _bad("lifecycle", "retention_months", str(keep), "must be 1 or more")
+    holiday_path = (home / holiday) if holiday else None
+    if holiday_path is not None:
+        _check_holiday_file(holiday_path)
     lifecycle = LifecycleConfig(
-        holiday_file=(home / holiday) if holiday else None,
+        holiday_file=holiday_path,
         scan_interval_s=scan,
         retention_months=keep,
     )
@@ -392,8 +396,12 @@ exporter = "none"
 # otlp_endpoint = "http://127.0.0.1:4317"
 
 [lifecycle]
-# Holiday schedule (JSON) for years the chinesecalendar package does not know yet.
-# holiday_file = "holidays.json"
+# Holiday schedule (TOML) for years the chinesecalendar package does not know yet, e.g.
+#   ["2027"]
+#   holidays = [2027-01-01, 2027-02-08]   # weekdays off
+#   workdays = [2027-02-06]               # weekend days worked
+# Checked when the config is loaded; a running node reads it once, so restart it after a change.
+# holiday_file = "holidays.toml"
 # Seconds between disclosure-expiry scans (one also runs at start).
 scan_interval_s = 3600
 # Months an expired, withdrawn or superseded record is kept encrypted (never disclosed) after
@@ -419,6 +427,18 @@ retention_months = 60
 def _toml_str(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def _check_holiday_file(path: Path) -> None:
+    """Refuse at load a holiday file that is missing or not in the TOML format
+    (`catalog.load_holiday_file`), instead of at the first deadline that needs it."""
+    try:
+        catalog.load_holiday_file(path, catalog.WorkCalendar())
+    except catalog.CatalogError as error:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [lifecycle] holiday_file = {str(path)!r}: not a usable TOML "
+            f'holiday schedule (["2027"] holidays = [...] workdays = [...]): {error}'
+        ) from None
 
 
 def _bad(section: str, key: str, shown: str, why: str) -> ConfigError:

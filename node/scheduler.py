@@ -1,12 +1,14 @@
 """The lifecycle scan: expiry, the Shandong cap, purge after retention, revocation reports.
 
 `scan(runtime)` is one pass, judged on the day of `runtime.clock()` in China Standard Time:
-1. active records past their maximum disclosure period -> `expired` (`expire` events);
+1. active records past their maximum disclosure period -> `expired` (`expire` events), and
+   minor records decided under 令第36号 but stored with no end date (withheld, decision 0013);
 2. active dishonesty records past the Shandong 5-year cap (whatever their stored period)
    -> `expired` too;
 3. expired, withdrawn or superseded versions whose disclosure ended more than the retention
    before today (and whose record has no active version) -> `purged`: the body is erased and the
-   purge is logged in the access log (kind `purge`);
+   purge is logged in the access log (kind `purge`). A version stored with no end date ended
+   the day it left `active` (store.lifecycle.records_due_for_purge says how that day is found);
 4. open revocation tasks whose withdraw event the platform has acknowledged -> closed
    (Shandong Art. 40: reported to the platform).
 
@@ -23,6 +25,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from catalog.periods import ORDER_36_EFFECTIVE
 from node import lifecycle as rules
 from node.accesslog import LogEntry, utc_iso
 from node.lifecycle_ops import overdue_tasks
@@ -68,14 +71,18 @@ def _platforms(runtime: NodeRuntime) -> set[str]:
     return {e.node_id for e in bundle.roster if "platform" in e.roles}
 
 
-def scan(
-    runtime: NodeRuntime, *, retention_months: int = rules.DEFAULT_RETENTION_MONTHS
-) -> ScanReport:
+def scan(runtime: NodeRuntime, *, retention_months: int | None = None) -> ScanReport:
     """Run one lifecycle pass (see the module docstring) and return its counts.
+
+    `retention_months` defaults to the node's `[lifecycle] retention_months`; a caller passes
+    it only to override the configuration for this pass (`credex lifecycle scan
+    --retention-months`).
 
     The pass is recorded as the pipeline stage "lifecycle.scan" (one span, counts only) in the
     process's active telemetry.
     """
+    if retention_months is None:
+        retention_months = runtime.config.lifecycle.retention_months
     with active_telemetry().stage("lifecycle.scan", root=True) as stage:
         report = _scan(runtime, retention_months=retention_months)
         stage.items = report.expired + report.capped + report.purged
@@ -89,6 +96,12 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     today = rules.china_day(now)
     expired = capped = purged = 0
     while batch := store.records_due_for_expiry(today, limit=_BATCH):
+        for record in batch:
+            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
+            expired += 1
+    # minor records under 令第36号 stored with no end (before decision 0013): withheld, never
+    # disclosed; expiring them sends the expire event and lets retention run to a purge
+    while batch := ls.records_withheld_without_window(store, ORDER_36_EFFECTIVE, limit=_BATCH):
         for record in batch:
             store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
             expired += 1

@@ -292,15 +292,30 @@ def status_command(
 def scan_command(
     home: HomeOption = None,
     retention_months: Annotated[
-        int,
-        typer.Option("--retention-months", help="Months kept encrypted after disclosure ends."),
-    ] = rules.DEFAULT_RETENTION_MONTHS,
+        int | None,
+        typer.Option(
+            "--retention-months",
+            min=1,
+            help="Months kept encrypted after disclosure ends, for this run only "
+            "(default: [lifecycle] retention_months of the node's config).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one lifecycle pass now: expire, cap, purge, close reported revocations."""
+    """Run one lifecycle pass now: expire, cap, purge, close reported revocations.
+
+    The retention is the node's `[lifecycle] retention_months` unless `--retention-months`
+    overrides it for this run; a purge erases bodies irreversibly, so the CLI never falls back
+    to a built-in default that could be shorter than the configured one.
+    """
     runtime = _runtime(home)
     try:
-        report = scan(runtime, retention_months=retention_months)
+        keep = (
+            runtime.config.lifecycle.retention_months
+            if retention_months is None
+            else retention_months
+        )
+        report = scan(runtime, retention_months=keep)
     finally:
         runtime.close()
     if as_json:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
-from node.lifecycle import TaskView
+from node.lifecycle import CST, SHANDONG_CAP_MONTHS, TaskView, purge_cutoff
 from node.store.models import StoredRecord
 from node.store.store import (
     EVENTS,
@@ -50,6 +50,7 @@ __all__ = [
     "record_push",
     "records_due_for_purge",
     "records_past_cap",
+    "records_withheld_without_window",
     "withdraw_events",
     "withdraw_record",
 ]
@@ -413,8 +414,23 @@ def withdraw_events(
 def records_due_for_purge(
     store: Store, cutoff: dt.date, *, limit: int = 1000
 ) -> list[StoredRecord]:
-    """Expired, withdrawn or superseded versions whose disclosure ended before `cutoff` and
-    whose record has no active version left (history of a live record is kept)."""
+    """Expired, withdrawn or superseded versions whose disclosure ended before `cutoff`, of
+    records with no active version left (history of a live record is kept).
+
+    When did disclosure end? The stored `disclosure_max_end` when there is one. A version
+    stored without an end date (legacy rows: before every dishonesty record carried a period,
+    or a record with no period at all) ended the day it left `active`:
+    - the day of its earliest `expire` or `withdraw` feed event (written in the transaction
+      that changed the state), else
+    - for a withdrawn version, the day its repair or revocation task was opened (written in
+      the same transaction as the withdrawal, and kept even when nobody subscribes), else
+    - for a dishonesty record (one with a severity), decided_on + the Shandong 5-year cap:
+      the latest day it could lawfully have been disclosed, so retention never starts early;
+    - a superseded version with no end follows its record: it is due once a newer version of
+      the same record has been purged.
+    A version with no end and none of these facts (no severity, no event, no task) is kept;
+    docs/lifecycle.md ("Retention and purge") explains the choice.
+    """
     newer = RECORDS.alias("newer")
     live = exists().where(
         and_(
@@ -423,15 +439,95 @@ def records_due_for_purge(
             newer.c.state == "active",
         )
     )
+    newer_purged = exists().where(
+        and_(
+            newer.c.producer == RECORDS.c.producer,
+            newer.c.record_key == RECORDS.c.record_key,
+            newer.c.version > RECORDS.c.version,
+            newer.c.state == "purged",
+        )
+    )
+    # left_day < cutoff  <=>  the moment it left active is before 00:00 CST of the cutoff day
+    before = to_db_time(dt.datetime.combine(cutoff, dt.time(), tzinfo=CST))
+    left_by_event = (
+        select(func.min(EVENTS.c.created_at))
+        .where(
+            EVENTS.c.record_row_id == RECORDS.c.row_id,
+            EVENTS.c.kind.in_(["expire", "withdraw"]),
+        )
+        .scalar_subquery()
+    )
+    left_by_task = (
+        select(func.min(TASKS.c.opened_at))
+        .where(
+            TASKS.c.record_key == RECORDS.c.record_key,
+            TASKS.c.kind.in_(["repair", "revocation"]),
+            TASKS.c.opened_at >= RECORDS.c.created_at,
+        )
+        .scalar_subquery()
+    )
+    # decided_on + cap < cutoff  <=>  decided_on < the cutoff stepped back by the cap
+    cap_before = purge_cutoff(cutoff, SHANDONG_CAP_MONTHS)
+    no_end_due = or_(
+        and_(left_by_event.is_not(None), left_by_event < before),
+        and_(
+            left_by_event.is_(None),
+            RECORDS.c.state == "withdrawn",
+            left_by_task.is_not(None),
+            left_by_task < before,
+        ),
+        and_(
+            left_by_event.is_(None),
+            or_(RECORDS.c.state == "expired", left_by_task.is_(None)),
+            RECORDS.c.severity.is_not(None),
+            RECORDS.c.decided_on < cap_before,
+        ),
+    )
     with store.read("find records due for purge") as conn:
         rows = conn.execute(
             select(RECORDS)
             .where(
-                RECORDS.c.state.in_(["expired", "withdrawn", "superseded"]),
-                RECORDS.c.disclosure_max_end < cutoff,
                 ~live,
+                or_(
+                    and_(
+                        RECORDS.c.state.in_(["expired", "withdrawn", "superseded"]),
+                        RECORDS.c.disclosure_max_end < cutoff,
+                    ),
+                    and_(
+                        RECORDS.c.state.in_(["expired", "withdrawn"]),
+                        RECORDS.c.disclosure_max_end.is_(None),
+                        no_end_due,
+                    ),
+                    and_(
+                        RECORDS.c.state == "superseded",
+                        RECORDS.c.disclosure_max_end.is_(None),
+                        newer_purged,
+                    ),
+                ),
             )
             .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
+            .limit(limit)
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def records_withheld_without_window(
+    store: Store, decided_from: dt.date, *, limit: int = 1000
+) -> list[StoredRecord]:
+    """Active minor (轻微) records decided on or after `decided_from` (the day 令第36号 took
+    effect) and stored with no end date: rows written before withheld records got their
+    explicit empty window (docs/decisions/0013). They were never to be disclosed, so the scan
+    expires them; every reader already treats them as withheld."""
+    with store.read("find withheld records stored without a window") as conn:
+        rows = conn.execute(
+            select(RECORDS)
+            .where(
+                RECORDS.c.state == "active",
+                RECORDS.c.severity == "minor",
+                RECORDS.c.disclosure_max_end.is_(None),
+                RECORDS.c.decided_on >= decided_from,
+            )
+            .order_by(RECORDS.c.decided_on, RECORDS.c.row_id)
             .limit(limit)
         ).all()
     return [_stored(r) for r in rows]

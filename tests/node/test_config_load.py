@@ -130,13 +130,14 @@ def test_store_urls_are_resolved_and_passwords_never_echoed(tmp_path: Path) -> N
 
 
 def test_peers_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "holidays.toml").write_text("", encoding="utf-8")  # checked at load
     config = parse_config(
         BASE
-        + "[lifecycle]\nholiday_file = 'holidays.json'\n"
+        + "[lifecycle]\nholiday_file = 'holidays.toml'\n"
         + "[peers.tax]\nendpoint = '[::1]:7444'\n[peers.court]\nendpoint = 'court.zd:443'\n",
         home=tmp_path,
     )
-    assert config.lifecycle.holiday_file == tmp_path.resolve() / "holidays.json"
+    assert config.lifecycle.holiday_file == tmp_path.resolve() / "holidays.toml"
     assert [p.node_id for p in config.peers] == ["court", "tax"]
     assert config.peer_endpoint("tax") == "[::1]:7444"
     assert config.peer_endpoint("unknown") is None
