@@ -29,6 +29,7 @@ from catalog.periods import (
     add_months,
     disclosure_period,
     never_disclosed,
+    record_period,
 )
 from catalog.prohibited import prohibited_reason
 from catalog.validation import parse_date, validate_record
@@ -70,6 +71,7 @@ __all__ = [
     "normalize_uscc",
     "parse_date",
     "prohibited_reason",
+    "record_period",
     "register_holidays",
     "validate_record",
     "working_days_after",

@@ -297,6 +297,10 @@ def _item(
         if by_id[conduct_end].kind != "date" or conduct_end == decided_on:
             raise _fail(where, f"conduct_end field {conduct_end!r} must be a date of its own")
 
+    valid_until, revoked_when = _validity(
+        raw, by_id, tables, where, info_nature=info_nature, decided_on=decided_on
+    )
+
     linked = _strs(raw, "linked_id_fields", where)
     for link in linked:
         if link not in by_id or not (by_id[link].check or "").startswith("person_id:"):
@@ -333,6 +337,8 @@ def _item(
         decided_on_field=decided_on,
         conduct_end_field=conduct_end,
         linked_id_fields=linked,
+        valid_until_field=valid_until,
+        revoked_when=revoked_when,
         max_disclosure_months=max_months,
         data_standard=_str(raw, "data_standard", where, ""),
         record_checks=checks,
@@ -458,6 +464,54 @@ def _check_field_refs(
         type_field = by_id.get(f.check.split(":", 1)[1])
         if type_field is None or type_field.code_table != "id_type":
             raise _fail(where, f"check {f.check!r} must name an id_type code field")
+
+
+def _validity(
+    raw: Mapping[str, Any],
+    by_id: Mapping[str, Field],
+    tables: Mapping[str, CodeTable],
+    where: str,
+    *,
+    info_nature: str,
+    decided_on: object,
+) -> tuple[str | None, str | None]:
+    """The item's `valid_until` (a date field ending disclosure) and `revoked_when` (an
+    equality rule on a field of the item). Only for items that are not dishonesty (those have
+    令第36号 periods) and that name their start (`decided_on`)."""
+    valid_until = raw.get("valid_until")
+    revoked_when = raw.get("revoked_when")
+    if valid_until is None and revoked_when is None:
+        return None, None
+    if info_nature == "dishonesty":
+        raise _fail(where, "valid_until/revoked_when apply to items that are not dishonesty")
+    if decided_on is None:
+        raise _fail(where, "valid_until/revoked_when need 'decided_on' (the date it runs from)")
+    if valid_until is not None and (
+        not isinstance(valid_until, str)
+        or valid_until not in by_id
+        or by_id[valid_until].kind != "date"
+        or valid_until == decided_on
+    ):
+        raise _fail(where, f"valid_until {valid_until!r} must name a date field of its own")
+    if revoked_when is not None:
+        if not isinstance(revoked_when, str):
+            raise _fail(where, "revoked_when must be a rule 'FIELD=V1|V2'")
+        try:
+            condition = parse_rule(revoked_when)
+        except ValueError as error:
+            raise _fail(where, f"revoked_when {revoked_when!r}: {error}") from None
+        other = None if condition is None else by_id.get(condition.field_id)
+        if condition is None or condition.op != "eq" or other is None:
+            raise _fail(where, f"revoked_when {revoked_when!r} must be 'FIELD=V' on a field")
+        if other.code_table is not None:
+            for value in condition.values:
+                if tables[other.code_table].lookup(value) is None:
+                    raise _fail(
+                        where,
+                        f"revoked_when {revoked_when!r}: {value!r} is not in code table "
+                        f"{other.code_table}",
+                    )
+    return valid_until, revoked_when
 
 
 def _check_severity_rule(

@@ -119,6 +119,10 @@ class Item:
     # the date the dishonest conduct ended (Shandong Art. 38 counts the 5-year cap from it)
     conduct_end_field: str | None = None
     linked_id_fields: tuple[str, ...] = ()  # person-id fields linked to the subject (Art. 31)
+    # a date field ending the entry's validity (红名单 有效期至): disclosure stops after it
+    valid_until_field: str | None = None
+    # a condition (catalog.conditions syntax) marking an entry revoked (状态=撤销): never shown
+    revoked_when: str | None = None
     max_disclosure_months: int | None = None  # the item's longest disclosure (Shandong 有效期限)
     # "summary_procedure", "responsible_person", "birth_date_matches_id"
     record_checks: tuple[str, ...] = ()
@@ -193,6 +197,9 @@ class NormalisedRecord:
     always has one: its grade, or `catalog.periods.UNGRADED` when it was decided before
     2026-04-01 without 失信程度. `conduct_ended_on` is the stated end of the dishonest conduct
     (Shandong Art. 38), when the item has that field and the record fills it.
+    `disclosure_end` is set for an item with a validity end (`Item.valid_until_field`, the red
+    list's 有效期至): that date, or the decision day (the empty window: never disclosed) when the
+    entry is revoked (`Item.revoked_when`); `catalog.record_period` turns it into the window.
     """
 
     item_id: str
@@ -205,6 +212,7 @@ class NormalisedRecord:
     decided_on: datetime.date | None
     natural_key: tuple[str, ...]
     conduct_ended_on: datetime.date | None = None
+    disclosure_end: datetime.date | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ Rules (docs/catalog.md, "Disclosure periods"; catalogue-facts §5):
   ended (失信行为终止之日) when the record states it, else from the decision day (applied as a cap
   on `max_end`; a cap that has already run out at the decision withholds the record).
 
+Validity (not dishonesty): an item naming `valid_until` (the red list's 有效期至) is disclosed up
+to that day inclusive and then expires like a dishonesty record past `max_end`; a revoked entry
+(`revoked_when`, 状态=撤销) gets the empty window (`record_period`).
+
 The empty window. A withheld record has `min_end == max_end == decided_on`: a period of zero
 months that starts the day after the decision (Art. 201) ends before it starts. Every reader
 treats `max_end <= decided_on` as "never disclosed, never shared" (`never_disclosed`); the
@@ -101,6 +105,37 @@ def disclosure_period(
     it the cap runs from the decision. The rule text names the instruments applied.
     """
     return _disclosure_period(severity, decided_on, conduct_ended_on)
+
+
+NO_PERIOD_RULE = "no disclosure period: not a dishonesty record"
+VALIDITY_RULE = (
+    "有效期至 (valid until): 山东省社会信用条例第二十五条、第二十六条 (守信激励 while valid)"
+)
+REVOKED_RULE = "已撤销 (revoked): never disclosed or shared"
+
+
+def record_period(
+    severity: str | None,
+    decided_on: datetime.date | None,
+    *,
+    conduct_ended_on: datetime.date | None = None,
+    disclosure_end: datetime.date | None = None,
+) -> DisclosurePeriod:
+    """The window stored with any record version (ingest, correction, receipt).
+
+    A dishonesty record (a severity and a decision day) gets `disclosure_period`. An entry
+    whose validity ends (`NormalisedRecord.disclosure_end`, the red list's 有效期至) is
+    disclosed and shared up to that day inclusive, with no minimum (there is nothing to
+    repair); on or before its decision day it is the empty, `withheld` window (a revoked
+    entry). Anything else has no period (both ends None: "never ends").
+    """
+    if severity is not None and decided_on is not None:
+        return disclosure_period(severity, decided_on, conduct_ended_on=conduct_ended_on)
+    if disclosure_end is not None:
+        if decided_on is not None and disclosure_end <= decided_on:
+            return _withheld(decided_on, REVOKED_RULE)
+        return DisclosurePeriod(None, disclosure_end, VALIDITY_RULE)
+    return DisclosurePeriod(None, None, NO_PERIOD_RULE)
 
 
 def _withheld(decided_on: datetime.date, rule: str) -> DisclosurePeriod:

@@ -18,7 +18,14 @@ message a clerk can act on):
   catalogue's required rule says: without a grade it would have no lawful period;
 - pre-2021 penalty types for decisions after 2021-07-14;
 - summary-procedure penalties (Shandong Art. 13; rule in `_summary_procedure`);
-- a severe-dishonesty organisation record without legal representative or principal (Art. 31).
+- a severe-dishonesty organisation record without legal representative or principal (Art. 31);
+- a validity end (`Item.valid_until_field`, the red list's 有效期至) on or before the decision
+  day (`date_order`).
+
+An entry whose validity has ended, or that is revoked (`Item.revoked_when`, 状态=撤销), is NOT
+refused: it gets `disclosure_end` (the end, or the decision day for a revoked one), so it is
+stored `expired` and, as a new version, ends the earlier one that was still valid
+(docs/catalog.md, "Validity of red-list entries").
 
 Messages never contain an ID number or a person's name: values of non-public fields are not
 shown, identifiers are masked.
@@ -114,6 +121,7 @@ class _Compiled:
     severity_by_label: Mapping[str, str]
     id_type_keys: Mapping[str, str]
     siblings: Mapping[str, tuple[str, ...]]  # subject kind -> items of this category that hold it
+    revoked: Condition | None = None  # Item.revoked_when, values canonicalised
 
 
 def _shown(f: Field, value: str) -> str:
@@ -342,6 +350,14 @@ def _compile(catalog: Catalog, item: Item) -> _Compiled:
             if other.category == item.category and kind in other.subject_kinds
         )
     order = tuple(specs.values())
+    revoked = parse_rule(item.revoked_when) if item.revoked_when else None
+    if revoked is not None:
+        revoked = Condition(
+            revoked.field_id,
+            revoked.op,
+            frozenset(specs[revoked.field_id].normalise(v) for v in revoked.values),
+            revoked.text,
+        )
     compiled = _Compiled(
         item=item,
         specs=specs,
@@ -355,6 +371,7 @@ def _compile(catalog: Catalog, item: Item) -> _Compiled:
         severity_by_label={e.label: e.key for e in severity.entries if e.key} if severity else {},
         id_type_keys={e.label: e.key for e in id_types.entries if e.key} if id_types else {},
         siblings=siblings,
+        revoked=revoked,
     )
     catalog._compiled[item.id] = compiled
     return compiled
@@ -648,6 +665,8 @@ def validate_record(
                 )
             )
 
+    disclosure_end = _validity_end(c, out, decided_on, errors)
+
     if errors:
         return ValidationResult(None, tuple(errors))
 
@@ -681,5 +700,37 @@ def validate_record(
             subject_id if k == "subject_id" else out.get(k, "") for k in item.natural_key
         ),
         conduct_ended_on=conduct_ended_on,
+        disclosure_end=disclosure_end,
     )
     return ValidationResult(record, ())
+
+
+def _validity_end(
+    c: _Compiled,
+    out: Mapping[str, str],
+    decided_on: datetime.date | None,
+    errors: list[FieldError],
+) -> datetime.date | None:
+    """The `disclosure_end` of an entry of an item with a validity end (None for other items):
+    the decision day when it is revoked (the empty window), else its valid-until date; appends
+    `date_order` when that date is not after the decision day (no value in the message)."""
+    item = c.item
+    if item.valid_until_field is None and c.revoked is None:
+        return None
+    if decided_on is None:
+        return None  # the decision day is missing or bad: already an error
+    if c.revoked is not None and c.revoked.holds(out):
+        return decided_on
+    if item.valid_until_field is None or item.valid_until_field not in out:
+        return None
+    end = datetime.date.fromisoformat(out[item.valid_until_field])
+    if end <= decided_on:
+        errors.append(
+            _error(
+                c.specs[item.valid_until_field].field,
+                "date_order",
+                "有效期至须晚于列入/决定日期 (must be after the decision date)",
+            )
+        )
+        return None
+    return end

@@ -65,6 +65,7 @@ class CheckedRecord:
     linked_subject_ids: tuple[str, ...]
     severity: str | None
     decided_on: dt.date | None
+    disclosure_end: dt.date | None = None  # NormalisedRecord.disclosure_end (red list)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def checked_from_verified(
         linked_subject_ids=record.linked_subject_ids if record is not None else (),
         severity=record.severity if record is not None else None,
         decided_on=record.decided_on if record is not None else None,
+        disclosure_end=record.disclosure_end if record is not None else None,
     )
 
 

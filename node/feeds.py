@@ -61,14 +61,17 @@ __all__ = [
     "RECEIPT_PAYLOAD_TYPE",
     "SUBSCRIBE_METHOD",
     "PullResult",
+    "PushWithdrawal",
     "about_feed",
     "apply_batch",
+    "apply_push_withdrawal",
     "feed_header",
     "feed_providers",
     "feed_subject",
     "follow_feeds",
     "pull",
     "push_request_body",
+    "push_withdrawal_body",
     "received_record",
     "reported_head",
     "sign_receipt",
@@ -89,7 +92,6 @@ _EVENT_OF_STATE = {"withdrawn": "withdraw", "expired": "expire"}
 # A withheld upsert/correct whose reason says the record stopped being shared: our copy of an
 # earlier version stops too (a purged record is, for us, withdrawn).
 _STATE_OF_WITHHELD = {"withdrawn": "withdrawn", "expired": "expired", "purged": "withdrawn"}
-_NO_PERIOD = "no disclosure period: not a dishonesty record"
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 
@@ -174,6 +176,78 @@ def push_request_body(
     return exchange_pb2.PushNotice(notice_id=notice_id, sealed=sealed, items=[message.item_id])
 
 
+@dataclass(frozen=True)
+class PushWithdrawal:
+    """An opened withdraw/expire push notice: which record of the sender stops being shared."""
+
+    kind: str  # "withdraw" or "expire"
+    record_key: str
+    version: int
+    item_id: str
+    reason: str
+
+
+def push_withdrawal_body(
+    withdrawal: PushWithdrawal,
+    *,
+    at: dt.datetime,
+    sender: str,
+    recipient: str,
+    recipient_key: bytes,
+    notice_id: str,
+) -> exchange_pb2.PushNotice:
+    """A notice that a pushed entry stopped being shared (repair, revocation: "withdraw"; end of
+    disclosure: "expire"), sealed for `recipient`.
+
+    The sealed payload is a FeedEvent without a record; the sealed header binds purpose "push",
+    the sender, the notice id and the kind, so a withdrawal cannot pass for an entry or the
+    other way round. Refuses (InputError) another kind.
+    """
+    if withdrawal.kind not in _STATE_OF_EVENT:
+        raise InputError(f"push: {withdrawal.kind!r} is not a withdrawal kind")
+    event = common_pb2.FeedEvent(
+        kind=wire.event_kind_to_pb(withdrawal.kind),
+        record_key=withdrawal.record_key,
+        version=withdrawal.version,
+        item_id=withdrawal.item_id,
+        at=wire.timestamp_to_pb(at),
+        reason=withdrawal.reason,
+    )
+    sealed = keys.seal(
+        event.SerializeToString(),
+        header={
+            "purpose": PUSH_PURPOSE,
+            "sender": sender,
+            "notice_id": notice_id,
+            "kind": withdrawal.kind,
+        },
+        recipients={recipient: recipient_key},
+    )
+    return exchange_pb2.PushNotice(
+        notice_id=notice_id,
+        sealed=sealed,
+        items=[withdrawal.item_id],
+        kind=wire.event_kind_to_pb(withdrawal.kind),
+    )
+
+
+def apply_push_withdrawal(
+    runtime: NodeRuntime, producer: str, withdrawal: PushWithdrawal, *, now: dt.datetime
+) -> int:
+    """Apply a verified withdraw/expire push notice from `producer` to our copy of its record
+    (only a copy of `producer`'s own record is ever touched); 1 if a copy changed, else 0 (no
+    copy, or already in that state: a retried notice changes nothing)."""
+    event = _Event(
+        seq=0,
+        kind=withdrawal.kind,
+        record_key=withdrawal.record_key,
+        version=withdrawal.version,
+        record=None,
+        objection=False,
+    )
+    return _apply_lifecycle(runtime, producer, event, now=now)
+
+
 def received_record(
     runtime: NodeRuntime,
     signed: keys.SignedRecord,
@@ -214,10 +288,7 @@ class _Receiver:
             subject = blind.token(f"{producer}:{header.get('subject', '')}")
             linked = ()
         severity, decided_on = checked.severity, checked.decided_on
-        if severity is not None and decided_on is not None:
-            period = catalog.disclosure_period(severity, decided_on)
-        else:
-            period = catalog.DisclosurePeriod(None, None, _NO_PERIOD)
+        period = catalog.record_period(severity, decided_on, disclosure_end=checked.disclosure_end)
         row_id = str(uuid.uuid4())
         return NewRecord(
             row_id=row_id,

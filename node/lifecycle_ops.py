@@ -28,6 +28,7 @@ import adapters
 import catalog
 import keys
 from node import lifecycle as rules
+from node import push
 from node.accesslog import LogEntry, utc_iso
 from node.errors import InputError, PolicyDenied
 from node.runtime import NodeRuntime
@@ -381,14 +382,11 @@ def correct_record(
     }
     signed = keys.sign_record(header, dict(normalised.fields), runtime.node_keys.signing)
     row_id = str(uuid.uuid4())
-    period = (
-        catalog.disclosure_period(
-            normalised.severity,
-            normalised.decided_on,
-            conduct_ended_on=normalised.conduct_ended_on,
-        )
-        if normalised.severity is not None and normalised.decided_on is not None
-        else catalog.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
+    period = catalog.record_period(
+        normalised.severity,
+        normalised.decided_on,
+        conduct_ended_on=normalised.conduct_ended_on,
+        disclosure_end=normalised.disclosure_end,
     )
     blind = runtime.blind
     new = NewRecord(
@@ -566,19 +564,24 @@ def propagation_report(runtime: NodeRuntime, record_key: str) -> dict[str, Any]:
     """Who has acknowledged the withdraw event of a record and who has not, since when.
 
     One entry per subscriber that was sent the event (every subscriber covering the item when
-    it was withdrawn); `complete` is True when all acknowledged. A record never withdrawn has
-    an empty list.
+    it was withdrawn), and under `push_receivers` one per department the record was pushed to
+    (joint punishment) with whether it acknowledged the withdraw/expire notice, which the
+    serve loop sends (`node.push.push_pending`); `complete` is True when all acknowledged. A
+    record never withdrawn has empty lists.
     """
     record = _own(runtime, record_key)
     events, cursors = ls.withdraw_events(runtime.store, record.row_id)
     statuses = rules.propagation(events, cursors)
+    receivers = push.withdrawal_report(runtime, record_key)
     now = runtime.clock()
     return {
         "record_key": record_key,
         "version": record.version,
         "state": record.state,
-        "complete": all(s.acknowledged for s in statuses),
+        "complete": all(s.acknowledged for s in statuses)
+        and all(r["acknowledged"] for r in receivers),
         "subscribers": [s.to_dict(now) for s in statuses],
+        "push_receivers": receivers,
     }
 
 
@@ -621,7 +624,7 @@ def pending_withdrawals(runtime: NodeRuntime, *, limit: int = 50) -> list[dict[s
     reports = []
     for record_key in keys_seen:
         report = propagation_report(runtime, record_key)
-        if report["subscribers"] and not report["complete"]:
+        if (report["subscribers"] or report["push_receivers"]) and not report["complete"]:
             reports.append(report)
         if len(reports) >= limit:
             break

@@ -9,6 +9,15 @@ against the receiver's roster keys before it is stored in the `pushes` table.
 
 Push ids are derived from (record version, receiver), so a retry of the same push is the same
 notice: the receiver applies it idempotently and the first verified receipt is kept.
+
+Stopping: when a pushed entry is repaired or revoked (withdrawn) or its disclosure ends
+(expired), every department it was pushed to (the `pushes` rows of the record, acknowledged or
+not) gets a withdraw/expire notice through the same Push RPC (PushNotice.kind; a sealed
+FeedEvent without record), signed by this node, the record's producer; the receiver moves its
+copy of that producer's record out of `active` and answers the same kind of receipt, stored
+under a withdrawal push id ("pushw-..." of version, kind, receiver). `push_pending` retries
+unacknowledged ones, like entries. Feed subscribers are told by the feed's withdraw/expire
+events; push receivers without a feed subscription only by these notices.
 """
 
 from __future__ import annotations
@@ -32,12 +41,22 @@ __all__ = [
     "SEVERE_LIST_CATEGORY",
     "PushOutcome",
     "is_pushable",
+    "is_withdrawal_push",
     "push_id_for",
+    "push_pending",
     "push_record",
     "push_targets",
+    "push_withdrawal",
+    "pushed_to",
+    "withdrawal_push_id",
+    "withdrawal_report",
 ]
 
 SEVERE_LIST_CATEGORY = "严重失信主体名单"
+_WITHDRAWAL_PREFIX = "pushw-"
+# What a receiver is told when our record leaves `active`: a purged record was withdrawn or
+# expired first; if that notice never got through, "withdraw" still stops the punishment.
+_WITHDRAWAL_OF_STATE = {"withdrawn": "withdraw", "expired": "expire", "purged": "withdraw"}
 
 
 @dataclass(frozen=True)
@@ -85,15 +104,11 @@ def push_id_for(record: StoredRecord, to_node: str) -> str:
 async def _send(
     runtime: NodeRuntime, record: StoredRecord, signed: keys.SignedRecord, to_node: str
 ) -> PushOutcome:
-    now = runtime.clock()
-    bundle = runtime.bundle()
     push_id = push_id_for(record, to_node)
-    entry = bundle.member(to_node)
+    entry = runtime.bundle().member(to_node)
     if entry is None:
         return PushOutcome(push_id, to_node, False, "receiver not in the roster")
-    done = {p.push_id for p in ls.list_pushes(runtime.store, record_key=record.record_key)
-            if p.receipt is not None}  # fmt: skip
-    if push_id in done:
+    if _acked(runtime, record.record_key, push_id):
         return PushOutcome(push_id, to_node, True, None)
     notice = feeds.push_request_body(
         signed,
@@ -102,8 +117,27 @@ async def _send(
         recipient_key=entry.encryption_key,
         notice_id=push_id,
     )
+    return await _deliver(runtime, record.record_key, to_node, notice)
+
+
+def _acked(runtime: NodeRuntime, record_key: str, push_id: str) -> bool:
+    return any(
+        p.push_id == push_id and p.receipt is not None
+        for p in ls.list_pushes(runtime.store, record_key=record_key)
+    )
+
+
+async def _deliver(
+    runtime: NodeRuntime, record_key: str, to_node: str, notice: exchange_pb2.PushNotice
+) -> PushOutcome:
+    """Record the push, send it, verify the receiver's receipt and keep it."""
+    push_id = notice.notice_id
     ls.record_push(
-        runtime.store, push_id=push_id, to_node=to_node, record_key=record.record_key, sent_at=now
+        runtime.store,
+        push_id=push_id,
+        to_node=to_node,
+        record_key=record_key,
+        sent_at=runtime.clock(),
     )
     request = exchange_pb2.PushRequest(
         signed=runtime.sign_request(feeds.PUSH_METHOD, notice.SerializeToString())
@@ -114,6 +148,7 @@ async def _send(
             answer = await stub.Push(request, timeout=30)
     except grpc.aio.AioRpcError as error:
         return PushOutcome(push_id, to_node, False, f"{error.code().name}")
+    bundle = runtime.bundle()
     try:
         fields = feeds.verify_receipt(
             answer, trusted=bundle.node_signing_keys(to_node, runtime.clock())
@@ -162,6 +197,8 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
 
     Runs inside `credex serve` after each lifecycle scan, so a list entry reaches the named
     departments without an operator command, and a receiver that was down gets it later.
+    Then sends the withdraw/expire notices of entries that were pushed and have since been
+    repaired, revoked or expired (`push_withdrawal`) to every department not yet acknowledging.
     """
     bundle = runtime.bundle()
     items = sorted(
@@ -184,4 +221,119 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
         if all(push_id_for(record, t) in acked for t in targets):
             continue
         outcomes.extend(await push_record(runtime, record.record_key))
+    outcomes.extend(await _push_pending_withdrawals(runtime))
+    return outcomes
+
+
+def is_withdrawal_push(push_id: str) -> bool:
+    """True for the id of a withdraw/expire notice (`withdrawal_push_id`), False for an entry."""
+    return push_id.startswith(_WITHDRAWAL_PREFIX)
+
+
+def withdrawal_push_id(record: StoredRecord, kind: str, to_node: str) -> str:
+    """The stable id of the withdraw/expire notice of one record version to one receiver."""
+    text = f"credex-push-{kind}\0{record.row_id}\0{to_node}"
+    return _WITHDRAWAL_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:27]
+
+
+def pushed_to(runtime: NodeRuntime, record_key: str) -> list[str]:
+    """The departments this node has pushed `record_key`'s entry to (sent, acknowledged or
+    not: a push without receipt may still have arrived), sorted."""
+    return sorted(
+        {
+            p.to_node
+            for p in ls.list_pushes(runtime.store, record_key=record_key)
+            if not is_withdrawal_push(p.push_id)
+        }
+    )
+
+
+async def push_withdrawal(runtime: NodeRuntime, record_key: str) -> list[PushOutcome]:
+    """Tell every department this node pushed `record_key` to that the entry stopped being
+    shared (credit repair or revocation: withdraw; end of disclosure: expire), so joint
+    punishment stops there too (令第36号 Art. 3). One outcome per receiver.
+
+    Refuses (InputError) a record that is still active. A receiver that is down or refuses
+    gets an outcome with the error; a later call (`push_pending`) retries it. Receivers
+    already acknowledging this withdrawal are not asked again.
+    """
+    record = ls.current_record(runtime.store, runtime.node_id, record_key)
+    kind = _WITHDRAWAL_OF_STATE.get(record.state)
+    if kind is None:
+        raise InputError(f"record {record_key[:12]}... is {record.state}; nothing to withdraw")
+    withdrawal = feeds.PushWithdrawal(
+        kind=kind,
+        record_key=record.record_key,
+        version=record.version,
+        item_id=record.item_id,
+        reason=record.state,
+    )
+    bundle = runtime.bundle()
+    outcomes = []
+    for to_node in pushed_to(runtime, record_key):
+        push_id = withdrawal_push_id(record, kind, to_node)
+        entry = bundle.member(to_node)
+        if entry is None:
+            outcomes.append(PushOutcome(push_id, to_node, False, "receiver not in the roster"))
+            continue
+        if _acked(runtime, record_key, push_id):
+            outcomes.append(PushOutcome(push_id, to_node, True, None))
+            continue
+        notice = feeds.push_withdrawal_body(
+            withdrawal,
+            at=runtime.clock(),
+            sender=runtime.node_id,
+            recipient=to_node,
+            recipient_key=entry.encryption_key,
+            notice_id=push_id,
+        )
+        try:
+            outcomes.append(await _deliver(runtime, record_key, to_node, notice))
+        except AuthError:
+            outcomes.append(PushOutcome(push_id, to_node, False, "auth"))
+    return outcomes
+
+
+def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, Any]]:
+    """For the propagation report: one row per department `record_key` was pushed to, saying
+    whether it acknowledged the withdraw/expire notice (no personal data). Empty while the
+    record is active or was never pushed."""
+    record = ls.current_record(runtime.store, runtime.node_id, record_key)
+    kind = _WITHDRAWAL_OF_STATE.get(record.state)
+    if kind is None:
+        return []
+    pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
+    rows = []
+    for to_node in pushed_to(runtime, record_key):
+        push = pushes.get(withdrawal_push_id(record, kind, to_node))
+        rows.append(
+            {
+                "to_node": to_node,
+                "kind": kind,
+                "sent_at": None if push is None else push.sent_at.isoformat(),
+                "acknowledged": push is not None and push.receipt is not None,
+            }
+        )
+    return rows
+
+
+async def _push_pending_withdrawals(runtime: NodeRuntime) -> list[PushOutcome]:
+    """Withdraw/expire notices not yet acknowledged by a department an entry was pushed to."""
+    by_key: dict[str, set[str]] = {}
+    acked: set[str] = set()
+    for p in ls.list_pushes(runtime.store):
+        if is_withdrawal_push(p.push_id):
+            if p.receipt is not None:
+                acked.add(p.push_id)
+        else:
+            by_key.setdefault(p.record_key, set()).add(p.to_node)
+    outcomes: list[PushOutcome] = []
+    for record_key in sorted(by_key):
+        record = ls.current_record(runtime.store, runtime.node_id, record_key)
+        kind = _WITHDRAWAL_OF_STATE.get(record.state)
+        if kind is None:
+            continue
+        if all(withdrawal_push_id(record, kind, t) in acked for t in by_key[record_key]):
+            continue
+        outcomes.extend(await push_withdrawal(runtime, record_key))
     return outcomes

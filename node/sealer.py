@@ -64,6 +64,8 @@ class SealJob:
     decided_on: dt.date | None
     # the stated end of the dishonest conduct (Shandong Art. 38 counts the 5-year cap from it)
     conduct_ended_on: dt.date | None = None
+    # the end of an entry's validity (red list 有效期至; NormalisedRecord.disclosure_end)
+    disclosure_end: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -157,17 +159,19 @@ def _records(
 
 
 def _period(job: SealJob) -> cat.DisclosurePeriod:
-    """The window stored with a version (catalog.disclosure_period).
+    """The window stored with a version (catalog.record_period).
 
     `validate_record` gives every dishonesty record a severity (`ungraded` when one decided
-    before 2026-04-01 states none), so a None severity means "not 失信信息": no period. Every
-    dishonesty record gets one, and a withheld one (轻微 under 令第36号) gets the explicit empty
-    window, never "no end": readers treat a missing end as "never ends".
+    before 2026-04-01 states none), so a None severity means "not 失信信息": no period, unless
+    the entry's validity ends (red list 有效期至, `disclosure_end`). Every dishonesty record gets
+    one, and a withheld one (轻微 under 令第36号) gets the explicit empty window, never "no end":
+    readers treat a missing end as "never ends".
     """
-    if job.severity is None or job.decided_on is None:
-        return cat.DisclosurePeriod(None, None, "no disclosure period: not a dishonesty record")
-    return cat.disclosure_period(
-        job.severity, job.decided_on, conduct_ended_on=job.conduct_ended_on
+    return cat.record_period(
+        job.severity,
+        job.decided_on,
+        conduct_ended_on=job.conduct_ended_on,
+        disclosure_end=job.disclosure_end,
     )
 
 

@@ -24,7 +24,11 @@ Ack moves the subscriber's durable cursor on a receipt signed by the subscriber 
 a replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
 node from a department named by a "push" agreement, verifies the producer's signature against
 the bundle, stores it as a received record, logs the access and answers with a signed receipt;
-a refused push is logged as a denied `push` entry.
+a refused push is logged as a denied `push` entry. A withdraw/expire notice (PushNotice.kind;
+the producer repaired, revoked or ended the disclosure of an entry it pushed) moves our copy
+of the SENDER's record to withdrawn/expired (令第36号 Art. 3: repair stops sharing and joint
+punishment too), is logged as an allowed `push` entry releasing nothing, and gets the same
+receipt.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, utc_iso
 from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
 from node.lifecycle import china_day, disclosure_ended, is_red_list
-from node.refusals import asked_items, logged_refusals
+from node.refusals import Caller, asked_items, logged_refusals
 from node.requests import node_signing_keys
 from node.server import Service
 from node.store import FeedEvent
@@ -354,16 +358,34 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 raise PolicyDenied(
                     "no_agreement", f"no push agreement lets {sender} push to {runtime.node_id}"
                 )
-            _, plaintext = keys.open_sealed(
+            kind = _push_kind(notice.kind)
+            expect: dict[str, Any] = {
+                "purpose": feeds.PUSH_PURPOSE,
+                "sender": sender,
+                "notice_id": notice.notice_id,
+            }
+            if kind != "upsert":
+                expect["kind"] = kind
+            sealed_header, plaintext = keys.open_sealed(
                 notice.sealed,
                 recipient_id=runtime.node_id,
                 private_key=runtime.node_keys.encryption_private,
-                expect={
-                    "purpose": feeds.PUSH_PURPOSE,
-                    "sender": sender,
-                    "notice_id": notice.notice_id,
-                },
+                expect=expect,
             )
+            if sealed_header.get("kind", "upsert") != kind:
+                # a withdrawal presented as an entry (or the other way round)
+                raise AuthError(
+                    "Push: the notice kind is not the sealed one", reason="malformed_request"
+                )
+            if kind != "upsert":
+                return await self._push_withdrawal(
+                    caller,
+                    request_id=verified.nonce,
+                    sender=sender,
+                    notice=notice,
+                    plaintext=plaintext,
+                    agreed=agreed,
+                )
             message = wire.parse(common_pb2.Record, plaintext, what="pushed record")
             signed = wire.record_from_pb(message)
             now = runtime.clock()
@@ -406,6 +428,64 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             )
             return feeds.sign_receipt(receipt, runtime.node_keys.signing)
 
+    async def _push_withdrawal(
+        self,
+        caller: Caller,
+        *,
+        request_id: str,
+        sender: str,
+        notice: exchange_pb2.PushNotice,
+        plaintext: bytes,
+        agreed: set[str],
+    ) -> common_pb2.SignedReceipt:
+        """Apply an opened withdraw/expire notice: the authenticated sender withdraws its own
+        record, so only our copy of a record whose producer is the sender changes (a record of
+        another producer is never looked up). Logged as a `push` access entry; answered with
+        the same receipt as an entry."""
+        runtime = self._runtime
+        event = wire.parse(common_pb2.FeedEvent, plaintext, what="pushed withdrawal")
+        kind = wire.event_kind_from_pb(event.kind)
+        if kind != _push_kind(notice.kind) or not event.record_key or event.HasField("record"):
+            raise InputError("Push: the withdrawal notice is malformed")
+        caller.items_asked = (event.item_id,)
+        if event.item_id not in agreed:
+            raise PolicyDenied(
+                "item_not_agreed", f"the push agreement does not cover item {event.item_id}"
+            )
+        withdrawal = feeds.PushWithdrawal(
+            kind=kind,
+            record_key=event.record_key,
+            version=event.version,
+            item_id=event.item_id,
+            reason=event.reason[:64],
+        )
+        now = runtime.clock()
+        await runtime.log.append(
+            LogEntry(
+                time=utc_iso(now),
+                kind="push",
+                requester=sender,
+                officer="",
+                purpose="joint_punishment",
+                legal_basis="push_agreement",
+                decision="allow",
+                reason=kind,
+                request_id=request_id,
+                items_asked=(event.item_id,),
+                items_released=(),
+                result_count=0,
+            )
+        )
+        await asyncio.to_thread(feeds.apply_push_withdrawal, runtime, sender, withdrawal, now=now)
+        receipt = wire.ReceiptFields(
+            issuer=runtime.node_id,
+            subject=notice.notice_id,
+            cursor=0,
+            issued_at=now,
+            digest=hashlib.sha256(notice.sealed).digest(),
+        )
+        return feeds.sign_receipt(receipt, runtime.node_keys.signing)
+
     def _store_pushed(
         self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime
     ) -> None:
@@ -417,6 +497,17 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             return  # the same notice again (a retried push): already stored
         new = feeds.received_record(self._runtime, signed, record, now=now)
         store.store_batch([new], now=now, expire_ended=True)  # past its end: kept, not shown
+
+
+def _push_kind(value: int) -> str:
+    """The kind of a push notice: "upsert" (an entry; also an unset kind, as sent before the
+    field existed), "withdraw" or "expire"; any other kind is refused (InputError)."""
+    if value == common_pb2.EVENT_KIND_UNSPECIFIED:
+        return "upsert"
+    kind = wire.event_kind_from_pb(value)
+    if kind not in ("upsert", "withdraw", "expire"):
+        raise InputError(f"Push: a notice of kind {kind!r} is not accepted")
+    return kind
 
 
 def make_services(runtime: NodeRuntime) -> list[Service]:

@@ -166,6 +166,7 @@ WIRE_LOCK: dict[str, dict[str, tuple[int, str]]] = {
         "notice_id": (1, "string"),
         "sealed": (2, "bytes"),
         "items": (3, "repeated string"),
+        "kind": (4, "credex.v1.EventKind"),
     },
     "credex.v1.QueryBody": {
         "request_id": (1, "string"),

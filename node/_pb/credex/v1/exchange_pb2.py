@@ -27,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from node._pb.credex.v1 import common_pb2 as credex_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redex/v1/exchange.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\"<\n\x10SubscribeRequest\x12(\n\x06signed\x18\x01 \x01(\x0b\x32\x18.credex.v1.SignedRequest\"j\n\rSubscribeBody\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\r\n\x05items\x18\x02 \x03(\t\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\x0f\x63ompact_records\x18\x05 \x01(\x08\"\x88\x01\n\x0bSealedBatch\x12\x0e\n\x06sealed\x18\x01 \x01(\x0c\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x11\n\tcaught_up\x18\x06 \x01(\x08\x12\x10\n\x08head_seq\x18\x07 \x01(\x04\"\x1d\n\x0b\x41\x63kResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"7\n\x0bPushRequest\x12(\n\x06signed\x18\x01 \x01(\x0b\x32\x18.credex.v1.SignedRequest\">\n\nPushNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x12\r\n\x05items\x18\x03 \x03(\t2\xc1\x01\n\x08\x45xchange\x12\x42\n\tSubscribe\x12\x1b.credex.v1.SubscribeRequest\x1a\x16.credex.v1.SealedBatch0\x01\x12\x37\n\x03\x41\x63k\x12\x18.credex.v1.SignedReceipt\x1a\x16.credex.v1.AckResponse\x12\x38\n\x04Push\x12\x16.credex.v1.PushRequest\x1a\x18.credex.v1.SignedReceiptB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redex/v1/exchange.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\"<\n\x10SubscribeRequest\x12(\n\x06signed\x18\x01 \x01(\x0b\x32\x18.credex.v1.SignedRequest\"j\n\rSubscribeBody\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12\r\n\x05items\x18\x02 \x03(\t\x12\x11\n\tmax_batch\x18\x03 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\x0f\x63ompact_records\x18\x05 \x01(\x08\"\x88\x01\n\x0bSealedBatch\x12\x0e\n\x06sealed\x18\x01 \x01(\x0c\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x11\n\tcaught_up\x18\x06 \x01(\x08\x12\x10\n\x08head_seq\x18\x07 \x01(\x04\"\x1d\n\x0b\x41\x63kResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"7\n\x0bPushRequest\x12(\n\x06signed\x18\x01 \x01(\x0b\x32\x18.credex.v1.SignedRequest\"b\n\nPushNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x12\r\n\x05items\x18\x03 \x03(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.credex.v1.EventKind2\xc1\x01\n\x08\x45xchange\x12\x42\n\tSubscribe\x12\x1b.credex.v1.SubscribeRequest\x1a\x16.credex.v1.SealedBatch0\x01\x12\x37\n\x03\x41\x63k\x12\x18.credex.v1.SignedReceipt\x1a\x16.credex.v1.AckResponse\x12\x38\n\x04Push\x12\x16.credex.v1.PushRequest\x1a\x18.credex.v1.SignedReceiptB\x1a\n\x16\x63n.zhangdian.credex.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,7 +46,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHREQUEST']._serialized_start=403
   _globals['_PUSHREQUEST']._serialized_end=458
   _globals['_PUSHNOTICE']._serialized_start=460
-  _globals['_PUSHNOTICE']._serialized_end=522
-  _globals['_EXCHANGE']._serialized_start=525
-  _globals['_EXCHANGE']._serialized_end=718
+  _globals['_PUSHNOTICE']._serialized_end=558
+  _globals['_EXCHANGE']._serialized_start=561
+  _globals['_EXCHANGE']._serialized_end=754
 # @@protoc_insertion_point(module_scope)

@@ -176,12 +176,21 @@ class PushNotice(_message.Message):
     NOTICE_ID_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     """unique per (sender, notice); bound in the sealed header"""
     sealed: _builtins.bytes
     """keys.seal, for the receiving node only, of a serialized credex.v1.Record (the producer's
     signed severe-dishonesty record, all disclosures); sealed header
     {"purpose": "push", "sender": <sender node id>, "notice_id": <notice_id>}.
+    """
+    kind: _common_pb2.EventKind.ValueType
+    """UNSPECIFIED or UPSERT: `sealed` holds the Record (the entry to apply). WITHDRAW or EXPIRE:
+    the producer stopped sharing an entry it pushed earlier (credit repair, revocation, end of
+    disclosure); `sealed` then holds a serialized credex.v1.FeedEvent without its record
+    (kind, record_key, version, item_id, at, reason) and the sealed header also binds
+    {"kind": "withdraw" | "expire"}. The receiver applies it only to its copy of a record of
+    the sender (the producer), and answers with the same receipt as for an entry.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -193,10 +202,11 @@ class PushNotice(_message.Message):
         notice_id: _builtins.str = ...,
         sealed: _builtins.bytes = ...,
         items: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _common_pb2.EventKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "notice_id", b"notice_id", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "kind", b"kind", "notice_id", b"notice_id", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,233 @@
+"""Joint-punishment withdrawals: a repaired, revoked or expired entry stops at push receivers.
+
+In-process (real runtimes, mTLS servers on loopback). market pushes a severe-dishonesty entry
+to hrss, which has a push agreement but no feed subscription; when market withdraws or
+expires the entry, `push_pending` sends a withdraw/expire notice through Exchange.Push, hrss
+moves its copy out of `active` and answers a receipt, and the propagation report lists hrss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+import keys
+from node import feeds, lifecycle_ops, push
+from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
+from node.cluster import LocalCluster
+from node.runtime import NodeRuntime
+from node.server import NodeServer, build_server
+from node.services import exchange_service
+from node.store import NewRecord
+from node.store import lifecycle as ls
+
+ITEM = "severe_dishonesty_list"
+KEY = f"{42:064x}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> LocalCluster:
+    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
+    agreements = [
+        {"provider": "market", "consumer": "hrss", "items": [ITEM], "purposes": ["push"],
+         "kind": "push"},
+    ]  # fmt: skip
+    c = LocalCluster(tmp_path, nodes, agreements)
+    c.init()
+    return c
+
+
+def seed_entry(runtime: NodeRuntime) -> str:
+    """Store one active, signed severe-dishonesty entry of `runtime`; returns its row id."""
+    now = runtime.clock()
+    header = {
+        "item": ITEM,
+        "catalog_version": runtime.catalogue.version,
+        "record_key": KEY,
+        "version": 1,
+        "producer": runtime.node_id,
+        "issued_at": "2026-11-25T00:00:00Z",
+        "subject": f"{42:032x}",
+    }
+    signed = keys.sign_record(header, {"decision_no": "N42"}, runtime.node_keys.signing)
+    row_id = "row-42"
+    runtime.store.store_batch(
+        [
+            NewRecord(
+                row_id=row_id,
+                producer=runtime.node_id,
+                record_key=KEY,
+                version=1,
+                item_id=ITEM,
+                catalog_version=runtime.catalogue.version,
+                subject_index=f"{42:032x}",
+                body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
+                content_hash=f"{42:064x}",
+                severity="severe",
+                decided_on=dt.date(2026, 6, 1),
+                disclosure_min_end=dt.date(2027, 6, 1),
+                disclosure_max_end=dt.date(2029, 6, 1),
+                disclosure_rule="test",
+                created_at=now,
+            )
+        ],
+        now=now,
+    )
+    return row_id
+
+
+@asynccontextmanager
+async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
+    services = exchange_service.make_services(runtime)
+    server = build_server(
+        listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(None)
+
+
+def copy_state(receiver: NodeRuntime) -> str:
+    (copy,) = receiver.store.record_versions("market", KEY)
+    return copy.state
+
+
+def withdraw(market: NodeRuntime, row_id: str) -> None:
+    """A credit repair at market (the same store operation `lifecycle_ops.repair_record` uses)."""
+    record = market.store.get_record(row_id)
+    now = market.clock()
+    ls.withdraw_record(
+        market.store, record, task_id="rep-test", kind="repair", now=now,
+        due_on=now.date(), approximate=False, outcome="withdrawn (repair)", close=True,
+    )  # fmt: skip
+
+
+def test_repair_reaches_a_push_receiver_without_a_feed(cluster: LocalCluster) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    row_id = seed_entry(market)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            (sent,) = await push.push_record(market, KEY)
+            assert sent.receipt
+            assert copy_state(hrss) == "active"
+        withdraw(market, row_id)
+        report = lifecycle_ops.propagation_report(market, KEY)
+        assert report["complete"] is False
+        assert [(r["to_node"], r["acknowledged"]) for r in report["push_receivers"]] == [
+            ("hrss", False)
+        ]
+        # hrss is down: the withdrawal waits, unacknowledged, and is retried later
+        (down,) = await push.push_pending(market)
+        assert (down.to_node, down.receipt, down.error) == ("hrss", False, "UNAVAILABLE")
+        assert push.is_withdrawal_push(down.push_id)
+        async with serving(hrss):
+            (done,) = await push.push_pending(market)
+            assert (done.push_id, done.receipt, done.error) == (down.push_id, True, None)
+            assert await push.push_pending(market) == []  # acknowledged: not sent again
+            again = await push.push_withdrawal(market, KEY)  # asked again: kept receipt
+            assert [o.receipt for o in again] == [True]
+
+    try:
+        asyncio.run(scenario())
+        assert copy_state(hrss) == "withdrawn"
+        report = lifecycle_ops.propagation_report(market, KEY)
+        assert report["complete"] is True
+        (row,) = report["push_receivers"]
+        assert (row["to_node"], row["kind"], row["acknowledged"]) == ("hrss", "withdraw", True)
+    finally:
+        market.close()
+        hrss.close()
+
+
+def test_expiry_reaches_a_push_receiver(cluster: LocalCluster) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    row_id = seed_entry(market)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            await push.push_record(market, KEY)
+            market.store.set_record_state(
+                row_id, "expired", event_kind="expire", now=market.clock()
+            )
+            (done,) = await push.push_pending(market)
+            assert done.receipt
+
+    try:
+        asyncio.run(scenario())
+        assert copy_state(hrss) == "expired"
+        (row,) = lifecycle_ops.propagation_report(market, KEY)["push_receivers"]
+        assert (row["kind"], row["acknowledged"]) == ("expire", True)
+    finally:
+        market.close()
+        hrss.close()
+
+
+def test_an_active_entry_has_nothing_to_withdraw(cluster: LocalCluster) -> None:
+    market = cluster.runtime("market")
+    seed_entry(market)
+    try:
+        with pytest.raises(Exception, match="nothing to withdraw"):
+            asyncio.run(push.push_withdrawal(market, KEY))
+    finally:
+        market.close()
+
+
+def _withdrawal(sender: NodeRuntime, notice_id: str, *, kind: str = "withdraw") -> Any:
+    member = sender.bundle().member("hrss")
+    assert member is not None
+    return feeds.push_withdrawal_body(
+        feeds.PushWithdrawal(kind=kind, record_key=KEY, version=1, item_id=ITEM, reason=""),
+        at=sender.clock(), sender=sender.node_id, recipient="hrss",
+        recipient_key=member.encryption_key, notice_id=notice_id,
+    )  # fmt: skip
+
+
+async def _call(sender: NodeRuntime, notice: exchange_pb2.PushNotice) -> Any:
+    signed = sender.sign_request(feeds.PUSH_METHOD, notice.SerializeToString())
+    channel = sender.channel("hrss")
+    try:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        return await stub.Push(exchange_pb2.PushRequest(signed=signed), timeout=10)
+    finally:
+        await channel.close()
+
+
+def test_withdrawals_are_refused_unless_from_an_agreed_producer(cluster: LocalCluster) -> None:
+    market, hrss, platform = (cluster.runtime(n) for n in ("market", "hrss", "platform"))
+    seed_entry(market)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            await push.push_record(market, KEY)
+            # platform has no push agreement with hrss: refused, the copy stays
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _call(platform, _withdrawal(platform, "w-1"))
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # the notice's kind is not the sealed one: the seal does not open
+            notice = _withdrawal(market, "w-2")
+            notice.kind = exchange_pb2.PushNotice().kind  # unset: passes for an entry
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _call(market, notice)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert copy_state(hrss) == "active"
+            await _call(market, _withdrawal(market, "w-3"))
+            assert copy_state(hrss) == "withdrawn"
+            await _call(market, _withdrawal(market, "w-3"))  # a retry changes nothing
+
+    try:
+        asyncio.run(scenario())
+        assert copy_state(hrss) == "withdrawn"
+    finally:
+        for r in (market, hrss, platform):
+            r.close()
