@@ -154,3 +154,41 @@ def test_the_loader_refuses_bad_validity_rules(
 ) -> None:
     with pytest.raises(CatalogInconsistent, match=message):
         build_catalog(_with(item_id, **keys))
+
+
+HONOUR: dict[str, str | None] = {
+    **{k: v for k, v in ROW.items() if k in ("subject_name", "subject_category", "id_type")},
+    "id_number": PERSON_ID,
+    "source_unit": "张店区某局",
+    "source_unit_uscc": AUTHORITY_USCC,
+    "honour_name": "张店区道德模范",
+    "honour_level": "区县级",
+    "granting_authority": "张店区人民政府",
+    "granting_authority_uscc": AUTHORITY_USCC,
+    "decision_no": "张政字〔2026〕1号",
+    "grant_date": "2026-01-10",
+    "status": "有效",
+}
+
+
+def honour_shown(row: dict[str, str | None], today: datetime.date) -> bool:
+    record = validate_record("honour", row, today=TODAY).record
+    assert record is not None
+    period = record_period(record.severity, record.decided_on, disclosure_end=record.disclosure_end)
+    return visible(
+        state="active",
+        severity=record.severity,
+        decided_on=record.decided_on,
+        disclosure_max_end=period.max_end,
+        today=today,
+    )
+
+
+def test_honours_follow_the_same_validity_rules() -> None:
+    """An honour (表彰奖励) is shown until its 有效期至, and never once revoked (撤销)."""
+    later = datetime.date(2026, 6, 1)
+    assert honour_shown(HONOUR, later)
+    lapsing = {**HONOUR, "valid_until": "2026-05-31"}
+    assert honour_shown(lapsing, datetime.date(2026, 5, 31))
+    assert not honour_shown(lapsing, later)
+    assert not honour_shown({**HONOUR, "status": "撤销"}, datetime.date(2026, 1, 11))
