@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -61,6 +61,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import NoOpTracerProvider, Tracer
 
 from node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from node.config import NodeConfig
 
 __all__ = [
     "ALLOWED_ATTRIBUTES",
@@ -309,6 +312,23 @@ def configured_telemetry(
     if exporter == "none":
         return noop_telemetry()
     return setup_telemetry(exporter, node_id=node_id, otlp_endpoint=otlp_endpoint)
+
+
+@contextmanager
+def telemetry_of(config: NodeConfig) -> Iterator[Telemetry]:
+    """For a one-shot command (`credex subscribe`, `credex lifecycle scan`): the telemetry the
+    node's `[telemetry]` asks for, active for the body, then flushed and stopped, as `credex
+    serve` and `credex ingest` do for theirs."""
+    telemetry = configured_telemetry(
+        config.telemetry.exporter,
+        node_id=config.node.id,
+        otlp_endpoint=config.telemetry.otlp_endpoint,
+    )
+    try:
+        with use_telemetry(telemetry):
+            yield telemetry
+    finally:
+        telemetry.shutdown()
 
 
 def setup_telemetry(

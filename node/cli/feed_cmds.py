@@ -36,6 +36,7 @@ from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
 from node.runtime import PEERS_DIR, NodeRuntime, load_bundle, open_runtime, utc_now
 from node.store import RECORD_STATES, open_store, schema_revision
 from node.store.received import received_records
+from node.telemetry import telemetry_of
 from node.transport import (
     ChannelIdentity,
     UnavailableCause,
@@ -95,7 +96,9 @@ def subscribe_command(
     """Pull a provider's feed from the stored cursor: verify, store, acknowledge."""
 
     def work(runtime: NodeRuntime) -> feeds.PullResult:
-        result: feeds.PullResult = asyncio.run(_subscribe(runtime, peer, follow))
+        # the pull's stages (open, verify, store, ack) go where [telemetry] says
+        with telemetry_of(runtime.config):
+            result: feeds.PullResult = asyncio.run(_subscribe(runtime, peer, follow))
         return result
 
     result: feeds.PullResult = _with_runtime(home, work)

@@ -26,6 +26,7 @@ from node.errors import InputError
 from node.push import push_record
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
+from node.telemetry import telemetry_of
 
 lifecycle_app = typer.Typer(
     help="Objections, corrections, revocation, credit repair, pushes and expiry.",
@@ -315,7 +316,8 @@ def scan_command(
             if retention_months is None
             else retention_months
         )
-        report = scan(runtime, retention_months=keep)
+        with telemetry_of(runtime.config):  # the scan's stage span goes where [telemetry] says
+            report = scan(runtime, retention_months=keep)
     finally:
         runtime.close()
     if as_json:
