@@ -125,11 +125,15 @@ class _Compiled:
 
 
 def _shown(f: Field, value: str) -> str:
+    """How a bad value appears in its message: an identifier masked, anything else not at all.
+
+    Not even a "public" field's value: a row whose columns slipped (an unquoted comma in a
+    name) puts a person's name or number into a public field, and messages reach the console
+    and logs. The reject report (0600) keeps the raw row for the operator.
+    """
     if f.sensitivity == "identifier":
         return repr(mask_identifier(value))
-    if f.sensitivity != "public":
-        return _HIDDEN
-    return repr(value if len(value) <= 40 else value[:37] + "...")
+    return _HIDDEN
 
 
 def _error(f: Field, code: str, text: str) -> FieldError:

@@ -78,7 +78,10 @@ def test_validate_reports_line_and_field(tmp_path: Path) -> None:
     assert PERSON_ID[:-1] not in result.stdout  # masked
     human = runner.invoke(app, args)
     assert human.exit_code == 2
-    assert "line 2, decision_date: [bad_date] 处罚决定日期: 日期无效 '2024-13-01'" in human.stdout
+    shown = " ".join(human.stdout.split())
+    hidden = "处罚决定日期: 日期无效 （值已隐藏 value hidden）"
+    assert f"line 2, decision_date: [bad_date] {hidden}" in shown
+    assert "2024-13-01" not in human.stdout  # no cell value in a message, public or not
 
 
 def test_validate_input_errors(tmp_path: Path) -> None:

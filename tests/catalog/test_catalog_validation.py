@@ -645,3 +645,12 @@ def test_a_used_catalogue_pickles_without_its_compiled_validators() -> None:
     assert copy._compiled == {}
     assert validate_record("admin_penalty", penalty_org(), today=TODAY, catalog=copy) == before
     assert catalogue._compiled  # the original keeps its cache
+
+
+def test_a_name_slipped_into_a_public_field_is_not_quoted() -> None:
+    """An unquoted comma in a name shifts the columns: the name's tail lands in the public
+    subject-category field, whose error must not quote it."""
+    row = dict(GOOD_ROWS["honour"], subject_category="小明")
+    problems = validate_record("honour", row, today=TODAY).errors
+    assert problems
+    assert all("小明" not in p.message for p in problems)
