@@ -37,7 +37,14 @@ from keys.envelope import (
     verified_signers,
     verify_envelope,
 )
-from keys.errors import BundleError, KeyFileError, KeysError, VerificationError
+from keys.errors import (
+    BundleError,
+    KeyFileError,
+    KeysError,
+    PassphraseNotExpected,
+    PassphraseRequired,
+    VerificationError,
+)
 from keys.keydir import (
     NodeKeys,
     check_node_id,
@@ -88,6 +95,8 @@ __all__ = [
     "KeyFileError",
     "KeysError",
     "NodeKeys",
+    "PassphraseNotExpected",
+    "PassphraseRequired",
     "RootRotation",
     "RosterEntry",
     "SignedRecord",

@@ -12,6 +12,14 @@ class KeyFileError(KeysError):
     """A key file is missing, too open, of the wrong type or length (the message names it)."""
 
 
+class PassphraseRequired(KeyFileError):
+    """A key file is passphrase-protected and no passphrase was given."""
+
+
+class PassphraseNotExpected(KeyFileError):
+    """A passphrase was given for a key file that is not protected (refused: a possible plant)."""
+
+
 class VerificationError(KeysError):
     """A signature, proof, sealed message or stored row did not verify."""
 

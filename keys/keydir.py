@@ -53,7 +53,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keys._codec import b64e, format_time
 from keys._kdf import SALT_SIZE, KdfParams, derive_key
-from keys.errors import KeyFileError, KeysError
+from keys.errors import KeyFileError, KeysError, PassphraseNotExpected, PassphraseRequired
 from keys.signing import Signer
 
 SIGNING_FILE = "signing.key"
@@ -202,7 +202,9 @@ def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[byte
         raise KeyFileError(f"{path}: holds both a clear and a protected key")
     if "box" in doc:
         if kdf.passphrase is None:
-            raise KeyFileError(f"{path}: the key file is passphrase-protected; give the passphrase")
+            raise PassphraseRequired(
+                f"{path}: the key file is passphrase-protected; give the passphrase"
+            )
         try:
             params = doc["kdf"]
             if params["alg"] != "argon2id13":
@@ -227,7 +229,7 @@ def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[byte
         return plain[len(prefix) :], node_id
     if kdf.passphrase is not None:
         # Someone who can write here but lacks the passphrase could plant a key they know.
-        raise KeyFileError(
+        raise PassphraseNotExpected(
             f"{path}: the key file is not passphrase-protected, but a passphrase was given; "
             "refusing it (restore the protected file from a backup)"
         )
@@ -316,10 +318,10 @@ def _load_tls_key(key_path: Path, kdf: _Kdf, node_id: str) -> ec.EllipticCurvePr
             key = serialization.load_pem_private_key(raw, password=passphrase)
         except TypeError:
             if passphrase is None:
-                raise KeyFileError(
+                raise PassphraseRequired(
                     f"{key_path}: the TLS key is passphrase-protected; give the passphrase"
                 ) from None
-            raise KeyFileError(
+            raise PassphraseNotExpected(
                 f"{key_path}: the TLS key is not passphrase-protected, but a passphrase was "
                 "given; refusing it (restore the protected file from a backup)"
             ) from None

@@ -323,20 +323,18 @@ class NodeRuntime:
         self.store.close()
 
 
-def _with_passphrase_hint(
-    error: keys.KeyFileError, given: bool, from_env: str | None
-) -> keys.KeyFileError:
+def _with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> keys.KeyFileError:
     """The key error, with where a passphrase comes from (or came from) when that is the
-    problem: protected keys and none given, or one given for keys that have none."""
-    text = str(error)
-    if not given and "passphrase-protected; give the passphrase" in text:
-        return keys.KeyFileError(
-            f"{text} (set CREDEX_PASSPHRASE_FILE to a file holding it, or use the command's "
+    problem: protected keys and none given, or one from the environment for keys that have
+    none."""
+    if isinstance(error, keys.PassphraseRequired):
+        return keys.PassphraseRequired(
+            f"{error} (set CREDEX_PASSPHRASE_FILE to a file holding it, or use the command's "
             "--passphrase-file where it has one)"
         )
-    if given and from_env and "but a passphrase was given" in text:
-        return keys.KeyFileError(
-            f"{text} (the passphrase came from CREDEX_PASSPHRASE_FILE={from_env}, which may "
+    if isinstance(error, keys.PassphraseNotExpected) and from_env:
+        return keys.PassphraseNotExpected(
+            f"{error} (the passphrase came from CREDEX_PASSPHRASE_FILE={from_env}, which may "
             "belong to another node: unset it for this one)"
         )
     return error
@@ -367,7 +365,7 @@ def open_runtime(
     try:
         node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
     except keys.KeyFileError as error:
-        raise _with_passphrase_hint(error, passphrase is not None, from_env) from None
+        raise _with_passphrase_hint(error, from_env) from None
     store = open_store(config.store.url)
     return NodeRuntime(
         config=config,
