@@ -403,30 +403,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
                 )
             await runtime.log.append(
-                LogEntry(
-                    time=utc_iso(now),
-                    kind="push",
-                    requester=sender,
-                    officer="",
-                    purpose="joint_punishment",
-                    legal_basis="push_agreement",
-                    decision="allow",
-                    reason="",
-                    request_id=verified.nonce,
-                    items_asked=(message.item_id,),
-                    items_released=(message.item_id,),
-                    result_count=1,
-                )
+                _push_entry(now, sender, verified.nonce, message.item_id, reason="", stored=True)
             )
             await asyncio.to_thread(self._store_pushed, signed, record, now)
-            receipt = wire.ReceiptFields(
-                issuer=runtime.node_id,
-                subject=notice.notice_id,
-                cursor=0,
-                issued_at=now,
-                digest=hashlib.sha256(notice.sealed).digest(),
-            )
-            return feeds.sign_receipt(receipt, runtime.node_keys.signing)
+            return _push_receipt(runtime, notice, now)
 
     async def _push_withdrawal(
         self,
@@ -461,30 +441,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         )
         now = runtime.clock()
         await runtime.log.append(
-            LogEntry(
-                time=utc_iso(now),
-                kind="push",
-                requester=sender,
-                officer="",
-                purpose="joint_punishment",
-                legal_basis="push_agreement",
-                decision="allow",
-                reason=kind,
-                request_id=request_id,
-                items_asked=(event.item_id,),
-                items_released=(),
-                result_count=0,
-            )
+            _push_entry(now, sender, request_id, event.item_id, reason=kind, stored=False)
         )
         await asyncio.to_thread(feeds.apply_push_withdrawal, runtime, sender, withdrawal, now=now)
-        receipt = wire.ReceiptFields(
-            issuer=runtime.node_id,
-            subject=notice.notice_id,
-            cursor=0,
-            issued_at=now,
-            digest=hashlib.sha256(notice.sealed).digest(),
-        )
-        return feeds.sign_receipt(receipt, runtime.node_keys.signing)
+        return _push_receipt(runtime, notice, now)
 
     def _store_pushed(
         self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime
@@ -497,6 +457,42 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             return  # the same notice again (a retried push): already stored
         new = feeds.received_record(self._runtime, signed, record, now=now)
         store.store_batch([new], now=now, expire_ended=True)  # past its end: kept, not shown
+
+
+def _push_entry(
+    now: dt.datetime, sender: str, request_id: str, item_id: str, *, reason: str, stored: bool
+) -> LogEntry:
+    """The allowed `push` access entry of a notice from `sender`: an entry `stored` here
+    releases its item to us (one record); a withdraw/expire notice (`reason` = its kind)
+    releases nothing."""
+    return LogEntry(
+        time=utc_iso(now),
+        kind="push",
+        requester=sender,
+        officer="",
+        purpose="joint_punishment",
+        legal_basis="push_agreement",
+        decision="allow",
+        reason=reason,
+        request_id=request_id,
+        items_asked=(item_id,),
+        items_released=(item_id,) if stored else (),
+        result_count=1 if stored else 0,
+    )
+
+
+def _push_receipt(
+    runtime: NodeRuntime, notice: exchange_pb2.PushNotice, now: dt.datetime
+) -> common_pb2.SignedReceipt:
+    """This node's signed receipt of `notice` (an entry or a withdrawal alike)."""
+    receipt = wire.ReceiptFields(
+        issuer=runtime.node_id,
+        subject=notice.notice_id,
+        cursor=0,
+        issued_at=now,
+        digest=hashlib.sha256(notice.sealed).digest(),
+    )
+    return feeds.sign_receipt(receipt, runtime.node_keys.signing)
 
 
 def _push_kind(value: int) -> str:
