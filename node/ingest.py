@@ -64,7 +64,7 @@ from node.config import NodeConfig
 from node.errors import ConfigError
 from node.sealer import Sealer, SealJob, auto_workers
 from node.store import CLOSED_STATES, NewRecord, RecordHead, Store, open_store
-from node.telemetry import Stage, Telemetry, configured_telemetry, use_telemetry
+from node.telemetry import Stage, Telemetry, telemetry_for, use_telemetry
 
 __all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
 
@@ -161,11 +161,7 @@ def run_ingest(
     """
     owned = telemetry is None
     if telemetry is None:
-        telemetry = configured_telemetry(
-            config.telemetry.exporter,
-            node_id=config.node.id,
-            otlp_endpoint=config.telemetry.otlp_endpoint,
-        )
+        telemetry = telemetry_for(config)
     try:
         with use_telemetry(telemetry):
             return _ingest(

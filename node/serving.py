@@ -25,7 +25,7 @@ from typing import Any
 from node.requests import purge_nonces
 from node.runtime import NodeRuntime
 from node.server import NodeServer, Service, build_server
-from node.telemetry import Telemetry, configured_telemetry, noop_telemetry, use_telemetry
+from node.telemetry import Telemetry, noop_telemetry, telemetry_for, use_telemetry
 
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -164,7 +164,4 @@ def _freeze_startup_objects() -> None:
 
 def node_telemetry(runtime: NodeRuntime) -> Telemetry:
     """The telemetry the node's config asks for (console, OTLP or none)."""
-    cfg = runtime.config.telemetry
-    return configured_telemetry(
-        cfg.exporter, node_id=runtime.node_id, otlp_endpoint=cfg.otlp_endpoint
-    )
+    return telemetry_for(runtime.config)

@@ -75,6 +75,8 @@ __all__ = [
     "noop_telemetry",
     "safe_attributes",
     "setup_telemetry",
+    "telemetry_for",
+    "telemetry_of",
     "use_telemetry",
 ]
 
@@ -314,16 +316,22 @@ def configured_telemetry(
     return setup_telemetry(exporter, node_id=node_id, otlp_endpoint=otlp_endpoint)
 
 
+def telemetry_for(config: NodeConfig) -> Telemetry:
+    """The telemetry the node's `[telemetry]` asks for, tagged with its node id (its owner
+    shuts it down)."""
+    return configured_telemetry(
+        config.telemetry.exporter,
+        node_id=config.node.id,
+        otlp_endpoint=config.telemetry.otlp_endpoint,
+    )
+
+
 @contextmanager
 def telemetry_of(config: NodeConfig) -> Iterator[Telemetry]:
     """For a one-shot command (`credex subscribe`, `credex lifecycle scan`): the telemetry the
     node's `[telemetry]` asks for, active for the body, then flushed and stopped, as `credex
     serve` and `credex ingest` do for theirs."""
-    telemetry = configured_telemetry(
-        config.telemetry.exporter,
-        node_id=config.node.id,
-        otlp_endpoint=config.telemetry.otlp_endpoint,
-    )
+    telemetry = telemetry_for(config)
     try:
         with use_telemetry(telemetry):
             yield telemetry

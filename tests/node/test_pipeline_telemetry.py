@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 
 import keys
 from node import feeds, scheduler
-from node import ingest as ingest_module
 from node import telemetry as telemetry_module
 from node.accesslog import AccessLog, LogEntry, MemoryLogBackend, utc_iso
 from node.cli import app
@@ -215,7 +214,7 @@ def test_credex_ingest_sets_up_telemetry_from_the_config(
         asked.append((exporter, node_id, otlp_endpoint))
         return recorded.telemetry
 
-    monkeypatch.setattr(ingest_module, "configured_telemetry", configured)
+    monkeypatch.setattr(telemetry_module, "configured_telemetry", configured)
     result = CliRunner().invoke(
         app, ["ingest", str(tmp_path / "p.toml"), "--home", str(home), "--json", "--workers", "1"]
     )
