@@ -88,7 +88,7 @@ ACK_METHOD = "/credex.v1.Exchange/Ack"
 PUSH_METHOD = "/credex.v1.Exchange/Push"
 
 _STATE_OF_EVENT = {"withdraw": "withdrawn", "expire": "expired"}
-_EVENT_OF_STATE = {"withdrawn": "withdraw", "expired": "expire"}
+_EVENT_OF_STATE = {state: kind for kind, state in _STATE_OF_EVENT.items()}
 # A withheld upsert/correct whose reason says the record stopped being shared: our copy of an
 # earlier version stops too (a purged record is, for us, withdrawn).
 _STATE_OF_WITHHELD = {"withdrawn": "withdrawn", "expired": "expired", "purged": "withdrawn"}

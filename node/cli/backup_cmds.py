@@ -23,6 +23,7 @@ from node.backup import BackupManifest, create_backup, restore_backup
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, err_console, print_json, resolve_home
 from node.cli.init_cmds import read_passphrase
+from node.cli.log_cmds import witness_verifiers
 from node.errors import InputError
 from node.runtime import open_runtime
 from node.store import SqlLogBackend
@@ -168,8 +169,6 @@ def _verify_restored(home: Path) -> dict[str, Any]:
         # Passphrase-protected keys without $CREDEX_PASSPHRASE_FILE: leave it to `log verify`.
         return {"checked": False}
     try:
-        from node.cli.log_cmds import witness_verifiers  # noqa: PLC0415 - one source of witnesses
-
         # The platform's cosignatures are checked with its roster keys, as `log verify` does.
         report = verify_log(
             SqlLogBackend(runtime.store),

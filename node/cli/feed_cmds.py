@@ -31,6 +31,7 @@ from node import feeds, lifecycle, lifecycle_ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
+from node.cli.log_cmds import admin_entry
 from node.config import CONFIG_FILE, NodeConfig, load_config
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
 from node.runtime import PEERS_DIR, NodeRuntime, load_bundle, open_runtime, utc_now
@@ -149,7 +150,6 @@ def export_command(
     `export`, reason `feed_export`, with its record count) before anything is written."""
     if fmt != "dsse":
         raise InputError(f'--format {fmt!r}: only "dsse" is supported')
-    from node.cli.log_cmds import admin_entry  # noqa: PLC0415 - one entry builder for officers
 
     def work(runtime: NodeRuntime) -> int:
         rows = received_records(runtime.store, producer=peer)

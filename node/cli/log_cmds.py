@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -28,7 +29,14 @@ from rich.table import Table
 
 import catalog
 import keys
-from node.accesslog import LogEntry, risk_report, search, utc_iso, verify_log
+from node.accesslog import (
+    LogEntry,
+    risk_report,
+    search,
+    utc_iso,
+    verify_export_record,
+    verify_log,
+)
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
@@ -36,6 +44,7 @@ from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
 from node.runtime import NodeRuntime, open_runtime
+from node.witness import WitnessState
 
 log_app = typer.Typer(
     help="Verify, search, review and export the access log.", no_args_is_help=True
@@ -404,10 +413,6 @@ def verify_export_command(
     of the leaf, and that the indexes run without a gap or a repeat; exit 3 naming the first
     line that does not verify. `credex log export` signs a checkpoint first, so a line without
     a proof is refused unless --allow-unproven."""
-    import json  # noqa: PLC0415 - only this command reads JSON
-
-    from node.accesslog import verify_export_record  # noqa: PLC0415
-
     runtime = open_runtime(resolve_home(home))
     try:
         log_name = node or runtime.node_id
@@ -488,8 +493,6 @@ def witnessed_command(
 ) -> None:
     """On the platform: the latest checkpoint of NODE's log this witness cosigned, as a signed
     note to hand to NODE's officer (`credex log verify --anchor FILE`)."""
-    from node.witness import WitnessState  # noqa: PLC0415 - platform only
-
     runtime = open_runtime(resolve_home(home))
     try:
         state = WitnessState.load(runtime.config.data_dir)
