@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,72 +15,18 @@ from alembic import command
 from alembic.config import Config
 from typer.testing import CliRunner
 
-import keys
 from node import feeds
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.cli import app
 from node.cli.feed_cmds import node_status
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import NodeServer, build_server
-from node.services import exchange_service
-from node.store import NewRecord, open_store
+from node.store import open_store
 from node.store.engine import MIGRATIONS_DIR, make_engine
+from tests.node.exchange_support import seed, serving
 
 runner = CliRunner()
 ITEM = "admin_penalty"
-
-
-def seed(runtime: NodeRuntime, count: int) -> None:
-    """Store `count` signed records of `runtime`'s own, subscribed by the platform."""
-    now = runtime.clock()
-    runtime.store.ensure_subscription("platform", [ITEM], now=now)
-    rows = []
-    for i in range(count):
-        header = {
-            "item": ITEM,
-            "catalog_version": runtime.catalogue.version,
-            "record_key": f"{i:064x}",
-            "version": 1,
-            "producer": runtime.node_id,
-            "issued_at": "2026-11-25T00:00:00Z",
-            "subject": f"{i:032x}",
-        }
-        signed = keys.sign_record(header, {"decision_no": f"N{i}"}, runtime.node_keys.signing)
-        rows.append(
-            NewRecord(
-                row_id=f"row-{i}",
-                producer=runtime.node_id,
-                record_key=f"{i:064x}",
-                version=1,
-                item_id=ITEM,
-                catalog_version=runtime.catalogue.version,
-                subject_index=f"{i:032x}",
-                body=runtime.cipher.encrypt(f"row-{i}", signed.to_bytes()),
-                content_hash=f"{i:064x}",
-                severity=None,
-                decided_on=None,
-                disclosure_min_end=None,
-                disclosure_max_end=None,
-                disclosure_rule="none",
-                created_at=now,
-            )
-        )
-    runtime.store.store_batch(rows, now=now)
-
-
-@asynccontextmanager
-async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
-    server = build_server(
-        listen=runtime.config.server.listen,
-        tls=runtime.server_tls(),
-        services=exchange_service.make_services(runtime),
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(None)
 
 
 @pytest.fixture

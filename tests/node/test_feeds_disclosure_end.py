@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
 from node.lifecycle import china_day
 from node.runtime import NodeRuntime, utc_now
-from node.server import NodeServer, build_server
-from node.services import exchange_service
 from node.store import NewRecord
+from tests.node.exchange_support import serving
 
 ITEM = "admin_penalty"
 
@@ -110,19 +108,6 @@ def record(
         disclosure_rule="test",
         created_at=runtime.clock(),
     )
-
-
-@asynccontextmanager
-async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
-    services = exchange_service.make_services(runtime)
-    server = build_server(
-        listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(None)
 
 
 async def delivered(client: NodeRuntime, cursor: int = 0) -> list[common_pb2.FeedEvent]:

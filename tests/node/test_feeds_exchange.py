@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,18 @@ from node.cluster import LocalCluster
 from node.errors import AuthError, InputError, LogUnavailable
 from node.feedcheck import RecordChecker
 from node.runtime import NodeRuntime
-from node.server import NodeServer, build_server
 from node.services import exchange_service
-from node.store import NewRecord, StoredRecord
+from node.store import StoredRecord
 from node.store.received import received_records
+from tests.node import exchange_support
+from tests.node.exchange_support import serving
 
 ITEM = "admin_penalty"
+
+
+def seed(runtime: NodeRuntime, count: int) -> list[str]:
+    """Store `count` signed local records at `runtime` (subscribed by the platform)."""
+    return exchange_support.seed(runtime, count, fields_of=lambda i: {"decision_no": f"N{i}-1"})
 
 
 @pytest.fixture
@@ -60,50 +64,6 @@ def _signed(runtime: NodeRuntime, i: int, version: int = 1, producer: str = "mar
         "subject": f"{i:032x}",
     }
     return keys.sign_record(header, {"decision_no": f"N{i}-{version}"}, runtime.node_keys.signing)
-
-
-def seed(runtime: NodeRuntime, count: int) -> list[str]:
-    """Store `count` signed local records at `runtime` (subscribed by the platform)."""
-    now = runtime.clock()
-    runtime.store.ensure_subscription("platform", [ITEM], now=now)
-    rows = []
-    for i in range(count):
-        signed = _signed(runtime, i)
-        row_id = f"row-{i}"
-        rows.append(
-            NewRecord(
-                row_id=row_id,
-                producer=runtime.node_id,
-                record_key=f"{i:064x}",
-                version=1,
-                item_id=ITEM,
-                catalog_version=runtime.catalogue.version,
-                subject_index=f"{i:032x}",
-                body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=f"{i:064x}",
-                severity=None,
-                decided_on=None,
-                disclosure_min_end=None,
-                disclosure_max_end=None,
-                disclosure_rule="none",
-                created_at=now,
-            )
-        )
-    runtime.store.store_batch(rows, now=now)
-    return [r.row_id for r in rows]
-
-
-@asynccontextmanager
-async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
-    services = exchange_service.make_services(runtime)
-    server = build_server(
-        listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(None)
 
 
 async def raw_batches(

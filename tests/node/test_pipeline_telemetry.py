@@ -37,7 +37,6 @@ from node.ingest import run_ingest
 from node.runtime import NodeRuntime
 from node.server import build_server
 from node.services import exchange_service
-from node.store import NewRecord
 from node.telemetry import (
     ALLOWED_ATTRIBUTES,
     Telemetry,
@@ -45,6 +44,7 @@ from node.telemetry import (
     setup_telemetry,
     use_telemetry,
 )
+from tests.node import exchange_support
 
 NOW = dt.datetime(2026, 5, 20, 2, 0, tzinfo=dt.UTC)
 ITEM = "admin_penalty"
@@ -240,41 +240,9 @@ def cluster(tmp_path: Path) -> LocalCluster:
 
 
 def seed(runtime: NodeRuntime, count: int) -> None:
-    now = runtime.clock()
-    runtime.store.ensure_subscription("platform", [ITEM], now=now)
-    rows = []
-    for i in range(count):
-        header = {
-            "item": ITEM,
-            "catalog_version": runtime.catalogue.version,
-            "record_key": f"{i:064x}",
-            "version": 1,
-            "producer": runtime.node_id,
-            "issued_at": "2026-11-25T00:00:00Z",
-            "subject": f"{i:032x}",
-        }
-        fields = {"decision_no": f"{DECISIONS[0]}-{i}", "uscc": USCCS[0]}
-        signed = keys.sign_record(header, fields, runtime.node_keys.signing)
-        rows.append(
-            NewRecord(
-                row_id=f"row-{i}",
-                producer=runtime.node_id,
-                record_key=f"{i:064x}",
-                version=1,
-                item_id=ITEM,
-                catalog_version=runtime.catalogue.version,
-                subject_index=f"{i:032x}",
-                body=runtime.cipher.encrypt(f"row-{i}", signed.to_bytes()),
-                content_hash=f"{i:064x}",
-                severity=None,
-                decided_on=None,
-                disclosure_min_end=None,
-                disclosure_max_end=None,
-                disclosure_rule="none",
-                created_at=now,
-            )
-        )
-    runtime.store.store_batch(rows, now=now)
+    exchange_support.seed(
+        runtime, count, fields_of=lambda i: {"decision_no": f"{DECISIONS[0]}-{i}", "uscc": USCCS[0]}
+    )
 
 
 def test_a_pull_records_open_verify_store_ack_per_batch(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,9 @@ from node import feeds, lifecycle_ops, push
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import NodeServer, build_server
-from node.services import exchange_service
 from node.store import NewRecord
 from node.store import lifecycle as ls
+from tests.node.exchange_support import serving
 
 ITEM = "severe_dishonesty_list"
 KEY = f"{42:064x}"
@@ -82,19 +79,6 @@ def seed_entry(runtime: NodeRuntime) -> str:
         now=now,
     )
     return row_id
-
-
-@asynccontextmanager
-async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
-    services = exchange_service.make_services(runtime)
-    server = build_server(
-        listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(None)
 
 
 def copy_state(receiver: NodeRuntime) -> str:
