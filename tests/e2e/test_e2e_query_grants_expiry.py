@@ -14,7 +14,8 @@ import asyncio
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -182,31 +183,15 @@ def serve_and_ask(
     tax = cluster.runtime("tax")
 
     async def run() -> list[QueryResult | PolicyDenied]:
-        server = build_server(
-            listen="127.0.0.1:0",
-            tls=market_rt.server_tls(),
-            services=query_service.make_services(market_rt),
-        )
-        await server.start()
-        channel = client_channel(
-            server.target,
-            peer=tax.tls_roster().peer("market"),
-            identity=ChannelIdentity(
-                key_pem=tax.node_keys.tls_key_pem, cert_pem=tax.node_keys.tls_cert_pem
-            ),
-        )
+        async with query_channel(market_rt, tax) as channel:
 
-        async def one(a: QueryAsk) -> QueryResult | PolicyDenied:
-            try:
-                return await send_query(tax, a, channel=channel)
-            except PolicyDenied as denial:
-                return denial
+            async def one(a: QueryAsk) -> QueryResult | PolicyDenied:
+                try:
+                    return await send_query(tax, a, channel=channel)
+                except PolicyDenied as denial:
+                    return denial
 
-        try:
             return list(await asyncio.gather(*(one(a) for a in asks)))
-        finally:
-            await channel.close()
-            await server.stop(None)
 
     try:
         return asyncio.run(run())
@@ -214,6 +199,29 @@ def serve_and_ask(
         tax.close()
         if own:
             market_rt.close()
+
+
+@asynccontextmanager
+async def query_channel(market: NodeRuntime, tax: NodeRuntime) -> AsyncIterator[grpc.aio.Channel]:
+    """market's Query service on a free loopback port, and tax's mTLS channel to it."""
+    server = build_server(
+        listen="127.0.0.1:0",
+        tls=market.server_tls(),
+        services=query_service.make_services(market),
+    )
+    await server.start()
+    channel = client_channel(
+        server.target,
+        peer=tax.tls_roster().peer("market"),
+        identity=ChannelIdentity(
+            key_pem=tax.node_keys.tls_key_pem, cert_pem=tax.node_keys.tls_cert_pem
+        ),
+    )
+    try:
+        yield channel
+    finally:
+        await channel.close()
+        await server.stop(None)
 
 
 def logged(cluster: LocalCluster, request_id: str) -> list[LogEntry]:
@@ -414,22 +422,9 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
         requests[1] = requests[0]  # the very same signed request again: a replay
 
         async def run() -> list[grpc.StatusCode]:
-            server = build_server(
-                listen="127.0.0.1:0",
-                tls=market.server_tls(),
-                services=query_service.make_services(market),
-            )
-            await server.start()
-            channel = client_channel(
-                server.target,
-                peer=tax.tls_roster().peer("market"),
-                identity=ChannelIdentity(
-                    key_pem=tax.node_keys.tls_key_pem, cert_pem=tax.node_keys.tls_cert_pem
-                ),
-            )
-            stub = query_pb2_grpc.QueryStub(channel)
             codes = []
-            try:
+            async with query_channel(market, tax) as channel:
+                stub = query_pb2_grpc.QueryStub(channel)
                 for request in requests:
                     # the cancelled handler never answers: its caller gives up after 2 s
                     timeout = 2 if request is requests[-1] else 20
@@ -438,9 +433,6 @@ def test_a_use_is_given_back_when_nothing_leaves(cluster: LocalCluster) -> None:
                         codes.append(grpc.StatusCode.OK)
                     except grpc.aio.AioRpcError as error:
                         codes.append(error.code())
-            finally:
-                await channel.close()
-                await server.stop(None)
             return codes
 
         codes = asyncio.run(run())
