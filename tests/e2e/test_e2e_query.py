@@ -34,6 +34,7 @@ from node.server import build_server
 from node.services import query_service
 from node.store import NewRecord
 from node.transport import ChannelIdentity, client_channel
+from tests.catalog.catalog_testdata import make_ric
 
 pytestmark = pytest.mark.slow
 
@@ -61,10 +62,7 @@ SEVERE_LIST_FIELDS = {
 
 def person(seq: int) -> str:
     """A valid resident ID number (GB 11643 check digit) unique per test."""
-    body = f"37030319900101{seq:03d}"
-    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(body))
-    check = (12 - total % 11) % 11
-    return body + ("X" if check == 10 else str(check))
+    return make_ric("370303", "19900101", f"{seq:03d}")
 
 
 def licence_fields(n: int) -> dict[str, str]:

@@ -35,6 +35,7 @@ from node.server import build_server
 from node.services import query_service
 from node.store import NewRecord
 from node.transport import ChannelIdentity, client_channel
+from tests.catalog.catalog_testdata import make_ric
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +45,7 @@ GRANT_FIELDS = frozenset({"decision_no", "license_category", "decision_date", "s
 
 def person(seq: int) -> str:
     """A valid resident ID number (GB 11643 check digit) unique per test."""
-    body = f"37030319850505{seq:03d}"
-    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(body))
-    check = (12 - total % 11) % 11
-    return body + ("X" if check == 10 else str(check))
+    return make_ric("370303", "19850505", f"{seq:03d}")
 
 
 def licence_fields(n: int) -> dict[str, str]:
