@@ -502,10 +502,12 @@ def witnessed_command(
         # The state keeps the note as the log signed it; the cosignature this witness gave
         # it is made again (Ed25519 is deterministic: the same line the log received).
         note = keys.cosign_note(witnessed, name=runtime.node_id, signer=runtime.node_keys.signing)
+        own_key = {runtime.node_id: runtime.node_keys.signing.public_key}
     finally:
         runtime.close()
     if as_json:
-        cp = keys.parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
+        # the body as the signed-note code reads it, through our own cosignature
+        cp = keys.parse_checkpoint(keys.verify_note(note, verifiers=own_key)[0])
         print_json({"log": node, "origin": cp.origin, "size": cp.size, "note": note})
         return
     sys.stdout.write(note)
