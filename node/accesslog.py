@@ -1233,7 +1233,7 @@ class RequesterStats:
     baseline_daily: float
     off_hours: int
     denied: int
-    without_grant: int
+    without_grant: int  # allowed grantless queries not shown to be about an organisation
 
 
 @dataclass(frozen=True)
@@ -1255,6 +1255,53 @@ class _GrantUse(Protocol):
     def grant(self) -> Any: ...
 
 
+# How `catalog.mask_identifier` shows an 18-character identifier: the first 6 and last 4 kept.
+_MASKED_18 = re.compile(r"[0-9A-Z]{6}\*{8}[0-9A-Z]{4}")
+# A GB 11643 ID number behind that mask shows a province code (first digit 1-8) and digits, with
+# an X allowed last; a GB 32100 credit code showing anything else cannot be one.
+_MASKED_ID_NUMBER = re.compile(r"[1-8][0-9]{5}\*{8}[0-9]{3}[0-9X]")
+
+
+def _query_subject_kinds(catalogue: catalog.Catalog) -> dict[str, frozenset[str]]:
+    """Item id -> the subject kinds an allowed query asking for that item can be about."""
+    # As node.policy admits: a natural person may also ask for an organisation item that links
+    # person ids (Shandong Art. 31: the legal representative is named in the entry).
+    linked = frozenset({"natural_person"})
+    return {
+        item.id: item.subject_kinds | (linked if item.linked_id_fields else frozenset())
+        for item in catalogue.items.values()
+    }
+
+
+def _shows_credit_code(masked: str | None) -> bool:
+    """True only when the masked subject cannot be an ID number, so it is a credit code."""
+    return (
+        masked is not None
+        and _MASKED_18.fullmatch(masked) is not None
+        and _MASKED_ID_NUMBER.fullmatch(masked) is None
+    )
+
+
+def _may_be_natural_person(entry: LogEntry, item_kinds: Mapping[str, frozenset[str]]) -> bool:
+    """False only when `entry` is shown to be about an organisation or individual business."""
+    # The entry does not record the subject kind (and its encoding is the hashed leaf), so the
+    # kind is derived. The catalogue is the authority: the policy allows a query only when every
+    # item asked holds the subject's kind, so those items' kinds bound it. Items held for every
+    # kind (qualification, honour, red list ...) leave it open; then the masked subject settles
+    # it, but only one way: a mask with a letter or a leading 9 (every market entity's code)
+    # is no ID number, while a digits-only credit code (government bodies, institutions, social
+    # organisations) can look like one, so a person-like mask proves nothing. Whatever cannot
+    # be shown to be an organisation counts: unknown items, no items, items no one subject
+    # holds together (an entry the current catalogue contradicts).
+    items = set(entry.items_asked) | set(entry.items_released)
+    if not items or not items <= item_kinds.keys():
+        return True
+    kinds = frozenset.intersection(*(item_kinds[item] for item in items))
+    if "natural_person" not in kinds:
+        return not kinds
+    return kinds == {"natural_person"} or not _shows_credit_code(entry.subject_masked)
+
+
 def risk_report(
     backend: LogBackend,
     now: dt.datetime,
@@ -1267,14 +1314,24 @@ def risk_report(
     denied_min: int = 10,
     grants: Iterable[_GrantUse] = (),
     grant_near: float = 0.8,
+    catalogue: catalog.Catalog | None = None,
 ) -> RiskReport:
     """Review the accesses of `window` before `now` against each requester's own history.
 
     Signals: volume above `spike_factor` x its daily average over `history` (and at least
     `spike_min`); any access off hours; a denied share above `denied_ratio` (with at least
-    `denied_min` requests); allowed queries without a grant (statutory-duty queries included, so
-    an officer can check the duty claimed); grants with at least `grant_near` of their uses spent.
+    `denied_min` requests); allowed queries without a grant about a natural person (statutory-duty
+    queries included, so an officer can check the duty claimed); grants with at least
+    `grant_near` of their uses spent.
+
+    Only natural persons give subject grants, so a grantless query is counted unless
+    `catalogue` shows it was about an organisation or individual business: every item it names
+    is held only for those kinds, or the items also admit a natural person and the masked subject
+    cannot be an ID number. Conservatively, a query whose kind cannot be told is counted: one
+    naming an item `catalogue` does not know, or no item, and every grantless allowed query when
+    no `catalogue` is given. Reads `backend` and writes nothing.
     """
+    item_kinds = _query_subject_kinds(catalogue) if catalogue is not None else {}
     since = now - window
     start_history = since - history
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # win, hist, off, deny, ng
@@ -1291,7 +1348,12 @@ def risk_report(
         c[0] += 1
         c[2] += is_off_hours(moment)
         c[3] += entry.decision == "deny"
-        c[4] += entry.kind == "query" and entry.decision == "allow" and entry.grant_id is None
+        c[4] += (
+            entry.kind == "query"
+            and entry.decision == "allow"
+            and entry.grant_id is None
+            and _may_be_natural_person(entry, item_kinds)
+        )
     days = max(history / dt.timedelta(days=1), 1.0)
     stats: list[RequesterStats] = []
     findings: list[Finding] = []
@@ -1329,7 +1391,8 @@ def risk_report(
                     "queries_without_grant",
                     requester,
                     float(no_grant),
-                    f"{no_grant} allowed queries without a subject grant (check the duty)",
+                    f"{no_grant} allowed queries about a natural person (or of an unknown "
+                    "subject kind) without a subject grant (check the duty)",
                 )
             )
     for state in grants:

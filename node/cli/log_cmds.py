@@ -276,8 +276,9 @@ def report_command(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Risk review of the last --days: spikes, off-hours use, denials, queries without grants,
-    and fork alarms raised by the witness. The review is itself logged (admin_read) first."""
+    """Risk review of the last --days: spikes, off-hours use, denials, queries about natural
+    persons without grants (judged with this node's catalogue), and fork alarms raised by the
+    witness. The review is itself logged (admin_read) first."""
     runtime = open_runtime(resolve_home(home))
     try:
         runtime.log.append_sync(admin_entry(runtime, "admin_read", officer, "log_report"))
@@ -287,6 +288,7 @@ def report_command(
             now,
             window=dt.timedelta(days=days),
             grants=runtime.grants.active(now),
+            catalogue=runtime.catalogue,
         )
         alarms = search(runtime.log.backend, kind="alarm")
         overdue = overdue_summary(runtime.store, china_day(now))

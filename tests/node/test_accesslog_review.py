@@ -3,18 +3,21 @@ fork detection."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
 
 import pytest
 
+import catalog
 import keys
 from node.accesslog import (
     AccessLog,
     ForkDetected,
     LogEntry,
     MemoryLogBackend,
+    RiskReport,
     Witness,
     export,
     export_lines,
@@ -28,6 +31,14 @@ from node.accesslog import (
 )
 from node.errors import ExitCode, InputError
 from node.grants import Grant, GrantState
+from tests.catalog.catalog_testdata import (
+    AUTHORITY_USCC,
+    COMPANY_USCC,
+    PERSON_ID,
+    SHOP_USCC,
+    TODAY,
+    make_ric,
+)
 
 LOG_KEY = keys.Signer(b"\x41" * 32)
 ROGUE_KEY = keys.Signer(b"\x42" * 32)
@@ -168,6 +179,186 @@ def test_risk_report_flags_spikes_off_hours_denials_grantless_queries_and_grants
     assert tax.baseline_daily == pytest.approx(30 / 30, rel=0.1)
     for f in report.findings:
         assert "a" * 32 not in f.message
+
+
+# --- risk report: grantless queries and the subject's kind ---------------------------------------
+
+CATALOGUE = catalog.default_catalog()
+PERSON = catalog.mask_identifier(PERSON_ID)  # 370303********0017
+COMPANY = catalog.mask_identifier(COMPANY_USCC)  # 913501********0Y43
+SHOP = catalog.mask_identifier(SHOP_USCC)  # 923703********0014, an individual business
+AUTHORITY = catalog.mask_identifier(AUTHORITY_USCC)  # 113703********0013: digits, like an ID
+
+# What the cases below assume of the shipped catalogue (the node's): items held only for
+# organisations, only for persons, for every kind, and an organisation item linking its legal
+# representative (so a natural person may ask for it, Shandong Art. 31).
+ORG_ONLY, PERSON_ONLY, EVERY_KIND, LINKED = (
+    "admin_penalty",
+    "admin_penalty_person",
+    "qualification",
+    "severe_dishonesty_list",
+)
+
+
+def test_the_catalogue_items_the_review_cases_rely_on() -> None:
+    organisations = {"organisation", "individual_business"}
+    assert CATALOGUE.item(ORG_ONLY).subject_kinds == organisations
+    assert not CATALOGUE.item(ORG_ONLY).linked_id_fields
+    assert CATALOGUE.item(PERSON_ONLY).subject_kinds == {"natural_person"}
+    assert CATALOGUE.item(EVERY_KIND).subject_kinds == organisations | {"natural_person"}
+    assert CATALOGUE.item(LINKED).subject_kinds == organisations
+    assert CATALOGUE.item(LINKED).linked_id_fields
+    assert "retired_item" not in CATALOGUE.items
+
+
+def grantless(items: tuple[str, ...], masked: str | None, **changes: Any) -> dict[str, Any]:
+    """The fields of an allowed query without a grant (no time or requester yet)."""
+    values: dict[str, Any] = {
+        "reason": "allowed",
+        "items_asked": items,
+        "items_released": items,
+        "subject_masked": masked,
+    }
+    values.update(changes)
+    return values
+
+
+def review(
+    cases: list[tuple[str, dict[str, Any]]], catalogue: catalog.Catalog | None = CATALOGUE
+) -> RiskReport:
+    """Log `(requester, fields)` cases a second apart today and run the report on them."""
+    log, backend = new_log()
+    for second, (requester, changes) in enumerate(cases):
+        log.append_sync(entry(WORK + dt.timedelta(seconds=second), requester, **changes))
+    return risk_report(backend, WORK + dt.timedelta(hours=2), catalogue=catalogue)
+
+
+def without_grant(report: RiskReport) -> dict[str, int]:
+    return {s.requester: s.without_grant for s in report.requesters}
+
+
+def grantless_findings(report: RiskReport) -> set[tuple[str, float]]:
+    return {(f.subject, f.value) for f in report.findings if f.code == "queries_without_grant"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        grantless((ORG_ONLY,), COMPANY),
+        grantless((ORG_ONLY,), SHOP),
+        # the items alone leave the kind open; the mask cannot be an ID number
+        grantless((EVERY_KIND,), COMPANY),
+        grantless((EVERY_KIND,), SHOP),
+        grantless((LINKED,), COMPANY),
+        # an organisation-only item bounds the kind even when the mask looks like an ID number
+        grantless((ORG_ONLY, EVERY_KIND), AUTHORITY),
+        # a statutory-duty query about an organisation needs no grant either
+        grantless((ORG_ONLY,), COMPANY, reason="statutory_duty"),
+    ],
+    ids=[
+        "org-item-company",
+        "org-item-individual-business",
+        "every-kind-company",
+        "every-kind-individual-business",
+        "linked-item-company",
+        "org-and-every-kind-items",
+        "org-statutory-duty",
+    ],
+)
+def test_an_organisation_query_without_grant_is_not_flagged(case: dict[str, Any]) -> None:
+    report = review([("zd-tax", case)])
+    assert without_grant(report) == {"zd-tax": 0}
+    assert grantless_findings(report) == set()
+    # without the catalogue the kind is unknown, and the same query is counted
+    unjudged = review([("zd-tax", case)], catalogue=None)
+    assert without_grant(unjudged) == {"zd-tax": 1}
+    assert grantless_findings(unjudged) == {("zd-tax", 1.0)}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        grantless((PERSON_ONLY,), PERSON),
+        grantless((PERSON_ONLY,), PERSON, reason="statutory_duty"),
+        grantless((EVERY_KIND,), PERSON),
+        # a legal representative asked about through the organisation item that names them
+        grantless((LINKED,), PERSON),
+        # a digits-only credit code (a government body) cannot be told from an ID number
+        grantless((EVERY_KIND,), AUTHORITY),
+        grantless((EVERY_KIND,), None),
+        # the items say person only: a credit-code mask contradicts them, and is not trusted
+        grantless((PERSON_ONLY,), COMPANY),
+        # items that no one subject holds together: the catalogue contradicts the entry
+        grantless((ORG_ONLY, PERSON_ONLY), COMPANY),
+        # unknown item ids, alone or beside known organisation items, and no items at all
+        grantless(("retired_item",), COMPANY),
+        grantless((ORG_ONLY, "retired_item"), COMPANY),
+        grantless((), COMPANY),
+        # asked for an organisation item but released an unknown one
+        grantless((ORG_ONLY,), COMPANY, items_released=("retired_item",)),
+    ],
+    ids=[
+        "person-item",
+        "person-item-statutory-duty",
+        "every-kind-person",
+        "linked-item-person",
+        "every-kind-digits-only-code",
+        "every-kind-no-mask",
+        "person-item-credit-code-mask",
+        "contradictory-items",
+        "unknown-item",
+        "unknown-beside-org-item",
+        "no-items",
+        "unknown-released-item",
+    ],
+)
+def test_a_natural_person_or_unknown_kind_query_without_grant_is_flagged(
+    case: dict[str, Any],
+) -> None:
+    report = review([("zd-tax", case)])
+    assert without_grant(report) == {"zd-tax": 1}
+    assert grantless_findings(report) == {("zd-tax", 1.0)}
+
+
+def test_no_id_number_passes_for_an_organisation_by_its_mask() -> None:
+    people = set()
+    for province in range(10, 100):  # every province code the ID number check accepts
+        for seq in range(20):
+            with contextlib.suppress(catalog.InvalidIdentifier):
+                ric = make_ric(area=f"{province}0101", seq=f"{seq:03d}")
+                people.add(catalog.normalize_ric(ric, today=TODAY))
+    assert {ric[:2] for ric in people} >= {"11", "37", "65", "82", "83"}
+    assert {ric[-1] for ric in people} == set("0123456789X")
+    cases = [("zd-tax", grantless((EVERY_KIND,), catalog.mask_identifier(p))) for p in people]
+    assert without_grant(review(cases)) == {"zd-tax": len(people)}
+
+
+def test_the_review_counts_only_grantless_allowed_person_queries_in_a_mixed_log() -> None:
+    person = grantless((PERSON_ONLY,), PERSON)
+    company = grantless((ORG_ONLY,), COMPANY)
+    cases = [
+        # zd-court: 2 person queries and 1 unknown-item query counted among 7 accesses
+        ("zd-court", person),
+        ("zd-court", grantless((EVERY_KIND,), PERSON)),
+        ("zd-court", grantless(("retired_item",), SHOP)),
+        ("zd-court", company),
+        ("zd-court", grantless((EVERY_KIND,), SHOP)),
+        ("zd-court", {**person, "grant_id": "g-1"}),  # a grant was named
+        ("zd-court", {**person, "decision": "deny", "reason": "grant_required"}),
+        # zd-tax: organisations only, and other kinds of access to person items
+        ("zd-tax", company),
+        ("zd-tax", grantless((LINKED,), COMPANY)),
+        ("zd-tax", {**person, "kind": "feed_delivery"}),
+        ("zd-tax", {**person, "kind": "export"}),
+    ]
+    report = review(cases)
+    assert without_grant(report) == {"zd-court": 3, "zd-tax": 0}
+    assert grantless_findings(report) == {("zd-court", 3.0)}
+    court = next(s for s in report.requesters if s.requester == "zd-court")
+    assert (court.window_count, court.denied) == (7, 1)  # the other signals are unchanged
+    message = next(f.message for f in report.findings if f.code == "queries_without_grant")
+    assert PERSON not in message
+    assert COMPANY not in message
 
 
 # --- witnessing and forks ---------------------------------------------------------------
