@@ -11,6 +11,7 @@ home directory, never against the current directory, so a node behaves the same 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -100,12 +101,14 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """[lifecycle]: the optional holiday file, how often the expiry scan runs, and how many
-    months an expired or withdrawn record is kept (encrypted, undisclosed) before its purge."""
+    """[lifecycle]: the optional holiday file, how often the expiry scan runs, how many
+    months an expired or withdrawn record is kept (encrypted, undisclosed) before its purge,
+    and how often pending joint-punishment withdrawal notices are sent (node/push.py)."""
 
     holiday_file: Path | None
     scan_interval_s: float
     retention_months: int = 60
+    withdrawal_push_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -280,11 +283,20 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     telemetry = TelemetryConfig(exporter=exporter, otlp_endpoint=otlp)
 
     life_raw = _section(raw, "lifecycle")
-    _only(life_raw, "lifecycle", {"holiday_file", "scan_interval_s", "retention_months"})
+    _only(
+        life_raw,
+        "lifecycle",
+        {"holiday_file", "scan_interval_s", "retention_months", "withdrawal_push_interval_s"},
+    )
     holiday = _str(life_raw, "lifecycle", "holiday_file", default="")
     scan = _number(life_raw, "lifecycle", "scan_interval_s", 3600.0)
     if scan <= 0:
         raise _bad("lifecycle", "scan_interval_s", str(scan), "must be above 0")
+    withdrawals = _number(life_raw, "lifecycle", "withdrawal_push_interval_s", 10.0)
+    if not (withdrawals > 0 and math.isfinite(withdrawals)):  # nan or inf would never run it
+        raise _bad(
+            "lifecycle", "withdrawal_push_interval_s", str(withdrawals), "must be finite, above 0"
+        )
     keep = _int(life_raw, "lifecycle", "retention_months", 60)
     if keep < 1:
         raise _bad("lifecycle", "retention_months", str(keep), "must be 1 or more")
@@ -295,6 +307,7 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
         holiday_file=holiday_path,
         scan_interval_s=scan,
         retention_months=keep,
+        withdrawal_push_interval_s=withdrawals,
     )
 
     ingest = IngestConfig(workers=_workers(raw, "ingest"))
@@ -407,6 +420,10 @@ scan_interval_s = 3600
 # Months an expired, withdrawn or superseded record is kept encrypted (never disclosed) after
 # its disclosure ended, as evidence for objections and reviews; then it is purged (logged).
 retention_months = 60
+# Seconds between passes that send pending joint-punishment withdraw/expire notices (a repair
+# or revocation made with the CLI, or a receiver that was down); the service's own are sent
+# at once.
+withdrawal_push_interval_s = 10
 
 [ingest]
 # Processes that sign and encrypt records during `credex ingest`, beside the one that reads

@@ -458,7 +458,9 @@ def revoke_record(
     included) and a `revocation` task tracks the Shandong Art. 40 deadline: 3 working days
     from `known_on` (default: today). The task closes when the platform has acknowledged the
     withdraw event (node.scheduler checks). Refuses an inactive record and a `known_on` in the
-    future (InputError).
+    future (InputError). The result lists under `push_receivers` the departments the entry
+    was pushed to (joint punishment), each due a withdraw notice from this commit on
+    (node/push.py; this function sends nothing).
     """
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
@@ -494,7 +496,10 @@ def revoke_record(
         task_id=task_id,
         deadline=deadline,
         warnings=tuple(warnings),
-        extra={"reason": "revocation"},
+        extra={
+            "reason": "revocation",
+            "push_receivers": push.withdrawal_report(runtime, record_key),
+        },
     )
 
 
@@ -511,7 +516,10 @@ def repair_record(
     Checks admissibility first (`lifecycle.repair_admissibility`); when refused, raises
     RepairRefused listing every failed condition and logs the refusal. When admitted, the
     version becomes `withdrawn` with a `withdraw` event to every subscriber covering the item
-    (every node that could have received it) and the result carries the propagation report.
+    (every node that could have received it) and the result carries the propagation report:
+    the subscribers, and under `push_receivers` the departments the entry was pushed to (joint
+    punishment), each due a withdraw notice from this commit on (node/push.py; this function
+    sends nothing).
     """
     requester = requester or Requester(runtime.node_id)
     record = _own(runtime, record_key)
@@ -556,7 +564,11 @@ def repair_record(
         state="withdrawn",
         events=events,
         task_id=task_id,
-        extra={"reason": "repair", "propagation": report["subscribers"]},
+        extra={
+            "reason": "repair",
+            "propagation": report["subscribers"],
+            "push_receivers": report["push_receivers"],
+        },
     )
 
 
@@ -566,8 +578,9 @@ def propagation_report(runtime: NodeRuntime, record_key: str) -> dict[str, Any]:
     One entry per subscriber that was sent the event (every subscriber covering the item when
     it was withdrawn), and under `push_receivers` one per department the record was pushed to
     (joint punishment) with whether it acknowledged the withdraw/expire notice, which the
-    serve loop sends (`node.push.push_pending`); `complete` is True when all acknowledged. A
-    record never withdrawn has empty lists.
+    serving node sends (`node.push`: at once after a repair or revocation through its
+    Lifecycle service, otherwise with its next withdrawal pass); `complete` is True when all
+    acknowledged. A record never withdrawn has empty lists.
     """
     record = _own(runtime, record_key)
     events, cursors = ls.withdraw_events(runtime.store, record.row_id)

@@ -15,14 +15,35 @@ Stopping: when a pushed entry is repaired or revoked (withdrawn) or its disclosu
 not) gets a withdraw/expire notice through the same Push RPC (PushNotice.kind; a sealed
 FeedEvent without record), signed by this node, the record's producer; the receiver moves its
 copy of that producer's record out of `active` and answers the same kind of receipt, stored
-under a withdrawal push id ("pushw-..." of version, kind, receiver). `push_pending` retries
-unacknowledged ones, like entries. Feed subscribers are told by the feed's withdraw/expire
-events; push receivers without a feed subscription only by these notices.
+under a withdrawal push id ("pushw-..." of version, kind, receiver). Feed subscribers are told
+by the feed's withdraw/expire events; push receivers without a feed subscription only by these
+notices.
+
+When a withdrawal leaves (invariants):
+- nothing is queued in memory: a withdrawal is due for as long as the record's committed state
+  is withdrawn/expired/purged and a receiver has no stored receipt for it, so a process that
+  dies between the repair's commit and the send loses nothing; whoever runs the next pass
+  (`push_pending_withdrawals`) sends it;
+- `credex serve` sends it right after a repair or revocation made through its Lifecycle
+  service, runs `push_pending_withdrawals` every `[lifecycle] withdrawal_push_interval_s` (for
+  changes made by the CLI or another replica, and retries), and `push_pending` after each scan;
+- a repeat is harmless: the notice id is stable, the receiver applies a withdrawal once (its
+  copy is already out of `active`) and the first verified receipt is kept. Within one process,
+  the sends about one record are serialised, so two passes do not send the same notice at once
+  and a withdrawal never overtakes the entry it ends; an entry that was on its way while the
+  record left `active` is followed by its withdrawal again (another process's withdrawal may
+  have arrived first and found no copy to end);
+- a purged record keeps the kind its receivers were already sent (an expired copy is not
+  re-labelled withdrawn).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import weakref
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +65,7 @@ __all__ = [
     "is_withdrawal_push",
     "push_id_for",
     "push_pending",
+    "push_pending_withdrawals",
     "push_record",
     "push_targets",
     "push_withdrawal",
@@ -57,6 +79,10 @@ _WITHDRAWAL_PREFIX = "pushw-"
 # What a receiver is told when our record leaves `active`: a purged record was withdrawn or
 # expired first; if that notice never got through, "withdraw" still stops the punishment.
 _WITHDRAWAL_OF_STATE = {"withdrawn": "withdraw", "expired": "expire", "purged": "withdraw"}
+# After these, a receiver is taken as unreachable for the rest of a pass: each attempt may wait
+# for the RPC timeout, so it costs one attempt per pass, not one per notice waiting for it.
+_UNREACHABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_NOT_TRIED = "not tried: receiver unreachable in this pass"
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,42 @@ def push_id_for(record: StoredRecord, to_node: str) -> str:
     """The stable push id of one record version to one receiver."""
     text = f"credex-push\0{record.row_id}\0{to_node}"
     return "push-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:27]
+
+
+class _Gate:
+    """One record's send lock and how many coroutines hold or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+# Per event loop (an asyncio.Lock belongs to one), then per runtime and record key; an entry
+# lives only while some coroutine holds or waits for it.
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Gate]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.asynccontextmanager
+async def _one_sender(runtime: NodeRuntime, record_key: str) -> AsyncIterator[None]:
+    """Serialise this process's sends about one record (module docstring): the service's
+    immediate withdrawal, the withdrawal pass and the scan's pushes may run at once."""
+    gates = _GATES.setdefault(asyncio.get_running_loop(), {})
+    key = (id(runtime), record_key)
+    gate = gates.get(key)
+    if gate is None:
+        gate = gates[key] = _Gate()
+    gate.users += 1
+    try:
+        async with gate.lock:
+            yield
+    finally:
+        gate.users -= 1
+        if gate.users == 0:
+            del gates[key]
 
 
 async def _send(
@@ -171,23 +233,40 @@ async def push_record(runtime: NodeRuntime, record_key: str) -> list[PushOutcome
 
     Refuses (InputError) a record that is not active or not a severe-dishonesty list entry.
     A receiver that is down or refuses gets an outcome with the error (the push row stays
-    without receipt and a later call retries it).
+    without receipt and a later call retries it). If the record is withdrawn or expires while
+    the entry is on its way, the receivers that took the entry are sent the withdrawal after
+    it, and those outcomes are returned too.
     """
-    record = ls.current_record(runtime.store, runtime.node_id, record_key)
-    if record.state != "active":
-        raise InputError(f"record {record_key[:12]}... is {record.state}; only active ones push")
-    item = runtime.catalogue.item(record.item_id)
-    if not is_pushable(item):
-        raise InputError(
-            f"item {record.item_id!r} is not a {SEVERE_LIST_CATEGORY} item; nothing to push"
-        )
-    signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(record.row_id, record.body))
-    outcomes = []
-    for to_node in push_targets(runtime.bundle(), runtime.node_id, record.item_id):
-        try:
-            outcomes.append(await _send(runtime, record, signed, to_node))
-        except AuthError:
-            outcomes.append(PushOutcome(push_id_for(record, to_node), to_node, False, "auth"))
+    async with _one_sender(runtime, record_key):
+        record = ls.current_record(runtime.store, runtime.node_id, record_key)
+        if record.state != "active":
+            raise InputError(
+                f"record {record_key[:12]}... is {record.state}; only active ones push"
+            )
+        item = runtime.catalogue.item(record.item_id)
+        if not is_pushable(item):
+            raise InputError(
+                f"item {record.item_id!r} is not a {SEVERE_LIST_CATEGORY} item; nothing to push"
+            )
+        signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(record.row_id, record.body))
+        before = {
+            p.push_id
+            for p in ls.list_pushes(runtime.store, record_key=record_key)
+            if p.receipt is not None
+        }
+        outcomes = []
+        for to_node in push_targets(runtime.bundle(), runtime.node_id, record.item_id):
+            try:
+                outcomes.append(await _send(runtime, record, signed, to_node))
+            except AuthError:
+                outcomes.append(PushOutcome(push_id_for(record, to_node), to_node, False, "auth"))
+        took = frozenset(o.to_node for o in outcomes if o.receipt and o.push_id not in before)
+        if took and ls.current_record(runtime.store, runtime.node_id, record_key).state in (
+            _WITHDRAWAL_OF_STATE
+        ):
+            # another process withdrew it meanwhile; its notice may have reached a receiver
+            # before this entry, found no copy, and been receipted: send it again, after
+            outcomes.extend(await _withdraw(runtime, record_key, unreachable=set(), again=took))
     return outcomes
 
 
@@ -198,7 +277,7 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
     Runs inside `credex serve` after each lifecycle scan, so a list entry reaches the named
     departments without an operator command, and a receiver that was down gets it later.
     Then sends the withdraw/expire notices of entries that were pushed and have since been
-    repaired, revoked or expired (`push_withdrawal`) to every department not yet acknowledging.
+    repaired, revoked or expired (`push_pending_withdrawals`).
     """
     bundle = runtime.bundle()
     items = sorted(
@@ -220,8 +299,11 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
         targets = push_targets(bundle, runtime.node_id, record.item_id)
         if all(push_id_for(record, t) in acked for t in targets):
             continue
-        outcomes.extend(await push_record(runtime, record.record_key))
-    outcomes.extend(await _push_pending_withdrawals(runtime))
+        try:
+            outcomes.extend(await push_record(runtime, record.record_key))
+        except InputError:
+            continue  # withdrawn or expired since it was listed: its withdrawal follows
+    outcomes.extend(await push_pending_withdrawals(runtime))
     return outcomes
 
 
@@ -254,31 +336,70 @@ async def push_withdrawal(runtime: NodeRuntime, record_key: str) -> list[PushOut
     punishment stops there too (令第36号 Art. 3). One outcome per receiver.
 
     Refuses (InputError) a record that is still active. A receiver that is down or refuses
-    gets an outcome with the error; a later call (`push_pending`) retries it. Receivers
-    already acknowledging this withdrawal are not asked again.
+    gets an outcome with the error; a later pass (`push_pending_withdrawals`) retries it.
+    Receivers already acknowledging this withdrawal are not asked again. The Lifecycle
+    service calls it right after a repair or revocation commits; the CLI's `lifecycle push`
+    on a withdrawn or expired record too.
     """
+    async with _one_sender(runtime, record_key):
+        return await _withdraw(runtime, record_key, unreachable=set())
+
+
+def _withdrawal_kind(record: StoredRecord, to_node: str, pushes: Mapping[str, ls.PushInfo]) -> str:
+    """The notice `to_node` gets for `record`: the kind of its state, except that a purged
+    record keeps the notice its receiver was already sent (acknowledged first, else the one
+    being retried), so an expired copy is not told again as withdrawn; one never told gets
+    "withdraw", which stops the punishment either way."""
+    if record.state == "purged":
+        sent = [
+            k for k in ("expire", "withdraw") if withdrawal_push_id(record, k, to_node) in pushes
+        ]
+        for kind in sent:
+            if pushes[withdrawal_push_id(record, kind, to_node)].receipt is not None:
+                return kind
+        if sent:
+            return sent[0]
+    return _WITHDRAWAL_OF_STATE[record.state]
+
+
+async def _withdraw(
+    runtime: NodeRuntime,
+    record_key: str,
+    *,
+    unreachable: set[str],
+    again: Collection[str] = (),
+) -> list[PushOutcome]:
+    """`push_withdrawal` inside the record's `_one_sender`. Receivers in `unreachable` are not
+    tried (one that proves unreachable is added); those in `again` are sent the notice even if
+    they acknowledged it (an entry may have overtaken it)."""
     record = ls.current_record(runtime.store, runtime.node_id, record_key)
-    kind = _WITHDRAWAL_OF_STATE.get(record.state)
-    if kind is None:
+    if record.state not in _WITHDRAWAL_OF_STATE:
         raise InputError(f"record {record_key[:12]}... is {record.state}; nothing to withdraw")
-    withdrawal = feeds.PushWithdrawal(
-        kind=kind,
-        record_key=record.record_key,
-        version=record.version,
-        item_id=record.item_id,
-        reason=record.state,
-    )
+    pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
+    receivers = sorted({p.to_node for p in pushes.values() if not is_withdrawal_push(p.push_id)})
     bundle = runtime.bundle()
     outcomes = []
-    for to_node in pushed_to(runtime, record_key):
+    for to_node in receivers:
+        kind = _withdrawal_kind(record, to_node, pushes)
         push_id = withdrawal_push_id(record, kind, to_node)
         entry = bundle.member(to_node)
         if entry is None:
             outcomes.append(PushOutcome(push_id, to_node, False, "receiver not in the roster"))
             continue
-        if _acked(runtime, record_key, push_id):
+        known = pushes.get(push_id)
+        if known is not None and known.receipt is not None and to_node not in again:
             outcomes.append(PushOutcome(push_id, to_node, True, None))
             continue
+        if to_node in unreachable:
+            outcomes.append(PushOutcome(push_id, to_node, False, _NOT_TRIED))
+            continue
+        withdrawal = feeds.PushWithdrawal(
+            kind=kind,
+            record_key=record.record_key,
+            version=record.version,
+            item_id=record.item_id,
+            reason=record.state,
+        )
         notice = feeds.push_withdrawal_body(
             withdrawal,
             at=runtime.clock(),
@@ -288,9 +409,12 @@ async def push_withdrawal(runtime: NodeRuntime, record_key: str) -> list[PushOut
             notice_id=push_id,
         )
         try:
-            outcomes.append(await _deliver(runtime, record_key, to_node, notice))
+            outcome = await _deliver(runtime, record_key, to_node, notice)
         except AuthError:
-            outcomes.append(PushOutcome(push_id, to_node, False, "auth"))
+            outcome = PushOutcome(push_id, to_node, False, "auth")
+        if outcome.error in _UNREACHABLE:
+            unreachable.add(to_node)
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -299,12 +423,12 @@ def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, A
     whether it acknowledged the withdraw/expire notice (no personal data). Empty while the
     record is active or was never pushed."""
     record = ls.current_record(runtime.store, runtime.node_id, record_key)
-    kind = _WITHDRAWAL_OF_STATE.get(record.state)
-    if kind is None:
+    if record.state not in _WITHDRAWAL_OF_STATE:
         return []
     pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
     rows = []
     for to_node in pushed_to(runtime, record_key):
+        kind = _withdrawal_kind(record, to_node, pushes)
         push = pushes.get(withdrawal_push_id(record, kind, to_node))
         rows.append(
             {
@@ -317,23 +441,39 @@ def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, A
     return rows
 
 
-async def _push_pending_withdrawals(runtime: NodeRuntime) -> list[PushOutcome]:
-    """Withdraw/expire notices not yet acknowledged by a department an entry was pushed to."""
-    by_key: dict[str, set[str]] = {}
-    acked: set[str] = set()
-    for p in ls.list_pushes(runtime.store):
-        if is_withdrawal_push(p.push_id):
-            if p.receipt is not None:
-                acked.add(p.push_id)
-        else:
-            by_key.setdefault(p.record_key, set()).add(p.to_node)
+async def push_pending_withdrawals(runtime: NodeRuntime) -> list[PushOutcome]:
+    """Send every withdraw/expire notice that a department an entry was pushed to has not
+    acknowledged yet; return the outcomes of the attempts made (empty when none is due).
+
+    A withdrawal is due from the commit that took the record out of `active` until its
+    receipt is stored, whichever process made the change. Finding none only reads the
+    `pushes` table and the states of the pushed records (off the event loop), so `credex
+    serve` runs this every `[lifecycle] withdrawal_push_interval_s`.
+    A receiver that does not answer (UNAVAILABLE, DEADLINE_EXCEEDED) is tried once per pass;
+    its other notices get an outcome saying they were not tried and wait for the next pass.
+    """
+    due = await asyncio.to_thread(_withdrawals_due, runtime)
+    unreachable: set[str] = set()
     outcomes: list[PushOutcome] = []
-    for record_key in sorted(by_key):
-        record = ls.current_record(runtime.store, runtime.node_id, record_key)
-        kind = _WITHDRAWAL_OF_STATE.get(record.state)
-        if kind is None:
-            continue
-        if all(withdrawal_push_id(record, kind, t) in acked for t in by_key[record_key]):
-            continue
-        outcomes.extend(await push_withdrawal(runtime, record_key))
+    for record_key in due:
+        async with _one_sender(runtime, record_key):
+            outcomes.extend(await _withdraw(runtime, record_key, unreachable=unreachable))
     return outcomes
+
+
+def _withdrawals_due(runtime: NodeRuntime) -> list[str]:
+    """Keys (sorted) of this node's records that were pushed, are no longer active, and have a
+    receiver with no acknowledged withdraw/expire notice."""
+    receivers: dict[str, set[str]] = {}
+    told: set[tuple[str, str]] = set()
+    for p in ls.list_pushes(runtime.store):
+        if not is_withdrawal_push(p.push_id):
+            receivers.setdefault(p.record_key, set()).add(p.to_node)
+        elif p.receipt is not None:
+            told.add((p.record_key, p.to_node))
+    # A receipted notice of any version settles the pair: a record that left `active` never
+    # gets an active version again (ingest keeps it withdrawn or expired, corrections need an
+    # active one), so only still-active records and untold withdrawals are looked up.
+    untold = sorted(k for k, nodes in receivers.items() if any((k, n) not in told for n in nodes))
+    heads = runtime.store.record_heads(runtime.node_id, untold)
+    return [k for k in untold if k in heads and heads[k].state in _WITHDRAWAL_OF_STATE]

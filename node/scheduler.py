@@ -15,6 +15,12 @@
 A pass is idempotent (each step only picks what is still due), so `credex serve` runs one at
 start (a node that was down catches up) and then every `[lifecycle] scan_interval_s`; the CLI
 `credex lifecycle scan` runs one by hand.
+
+Joint-punishment withdrawals do not wait for a scan: `run_withdrawal_pushes` sends the pending
+withdraw/expire notices every `[lifecycle] withdrawal_push_interval_s` (default 10 s), so a
+repair or revocation committed by another process (the CLI, another replica) reaches the
+departments the entry was pushed to within seconds, and one that was down gets it soon after
+it is back (node/push.py says why nothing is lost or applied twice).
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ from catalog.periods import ORDER_36_EFFECTIVE
 from node import lifecycle as rules
 from node.accesslog import LogEntry, utc_iso
 from node.lifecycle_ops import overdue_tasks
-from node.push import push_pending
+from node.push import push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
 from node.telemetry import active_telemetry
 
-__all__ = ["ScanReport", "run_scans", "scan"]
+__all__ = ["ScanReport", "run_scans", "run_withdrawal_pushes", "scan"]
 
 _log = logging.getLogger("node.scheduler")
 _BATCH = 500
@@ -188,6 +194,35 @@ async def run_scans(
             _log.error("lifecycle scan failed: %s", type(error).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def run_withdrawal_pushes(runtime: NodeRuntime, stop: asyncio.Event) -> None:
+    """Every `[lifecycle] withdrawal_push_interval_s` until `stop` is set, send the joint-
+    punishment withdraw/expire notices not yet acknowledged (`push.push_pending_withdrawals`).
+
+    The first pass comes one interval after start (the start scan already sent them). A
+    failing pass is logged (error type only) and the next one runs as usual; the count of
+    notices awaiting a receipt is logged when it changes, not at every pass.
+    """
+    interval = runtime.config.lifecycle.withdrawal_push_interval_s
+    waiting = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            break
+        try:
+            outcomes = await push_pending_withdrawals(runtime)
+        except Exception as error:
+            _log.error("joint-punishment withdrawal pass failed: %s", type(error).__name__)
+            continue
+        failed = sum(1 for o in outcomes if not o.receipt)
+        if failed != waiting:
+            if failed:
+                _log.warning("%d joint-punishment withdrawal notice(s) await a receipt", failed)
+            else:
+                _log.info("every joint-punishment withdrawal notice is acknowledged")
+            waiting = failed
 
 
 def _approximate_warnings(runtime: NodeRuntime, today: dt.date) -> list[str]:

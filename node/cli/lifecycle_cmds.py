@@ -5,6 +5,11 @@ review clock, corrections (a new signed version), withdrawal when the underlying
 revoked, credit repair with its admissibility check and propagation report, joint-punishment
 pushes, and the scan that expires and purges records. Output never shows personal data: record
 keys, versions, states and dates only.
+
+`repair` and `revoke` commit the withdrawal and send nothing themselves: the serving node
+sends the joint-punishment withdraw notices within `[lifecycle] withdrawal_push_interval_s`
+(one sender that owns retries, and a clerk's command never hangs on a receiver that is down);
+`push` on a withdrawn or expired entry sends them at once, e.g. while the node is not serving.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from node import lifecycle_ops as ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import InputError
-from node.push import push_record
+from node.push import PushOutcome, push_record, push_withdrawal
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
 from node.telemetry import telemetry_of
@@ -71,6 +76,14 @@ def _show(result: ops.LifecycleResult, as_json: bool) -> None:
         console.print(f"[yellow]warning:[/] {escape(str(warning))}")
     if "propagation" in data:
         _propagation_table(data["propagation"])
+    waiting = [r["to_node"] for r in data.get("push_receivers", []) if not r["acknowledged"]]
+    if waiting:
+        # this process sends nothing: the serving node is the one sender (docs/lifecycle.md)
+        console.print(
+            f"joint punishment: withdraw notice due to {', '.join(waiting)}; the serving node "
+            "sends it within [lifecycle] withdrawal_push_interval_s "
+            f"(now: credex lifecycle push {result.record_key})"
+        )
 
 
 def _propagation_table(rows: list[dict[str, Any]]) -> None:
@@ -225,15 +238,21 @@ def push_command(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Push a severe-dishonesty list entry to the departments named by "push" agreements."""
+    """Push a severe-dishonesty list entry to the departments named by "push" agreements; for
+    an entry since repaired, revoked or expired, send its withdraw/expire notice now to every
+    department it was pushed to (else the serving node does within
+    `[lifecycle] withdrawal_push_interval_s`, or at its start)."""
     runtime = _runtime(home)
     try:
-        outcomes = asyncio.run(push_record(runtime, _check_key(record_key)))
+        outcomes = asyncio.run(_push_or_withdraw(runtime, _check_key(record_key)))
     finally:
         runtime.close()
     rows = [o.to_dict() for o in outcomes]
     if as_json:
         print_json({"record_key": record_key, "pushes": rows})
+        return
+    if not rows:
+        console.print(f"{record_key[:16]}... was pushed to no department: nothing to send")
         return
     table = Table(title=f"pushes of {record_key[:16]}...")
     for column in ("to", "push id", "receipt", "error"):
@@ -246,6 +265,13 @@ def push_command(
             escape(row["error"] or ""),
         )
     console.print(table)
+
+
+async def _push_or_withdraw(runtime: NodeRuntime, record_key: str) -> list[PushOutcome]:
+    versions = runtime.store.record_versions(runtime.node_id, record_key)
+    if versions and versions[-1].state != "active":
+        return await push_withdrawal(runtime, record_key)
+    return await push_record(runtime, record_key)
 
 
 @lifecycle_app.command("status")

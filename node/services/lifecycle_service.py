@@ -7,8 +7,16 @@ operation through node/lifecycle_ops.py, which logs it. Every refusal (authentic
 malformed body, an unknown record) is logged as a denied access (node/refusals.py). Operations
 act only on this node's own records ("谁认定、谁修复").
 
-The module also provides the node's lifecycle background task (`background`): one scan at start
-so a node that was down catches up, then one every `[lifecycle] scan_interval_s`.
+Once a repair or revocation has committed, the departments its entry was pushed to (joint
+punishment) are sent the withdraw notice at once, beside the call: the receipt goes back
+without waiting for them, and a receiver that is down leaves the notice pending for the
+withdrawal pass below (node/push.py: the pending state is the committed one, nothing is kept
+in memory).
+
+The module also provides the node's lifecycle background tasks (`background`): one scan at
+start so a node that was down catches up, then one every `[lifecycle] scan_interval_s`; and
+the pass sending pending joint-punishment withdrawals every
+`[lifecycle] withdrawal_push_interval_s`.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -23,18 +32,20 @@ import grpc.aio
 
 from node import lifecycle as rules
 from node import lifecycle_ops as ops
-from node import wire
+from node import push, wire
 from node._pb.credex.v1 import common_pb2, lifecycle_pb2, lifecycle_pb2_grpc
 from node.errors import InputError, PolicyDenied
 from node.refusals import Caller, logged_refusals
 from node.requests import VerifiedRequest
-from node.scheduler import run_scans
+from node.scheduler import run_scans, run_withdrawal_pushes
 from node.server import Service
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
 __all__ = ["LIFECYCLE_METHODS", "LifecycleServicer", "background", "make_services"]
+
+_log = logging.getLogger("node.services.lifecycle")
 
 LIFECYCLE_METHODS = {
     name: f"/credex.v1.Lifecycle/{name}"
@@ -56,6 +67,32 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         """Apply operations to `runtime`'s store (its authenticator checks every request)."""
         self._runtime = runtime
         self._auth = runtime.authenticator()
+        # withdrawal sends in flight: referenced until done, so none is collected half-way
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def _withdraw_soon(self, record_key: str) -> None:
+        """Start sending `record_key`'s joint-punishment withdraw notices beside the call."""
+        task = asyncio.create_task(self._withdraw(record_key))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _withdraw(self, record_key: str) -> None:
+        # never raises: the repair stands whatever happens here, and the notices stay due
+        # (node/push.py) for the withdrawal pass to retry
+        try:
+            outcomes = await push.push_withdrawal(self._runtime, record_key)
+        except Exception as error:
+            _log.warning("joint-punishment withdrawal not sent now: %s", type(error).__name__)
+            return
+        failed = sum(1 for o in outcomes if not o.receipt)
+        if failed:
+            _log.warning("%d joint-punishment withdrawal notice(s) left for a retry", failed)
+
+    async def withdrawals_sent(self) -> None:
+        """Wait until every withdrawal send this servicer started has ended (sent, or left
+        pending for the retry pass)."""
+        while self._sending:
+            await asyncio.wait(set(self._sending))
 
     def _refusals(
         self,
@@ -198,6 +235,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
                 known_on=known,
                 requester=who,
             )
+            self._withdraw_soon(result.record_key)
             return self._receipt(result, "withdraw")
 
     async def Repair(  # noqa: N802
@@ -219,6 +257,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
                 decision_no=body.decision_no,
                 requester=who,
             )
+            self._withdraw_soon(result.record_key)
             return self._receipt(result, "withdraw")
 
 
@@ -236,9 +275,13 @@ def make_services(runtime: NodeRuntime) -> list[Service]:
 def background(
     runtime: NodeRuntime,
 ) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
-    """The lifecycle scan: once at start, then every `[lifecycle] scan_interval_s`."""
+    """The lifecycle scan (once at start, then every `[lifecycle] scan_interval_s`) and the
+    pending joint-punishment withdrawals (every `[lifecycle] withdrawal_push_interval_s`)."""
 
     async def scans(stop: asyncio.Event) -> None:
         await run_scans(runtime, stop)
 
-    return [scans]
+    async def withdrawals(stop: asyncio.Event) -> None:
+        await run_withdrawal_pushes(runtime, stop)
+
+    return [scans, withdrawals]
