@@ -24,6 +24,10 @@ store. Rules and sources (docs/lifecycle.md):
   day after `min_end`), the obligations are fulfilled and a credit commitment is given; a minor
   (轻微) record may be repaired as soon as the obligations are fulfilled. Every failed condition
   is reported, not just the first.
+- Stored windows follow the rules of the running release (docs/decisions/0014): a version's
+  window is computed when it is stored, so after an upgrade `refreshed_window` says which
+  stored windows the current rules would store differently, and `window_rules_fingerprint`
+  names the rules a node last recomputed them with.
 
 Times of day never matter here: deadlines and periods are whole days in China Standard Time.
 """
@@ -31,6 +35,8 @@ Times of day never matter here: deadlines and periods are whole days in China St
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +52,7 @@ __all__ = [
     "REVOCATION_REPORT_DAYS",
     "SHANDONG_CAP_MONTHS",
     "TASK_KINDS",
+    "WINDOW_RULES_REVISION",
     "WITHDRAW_REASONS",
     "Admissibility",
     "Deadline",
@@ -53,6 +60,7 @@ __all__ = [
     "RepairApplication",
     "RepairFacts",
     "RepairFailure",
+    "StoredWindow",
     "TaskView",
     "apply_changes",
     "china_day",
@@ -64,9 +72,11 @@ __all__ = [
     "parse_assignments",
     "propagation",
     "purge_cutoff",
+    "refreshed_window",
     "repair_admissibility",
     "revocation_deadline",
     "visible",
+    "window_rules_fingerprint",
 ]
 
 OBJECTION_DAYS_OWN = 3  # Shandong Art. 39: the unit's own matter
@@ -76,6 +86,11 @@ SHANDONG_CAP_MONTHS = 60  # Shandong Art. 38: at most five years
 DEFAULT_RETENTION_MONTHS = 60
 WITHDRAW_REASONS = frozenset({"repair", "revocation"})
 TASK_KINDS = frozenset({"objection", "revocation", "repair", "correction"})
+# Bump when a release changes how `catalog.record_period` turns a record into its window in a
+# way the catalogue's own attributes do not show (`window_rules_fingerprint` sees those): every
+# node then recomputes its stored windows once (docs/decisions/0014).
+# 1: minor withheld, ungraded penalties, conduct end, red-list and honour validity (2026-11).
+WINDOW_RULES_REVISION = 1
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -228,6 +243,74 @@ def purge_cutoff(today: dt.date, retention_months: int = DEFAULT_RETENTION_MONTH
         cutoff = candidate + dt.timedelta(days=1)
         candidate += dt.timedelta(days=1)
     return cutoff
+
+
+# ---------------------------------------------------------------- stored windows
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """The disclosure-window columns of a stored record version: the severity the rules read
+    (None: not dishonesty information), both ends, and the rule text that explains them."""
+
+    severity: str | None
+    min_end: dt.date | None
+    max_end: dt.date | None
+    rule: str
+
+
+def refreshed_window(
+    stored: StoredWindow, *, severity: str | None, period: catalog.DisclosurePeriod
+) -> StoredWindow | None:
+    """The window to store instead of `stored`, given what the current rules make of the same
+    record (`severity` from `catalog.validate_record`, `period` from `catalog.record_period`);
+    None when `stored` already agrees.
+
+    Agreement is the severity and both ends. A rule text that differs only in wording (older
+    releases named the same instruments differently) changes nothing, so a version stored
+    correctly is never rewritten.
+    """
+    current = StoredWindow(severity, period.min_end, period.max_end, period.rule)
+    same = (stored.severity, stored.min_end, stored.max_end) == (
+        current.severity,
+        current.min_end,
+        current.max_end,
+    )
+    return None if same else current
+
+
+def window_rules_fingerprint(catalogue: catalog.Catalog) -> str:
+    """A short digest of everything that decides a stored window besides the record itself:
+    `WINDOW_RULES_REVISION` and, per catalogue item, its severity rule (with the labels and
+    keys of a graded field's code table), its decision, conduct-end and valid-until fields and
+    its revoked condition.
+
+    A catalogue that gains a validity field (as honours did) changes it without any code
+    change; a change to the period arithmetic itself changes it only through the revision, so
+    such a change must bump `WINDOW_RULES_REVISION`.
+    """
+    items: dict[str, list[object]] = {}
+    for item_id in sorted(catalogue.items):
+        item = catalogue.items[item_id]
+        grades: list[tuple[str, str | None]] = []
+        if item.severity_rule.startswith("field:"):
+            table_id = item.field(item.severity_rule[6:]).code_table
+            table = catalogue.code_tables.get(table_id) if table_id else None
+            grades = [] if table is None else [(e.label, e.key) for e in table.entries]
+        items[item_id] = [
+            item.severity_rule,
+            grades,
+            item.decided_on_field,
+            item.conduct_end_field,
+            item.valid_until_field,
+            item.revoked_when,
+        ]
+    text = json.dumps(
+        {"revision": WINDOW_RULES_REVISION, "items": items},
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    return f"{WINDOW_RULES_REVISION}:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 # ----------------------------------------------------------------- credit repair

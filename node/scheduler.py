@@ -1,6 +1,9 @@
 """The lifecycle scan: expiry, the Shandong cap, purge after retention, revocation reports.
 
 `scan(runtime)` is one pass, judged on the day of `runtime.clock()` in China Standard Time:
+0. once per rules fingerprint, the stored disclosure windows of active versions are recomputed
+   with the running release's rules (node/window_refresh.py, decision 0014); what that ends
+   is expired by step 1;
 1. active records past their maximum disclosure period -> `expired` (`expire` events), and
    minor records decided under 令第36号 but stored with no end date (withheld, decision 0013);
 2. active dishonesty records past the Shandong 5-year cap (whatever their stored period)
@@ -39,6 +42,7 @@ from node.push import push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
 from node.telemetry import active_telemetry
+from node.window_refresh import refresh_windows
 
 __all__ = ["ScanReport", "run_scans", "run_withdrawal_pushes", "scan"]
 
@@ -101,6 +105,9 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     now = runtime.clock()
     today = rules.china_day(now)
     expired = capped = purged = 0
+    # stored windows follow the running release's rules (decision 0014): once per rules
+    # fingerprint, then one row read; what it ends is expired just below, the usual way
+    refresh_windows(runtime)
     while batch := store.records_due_for_expiry(today, limit=_BATCH):
         for record in batch:
             store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)

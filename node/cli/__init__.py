@@ -39,6 +39,7 @@ _COMMAND_MODULES = (
     "node.cli.log_cmds",
     "node.cli.backup_cmds",
     "node.cli.lifecycle_cmds",
+    "node.cli.window_cmds",  # `credex lifecycle windows`, on lifecycle_cmds' group
 )
 
 for _name in _COMMAND_MODULES:

@@ -4,6 +4,8 @@ Each function is one transaction on a `Store`, like the Store methods it complem
 beside store.py so that only node/store imports SQLAlchemy). Record state changes and the feed
 events they cause commit together with the task or objection row that explains them, so a crash
 never leaves a withdrawn record without its reason or an objection flag without its clock.
+Stored windows recomputed after an upgrade commit with the progress of their pass, so a pass
+killed half-way resumes after the last batch it committed (docs/decisions/0014).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
-from node.lifecycle import CST, SHANDONG_CAP_MONTHS, TaskView, purge_cutoff
+from node.lifecycle import CST, SHANDONG_CAP_MONTHS, StoredWindow, TaskView, purge_cutoff
 from node.store.models import StoredRecord
 from node.store.store import (
     EVENTS,
@@ -30,20 +32,25 @@ from node.store.store import (
     from_db_time,
     to_db_time,
 )
-from node.store.tables import LifecycleTaskRow, ObjectionRow, PushRow
+from node.store.tables import LifecycleTaskRow, MaintenanceRow, ObjectionRow, PushRow
 
 __all__ = [
+    "WINDOWS_TASK",
+    "MaintenanceState",
     "ObjectionInfo",
     "PushInfo",
     "TaskInfo",
+    "active_local_versions",
     "close_objection",
     "close_task",
     "current_record",
+    "finish_maintenance",
     "get_objection",
     "list_objections",
     "list_pushes",
     "list_tasks",
     "local_active_records",
+    "maintenance_state",
     "open_objection",
     "open_task",
     "push_receipt",
@@ -51,6 +58,7 @@ __all__ = [
     "records_due_for_purge",
     "records_past_cap",
     "records_withheld_without_window",
+    "store_windows",
     "withdraw_events",
     "withdraw_record",
 ]
@@ -58,6 +66,9 @@ __all__ = [
 OBJECTIONS = _table(ObjectionRow)
 TASKS = _table(LifecycleTaskRow)
 PUSHES = _table(PushRow)
+MAINTENANCE = _table(MaintenanceRow)
+# The maintenance task that recomputes stored disclosure windows (node.window_refresh).
+WINDOWS_TASK = "disclosure_windows"
 
 
 @dataclass(frozen=True)
@@ -627,3 +638,112 @@ def list_pushes(store: Store, *, record_key: str | None = None) -> list[PushInfo
         )
         for r in rows
     ]
+
+
+# ------------------------------------------------- maintenance: stored windows
+
+
+@dataclass(frozen=True)
+class MaintenanceState:
+    """Where a maintenance task stands: the rules it last ran for, the row id an interrupted
+    pass resumes after (None: from the start) and when its pass finished (None: not yet)."""
+
+    task: str
+    fingerprint: str
+    resume_after: str | None
+    finished_at: dt.datetime | None
+
+
+def maintenance_state(store: Store, task: str) -> MaintenanceState | None:
+    """The state of a maintenance task; None when it has never run nor been scheduled."""
+    with store.read("read a maintenance task") as conn:
+        row = conn.execute(select(MAINTENANCE).where(MAINTENANCE.c.task == task)).first()
+    if row is None:
+        return None
+    return MaintenanceState(row.task, row.fingerprint, row.resume_after, _opt(row.finished_at))
+
+
+def _save_maintenance(
+    conn: Connection,
+    task: str,
+    *,
+    fingerprint: str,
+    resume_after: str | None,
+    finished_at: dt.datetime | None,
+    now: dt.datetime,
+) -> None:
+    values = {
+        "fingerprint": fingerprint,
+        "resume_after": resume_after,
+        "updated_at": to_db_time(now),
+        "finished_at": None if finished_at is None else to_db_time(finished_at),
+    }
+    found = conn.execute(select(MAINTENANCE.c.task).where(MAINTENANCE.c.task == task)).first()
+    if found is None:  # migration 0006 inserts the row; this covers a store that lost it
+        conn.execute(insert(MAINTENANCE).values(task=task, **values))
+    else:
+        conn.execute(update(MAINTENANCE).where(MAINTENANCE.c.task == task).values(**values))
+
+
+def active_local_versions(
+    store: Store, producer: str, *, after: str | None, limit: int = 500
+) -> list[StoredRecord]:
+    """Active versions of `producer`'s own records (origin local) with a row id after `after`,
+    in row-id order: the stable order a resumable pass over them walks."""
+    query = select(RECORDS).where(
+        RECORDS.c.producer == producer,
+        RECORDS.c.origin == "local",
+        RECORDS.c.state == "active",
+    )
+    if after is not None:
+        query = query.where(RECORDS.c.row_id > after)
+    with store.read("find active versions for a window pass") as conn:
+        rows = conn.execute(query.order_by(RECORDS.c.row_id).limit(limit)).all()
+    return [_stored(r) for r in rows]
+
+
+def store_windows(
+    store: Store,
+    windows: Sequence[tuple[str, StoredWindow]],
+    *,
+    fingerprint: str,
+    resume_after: str,
+    now: dt.datetime,
+) -> int:
+    """Store recomputed windows (row id, window) and the pass's progress in ONE transaction;
+    returns how many versions changed.
+
+    Only a version still `active` is changed: one superseded, withdrawn or expired meanwhile
+    keeps the window it left `active` with (its retention counts from it). Never changes a
+    state and writes no feed event: the lifecycle scan expires what is over.
+    """
+    changed = 0
+    with store.write("store recomputed disclosure windows") as conn:
+        for row_id, window in windows:
+            changed += conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.row_id == row_id, RECORDS.c.state == "active")
+                .values(
+                    severity=window.severity,
+                    disclosure_min_end=window.min_end,
+                    disclosure_max_end=window.max_end,
+                    disclosure_rule=window.rule[:200],
+                )
+            ).rowcount
+        _save_maintenance(
+            conn,
+            WINDOWS_TASK,
+            fingerprint=fingerprint,
+            resume_after=resume_after,
+            finished_at=None,
+            now=now,
+        )
+    return changed
+
+
+def finish_maintenance(store: Store, task: str, *, fingerprint: str, now: dt.datetime) -> None:
+    """Mark the pass of `task` for `fingerprint` finished at `now` (the next one starts over)."""
+    with store.write("finish a maintenance task") as conn:
+        _save_maintenance(
+            conn, task, fingerprint=fingerprint, resume_after=None, finished_at=now, now=now
+        )

@@ -36,6 +36,7 @@ __all__ = [
     "IngestStateRow",
     "LifecycleTaskRow",
     "LogStateRow",
+    "MaintenanceRow",
     "NonceRow",
     "ObjectionRow",
     "PushRow",
@@ -280,6 +281,20 @@ class LifecycleTaskRow(SQLModel, table=True):
     approximate_due: bool = False
     closed_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     outcome: str | None = Field(default=None, max_length=200)
+
+
+class MaintenanceRow(SQLModel, table=True):
+    """A data task the node runs on itself after an upgrade (docs/decisions/0014): the rules it
+    last ran for (`fingerprint`), where an interrupted pass resumes (`resume_after`, a row id)
+    and when the pass for `fingerprint` finished (NULL: pending or under way)."""
+
+    __tablename__ = "maintenance"
+
+    task: str = Field(primary_key=True, max_length=64)
+    fingerprint: str = Field(max_length=64)
+    resume_after: str | None = Field(default=None, max_length=36)
+    updated_at: dt.datetime = Field(sa_column=_ts())
+    finished_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class PushRow(SQLModel, table=True):
