@@ -66,6 +66,7 @@ class CheckedRecord:
     severity: str | None
     decided_on: dt.date | None
     disclosure_end: dt.date | None = None  # NormalisedRecord.disclosure_end (red list)
+    conduct_ended_on: dt.date | None = None  # NormalisedRecord.conduct_ended_on (Shandong cap)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def checked_from_verified(
         severity=record.severity if record is not None else None,
         decided_on=record.decided_on if record is not None else None,
         disclosure_end=record.disclosure_end if record is not None else None,
+        conduct_ended_on=record.conduct_ended_on if record is not None else None,
     )
 
 

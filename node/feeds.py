@@ -288,7 +288,13 @@ class _Receiver:
             subject = blind.token(f"{producer}:{header.get('subject', '')}")
             linked = ()
         severity, decided_on = checked.severity, checked.decided_on
-        period = catalog.record_period(severity, decided_on, disclosure_end=checked.disclosure_end)
+        # the producer's own window (node/sealer.py): a copy must not outlive the original
+        period = catalog.record_period(
+            severity,
+            decided_on,
+            conduct_ended_on=checked.conduct_ended_on,
+            disclosure_end=checked.disclosure_end,
+        )
         row_id = str(uuid.uuid4())
         return NewRecord(
             row_id=row_id,

@@ -23,6 +23,7 @@ from node.cluster import LocalCluster
 from node.lifecycle import china_day
 from node.runtime import NodeRuntime, utc_now
 from node.store import NewRecord
+from tests.catalog.catalog_testdata import penalty_org
 from tests.node.exchange_support import serving
 
 ITEM = "admin_penalty"
@@ -289,3 +290,31 @@ def test_a_correction_withdrawn_before_delivery_ends_the_subscribers_earlier_cop
     assert (second.events, second.stored, second.applied) == (2, 0, 1)
     copies = platform.store.record_versions("market", f"{8:064x}")
     assert [(r.version, r.state) for r in copies] == [(1, "withdrawn")]
+
+
+def test_a_received_copy_ends_with_the_producers_shandong_cap(
+    nodes: tuple[NodeRuntime, NodeRuntime],
+) -> None:
+    """The subscriber computes its copy's window as the producer's sealer does, with the
+    失信行为终止日期: five years from the end of the conduct may end a copy before the grade's
+    maximum (Shandong Art. 38), and a copy must not be disclosed past the original's end."""
+    market, platform = nodes
+    fields = {k: v for k, v in penalty_org().items() if v is not None}
+    fields["conduct_end_date"] = "2022-01-01"  # cap 2027-01-01; 一般 alone ends 2027-05-11
+    header = {
+        "item": ITEM, "catalog_version": market.catalogue.version, "record_key": "cap" * 10,
+        "version": 1, "producer": "market", "issued_at": "2026-05-12T00:00:00Z",
+        "subject": "x" * 32,
+    }  # fmt: skip
+    signer = market.node_keys.signing
+    trusted = {signer.keyid: signer.public_key}
+    signed = keys.sign_record(header, fields, signer)
+    verified = keys.verify_record(signed, trusted=trusted)
+    row = feeds.received_record(platform, signed, verified, now=platform.clock())
+    assert (row.severity, row.decided_on) == ("general", dt.date(2026, 5, 11))
+    assert row.disclosure_max_end == dt.date(2027, 1, 1)
+    without = dict(fields, conduct_end_date="")
+    signed = keys.sign_record(header, without, signer)
+    verified = keys.verify_record(signed, trusted=trusted)
+    row = feeds.received_record(platform, signed, verified, now=platform.clock())
+    assert row.disclosure_max_end == dt.date(2027, 5, 11)
