@@ -32,7 +32,7 @@ from catalog.periods import (
     record_period,
 )
 from catalog.prohibited import prohibited_reason
-from catalog.validation import parse_date, validate_record
+from catalog.validation import PeriodFacts, parse_date, period_facts, validate_record
 from catalog.workdays import (
     WorkCalendar,
     WorkingDayResult,
@@ -54,6 +54,7 @@ __all__ = [
     "InvalidIdentifier",
     "Item",
     "NormalisedRecord",
+    "PeriodFacts",
     "UnknownItem",
     "ValidationResult",
     "WorkCalendar",
@@ -70,6 +71,7 @@ __all__ = [
     "normalize_ric",
     "normalize_uscc",
     "parse_date",
+    "period_facts",
     "prohibited_reason",
     "record_period",
     "register_holidays",

@@ -738,3 +738,66 @@ def _validity_end(
         )
         return None
     return end
+
+
+@dataclass(frozen=True)
+class PeriodFacts:
+    """What decides a record's disclosure window (the arguments of `record_period`)."""
+
+    severity: str | None
+    decided_on: datetime.date | None
+    conduct_ended_on: datetime.date | None
+    disclosure_end: datetime.date | None
+
+
+def period_facts(
+    item_id: str, values: Mapping[str, str | None], *, catalog: Catalog | None = None
+) -> PeriodFacts:
+    """Read leniently, from the fields of a record an earlier release accepted, only what
+    decides its disclosure window: for a stored record that no longer passes
+    `validate_record` (a check added since), whose window must still be bounded.
+
+    Each field is normalised as `validate_record` would; one that does not normalise counts as
+    absent, and nothing else is checked. Severity, decision day, end of the conduct and the
+    validity end (the decision day for a revoked entry) follow `validate_record`'s rules,
+    except that a validity end on or before the decision day gives the decision day (the
+    empty window) where validation refuses the record. Raises UnknownItem for an item not in
+    the catalogue. Pure.
+    """
+    cat = catalog if catalog is not None else default_catalog()
+    c = _compile(cat, cat.item(item_id))
+    item = c.item
+    out: dict[str, str] = {}
+    for key, raw in values.items():
+        spec = c.specs.get(key)
+        text = (raw or "").strip()
+        if spec is None or not text:
+            continue
+        try:
+            out[key] = spec.normalise(text)
+        except _Bad:
+            continue
+
+    def day(field_id: str | None) -> datetime.date | None:
+        if not field_id or field_id not in out:
+            return None
+        try:
+            return datetime.date.fromisoformat(out[field_id])
+        except ValueError:
+            return None
+
+    decided_on = day(item.decided_on_field)
+    rule = item.severity_rule
+    severity: str | None = None
+    if rule.startswith("fixed:"):
+        severity = rule[6:]
+    elif rule.startswith("field:"):
+        severity = c.severity_by_label.get(out.get(rule[6:], ""), UNGRADED)
+    end: datetime.date | None = None
+    if decided_on is not None:
+        if c.revoked is not None and c.revoked.holds(out):
+            end = decided_on
+        else:
+            until = day(item.valid_until_field)
+            end = None if until is None else max(until, decided_on)
+    return PeriodFacts(severity, decided_on, day(item.conduct_end_field), end)

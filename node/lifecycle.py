@@ -260,23 +260,64 @@ class StoredWindow:
 
 
 def refreshed_window(
-    stored: StoredWindow, *, severity: str | None, period: catalog.DisclosurePeriod
+    stored: StoredWindow,
+    *,
+    severity: str | None,
+    period: catalog.DisclosurePeriod,
+    decided_on: dt.date | None,
+    today: dt.date,
 ) -> StoredWindow | None:
-    """The window to store instead of `stored`, given what the current rules make of the same
-    record (`severity` from `catalog.validate_record`, `period` from `catalog.record_period`);
-    None when `stored` already agrees.
+    """The window to store instead of `stored` for an active version decided on `decided_on`,
+    given what the current rules make of it (`severity` and `period` as ingest computes them:
+    `catalog.validate_record` / `catalog.period_facts`, `catalog.record_period`); None when
+    `stored` stays.
 
-    Agreement is the severity and both ends. A rule text that differs only in wording (older
-    releases named the same instruments differently) changes nothing, so a version stored
-    correctly is never rewritten.
+    Promises:
+    - agreement is the severity and both ends: a rule text that differs only in wording
+      (older releases named the same instruments differently) changes nothing, so a version
+      stored correctly is never rewritten;
+    - a refresh never extends disclosure: a window the current rules would end later than
+      `stored` (or never) is not written (re-ingesting the record stores it);
+    - an end is never put before the day disclosure really stopped: when `stored` still let
+      the version be disclosed yesterday and the rules end it earlier, it ends yesterday (the
+      rule text says so), so retention, which counts from the end, never starts before the
+      version stopped being shown, and nothing disclosed until yesterday is purged at once.
     """
-    current = StoredWindow(severity, period.min_end, period.max_end, period.rule)
+    end = period.max_end
+    if end is None and stored.max_end is not None:
+        return None
+    if end is not None and stored.max_end is not None and end > stored.max_end:
+        return None
+    current = StoredWindow(severity, period.min_end, end, period.rule)
     same = (stored.severity, stored.min_end, stored.max_end) == (
         current.severity,
         current.min_end,
         current.max_end,
     )
-    return None if same else current
+    if same:
+        return None
+    yesterday = today - dt.timedelta(days=1)
+    shown_yesterday = not disclosure_ended(
+        severity=stored.severity,
+        decided_on=decided_on,
+        disclosure_max_end=stored.max_end,
+        today=yesterday,
+    )
+    if end is not None and end < yesterday and shown_yesterday:
+        low = period.min_end
+        current = StoredWindow(
+            severity,
+            None if low is None else min(low, yesterday),
+            yesterday,
+            f"{period.rule}; shown until {yesterday.isoformat()} by an earlier release",
+        )
+        if (stored.severity, stored.min_end, stored.max_end) == (
+            current.severity,
+            current.min_end,
+            current.max_end,
+        ):
+            return None
+    return current
 
 
 def window_rules_fingerprint(catalogue: catalog.Catalog) -> str:

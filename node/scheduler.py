@@ -106,8 +106,13 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     today = rules.china_day(now)
     expired = capped = purged = 0
     # stored windows follow the running release's rules (decision 0014): once per rules
-    # fingerprint, then one row read; what it ends is expired just below, the usual way
-    refresh_windows(runtime)
+    # fingerprint, then one row read; what it ends is expired just below, the usual way. A
+    # failing pass (a lock timeout beside a big ingest, say) must not hold up expiry, the cap
+    # and purge: it resumes at the next scan.
+    try:
+        refresh_windows(runtime)
+    except Exception as error:
+        _log.error("disclosure window pass failed: %s", type(error).__name__)
     while batch := store.records_due_for_expiry(today, limit=_BATCH):
         for record in batch:
             store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)

@@ -17,16 +17,22 @@ Promises:
   signature checked with this node's keys, re-validated against the catalogue and given
   `catalog.record_period` exactly as ingest does (`node.sealer`);
 - only a window that differs (severity or an end: `node.lifecycle.refreshed_window`) is
-  written; a version stored correctly is left as it is;
+  written; a version stored correctly is left as it is; a window is never lengthened, and
+  never ended before the day the version stopped being shown (yesterday, when the stored
+  window still showed it: retention then starts from that day, not from a back-dated end);
 - no state changes and no feed event: from the moment its window is stored, readers hold a
   version back whose window is over (`node.lifecycle.visible`), and the lifecycle scan then
   expires it through its usual path (an `expire` event to every subscriber);
 - one pass per rules fingerprint (`node.lifecycle.window_rules_fingerprint`), tracked in the
   `maintenance` table: once finished, later calls cost one row read; a pass killed half-way
-  resumes after the last batch it committed (windows and progress commit together);
-- a version that cannot be decrypted, verified or validated is counted and left unchanged,
-  never a failure of the pass; log lines carry counts only (record keys go to the caller's
-  report, never to the log).
+  resumes after the last batch it committed (windows and progress commit together); a
+  release whose `WINDOW_RULES_REVISION` is older than the stored one does nothing (a rolling
+  upgrade: the newer rules own the windows);
+- a version that cannot be decrypted or verified is counted and left unchanged; one that no
+  longer validates (a check added since it was stored) is counted too, and its window is
+  still bounded from the fields that decide it (`catalog.period_facts`); neither fails the
+  pass; log lines carry counts only (record keys go to the caller's report, never to the
+  log).
 """
 
 from __future__ import annotations
@@ -59,8 +65,9 @@ class WindowRefreshReport:
     `ran` is False when the pass for these rules had already finished (nothing was read).
     `updated` versions got a new window; `ended` of them are already over today (withheld, or
     past their new end), so the lifecycle scan expires them. `unreadable` versions did not
-    decrypt or verify, `invalid` ones no longer validate against the catalogue: both keep
-    their window and are listed (at most 100) in `unresolved`.
+    decrypt or verify and keep their window; `invalid` ones no longer validate against the
+    catalogue, and got at most a shorter window from the fields that decide it. Both are
+    listed (at most 100) in `unresolved` for a clerk.
     """
 
     fingerprint: str
@@ -114,6 +121,10 @@ def refresh_windows(
     fingerprint = rules.window_rules_fingerprint(runtime.catalogue)
     state = ls.maintenance_state(store, ls.WINDOWS_TASK)
     after: str | None = None
+    if state is not None and _revision(state.fingerprint) > rules.WINDOW_RULES_REVISION:
+        # a newer release shares this store (a rolling upgrade): its rules own the windows,
+        # and this one would only redo a full pass at every scan
+        return WindowRefreshReport(state.fingerprint, ran=False)
     if state is not None and state.fingerprint == fingerprint and not force:
         if state.finished_at is not None:
             return WindowRefreshReport(fingerprint, ran=False)
@@ -159,11 +170,17 @@ def refresh_windows(
     if report.unreadable or report.invalid:
         _log.warning(
             "disclosure windows: %d version(s) did not decrypt or verify and %d no longer "
-            "validate; their windows were kept (credex lifecycle windows --json lists them)",
+            "validate (credex lifecycle windows --force --json lists them)",
             report.unreadable,
             report.invalid,
         )
     return report
+
+
+def _revision(fingerprint: str) -> int:
+    """The `WINDOW_RULES_REVISION` a stored fingerprint names (0: none, or unreadable)."""
+    head = fingerprint.partition(":")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _recomputed(
@@ -176,31 +193,50 @@ def _recomputed(
         tally.unreadable += 1
         tally.unresolved_key(version.record_key)
         return None
+    stored = rules.StoredWindow(
+        version.severity,
+        version.disclosure_min_end,
+        version.disclosure_max_end,
+        version.disclosure_rule,
+    )
+    facts: catalog.PeriodFacts | None = None
+    valid = False
+    # CatalogError: an item the catalogue no longer has, or a grade it cannot place. Anything
+    # else raised by pure validation of a body an older release wrote counts the same way: this
+    # pass runs before the scan's expiry, which one odd record must never hold up.
     try:
         record = catalog.validate_record(
             version.item_id, dict(verified.fields), today=today, catalog=runtime.catalogue
         ).record
-        # the stored decision day is what readers judge the window against: a version that
-        # now reads another one is left to a clerk rather than given a window it does not show
-        if record is not None and not verified.hidden and record.decided_on == version.decided_on:
-            period = catalog.record_period(
-                record.severity,
-                record.decided_on,
-                conduct_ended_on=record.conduct_ended_on,
-                disclosure_end=record.disclosure_end,
+        if record is not None and not verified.hidden:
+            valid = True
+            facts = catalog.PeriodFacts(
+                record.severity, record.decided_on, record.conduct_ended_on, record.disclosure_end
             )
-            stored = rules.StoredWindow(
-                version.severity,
-                version.disclosure_min_end,
-                version.disclosure_max_end,
-                version.disclosure_rule,
+        elif record is None and not verified.hidden:
+            # stored by a release with fewer checks: the fields that decide the window still
+            # bound it (never longer than stored: node.lifecycle.refreshed_window)
+            facts = catalog.period_facts(
+                version.item_id, dict(verified.fields), catalog=runtime.catalogue
             )
-            return rules.refreshed_window(stored, severity=record.severity, period=period)
-    # CatalogError: an item the catalogue no longer has, or a grade it cannot place. Anything
-    # else raised by pure validation of a body an older release wrote counts the same way: this
-    # pass runs before the scan's expiry, which one odd record must never hold up.
     except Exception as error:
         _log.debug("a stored version did not validate (%s)", type(error).__name__)
-    tally.invalid += 1
-    tally.unresolved_key(version.record_key)
-    return None
+    if not valid:
+        tally.invalid += 1
+        tally.unresolved_key(version.record_key)
+    # the stored decision day is what readers judge the window against: a version that now
+    # reads another one is left to a clerk rather than given a window it does not show
+    if facts is None or facts.decided_on != version.decided_on:
+        return None
+    try:
+        period = catalog.record_period(
+            facts.severity,
+            facts.decided_on,
+            conduct_ended_on=facts.conduct_ended_on,
+            disclosure_end=facts.disclosure_end,
+        )
+    except catalog.CatalogError:
+        return None  # no lawful window (an ungraded decision under 令第36号): a clerk's case
+    return rules.refreshed_window(
+        stored, severity=facts.severity, period=period, decided_on=version.decided_on, today=today
+    )

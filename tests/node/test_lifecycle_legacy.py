@@ -13,6 +13,7 @@ import asyncio
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from node.cluster import LocalCluster
 from node.config import load_config
 from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
+from node.lifecycle_ops import decrypt_record as ops_decrypt
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
 from node.store import NewRecord, StoredRecord, open_store
@@ -142,16 +144,20 @@ LEGACY = {
     "red_revoked": (None, NO_PERIOD),
     "honour_lapsed": (None, NO_PERIOD),
 }
-# the window each gets from the current rules: (severity, min end, max end)
+# the window each gets from the current rules: (severity, min end, max end). The ends already
+# past were shown by the older release until yesterday: they end then, not back-dated, so that
+# retention starts when they stopped being shown (node.lifecycle.refreshed_window).
+SHOWN_UNTIL = TODAY - dt.timedelta(days=1)
 EXPECTED = {
-    "ungraded_over": ("ungraded", dt.date(2023, 5, 10), dt.date(2026, 2, 10)),
+    "ungraded_over": ("ungraded", dt.date(2023, 5, 10), SHOWN_UNTIL),  # lawful: 2026-02-10
     "ungraded_running": ("ungraded", dt.date(2025, 9, 30), dt.date(2028, 6, 30)),
     "general": ("general", dt.date(2026, 8, 11), dt.date(2027, 5, 11)),
+    # stored without its window, a minor record was already withheld by the readers
     "minor": ("minor", dt.date(2026, 5, 11), dt.date(2026, 5, 11)),
     "red_running": (None, None, dt.date(2027, 6, 30)),
-    "red_lapsed": (None, None, dt.date(2024, 1, 4)),
-    "red_revoked": (None, dt.date(2023, 1, 4), dt.date(2023, 1, 4)),
-    "honour_lapsed": (None, None, dt.date(2025, 3, 1)),
+    "red_lapsed": (None, None, SHOWN_UNTIL),  # lawful: 2024-01-04
+    "red_revoked": (None, dt.date(2023, 1, 4), SHOWN_UNTIL),  # lawful: withheld
+    "honour_lapsed": (None, None, SHOWN_UNTIL),  # lawful: 2025-03-01
 }
 OVER = {"ungraded_over", "minor", "red_lapsed", "red_revoked", "honour_lapsed"}
 
@@ -266,13 +272,60 @@ def runtime(home: Path) -> Iterator[NodeRuntime]:
 
 
 def test_refreshed_window_ignores_a_rule_text_that_only_reads_differently() -> None:
-    period = catalog.record_period("general", dt.date(2026, 5, 11))
+    decided = dt.date(2026, 5, 11)
+    period = catalog.record_period("general", decided)
     stored = rules.StoredWindow("general", period.min_end, period.max_end, "older wording")
-    assert rules.refreshed_window(stored, severity="general", period=period) is None
+    refresh = functools.partial(
+        rules.refreshed_window, severity="general", period=period, decided_on=decided, today=TODAY
+    )
+    assert refresh(stored) is None
     legacy = rules.StoredWindow(None, None, None, NO_PERIOD)
-    assert rules.refreshed_window(legacy, severity="general", period=period) == (
+    assert refresh(legacy) == (
         rules.StoredWindow("general", period.min_end, period.max_end, period.rule)
     )
+
+
+def test_refreshed_window_never_lengthens_disclosure() -> None:
+    decided = dt.date(2026, 5, 11)
+    period = catalog.record_period("general", decided)  # ends 2027-05-11
+    refresh = functools.partial(
+        rules.refreshed_window, severity="general", period=period, decided_on=decided, today=TODAY
+    )
+    shorter = rules.StoredWindow("general", period.min_end, dt.date(2027, 1, 1), "capped")
+    assert refresh(shorter) is None
+    # no period under the current rules while one is stored: "never ends" is longer still
+    none = catalog.record_period(None, decided)
+    assert none.max_end is None
+    ends = rules.StoredWindow(None, None, dt.date(2027, 1, 1), "valid until")
+    assert (
+        rules.refreshed_window(ends, severity=None, period=none, decided_on=decided, today=TODAY)
+        is None
+    )
+
+
+def test_an_end_already_past_is_the_day_the_version_stopped_being_shown() -> None:
+    decided = dt.date(2023, 2, 10)
+    period = catalog.record_period(catalog.periods.UNGRADED, decided)  # ends 2026-02-10
+    legacy = rules.StoredWindow(None, None, None, NO_PERIOD)
+    new = rules.refreshed_window(
+        legacy, severity="ungraded", period=period, decided_on=decided, today=TODAY
+    )
+    assert new is not None
+    assert (new.min_end, new.max_end) == (period.min_end, SHOWN_UNTIL)
+    assert new.rule == f"{period.rule}; shown until {SHOWN_UNTIL} by an earlier release"
+    # a stored window that had already ended keeps the lawful end: nothing was shown since
+    ended = rules.StoredWindow(None, None, dt.date(2025, 1, 1), "older wording")
+    new = rules.refreshed_window(
+        ended, severity="ungraded", period=period, decided_on=decided, today=TODAY
+    )
+    assert new is None  # 2026-02-10 would lengthen it
+    minor_decided = dt.date(2026, 5, 11)
+    minor = catalog.record_period("minor", minor_decided)
+    stored_minor = rules.StoredWindow("minor", None, None, OLD_MINOR)  # withheld by readers
+    new = rules.refreshed_window(
+        stored_minor, severity="minor", period=minor, decided_on=minor_decided, today=TODAY
+    )
+    assert new == rules.StoredWindow("minor", minor.min_end, minor.max_end, minor.rule)
 
 
 def test_the_fingerprint_follows_the_catalogue_attributes_that_decide_windows() -> None:
@@ -435,6 +488,72 @@ def test_unreadable_and_invalid_versions_keep_their_window_and_are_named(
         assert uscc(n) not in text
         assert f"公司{n}" not in text
     assert all(k not in text for k in report.unresolved)
+
+
+def test_an_entry_that_no_longer_validates_is_still_bounded(runtime: NodeRuntime) -> None:
+    """An older release accepted a red-list entry whose validity ended on its listing day
+    (date_order since): it no longer validates, but the fields that decide its window still
+    end it (catalog.period_facts), and a clerk is told."""
+    records = stored(runtime)
+    lapsed = records["red_lapsed"]
+    verified = ops_decrypt(runtime, lapsed)
+    fields = dict(verified.fields, valid_until=verified.fields["listed_date"])
+    assert catalog.validate_record(
+        "red_list", fields, today=TODAY, catalog=runtime.catalogue
+    ).errors
+    header = {k: v for k, v in verified.header.items() if k not in ("v", "digests")}
+    signed = keys.sign_record(header, fields, runtime.node_keys.signing)
+    with runtime.store.write("test: a body an older release accepted") as conn:
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.row_id == lapsed.row_id)
+            .values(body=runtime.cipher.encrypt(lapsed.row_id, signed.to_bytes()))
+        )
+    report = window_refresh.refresh_windows(runtime)
+    assert report.invalid == 1
+    assert report.unresolved == (lapsed.record_key,)
+    after = stored(runtime)["red_lapsed"]
+    assert after.disclosure_max_end == SHOWN_UNTIL
+    assert not shown(after)
+    assert scan(runtime).expired == len(OVER)
+    assert stored(runtime)["red_lapsed"].state == "expired"
+
+
+def test_a_back_dated_end_is_not_purged_by_the_scan_that_expires_it(
+    runtime: NodeRuntime,
+) -> None:
+    """With a 12-month retention the lapsed red-list entry's lawful end (2024-01-04) is long
+    past the purge cutoff, but it was shown until yesterday: it is expired, body kept."""
+    report = scan(runtime, retention_months=12)
+    assert (report.expired, report.purged) == (len(OVER), 0)
+    lapsed = stored(runtime)["red_lapsed"]
+    assert lapsed.state == "expired"
+    assert keys.SignedRecord.from_bytes(runtime.cipher.decrypt(lapsed.row_id, lapsed.body))
+
+
+def test_a_newer_release_s_pass_is_left_to_it(runtime: NodeRuntime) -> None:
+    newer = f"{rules.WINDOW_RULES_REVISION + 1}:rules-of-a-newer-release"
+    ls.finish_maintenance(runtime.store, ls.WINDOWS_TASK, fingerprint=newer, now=INGESTED)
+    rows = snapshot(runtime)
+    report = window_refresh.refresh_windows(runtime)
+    assert (report.ran, report.fingerprint) == (False, newer)
+    assert snapshot(runtime) == rows
+
+
+def test_a_failing_window_pass_does_not_hold_up_the_scan(
+    runtime: NodeRuntime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fails(_runtime: NodeRuntime) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(scheduler, "refresh_windows", fails)
+    with caplog.at_level(logging.ERROR, logger="node.scheduler"):
+        report = scan(runtime)
+    assert "disclosure window pass failed: RuntimeError" in caplog.text
+    assert "locked" not in caplog.text
+    # what the stored windows already decide is still expired: the minor record
+    assert report.expired == 1
+    assert stored(runtime)["minor"].state == "expired"
 
 
 def test_credex_lifecycle_windows_recomputes_and_expires(home: Path, runtime: NodeRuntime) -> None:
@@ -616,6 +735,7 @@ def test_migration_0006_stores_the_windows_the_columns_decide(fresh_store_url: s
         _insert(conn, "m1", decided_on=dt.date(2026, 5, 11), severity="minor")
         _insert(conn, "m2", decided_on=dt.date(2026, 5, 11), severity="minor", state="superseded")
     engine.dispose()
+    shown_until = rules.china_day(dt.datetime.now(dt.UTC)) - dt.timedelta(days=1)
     store = open_store(url)  # migrates to the newest revision
     try:
         with store.read("test") as conn:
@@ -626,11 +746,21 @@ def test_migration_0006_stores_the_windows_the_columns_decide(fresh_store_url: s
             ("u3", (2024, 1, 5)),
         ):
             period = catalog.record_period("ungraded", dt.date(*decided))
+            assert period.max_end is not None
             row = rows[row_id]
+            # shown by the older release until the upgrade: an end already past is the day
+            # before it (retention counts from the day it stopped being shown)
+            max_end = max(period.max_end, shown_until)
+            min_end = min(period.min_end, max_end) if period.min_end else None
             assert (row.severity, row.disclosure_min_end, row.disclosure_max_end) == (
-                "ungraded", period.min_end, period.max_end,
+                "ungraded", min_end, max_end,
             ), row_id  # fmt: skip
             assert row.disclosure_rule.startswith("令第58号")
+            past = period.max_end < shown_until
+            assert (
+                row.disclosure_rule.endswith(f"shown until {shown_until} by an earlier release")
+                == past
+            )
         # Art. 202: a month without the day ends on its last day
         assert rows["u2"].disclosure_min_end == dt.date(2024, 2, 29)
         minor = rows["m1"]

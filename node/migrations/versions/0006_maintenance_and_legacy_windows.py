@@ -8,7 +8,10 @@ body or the node's keys, so they are fixed here, at upgrade, before the node ser
   失信程度 field) decided before 2026-04-01 with no grade was stored with no severity and no
   window, so it never expired. It is `ungraded` now, with the 令第58号 window: 3 months to 3
   years from the decision (民法典 Arts. 201-202). Those releases had no `conduct_end_date`
-  field, so the Shandong cap counts from the decision and never binds before 3 years;
+  field, so the Shandong cap counts from the decision and never binds before 3 years. Those
+  releases showed it until the upgrade: an end already past is stored as the day before the
+  upgrade (the rule text says so), so retention, which counts from the end, starts when it
+  really stopped being shown, never at once (decision 0014);
 - a minor (轻微) record decided from 2026-04-01 was stored with no window; it now has the
   empty window of a withheld record (`min_end = max_end = decided_on`).
 
@@ -23,7 +26,7 @@ recomputed by the lifecycle scan (`node.window_refresh`), which tracks its progr
 
 The arithmetic and the rule texts are frozen copies of catalog/periods.py as of this
 revision, so the migration keeps meaning what it meant when later releases change the code.
-Plain SQL and bound parameters only: SQLite, PostgreSQL and MySQL/MariaDB alike.
+Plain SQL and bound parameters only, for both stores credex runs on (SQLite, PostgreSQL).
 
 Revision ID: 0006
 Revises: 0005
@@ -44,6 +47,7 @@ branch_labels = None
 depends_on = None
 
 _ORDER_36_EFFECTIVE = dt.date(2026, 4, 1)
+_CST = dt.timezone(dt.timedelta(hours=8))
 # the items whose severity came from a field (severity_rule "field:severity", catalogue 2026.1)
 _GRADED_BY_FIELD = ("admin_penalty", "admin_penalty_person")
 _UNGRADED_RULE = (
@@ -88,8 +92,7 @@ def upgrade() -> None:
     )
     bind = op.get_bind()
     # An empty fingerprint matches no release's rules: the first scan recomputes every window.
-    # The server's clock stamps it: a Python datetime with an offset is not a DATETIME literal
-    # every MySQL/MariaDB accepts.
+    # The server's clock stamps it, in the database's own time type.
     bind.execute(
         sa.table(
             "maintenance",
@@ -115,10 +118,10 @@ def upgrade() -> None:
             disclosure_rule=_MINOR_RULE,
         )
     )
-    _store_ungraded_windows(bind)
+    _store_ungraded_windows(bind, dt.datetime.now(_CST).date() - dt.timedelta(days=1))
 
 
-def _store_ungraded_windows(bind: sa.engine.Connection) -> None:
+def _store_ungraded_windows(bind: sa.engine.Connection, shown_until: dt.date) -> None:
     """Ungraded penalties, in row-id order and chunks (the dates are computed here: SQLite's
     date arithmetic does not clamp to the month's last day as Art. 202 requires)."""
     r = _records.c
@@ -129,7 +132,7 @@ def _store_ungraded_windows(bind: sa.engine.Connection) -> None:
             severity="ungraded",
             disclosure_min_end=sa.bindparam("b_min_end", type_=sa.Date()),
             disclosure_max_end=sa.bindparam("b_max_end", type_=sa.Date()),
-            disclosure_rule=_UNGRADED_RULE,
+            disclosure_rule=sa.bindparam("b_rule", type_=sa.String(200)),
         )
     )
     after = ""
@@ -152,16 +155,20 @@ def _store_ungraded_windows(bind: sa.engine.Connection) -> None:
             return
         bind.execute(
             stamp,
-            [
-                {
-                    "b_row_id": row_id,
-                    "b_min_end": _add_months(decided_on, 3),
-                    "b_max_end": _add_months(decided_on, 36),
-                }
-                for row_id, decided_on in rows
-            ],
+            [_ungraded_window(row_id, decided_on, shown_until) for row_id, decided_on in rows],
         )
         after = rows[-1][0]
+
+
+def _ungraded_window(row_id: str, decided_on: dt.date, shown_until: dt.date) -> dict[str, object]:
+    """The bound values of one ungraded penalty: its 令第58号 window, ending no earlier than
+    `shown_until` (the day before the upgrade, through which the old release showed it)."""
+    min_end, max_end, rule = _add_months(decided_on, 3), _add_months(decided_on, 36), _UNGRADED_RULE
+    if max_end < shown_until:
+        max_end = shown_until
+        min_end = min(min_end, shown_until)
+        rule = f"{rule}; shown until {shown_until.isoformat()} by an earlier release"
+    return {"b_row_id": row_id, "b_min_end": min_end, "b_max_end": max_end, "b_rule": rule}
 
 
 def downgrade() -> None:
