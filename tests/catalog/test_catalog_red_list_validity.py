@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from catalog import CatalogInconsistent, record_period, validate_record
+from catalog import CatalogInconsistent, period_facts, record_period, validate_record
 from catalog.loader import DEFAULT_PATH, build_catalog
 from node.lifecycle import visible
 from tests.catalog.catalog_testdata import AUTHORITY_USCC, PERSON_ID, TODAY
@@ -192,3 +192,29 @@ def test_honours_follow_the_same_validity_rules() -> None:
     assert honour_shown(lapsing, datetime.date(2026, 5, 31))
     assert not honour_shown(lapsing, later)
     assert not honour_shown({**HONOUR, "status": "撤销"}, datetime.date(2026, 1, 11))
+
+
+def test_period_facts_agree_with_validation_on_valid_entries() -> None:
+    for changes in ({"valid_until": "2027-03-01"}, {"status": "撤销"}, {}):
+        row = red(**changes)
+        record = validate_record("red_list", row, today=TODAY).record
+        assert record is not None
+        facts = period_facts("red_list", row)
+        assert (facts.severity, facts.decided_on, facts.disclosure_end) == (
+            record.severity,
+            record.decided_on,
+            record.disclosure_end,
+        ), changes
+
+
+def test_period_facts_bound_an_entry_that_no_longer_validates() -> None:
+    """Stored by a release with fewer checks: a 有效期至 on the listing day (date_order now)
+    gives the empty window, and a field that fails its own check does not stop the rest."""
+    lapsed = red(valid_until=LISTED.isoformat(), id_number="not an id")
+    assert validate_record("red_list", lapsed, today=TODAY).errors
+    facts = period_facts("red_list", lapsed)
+    assert (facts.decided_on, facts.disclosure_end) == (LISTED, LISTED)
+    period = record_period(facts.severity, facts.decided_on, disclosure_end=facts.disclosure_end)
+    assert period.max_end == LISTED  # withheld, never "no end"
+    # a listing day that does not read as a date leaves nothing to bound by: no window facts
+    assert period_facts("red_list", red(listed_date="someday")).decided_on is None
