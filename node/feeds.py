@@ -48,6 +48,7 @@ from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
+from node.store import pushed as pushed_store
 from node.telemetry import active_telemetry
 
 if TYPE_CHECKING:
@@ -236,7 +237,21 @@ def apply_push_withdrawal(
 ) -> int:
     """Apply a verified withdraw/expire push notice from `producer` to our copy of its record
     (only a copy of `producer`'s own record is ever touched); 1 if a copy changed, else 0 (no
-    copy, or already in that state: a retried notice changes nothing)."""
+    copy, already in that state, or purged: a retried notice changes nothing).
+
+    When we hold no copy of the version the notice names (its entry, sent by another process
+    of the producer, may still be on its way), a tombstone is recorded first, so that entry is
+    not stored active when it lands (node/store/pushed.py); a copy of an earlier version is
+    still ended here.
+    """
+    pushed_store.tombstone_unless_held(
+        runtime.store,
+        producer,
+        withdrawal.record_key,
+        withdrawal.version,
+        withdrawal.kind,
+        now=now,
+    )
     event = _Event(
         seq=0,
         kind=withdrawal.kind,
@@ -563,7 +578,8 @@ def _apply_lifecycle(runtime: NodeRuntime, peer: str, event: _Event, *, now: dt.
 
     When we never received the version the event names (it was withheld, e.g. a correction
     past its disclosure end), a withdrawal or expiry ends the newest earlier version we hold
-    instead: otherwise that copy would outlive the record at its producer.
+    instead: otherwise that copy would outlive the record at its producer. A purged copy never
+    changes again (a notice retried after its purge must not bring it back as withdrawn).
     """
     store = runtime.store
     versions = store.record_versions(peer, event.record_key)
@@ -574,6 +590,8 @@ def _apply_lifecycle(runtime: NodeRuntime, peer: str, event: _Event, *, now: dt.
         target = max(earlier, key=lambda r: r.version, default=None)
     if target is None:
         return 0  # never received (e.g. withdrawn before we subscribed): nothing to change
+    if target.state == "purged":
+        return 0  # its retention is over and its body erased: it never changes again
     if state is not None:
         if target.state == state:
             return 0

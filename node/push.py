@@ -32,9 +32,15 @@ When a withdrawal leaves (invariants):
   the sends about one record are serialised, so two passes do not send the same notice at once
   and a withdrawal never overtakes the entry it ends; an entry that was on its way while the
   record left `active` is followed by its withdrawal again (another process's withdrawal may
-  have arrived first and found no copy to end);
+  have arrived first and found no copy to end). Should that entry's receipt be lost, nothing
+  is sent again, and none is needed: the withdrawal that found no copy left a tombstone at the
+  receiver, which keeps the entry from being stored (node/store/pushed.py);
 - a purged record keeps the kind its receivers were already sent (an expired copy is not
-  re-labelled withdrawn).
+  re-labelled withdrawn);
+- a receiver that fails as a whole (down, refusing this node, a receipt we cannot accept:
+  `failed_receivers`) is tried once per pass, not once per notice waiting for it, and
+  `credex serve` rests it across passes (node/scheduler.py, exponential backoff up to an
+  hour): a refusal costs the receiver a logged denied access each time.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import asyncio
 import contextlib
 import hashlib
 import weakref
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +67,7 @@ from node.store import lifecycle as ls
 __all__ = [
     "SEVERE_LIST_CATEGORY",
     "PushOutcome",
+    "failed_receivers",
     "is_pushable",
     "is_withdrawal_push",
     "push_id_for",
@@ -79,10 +86,15 @@ _WITHDRAWAL_PREFIX = "pushw-"
 # What a receiver is told when our record leaves `active`: a purged record was withdrawn or
 # expired first; if that notice never got through, "withdraw" still stops the punishment.
 _WITHDRAWAL_OF_STATE = {"withdrawn": "withdraw", "expired": "expire", "purged": "withdraw"}
-# After these, a receiver is taken as unreachable for the rest of a pass: each attempt may wait
-# for the RPC timeout, so it costs one attempt per pass, not one per notice waiting for it.
-_UNREACHABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
-_NOT_TRIED = "not tried: receiver unreachable in this pass"
+_NOT_IN_ROSTER = "receiver not in the roster"
+_NOT_TRIED = "not tried: receiver failed earlier in this pass"
+_RESTING = "not tried: receiver backed off after failing passes"
+# Outcomes that say nothing about the receiver as a whole: a notice not sent, or refused as
+# malformed (INVALID_ARGUMENT concerns that notice only). Any other failure (down, a refusal of
+# this node, a receipt we cannot accept, our credentials) would meet the receiver's other
+# notices too, so it is tried once per pass, not once per notice waiting for it: each attempt
+# may wait for the RPC timeout or cost the receiver a logged refusal.
+_NOT_THE_RECEIVERS = frozenset({_NOT_IN_ROSTER, _NOT_TRIED, _RESTING, "INVALID_ARGUMENT"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,14 @@ class PushOutcome:
             "receipt": self.receipt,
             "error": self.error,
         }
+
+
+def failed_receivers(outcomes: Iterable[PushOutcome]) -> set[str]:
+    """The receivers that failed as a whole in `outcomes`: down, refusing this node
+    (PERMISSION_DENIED, UNAUTHENTICATED ...), answering a receipt not signed by them or not
+    of the notice, or our credentials refused ("auth"). Not those whose notices were only not
+    sent (outside the roster, skipped, resting) or refused as malformed (INVALID_ARGUMENT)."""
+    return {o.to_node for o in outcomes if not o.receipt and o.error not in _NOT_THE_RECEIVERS}
 
 
 def is_pushable(item: catalog.Item) -> bool:
@@ -169,8 +189,8 @@ async def _send(
     push_id = push_id_for(record, to_node)
     entry = runtime.bundle().member(to_node)
     if entry is None:
-        return PushOutcome(push_id, to_node, False, "receiver not in the roster")
-    if _acked(runtime, record.record_key, push_id):
+        return PushOutcome(push_id, to_node, False, _NOT_IN_ROSTER)
+    if await asyncio.to_thread(_acked, runtime, record.record_key, push_id):
         return PushOutcome(push_id, to_node, True, None)
     notice = feeds.push_request_body(
         signed,
@@ -184,17 +204,19 @@ async def _send(
 
 def _acked(runtime: NodeRuntime, record_key: str, push_id: str) -> bool:
     return any(
-        p.push_id == push_id and p.receipt is not None
-        for p in ls.list_pushes(runtime.store, record_key=record_key)
+        p.push_id == push_id and p.acknowledged
+        for p in ls.push_states(runtime.store, record_key=record_key)
     )
 
 
 async def _deliver(
     runtime: NodeRuntime, record_key: str, to_node: str, notice: exchange_pb2.PushNotice
 ) -> PushOutcome:
-    """Record the push, send it, verify the receiver's receipt and keep it."""
+    """Record the push, send it, verify the receiver's receipt and keep it (the store off
+    the event loop: a pass sends many)."""
     push_id = notice.notice_id
-    ls.record_push(
+    await asyncio.to_thread(
+        ls.record_push,
         runtime.store,
         push_id=push_id,
         to_node=to_node,
@@ -223,7 +245,9 @@ async def _deliver(
         or fields.digest != hashlib.sha256(notice.sealed).digest()
     ):
         return PushOutcome(push_id, to_node, False, "receipt does not match the notice")
-    ls.push_receipt(runtime.store, push_id, answer.SerializeToString(), at=runtime.clock())
+    await asyncio.to_thread(
+        ls.push_receipt, runtime.store, push_id, answer.SerializeToString(), at=runtime.clock()
+    )
     return PushOutcome(push_id, to_node, True, None)
 
 
@@ -238,22 +262,7 @@ async def push_record(runtime: NodeRuntime, record_key: str) -> list[PushOutcome
     it, and those outcomes are returned too.
     """
     async with _one_sender(runtime, record_key):
-        record = ls.current_record(runtime.store, runtime.node_id, record_key)
-        if record.state != "active":
-            raise InputError(
-                f"record {record_key[:12]}... is {record.state}; only active ones push"
-            )
-        item = runtime.catalogue.item(record.item_id)
-        if not is_pushable(item):
-            raise InputError(
-                f"item {record.item_id!r} is not a {SEVERE_LIST_CATEGORY} item; nothing to push"
-            )
-        signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(record.row_id, record.body))
-        before = {
-            p.push_id
-            for p in ls.list_pushes(runtime.store, record_key=record_key)
-            if p.receipt is not None
-        }
+        record, signed, before = await asyncio.to_thread(_entry_to_push, runtime, record_key)
         outcomes = []
         for to_node in push_targets(runtime.bundle(), runtime.node_id, record.item_id):
             try:
@@ -261,13 +270,38 @@ async def push_record(runtime: NodeRuntime, record_key: str) -> list[PushOutcome
             except AuthError:
                 outcomes.append(PushOutcome(push_id_for(record, to_node), to_node, False, "auth"))
         took = frozenset(o.to_node for o in outcomes if o.receipt and o.push_id not in before)
-        if took and ls.current_record(runtime.store, runtime.node_id, record_key).state in (
-            _WITHDRAWAL_OF_STATE
-        ):
+        left = bool(took) and await asyncio.to_thread(_left_active, runtime, record_key)
+        if left:
             # another process withdrew it meanwhile; its notice may have reached a receiver
-            # before this entry, found no copy, and been receipted: send it again, after
-            outcomes.extend(await _withdraw(runtime, record_key, unreachable=set(), again=took))
+            # before this entry, found no copy, and been receipted: send it again, after (the
+            # receiver's tombstone covers the case where this entry's receipt is lost)
+            outcomes.extend(await _withdraw(runtime, record_key, skip=set(), again=took))
     return outcomes
+
+
+def _entry_to_push(
+    runtime: NodeRuntime, record_key: str
+) -> tuple[StoredRecord, keys.SignedRecord, set[str]]:
+    """`push_record`'s store reads: the current version (refused unless an active
+    severe-dishonesty entry), its signed form, and the push ids already receipted."""
+    record = ls.current_record(runtime.store, runtime.node_id, record_key)
+    if record.state != "active":
+        raise InputError(f"record {record_key[:12]}... is {record.state}; only active ones push")
+    item = runtime.catalogue.item(record.item_id)
+    if not is_pushable(item):
+        raise InputError(
+            f"item {record.item_id!r} is not a {SEVERE_LIST_CATEGORY} item; nothing to push"
+        )
+    signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(record.row_id, record.body))
+    acked = {
+        p.push_id for p in ls.push_states(runtime.store, record_key=record_key) if p.acknowledged
+    }
+    return record, signed, acked
+
+
+def _left_active(runtime: NodeRuntime, record_key: str) -> bool:
+    state = ls.current_record(runtime.store, runtime.node_id, record_key).state
+    return state in _WITHDRAWAL_OF_STATE
 
 
 async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
@@ -279,6 +313,19 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
     Then sends the withdraw/expire notices of entries that were pushed and have since been
     repaired, revoked or expired (`push_pending_withdrawals`).
     """
+    outcomes: list[PushOutcome] = []
+    for record_key in await asyncio.to_thread(_entries_due, runtime):
+        try:
+            outcomes.extend(await push_record(runtime, record_key))
+        except InputError:
+            continue  # withdrawn or expired since it was listed: its withdrawal follows
+    outcomes.extend(await push_pending_withdrawals(runtime))
+    return outcomes
+
+
+def _entries_due(runtime: NodeRuntime) -> list[str]:
+    """Keys of this node's active severe-dishonesty entries that a receiver of a "push"
+    agreement has not acknowledged (oldest first)."""
     bundle = runtime.bundle()
     items = sorted(
         {
@@ -289,22 +336,17 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
             if item in runtime.catalogue.items and is_pushable(runtime.catalogue.item(item))
         }
     )
-    outcomes: list[PushOutcome] = []
+    due = []
     for record in ls.local_active_records(runtime.store, runtime.node_id, items):
         acked = {
             p.push_id
-            for p in ls.list_pushes(runtime.store, record_key=record.record_key)
-            if p.receipt is not None
+            for p in ls.push_states(runtime.store, record_key=record.record_key)
+            if p.acknowledged
         }
         targets = push_targets(bundle, runtime.node_id, record.item_id)
-        if all(push_id_for(record, t) in acked for t in targets):
-            continue
-        try:
-            outcomes.extend(await push_record(runtime, record.record_key))
-        except InputError:
-            continue  # withdrawn or expired since it was listed: its withdrawal follows
-    outcomes.extend(await push_pending_withdrawals(runtime))
-    return outcomes
+        if not all(push_id_for(record, t) in acked for t in targets):
+            due.append(record.record_key)
+    return due
 
 
 def is_withdrawal_push(push_id: str) -> bool:
@@ -342,20 +384,21 @@ async def push_withdrawal(runtime: NodeRuntime, record_key: str) -> list[PushOut
     on a withdrawn or expired record too.
     """
     async with _one_sender(runtime, record_key):
-        return await _withdraw(runtime, record_key, unreachable=set())
+        return await _withdraw(runtime, record_key, skip=set())
 
 
-def _withdrawal_kind(record: StoredRecord, to_node: str, pushes: Mapping[str, ls.PushInfo]) -> str:
-    """The notice `to_node` gets for `record`: the kind of its state, except that a purged
-    record keeps the notice its receiver was already sent (acknowledged first, else the one
-    being retried), so an expired copy is not told again as withdrawn; one never told gets
-    "withdraw", which stops the punishment either way."""
+def _withdrawal_kind(record: StoredRecord, to_node: str, acked: Mapping[str, bool]) -> str:
+    """The notice `to_node` gets for `record` (`acked`: push id -> receipted, for the
+    record's pushes): the kind of its state, except that a purged record keeps the notice its
+    receiver was already sent (acknowledged first, else the one being retried), so an expired
+    copy is not told again as withdrawn; one never told gets "withdraw", which stops the
+    punishment either way."""
     if record.state == "purged":
         sent = [
-            k for k in ("expire", "withdraw") if withdrawal_push_id(record, k, to_node) in pushes
+            k for k in ("expire", "withdraw") if withdrawal_push_id(record, k, to_node) in acked
         ]
         for kind in sent:
-            if pushes[withdrawal_push_id(record, kind, to_node)].receipt is not None:
+            if acked[withdrawal_push_id(record, kind, to_node)]:
                 return kind
         if sent:
             return sent[0]
@@ -366,31 +409,33 @@ async def _withdraw(
     runtime: NodeRuntime,
     record_key: str,
     *,
-    unreachable: set[str],
+    skip: set[str],
+    resting: Collection[str] = (),
     again: Collection[str] = (),
 ) -> list[PushOutcome]:
-    """`push_withdrawal` inside the record's `_one_sender`. Receivers in `unreachable` are not
-    tried (one that proves unreachable is added); those in `again` are sent the notice even if
-    they acknowledged it (an entry may have overtaken it)."""
-    record = ls.current_record(runtime.store, runtime.node_id, record_key)
-    if record.state not in _WITHDRAWAL_OF_STATE:
-        raise InputError(f"record {record_key[:12]}... is {record.state}; nothing to withdraw")
-    pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
+    """`push_withdrawal` inside the record's `_one_sender`. Receivers in `skip` (failed
+    earlier in this pass) and in `resting` (backed off by the caller) are not tried; one that
+    fails as a whole (`failed_receivers`) is added to `skip`. Those in `again` are sent the
+    notice even if they acknowledged it (an entry may have overtaken it)."""
+    record, pushes = await asyncio.to_thread(_withdrawal_plan, runtime, record_key)
     receivers = sorted({p.to_node for p in pushes.values() if not is_withdrawal_push(p.push_id)})
+    acknowledged = {push_id: p.acknowledged for push_id, p in pushes.items()}
     bundle = runtime.bundle()
     outcomes = []
     for to_node in receivers:
-        kind = _withdrawal_kind(record, to_node, pushes)
+        kind = _withdrawal_kind(record, to_node, acknowledged)
         push_id = withdrawal_push_id(record, kind, to_node)
         entry = bundle.member(to_node)
         if entry is None:
-            outcomes.append(PushOutcome(push_id, to_node, False, "receiver not in the roster"))
+            outcomes.append(PushOutcome(push_id, to_node, False, _NOT_IN_ROSTER))
             continue
-        known = pushes.get(push_id)
-        if known is not None and known.receipt is not None and to_node not in again:
+        if acknowledged.get(push_id, False) and to_node not in again:
             outcomes.append(PushOutcome(push_id, to_node, True, None))
             continue
-        if to_node in unreachable:
+        if to_node in resting:
+            outcomes.append(PushOutcome(push_id, to_node, False, _RESTING))
+            continue
+        if to_node in skip:
             outcomes.append(PushOutcome(push_id, to_node, False, _NOT_TRIED))
             continue
         withdrawal = feeds.PushWithdrawal(
@@ -412,10 +457,20 @@ async def _withdraw(
             outcome = await _deliver(runtime, record_key, to_node, notice)
         except AuthError:
             outcome = PushOutcome(push_id, to_node, False, "auth")
-        if outcome.error in _UNREACHABLE:
-            unreachable.add(to_node)
+        skip |= failed_receivers([outcome])
         outcomes.append(outcome)
     return outcomes
+
+
+def _withdrawal_plan(
+    runtime: NodeRuntime, record_key: str
+) -> tuple[StoredRecord, dict[str, ls.PushState]]:
+    """`_withdraw`'s store reads: the current version (refused while active) and its pushes
+    by push id."""
+    record = ls.current_record(runtime.store, runtime.node_id, record_key)
+    if record.state not in _WITHDRAWAL_OF_STATE:
+        raise InputError(f"record {record_key[:12]}... is {record.state}; nothing to withdraw")
+    return record, {p.push_id: p for p in ls.push_states(runtime.store, record_key=record_key)}
 
 
 def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, Any]]:
@@ -426,9 +481,10 @@ def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, A
     if record.state not in _WITHDRAWAL_OF_STATE:
         return []
     pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
+    acked = {push_id: p.receipt is not None for push_id, p in pushes.items()}
     rows = []
     for to_node in pushed_to(runtime, record_key):
-        kind = _withdrawal_kind(record, to_node, pushes)
+        kind = _withdrawal_kind(record, to_node, acked)
         push = pushes.get(withdrawal_push_id(record, kind, to_node))
         rows.append(
             {
@@ -441,39 +497,40 @@ def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, A
     return rows
 
 
-async def push_pending_withdrawals(runtime: NodeRuntime) -> list[PushOutcome]:
+async def push_pending_withdrawals(
+    runtime: NodeRuntime, *, resting: Collection[str] = ()
+) -> list[PushOutcome]:
     """Send every withdraw/expire notice that a department an entry was pushed to has not
     acknowledged yet; return the outcomes of the attempts made (empty when none is due).
 
     A withdrawal is due from the commit that took the record out of `active` until its
     receipt is stored, whichever process made the change. Finding none only reads the
-    `pushes` table and the states of the pushed records (off the event loop), so `credex
-    serve` runs this every `[lifecycle] withdrawal_push_interval_s`.
-    A receiver that does not answer (UNAVAILABLE, DEADLINE_EXCEEDED) is tried once per pass;
-    its other notices get an outcome saying they were not tried and wait for the next pass.
+    `pushes` table (without receipts) and the states of the pushed records, and every store
+    access is off the event loop, so `credex serve` runs this every
+    `[lifecycle] withdrawal_push_interval_s`.
+    A receiver that fails as a whole (`failed_receivers`: down, refusing this node, a receipt
+    we cannot accept) is tried once per pass: its other notices get an outcome saying they
+    were not tried. Receivers in `resting` (the caller's backoff) are not tried at all, and
+    their outcomes say so. Either way the notices stay due for a later pass.
     """
     due = await asyncio.to_thread(_withdrawals_due, runtime)
-    unreachable: set[str] = set()
+    skip: set[str] = set()
     outcomes: list[PushOutcome] = []
     for record_key in due:
         async with _one_sender(runtime, record_key):
-            outcomes.extend(await _withdraw(runtime, record_key, unreachable=unreachable))
+            outcomes.extend(await _withdraw(runtime, record_key, skip=skip, resting=resting))
     return outcomes
 
 
 def _withdrawals_due(runtime: NodeRuntime) -> list[str]:
     """Keys (sorted) of this node's records that were pushed, are no longer active, and have a
     receiver with no acknowledged withdraw/expire notice."""
-    receivers: dict[str, set[str]] = {}
-    told: set[tuple[str, str]] = set()
-    for p in ls.list_pushes(runtime.store):
-        if not is_withdrawal_push(p.push_id):
-            receivers.setdefault(p.record_key, set()).add(p.to_node)
-        elif p.receipt is not None:
-            told.add((p.record_key, p.to_node))
     # A receipted notice of any version settles the pair: a record that left `active` never
     # gets an active version again (ingest keeps it withdrawn or expired, corrections need an
-    # active one), so only still-active records and untold withdrawals are looked up.
-    untold = sorted(k for k, nodes in receivers.items() if any((k, n) not in told for n in nodes))
-    heads = runtime.store.record_heads(runtime.node_id, untold)
-    return [k for k in untold if k in heads and heads[k].state in _WITHDRAWAL_OF_STATE]
+    # active one).
+    return ls.pushed_keys_untold(
+        runtime.store,
+        runtime.node_id,
+        notice_prefix=_WITHDRAWAL_PREFIX,
+        states=sorted(_WITHDRAWAL_OF_STATE),
+    )

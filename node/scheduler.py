@@ -11,7 +11,8 @@
 3. expired, withdrawn or superseded versions whose disclosure ended more than the retention
    before today (and whose record has no active version) -> `purged`: the body is erased and the
    purge is logged in the access log (kind `purge`). A version stored with no end date ended
-   the day it left `active` (store.lifecycle.records_due_for_purge says how that day is found);
+   the day it left `active` (store.lifecycle.records_due_for_purge says how that day is found).
+   Push tombstones (node/store/pushed.py) recorded more than the retention ago are deleted;
 4. open revocation tasks whose withdraw event the platform has acknowledged -> closed
    (Shandong Art. 40: reported to the platform).
 
@@ -32,15 +33,18 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 
 from catalog.periods import ORDER_36_EFFECTIVE
 from node import lifecycle as rules
 from node.accesslog import LogEntry, utc_iso
 from node.lifecycle_ops import overdue_tasks
-from node.push import push_pending, push_pending_withdrawals
+from node.push import failed_receivers, push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
+from node.store.pushed import purge_push_tombstones
 from node.telemetry import active_telemetry
 from node.window_refresh import refresh_windows
 
@@ -48,6 +52,8 @@ __all__ = ["ScanReport", "run_scans", "run_withdrawal_pushes", "scan"]
 
 _log = logging.getLogger("node.scheduler")
 _BATCH = 500
+# The longest rest of a receiver that keeps failing withdrawal passes (`_Backoff`).
+BACKOFF_CAP_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,9 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
             )
             store.set_record_state(record.row_id, "purged", event_kind=None, now=now)
             purged += 1
+    # tombstones of push withdrawals that overtook their entry (receiving side) are kept for the
+    # same retention, counted from when they were recorded: no entry is on its way that long
+    purge_push_tombstones(store, dt.datetime.combine(purge_before, dt.time(), tzinfo=rules.CST))
     reported = _close_reported_revocations(runtime, now)
     overdue = len(_overdue(runtime, today))
     return ScanReport(today, expired, capped, purged, reported, overdue)
@@ -208,26 +217,83 @@ async def run_scans(
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
+class _Backoff:
+    """Receivers that failed withdrawal passes as a whole (`push.failed_receivers`: down,
+    refusing this node ...), resting between attempts: after the first failing pass for one
+    interval (the next pass tries again), then twice as long after each further one, up to
+    BACKOFF_CAP_S; a pass where it is tried and does not fail ends its backoff. Kept in memory:
+    a restarted node tries every receiver at once, which costs one attempt each."""
+
+    def __init__(self, interval: float) -> None:
+        self._first = interval
+        self.cap = max(BACKOFF_CAP_S, interval)
+        self._rest: dict[str, float] = {}  # receiver -> its current rest, in seconds
+        self._until: dict[str, float] = {}  # receiver -> when that rest ends (monotonic)
+
+    def resting(self, now: float) -> frozenset[str]:
+        """The receivers not to try in a pass starting at `now`."""
+        return frozenset(node for node, until in self._until.items() if now < until)
+
+    def failed(self, node: str, started: float) -> bool:
+        """Count a failing pass of `node` (started at `started`); True if it begins a backoff."""
+        rest = self._rest.get(node)
+        self._rest[node] = self._first if rest is None else min(rest * 2, self.cap)
+        self._until[node] = started + self._rest[node]
+        return rest is None
+
+    def recovered(self, tried: frozenset[str], failing: set[str]) -> list[str]:
+        """End the backoff of the receivers `tried` in a pass that are not `failing`; returns
+        them, sorted."""
+        back = sorted(node for node in self._rest if node in tried and node not in failing)
+        for node in back:
+            del self._rest[node], self._until[node]
+        return back
+
+    def backed_off(self) -> frozenset[str]:
+        """Every receiver in a backoff (resting now or not)."""
+        return frozenset(self._rest)
+
+
 async def run_withdrawal_pushes(runtime: NodeRuntime, stop: asyncio.Event) -> None:
     """Every `[lifecycle] withdrawal_push_interval_s` until `stop` is set, send the joint-
     punishment withdraw/expire notices not yet acknowledged (`push.push_pending_withdrawals`).
 
     The first pass comes one interval after start (the start scan already sent them). A
     failing pass is logged (error type only) and the next one runs as usual; the count of
-    notices awaiting a receipt is logged when it changes, not at every pass.
+    notices awaiting a receipt is logged when it changes, not at every pass. A receiver that
+    fails a pass as a whole is backed off (`_Backoff`: one interval, doubling per failing
+    pass, at most BACKOFF_CAP_S): its notices wait, untried, until its rest is over; the start
+    and the end of a backoff are logged (receiver and counts only).
     """
     interval = runtime.config.lifecycle.withdrawal_push_interval_s
+    backoff = _Backoff(interval)
     waiting = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
         if stop.is_set():
             break
+        started = time.monotonic()
+        resting = backoff.resting(started)
         try:
-            outcomes = await push_pending_withdrawals(runtime)
+            outcomes = await push_pending_withdrawals(runtime, resting=resting)
         except Exception as error:
             _log.error("joint-punishment withdrawal pass failed: %s", type(error).__name__)
             continue
+        failing = failed_receivers(outcomes)
+        due = Counter(o.to_node for o in outcomes if not o.receipt)
+        for node in sorted(failing):
+            if backoff.failed(node, started):
+                _log.warning(
+                    "joint-punishment receiver %s failed a withdrawal pass: backed off, "
+                    "%d notice(s) waiting (retried after %g s, then at most every %g s)",
+                    node,
+                    due[node],
+                    interval,
+                    backoff.cap,
+                )
+        for node in backoff.recovered(backoff.backed_off() - resting, failing):
+            _log.info("joint-punishment receiver %s is no longer backed off", node)
         failed = sum(1 for o in outcomes if not o.receipt)
         if failed != waiting:
             if failed:

@@ -28,7 +28,10 @@ a refused push is logged as a denied `push` entry. A withdraw/expire notice (Pus
 the producer repaired, revoked or ended the disclosure of an entry it pushed) moves our copy
 of the SENDER's record to withdrawn/expired (令第36号 Art. 3: repair stops sharing and joint
 punishment too), is logged as an allowed `push` entry releasing nothing, and gets the same
-receipt.
+receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the entry,
+if it lands later (another process of the producer sent it, and may never hear our receipt),
+is not stored, is logged as a `push` entry releasing nothing with the tombstone's kind as
+reason, and gets the same receipt (node/store/pushed.py).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from node.refusals import Caller, asked_items, logged_refusals
 from node.requests import node_signing_keys
 from node.server import Service
 from node.store import FeedEvent
+from node.store import pushed as pushed_store
 from node.store.received import FeedRecord, feed_records
 
 if TYPE_CHECKING:
@@ -402,6 +406,26 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 raise PolicyDenied(
                     "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
                 )
+            ended = await asyncio.to_thread(
+                pushed_store.push_tombstone,
+                runtime.store,
+                str(record.header["producer"]),
+                str(record.header["record_key"]),
+            )
+            if ended is not None and ended.version >= int(record.header["version"]):
+                # its withdrawal arrived first (another process of the producer sent it): the
+                # producer stopped sharing it, so it is not kept; the same receipt goes back
+                await runtime.log.append(
+                    _push_entry(
+                        now,
+                        sender,
+                        verified.nonce,
+                        message.item_id,
+                        reason=ended.kind,
+                        stored=False,
+                    )
+                )
+                return _push_receipt(runtime, notice, now)
             await runtime.log.append(
                 _push_entry(now, sender, verified.nonce, message.item_id, reason="", stored=True)
             )
@@ -449,14 +473,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
     def _store_pushed(
         self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime
     ) -> None:
-        store = self._runtime.store
-        producer = str(record.header["producer"])
-        version = int(record.header["version"])
-        newest = store.current_version(producer, str(record.header["record_key"]))
-        if newest is not None and newest[0] >= version:
-            return  # the same notice again (a retried push): already stored
+        # Not stored when this version is held already (a retried push) or a withdrawal of it
+        # committed since the tombstone check in Push: the store decides under the record's
+        # lock. In that race the access entry written before says stored; the record did reach
+        # us, it is only not kept. A version past its end is kept expired, not shown.
         new = feeds.received_record(self._runtime, signed, record, now=now)
-        store.store_batch([new], now=now, expire_ended=True)  # past its end: kept, not shown
+        pushed_store.store_pushed(self._runtime.store, new, now=now)
 
 
 def _push_entry(

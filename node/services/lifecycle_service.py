@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["LIFECYCLE_METHODS", "LifecycleServicer", "background", "make_services"]
 
 _log = logging.getLogger("node.services.lifecycle")
+# Withdrawal sends this servicer runs at once: a burst of repairs must not open a connection to
+# every receiver for every repair together; the others wait their turn (still beside the call).
+WITHDRAWAL_SENDS = 4
 
 LIFECYCLE_METHODS = {
     name: f"/credex.v1.Lifecycle/{name}"
@@ -69,9 +72,11 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         self._auth = runtime.authenticator()
         # withdrawal sends in flight: referenced until done, so none is collected half-way
         self._sending: set[asyncio.Task[None]] = set()
+        self._send_slots = asyncio.Semaphore(WITHDRAWAL_SENDS)
 
     def _withdraw_soon(self, record_key: str) -> None:
-        """Start sending `record_key`'s joint-punishment withdraw notices beside the call."""
+        """Start sending `record_key`'s joint-punishment withdraw notices beside the call (at
+        most WITHDRAWAL_SENDS records at a time; the others wait for a slot)."""
         task = asyncio.create_task(self._withdraw(record_key))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -80,7 +85,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServicer):
         # never raises: the repair stands whatever happens here, and the notices stay due
         # (node/push.py) for the withdrawal pass to retry
         try:
-            outcomes = await push.push_withdrawal(self._runtime, record_key)
+            async with self._send_slots:
+                outcomes = await push.push_withdrawal(self._runtime, record_key)
         except Exception as error:
             _log.warning("joint-punishment withdrawal not sent now: %s", type(error).__name__)
             return

@@ -39,6 +39,7 @@ __all__ = [
     "MaintenanceState",
     "ObjectionInfo",
     "PushInfo",
+    "PushState",
     "TaskInfo",
     "active_local_versions",
     "close_objection",
@@ -54,6 +55,8 @@ __all__ = [
     "open_objection",
     "open_task",
     "push_receipt",
+    "push_states",
+    "pushed_keys_untold",
     "record_push",
     "records_due_for_purge",
     "records_past_cap",
@@ -99,6 +102,17 @@ class PushInfo:
     sent_at: dt.datetime
     receipt: bytes | None
     receipt_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushState:
+    """What deciding a send needs of a push: who, which record, and whether it is receipted
+    (the receipt itself is not read)."""
+
+    push_id: str
+    record_key: str
+    to_node: str
+    acknowledged: bool
 
 
 def _opt(value: dt.datetime | None) -> dt.datetime | None:
@@ -638,6 +652,60 @@ def list_pushes(store: Store, *, record_key: str | None = None) -> list[PushInfo
         )
         for r in rows
     ]
+
+
+def push_states(store: Store, *, record_key: str | None = None) -> list[PushState]:
+    """Every push (one record's with `record_key`), by push id, without its receipt or times:
+    the withdrawal pass reads them all every few seconds."""
+    query = select(
+        PUSHES.c.push_id,
+        PUSHES.c.record_key,
+        PUSHES.c.to_node,
+        PUSHES.c.receipt.is_not(None).label("acknowledged"),
+    )
+    if record_key is not None:
+        query = query.where(PUSHES.c.record_key == record_key)
+    with store.read("list push states") as conn:
+        rows = conn.execute(query.order_by(PUSHES.c.push_id)).all()
+    return [PushState(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+
+def pushed_keys_untold(
+    store: Store, producer: str, *, notice_prefix: str, states: Sequence[str]
+) -> list[str]:
+    """Keys (sorted) of `producer`'s records that have a version in one of `states` and none
+    active, and were pushed to a node (a push whose id does not start with `notice_prefix`)
+    that has no receipted notice about them (a push whose id does).
+
+    Decided in the database, so a pass over a long history reads one row per such record, not
+    every push and every pushed record's head: a thread reading row after row stalls the event
+    loop beside it (decision 0004, bulk writes).
+    """
+    notice = PUSHES.alias("notice")
+    told = exists().where(
+        notice.c.record_key == PUSHES.c.record_key,
+        notice.c.to_node == PUSHES.c.to_node,
+        notice.c.push_id.startswith(notice_prefix, autoescape=True),
+        notice.c.receipt.is_not(None),
+    )
+    left = exists().where(
+        RECORDS.c.producer == producer,
+        RECORDS.c.record_key == PUSHES.c.record_key,
+        RECORDS.c.state.in_(list(states)),
+    )
+    live = exists().where(
+        RECORDS.c.producer == producer,
+        RECORDS.c.record_key == PUSHES.c.record_key,
+        RECORDS.c.state == "active",
+    )
+    query = (
+        select(PUSHES.c.record_key)
+        .where(~PUSHES.c.push_id.startswith(notice_prefix, autoescape=True), ~told, left, ~live)
+        .distinct()
+        .order_by(PUSHES.c.record_key)
+    )
+    with store.read("find pushed records with an untold receiver") as conn:
+        return [str(k) for k in conn.execute(query).scalars()]
 
 
 # ------------------------------------------------- maintenance: stored windows

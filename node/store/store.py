@@ -350,42 +350,7 @@ class Store:
         stamp = to_db_time(now)
         today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
-            flagged: set[str] = set()
-            if from_source:
-                flagged = _source_checks(conn, records)
-            for start in range(0, len(records), _CHUNK):
-                chunk = records[start : start + _CHUNK]
-                rows = (
-                    _record_row(
-                        rec, today, objection=rec.row_id in flagged, from_source=from_source
-                    )
-                    for rec in chunk
-                )
-                insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
-                links = [
-                    (r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)
-                ]
-                insert_rows(conn, LINKS, ("row_id", "subject_index"), links)
-            # one executemany, in record order (as the row-by-row loop it replaces): a key
-            # corrected twice in one batch supersedes version 1, then version 2
-            superseding = [
-                {"p_producer": r.producer, "p_key": r.record_key, "p_version": r.version}
-                for r in records
-                if r.version > 1
-            ]
-            if superseding:
-                conn.execute(_SUPERSEDE, superseding)
-            events = [
-                (
-                    r.item_id,
-                    "upsert" if r.version == 1 else "correct",
-                    r.row_id,
-                    r.record_key,
-                    r.version,
-                )
-                for r in records
-            ]
-            count = _append_events(conn, events, stamp)
+            count = _write_records(conn, records, stamp, today, from_source=from_source)
             if ingest_state is not None:
                 key, state = ingest_state
                 _upsert(
@@ -843,6 +808,45 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _write_records(
+    conn: Connection,
+    records: Sequence[NewRecord],
+    stamp: dt.datetime,
+    today: dt.date | None,
+    *,
+    from_source: bool,
+) -> int:
+    """`Store.store_batch`'s records, links, superseding updates and feed events, inside the
+    caller's write transaction (`today`: the China day past whose end a version is stored
+    expired, None to store every version active); returns the number of events."""
+    flagged: set[str] = set()
+    if from_source:
+        flagged = _source_checks(conn, records)
+    for start in range(0, len(records), _CHUNK):
+        chunk = records[start : start + _CHUNK]
+        rows = (
+            _record_row(rec, today, objection=rec.row_id in flagged, from_source=from_source)
+            for rec in chunk
+        )
+        insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
+        links = [(r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)]
+        insert_rows(conn, LINKS, ("row_id", "subject_index"), links)
+    # one executemany, in record order (as the row-by-row loop it replaces): a key corrected
+    # twice in one batch supersedes version 1, then version 2
+    superseding = [
+        {"p_producer": r.producer, "p_key": r.record_key, "p_version": r.version}
+        for r in records
+        if r.version > 1
+    ]
+    if superseding:
+        conn.execute(_SUPERSEDE, superseding)
+    events = [
+        (r.item_id, "upsert" if r.version == 1 else "correct", r.row_id, r.record_key, r.version)
+        for r in records
+    ]
+    return _append_events(conn, events, stamp)
 
 
 def _check_new(rec: NewRecord) -> None:

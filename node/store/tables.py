@@ -40,6 +40,7 @@ __all__ = [
     "NonceRow",
     "ObjectionRow",
     "PushRow",
+    "PushTombstoneRow",
     "RecordLinkRow",
     "RecordRow",
     "SubscriptionRow",
@@ -301,6 +302,8 @@ class PushRow(SQLModel, table=True):
     """A joint-punishment push sent to a node, and its signed receipt when it came back."""
 
     __tablename__ = "pushes"
+    # every per-record read (the sends about one record, the propagation report) is by key
+    __table_args__ = (Index("ix_pushes_record_key", "record_key"),)
 
     push_id: str = Field(primary_key=True, max_length=64)
     to_node: str = Field(max_length=64)
@@ -308,3 +311,19 @@ class PushRow(SQLModel, table=True):
     sent_at: dt.datetime = Field(sa_column=_ts())
     receipt: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     receipt_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class PushTombstoneRow(SQLModel, table=True):
+    """On the receiving side: a producer's withdraw/expire notice that found no copy of the
+    version it ends (the entry was still on its way), kept so that the entry, when it lands,
+    is not stored active. The highest version per record; `created_at` is when it was
+    recorded (retention counts from it)."""
+
+    __tablename__ = "push_tombstones"
+    __table_args__ = (PrimaryKeyConstraint("producer", "record_key", name="pk_push_tombstones"),)
+
+    producer: str = Field(max_length=64)
+    record_key: str = Field(max_length=64)
+    version: int
+    kind: str = Field(max_length=16)
+    created_at: dt.datetime = Field(sa_column=_ts())

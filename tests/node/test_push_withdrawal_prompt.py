@@ -14,6 +14,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ from typer.testing import CliRunner
 
 import keys
 from node import lifecycle as rules
-from node import lifecycle_ops, push
+from node import lifecycle_ops, push, scheduler
 from node._pb.credex.v1 import exchange_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 from node.accesslog import iter_entries
 from node.cli import app
@@ -37,6 +39,7 @@ from node.server import Service, build_server
 from node.services import exchange_service, lifecycle_service
 from node.services.lifecycle_service import LIFECYCLE_METHODS, LifecycleServicer
 from node.store import NewRecord
+from node.store import lifecycle as ls
 from tests.node.exchange_support import serving
 
 ITEM = "severe_dishonesty_list"
@@ -492,7 +495,9 @@ class _HeldReceiver(exchange_service.ExchangeServicer):
         return await super().Push(request, context)
 
 
-def test_an_entry_overtaken_by_its_withdrawal_is_withdrawn_again(cluster: LocalCluster) -> None:
+def test_an_entry_overtaken_by_its_withdrawal_is_not_kept_and_withdrawn_again(
+    cluster: LocalCluster,
+) -> None:
     market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
     seed_entry(market, 1)
     other = cluster.runtime("market")  # another process of market (the CLI, a replica)
@@ -524,7 +529,8 @@ def test_an_entry_overtaken_by_its_withdrawal_is_withdrawn_again(cluster: LocalC
         entry, withdrawal = asyncio.run(scenario())
         assert (entry.receipt, push.is_withdrawal_push(entry.push_id)) == (True, False)
         assert (withdrawal.receipt, push.is_withdrawal_push(withdrawal.push_id)) == (True, True)
-        assert copy_state(hrss, 1) == "withdrawn"
+        # the withdrawal that came first left a tombstone: the entry is not stored at all
+        assert hrss.store.record_versions("market", key(1)) == []
     finally:
         close(market, hrss, other)
 
@@ -552,3 +558,244 @@ def test_the_withdrawal_interval_is_configurable(tmp_path: Path) -> None:
     text = f"{CONFIG_BASE}[lifecycle]\nwithdrawal_push_interval_s = 2.5\n"
     assert parse_config(text, home=tmp_path).lifecycle.withdrawal_push_interval_s == 2.5
     assert parse_config(CONFIG_BASE, home=tmp_path).lifecycle.withdrawal_push_interval_s == 10.0
+
+
+# -- load: receivers that refuse, the cost of a pass, bursts of repairs -----------------------
+
+
+def denied_pushes(receiver: NodeRuntime) -> int:
+    """How many pushes `receiver` refused (denied `push` entries in its access log)."""
+    entries = [e for _i, _leaf, e in iter_entries(receiver.log.backend)]
+    return sum(1 for e in entries if e.kind == "push" and e.decision != "allow")
+
+
+def test_a_refusing_receiver_is_tried_once_per_pass_and_backed_off_across_passes(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    for n in range(1, 6):
+        seed_entry(market, n)
+    fast_withdrawals(market)  # 50 ms stands for 10 s
+    caplog.set_level(logging.INFO, logger="node.scheduler")
+    passes = 0
+    pending = push.push_pending_withdrawals
+
+    async def counted(runtime: NodeRuntime, *, resting: Any = ()) -> list[push.PushOutcome]:
+        nonlocal passes
+        try:
+            return await pending(runtime, resting=resting)
+        finally:
+            passes += 1
+
+    monkeypatch.setattr(scheduler, "push_pending_withdrawals", counted)
+    agreed = exchange_service._agreed_items
+
+    async def scenario() -> int:
+        async with serving(hrss):
+            for n in range(1, 6):
+                await push.push_record(market, key(n))
+            for n in range(1, 6):
+                repair(market, n)
+            # hrss's push agreement ends (its bundle narrowed): it refuses PERMISSION_DENIED
+            monkeypatch.setattr(exchange_service, "_agreed_items", lambda *a: set())
+            stop = asyncio.Event()
+            loop = asyncio.ensure_future(run_withdrawal_pushes(market, stop))
+            try:
+                await until(lambda: passes >= 12)
+                refused = denied_pushes(hrss)
+                # the agreement is back: the backed-off receiver gets every notice soon after
+                monkeypatch.setattr(exchange_service, "_agreed_items", agreed)
+                await until(lambda: all(copy_state(hrss, n) == "withdrawn" for n in range(1, 6)))
+            finally:
+                stop.set()
+                await asyncio.wait_for(loop, timeout=10)
+            return refused
+
+    try:
+        refused = asyncio.run(scenario())
+        # one notice per attempt, and attempts in passes 1, 2, 4, 8 or so: not 5 in each of 12
+        assert 1 <= refused <= 6, refused
+        logged = [r.getMessage() for r in caplog.records if r.name == "node.scheduler"]
+        assert len([m for m in logged if "hrss failed a withdrawal pass: backed off" in m]) == 1
+        assert len([m for m in logged if "hrss is no longer backed off" in m]) == 1
+    finally:
+        close(market, hrss)
+
+
+def test_a_refusal_skips_the_receiver_for_the_rest_of_the_pass(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    for n in (1, 2, 3):
+        seed_entry(market, n)
+
+    async def scenario() -> list[push.PushOutcome]:
+        async with serving(hrss):
+            for n in (1, 2, 3):
+                await push.push_record(market, key(n))
+                repair(market, n)
+            monkeypatch.setattr(exchange_service, "_agreed_items", lambda *a: set())
+            return await push.push_pending_withdrawals(market)
+
+    try:
+        outcomes = asyncio.run(scenario())
+        assert [o.error for o in outcomes] == [
+            "PERMISSION_DENIED",
+            push._NOT_TRIED,
+            push._NOT_TRIED,
+        ]
+        assert push.failed_receivers(outcomes) == {"hrss"}
+        assert denied_pushes(hrss) == 1
+    finally:
+        close(market, hrss)
+
+
+@pytest.mark.parametrize(
+    ("error", "receivers_fault"),
+    [
+        ("UNAVAILABLE", True),
+        ("DEADLINE_EXCEEDED", True),
+        ("PERMISSION_DENIED", True),
+        ("UNAUTHENTICATED", True),
+        ("INTERNAL", True),
+        ("auth", True),
+        ("receipt not signed by the receiver", True),
+        ("receipt does not match the notice", True),
+        ("INVALID_ARGUMENT", False),  # that notice only
+        ("receiver not in the roster", False),  # nothing was sent
+        (push._NOT_TRIED, False),
+        (push._RESTING, False),
+    ],
+)
+def test_which_failures_are_the_receivers(error: str, receivers_fault: bool) -> None:
+    failed = push.PushOutcome("pushw-x", "hrss", False, error)
+    done = push.PushOutcome("pushw-y", "cdb", True, None)
+    assert push.failed_receivers([failed, done]) == ({"hrss"} if receivers_fault else set())
+
+
+def test_a_resting_receiver_is_not_tried(cluster: LocalCluster) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    seed_entry(market, 1)
+
+    async def scenario() -> list[push.PushOutcome]:
+        async with serving(hrss):
+            await push.push_record(market, key(1))
+            repair(market, 1)
+            return await push.push_pending_withdrawals(market, resting={"hrss"})
+
+    try:
+        (rested,) = asyncio.run(scenario())
+        assert (rested.receipt, rested.error) == (False, push._RESTING)
+        assert push.failed_receivers([rested]) == set()
+        assert copy_state(hrss, 1) == "active"  # nothing was sent: still due
+        assert withdrawals_logged(hrss) == 0
+        (row,) = lifecycle_ops.propagation_report(market, key(1))["push_receivers"]
+        assert (row["acknowledged"], row["sent_at"]) == (False, None)
+    finally:
+        close(market, hrss)
+
+
+def test_the_backoff_doubles_per_failing_pass_up_to_an_hour_and_ends_on_success() -> None:
+    backoff = scheduler._Backoff(10.0)
+    now = 0.0
+    rests: list[float] = []
+    for _ in range(12):
+        assert "hrss" not in backoff.resting(now)  # its rest is over: tried
+        began = backoff.failed("hrss", now)
+        assert began == (not rests)  # logged once, when the backoff begins
+        rested_until = now
+        while "hrss" in backoff.resting(rested_until):
+            rested_until += 1.0
+        rests.append(rested_until - now)
+        now = rested_until
+    assert rests[:5] == [10.0, 20.0, 40.0, 80.0, 160.0]
+    assert rests[-1] == scheduler.BACKOFF_CAP_S == 3600.0
+    assert backoff.recovered(frozenset({"hrss"}), failing=set()) == ["hrss"]
+    assert backoff.backed_off() == frozenset()
+    assert backoff.failed("hrss", now)  # a new backoff starts from the interval again
+    assert "hrss" not in backoff.resting(now + 10.0)
+
+
+def test_the_withdrawal_pass_reads_no_receipt_and_leaves_the_event_loop_free(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    for n in (1, 2):
+        seed_entry(market, n)
+    on_loop: list[str] = []
+    loop_thread: list[int] = []
+
+    def watched(name: str) -> None:
+        real = getattr(ls, name)
+
+        def call(store: Any, *args: Any, **kwargs: Any) -> Any:
+            if store is market.store and threading.get_ident() in loop_thread:
+                on_loop.append(name)
+            return real(store, *args, **kwargs)
+
+        monkeypatch.setattr(ls, name, call)
+
+    for name in ("current_record", "push_states", "record_push", "push_receipt"):
+        watched(name)
+
+    def no_receipts(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the withdrawal pass read the receipts")
+
+    async def scenario() -> list[push.PushOutcome]:
+        loop_thread.append(threading.get_ident())
+        async with serving(hrss):
+            for n in (1, 2):
+                await push.push_record(market, key(n))
+                await asyncio.to_thread(repair, market, n)  # the test's own: not on the loop
+            monkeypatch.setattr(ls, "list_pushes", no_receipts)
+            return await push.push_pending_withdrawals(market)
+
+    try:
+        outcomes = asyncio.run(scenario())
+        assert [o.receipt for o in outcomes] == [True, True]
+        assert on_loop == []  # every store access of the sends ran in a worker thread
+        assert (copy_state(hrss, 1), copy_state(hrss, 2)) == ("withdrawn", "withdrawn")
+    finally:
+        close(market, hrss)
+
+
+def test_a_burst_of_repairs_sends_a_few_withdrawals_at_a_time(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = cluster.runtime("market")
+    running = 0
+    most = 0
+    started: list[str] = []
+
+    async def scenario() -> None:
+        nonlocal running, most
+        gate = asyncio.Event()
+
+        async def held_send(runtime: NodeRuntime, record_key: str) -> list[push.PushOutcome]:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            started.append(record_key)
+            try:
+                await gate.wait()
+                return []
+            finally:
+                running -= 1
+
+        monkeypatch.setattr(push, "push_withdrawal", held_send)
+        servicer = LifecycleServicer(market)
+        for n in range(10):
+            servicer._withdraw_soon(key(n))
+        await until(lambda: len(started) >= lifecycle_service.WITHDRAWAL_SENDS)
+        for _ in range(20):  # let every waiting send run as far as it can
+            await asyncio.sleep(0)
+        assert running == len(started) == lifecycle_service.WITHDRAWAL_SENDS
+        gate.set()
+        await servicer.withdrawals_sent()
+
+    try:
+        asyncio.run(scenario())
+        assert most == lifecycle_service.WITHDRAWAL_SENDS == 4
+        assert sorted(started) == [key(n) for n in range(10)]
+    finally:
+        market.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from node.store import (
     StoreError,
     StoreUnavailableError,
     open_store,
+    pushed,
 )
 from node.store.store import NONCES, from_db_time
 from node.store.tables import metadata
@@ -383,3 +386,59 @@ def test_driver_messages_with_data_never_leak(store: Store) -> None:
         store.store_batch([rec("k1", subject=secret_subject)], now=NOW)
     assert secret_subject not in str(info.value)
     assert info.value.__cause__ is None
+
+
+def test_a_push_withdrawal_before_its_entry_keeps_the_entry_out(store: Store) -> None:
+    # the notice of version 2 arrives first: no copy of it here, a tombstone is kept
+    assert pushed.tombstone_unless_held(store, "market", "k1", 2, "withdraw", now=NOW)
+    assert pushed.store_pushed(store, rec("k1", 1), now=NOW) == "ended"
+    assert pushed.store_pushed(store, rec("k1", 2), now=NOW) == "ended"
+    assert store.record_versions("market", "k1") == []
+    # a lower version does not lower it; the first kind of a version stays
+    assert pushed.tombstone_unless_held(store, "market", "k1", 1, "expire", now=NOW)
+    assert pushed.tombstone_unless_held(store, "market", "k1", 2, "expire", now=NOW)
+    kept = pushed.push_tombstone(store, "market", "k1")
+    assert kept is not None
+    assert (kept.version, kept.kind, kept.created_at) == (2, "withdraw", NOW)
+    # a later version is not covered; once held, a notice of it leaves no tombstone
+    assert pushed.store_pushed(store, rec("k1", 3), now=NOW) == "stored"
+    assert pushed.store_pushed(store, rec("k1", 3), now=NOW) == "held"  # a retried push
+    assert not pushed.tombstone_unless_held(store, "market", "k1", 3, "withdraw", now=NOW)
+    assert [(r.version, r.state) for r in store.record_versions("market", "k1")] == [(3, "active")]
+    # another producer's record of the same key is another record
+    assert pushed.store_pushed(store, rec("k1", 1, producer="hrss"), now=NOW) == "stored"
+
+
+def test_push_tombstones_are_purged_after_the_retention(store: Store) -> None:
+    pushed.tombstone_unless_held(store, "market", "k1", 1, "withdraw", now=NOW)
+    assert pushed.purge_push_tombstones(store, NOW) == 0
+    assert pushed.purge_push_tombstones(store, NOW + dt.timedelta(seconds=1)) == 1
+    assert pushed.push_tombstone(store, "market", "k1") is None
+
+
+def test_an_entry_and_its_withdrawal_arriving_together_never_leave_an_active_copy(
+    store: Store,
+) -> None:
+    def withdrawal(key: str) -> None:
+        # what feeds.apply_push_withdrawal does: the tombstone decision, then the copy's end
+        pushed.tombstone_unless_held(store, "market", key, 1, "withdraw", now=NOW)
+        for copy in store.record_versions("market", key):
+            if copy.state == "active":
+                store.set_record_state(copy.row_id, "withdrawn", event_kind=None, now=NOW)
+
+    def entry(key: str) -> None:
+        pushed.store_pushed(store, rec(key, 1), now=NOW)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for n in range(30):
+            key = f"race{n}"
+            start = threading.Barrier(2)
+
+            def together(step: Callable[[str], None], key: str, start: threading.Barrier) -> None:
+                start.wait()
+                step(key)
+
+            done = [pool.submit(together, step, key, start) for step in (withdrawal, entry)]
+            for future in done:
+                future.result()
+            assert [r.state for r in store.record_versions("market", key)] in ([], ["withdrawn"])

@@ -70,3 +70,16 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_pushes_are_read_by_record_key_through_an_index(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    with store.read("plan a query") as conn:
+        plan = " ".join(
+            str(r[-1])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT push_id FROM pushes WHERE record_key = 'k'"
+            )
+        )
+    assert "ix_pushes_record_key" in plan, plan
+    store.close()
