@@ -113,14 +113,21 @@ def refresh_windows(
     """Recompute the stored windows of this node's active versions with the current rules,
     once per rules fingerprint (see the module docstring); returns what it did.
 
-    Without `force`, a pass already finished for the current fingerprint is not repeated and
-    an interrupted one resumes where it stopped; `force` starts a full pass again (it changes
-    nothing where every window already agrees). Raises only store errors (StoreError).
+    Without `force`, a pass already finished for the current fingerprint is not repeated, an
+    interrupted one resumes where it stopped, and a store with no pass scheduled (created by
+    this release or a later one: migration 0006) only records the current rules; `force`
+    starts a full pass again (it changes nothing where every window already agrees). Raises
+    only store errors (StoreError).
     """
     store = runtime.store
     fingerprint = rules.window_rules_fingerprint(runtime.catalogue)
     state = ls.maintenance_state(store, ls.WINDOWS_TASK)
     after: str | None = None
+    if state is None and not force:
+        # Migration 0006 schedules a pass only in a store that held records of an older
+        # release: without its row, every window here was stored by this release's rules.
+        ls.finish_maintenance(store, ls.WINDOWS_TASK, fingerprint=fingerprint, now=runtime.clock())
+        return WindowRefreshReport(fingerprint, ran=False)
     if state is not None and _revision(state.fingerprint) > rules.WINDOW_RULES_REVISION:
         # a newer release shares this store (a rolling upgrade): its rules own the windows,
         # and this one would only redo a full pass at every scan

@@ -747,7 +747,7 @@ def _save_maintenance(
         "finished_at": None if finished_at is None else to_db_time(finished_at),
     }
     found = conn.execute(select(MAINTENANCE.c.task).where(MAINTENANCE.c.task == task)).first()
-    if found is None:  # migration 0006 inserts the row; this covers a store that lost it
+    if found is None:  # a store created by this release has no row until its first pass
         conn.execute(insert(MAINTENANCE).values(task=task, **values))
     else:
         conn.execute(update(MAINTENANCE).where(MAINTENANCE.c.task == task).values(**values))

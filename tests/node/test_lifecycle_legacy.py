@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
 import catalog
@@ -224,6 +224,17 @@ def make_legacy(rt: NodeRuntime, row_id: str, severity: str | None, rule: str) -
         )
 
 
+def schedule_window_pass(rt: NodeRuntime) -> None:
+    """What migration 0006 does to a store holding records of an older release: the pass is
+    pending (an empty fingerprint matches no rules)."""
+    with rt.store.write("test: the upgrade schedules the window pass") as conn:
+        conn.execute(
+            insert(ls.MAINTENANCE).values(
+                task=ls.WINDOWS_TASK, fingerprint="", updated_at=INGESTED.replace(tzinfo=None)
+            )
+        )
+
+
 def snapshot(rt: NodeRuntime) -> list[tuple[Any, ...]]:
     with rt.store.read("test: every record row") as conn:
         return [tuple(r) for r in conn.execute(select(RECORDS).order_by(RECORDS.c.row_id))]
@@ -263,6 +274,7 @@ def runtime(home: Path) -> Iterator[NodeRuntime]:
         for name, record in stored(rt).items():
             if name in LEGACY:
                 make_legacy(rt, record.row_id, *LEGACY[name])
+        schedule_window_pass(rt)
         yield rt
     finally:
         rt.close()
@@ -531,6 +543,26 @@ def test_a_back_dated_end_is_not_purged_by_the_scan_that_expires_it(
     assert keys.SignedRecord.from_bytes(runtime.cipher.decrypt(lapsed.row_id, lapsed.body))
 
 
+def test_a_store_created_by_this_release_needs_no_pass(home: Path) -> None:
+    """No pass is scheduled in a new store: its windows are all stored by the current rules,
+    and the first scan only records them (a full pass over a fresh node's records at its
+    first start would compete with everything it serves)."""
+    rt = open_runtime(home, clock=lambda: INGESTED)
+    try:
+        assert ls.maintenance_state(rt.store, ls.WINDOWS_TASK) is None
+        ingest_all(home, rt)
+        report = window_refresh.refresh_windows(rt)
+        assert (report.ran, report.checked) == (False, 0)
+        state = ls.maintenance_state(rt.store, ls.WINDOWS_TASK)
+        assert state is not None
+        assert state.fingerprint == rules.window_rules_fingerprint(rt.catalogue)
+        assert state.finished_at is not None
+        # a forced pass agrees: ingest stored every window as the rules give it
+        assert window_refresh.refresh_windows(rt, force=True).updated == 0
+    finally:
+        rt.close()
+
+
 def test_a_newer_release_s_pass_is_left_to_it(runtime: NodeRuntime) -> None:
     newer = f"{rules.WINDOW_RULES_REVISION + 1}:rules-of-a-newer-release"
     ls.finish_maintenance(runtime.store, ls.WINDOWS_TASK, fingerprint=newer, now=INGESTED)
@@ -654,6 +686,7 @@ def test_a_lapsed_entry_stops_being_fed_and_the_subscribers_copy_ends(tmp_path: 
     try:
         market.store.ensure_subscription("platform", ["red_list"], now=market.clock())
         market.store.store_batch([_legacy_red_list_entry(market)], now=market.clock())
+        schedule_window_pass(market)  # as migration 0006 does for a store with such rows
 
         async def scenario() -> dict[str, Any]:
             async with serving(market):

@@ -22,7 +22,8 @@ through its usual path (an `expire` event to every subscriber).
 
 Windows that need the record body (red-list and honour validity, revoked entries) are
 recomputed by the lifecycle scan (`node.window_refresh`), which tracks its progress in the new
-`maintenance` table; the row inserted here marks that pass as pending.
+`maintenance` table; the row inserted here marks that pass as pending (only in a store that
+holds active records of its own: a new store's windows are all stored by this release or later).
 
 The arithmetic and the rule texts are frozen copies of catalog/periods.py as of this
 revision, so the migration keeps meaning what it meant when later releases change the code.
@@ -62,6 +63,7 @@ _records = sa.table(
     sa.column("row_id", sa.String(36)),
     sa.column("item_id", sa.String(64)),
     sa.column("state", sa.String(16)),
+    sa.column("origin", sa.String(16)),
     sa.column("severity", sa.String(16)),
     sa.column("decided_on", sa.Date()),
     sa.column("disclosure_min_end", sa.Date()),
@@ -79,8 +81,9 @@ def _add_months(start: dt.date, months: int) -> dt.date:
 
 
 def upgrade() -> None:
-    """Create `maintenance` with the pending window pass, then store the windows of the legacy
-    active versions the module docstring names."""
+    """Create `maintenance` (with the pending window pass when the store holds active records
+    of its own), then store the windows of the legacy active versions the module docstring
+    names."""
     op.create_table(
         "maintenance",
         sa.Column("task", sa.String(64), nullable=False),
@@ -91,19 +94,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("task"),
     )
     bind = op.get_bind()
-    # An empty fingerprint matches no release's rules: the first scan recomputes every window.
-    # The server's clock stamps it, in the database's own time type.
-    bind.execute(
-        sa.table(
-            "maintenance",
-            sa.column("task", sa.String(64)),
-            sa.column("fingerprint", sa.String(64)),
-            sa.column("updated_at", sa.DateTime(timezone=True)),
-        )
-        .insert()
-        .values(task="disclosure_windows", fingerprint="", updated_at=sa.func.current_timestamp())
-    )
     r = _records.c
+    held = bind.execute(
+        sa.select(r.row_id).where(r.state == "active", r.origin == "local").limit(1)
+    ).first()
+    if held is not None:
+        _schedule_window_pass(bind)
     bind.execute(
         _records.update()
         .where(
@@ -119,6 +115,24 @@ def upgrade() -> None:
         )
     )
     _store_ungraded_windows(bind, dt.datetime.now(_CST).date() - dt.timedelta(days=1))
+
+
+def _schedule_window_pass(bind: sa.engine.Connection) -> None:
+    """Mark the window pass pending for a store that holds records of an older release. An
+    empty fingerprint matches no release's rules: the first scan recomputes every window. A
+    store with no record gets no row: every window it will hold is stored by this release or a
+    later one (node.window_refresh then records the current rules without a pass)."""
+    # The server's clock stamps it, in the database's own time type.
+    bind.execute(
+        sa.table(
+            "maintenance",
+            sa.column("task", sa.String(64)),
+            sa.column("fingerprint", sa.String(64)),
+            sa.column("updated_at", sa.DateTime(timezone=True)),
+        )
+        .insert()
+        .values(task="disclosure_windows", fingerprint="", updated_at=sa.func.current_timestamp())
+    )
 
 
 def _store_ungraded_windows(bind: sa.engine.Connection, shown_until: dt.date) -> None:
