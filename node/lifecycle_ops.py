@@ -208,6 +208,23 @@ def _active(runtime: NodeRuntime, record_key: str) -> StoredRecord:
     return record
 
 
+def _held(runtime: NodeRuntime, record_key: str) -> StoredRecord:
+    """The current version when this node still holds it: active, or expired (withheld, or past
+    its disclosure window, kept encrypted until its purge). PIPL Art. 46 and Shandong Art. 39
+    let a subject dispute and have corrected what a unit holds, not only what it shows.
+    Withdrawn (repaired or revoked), superseded and purged versions are refused."""
+    record = _own(runtime, record_key)
+    if record.state not in _HELD_STATES:
+        raise InputError(
+            f"record {record_key[:12]}... version {record.version} is {record.state}; only an "
+            "active or expired record can be objected to or corrected"
+        )
+    return record
+
+
+_HELD_STATES = frozenset({"active", "expired"})
+
+
 def _reason_code(reason: str) -> str:
     text = reason.strip()
     if not text or len(text) > 200:
@@ -230,12 +247,13 @@ def object_record(
     """File an objection (异议) against the current version of one of this node's records.
 
     Flags the record (`objection_set` to subscribers; answers and feeds carry the flag) and
-    starts the Shandong Art. 39 review clock: 3 working days, 7 with `needs_other_unit`.
-    Refuses an inactive record and a second open objection (InputError).
+    starts the Shandong Art. 39 review clock: 3 working days, 7 with `needs_other_unit`. An
+    expired record (withheld, or past its window) may be objected to as well: it is still held.
+    Refuses a withdrawn, superseded or purged record and a second open objection (InputError).
     """
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
-    record = _active(runtime, record_key)
+    record = _held(runtime, record_key)
     now = runtime.clock()
     deadline = rules.objection_deadline(
         rules.china_day(now), needs_other_unit=needs_other_unit, calendar=work_calendar(runtime)
@@ -305,7 +323,7 @@ def resolve_objection(
             op="resolve",
             record_key=info.record_key,
             version=corrected.version,
-            state="active",
+            state=corrected.state,
             events=corrected.events,
             task_id=objection_id,
             extra={"outcome": "correct", "superseded_version": corrected.superseded_version},
@@ -343,17 +361,20 @@ def correct_record(
     reason: str,
     requester: Requester | None = None,
 ) -> CorrectionResult:
-    """Store a corrected version (更正) of one of this node's active records.
+    """Store a corrected version (更正) of one of this node's active or expired records.
 
     The stored version is opened and verified, `changes` applied, the result re-validated
     against the catalogue (every field error reported, nothing stored), re-signed with this
-    node's key and stored as version n+1: the store supersedes version n and sends `correct`
-    events. Refuses changes to natural-key fields, changes that alter nothing, and an inactive
+    node's key and stored as version n+1 with the window the corrected facts give: the store
+    supersedes an active version n and sends `correct` events. A version whose window is over
+    (a correction of an expired or withheld record, usually) is stored `expired`, never shown;
+    one the corrected facts put back inside its window is active again. Refuses changes to
+    natural-key fields, changes that alter nothing, and a withdrawn, superseded or purged
     record (InputError). An open objection on the record is closed as corrected.
     """
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
-    record = _active(runtime, record_key)
+    record = _held(runtime, record_key)
     verified = decrypt_record(runtime, record)
     item = runtime.catalogue.item(record.item_id)
     merged = rules.apply_changes(verified.fields, changes, natural_key=item.natural_key)
@@ -407,7 +428,8 @@ def correct_record(
         created_at=now,
         linked_subject_indexes=tuple(blind.token(s) for s in normalised.linked_subject_ids),
     )
-    events = runtime.store.store_batch([new], now=now)
+    events = runtime.store.store_batch([new], now=now, expire_ended=True)
+    state = ls.current_record(runtime.store, runtime.node_id, record_key).state
     task_id = f"cor-{uuid.uuid4().hex[:16]}"
     ls.open_task(
         runtime.store,
@@ -433,7 +455,7 @@ def correct_record(
         op="correct",
         record_key=record_key,
         version=version,
-        state="active",
+        state=state,
         events=events,
         task_id=task_id,
         superseded_version=record.version,

@@ -173,13 +173,20 @@ def _insert_task(
     )
 
 
-def _require_active(conn: Connection, row_id: str, verb: str) -> None:
-    """Inside a write transaction: the record must still exist and be active to be `verb`."""
+_HELD = frozenset({"active", "expired"})
+
+
+def _require_active(
+    conn: Connection, row_id: str, verb: str, *, allowed: frozenset[str] = frozenset({"active"})
+) -> None:
+    """Inside a write transaction: the record must still exist and be in one of the `allowed`
+    states (active by default) to be `verb`."""
     state = conn.execute(select(RECORDS.c.state).where(RECORDS.c.row_id == row_id)).scalar()
     if state is None:
         raise NotFound("lifecycle: the record no longer exists")
-    if state != "active":
-        raise InputError(f"lifecycle: the record is {state}; only an active one is {verb}")
+    if state not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise InputError(f"lifecycle: the record is {state}; only an {wanted} one is {verb}")
 
 
 def current_record(store: Store, producer: str, record_key: str) -> StoredRecord:
@@ -208,10 +215,11 @@ def open_objection(
 ) -> int:
     """Record an objection, its review task and the record's flag with `objection_set` events,
     in one transaction. Returns the number of events. Refuses (InputError) a second open
-    objection on the same record and a reused objection id; the record must be active."""
+    objection on the same record and a reused objection id; the record must still be held
+    (active, or expired: PIPL Art. 46 covers what a unit holds, not only what it shows)."""
     stamp = to_db_time(opened_at)
     with store.write("open an objection") as conn:
-        _require_active(conn, record.row_id, "objected")
+        _require_active(conn, record.row_id, "objected", allowed=_HELD)
         if conn.execute(
             select(OBJECTIONS.c.objection_id).where(OBJECTIONS.c.objection_id == objection_id)
         ).first():

@@ -326,6 +326,53 @@ def test_a_minor_record_is_withheld_so_there_is_nothing_to_repair(
         ops.repair_record(runtime, record.record_key, good)
 
 
+def test_a_withheld_record_is_still_held_so_it_can_be_disputed_and_corrected(
+    runtime: NodeRuntime, clock: Clock
+) -> None:
+    """PIPL Art. 46 and Shandong Art. 39: a subject may dispute and have corrected what a unit
+    holds, not only what it shows. A withheld minor record is kept (encrypted, never shown)
+    until its purge, so its objection gets the review clock, and its correction is a new
+    signed version that stays withheld."""
+    subject = runtime.blind.token(numbered_uscc("91370303", 1004))
+    (record,) = runtime.store.records_by_subject(subject, states=None)
+    assert record.state == "expired"
+    clock.day(dt.date(2026, 6, 1))
+    objection = ops.object_record(runtime, record.record_key, reason="wrong amount")
+    assert objection.deadline is not None
+    assert objection.deadline.due_on == dt.date(2026, 6, 4)
+    assert ls.current_record(runtime.store, "market", record.record_key).objection
+    resolved = ops.resolve_objection(
+        runtime, objection.task_id, outcome="correct", changes={"fine_wan_yuan": "0.8"}
+    )
+    assert (resolved.version, resolved.state) == (2, "expired")
+    versions = runtime.store.record_versions("market", record.record_key)
+    assert [(v.version, v.state) for v in versions] == [(1, "expired"), (2, "expired")]
+    corrected = versions[1]
+    assert ops.decrypt_record(runtime, corrected).fields["fine_wan_yuan"] == "0.8"
+    assert not rules.visible(
+        state=corrected.state,
+        severity=corrected.severity,
+        decided_on=corrected.decided_on,
+        disclosure_max_end=corrected.disclosure_max_end,
+        today=dt.date(2026, 6, 1),
+    )
+    assert kinds(runtime, "platform")[-1] == "correct"  # its body never travels (docs/feeds.md)
+    assert ls.get_objection(runtime.store, objection.task_id).outcome == "corrected: version 2"
+
+
+def test_a_withdrawn_record_cannot_be_disputed_or_corrected(
+    runtime: NodeRuntime, clock: Clock
+) -> None:
+    key = keys_of(runtime)[0]
+    clock.day(dt.date(2026, 6, 1))
+    ops.revoke_record(runtime, key, reason="decision revoked on review")
+    with pytest.raises(InputError, match="is withdrawn; only an active or expired record"):
+        ops.object_record(runtime, key, reason="x")
+    with pytest.raises(InputError, match="is withdrawn; only an active or expired record"):
+        ops.correct_record(runtime, key, {"fine_wan_yuan": "0.8"}, reason="r")
+    assert [v.version for v in runtime.store.record_versions("market", key)] == [1]
+
+
 # --- the scan: expiry, cap, purge ------------------------------------------------------------
 
 
