@@ -18,18 +18,19 @@ import pytest
 
 from node import feeds, push, scheduler
 from node._pb.credex.v1 import exchange_pb2_grpc
-from node.accesslog import LogEntry, iter_entries
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
 from node.server import Service, build_server
 from node.services import exchange_service
 from node.store import pushed as pushed_store
 from tests.node.exchange_support import serving
-from tests.node.test_push_withdrawal_prompt import (
+from tests.node.push_support import (
     ITEM,
     close,
     copy_state,
     key,
+    push_cluster,
+    push_entries,
     repair,
     seed_entry,
 )
@@ -37,18 +38,7 @@ from tests.node.test_push_withdrawal_prompt import (
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
-    agreements = [
-        {"provider": "market", "consumer": "hrss", "items": [ITEM], "purposes": ["push"],
-         "kind": "push"},
-    ]  # fmt: skip
-    c = LocalCluster(tmp_path, nodes, agreements)
-    c.init()
-    return c
-
-
-def push_entries(receiver: NodeRuntime) -> list[LogEntry]:
-    return [e for _i, _leaf, e in iter_entries(receiver.log.backend) if e.kind == "push"]
+    return push_cluster(tmp_path)
 
 
 class _LostAnswer(exchange_service.ExchangeServicer):

@@ -17,73 +17,37 @@ import grpc
 import grpc.aio
 import pytest
 
-import keys
 from node import feeds, lifecycle_ops, push
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.store import NewRecord
 from node.store import lifecycle as ls
+from tests.node import push_support
 from tests.node.exchange_support import serving
+from tests.node.push_support import ITEM, key, push_cluster
 
-ITEM = "severe_dishonesty_list"
-KEY = f"{42:064x}"
+KEY = key(42)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
-    agreements = [
-        {"provider": "market", "consumer": "hrss", "items": [ITEM], "purposes": ["push"],
-         "kind": "push"},
-    ]  # fmt: skip
-    c = LocalCluster(tmp_path, nodes, agreements)
-    c.init()
-    return c
+    return push_cluster(tmp_path)
 
 
 def seed_entry(runtime: NodeRuntime) -> str:
     """Store one active, signed severe-dishonesty entry of `runtime`; returns its row id."""
-    now = runtime.clock()
-    header = {
-        "item": ITEM,
-        "catalog_version": runtime.catalogue.version,
-        "record_key": KEY,
-        "version": 1,
-        "producer": runtime.node_id,
-        "issued_at": "2026-11-25T00:00:00Z",
-        "subject": f"{42:032x}",
-    }
-    signed = keys.sign_record(header, {"decision_no": "N42"}, runtime.node_keys.signing)
-    row_id = "row-42"
-    runtime.store.store_batch(
-        [
-            NewRecord(
-                row_id=row_id,
-                producer=runtime.node_id,
-                record_key=KEY,
-                version=1,
-                item_id=ITEM,
-                catalog_version=runtime.catalogue.version,
-                subject_index=f"{42:032x}",
-                body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=f"{42:064x}",
-                severity="severe",
-                decided_on=dt.date(2026, 6, 1),
-                disclosure_min_end=dt.date(2027, 6, 1),
-                disclosure_max_end=dt.date(2029, 6, 1),
-                disclosure_rule="test",
-                created_at=now,
-            )
-        ],
-        now=now,
+    return push_support.seed_entry(
+        runtime,
+        42,
+        decided_on=dt.date(2026, 6, 1),
+        min_end=dt.date(2027, 6, 1),
+        max_end=dt.date(2029, 6, 1),
+        issued_at="2026-11-25T00:00:00Z",
     )
-    return row_id
 
 
 def copy_state(receiver: NodeRuntime) -> str:
-    (copy,) = receiver.store.record_versions("market", KEY)
-    return copy.state
+    return push_support.copy_state(receiver, 42)
 
 
 def withdraw(market: NodeRuntime, row_id: str) -> None:

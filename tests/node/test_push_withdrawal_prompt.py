@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
-import hashlib
 import json
 import logging
 import threading
@@ -24,11 +22,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import keys
-from node import lifecycle as rules
 from node import lifecycle_ops, push, scheduler
 from node._pb.credex.v1 import exchange_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
-from node.accesslog import iter_entries
 from node.cli import app
 from node.cluster import LocalCluster
 from node.config import parse_config
@@ -38,85 +33,30 @@ from node.scheduler import run_withdrawal_pushes
 from node.server import Service, build_server
 from node.services import exchange_service, lifecycle_service
 from node.services.lifecycle_service import LIFECYCLE_METHODS, LifecycleServicer
-from node.store import NewRecord
 from node.store import lifecycle as ls
 from tests.node.exchange_support import serving
+from tests.node.push_support import (
+    COMMITMENT,
+    close,
+    copy_state,
+    key,
+    push_cluster,
+    push_entries,
+    repair,
+    seed_entry,
+)
 
-ITEM = "severe_dishonesty_list"
-COMMITMENT = hashlib.sha256(b"credit commitment").hexdigest()
 CONFIG_BASE = '[node]\nid = "market"\nrole = "department"\n'
-
-
-def key(n: int) -> str:
-    return f"{n:064x}"
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
-    agreements = [
-        {"provider": "market", "consumer": "hrss", "items": [ITEM], "purposes": ["push"],
-         "kind": "push"},
-    ]  # fmt: skip
-    c = LocalCluster(tmp_path, nodes, agreements)
-    c.init()
-    return c
-
-
-def seed_entry(runtime: NodeRuntime, n: int) -> None:
-    """One active, signed severe-dishonesty entry whose minimum period is over (repairable)."""
-    now = runtime.clock()
-    today = now.date()
-    header = {
-        "item": ITEM,
-        "catalog_version": runtime.catalogue.version,
-        "record_key": key(n),
-        "version": 1,
-        "producer": runtime.node_id,
-        "issued_at": "2026-01-05T00:00:00Z",
-        "subject": f"{n:032x}",
-    }
-    signed = keys.sign_record(header, {"decision_no": f"N{n}"}, runtime.node_keys.signing)
-    row_id = f"row-{n}"
-    runtime.store.store_batch(
-        [
-            NewRecord(
-                row_id=row_id,
-                producer=runtime.node_id,
-                record_key=key(n),
-                version=1,
-                item_id=ITEM,
-                catalog_version=runtime.catalogue.version,
-                subject_index=f"{n:032x}",
-                body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=f"{n:064x}",
-                severity="severe",
-                decided_on=today - dt.timedelta(days=400),
-                disclosure_min_end=today - dt.timedelta(days=30),
-                disclosure_max_end=today + dt.timedelta(days=700),
-                disclosure_rule="test",
-                created_at=now,
-            )
-        ],
-        now=now,
-    )
-
-
-def copy_state(receiver: NodeRuntime, n: int) -> str:
-    (copy,) = receiver.store.record_versions("market", key(n))
-    return copy.state
-
-
-def repair(runtime: NodeRuntime, n: int) -> lifecycle_ops.LifecycleResult:
-    """What `credex lifecycle repair` does: commit the repair, send nothing."""
-    application = rules.RepairApplication(obligations_fulfilled=True, commitment_sha256=COMMITMENT)
-    return lifecycle_ops.repair_record(runtime, key(n), application, decision_no="R1")
+    return push_cluster(tmp_path)
 
 
 def withdrawals_logged(receiver: NodeRuntime) -> int:
     """How many withdraw notices `receiver` applied and logged (allowed `push` entries)."""
-    entries = [e for _i, _leaf, e in iter_entries(receiver.log.backend)]
-    return sum(1 for e in entries if e.kind == "push" and e.reason == "withdraw")
+    return sum(1 for e in push_entries(receiver) if e.reason == "withdraw")
 
 
 @asynccontextmanager
@@ -167,11 +107,6 @@ def fast_withdrawals(runtime: NodeRuntime) -> None:
     """Set `runtime`'s [lifecycle] withdrawal_push_interval_s to 50 ms."""
     lifecycle = dataclasses.replace(runtime.config.lifecycle, withdrawal_push_interval_s=0.05)
     runtime.config = dataclasses.replace(runtime.config, lifecycle=lifecycle)
-
-
-def close(*runtimes: NodeRuntime) -> None:
-    for r in runtimes:
-        r.close()
 
 
 # -- the gRPC service: the notice leaves with the repair ---------------------------------------
@@ -565,8 +500,7 @@ def test_the_withdrawal_interval_is_configurable(tmp_path: Path) -> None:
 
 def denied_pushes(receiver: NodeRuntime) -> int:
     """How many pushes `receiver` refused (denied `push` entries in its access log)."""
-    entries = [e for _i, _leaf, e in iter_entries(receiver.log.backend)]
-    return sum(1 for e in entries if e.kind == "push" and e.decision != "allow")
+    return sum(1 for e in push_entries(receiver) if e.decision != "allow")
 
 
 def test_a_refusing_receiver_is_tried_once_per_pass_and_backed_off_across_passes(
