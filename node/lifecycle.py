@@ -284,26 +284,20 @@ def refreshed_window(
       version stopped being shown, and nothing disclosed until yesterday is purged at once.
     """
     end = period.max_end
-    if end is None and stored.max_end is not None:
-        return None
-    if end is not None and stored.max_end is not None and end > stored.max_end:
+    if stored.max_end is not None and (end is None or end > stored.max_end):
         return None
     current = StoredWindow(severity, period.min_end, end, period.rule)
-    same = (stored.severity, stored.min_end, stored.max_end) == (
-        current.severity,
-        current.min_end,
-        current.max_end,
-    )
-    if same:
-        return None
     yesterday = today - dt.timedelta(days=1)
-    shown_yesterday = not disclosure_ended(
-        severity=stored.severity,
-        decided_on=decided_on,
-        disclosure_max_end=stored.max_end,
-        today=yesterday,
-    )
-    if end is not None and end < yesterday and shown_yesterday:
+    if (
+        end is not None
+        and end < yesterday
+        and not disclosure_ended(
+            severity=stored.severity,
+            decided_on=decided_on,
+            disclosure_max_end=stored.max_end,
+            today=yesterday,
+        )
+    ):
         low = period.min_end
         current = StoredWindow(
             severity,
@@ -311,13 +305,12 @@ def refreshed_window(
             yesterday,
             f"{period.rule}; shown until {yesterday.isoformat()} by an earlier release",
         )
-        if (stored.severity, stored.min_end, stored.max_end) == (
-            current.severity,
-            current.min_end,
-            current.max_end,
-        ):
-            return None
-    return current
+    same = (stored.severity, stored.min_end, stored.max_end) == (
+        current.severity,
+        current.min_end,
+        current.max_end,
+    )
+    return None if same else current
 
 
 def window_rules_fingerprint(catalogue: catalog.Catalog) -> str:

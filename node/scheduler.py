@@ -294,7 +294,7 @@ async def run_withdrawal_pushes(runtime: NodeRuntime, stop: asyncio.Event) -> No
                 )
         for node in backoff.recovered(backoff.backed_off() - resting, failing):
             _log.info("joint-punishment receiver %s is no longer backed off", node)
-        failed = sum(1 for o in outcomes if not o.receipt)
+        failed = sum(due.values())
         if failed != waiting:
             if failed:
                 _log.warning("%d joint-punishment withdrawal notice(s) await a receipt", failed)
