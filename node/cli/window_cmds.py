@@ -54,8 +54,9 @@ def windows_command(
         )
     if report.unreadable or report.invalid:
         console.print(
-            f"[yellow]warning:[/] {report.unreadable} record(s) did not decrypt or verify, "
-            f"{report.invalid} no longer validate; their windows were kept:"
+            f"[yellow]warning:[/] {report.unreadable} record(s) did not decrypt or verify "
+            f"(windows kept), {report.invalid} no longer validate (bounded from the fields "
+            "that decide them); for a clerk to correct, revoke or re-ingest:"
         )
         for record_key in report.unresolved:
             console.print(f"  {escape(record_key)}")
