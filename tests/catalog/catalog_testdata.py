@@ -77,3 +77,26 @@ def penalty_person(**changes: str | None) -> dict[str, str | None]:
     )
     row.update(changes)
     return row
+
+
+def licence_fields(n: int, subject_name: str = "张三") -> dict[str, str]:
+    """The fields of a person's administrative licence (admin_licence_person), decision
+    number `n`; the ID number is left to the caller's subject (a placeholder)."""
+    return {
+        "subject_name": subject_name,
+        "subject_category": "自然人",
+        "id_type": "身份证",
+        "id_number": "redacted-in-test",
+        "decision_title": "食品经营许可",
+        "decision_no": f"淄张市监许〔2026〕{n}号",
+        "license_category": "普通",
+        "content": "预包装食品销售",
+        "decision_date": "2026-03-01",
+        "valid_from": "2026-03-01",
+        "valid_to": "2031-02-28",
+        "authority_name": "淄博市张店区市场监督管理局",
+        "authority_uscc": "11370303MB1234567X",
+        "status": "有效",
+        "source_unit": "张店区市场监管局",
+        "source_unit_uscc": "11370303MB1234567X",
+    }

@@ -35,7 +35,7 @@ from node.server import build_server
 from node.services import query_service
 from node.store import NewRecord
 from node.transport import ChannelIdentity, client_channel
-from tests.catalog.catalog_testdata import make_ric
+from tests.catalog.catalog_testdata import licence_fields, make_ric
 
 pytestmark = pytest.mark.slow
 
@@ -46,27 +46,6 @@ GRANT_FIELDS = frozenset({"decision_no", "license_category", "decision_date", "s
 def person(seq: int) -> str:
     """A valid resident ID number (GB 11643 check digit) unique per test."""
     return make_ric("370303", "19850505", f"{seq:03d}")
-
-
-def licence_fields(n: int) -> dict[str, str]:
-    return {
-        "subject_name": "李四",
-        "subject_category": "自然人",
-        "id_type": "身份证",
-        "id_number": "redacted-in-test",
-        "decision_title": "食品经营许可",
-        "decision_no": f"淄张市监许〔2026〕{n}号",
-        "license_category": "普通",
-        "content": "预包装食品销售",
-        "decision_date": "2026-03-01",
-        "valid_from": "2026-03-01",
-        "valid_to": "2031-02-28",
-        "authority_name": "淄博市张店区市场监督管理局",
-        "authority_uscc": "11370303MB1234567X",
-        "status": "有效",
-        "source_unit": "张店区市场监管局",
-        "source_unit_uscc": "11370303MB1234567X",
-    }
 
 
 def seed(rt: NodeRuntime, subject: str, n: int, *, max_end: dt.date | None = None) -> str:
@@ -82,7 +61,7 @@ def seed(rt: NodeRuntime, subject: str, n: int, *, max_end: dt.date | None = Non
         "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "subject": rt.blind.token(subject),
     }
-    signed = keys.sign_record(header, licence_fields(n), rt.node_keys.signing)
+    signed = keys.sign_record(header, licence_fields(n, "李四"), rt.node_keys.signing)
     row_id = str(uuid.uuid4())
     rt.store.store_batch(
         [
