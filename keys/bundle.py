@@ -489,18 +489,42 @@ def _parse_rotation(raw: bytes, current: bytes, index: int) -> RootRotation:
     return rotation
 
 
+def root_chain(pinned_root: bytes, rotations: Sequence[bytes] = ()) -> tuple[bytes, ...]:
+    """Every root key from `pinned_root` through `rotations`, in order: the pinned root
+    first, the current root last (one more key than there are rotations).
+
+    Each rotation must be signed by the root before it and by the root it introduces.
+    Raises BundleError at the first broken link, naming it by position.
+    """
+    if len(pinned_root) != PUBLIC_KEY_SIZE:
+        raise BundleError("the pinned root key must be a 32-byte Ed25519 key")
+    chain = [pinned_root]
+    for i, raw in enumerate(rotations):
+        chain.append(_parse_rotation(raw, chain[-1], i).new_root_key)
+    return tuple(chain)
+
+
 def resolve_root(pinned_root: bytes, rotations: Sequence[bytes] = ()) -> bytes:
     """Follow a chain of root rotations from `pinned_root`; returns the current root key.
 
     Each rotation must be signed by the root before it and by the root it introduces.
     Raises BundleError at the first broken link. Persist the result as the new pin.
     """
-    if len(pinned_root) != PUBLIC_KEY_SIZE:
-        raise BundleError("the pinned root key must be a 32-byte Ed25519 key")
-    current = pinned_root
-    for i, raw in enumerate(rotations):
-        current = _parse_rotation(raw, current, i).new_root_key
-    return current
+    return root_chain(pinned_root, rotations)[-1]
+
+
+def rotation_new_root(raw: bytes) -> tuple[str, bytes]:
+    """The old root's key id and the new root key that a rotation statement names, read
+    WITHOUT verifying it (to tell the operator which root it continues); BundleError when it
+    is not a rotation statement. Trust comes only from `root_chain`."""
+    try:
+        env = Envelope.from_json(raw)
+    except VerificationError:
+        raise BundleError("not a root rotation statement (not a DSSE envelope)") from None
+    if env.payload_type != ROTATION_PAYLOAD_TYPE:
+        raise BundleError("not a root rotation statement (wrong payload type)")
+    f = _Fields(parse_json_object(env.payload, "root rotation", BundleError), "root rotation")
+    return f.text("old_keyid"), f.key32("new_root_key")
 
 
 def accept_bundle(

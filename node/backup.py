@@ -50,7 +50,9 @@ __all__ = [
 BACKUP_FORMAT = "credex-backup/1"
 MANIFEST = "manifest.json"
 DB_NAME = "data/credex.db"
-_KEY_DIRS = ("keys", "trust/root")
+# trust/root.next and trust/root.retired-*: the platform's root keys during a rotation
+_KEY_DIRS = ("keys", "trust/root", "trust/root.next")
+_RETIRED_ROOT = "trust/root.retired-"
 _SKIPPED_SUFFIXES = (".tmp",)
 
 
@@ -135,7 +137,9 @@ def _sha256(data: bytes) -> str:
 
 
 def _is_key_path(rel: str) -> bool:
-    return any(rel == d or rel.startswith(d + "/") for d in _KEY_DIRS)
+    return rel.startswith(_RETIRED_ROOT) or any(
+        rel == d or rel.startswith(d + "/") for d in _KEY_DIRS
+    )
 
 
 def _node_files(home: Path, *, include_keys: bool) -> Iterator[tuple[str, Path]]:

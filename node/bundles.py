@@ -4,21 +4,32 @@ A spec is the human-edited `bundle.toml` (or the same document as JSON, which sc
 version, validity, catalogue version, revoked key and grant ids, `[[node]]` roster entries
 (each with the node's `credex keys show --json` output as its `identity`) and `[[agreement]]`
 tables. `keys.bundle_from_config` turns it into a TrustBundle; this module only does the IO.
+
+Root rotation (`rotate_root`): the platform makes a new root key beside the old one
+(`trust/root.next/`), has the old root and the new one sign the rotation statement, signs the
+spec's bundle with the new root and installs both on itself (`node.runtime.install_bundle`),
+and only then puts the new key in `trust/root/` and deletes the old one. A crash at any step
+is finished or undone by the next `root_signer`: a new key whose rotation the platform already
+follows takes its place; one it does not follow was never published and is removed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import keys
-from node.errors import InputError
+from node.errors import BundleSpecError, InputError
+from node.runtime import install_bundle, read_pinned_root
 
 ROOT_KEY_DIR = ("trust", "root")
+NEXT_ROOT_DIR = "root.next"
+RETIRED_ROOT_PREFIX = "root.retired-"
 
 
 def read_bundle_spec(path: Path) -> dict[str, Any]:
@@ -60,8 +71,10 @@ def _identity_file(spec: Path, index: int, name: object, node: Mapping[str, Any]
 
 
 def root_signer(platform_home: Path, *, passphrase: bytes | None = None) -> keys.Signer:
-    """The platform root signer kept in `trust/root/` (KeyFileError when it is not there)."""
+    """The platform root signer kept in `trust/root/` (KeyFileError when it is not there),
+    after finishing or undoing a root rotation that stopped half way (module docstring)."""
     root_dir = platform_home.joinpath(*ROOT_KEY_DIR)
+    _settle_rotation(root_dir, passphrase)
     if not root_dir.is_dir():
         raise InputError(
             f"{root_dir}: no root key here; only the platform node (credex init --role "
@@ -69,6 +82,70 @@ def root_signer(platform_home: Path, *, passphrase: bytes | None = None) -> keys
         )
     signer: keys.Signer = keys.load_key_dir(root_dir, passphrase=passphrase).signing
     return signer
+
+
+def _settle_rotation(root_dir: Path, passphrase: bytes | None) -> None:
+    trust = root_dir.parent
+    next_dir = trust / NEXT_ROOT_DIR
+    if next_dir.is_dir():
+        new = keys.load_key_dir(next_dir, passphrase=passphrase).signing
+        if read_pinned_root(trust) != new.public_key:
+            shutil.rmtree(next_dir)  # its rotation was never installed, so never sent out
+        else:
+            if root_dir.is_dir():
+                old = keys.load_key_dir(root_dir, passphrase=passphrase).signing
+                root_dir.rename(trust / f"{RETIRED_ROOT_PREFIX}{old.keyid}")
+            next_dir.rename(root_dir)
+    # The rotation statement is signed: nothing needs the retired key again, and a key that
+    # was retired because it leaked must not stay usable here.
+    for retired in trust.glob(f"{RETIRED_ROOT_PREFIX}*"):
+        if retired.is_dir() and root_dir.is_dir():
+            shutil.rmtree(retired)
+
+
+def rotate_root(
+    platform_home: Path,
+    spec: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    passphrase: bytes | None = None,
+) -> tuple[keys.TrustBundle, bytes, bytes]:
+    """Replace the platform root: a new root key, the rotation statement signed by the old
+    root and the new one, and the bundle described by `spec` signed by the new root, both
+    installed on the platform before the new key replaces the old one in `trust/root/`.
+
+    Returns the bundle, its DSSE JSON and the rotation statement (both go to every node:
+    `credex bundle install BUNDLE --root-rotation ROTATION`). Raises BundleSpecError for a
+    malformed spec and keys.BundleError for a bundle the platform refuses (nothing changes in
+    either case), InputError when `trust/root/` is not the root this platform follows.
+    """
+    old = root_signer(platform_home, passphrase=passphrase)
+    root_dir = platform_home.joinpath(*ROOT_KEY_DIR)
+    trust = root_dir.parent
+    followed = read_pinned_root(trust)
+    if followed != old.public_key:
+        raise InputError(
+            f"{root_dir}: holds root {old.keyid}, but this platform follows root "
+            f"{keys.keyid(followed)}; restore the key directory of the root it follows"
+        )
+    node_id = keys.load_key_dir(root_dir, passphrase=passphrase).node_id
+    new = keys.create_key_dir(
+        trust / NEXT_ROOT_DIR, node_id=node_id, passphrase=passphrase, now=now
+    ).signing
+    try:
+        rotation = keys.sign_root_rotation(old, new, now=now)
+        try:
+            bundle = keys.bundle_from_config(spec, root_keyid=new.keyid, now=now)
+        except keys.BundleError as error:
+            raise BundleSpecError(str(error)) from None
+        raw = keys.sign_bundle(bundle, new)
+        install_bundle(trust, raw, now=now, rotations=[rotation])
+    except BaseException:
+        if read_pinned_root(trust) != new.public_key:
+            shutil.rmtree(trust / NEXT_ROOT_DIR)
+        raise
+    _settle_rotation(root_dir, passphrase)
+    return bundle, raw, rotation
 
 
 def sign_bundle_spec(

@@ -10,6 +10,10 @@ Trust bundle invariants (DESIGN.md section 5):
 - `trust/bundle.json` is replaced only through `install_bundle`, which refuses an older version
   than the highest ever accepted (kept in `trust/bundle.version`), so swapping an old signed
   bundle back into place is caught at the next start;
+- the root rotations followed are likewise never undone: `trust/root.followed` records how
+  many the node has followed and the root they led to, and a `trust/rotations/` that holds
+  fewer (a file deleted) or leads elsewhere makes the node trust no bundle, instead of
+  falling back to a retired root;
 - an expired bundle stops the node from trusting anyone (freeze), never silently;
 - `NodeRuntime.bundle()` hands out a bundle only once its `revoked_grants` are recorded in the
   grant ledger (`node.grants.apply_bundle_revocations`), whether it was loaded at start or by
@@ -21,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,7 @@ BUNDLE_FILE = "bundle.json"
 BUNDLE_VERSION_FILE = "bundle.version"
 PEERS_DIR = "peers"
 ROTATIONS_DIR = "rotations"
+ROOT_FOLLOWED_FILE = "root.followed"
 
 
 def utc_now() -> dt.datetime:
@@ -75,12 +82,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def read_pinned_root(trust_dir: Path) -> bytes:
     """Return the pinned platform root key (`trust/root.pub`), resolved through rotations.
 
-    Raises StaleBundle when the file is missing or malformed (the node cannot trust anyone).
+    Raises StaleBundle when the file is missing or malformed (the node cannot trust anyone),
+    and keys.BundleError when the rotations in `trust/rotations/` do not chain or fall short
+    of the ones this node has followed before (`trust/root.followed`).
     """
+    return _trust_chain(trust_dir)[0][-1]
+
+
+def _pinned_root_key(trust_dir: Path) -> bytes:
     path = trust_dir / ROOT_PUB
     try:
         text = path.read_text(encoding="ascii").strip()
-        root = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except FileNotFoundError:
         raise StaleBundle(
             f"{path}: no pinned platform root; pin it first with `credex bundle pin root.pub` "
@@ -88,13 +101,95 @@ def read_pinned_root(trust_dir: Path) -> bytes:
         ) from None
     except (OSError, UnicodeDecodeError, binascii.Error):
         raise StaleBundle(f"{path}: not a base64 Ed25519 public key") from None
+
+
+def _rotation_files(trust_dir: Path) -> list[Path]:
     rotations_dir = trust_dir / ROTATIONS_DIR
-    rotations = (
-        [p.read_bytes() for p in sorted(rotations_dir.glob("*.json"))]
-        if rotations_dir.is_dir()
-        else []
+    return sorted(rotations_dir.glob("*.json")) if rotations_dir.is_dir() else []
+
+
+def _trust_chain(trust_dir: Path) -> tuple[tuple[bytes, ...], list[Path]]:
+    """The root keys from the pin through every rotation file (file-name order), and those
+    files; checked against, and then raising, the followed-rotations mark."""
+    files = _rotation_files(trust_dir)
+    chain = keys.root_chain(_pinned_root_key(trust_dir), [p.read_bytes() for p in files])
+    followed = len(chain) - 1
+    mark = _followed_mark(trust_dir)
+    if mark is not None:
+        count, root_keyid = mark
+        if count > followed or keys.keyid(chain[count]) != root_keyid:
+            raise keys.BundleError(
+                f"{trust_dir / ROTATIONS_DIR}: this node has followed {count} root "
+                f"rotation(s), up to root {root_keyid}, but the {followed} there now fall "
+                "short or lead elsewhere: a rotation file was removed or replaced. "
+                "Restore trust/rotations/ from a backup; until then the node trusts no bundle"
+            )
+    if followed and (mark is None or mark[0] < followed):
+        # Rotation files placed by hand. A read-only trust directory (a CLI run as another
+        # user) keeps the last mark: the check above still holds against it, and the next
+        # writer records the new one.
+        with contextlib.suppress(OSError):
+            _write_followed_mark(trust_dir, followed, chain[-1])
+    return chain, files
+
+
+def _write_followed_mark(trust_dir: Path, followed: int, root: bytes) -> None:
+    _atomic_write(
+        trust_dir / ROOT_FOLLOWED_FILE, f"{followed} {keys.keyid(root)}\n".encode("ascii")
     )
-    return keys.resolve_root(root, rotations)
+
+
+def _followed_mark(trust_dir: Path) -> tuple[int, str] | None:
+    """(rotations followed, key id of the root they led to) from `trust/root.followed`, or
+    None when the node never followed one; a damaged mark fails closed."""
+    path = trust_dir / ROOT_FOLLOWED_FILE
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 16:
+        raise keys.BundleError(
+            f"{path}: damaged (expected '<rotations followed> <root key id>'); restore it "
+            "from a backup; until then the node trusts no bundle"
+        )
+    return int(parts[0]), parts[1]
+
+
+def _new_rotations(
+    trust_dir: Path, chain: tuple[bytes, ...], files: list[Path], rotations: Sequence[bytes]
+) -> list[tuple[Path, bytes]]:
+    """The files to write for `rotations` (given in chain order), skipping those this node
+    follows already; raises keys.BundleError when one does not continue the chain."""
+    added: list[tuple[Path, bytes]] = []
+    last = files[-1] if files else None
+    for raw in rotations:
+        old_keyid, new_root = keys.rotation_new_root(raw)
+        if new_root in chain:
+            continue  # followed already (re-sent with the bundle that needs it)
+        head = keys.keyid(chain[-1])
+        if old_keyid != head:
+            raise keys.BundleError(
+                f"the root rotation to {keys.keyid(new_root)} continues root {old_keyid}, "
+                f"but this node follows root {head}"
+            )
+        try:
+            chain = keys.root_chain(chain[-1], [raw])
+        except keys.BundleError:
+            raise keys.BundleError(
+                f"the root rotation to {keys.keyid(new_root)} is not signed by both root "
+                f"{head} and the new root: refused"
+            ) from None
+        number = len(files) + len(added) + 1
+        name = f"{number:04d}-{keys.keyid(new_root)}.json"
+        if last is not None and name <= last.name:
+            # keep file-name order equal to chain order after hand-named files
+            name = f"{last.stem}~{name}"
+        last = trust_dir / ROTATIONS_DIR / name
+        added.append((last, raw))
+    return added
 
 
 def _highest_version(trust_dir: Path) -> int:
@@ -117,19 +212,26 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
         raise StaleBundle(
             f"{path}: no trust bundle installed; run `credex bundle install FILE`"
         ) from None
-    return keys.accept_bundle(
-        raw,
-        pinned_root=read_pinned_root(trust_dir),
-        current_version=_highest_version(trust_dir),
-        now=now,
-        current_raw=raw,
-    )
+    root = read_pinned_root(trust_dir)
+    with _root_mismatch_explained(raw, root, "install the new root's bundle"):
+        return keys.accept_bundle(
+            raw,
+            pinned_root=root,
+            current_version=_highest_version(trust_dir),
+            now=now,
+            current_raw=raw,
+        )
 
 
-def install_bundle(trust_dir: Path, raw: bytes, *, now: dt.datetime) -> keys.TrustBundle:
+def install_bundle(
+    trust_dir: Path, raw: bytes, *, now: dt.datetime, rotations: Sequence[bytes] = ()
+) -> keys.TrustBundle:
     """Accept `raw` as this node's trust bundle and store it; refuses rollback and expiry.
 
-    The version high-water mark is written before the bundle, so a crash in between leaves
+    `rotations` are root rotation statements (in chain order) to follow first, for a bundle
+    signed by a new platform root; those followed already are skipped, and the bundle must
+    verify under the root they lead to before anything is written. The rotation files and
+    the version high-water mark are written before the bundle, so a crash in between leaves
     the node refusing the older file rather than accepting it.
     """
     current_raw: bytes | None = None
@@ -137,18 +239,49 @@ def install_bundle(trust_dir: Path, raw: bytes, *, now: dt.datetime) -> keys.Tru
         current_raw = (trust_dir / BUNDLE_FILE).read_bytes()
     except FileNotFoundError:
         current_raw = None
-    bundle = keys.accept_bundle(
-        raw,
-        pinned_root=read_pinned_root(trust_dir),
-        current_version=_highest_version(trust_dir),
-        now=now,
-        current_raw=current_raw,
-    )
+    chain, files = _trust_chain(trust_dir)
+    added = _new_rotations(trust_dir, chain, files, rotations)
+    root = keys.root_chain(chain[-1], [r for _, r in added])[-1]
+    with _root_mismatch_explained(raw, root, "install it with its rotation"):
+        bundle = keys.accept_bundle(
+            raw,
+            pinned_root=root,
+            current_version=_highest_version(trust_dir),
+            now=now,
+            current_raw=current_raw,
+        )
     trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if added:
+        (trust_dir / ROTATIONS_DIR).mkdir(mode=0o700, exist_ok=True)
+        for path, data in added:
+            _atomic_write(path, data)
+        _write_followed_mark(trust_dir, len(files) + len(added), root)
     version = max(bundle.version, _highest_version(trust_dir))
     _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{version}\n".encode("ascii"))
     _atomic_write(trust_dir / BUNDLE_FILE, raw)
     return bundle
+
+
+@contextlib.contextmanager
+def _root_mismatch_explained(raw: bytes, root: bytes, advice: str) -> Iterator[None]:
+    """Re-raise a refusal of bundle `raw` saying which root it names and which one this node
+    follows, when they differ (a bundle of a platform root this node has not followed yet,
+    or of one it has rotated past)."""
+    try:
+        yield
+    except keys.BundleError as error:
+        try:
+            doc = json.loads(keys.Envelope.from_json(raw).payload)
+        except (keys.VerificationError, ValueError):
+            raise error from None
+        named = doc.get("root_keyid") if isinstance(doc, dict) else None
+        if not isinstance(named, str) or named == keys.keyid(root):
+            raise
+        raise keys.BundleError(
+            f"{error}: it names platform root {named}, this node follows root "
+            f"{keys.keyid(root)}; for a new root, {advice} "
+            "(credex bundle install BUNDLE --root-rotation ROTATION)"
+        ) from None
 
 
 @dataclass

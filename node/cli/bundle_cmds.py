@@ -1,4 +1,4 @@
-"""`credex bundle sign|install|show|pin`: the district's signed trust bundle.
+"""`credex bundle sign|install|show|pin|rotate-root`: the district's signed trust bundle.
 
 The platform signs (`sign`) a spec listing the roster and the sharing agreements; every node
 pins the platform root once (`pin`) and installs each new bundle (`install`), which refuses a
@@ -26,13 +26,20 @@ from rich.markup import escape
 from rich.table import Table
 
 import keys
-from node.bundles import read_bundle_spec, sign_bundle_spec
+from node.bundles import read_bundle_spec, rotate_root, sign_bundle_spec
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.config import load_config
 from node.errors import BundleSpecError, InputError, NodeError
-from node.runtime import BUNDLE_FILE, ROOT_PUB, install_bundle, load_bundle, utc_now
+from node.runtime import (
+    BUNDLE_FILE,
+    ROOT_PUB,
+    install_bundle,
+    load_bundle,
+    read_pinned_root,
+    utc_now,
+)
 
 bundle_app = typer.Typer(help="Sign, install and show the trust bundle.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
@@ -128,22 +135,128 @@ def sign_command(
     )
 
 
+RotationOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--root-rotation",
+        help="A root rotation statement from the platform, to follow before installing a "
+        "bundle signed by its new root (repeat, oldest first; ones followed already are "
+        "skipped).",
+    ),
+]
+
+
+def _read_rotations(files: list[Path] | None) -> list[bytes]:
+    """The rotation statements in `files`, each checked to be one (InputError names the file
+    that is not); their signatures are checked when they are followed."""
+    out: list[bytes] = []
+    for path in files or ():
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise InputError(f"{path}: cannot read ({error.strerror})") from None
+        try:
+            keys.rotation_new_root(raw)
+        except keys.BundleError as error:
+            raise InputError(f"{path}: {error}") from None
+        out.append(raw)
+    return out
+
+
 @bundle_app.command("install")
 def install_command(
     bundle_file: Annotated[Path, typer.Argument(help="A signed bundle from the platform.")],
     home: HomeOption = None,
+    root_rotation: RotationOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify a signed bundle against the pinned root and make it this node's bundle."""
+    """Verify a signed bundle against the pinned root and make it this node's bundle.
+
+    With --root-rotation, first follow the platform's new root: the bundle must verify under
+    it, or nothing is installed."""
+    rotations = _read_rotations(root_rotation)
     try:
         raw = bundle_file.read_bytes()
     except OSError as error:
         raise InputError(f"{bundle_file}: cannot read ({error.strerror})") from None
-    bundle = install_bundle(_trust_dir(home), raw, now=utc_now())
+    trust = _trust_dir(home)
+    bundle = install_bundle(trust, raw, now=utc_now(), rotations=rotations)
+    root = keys.keyid(read_pinned_root(trust))
     if as_json:
-        print_json({"version": bundle.version, "expires_at": bundle.expires_at.isoformat()})
+        print_json(
+            {
+                "version": bundle.version,
+                "expires_at": bundle.expires_at.isoformat(),
+                "root_keyid": root,
+            }
+        )
         return
-    console.print(f"installed trust bundle v{bundle.version}")
+    console.print(f"installed trust bundle v{bundle.version} (platform root {root})")
+
+
+@bundle_app.command("rotate-root")
+def rotate_root_command(
+    spec: Annotated[
+        Path,
+        typer.Argument(help="bundle.toml (or .json) of the first bundle of the new root."),
+    ],
+    home: HomeOption = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir", help="Where to write the rotation and the bundle (default trust/)."
+        ),
+    ] = None,
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the platform root key (platform only): sign the rotation with the old root
+    and the new one, sign SPEC's bundle with the new root, install both here.
+
+    Send both files to every node: `credex bundle install BUNDLE --root-rotation ROTATION`.
+    The old root key is deleted once the new one is in place. A malformed spec is refused
+    (exit 2), and so is a bundle the platform refuses (exit 3), with nothing changed.
+    """
+    config = load_config(resolve_home(home))
+    passphrase = node_passphrase(passphrase_file)
+    document = read_bundle_spec(spec)
+    directory = output_dir or (config.home / "trust")
+    if not directory.is_dir():
+        raise InputError(f"--output-dir {directory}: not a directory")
+    try:
+        bundle, raw, rotation = rotate_root(
+            config.home, document, now=utc_now(), passphrase=passphrase
+        )
+    except BundleSpecError as error:
+        raise BundleSpecError(f"{spec}: {error}") from None
+    root = keys.keyid(read_pinned_root(config.home / "trust"))
+    rotation_file = directory / f"root-rotation-{root}.json"
+    bundle_file = directory / f"bundle-v{bundle.version}.json"
+    try:
+        for target, data in ((rotation_file, rotation), (bundle_file, raw)):
+            _stage(target, data).replace(target)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise NodeError(
+            f"{directory}: the new root {root} is in place but the files cannot be written "
+            f"({reason}); send {config.home / 'trust' / 'rotations'} (newest file) and "
+            f"{config.home / 'trust' / BUNDLE_FILE} instead"
+        ) from None
+    if as_json:
+        print_json(
+            {
+                "root_keyid": root,
+                "version": bundle.version,
+                "rotation": str(rotation_file),
+                "bundle": str(bundle_file),
+            }
+        )
+        return
+    console.print(
+        f"new platform root {root}; trust bundle v{bundle.version} signed by it.\n"
+        f"Send both files to every node: credex bundle install {escape(str(bundle_file))} "
+        f"--root-rotation {escape(str(rotation_file))}"
+    )
 
 
 @bundle_app.command("pin")

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -154,6 +155,21 @@ def test_platform_root_key_only_with_include_keys(tmp_path: Path) -> None:
     result = restore_backup(tmp_path / "b", tmp_path / "r", passphrase=PASS)
     for path in [result.home, *result.home.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_root_keys_of_a_rotation_under_way_are_keys_too(tmp_path: Path) -> None:
+    home = tmp_path / "platform"
+    init_node(home, name="platform", role="platform", now=NOW)
+    # as a `bundle rotate-root` that stopped half way leaves them
+    shutil.copytree(home / "trust" / "root", home / "trust" / "root.next")
+    shutil.copytree(home / "trust" / "root", home / "trust" / "root.retired-0123456789abcdef")
+    without = create_backup(home, tmp_path / "a", passphrase=PASS, now=NOW, kdf=CHEAP)
+    assert not any(n.startswith("trust/root.") for n in without.files if n != "trust/root.pub")
+    with_keys = create_backup(
+        home, tmp_path / "b", passphrase=PASS, now=NOW, include_keys=True, kdf=CHEAP
+    )
+    assert any(n.startswith("trust/root.next/") for n in with_keys.files)
+    assert any(n.startswith("trust/root.retired-") for n in with_keys.files)
 
 
 def test_wrong_passphrase_and_damage_are_refused(market: Path, tmp_path: Path) -> None:
