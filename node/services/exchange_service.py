@@ -31,7 +31,9 @@ punishment too), is logged as an allowed `push` entry releasing nothing, and get
 receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the entry,
 if it lands later (another process of the producer sent it, and may never hear our receipt),
 is not stored, is logged as a `push` entry releasing nothing with the tombstone's kind as
-reason, and gets the same receipt (node/store/pushed.py).
+reason, and gets the same receipt (node/store/pushed.py). If the withdrawal commits while the
+entry is being stored (after its `stored` access entry was logged), a second `push` entry
+with the tombstone's kind says the copy was not kept.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -429,7 +431,26 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             await runtime.log.append(
                 _push_entry(now, sender, verified.nonce, message.item_id, reason="", stored=True)
             )
-            await asyncio.to_thread(self._store_pushed, signed, record, now)
+            outcome = await asyncio.to_thread(self._store_pushed, signed, record, now)
+            if outcome == "ended":
+                # Its withdrawal committed between the tombstone check above and the store:
+                # the entry logged before says stored, so a second one says it was not kept.
+                ended = await asyncio.to_thread(
+                    pushed_store.push_tombstone,
+                    runtime.store,
+                    str(record.header["producer"]),
+                    str(record.header["record_key"]),
+                )
+                await runtime.log.append(
+                    _push_entry(
+                        now,
+                        sender,
+                        verified.nonce,
+                        message.item_id,
+                        reason=ended.kind if ended is not None else "withdraw",
+                        stored=False,
+                    )
+                )
             return _push_receipt(runtime, notice, now)
 
     async def _push_withdrawal(
@@ -472,13 +493,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
 
     def _store_pushed(
         self, signed: keys.SignedRecord, record: keys.VerifiedRecord, now: dt.datetime
-    ) -> None:
+    ) -> Literal["stored", "held", "ended"]:
         # Not stored when this version is held already (a retried push) or a withdrawal of it
-        # committed since the tombstone check in Push: the store decides under the record's
-        # lock. In that race the access entry written before says stored; the record did reach
-        # us, it is only not kept. A version past its end is kept expired, not shown.
+        # committed since the tombstone check in Push ("ended"): the store decides under the
+        # record's lock. A version past its end is kept expired, not shown.
         new = feeds.received_record(self._runtime, signed, record, now=now)
-        pushed_store.store_pushed(self._runtime.store, new, now=now)
+        return pushed_store.store_pushed(self._runtime.store, new, now=now)
 
 
 def _push_entry(

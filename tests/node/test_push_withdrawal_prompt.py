@@ -34,9 +34,11 @@ from node.server import Service, build_server
 from node.services import exchange_service, lifecycle_service
 from node.services.lifecycle_service import LIFECYCLE_METHODS, LifecycleServicer
 from node.store import lifecycle as ls
+from node.store import pushed
 from tests.node.exchange_support import serving
 from tests.node.push_support import (
     COMMITMENT,
+    ITEM,
     close,
     copy_state,
     key,
@@ -733,3 +735,62 @@ def test_a_burst_of_repairs_sends_a_few_withdrawals_at_a_time(
         assert sorted(started) == [key(n) for n in range(10)]
     finally:
         market.close()
+
+
+def test_an_entry_withdrawn_while_it_is_stored_is_logged_as_not_kept(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    seed_entry(market, 1)
+    other = cluster.runtime("market")  # another process of market (the CLI, a replica)
+
+    async def meanwhile() -> None:
+        await asyncio.to_thread(repair, other, 1)
+        (first,) = await push.push_withdrawal(other, key(1))
+        assert first.receipt
+        # hrss's check for a tombstone ran just before that withdrawal committed: it saw none
+        monkeypatch.setattr(pushed, "push_tombstone", _none_once())
+
+    async def scenario() -> list[push.PushOutcome]:
+        service = Service(
+            name="credex.v1.Exchange",
+            servicer=_HeldReceiver(hrss, meanwhile),
+            add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
+        )
+        server = build_server(
+            listen=hrss.config.server.listen, tls=hrss.server_tls(), services=[service]
+        )
+        await server.start()
+        try:
+            return await push.push_record(market, key(1))
+        finally:
+            await server.stop(None)
+
+    try:
+        entry, _withdrawal = asyncio.run(scenario())
+        assert entry.receipt
+        assert hrss.store.record_versions("market", key(1)) == []
+        (stored,) = [e for e in push_entries(hrss) if e.result_count == 1]
+        assert stored.reason == ""
+        # the entry's own request: logged stored, then logged not kept
+        same = [e for e in push_entries(hrss) if e.request_id == stored.request_id]
+        assert [(e.reason, e.result_count, e.items_released) for e in same] == [
+            ("", 1, (ITEM,)),
+            ("withdraw", 0, ()),
+        ]
+    finally:
+        close(market, hrss, other)
+
+
+def _none_once() -> Callable[..., Any]:
+    """push_tombstone that answers None the first time (a check that ran too early), then
+    reads the store as the real one does."""
+    real = pushed.push_tombstone
+    calls = 0
+
+    def patched(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else real(*args)
+
+    return patched
