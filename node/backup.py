@@ -51,7 +51,7 @@ BACKUP_FORMAT = "credex-backup/1"
 MANIFEST = "manifest.json"
 DB_NAME = "data/credex.db"
 # trust/root.next and trust/root.retired-*: the platform's root keys during a rotation
-_KEY_DIRS = ("keys", "trust/root", "trust/root.next")
+_KEY_DIRS = ("keys", "trust/root", "trust/root.next", "trust/root.next.tmp")
 _RETIRED_ROOT = "trust/root.retired-"
 _SKIPPED_SUFFIXES = (".tmp",)
 

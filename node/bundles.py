@@ -29,6 +29,7 @@ from node.runtime import install_bundle, read_pinned_root
 
 ROOT_KEY_DIR = ("trust", "root")
 NEXT_ROOT_DIR = "root.next"
+NEXT_ROOT_TMP = "root.next.tmp"
 RETIRED_ROOT_PREFIX = "root.retired-"
 
 
@@ -86,14 +87,26 @@ def root_signer(platform_home: Path, *, passphrase: bytes | None = None) -> keys
 
 def _settle_rotation(root_dir: Path, passphrase: bytes | None) -> None:
     trust = root_dir.parent
+    shutil.rmtree(trust / NEXT_ROOT_TMP, ignore_errors=True)  # a key being made: never used
     next_dir = trust / NEXT_ROOT_DIR
     if next_dir.is_dir():
-        new = keys.load_key_dir(next_dir, passphrase=passphrase).signing
-        if read_pinned_root(trust) != new.public_key:
+        followed = read_pinned_root(trust)
+        old = (
+            keys.load_key_dir(root_dir, passphrase=passphrase).signing
+            if root_dir.is_dir()
+            else None
+        )
+        if old is not None and old.public_key == followed:
             shutil.rmtree(next_dir)  # its rotation was never installed, so never sent out
         else:
-            if root_dir.is_dir():
-                old = keys.load_key_dir(root_dir, passphrase=passphrase).signing
+            new = keys.load_key_dir(next_dir, passphrase=passphrase).signing
+            if new.public_key != followed:
+                raise InputError(
+                    f"{trust}: this platform follows root {keys.keyid(followed)}, but neither "
+                    f"{root_dir} nor {next_dir} holds it; restore the key directory of that "
+                    "root from a backup (credex backup --include-keys)"
+                )
+            if old is not None:
                 root_dir.rename(trust / f"{RETIRED_ROOT_PREFIX}{old.keyid}")
             next_dir.rename(root_dir)
     # The rotation statement is signed: nothing needs the retired key again, and a key that
@@ -129,9 +142,11 @@ def rotate_root(
             f"{keys.keyid(followed)}; restore the key directory of the root it follows"
         )
     node_id = keys.load_key_dir(root_dir, passphrase=passphrase).node_id
+    # made aside and renamed: a root.next/ is always a whole key directory
     new = keys.create_key_dir(
-        trust / NEXT_ROOT_DIR, node_id=node_id, passphrase=passphrase, now=now
+        trust / NEXT_ROOT_TMP, node_id=node_id, passphrase=passphrase, now=now
     ).signing
+    (trust / NEXT_ROOT_TMP).rename(trust / NEXT_ROOT_DIR)
     try:
         rotation = keys.sign_root_rotation(old, new, now=now)
         try:
@@ -142,7 +157,7 @@ def rotate_root(
         install_bundle(trust, raw, now=now, rotations=[rotation])
     except BaseException:
         if read_pinned_root(trust) != new.public_key:
-            shutil.rmtree(trust / NEXT_ROOT_DIR)
+            shutil.rmtree(trust / NEXT_ROOT_DIR, ignore_errors=True)
         raise
     _settle_rotation(root_dir, passphrase)
     return bundle, raw, rotation

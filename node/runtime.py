@@ -112,15 +112,23 @@ def _trust_chain(trust_dir: Path) -> tuple[tuple[bytes, ...], list[Path]]:
     """The root keys from the pin through every rotation file (file-name order), and those
     files; checked against, and then raising, the followed-rotations mark."""
     files = _rotation_files(trust_dir)
-    chain = keys.root_chain(_pinned_root_key(trust_dir), [p.read_bytes() for p in files])
+    raws = []
+    for path in files:
+        try:
+            raws.append(path.read_bytes())
+        except OSError as error:
+            raise keys.BundleError(
+                f"{path}: cannot read this root rotation ({error.strerror or type(error).__name__})"
+            ) from None
+    chain = keys.root_chain(_pinned_root_key(trust_dir), raws)
     followed = len(chain) - 1
     mark = _followed_mark(trust_dir)
     if mark is not None:
-        count, root_keyid = mark
-        if count > followed or keys.keyid(chain[count]) != root_keyid:
+        count, root = mark
+        if count > followed or chain[count] != root:
             raise keys.BundleError(
                 f"{trust_dir / ROTATIONS_DIR}: this node has followed {count} root "
-                f"rotation(s), up to root {root_keyid}, but the {followed} there now fall "
+                f"rotation(s), up to root {keys.keyid(root)}, but the {followed} there now fall "
                 "short or lead elsewhere: a rotation file was removed or replaced. "
                 "Restore trust/rotations/ from a backup; until then the node trusts no bundle"
             )
@@ -134,14 +142,13 @@ def _trust_chain(trust_dir: Path) -> tuple[tuple[bytes, ...], list[Path]]:
 
 
 def _write_followed_mark(trust_dir: Path, followed: int, root: bytes) -> None:
-    _atomic_write(
-        trust_dir / ROOT_FOLLOWED_FILE, f"{followed} {keys.keyid(root)}\n".encode("ascii")
-    )
+    # the whole key, not its 64-bit key id: a retired root must not pass with a colliding id
+    _atomic_write(trust_dir / ROOT_FOLLOWED_FILE, f"{followed} {root.hex()}\n".encode("ascii"))
 
 
-def _followed_mark(trust_dir: Path) -> tuple[int, str] | None:
-    """(rotations followed, key id of the root they led to) from `trust/root.followed`, or
-    None when the node never followed one; a damaged mark fails closed."""
+def _followed_mark(trust_dir: Path) -> tuple[int, bytes] | None:
+    """(rotations followed, the root key they led to) from `trust/root.followed`, or None
+    when the node never followed one; a damaged mark fails closed."""
     path = trust_dir / ROOT_FOLLOWED_FILE
     try:
         text = path.read_text(encoding="ascii")
@@ -150,12 +157,15 @@ def _followed_mark(trust_dir: Path) -> tuple[int, str] | None:
     except (OSError, UnicodeDecodeError):
         text = ""
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 16:
+    try:
+        if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 64:
+            raise ValueError
+        return int(parts[0]), bytes.fromhex(parts[1])
+    except ValueError:
         raise keys.BundleError(
-            f"{path}: damaged (expected '<rotations followed> <root key id>'); restore it "
+            f"{path}: damaged (expected '<rotations followed> <root key in hex>'); restore it "
             "from a backup; until then the node trusts no bundle"
-        )
-    return int(parts[0]), parts[1]
+        ) from None
 
 
 def _new_rotations(
@@ -176,7 +186,7 @@ def _new_rotations(
                 f"but this node follows root {head}"
             )
         try:
-            chain = keys.root_chain(chain[-1], [raw])
+            chain = chain + keys.root_chain(chain[-1], [raw])[1:]
         except keys.BundleError:
             raise keys.BundleError(
                 f"the root rotation to {keys.keyid(new_root)} is not signed by both root "
@@ -212,8 +222,9 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
         raise StaleBundle(
             f"{path}: no trust bundle installed; run `credex bundle install FILE`"
         ) from None
-    root = read_pinned_root(trust_dir)
-    with _root_mismatch_explained(raw, root, "install the new root's bundle"):
+    chain = _trust_chain(trust_dir)[0]
+    root = chain[-1]
+    with _root_mismatch_explained(raw, chain, "install the new root's bundle"):
         return keys.accept_bundle(
             raw,
             pinned_root=root,
@@ -242,7 +253,7 @@ def install_bundle(
     chain, files = _trust_chain(trust_dir)
     added = _new_rotations(trust_dir, chain, files, rotations)
     root = keys.root_chain(chain[-1], [r for _, r in added])[-1]
-    with _root_mismatch_explained(raw, root, "install it with its rotation"):
+    with _root_mismatch_explained(raw, (*chain, root), "install it with its rotation"):
         bundle = keys.accept_bundle(
             raw,
             pinned_root=root,
@@ -263,10 +274,10 @@ def install_bundle(
 
 
 @contextlib.contextmanager
-def _root_mismatch_explained(raw: bytes, root: bytes, advice: str) -> Iterator[None]:
+def _root_mismatch_explained(raw: bytes, chain: Sequence[bytes], advice: str) -> Iterator[None]:
     """Re-raise a refusal of bundle `raw` saying which root it names and which one this node
-    follows, when they differ (a bundle of a platform root this node has not followed yet,
-    or of one it has rotated past)."""
+    follows (the last of `chain`), when they differ: a root this node has rotated past, or
+    one it has not followed yet."""
     try:
         yield
     except keys.BundleError as error:
@@ -275,12 +286,17 @@ def _root_mismatch_explained(raw: bytes, root: bytes, advice: str) -> Iterator[N
         except (keys.VerificationError, ValueError):
             raise error from None
         named = doc.get("root_keyid") if isinstance(doc, dict) else None
-        if not isinstance(named, str) or named == keys.keyid(root):
+        current = keys.keyid(chain[-1])
+        if not isinstance(named, str) or named == current:
             raise
+        if named in {keys.keyid(k) for k in chain[:-1]}:
+            raise keys.BundleError(
+                f"{error}: it names platform root {named}, which this node has rotated past "
+                f"(it follows root {current}); ask the platform for a bundle of the current root"
+            ) from None
         raise keys.BundleError(
-            f"{error}: it names platform root {named}, this node follows root "
-            f"{keys.keyid(root)}; for a new root, {advice} "
-            "(credex bundle install BUNDLE --root-rotation ROTATION)"
+            f"{error}: it names platform root {named}, this node follows root {current}; "
+            f"for a new root, {advice} (credex bundle install BUNDLE --root-rotation ROTATION)"
         ) from None
 
 

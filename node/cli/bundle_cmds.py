@@ -242,6 +242,7 @@ def rotate_root_command(
             f"({reason}); send {config.home / 'trust' / 'rotations'} (newest file) and "
             f"{config.home / 'trust' / BUNDLE_FILE} instead"
         ) from None
+    backup = "credex backup --include-keys"
     if as_json:
         print_json(
             {
@@ -249,12 +250,15 @@ def rotate_root_command(
                 "version": bundle.version,
                 "rotation": str(rotation_file),
                 "bundle": str(bundle_file),
+                "next": [backup, "credex bundle install BUNDLE --root-rotation ROTATION"],
             }
         )
         return
     console.print(
-        f"new platform root {root}; trust bundle v{bundle.version} signed by it.\n"
-        f"Send both files to every node: credex bundle install {escape(str(bundle_file))} "
+        f"new platform root {root}; trust bundle v{bundle.version} signed by it. The old root "
+        "key is deleted and earlier key backups hold only it:\n"
+        f"1. back up the new root key now: {backup} (kept offline)\n"
+        f"2. send both files to every node: credex bundle install {escape(str(bundle_file))} "
         f"--root-rotation {escape(str(rotation_file))}"
     )
 

@@ -18,7 +18,13 @@ import pytest
 
 import catalog
 import keys
-from node.bundles import NEXT_ROOT_DIR, root_signer, rotate_root, sign_bundle_spec
+from node.bundles import (
+    NEXT_ROOT_DIR,
+    NEXT_ROOT_TMP,
+    root_signer,
+    rotate_root,
+    sign_bundle_spec,
+)
 from node.cli.init_cmds import init_node
 from node.errors import ExitCode
 from node.runtime import (
@@ -120,7 +126,7 @@ def test_rotate_root_replaces_the_key_and_installs_the_new_roots_bundle(
     assert (trust / BUNDLE_FILE).read_bytes() == raw
     # the pin itself is unchanged; the rotation is followed and recorded
     assert [p.read_bytes() for p in (trust / ROTATIONS_DIR).iterdir()] == [rotation]
-    assert (trust / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.keyid]
+    assert (trust / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.public_key.hex()]
     # the retired root is gone from the platform, and no half-made key is left behind
     assert sorted(p.name for p in trust.iterdir() if p.name.startswith("root")) == [
         "root",
@@ -149,7 +155,7 @@ def test_a_department_follows_the_rotation_with_the_new_bundle(homes: dict[str, 
     assert install_bundle(market, raw, now=NOW, rotations=[rotation]).version == 2
     new = root_signer(homes["platform"])
     assert read_pinned_root(market) == new.public_key
-    assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.keyid]
+    assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.public_key.hex()]
     # installing again with the same rotation (a re-run) adds nothing
     install_bundle(market, raw, now=NOW, rotations=[rotation])
     assert len(list((market / ROTATIONS_DIR).iterdir())) == 1
@@ -207,7 +213,7 @@ def test_a_hand_placed_rotation_is_recorded_at_the_next_load(homes: dict[str, Pa
     assert not (market / ROOT_FOLLOWED_FILE).exists()
     install_bundle(market, raw, now=NOW)
     new = root_signer(homes["platform"])
-    assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.keyid]
+    assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.public_key.hex()]
     # a second rotation installed by credex sorts after the hand-named file
     _, raw3, rotation2 = rotate_root(homes["platform"], _spec(homes, 3), now=NOW)
     install_bundle(market, raw3, now=NOW, rotations=[rotation, rotation2])
@@ -255,12 +261,21 @@ def test_a_rotation_not_signed_by_the_new_root_is_refused(homes: dict[str, Path]
     assert _snapshot(market) == before
 
 
-def test_a_rotation_stopped_before_install_is_undone(homes: dict[str, Path]) -> None:
+@pytest.mark.parametrize("state", ["whole", "empty", "half"])
+def test_a_rotation_stopped_before_install_is_undone(homes: dict[str, Path], state: str) -> None:
     platform = homes["platform"]
+    trust = _trust(platform)
     old = root_signer(platform)
-    keys.create_key_dir(_trust(platform) / NEXT_ROOT_DIR, node_id="platform-root", now=NOW)
+    if state == "half":  # killed while the new key was being made
+        keys.create_key_dir(trust / NEXT_ROOT_TMP, node_id="platform-root", now=NOW)
+        (trust / NEXT_ROOT_TMP / "signing.key").unlink()
+    else:
+        (trust / NEXT_ROOT_DIR).mkdir(mode=0o700)
+        if state == "whole":
+            keys.create_key_dir(trust / NEXT_ROOT_DIR, node_id="platform-root", now=NOW)
     assert root_signer(platform).keyid == old.keyid
-    assert not (_trust(platform) / NEXT_ROOT_DIR).exists()
+    assert not (trust / NEXT_ROOT_DIR).exists()
+    assert not (trust / NEXT_ROOT_TMP).exists()
 
 
 @pytest.mark.parametrize("moved_old", [False, True], ids=["before-renames", "between-renames"])
@@ -327,7 +342,7 @@ def test_the_cli_rotates_on_the_platform_and_installs_on_a_node(
     assert load_bundle(_trust(homes["market"]), now=dt.datetime.now(dt.UTC)).version == 2
 
 
-def test_a_node_that_followed_a_root_without_its_bundle_says_what_to_install(
+def test_a_node_that_followed_a_root_without_its_bundle_says_what_to_ask_for(
     homes: dict[str, Path],
 ) -> None:
     market = _trust(homes["market"])
@@ -335,7 +350,7 @@ def test_a_node_that_followed_a_root_without_its_bundle_says_what_to_install(
     # as after a crash between writing the rotation and the bundle
     (market / ROTATIONS_DIR).mkdir()
     (market / ROTATIONS_DIR / "0001-new.json").write_bytes(rotation)
-    with pytest.raises(keys.BundleError, match="install the new root's bundle"):
+    with pytest.raises(keys.BundleError, match=r"rotated past .* bundle of the current root"):
         load_bundle(market, now=NOW)
 
 
@@ -355,3 +370,53 @@ def test_the_cli_refuses_a_malformed_spec_and_a_refused_bundle_apart(
     assert done.returncode == ExitCode.VERIFICATION, done.stderr
     assert "Traceback" not in done.stderr
     assert _snapshot(_trust(platform)) == before
+
+
+def test_a_bundle_of_a_retired_root_is_named_as_such(homes: dict[str, Path]) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    old = root_signer(platform)
+    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    install_bundle(market, raw, now=NOW, rotations=[rotation])
+    stale = keys.sign_bundle(
+        keys.bundle_from_config(_spec(homes, 9), root_keyid=old.keyid, now=NOW), old
+    )
+    with pytest.raises(keys.BundleError, match="rotated past"):
+        install_bundle(market, stale, now=NOW)
+
+
+def test_a_cycle_back_to_the_current_root_is_refused_truthfully(
+    homes: dict[str, Path],
+) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    a = root_signer(platform)
+    b = keys.Signer.generate()
+    there, back = keys.sign_root_rotation(a, b, now=NOW), keys.sign_root_rotation(b, a, now=NOW)
+    bundle = keys.sign_bundle(
+        keys.bundle_from_config(_spec(homes, 2), root_keyid=a.keyid, now=NOW), a
+    )
+    # A -> B -> A: the second link leads to a root already in the chain, so it is not
+    # followed, and the bundle of A is refused under B (the chain the files would hold)
+    before = _snapshot(market)
+    with pytest.raises(keys.BundleError, match="rotated past"):
+        install_bundle(market, bundle, now=NOW, rotations=[there, back])
+    assert _snapshot(market) == before
+
+
+def test_an_unreadable_rotation_entry_is_named(homes: dict[str, Path]) -> None:
+    market = _trust(homes["market"])
+    (market / ROTATIONS_DIR / "0001-odd.json").mkdir(parents=True)
+    with pytest.raises(keys.BundleError, match=r"0001-odd\.json: cannot read"):
+        load_bundle(market, now=NOW)
+
+
+def test_a_self_rotation_placed_ahead_of_the_real_ones_fails_closed(
+    homes: dict[str, Path],
+) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    install_bundle(market, raw, now=NOW, rotations=[rotation])
+    # only a holder of the new root could sign B -> B; it still breaks the followed chain
+    new = root_signer(platform)
+    (market / ROTATIONS_DIR / "0000-x.json").write_bytes(keys.sign_root_rotation(new, new, now=NOW))
+    with pytest.raises(keys.BundleError):
+        load_bundle(market, now=NOW)
