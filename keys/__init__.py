@@ -21,10 +21,12 @@ from keys.bundle import (
 )
 from keys.checkpoint import (
     Checkpoint,
+    NoteVerifiers,
     cosign_note,
     note_key_id,
     parse_checkpoint,
     parse_vkey,
+    read_checkpoint,
     sign_checkpoint,
     sign_note,
     verify_checkpoint,
@@ -97,6 +99,7 @@ __all__ = [
     "KeyFileError",
     "KeysError",
     "NodeKeys",
+    "NoteVerifiers",
     "PassphraseNotExpected",
     "PassphraseRequired",
     "RootRotation",
@@ -131,6 +134,7 @@ __all__ = [
     "parse_checkpoint",
     "parse_vkey",
     "public_identity",
+    "read_checkpoint",
     "resolve_root",
     "root_chain",
     "root_from_leaves",

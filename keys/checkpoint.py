@@ -178,8 +178,13 @@ def cosign_note(note: str, *, name: str, signer: Signer) -> str:
     return note + _signature_line(text, name, signer)
 
 
-def verify_note(note: str, *, verifiers: Mapping[str, bytes]) -> tuple[str, frozenset[str]]:
-    """Check a signed note against known keys (name -> Ed25519 public key).
+NoteVerifiers = Mapping[str, bytes | tuple[bytes, ...]]
+"""Known signed-note keys: name -> one Ed25519 public key, or several (a key that was rotated:
+each signature line names its key by the key hash, so old notes still verify)."""
+
+
+def verify_note(note: str, *, verifiers: NoteVerifiers) -> tuple[str, frozenset[str]]:
+    """Check a signed note against known keys (name -> Ed25519 public key, or a tuple of them).
 
     Returns (text, names whose signature verified). Raises VerificationError when the note is
     malformed, a known key's signature fails, or no known key signed.
@@ -188,8 +193,10 @@ def verify_note(note: str, *, verifiers: Mapping[str, bytes]) -> tuple[str, froz
     message = text.encode("utf-8")
     good: set[str] = set()
     for name, blob in sigs:
-        public = verifiers.get(name)
-        if public is None or note_key_id(name, public) != blob[:4]:
+        known = verifiers.get(name)
+        candidates = (known,) if isinstance(known, bytes) else (known or ())
+        public = next((k for k in candidates if note_key_id(name, k) == blob[:4]), None)
+        if public is None:
             continue  # an unknown key: ignored, as the spec requires
         if len(blob) != 4 + SIGNATURE_SIZE:
             raise VerificationError("signed note does not verify")
@@ -201,7 +208,7 @@ def verify_note(note: str, *, verifiers: Mapping[str, bytes]) -> tuple[str, froz
 
 
 def verify_checkpoint(
-    note: str, *, verifiers: Mapping[str, bytes], log_name: str | None = None
+    note: str, *, verifiers: NoteVerifiers, log_name: str | None = None
 ) -> Checkpoint:
     """Verify a signed checkpoint and return it.
 
@@ -213,3 +220,11 @@ def verify_checkpoint(
     if (log_name or cp.origin) not in good:
         raise VerificationError("checkpoint is not signed by its log")
     return cp
+
+
+def read_checkpoint(note: str) -> Checkpoint:
+    """The checkpoint of a signed note WITHOUT checking any signature: only for a note this
+    process verified before and kept in its own state (a witness's last cosigned note, whose
+    log key may since have been retired). Raises VerificationError when malformed."""
+    text, _sigs = _split(note)
+    return parse_checkpoint(text)

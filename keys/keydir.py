@@ -487,8 +487,10 @@ def rotate_signing_key(
     """Replace the signing key; the old public key stays accepted until `now + overlap`.
 
     The retired key goes to signing-previous.json (public key only; the old secret is
-    destroyed) and entries whose window has passed are dropped. Publish the new identity
-    (`public_identity`) in the next trust bundle before the window ends.
+    destroyed). Entries whose window has passed are kept, not dropped: peers accept a key only
+    until its `accepted_until`, but the node still needs every key it ever signed with to
+    verify its own history (access-log checkpoints, its stored records). Publish the new
+    identity (`public_identity`) in the next trust bundle before the window ends.
     """
     if now.tzinfo is None:
         raise KeysError("rotation time must be timezone-aware")
@@ -496,7 +498,7 @@ def rotate_signing_key(
         raise KeysError("rotation overlap must not be negative")
     path = Path(path)
     current = load_key_dir(path, passphrase=passphrase)
-    keep = [(k, t) for k, t in current.previous_signing if t > now]
+    keep = list(current.previous_signing)
     keep.append((current.signing.public_key, now + overlap))
     doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in keep]}
     listing = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"

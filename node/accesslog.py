@@ -724,7 +724,7 @@ class AccessLog:
             raise InputError(f"consistency proof: sizes {size1}..{size2} are not in the log")
         return keys.consistency_proof(size1, keys.FetchedLeaves(size2, self.backend.leaf_hashes))
 
-    def check_foreign_checkpoint(self, note: str, verifiers: Mapping[str, bytes]) -> None:
+    def check_foreign_checkpoint(self, note: str, verifiers: keys.NoteVerifiers) -> None:
         """Compare a checkpoint of THIS log that somebody showed us with our own tree.
 
         Raises ForkDetected (after recording an `alarm` entry in the log) when it has our origin
@@ -818,7 +818,7 @@ class VerifyReport:
 
 def verify_log(
     backend: LogBackend,
-    verifiers: Mapping[str, bytes],
+    verifiers: keys.NoteVerifiers,
     *,
     origin: str | None = None,
     log_name: str | None = None,
@@ -998,7 +998,7 @@ def verify_log(
 
 def _verify_anchor(
     note: str,
-    verifiers: Mapping[str, bytes],
+    verifiers: keys.NoteVerifiers,
     log_name: str | None,
     witness_verifiers: Mapping[str, bytes],
 ) -> keys.Checkpoint:
@@ -1164,7 +1164,7 @@ def export_lines(backend: LogBackend, **kwargs: Any) -> Iterator[str]:
 
 def verify_export_record(
     record: Mapping[str, Any],
-    verifiers: Mapping[str, bytes],
+    verifiers: keys.NoteVerifiers,
     *,
     log_name: str | None = None,
     origin: str | None = None,

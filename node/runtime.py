@@ -443,9 +443,11 @@ class NodeRuntime:
             )
         return self._log
 
-    def log_verifiers(self) -> dict[str, bytes]:
-        """Signed-note verifiers of this node's checkpoints (name -> Ed25519 public key)."""
-        return {self.node_id: self.node_keys.signing.public_key}
+    def log_verifiers(self) -> dict[str, tuple[bytes, ...]]:
+        """Signed-note verifiers of this node's checkpoints: its name -> the current signing key
+        and every key it retired (checkpoints signed before a rotation still verify)."""
+        retired = tuple(public for public, _until in self.node_keys.previous_signing)
+        return {self.node_id: (self.node_keys.signing.public_key, *retired)}
 
     @property
     def grants(self) -> SqlGrantLedger:

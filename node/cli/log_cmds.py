@@ -424,7 +424,9 @@ def verify_export_command(
             member = runtime.bundle().member(log_name)
             if member is None:
                 raise InputError(f"--node {log_name}: not in the roster of the trust bundle")
-            verifiers, origin = {log_name: member.signing_key}, None
+            # current and retired keys: checkpoints signed before a rotation still verify
+            retired = tuple(k for k, _until in member.previous_signing_keys)
+            verifiers, origin = {log_name: (member.signing_key, *retired)}, None
     finally:
         runtime.close()
     try:

@@ -388,10 +388,14 @@ def test_rotation_keeps_the_old_key_for_the_overlap(key_dir: Path, now: datetime
     assert stat.S_IMODE((key_dir / "signing-previous.json").stat().st_mode) == 0o600
     ident = keys.public_identity(after)
     assert ident["previous_signing_keys"][0]["accepted_until"] == "2026-11-28T12:00:00Z"
-    # A second rotation after the window drops the first retired key.
+    # A second rotation after the window keeps the first retired key too, with its window
+    # over (peers no longer accept it; the node still verifies its own history with it).
     later = now + datetime.timedelta(days=10)
     again = keys.rotate_signing_key(key_dir, now=later)
-    assert [k for k, _ in again.previous_signing] == [after.signing.public_key]
+    assert again.previous_signing == (
+        (before.signing.public_key, now + datetime.timedelta(days=3)),
+        (after.signing.public_key, later + datetime.timedelta(days=7)),
+    )
     assert not list(key_dir.glob(".*.tmp"))
 
 
