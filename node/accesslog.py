@@ -70,6 +70,7 @@ KNOWN_KINDS: frozenset[str] = frozenset(
 )
 ZERO_HASH = b"\0" * 32
 _CHAIN_PREFIX = b'{"chain":"'
+_CHAIN_FIELD = re.compile(rb'\{"chain":"([0-9a-f]{64})"')
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{16,64}$")
 _CHINA = dt.timezone(dt.timedelta(hours=8), "China")
@@ -308,6 +309,11 @@ class LogBackend(Protocol):
         """Return the stored leaf hashes for `start <= index < end`, in index order."""
         ...
 
+    def first_index_from(self, start: int) -> int | None:
+        """Return the smallest index of a stored leaf at or after `start`, None when there is
+        none, whatever `size` says (verify_log looks for rows beyond the committed size)."""
+        ...
+
     def state(self) -> bytes | None:
         """Return the serialised CompactRange saved by the last append (None when empty)."""
         ...
@@ -420,6 +426,10 @@ class MemoryLogBackend:
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         """See LogBackend.leaf_hashes."""
         return [r[2] for r in self.rows[max(start, 0) : end]]
+
+    def first_index_from(self, start: int) -> int | None:
+        """See LogBackend.first_index_from."""
+        return min((int(r[0]) for r in self.rows if r[0] >= start), default=None)
 
     def state(self) -> bytes | None:
         """See LogBackend.state."""
@@ -719,8 +729,9 @@ class AccessLog:
         return keys.inclusion_proof(index, keys.FetchedLeaves(size, self.backend.leaf_hashes))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        """Return the RFC 9162 consistency proof from tree size `size1` to `size2`."""
-        if not 0 <= size1 <= size2 <= self.backend.size():
+        """Return the RFC 9162 consistency proof from tree size `size1` to `size2`; InputError
+        unless `0 < size1 <= size2 <= size` (RFC 9162 has no proof from the empty tree)."""
+        if not 0 < size1 <= size2 <= self.backend.size():
             raise InputError(f"consistency proof: sizes {size1}..{size2} are not in the log")
         return keys.consistency_proof(size1, keys.FetchedLeaves(size2, self.backend.leaf_hashes))
 
@@ -828,7 +839,7 @@ def verify_log(
     """Recompute every leaf hash, the chain and the tree, and check every stored checkpoint (its
     signature with `verifiers`, name -> Ed25519 key, by the log key `log_name` (default: the
     checkpoint's origin), its origin, and its root at its size) and every witness cosignature
-    (with `witness_verifiers`).
+    (with `witness_verifiers` only, never a key or name of the log: `verify_cosignature`).
 
     `anchors` are signed notes of this log kept outside it (the platform witness's latest
     cosigned checkpoint): each must be signed by the log key AND cosigned by a key of
@@ -837,10 +848,12 @@ def verify_log(
     with another root (signed again after a rewrite) is a fork, never a replacement.
 
     Promises: an edited, deleted, inserted or reordered row is named by its index (the first such
-    entry), or by the range of entries between two checkpoints when only a root tells; a log
-    shorter than a signed checkpoint or anchor is reported as truncated at its first missing
-    index. Never raises for tampering: the report lists problems; `raise_for_problems` turns it
-    into TamperDetected.
+    entry), or by the range of entries between two checkpoints when only a root tells; an entry
+    edited with its stored hash recomputed is named when a signed root covers it, else blamed
+    together with the next entry (whose chain link breaks); a log shorter than a signed
+    checkpoint or anchor is reported as truncated at its first missing index, and a row stored
+    beyond the committed size as `extra_rows` at the first such index. Never raises for
+    tampering: the report lists problems; `raise_for_problems` turns it into TamperDetected.
     """
     log_name = log_name or origin
     problems: list[Problem] = []
@@ -894,15 +907,12 @@ def verify_log(
     witnesses_checked = 0
     for size, name, note in witness_rows:
         try:
-            wv = dict(verifiers)
-            wv.update(witness_verifiers or {})
-            cp = keys.verify_checkpoint(note, verifiers={name: wv[name]}, log_name=name)
-            keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
-        except (keys.KeysError, KeyError):
+            cp = verify_cosignature(
+                note, verifiers, witness_verifiers or {}, witness=name, log_name=log_name
+            )
+        except keys.KeysError as error:
             problems.append(
-                Problem(
-                    "witness_signature", None, f"witness {name} at size {size}: bad cosignature"
-                )
+                Problem("witness_signature", None, f"witness {name} at size {size}: {error}")
             )
             continue
         witnesses_checked += 1
@@ -940,8 +950,17 @@ def verify_log(
             ):
                 problem = _row_problem(index, position, leaf, stored_hash, previous)
                 if problem is not None:
+                    if problem.code == "chain_broken" and position > 0:
+                        problem = _blame_chain_break(
+                            backend,
+                            position,
+                            leaf,
+                            previous=previous,
+                            expected_roots=expected_roots,
+                            stored=stored,
+                        )
                     problems.append(problem)
-                    first_bad = position
+                    first_bad = problem.index
             computed_hashes.append(computed)
             position += 1
             previous = computed
@@ -986,6 +1005,19 @@ def verify_log(
         )
     elif state is not None and keys.CompactRange.from_bytes(state).root() != tree.root():
         problems.append(Problem("state_mismatch", None, "the stored tree state does not match"))
+    # Rows past the committed size are never read above, yet the next append collides with
+    # the first of them: the node could no longer log, and so no longer answer.
+    committed = max(stored, state_size)
+    extra = backend.first_index_from(committed)
+    if extra is not None:
+        problems.append(
+            Problem(
+                "extra_rows",
+                extra,
+                f"entry {extra} is stored beyond the {committed} committed entries (inserted; "
+                "appends fail once they reach its index)",
+            )
+        )
     return VerifyReport(
         size=tree.size,
         root=tree.root(),
@@ -1005,7 +1037,7 @@ def _verify_anchor(
     """An anchor is a checkpoint signed by the log AND cosigned by a witness: a note the log
     signed alone proves nothing against the log's own administrators, who hold its key."""
     cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
-    witnesses = {n: k for n, k in witness_verifiers.items() if n not in verifiers}
+    witnesses = _witness_keys(verifiers, witness_verifiers)
     if not witnesses:
         raise keys.VerificationError("no witness key to check its cosignature with")
     try:
@@ -1013,6 +1045,51 @@ def _verify_anchor(
     except keys.KeysError:
         raise keys.VerificationError("not cosigned by a witness of the roster") from None
     return cp
+
+
+def verify_cosignature(
+    note: str,
+    verifiers: keys.NoteVerifiers,
+    witness_verifiers: Mapping[str, bytes],
+    *,
+    witness: str,
+    log_name: str | None = None,
+) -> keys.Checkpoint:
+    """Check a stored witness row: `note` is a checkpoint signed by the log key `log_name` (in
+    `verifiers`; default: the checkpoint's origin) and cosigned by `witness` with its key in
+    `witness_verifiers`. Returns the checkpoint.
+
+    Raises keys.VerificationError when `witness` is not a witness key there, or is one of the
+    log's own names or keys (a log cannot witness itself), or a signature does not verify.
+    """
+    key = _witness_keys(verifiers, witness_verifiers).get(witness)
+    if key is None:
+        own = witness in verifiers or witness in witness_verifiers  # left out as the log's
+        raise keys.VerificationError(
+            "the log's own key is no witness" if own else "not a witness key of the roster"
+        )
+    try:
+        cp = keys.verify_checkpoint(note, verifiers={witness: key}, log_name=witness)
+    except keys.KeysError:
+        raise keys.VerificationError("bad cosignature") from None
+    try:
+        keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
+    except keys.KeysError:
+        raise keys.VerificationError("the cosigned note is not signed by the log") from None
+    return cp
+
+
+def _witness_keys(
+    verifiers: keys.NoteVerifiers, witness_verifiers: Mapping[str, bytes]
+) -> dict[str, bytes]:
+    """The witness keys that are none of the log's: its administrators hold the log key, so a
+    note signed with it under a witness's name or the log's own proves nothing against them."""
+    log_keys = {k for v in verifiers.values() for k in ((v,) if isinstance(v, bytes) else v)}
+    return {
+        name: key
+        for name, key in witness_verifiers.items()
+        if name not in verifiers and key not in log_keys
+    }
 
 
 def _readable_chunks(
@@ -1041,6 +1118,70 @@ def _readable_chunks(
             )
             return
         yield rows
+
+
+def _blame_chain_break(
+    backend: LogBackend,
+    position: int,
+    leaf: bytes,
+    *,
+    previous: bytes,
+    expected_roots: Mapping[int, bytes],
+    stored: int,
+) -> Problem:
+    """The problem of entry `position` (> 0, its own hash right) not chaining to the entry
+    before it. The break alone cannot tell which of the two was changed: the entry before,
+    edited with its stored hash recomputed, or this one, edited, deleted, inserted or moved.
+    The first signed root covering both decides; without one, both are blamed (a range)."""
+    before = position - 1
+    this_one = Problem(
+        "chain_broken",
+        position,
+        f"entry {position} does not follow entry {before} (edited, deleted, inserted or reordered)",
+    )
+    claimed = _chained_hash(leaf)
+    if claimed is None or claimed == previous:
+        return this_one  # its own chain field was rewritten
+    signed = min((s for s in expected_roots if position <= s <= stored), default=None)
+    root = None if signed is None else _root_with_hash(backend, signed, before, claimed)
+    if signed is None or root is None:
+        return Problem(
+            "chain_broken",
+            before,
+            f"entry {position} does not follow entry {before}: entry {before} was edited with "
+            f"its stored hash recomputed, or entry {position} was edited, deleted, inserted or "
+            "reordered (no signed checkpoint covering both tells which)",
+            index_end=position + 1,
+        )
+    if root == expected_roots[signed]:
+        return Problem(
+            "chain_broken",
+            before,
+            f"entry {before} was edited and its stored hash recomputed (entry {position} and "
+            f"the signed checkpoint at size {signed} hold its original hash)",
+        )
+    return this_one
+
+
+def _chained_hash(leaf: bytes) -> bytes | None:
+    """The previous leaf hash `leaf` names in its `chain`, or None when it names none."""
+    match = _CHAIN_FIELD.match(leaf)
+    return bytes.fromhex(match[1].decode("ascii")) if match else None
+
+
+def _root_with_hash(backend: LogBackend, size: int, index: int, leaf_hash: bytes) -> bytes | None:
+    """The root of the first `size` stored leaf hashes with the one at `index` replaced by
+    `leaf_hash`, or None when the backend does not hold them all."""
+    tree = keys.CompactRange()
+    try:
+        for start in range(0, size, _VERIFY_CHUNK):
+            hashes = backend.leaf_hashes(start, min(start + _VERIFY_CHUNK, size))
+            if start <= index < start + len(hashes):
+                hashes[index - start] = leaf_hash
+            tree.extend(hashes)
+    except (TamperDetected, ValueError):  # rows missing, or a stored hash of another length
+        return None
+    return tree.root() if tree.size == size else None
 
 
 def _problem_order(p: Problem) -> tuple[int, int]:

@@ -34,6 +34,7 @@ from node.accesslog import (
     risk_report,
     search,
     utc_iso,
+    verify_cosignature,
     verify_export_record,
     verify_log,
 )
@@ -518,6 +519,25 @@ def witnessed_command(
     sys.stdout.flush()
 
 
+def _cosigned_by(runtime: NodeRuntime, cp: keys.Checkpoint) -> list[str]:
+    """The witnesses whose stored cosignature of exactly `cp` verifies, sorted: a witness row is
+    only a claim, which anyone with the database can write."""
+    log_keys, witness_keys = runtime.log_verifiers(), witness_verifiers(runtime)
+    names: set[str] = set()
+    for size, name, note in runtime.log.backend.witnesses():
+        if size != cp.size:
+            continue
+        try:
+            cosigned = verify_cosignature(
+                note, log_keys, witness_keys, witness=name, log_name=runtime.node_id
+            )
+        except keys.KeysError:
+            continue  # `credex log verify` reports it
+        if cosigned == cp:
+            names.add(name)
+    return sorted(names)
+
+
 @log_app.command("checkpoint")
 def checkpoint_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Print the latest signed checkpoint (C2SP signed note) of this node's log."""
@@ -532,7 +552,7 @@ def checkpoint_command(home: HomeOption = None, as_json: JsonOption = False) -> 
         cp = keys.verify_checkpoint(
             note, verifiers=runtime.log_verifiers(), log_name=runtime.node_id
         )
-        witnesses = sorted({w for size, w, _n in backend.witnesses() if size == cp.size})
+        witnesses = _cosigned_by(runtime, cp)
     finally:
         runtime.close()
     if as_json:

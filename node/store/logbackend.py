@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -147,6 +147,13 @@ class SqlLogBackend:
             ).all()
         _check_gap_free([int(r.idx) for r in rows], start, min(end, size))
         return [bytes(r.leaf_hash) for r in rows]
+
+    def first_index_from(self, start: int) -> int | None:
+        """Return the smallest index of a stored leaf at or after `start`, None when there is
+        none, whatever the committed size says (a row inserted beyond it shows here)."""
+        with self._store.read("read access log indexes") as conn:
+            value = conn.execute(select(func.min(LOG.c.idx)).where(LOG.c.idx >= start)).scalar()
+        return None if value is None else int(value)
 
     def state(self) -> bytes | None:
         """Return the serialised CompactRange saved by the last append (None when empty)."""

@@ -468,3 +468,14 @@ def test_inclusion_and_consistency_proofs_verify(data: st.DataObject, n: int) ->
     keys.verify_consistency(size1, n, root1, cp.root, log.consistency_proof(size1, n))
     with pytest.raises(InputError):
         log.inclusion_proof(n, n)
+
+
+@pytest.mark.parametrize(("size1", "size2"), [(0, 0), (0, 5), (6, 5), (1, 9), (-1, 5)])
+def test_a_consistency_proof_outside_the_log_is_an_input_error(size1: int, size2: int) -> None:
+    # RFC 9162 has no proof from the empty tree; an InputError is INVALID_ARGUMENT on the wire,
+    # where anything else would be an INTERNAL error of the node
+    log = new_log(MemoryLogBackend())
+    for i in range(8):
+        log.append_sync(entry(i))
+    with pytest.raises(InputError, match=f"sizes {size1}..{size2} are not in the log"):
+        log.consistency_proof(size1, size2)

@@ -92,16 +92,55 @@ def test_edited_leaf_is_named_exactly() -> None:
     assert caught.value.exit_code == ExitCode.VERIFICATION
 
 
-def test_edited_leaf_with_recomputed_hash_breaks_the_chain_at_the_next_entry() -> None:
+def rehash(backend: MemoryLogBackend, index: int) -> None:
+    """Edit entry `index` and store the hash of the edited leaf: only entry `index + 1`'s chain
+    link (and the signed roots) still remember the original."""
+    leaf = backend.rows[index][1].replace(b'"officer":"officer-', b'"officer":"nobody-')
+    assert leaf != backend.rows[index][1]
+    backend.rows[index][1:] = [leaf, keys.leaf_hash(leaf)]
+
+
+def test_edited_leaf_with_recomputed_hash_is_named_exactly() -> None:
     _log, backend = build()
-    leaf = backend.rows[17][1].replace(b'"deny"', b'"allow"').replace(b"officer-2", b"officer-0")
-    backend.rows[17][1] = leaf
-    backend.rows[17][2] = keys.leaf_hash(leaf)
+    rehash(backend, 17)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == 17
+    first = report.problems[0]
+    assert (first.code, first.index, first.index_end) == ("chain_broken", 17, None)
+    assert "entry 17 was edited" in first.message
+    assert any(p.code == "checkpoint_root_mismatch" for p in report.problems)
+    with pytest.raises(TamperDetected, match=r"\(first bad entry 17\)"):
+        report.raise_for_problems()
+
+
+@pytest.mark.parametrize("edited", [0, 9, 17, 38])
+def test_a_recomputed_hash_is_named_wherever_a_checkpoint_covers_it(edited: int) -> None:
+    # 9: the checkpoint at 10 covers the entry but not the next one, whose link breaks
+    _log, backend = build()
+    rehash(backend, edited)
+    report = verify_log(backend, VERIFIERS)
+    assert report.first_bad_index == edited
+    assert report.problems[0].index_end is None
+
+
+def test_edited_leaf_with_recomputed_hash_after_the_last_checkpoint_blames_the_pair() -> None:
+    _log, backend = build(n=45)  # checkpoints up to 40: nothing signed covers 42
+    rehash(backend, 42)
+    report = verify_log(backend, VERIFIERS)
+    first = report.problems[0]
+    assert (first.code, first.index, first.index_end) == ("chain_broken", 42, 44)
+    assert "entry 42 was edited" in first.message
+    with pytest.raises(TamperDetected, match="first bad entry between 42 and 43"):
+        report.raise_for_problems()
+
+
+def test_a_rewritten_chain_link_is_blamed_on_its_own_entry() -> None:
+    _log, backend = build()
+    leaf = backend.rows[18][1].replace(backend.rows[17][2].hex().encode(), b"ab" * 32)
+    backend.rows[18][1:] = [leaf, keys.leaf_hash(leaf)]
     report = verify_log(backend, VERIFIERS)
     assert report.first_bad_index == 18
     assert report.problems[0].code == "chain_broken"
-    assert "entry 17" in report.problems[0].message
-    assert any(p.code == "checkpoint_root_mismatch" for p in report.problems)
 
 
 def test_deleted_row_is_a_gap_at_its_index() -> None:
@@ -324,6 +363,32 @@ def test_witness_cosignatures_are_checked() -> None:
     assert [p.code for p in report.problems] == ["witness_signature"]
 
 
+@pytest.mark.parametrize(
+    "witness_keys",
+    [
+        WITNESSES,
+        # a platform node verifying its own log finds itself among the witnesses
+        {**WITNESSES, ORIGIN: LOG_KEY.public_key},
+        # the log's key under another name is still the log's key
+        {**WITNESSES, "zd-twin": LOG_KEY.public_key},
+    ],
+)
+def test_the_logs_own_signature_is_never_a_witness_cosignature(
+    witness_keys: dict[str, bytes],
+) -> None:
+    log, backend = build(n=20, checkpoint_every=10)
+    size, own_note = backend.latest_checkpoint() or (0, "")
+    for name in (ORIGIN, "zd-twin"):
+        backend.save_witness(size, name, own_note)  # signed by the log alone
+    report = verify_log(backend, VERIFIERS, witness_verifiers=witness_keys)
+    assert report.witnesses_checked == 0
+    assert [p.code for p in report.problems] == ["witness_signature"] * 2
+    assert "the log's own key is no witness" in report.problems[0].message
+    # ... while a real cosignature of the same note still counts
+    backend.save_witness(size, "zd-platform", witnessed(log))
+    assert verify_log(backend, VERIFIERS, witness_verifiers=witness_keys).witnesses_checked == 1
+
+
 def test_verify_names_a_gap_when_the_backend_refuses_the_range() -> None:
     class GapCheckingBackend(MemoryLogBackend):
         """Like the SQL backend: reading across a missing row raises TamperDetected."""
@@ -354,8 +419,7 @@ def _tampered_logs() -> list[MemoryLogBackend]:
     edited = build()[1]
     edited.rows[17][1] = edited.rows[17][1].replace(b"officer-2", b"officer-9")
     rehashed = build()[1]
-    leaf = rehashed.rows[17][1].replace(b"officer-2", b"officer-0")
-    rehashed.rows[17][1:] = [leaf, keys.leaf_hash(leaf)]
+    rehash(rehashed, 17)
     rewritten = build()[1]
     rewrite_suffix(rewritten, 25)
     gap = build()[1]
@@ -376,4 +440,4 @@ def test_the_report_does_not_depend_on_the_read_chunk(
     expected = [verify_log(backend, VERIFIERS) for backend in _tampered_logs()]
     monkeypatch.setattr(accesslog, "_VERIFY_CHUNK", chunk)
     assert [verify_log(backend, VERIFIERS) for backend in _tampered_logs()] == expected
-    assert [r.first_bad_index for r in expected] == [None, 17, 18, 20, 23, 20]
+    assert [r.first_bad_index for r in expected] == [None, 17, 17, 20, 23, 20]
