@@ -12,6 +12,7 @@ from catalog.identifiers import (
     normalize_org_code,
     normalize_ric,
     normalize_uscc,
+    redact_identifiers,
 )
 from catalog.loader import default_catalog, load_catalog
 from catalog.model import (
@@ -74,6 +75,7 @@ __all__ = [
     "period_facts",
     "prohibited_reason",
     "record_period",
+    "redact_identifiers",
     "register_holidays",
     "validate_record",
     "working_days_after",

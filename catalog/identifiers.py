@@ -31,6 +31,7 @@ the expected character) without ever echoing the full value.
 from __future__ import annotations
 
 import datetime
+import re
 import unicodedata
 
 from stdnum.cn import ric as _ric
@@ -78,6 +79,33 @@ def mask_identifier(value: str) -> str:
         return text[:6] + "*" * (n - 10) + text[-4:]
     keep = max(1, n // 4)
     return text[:keep] + "*" * (n - 2 * keep) + text[-keep:]
+
+
+# An 18-character run that could be a citizen ID number or a USCC, not inside a longer token.
+_IDENTIFIER_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9A-Za-z]{18}(?![0-9A-Za-z])")
+
+
+def redact_identifiers(text: str) -> str:
+    """Return `text` with every embedded citizen ID number or USCC masked (`mask_identifier`):
+    an 18-character run whose check character is right for either scheme (full-width digits
+    and lower-case letters included). Other text is returned unchanged. For free text that
+    other parties supply and that is kept (an access-log entry's officer, legal basis,
+    request id): no full identifier may be stored there."""
+    if len(text) < 18:
+        return text
+    normal = unicodedata.normalize("NFKC", text) if not text.isascii() else text
+    return _IDENTIFIER_RUN.sub(_masked_if_identifier, normal)
+
+
+def _masked_if_identifier(match: re.Match[str]) -> str:
+    run = match.group(0)
+    upper = run.upper()
+    body = upper[:17]
+    if body.isdigit() and upper[17] in "0123456789X" and _ric.calc_check_digit(upper) == upper[17]:
+        return mask_identifier(upper)
+    if all(c in _USCC_SET for c in upper) and _uscc_check_character(upper) == upper[17]:
+        return mask_identifier(upper)
+    return run
 
 
 class _Masked:

@@ -106,6 +106,9 @@ def parse_utc(text: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
+_FREE_TEXT_FIELDS = ("requester", "officer", "purpose", "legal_basis", "request_id", "grant_id")
+
+
 def mask_subject(normalised_identifier: str) -> str:
     """Return the log-safe masked form of an identifier (catalog.mask_identifier)."""
     return catalog.mask_identifier(normalised_identifier)
@@ -137,6 +140,14 @@ class LogEntry:
     trace_id: str | None = None
 
     def __post_init__(self) -> None:
+        # Text the requesting node supplies is kept for years: an ID number typed into it (by
+        # mistake or on purpose) is masked here, for every kind of access alike.
+        for name in _FREE_TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) >= 18:
+                redacted = catalog.redact_identifiers(value)
+                if redacted != value:
+                    object.__setattr__(self, name, redacted)
         parse_utc(self.time)
         if not _SNAKE.match(self.kind):
             raise InputError("log entry kind: must be a snake_case word such as 'query'")

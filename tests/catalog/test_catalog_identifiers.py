@@ -16,6 +16,7 @@ from catalog import (
     normalize_org_code,
     normalize_ric,
     normalize_uscc,
+    redact_identifiers,
 )
 from catalog.identifiers import org_code_check_character
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
@@ -255,3 +256,54 @@ def test_admin_division_refusals(value: str) -> None:
     with pytest.raises(InvalidIdentifier):
         normalize_admin_division(value)
     assert normalize_admin_division(" 370303 ") == "370303"
+
+
+# -- redact_identifiers: free text kept in logs never holds a full identifier ------------------
+
+
+def test_redact_masks_an_id_number_and_a_uscc_in_free_text() -> None:
+    ric = make_ric(seq="004")
+    uscc = make_uscc("91370303MA3C0000X")
+    text = f"行政许可法 第十二条 subject {ric}, company {uscc}."
+    out = redact_identifiers(text)
+    assert ric not in out
+    assert uscc not in out
+    assert (
+        out
+        == f"行政许可法 第十二条 subject {mask_identifier(ric)}, company {mask_identifier(uscc)}."
+    )
+
+
+def test_redact_sees_through_lower_case_and_full_width_spellings() -> None:
+    ric = make_ric(born="19880808", seq="012")
+    x_ric = next(r for r in (make_ric(seq=f"{n:03d}") for n in range(200)) if r.endswith("X"))
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in ric)
+    for text in (x_ric.lower(), full_width, f"officer-{x_ric.lower()}"):
+        out = redact_identifiers(text)
+        assert x_ric.lower() not in out.lower()
+        assert ric not in out
+        assert out.count("*") == 8
+
+
+def test_redact_leaves_other_text_alone() -> None:
+    ric = make_ric()
+    wrong = ric[:17] + ("1" if ric[17] != "1" else "2")
+    for text in (
+        "administrative_licensing",
+        "3f2a9c0d1e8b4a7c9d0e1f2a3b4c5d6e",  # a request id
+        wrong,  # 18 digits, check digit wrong
+        ric + "7",  # part of a longer token: not an identifier on its own
+        "",
+    ):
+        assert redact_identifiers(text) == text
+
+
+@given(
+    st.text(max_size=20),
+    st.sampled_from(["001", "002", "017", "123"]),
+    st.text(max_size=20),
+)
+def test_redact_never_leaves_an_embedded_id_number(before: str, seq: str, after: str) -> None:
+    ric = make_ric(seq=seq)
+    out = redact_identifiers(f"{before} {ric} {after}")
+    assert ric not in out

@@ -66,3 +66,21 @@ def test_unexpected_value_types_take_the_generic_encoder() -> None:
     for odd in ({"result_count": 3.0}, {"officer": 7}, {"items_asked": ("a", 1)}):
         entry = LogEntry(**(values | odd))
         assert encode_leaf(entry, b"\x00" * 32) == canonical(entry, b"\x00" * 32)
+
+
+def test_an_id_number_in_requester_supplied_text_is_never_stored() -> None:
+    # the requesting node controls officer, purpose, legal basis and request id: an ID number
+    # typed there (by mistake or on purpose) is masked before the entry is hashed and kept
+    ric = "11010519491231002X"
+    entry = LogEntry(
+        time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax",
+        officer=f"clerk {ric.lower()}", purpose=ric, legal_basis=f"行政许可法 subject {ric}",
+        decision="deny", reason="purpose_not_allowed", request_id=f"r-{ric}", grant_id=ric,
+    )  # fmt: skip
+    leaf = encode_leaf(entry, b"\0" * 32)
+    assert ric.encode() not in leaf
+    assert ric.lower().encode() not in leaf
+    assert entry.purpose == "110105********002X"
+    assert entry.legal_basis == "行政许可法 subject 110105********002X"
+    decoded, _previous = decode_leaf(leaf)
+    assert decoded == entry
