@@ -5,7 +5,9 @@ A grant says: subject S authorises grantee node G to query items I for purpose P
 signed authorisation document kept by the platform. The platform (a roster node with the
 `platform` role) collects the document, issues the grant as a DSSE envelope signed by its node
 key, and the grantee presents it to the data-holding node, which verifies it, registers it in its
-`GrantLedger` and counts every use there.
+`GrantLedger` and counts every use there. The signature is checked again at every use
+(`verify_registered_grant`): a grant whose issuer the current trust bundle no longer trusts (its
+key revoked, its `platform` role gone) is refused by id as it would be if sent afresh.
 
 The subject is named by `subject_digest = sha256("credex-grant\\0" + normalised identifier)` in
 hex: the platform cannot compute every holder's keyed blind index, and the holder recomputes the
@@ -277,7 +279,12 @@ def sign_revocation(revocation: GrantRevocation, signer: keys.Signer) -> bytes:
     return keys.sign_envelope(REVOCATION_PAYLOAD_TYPE, payload, signer).to_json().encode()
 
 
-def _platform_keys(bundle: _Roster, issuer: str, now: dt.datetime) -> dict[str, bytes]:
+def _platform_keys(
+    bundle: _Roster, issuer: str, now: dt.datetime, *, retired_too: bool = False
+) -> dict[str, bytes]:
+    """The issuer's signing keys a grant may be signed with: its current key and previous keys
+    in their overlap, or (`retired_too`, a grant checked again at a later use) every previous
+    key the roster lists: a routine rotation does not void grants; a revocation does."""
     entry = bundle.member(issuer)
     if entry is None or PLATFORM_ROLE not in entry.roles:
         raise InvalidGrantError("grant issuer is not a platform node of the roster")
@@ -285,7 +292,7 @@ def _platform_keys(bundle: _Roster, issuer: str, now: dt.datetime) -> dict[str, 
         raise InvalidGrantError("grant issuer is not valid at this time")
     trusted: dict[str, bytes] = {}
     candidates: list[bytes] = [entry.signing_key]
-    candidates += [pk for pk, until in entry.previous_signing_keys if now < until]
+    candidates += [pk for pk, until in entry.previous_signing_keys if retired_too or now < until]
     for pk in candidates:
         kid = keys.keyid(pk)
         if kid not in bundle.revoked_keyids:
@@ -295,7 +302,9 @@ def _platform_keys(bundle: _Roster, issuer: str, now: dt.datetime) -> dict[str, 
     return trusted
 
 
-def _verify(raw: bytes, payload_type: str, bundle: _Roster, now: dt.datetime) -> tuple[str, bytes]:
+def _verify(
+    raw: bytes, payload_type: str, bundle: _Roster, now: dt.datetime, *, retired_too: bool = False
+) -> tuple[str, bytes]:
     try:
         envelope = keys.Envelope.from_json(raw)
         unverified = json.loads(envelope.payload)
@@ -306,7 +315,7 @@ def _verify(raw: bytes, payload_type: str, bundle: _Roster, now: dt.datetime) ->
         ) from error
     if not isinstance(issuer, str) or not issuer:
         raise MalformedGrantError("signed grant: payload names no issuer")
-    trusted = _platform_keys(bundle, issuer, _utc(now, "now"))
+    trusted = _platform_keys(bundle, issuer, _utc(now, "now"), retired_too=retired_too)
     try:
         payload = keys.verify_envelope(envelope, payload_type=payload_type, trusted=trusted)
     except keys.VerificationError as error:
@@ -324,10 +333,30 @@ def verify_grant(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> Grant:
     (MalformedGrantError) a payload that does not parse. It does not check validity dates, uses or
     revocation: those change over time and are the policy's and the ledger's business.
     """
-    issuer, payload = _verify(raw, GRANT_PAYLOAD_TYPE, bundle, now)
+    return _verified_grant(raw, bundle, now, retired_too=False)
+
+
+def _verified_grant(raw: bytes, bundle: _Roster, now: dt.datetime, *, retired_too: bool) -> Grant:
+    issuer, payload = _verify(raw, GRANT_PAYLOAD_TYPE, bundle, now, retired_too=retired_too)
     grant = Grant.from_payload(payload)
     if grant.issuer != issuer:  # pragma: no cover - same bytes parsed twice
         raise InvalidGrantError("grant issuer changed between parse and verification")
+    return grant
+
+
+def verify_registered_grant(state: GrantState, *, bundle: _Roster, now: dt.datetime) -> Grant:
+    """Verify a grant registered here earlier against the bundle in use now, and return it.
+
+    Promises: its issuer is still a roster node with the `platform` role, valid now, and the
+    stored envelope is signed by a key of it that the bundle lists (current, or retired by a
+    rotation since: a routine rotation does not void the grants already issued) and does not
+    revoke; and the stored grant is the one that envelope carries. Refuses
+    (InvalidGrantError, MalformedGrantError) an issuer no longer trusted, a revoked key, and a
+    stored grant that differs from its signed copy.
+    """
+    grant = _verified_grant(state.raw, bundle, now, retired_too=True)
+    if grant != state.grant:
+        raise InvalidGrantError("the registered grant differs from its signed copy")
     return grant
 
 

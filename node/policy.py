@@ -16,6 +16,9 @@ source of each):
 3. the purpose is a known code and a legal basis is given       purpose_unknown,
                                                                  legal_basis_missing
 4. natural persons' data is never for public disclosure         natural_person_public_disclosure
+   (the natural-person rules, here and in rule 6, also apply when the identifier asked
+   about is a valid citizen ID number whatever kind the request names: records are found by
+   the identifier alone, so privacy wins)
 5. each item is held here, fits the subject kind (or, for a natural person, links persons
    such as the legal representative: Shandong Art. 31), and may go to this requester:
    `none` never; `conditional` only under a query agreement (provider = this node, consumer =
@@ -25,16 +28,20 @@ source of each):
                                                                  item_not_shareable,
                                                                  no_agreement, item_not_public
 6. a natural person's non-public items need a valid subject grant unless the purpose is a
-   statutory duty (PIPL Art. 13(3)); a grant named by the request is always checked
+   statutory duty (PIPL Art. 13(3)); a grant named by the request is always checked: first
+   whose it is (grantee, subject, purpose, items), only then its state, so a requester
+   naming another's grant learns nothing of that grant's state
                                                                  grant_required, grant_mismatch,
-                                                                 grant_revoked, grant_not_yet_valid,
-                                                                 grant_expired, grant_exhausted,
-                                                                 grant_subject_mismatch,
                                                                  grant_grantee_mismatch,
+                                                                 grant_subject_mismatch,
                                                                  grant_purpose_mismatch,
-                                                                 grant_items_mismatch
+                                                                 grant_items_mismatch,
+                                                                 grant_revoked, grant_not_yet_valid,
+                                                                 grant_expired, grant_exhausted
 7. fields (minimisation): the grant's field list for the item when it names one, else every
-   field that is not `sensitive`; a request may narrow this, never widen it
+   field that is not `sensitive`; a request may narrow this, never widen it. A grant speaks
+   only for its subject: records reached through a link (another subject's record naming the
+   subject, rule 5) never carry a field the default minimisation holds back
                                                                  field_unknown, field_not_allowed
 8. records: withdrawn, repaired or expired records are never released; objection-flagged
    records are released with the flag, except for public disclosure (excluded)
@@ -180,6 +187,9 @@ class QueryRequest:
 
     `subject_digest` is `node.grants.subject_digest(normalised identifier)` of the subject asked
     about (used only to match a grant); `requested_fields` optionally narrows the fields per item.
+    `subject_is_citizen_id` says the identifier also passes the GB 11643 citizen ID number check
+    (the caller computes it, whatever `subject_kind` says): the records it finds may then be a
+    natural person's, and the natural-person rules apply.
     """
 
     requester: str
@@ -192,11 +202,17 @@ class QueryRequest:
     grant_id: str | None = None
     subject_digest: str | None = None
     requested_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    subject_is_citizen_id: bool = False
 
 
 @dataclass(frozen=True)
 class RecordState:
-    """Lifecycle state of one candidate record (from the store)."""
+    """Lifecycle state of one candidate record (from the store).
+
+    `linked` says the record is another subject's (an organisation's) and was found because it
+    names the subject asked about as a linked person (legal representative, principal,
+    controller: Shandong Art. 31), not because it is the subject's own.
+    """
 
     record_id: str
     item_id: str
@@ -204,6 +220,7 @@ class RecordState:
     repaired: bool = False
     expired: bool = False
     objection: bool = False
+    linked: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,11 +241,14 @@ class PolicyContext:
 class Decision:
     """The policy's answer.
 
-    `released` maps each requested item to the exact field ids that may leave; `records` are the
-    record ids that may leave (objection-flagged ones also in `flagged`); `excluded` maps record
-    ids held back to a reason code. A denial has `allowed=False`, empty release sets, a stable
-    snake_case `reason` and a `message` without personal data. `grant_used` tells the caller to
-    count one use of the grant in its ledger before answering.
+    `released` maps each requested item to the exact field ids that may leave on the subject's
+    own records; `linked_released` maps it to the fields that may leave on records reached
+    through a link (never more than `released`, never a field the default minimisation holds
+    back); `records` are the record ids that may leave (objection-flagged ones also in
+    `flagged`, those reached through a link also in `linked`); `excluded` maps record ids held
+    back to a reason code. `fields_for` gives one record's fields. A denial has `allowed=False`,
+    empty release sets, a stable snake_case `reason` and a `message` without personal data.
+    `grant_used` tells the caller to count one use of the grant in its ledger before answering.
     """
 
     allowed: bool
@@ -240,10 +260,21 @@ class Decision:
     excluded: Mapping[str, str] = field(default_factory=dict)
     statutory_duty: bool = False
     grant_used: bool = False
+    linked_released: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    linked: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not _REASON.match(self.reason):
             raise ValueError("Decision.reason must be a snake_case code")
+
+    def fields_for(self, record_id: str, item_id: str) -> frozenset[str] | None:
+        """The fields that may leave on record `record_id` of item `item_id`; None when the
+        record may not leave at all (a denial, a record not released, an item not released)."""
+        if not self.allowed or record_id not in self.records:
+            return None
+        if record_id in self.linked:
+            return self.linked_released.get(item_id)
+        return self.released.get(item_id)
 
 
 class _DenyError(Exception):
@@ -323,8 +354,15 @@ def _check_items(request: QueryRequest, context: PolicyContext) -> dict[str, Ite
     return items
 
 
+def _person_rules(request: QueryRequest) -> bool:
+    # The store finds records by the identifier's blind index alone, whatever kind is asked:
+    # an identifier that is also a citizen ID number may reach a person's records, so the
+    # stricter rules win over the kind the requester names.
+    return request.subject_kind == "natural_person" or request.subject_is_citizen_id
+
+
 def _needs_grant(request: QueryRequest, items: Mapping[str, ItemView]) -> bool:
-    if request.subject_kind != "natural_person" or request.purpose in STATUTORY_DUTY_PURPOSES:
+    if not _person_rules(request) or request.purpose in STATUTORY_DUTY_PURPOSES:
         return False
     return any(it.personal and "public" not in it.disclosure_modes for it in items.values())
 
@@ -332,15 +370,33 @@ def _needs_grant(request: QueryRequest, items: Mapping[str, ItemView]) -> bool:
 def _check_grant(request: QueryRequest, context: PolicyContext, needed: bool) -> Grant | None:
     grant = context.grant
     if request.grant_id is None:
-        if needed:
+        if not needed:
+            return None
+        if request.subject_kind != "natural_person":
             raise _DenyError(
                 "grant_required",
-                "a natural person's non-public data needs the subject's authorisation for "
-                "this purpose",
+                "the identifier is also a valid citizen ID number, so natural-person rules "
+                "apply: ask as natural_person with the subject's authorisation, or for a "
+                "statutory-duty purpose",
             )
-        return None
+        raise _DenyError(
+            "grant_required",
+            "a natural person's non-public data needs the subject's authorisation for this purpose",
+        )
     if grant is None or grant.grant_id != request.grant_id:
         raise _DenyError("grant_mismatch", "the named authorisation is not registered at this node")
+    # Whose grant it is comes before its state: a requester naming another's grant id must not
+    # learn whether it was revoked, has expired or is used up.
+    if grant.grantee != request.requester:
+        raise _DenyError("grant_grantee_mismatch", "the authorisation names a different grantee")
+    if request.subject_digest is None or grant.subject_digest != request.subject_digest:
+        raise _DenyError("grant_subject_mismatch", "the authorisation is for a different subject")
+    if grant.purpose != request.purpose:
+        raise _DenyError("grant_purpose_mismatch", "the authorisation is for a different purpose")
+    if not grant.covers(request.items):
+        raise _DenyError(
+            "grant_items_mismatch", "the authorisation does not cover every item asked"
+        )
     now = context.now
     if context.grant_revoked or grant.grant_id in context.bundle.revoked_grants:
         raise _DenyError("grant_revoked", "the subject's authorisation has been revoked")
@@ -350,17 +406,11 @@ def _check_grant(request: QueryRequest, context: PolicyContext, needed: bool) ->
         raise _DenyError("grant_expired", "the subject's authorisation has expired")
     if context.grant_uses >= grant.use_limit:
         raise _DenyError("grant_exhausted", "the subject's authorisation has no uses left")
-    if request.subject_digest is None or grant.subject_digest != request.subject_digest:
-        raise _DenyError("grant_subject_mismatch", "the authorisation is for a different subject")
-    if grant.grantee != request.requester:
-        raise _DenyError("grant_grantee_mismatch", "the authorisation names a different grantee")
-    if grant.purpose != request.purpose:
-        raise _DenyError("grant_purpose_mismatch", "the authorisation is for a different purpose")
-    if not grant.covers(request.items):
-        raise _DenyError(
-            "grant_items_mismatch", "the authorisation does not cover every item asked"
-        )
     return grant
+
+
+def _default_fields(item: ItemView) -> frozenset[str]:
+    return frozenset(f.id for f in item.fields if f.sensitivity != "sensitive")
 
 
 def _fields(
@@ -374,7 +424,7 @@ def _fields(
             # The subject's consent names the fields, sensitive ones included (PIPL Art. 29).
             allowed = grant.fields[item_id] & known
         else:
-            allowed = frozenset(f.id for f in item.fields if f.sensitivity != "sensitive")
+            allowed = _default_fields(item)
         wanted = request.requested_fields.get(item_id)
         if wanted is None:
             released[item_id] = allowed
@@ -395,9 +445,20 @@ def _fields(
     return released
 
 
+def _linked_fields(
+    items: Mapping[str, ItemView], released: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    # A grant is one subject's consent: it cannot release the sensitive fields of a record
+    # that is another subject's and names further persons (an organisation's actual
+    # controller's ID number), so those records keep the default minimisation.
+    return {
+        item_id: fields & _default_fields(items[item_id]) for item_id, fields in released.items()
+    }
+
+
 def _records(
     request: QueryRequest, context: PolicyContext
-) -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
+) -> tuple[frozenset[str], frozenset[str], dict[str, str], frozenset[str]]:
     released: set[str] = set()
     flagged: set[str] = set()
     excluded: dict[str, str] = {}
@@ -417,10 +478,12 @@ def _records(
             released.add(rec.record_id)
             if rec.objection:
                 flagged.add(rec.record_id)
-    # A record id listed twice with different states must not slip through on the good copy.
+    # A record id listed twice with different states must not slip through on the good copy,
+    # and one listed as both own and linked gets the narrower linked fields.
     released -= excluded.keys()
     flagged &= released
-    return frozenset(released), frozenset(flagged), excluded
+    linked = frozenset(r.record_id for r in context.records if r.linked) & released
+    return frozenset(released), frozenset(flagged), excluded, linked
 
 
 def decide(request: QueryRequest, context: PolicyContext) -> Decision:
@@ -439,10 +502,13 @@ def decide(request: QueryRequest, context: PolicyContext) -> Decision:
         _check_purpose(request)
         if request.subject_kind not in SUBJECT_KINDS:
             raise _DenyError("subject_kind_unknown", "the subject kind is not known")
-        if request.purpose == "public_disclosure" and request.subject_kind == "natural_person":
+        if request.purpose == "public_disclosure" and _person_rules(request):
             raise _DenyError(
                 "natural_person_public_disclosure",
-                "a natural person's credit information is never disclosed publicly",
+                "a natural person's credit information is never disclosed publicly"
+                if request.subject_kind == "natural_person"
+                else "the identifier is also a valid citizen ID number and may name a natural "
+                "person, whose credit information is never disclosed publicly",
             )
         items = _check_items(request, context)
         statutory = request.purpose in STATUTORY_DUTY_PURPOSES
@@ -450,7 +516,7 @@ def decide(request: QueryRequest, context: PolicyContext) -> Decision:
         released = _fields(request, items, grant)
     except _DenyError as deny:
         return Decision(allowed=False, reason=deny.reason, message=deny.message)
-    records, flagged, excluded = _records(request, context)
+    records, flagged, excluded, linked = _records(request, context)
     return Decision(
         allowed=True,
         reason="statutory_duty" if statutory and grant is None else "allowed",
@@ -461,6 +527,8 @@ def decide(request: QueryRequest, context: PolicyContext) -> Decision:
         excluded=excluded,
         statutory_duty=statutory,
         grant_used=grant is not None,
+        linked_released=_linked_fields(items, released),
+        linked=linked,
     )
 
 
@@ -490,15 +558,14 @@ def apply_decision(decision: Decision, records: Iterable[CandidateRecord]) -> li
     """Filter `records` down to what `decision` releases.
 
     Promises: nothing for a denial; only records the decision names (never one it excluded or
-    never saw), each with only the fields released for its item. Input order is kept.
+    never saw), each with only the fields released for it (`Decision.fields_for`: a record
+    reached through a link gets the linked fields). Input order is kept.
     """
     if not decision.allowed:
         return []
     out: list[ReleasedRecord] = []
     for rec in records:
-        if rec.record_id not in decision.records:
-            continue
-        allowed = decision.released.get(rec.item_id)
+        allowed = decision.fields_for(rec.record_id, rec.item_id)
         if allowed is None:
             continue
         out.append(

@@ -4,10 +4,13 @@ Server side (`QueryEngine.answer`), for a request whose signature, signer and ti
 `node.requests` has already accepted; its nonce is claimed with its access-log entry (step 6):
 
 1. open the sealed subject identifier and normalise it by subject kind (RIC or USCC); it is
-   used only to compute the blind index, the grant digest and the masked form, and is never
-   logged, stored or put into an error message;
+   used only to compute the blind index, the grant digest, the masked form and whether it is
+   also a valid citizen ID number (then the policy applies the natural-person rules whatever
+   kind is asked), and is never logged, stored or put into an error message;
 2. find the subject's records here (own records, linked subjects included) and their states;
-3. check the grant (a signed grant sent with the request is verified and registered first);
+3. check the grant: a signed grant sent with the request is verified and registered first, one
+   named by id is verified again from its stored signed copy against the current bundle (both
+   refused as `grant_invalid` when its issuer is no longer trusted);
 4. `node.policy.decide` (records judged by `node.lifecycle.visible` on today's China day);
 5. allowed with a grant: count its use (atomic); a use refused now (another query took the
    last one) turns the request into a denial with that reason;
@@ -57,7 +60,7 @@ from node.errors import (
     StaleBundle,
     TamperDetected,
 )
-from node.grants import GrantRefusedError, subject_digest, verify_grant
+from node.grants import GrantRefusedError, subject_digest, verify_grant, verify_registered_grant
 from node.lifecycle import china_day, is_red_list, visible
 from node.policy import (
     SUBJECT_KINDS,
@@ -117,6 +120,16 @@ def _china_today(now: dt.datetime) -> dt.date:
     return now.astimezone(_CHINA).date()
 
 
+def _is_citizen_id(subject: str, *, today: dt.date) -> bool:
+    """True when the normalised identifier `subject` also passes the GB 11643 citizen ID number
+    check: both kinds are 18 characters, and some identifiers pass both checks."""
+    try:
+        catalog.normalize_ric(subject, today=today)
+    except catalog.InvalidIdentifier:
+        return False
+    return True
+
+
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -131,9 +144,9 @@ class _Prepared:
     grant_id: str | None
     grant_used: bool
     released: Mapping[str, frozenset[str]]
-    # (candidate, objection flag as released): the candidate carries the encrypted body and the
-    # store's routing copies
-    records: tuple[tuple[ReleaseCandidate, bool], ...]
+    # (candidate, objection flag as released, fields released on it): the candidate carries the
+    # encrypted body and the store's routing copies
+    records: tuple[tuple[ReleaseCandidate, bool, frozenset[str]], ...]
 
 
 class _ReplayRefused(AuthError):
@@ -280,8 +293,12 @@ class QueryEngine:
                     "sender": verified.node_id,
                 },
             )
+            local_day = _china_today(now)
             subject = normalise_subject(
-                raw_subject.decode("utf-8"), body.subject_kind, today=_china_today(now)
+                raw_subject.decode("utf-8"), body.subject_kind, today=local_day
+            )
+            citizen_id = body.subject_kind == "natural_person" or _is_citizen_id(
+                subject, today=local_day
             )
         except keys.VerificationError:
             raise _Refused(
@@ -298,8 +315,18 @@ class QueryEngine:
             raise _Refused("invalid_subject", error) from None
         token = rt.blind.token(subject)
         digest = subject_digest(subject)
-        grant_id = self._grant_id(body, bundle, now)
+        grant_id, fresh = self._grant_id(body, bundle, now)
         state = rt.grants.get(grant_id) if grant_id else None
+        if state is not None and not fresh:
+            # Registered under an earlier bundle: the issuer's key may have been revoked or its
+            # platform role dropped since. Judged as if sent afresh, with the same reason.
+            try:
+                verify_registered_grant(state, bundle=bundle, now=now)
+            except (AuthError, InputError) as error:
+                raise _Refused(
+                    "grant_invalid",
+                    AuthError(f"registered grant: {error}; ask the platform for a new grant"),
+                ) from None
         # A registered grant carries its recorded revocation; one never registered here may
         # still have been revoked already.
         revoked = (
@@ -308,6 +335,7 @@ class QueryEngine:
             else grant_id is not None and rt.grants.revocation(grant_id) is not None
         )
         stored = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
+        linked = self._linked(token, stored, state.grant.fields if state else {})
         items = frozenset(body.items)
         try:
             narrowed = requested_fields(body.fields)
@@ -324,6 +352,7 @@ class QueryEngine:
             grant_id=grant_id,
             subject_digest=digest,
             requested_fields=narrowed,
+            subject_is_citizen_id=citizen_id,
         )
         context = PolicyContext(
             now=now,
@@ -348,15 +377,16 @@ class QueryEngine:
                         today=today,
                     ),
                     objection=r.objection,
+                    linked=r.row_id in linked,
                 )
                 for r in stored
             ],
         )
         decision = decide(request, context)
         released = tuple(
-            (r, r.row_id in decision.flagged)
+            (r, r.row_id in decision.flagged, fields)
             for r in stored
-            if r.row_id in decision.records and r.item_id in decision.released
+            if (fields := decision.fields_for(r.row_id, r.item_id)) is not None
         )
         entry = LogEntry(
             time=utc_iso(now),
@@ -372,7 +402,7 @@ class QueryEngine:
             subject_index=token,
             subject_masked=catalog.mask_identifier(subject),
             items_asked=asked_items(items),
-            items_released=tuple(sorted({r.item_id for r, _flag in released})),
+            items_released=tuple(sorted({r.item_id for r, _flag, _fields in released})),
             result_count=len(released),
             trace_id=trace,
         )
@@ -387,13 +417,33 @@ class QueryEngine:
             records=released,
         )
 
+    def _linked(
+        self,
+        token: str,
+        stored: Sequence[ReleaseCandidate],
+        grant_fields: Mapping[str, frozenset[str]],
+    ) -> frozenset[str]:
+        """The row ids among `stored` found only through a link to the subject (another
+        subject's record naming them: Shandong Art. 31); empty when `grant_fields` is."""
+        # Only a grant's field list releases more on the subject's own records than on linked
+        # ones, so the second read is made only then; without one, every record gets the
+        # default minimisation whatever this says. A row whose state changed between the two
+        # reads counts as linked: the narrower side.
+        if not grant_fields or not stored:
+            return frozenset()
+        own = self._rt.store.records_by_subject(
+            token, include_linked=False, states=_CANDIDATE_STATES
+        )
+        return frozenset(r.row_id for r in stored) - {r.row_id for r in own}
+
     def _grant_id(
         self, body: query_pb2.QueryBody, bundle: keys.TrustBundle, now: dt.datetime
-    ) -> str | None:
-        """The grant the request names; a signed grant sent along is verified and registered."""
+    ) -> tuple[str | None, bool]:
+        """The grant the request names, and whether it came signed with this request (then it
+        is verified and registered here, now)."""
         named = body.grant_id or None
         if not body.grant:
-            return named
+            return named, False
         try:
             grant = verify_grant(bytes(body.grant), bundle=bundle, now=now)
         except AuthError as error:
@@ -409,7 +459,7 @@ class QueryEngine:
             self._rt.grants.register(grant, bytes(body.grant))
         except InputError as error:
             raise _Refused("grant_invalid", error) from None
-        return grant.grant_id
+        return grant.grant_id, True
 
     async def _refund_use(self, grant_id: str) -> None:
         # On failure the use stays counted: one use too many spent on an answer that never
@@ -422,7 +472,7 @@ class QueryEngine:
     ) -> query_pb2.QueryAnswer:
         rt = self._rt
         payloads: list[bytes] = []
-        for candidate, objection in prepared.records:
+        for candidate, objection, fields in prepared.records:
             row_id, item_id = candidate.row_id, candidate.item_id
             try:
                 signed = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row_id, candidate.body))
@@ -430,7 +480,7 @@ class QueryEngine:
                 raise TamperDetected(
                     f"stored record {row_id} does not decrypt or parse; run `credex doctor`"
                 ) from None
-            minimal = signed.minimise(prepared.released[item_id])
+            minimal = signed.minimise(fields)
             red = is_red_list(rt.catalogue.item(item_id).category)
             # Routing copies from the store's columns (ingest took them from the verified
             # payload): the requester checks them against the signature anyway.

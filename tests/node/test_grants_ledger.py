@@ -28,6 +28,7 @@ from node.grants import (
     subject_digest,
     use_refusal,
     verify_grant,
+    verify_registered_grant,
     verify_revocation,
 )
 
@@ -363,3 +364,71 @@ def test_use_refusal_order_revoked_first() -> None:
         "the subject's authorisation has been revoked",
     )
     assert use_refusal(GrantState(make(), b"", uses=0), NOW) is None
+
+
+# --- a registered grant is verified again at every use ------------------------------------------
+
+
+def _registered(grant: Grant) -> GrantState:
+    return MemoryGrantLedger().register(grant, issue_grant(grant, PLATFORM))
+
+
+def test_a_registered_grant_verifies_again_under_the_same_bundle() -> None:
+    assert verify_registered_grant(_registered(make()), bundle=BUNDLE, now=NOW) == make()
+
+
+_DEMOTED = Member("zd-platform", PLATFORM.public_key, frozenset({"department"}))
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        pytest.param(
+            replace(BUNDLE, revoked_keyids=frozenset({keys.keyid(PLATFORM.public_key)})),
+            id="issuer key revoked",
+        ),
+        pytest.param(Bundle(members=(_DEMOTED, *BUNDLE.members[1:])), id="platform role dropped"),
+        pytest.param(Bundle(members=BUNDLE.members[1:]), id="issuer left the roster"),
+        pytest.param(
+            Bundle(members=(replace(_DEMOTED, roles=frozenset({"platform"}), valid_until=NOW),)),
+            id="issuer no longer valid",
+        ),
+    ],
+)
+def test_a_registered_grant_is_refused_as_if_sent_afresh_once_its_issuer_is_not_trusted(
+    later: Bundle,
+) -> None:
+    state = _registered(make())
+    with pytest.raises(InvalidGrantError) as by_id:
+        verify_registered_grant(state, bundle=later, now=NOW)
+    with pytest.raises(InvalidGrantError) as afresh:
+        verify_grant(state.raw, bundle=later, now=NOW)
+    assert str(by_id.value) == str(afresh.value)
+
+
+def test_a_stored_grant_that_differs_from_its_signed_copy_is_refused() -> None:
+    state = replace(_registered(make()), grant=make(use_limit=99))
+    with pytest.raises(InvalidGrantError, match="signed copy"):
+        verify_registered_grant(state, bundle=BUNDLE, now=NOW)
+
+
+def test_a_registered_grant_outlives_a_routine_rotation_of_the_platform_key() -> None:
+    # signed with the key the platform has since rotated out, overlap over: still good by id,
+    # refused when sent afresh; once that key is revoked, refused by id too
+    rotated = Bundle(
+        members=(
+            Member(
+                "zd-platform",
+                PLATFORM.public_key,
+                frozenset({"platform"}),
+                previous_signing_keys=((ROTATED_OUT.public_key, NOW - dt.timedelta(days=30)),),
+            ),
+        )
+    )
+    state = MemoryGrantLedger().register(make(), issue_grant(make(), ROTATED_OUT))
+    assert verify_registered_grant(state, bundle=rotated, now=NOW) == make()
+    with pytest.raises(InvalidGrantError):
+        verify_grant(state.raw, bundle=rotated, now=NOW)
+    revoked = replace(rotated, revoked_keyids=frozenset({keys.keyid(ROTATED_OUT.public_key)}))
+    with pytest.raises(InvalidGrantError):
+        verify_registered_grant(state, bundle=revoked, now=NOW)

@@ -22,6 +22,7 @@ from node.policy import (
     PURPOSES,
     SHANDONG_ART22_PURPOSES,
     STATUTORY_DUTY_PURPOSES,
+    SUBJECT_KINDS,
     CandidateRecord,
     Decision,
     PolicyContext,
@@ -112,8 +113,20 @@ LINKING = It(
     personal=False,
     linked_id_fields=("legal_rep_id_number",),
 )
+# an item held for persons and organisations whose organisation records name further persons
+ENFORCEMENT = It(
+    "enforcement",
+    fields=(
+        F("case_no"),
+        F("subject_id", "identifier"),
+        F("controller_name", "personal"),
+        F("controller_id_number", "sensitive"),
+    ),
+    linked_id_fields=("controller_id_number",),
+)
 ITEMS: dict[str, It] = {
-    i.id: i for i in (PENALTY, LICENCE, CONDITIONAL, SECRET, ORG_ONLY, WITH_SENSITIVE, LINKING)
+    i.id: i
+    for i in (PENALTY, LICENCE, CONDITIONAL, SECRET, ORG_ONLY, WITH_SENSITIVE, LINKING, ENFORCEMENT)
 }
 
 
@@ -173,6 +186,8 @@ def context(
 # --- table: every denial rule -------------------------------------------------------------------
 
 PERSON = {"subject_kind": "natural_person"}
+# an identifier that is also a valid citizen ID number, asked as an organisation (the default)
+ALSO_A_PERSON = {"subject_is_citizen_id": True}
 RECRUIT = {"purpose": "staff_recruitment", "legal_basis": "《公务员法》第二十六条"}
 GRANTED = {**PERSON, **RECRUIT, "grant_id": "g-1"}
 AGREEMENT = Agr(HOLDER, REQ, frozenset({"utility_arrears"}), frozenset({"administrative_payment"}))
@@ -212,6 +227,12 @@ DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     (
         "natural person to public disclosure",
         {**PERSON, "purpose": "public_disclosure", "items": frozenset({"admin_penalty"})},
+        {},
+        "natural_person_public_disclosure",
+    ),
+    (
+        "citizen ID number asked as an organisation, to public disclosure",
+        {**ALSO_A_PERSON, "purpose": "public_disclosure", "items": frozenset({"org_basic"})},
         {},
         "natural_person_public_disclosure",
     ),
@@ -266,6 +287,18 @@ DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "item_not_public",
     ),
     ("person, no grant, discretionary purpose", {**PERSON, **RECRUIT}, {}, "grant_required"),
+    (
+        "citizen ID number asked as an organisation, no grant, discretionary purpose",
+        {**ALSO_A_PERSON, **RECRUIT},
+        {},
+        "grant_required",
+    ),
+    (
+        "citizen ID number asked as an individual business, no grant, discretionary purpose",
+        {**ALSO_A_PERSON, **RECRUIT, "subject_kind": "individual_business"},
+        {"items": {**ITEMS, "admin_penalty": replace(PENALTY, subject_kinds=SUBJECT_KINDS)}},
+        "grant_required",
+    ),
     (
         "person, subject's own use needs a grant",
         {**PERSON, "purpose": "subject_own_use"},
@@ -327,7 +360,7 @@ DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     (
         "statutory purpose, but a bad grant is named anyway",
         {**PERSON, "grant_id": "g-1"},
-        {"grant": grant(), "grant_uses": 3},
+        {"grant": grant(purpose="administrative_licensing"), "grant_uses": 3},
         "grant_exhausted",
     ),
     (
@@ -457,6 +490,20 @@ ALLOWS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, set[str]], str
         "statutory_duty",
     ),
     (
+        "citizen ID number asked as an organisation, statutory duty needs no grant",
+        ALSO_A_PERSON,
+        {},
+        {"admin_penalty": {"decision_no", "subject_id", "amount"}},
+        "statutory_duty",
+    ),
+    (
+        "citizen ID number asked as an organisation, with the subject's grant",
+        {**GRANTED, **ALSO_A_PERSON, "subject_kind": "organisation"},
+        {"grant": grant()},
+        {"admin_penalty": {"decision_no", "subject_id", "amount"}},
+        "allowed",
+    ),
+    (
         "organisation item to public disclosure",
         {"purpose": "public_disclosure", "items": frozenset({"org_basic"})},
         {},
@@ -491,6 +538,106 @@ def test_allowed_requests_release_exactly_the_minimised_fields(
     assert decision.reason == reason
     assert {k: set(v) for k, v in decision.released.items()} == released
     assert decision.grant_used == ("grant" in ctx)
+
+
+# Another requester naming a grant id must learn only that it is not theirs (or not for this
+# subject or purpose), never whether it was revoked, has expired or is used up.
+_STATES: dict[str, dict[str, Any]] = {
+    "revoked": {"grant_revoked": True},
+    "revoked_by_bundle": {"bundle": Bundle(revoked_grants=frozenset({"g-1"}))},
+    "not_yet_valid": {"grant": grant(valid_from=NOW + dt.timedelta(hours=1))},
+    "expired": {"grant": grant(valid_until=NOW)},
+    "exhausted": {"grant_uses": 3},
+}
+_NOT_THEIRS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "grantee": ({}, {"grantee": "zd-other"}, "grant_grantee_mismatch"),
+    "subject": ({}, {"subject_digest": "cd" * 32}, "grant_subject_mismatch"),
+    "purpose": ({"purpose": "commendation"}, {}, "grant_purpose_mismatch"),
+    "items": ({"items": frozenset({"admin_licence"})}, {}, "grant_items_mismatch"),
+}
+
+
+@pytest.mark.parametrize("state", sorted(_STATES))
+@pytest.mark.parametrize("mismatch", sorted(_NOT_THEIRS))
+def test_whose_grant_it_is_is_checked_before_its_state(state: str, mismatch: str) -> None:
+    changes, grant_changes, reason = _NOT_THEIRS[mismatch]
+    ctx = {"grant": grant(**grant_changes), **_STATES[state]}
+    if "grant" in _STATES[state]:
+        ctx["grant"] = replace(_STATES[state]["grant"], **grant_changes)
+    decision = decide(request(**{**GRANTED, **changes}), context(**ctx))
+    assert (decision.allowed, decision.reason) == (False, reason)
+
+
+def test_the_grantee_is_checked_before_the_subject() -> None:
+    # otherwise a requester holding another's grant id could try identifiers until the
+    # subject matched, and so learn whom the grant is about
+    other = grant(grantee="zd-other", subject_digest="cd" * 32)
+    assert decide(request(**GRANTED), context(grant=other)).reason == "grant_grantee_mismatch"
+
+
+def test_a_grants_field_list_widens_only_the_subjects_own_records() -> None:
+    consented = frozenset({"case_no", "controller_id_number"})
+    decision = decide(
+        request(**GRANTED, items=frozenset({"enforcement"})),
+        context(
+            grant=grant(items=frozenset({"enforcement"}), fields={"enforcement": consented}),
+            records=(
+                RecordState("own", "enforcement"),
+                # an organisation's record naming the subject as its legal representative
+                RecordState("org", "enforcement", linked=True),
+            ),
+        ),
+    )
+    assert decision.allowed, decision.message
+    assert decision.records == {"own", "org"}
+    assert decision.linked == {"org"}
+    assert decision.fields_for("own", "enforcement") == consented
+    assert decision.fields_for("org", "enforcement") == frozenset({"case_no"})
+    body = {"case_no": "c-1", "controller_name": "Z", "controller_id_number": "id"}
+    out = apply_decision(
+        decision,
+        [CandidateRecord("own", "enforcement", body), CandidateRecord("org", "enforcement", body)],
+    )
+    assert [(r.record_id, dict(r.fields)) for r in out] == [
+        ("own", {"case_no": "c-1", "controller_id_number": "id"}),
+        ("org", {"case_no": "c-1"}),
+    ]
+
+
+def test_linked_records_get_the_default_minimisation_without_a_field_list() -> None:
+    decision = decide(
+        request(**PERSON, items=frozenset({"enforcement"})),
+        context(records=(RecordState("org", "enforcement", linked=True),)),
+    )
+    default = frozenset({"case_no", "subject_id", "controller_name"})
+    assert decision.fields_for("org", "enforcement") == default
+    assert decision.released["enforcement"] == default
+
+
+def test_a_record_listed_both_as_own_and_linked_gets_the_linked_fields() -> None:
+    decision = decide(
+        request(**GRANTED, items=frozenset({"enforcement"})),
+        context(
+            grant=grant(
+                items=frozenset({"enforcement"}),
+                fields={"enforcement": frozenset({"controller_id_number"})},
+            ),
+            records=(
+                RecordState("r", "enforcement"),
+                RecordState("r", "enforcement", linked=True),
+            ),
+        ),
+    )
+    assert decision.fields_for("r", "enforcement") == frozenset()
+
+
+def test_fields_for_names_nothing_for_a_denial_or_a_record_not_released() -> None:
+    denial = decide(request(**PERSON, **RECRUIT), context(records=(RecordState("r", "x"),)))
+    assert denial.fields_for("r", "admin_penalty") is None
+    allowed = decide(request(), context(records=(RecordState("r", "admin_penalty"),)))
+    assert allowed.fields_for("r", "admin_penalty") is not None
+    assert allowed.fields_for("r", "admin_licence") is None
+    assert allowed.fields_for("unseen", "admin_penalty") is None
 
 
 def test_grant_use_is_flagged_and_statutory_duty_recorded() -> None:
@@ -621,10 +768,12 @@ _RECORD_STATES = st.builds(
     repaired=st.booleans(),
     expired=st.booleans(),
     objection=st.booleans(),
+    linked=st.booleans(),
 )
 _REQUESTS = st.builds(
     request,
     subject_kind=st.sampled_from(["natural_person", "organisation", "individual_business"]),
+    subject_is_citizen_id=st.booleans(),
     items=st.frozensets(st.sampled_from(_ITEM_IDS), max_size=3),
     purpose=st.sampled_from([*sorted(PURPOSES), "bogus"]),
     grant_id=st.sampled_from([None, "g-1", "g-2"]),
@@ -632,15 +781,26 @@ _REQUESTS = st.builds(
         st.sampled_from(_ITEM_IDS), st.frozensets(st.sampled_from(_FIELD_IDS)), max_size=2
     ),
 )
-_GRANTS = st.one_of(
-    st.none(),
-    st.builds(
-        grant,
-        purpose=st.sampled_from(sorted(PURPOSES)),
-        items=st.frozensets(st.sampled_from(_ITEM_IDS), min_size=1),
-        use_limit=st.integers(1, 3),
-    ),
-)
+
+
+@st.composite
+def _some_grant(draw: st.DrawFn) -> Grant:
+    items = draw(st.frozensets(st.sampled_from(_ITEM_IDS), min_size=1))
+    # a field list for some of the granted items, sensitive fields included
+    fields = draw(
+        st.dictionaries(
+            st.sampled_from(sorted(items)), st.frozensets(st.sampled_from(_FIELD_IDS)), max_size=2
+        )
+    )
+    return grant(
+        purpose=draw(st.sampled_from(sorted(PURPOSES))),
+        items=items,
+        use_limit=draw(st.integers(1, 3)),
+        fields=fields,
+    )
+
+
+_GRANTS = st.one_of(st.none(), _some_grant())
 _CONTEXTS = st.builds(
     context,
     grant=_GRANTS,
@@ -674,6 +834,8 @@ def test_no_field_outside_the_decision_is_ever_returned(
         assert set(rec.fields) <= decision.released[rec.item_id]
         sensitive = {f.id for f in ITEMS[rec.item_id].fields if f.sensitivity == "sensitive"}
         if sensitive & set(rec.fields):
+            # never on a record reached through a link, whatever the grant says
+            assert not any(s.linked for s in ctx.records if s.record_id == rec.record_id)
             assert ctx.grant is not None
             assert decision.grant_used
             assert sensitive & set(rec.fields) <= ctx.grant.fields.get(rec.item_id, frozenset())
@@ -702,6 +864,43 @@ def test_natural_persons_never_reach_public_disclosure(
     req: QueryRequest, ctx: PolicyContext
 ) -> None:
     decision = decide(replace(req, purpose="public_disclosure"), ctx)
-    if req.subject_kind == "natural_person":
+    if req.subject_kind == "natural_person" or req.subject_is_citizen_id:
         assert not decision.allowed
     assert not any(s.record_id in decision.flagged for s in ctx.records)
+
+
+_ENFORCEMENT_FIELDS = sorted(f.id for f in ENFORCEMENT.fields)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    consented=st.frozensets(st.sampled_from(_ENFORCEMENT_FIELDS)),
+    records=st.lists(
+        st.builds(
+            RecordState,
+            record_id=st.sampled_from(["r1", "r2", "r3"]),
+            item_id=st.just("enforcement"),
+            linked=st.booleans(),
+        ),
+        max_size=4,
+    ),
+)
+def test_a_grant_never_releases_a_sensitive_field_of_a_linked_record(
+    consented: frozenset[str], records: list[RecordState]
+) -> None:
+    decision = decide(
+        request(**GRANTED, items=frozenset({"enforcement"})),
+        context(
+            grant=grant(items=frozenset({"enforcement"}), fields={"enforcement": consented}),
+            records=records,
+        ),
+    )
+    assert decision.allowed, decision.message
+    body = dict.fromkeys(_ENFORCEMENT_FIELDS, "v")
+    out = apply_decision(decision, [CandidateRecord(r.record_id, r.item_id, body) for r in records])
+    for rec in out:
+        if any(s.linked for s in records if s.record_id == rec.record_id):
+            assert "controller_id_number" not in rec.fields
+            assert set(rec.fields) == consented - {"controller_id_number"}
+        else:
+            assert set(rec.fields) == consented
