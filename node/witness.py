@@ -114,10 +114,14 @@ def cosign_extension(
 
 @dataclass
 class WitnessState:
-    """The last note cosigned per log (node id), persisted in the platform's data directory."""
+    """The last note cosigned per log (node id), persisted in the platform's data directory.
+
+    `alarmed` (in memory only) remembers the fork last recorded per log, so that a fork that
+    persists is recorded once, not on every visit; a restart records it once more."""
 
     path: Path
     latest: dict[str, str] = field(default_factory=dict)
+    alarmed: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def load(cls, data_dir: Path) -> WitnessState:
@@ -227,7 +231,10 @@ async def witness_peer(
                 signer=rt.node_keys.signing,
             )
         except ForkDetected as fork:
-            await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
+            seen = hashlib.sha256(f"{previous or ''}\0{note}".encode()).hexdigest()
+            if state.alarmed.get(peer) != seen:
+                await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
+                state.alarmed[peer] = seen
             return WitnessOutcome(peer, "fork", new.size, str(fork))
         if previous is not None and note == previous:
             return WitnessOutcome(peer, "unchanged", new.size)

@@ -350,8 +350,12 @@ def test_witness_detects_a_fork(cluster: LocalCluster, witnessed: WitnessState) 
     report = cluster.cli_json("platform", "log", "report")
     assert [a["log"] for a in report["alarms"]] == ["market"]
     assert (cluster.home("platform") / "data" / "witness-alarms.jsonl").exists()
-    # the witness did not move on to the forked history
+    # the witness did not move on to the forked history, and a fork that persists is
+    # recorded once, not on every visit
     assert witness(cluster, witnessed).status == "fork"
+    alarms = (cluster.home("platform") / "data" / "witness-alarms.jsonl").read_text()
+    assert len(alarms.splitlines()) == 1
+    assert len(cluster.cli_json("platform", "log", "report")["alarms"]) == 1
 
 
 def test_the_witness_loop_runs_only_on_the_platform(cluster: LocalCluster) -> None:
