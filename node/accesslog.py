@@ -54,6 +54,7 @@ from node.errors import (
     TamperDetected,
 )
 from node.groupcommit import GroupCommit
+from node.officers import NOT_AN_OFFICER_ID, is_officer_id
 
 RETENTION_MIN_DAYS = 180  # 网络安全法 Art. 21 asks for >= 6 months of network logs
 KNOWN_KINDS: frozenset[str] = frozenset(
@@ -148,6 +149,9 @@ class LogEntry:
                 redacted = catalog.redact_identifiers(value)
                 if redacted != value:
                     object.__setattr__(self, name, redacted)
+        # An officer is a staff id; anything else may be a person's name, which is not kept.
+        if isinstance(self.officer, str) and self.officer and not is_officer_id(self.officer):
+            object.__setattr__(self, "officer", NOT_AN_OFFICER_ID)
         parse_utc(self.time)
         if not _SNAKE.match(self.kind):
             raise InputError("log entry kind: must be a snake_case word such as 'query'")

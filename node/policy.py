@@ -8,7 +8,8 @@ trust bundle and the grant at the boundary, gathers the candidate records' state
 Rules, in the order they are checked (reason codes are stable; docs/policy.md gives the legal
 source of each):
 
-1. the request names items and an officer                       no_items, officer_missing
+1. the request names items and an officer, by a staff id        no_items, officer_missing,
+   (never a name: node.officers)                                 officer_invalid
 2. the requester is a roster member, valid now, and signed with one of its current (or
    still-overlapping previous) keys that is not revoked         requester_unknown,
                                                                  requester_not_valid,
@@ -60,6 +61,7 @@ from typing import Protocol
 
 import keys
 from node.grants import Grant
+from node.officers import OFFICER_ID_RULE, is_officer_id
 
 # Shandong 社会信用条例 Art. 22: the uses for which departments may query public credit data.
 SHANDONG_ART22_PURPOSES: frozenset[str] = frozenset(
@@ -498,6 +500,8 @@ def decide(request: QueryRequest, context: PolicyContext) -> Decision:
             raise _DenyError("no_items", "the request names no items")
         if not request.officer.strip():
             raise _DenyError("officer_missing", "the request names no responsible officer")
+        if not is_officer_id(request.officer):
+            raise _DenyError("officer_invalid", f"the officer must be {OFFICER_ID_RULE}")
         _check_requester(request, context)
         _check_purpose(request)
         if request.subject_kind not in SUBJECT_KINDS:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from node.errors import InputError
+from node.officers import OFFICER_ID_RULE, is_officer_id
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,4 +68,12 @@ def check_listen(value: str, *, flag: str = "--listen", ephemeral: bool = False)
             f"{flag} {value!r}: must be HOST:PORT (IPv6 as [::1]:7443) with a port from "
             f"{lowest} to 65535"
         )
+    return value
+
+
+def check_officer(value: str, *, flag: str = "--officer") -> str:
+    """Return `value` when it is a staff id (node.officers), else raise InputError naming the
+    flag, never the value (it may be a person's name)."""
+    if not is_officer_id(value):
+        raise InputError(f"{flag}: must be {OFFICER_ID_RULE}")
     return value

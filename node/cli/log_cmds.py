@@ -39,7 +39,14 @@ from node.accesslog import (
     verify_log,
 )
 from node.cli import app
-from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.cli.common import (
+    HomeOption,
+    JsonOption,
+    check_officer,
+    console,
+    print_json,
+    resolve_home,
+)
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
 from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
@@ -68,12 +75,13 @@ def witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
 
 
 def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
-    """The access-log entry of an officer's own read or export (`kind`), logged before it runs."""
+    """The access-log entry of an officer's own read or export (`kind`), logged before it runs;
+    InputError when `officer` is not a staff id."""
     return LogEntry(
         time=utc_iso(runtime.clock()),
         kind=kind,
         requester=runtime.node_id,
-        officer=officer,
+        officer=check_officer(officer),
         purpose="log_review",
         legal_basis="security officer review of the access log",
         decision="allow",

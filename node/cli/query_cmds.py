@@ -21,7 +21,14 @@ from rich.table import Table
 
 import catalog
 from node.cli import app
-from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.cli.common import (
+    HomeOption,
+    JsonOption,
+    check_officer,
+    console,
+    print_json,
+    resolve_home,
+)
 from node.errors import InputError
 from node.grants import (
     Grant,
@@ -125,7 +132,7 @@ def query_command(
         items=_items(items),
         purpose=purpose,
         legal_basis=legal_basis,
-        officer=officer,
+        officer=check_officer(officer),
         grant_id=grant_id,
         grant=grant_raw,
         fields=_fields(fields),

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.accesslog import LogEntry, decode_leaf, encode_leaf
+from node.officers import NOT_AN_OFFICER_ID
 
 
 def canonical(entry: LogEntry, previous: bytes) -> bytes:
@@ -84,3 +85,17 @@ def test_an_id_number_in_requester_supplied_text_is_never_stored() -> None:
     assert entry.legal_basis == "行政许可法 subject 110105********002X"
     decoded, _previous = decode_leaf(leaf)
     assert decoded == entry
+
+
+def test_an_officer_that_is_not_a_staff_id_is_not_kept() -> None:
+    def make(officer: str) -> LogEntry:
+        return LogEntry(
+            time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax", officer=officer,
+            purpose="administrative_licensing", legal_basis="x", decision="deny",
+            reason="officer_invalid", request_id="r1",
+        )  # fmt: skip
+
+    assert make("张三").officer == NOT_AN_OFFICER_ID
+    assert "张三".encode() not in encode_leaf(make("张三"), b"\0" * 32)
+    for staff_id in ("m-001", "hr.zhang", "sec-li@zd-market", ""):
+        assert make(staff_id).officer == staff_id

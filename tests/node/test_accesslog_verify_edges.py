@@ -18,7 +18,7 @@ import keys
 from node.accesslog import LogEntry, utc_iso, verify_log
 from node.cli import app
 from node.cluster import LocalCluster
-from node.errors import ExitCode, LogUnavailable, TamperDetected
+from node.errors import ExitCode, InputError, LogUnavailable, TamperDetected
 from node.runtime import open_runtime
 from node.store import SqlLogBackend
 
@@ -143,3 +143,25 @@ def test_a_row_beyond_the_committed_size_is_tampering(cluster: LocalCluster) -> 
         with sqlite3.connect(_db(cluster)) as db:
             db.execute("DELETE FROM access_log WHERE idx >= 20")
     assert _cli(cluster, "verify")[0] == 0
+
+
+def test_an_officer_name_is_refused_by_the_log_tools_without_echoing_it(
+    cluster: LocalCluster,
+) -> None:
+    size = _size(cluster)
+    result = runner.invoke(
+        app, ["log", "report", "--officer", "张三", "--home", str(cluster.home("market"))]
+    )
+    # main() turns InputError into exit 2 with its message (tests/node/test_cli_robustness.py)
+    assert isinstance(result.exception, InputError), result.output
+    assert "--officer" in str(result.exception)
+    assert "张三" not in str(result.exception)
+    assert _size(cluster) == size  # nothing was logged for it
+
+
+def _size(cluster: LocalCluster) -> int:
+    rt = cluster.runtime("market")
+    try:
+        return rt.log.backend.size()
+    finally:
+        rt.close()

@@ -195,6 +195,8 @@ AGREEMENT = Agr(HOLDER, REQ, frozenset({"utility_arrears"}), frozenset({"adminis
 DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("no items", {"items": frozenset()}, {}, "no_items"),
     ("blank officer", {"officer": "  "}, {}, "officer_missing"),
+    ("officer named, not a staff id", {"officer": "张三"}, {}, "officer_invalid"),
+    ("officer id with a space", {"officer": "hr zhang"}, {}, "officer_invalid"),
     ("requester not in roster", {"requester": "stranger"}, {}, "requester_unknown"),
     (
         "roster entry expired",
