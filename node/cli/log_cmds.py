@@ -169,6 +169,15 @@ def verify_command(
                 "witnessed (--anchor), shows that nothing was cut off the end",
                 highlight=False,
             )
+        elif not anchors:
+            # Someone who can write the database can cut the log at a checkpoint and delete
+            # the newer checkpoints and cosignatures: locally nothing is left to disagree.
+            console.print(
+                "no --anchor given: a cut at a checkpoint together with the newer checkpoints "
+                "is not excluded; check against the platform's witnessed checkpoint "
+                "(`credex log witnessed NODE` there, then --anchor FILE)",
+                highlight=False,
+            )
         return
     for problem in report.problems:
         if problem.index is None:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import keys
 from node.accesslog import LogEntry, utc_iso, verify_log
 from node.cli import app
+from node.cli.init_cmds import init_node
 from node.cluster import LocalCluster
 from node.errors import ExitCode, InputError, LogUnavailable, TamperDetected
 from node.runtime import open_runtime
@@ -165,3 +166,19 @@ def _size(cluster: LocalCluster) -> int:
         return rt.log.backend.size()
     finally:
         rt.close()
+
+
+def test_verify_without_an_anchor_says_what_it_cannot_exclude(tmp_path: Path) -> None:
+    init_node(tmp_path / "n", name="market", role="department")
+    rt = open_runtime(tmp_path / "n")
+    try:
+        for i in range(3):
+            rt.log.append_sync(_entry(i))
+        rt.log.checkpoint()
+    finally:
+        rt.close()
+    result = runner.invoke(app, ["log", "verify", "--home", str(tmp_path / "n")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "access log OK: 3 entries" in text
+    assert "no --anchor given: a cut at a checkpoint" in text
