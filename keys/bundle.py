@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,10 @@ ROTATION_PAYLOAD_TYPE = "application/vnd.credex.root-rotation.v1+json"
 AGREEMENT_KINDS = frozenset({"feed", "query", "push"})
 ROLES = frozenset({"department", "platform"})
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+_KEYID_HEX = re.compile(r"[0-9a-f]{16}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,23 @@ class _Fields:
             raise BundleError(f"{self.where}.{key}: must be a list of strings")
         return frozenset(value)
 
+    def keyids(self, key: str) -> frozenset[str]:
+        """Key ids (`hex(sha256(key))[:16]`): a revocation entry that names no key id in that
+        form would revoke nothing, so it is refused instead of ignored. The full 64-hex
+        SHA-256 is taken as its id; case and surrounding spaces do not matter."""
+        out = set()
+        for i, raw in enumerate(sorted(self.strings(key, ()))):
+            text = raw.strip().lower()
+            if _SHA256_HEX.fullmatch(text):
+                text = text[:16]
+            if not _KEYID_HEX.fullmatch(text):
+                raise BundleError(
+                    f"{self.where}.{key}[{i}]: not a key id (16 hex characters, "
+                    "`credex keys show` prints it as keyid)"
+                )
+            out.add(text)
+        return frozenset(out)
+
     def time(self, key: str, default: datetime.datetime | None = None) -> datetime.datetime:
         if default is not None and key not in self.data:
             return default
@@ -357,7 +379,7 @@ def _parse_bundle(doc: Mapping[str, Any], where: str) -> TrustBundle:
         expires_at=expires,
         root_keyid=f.text("root_keyid"),
         roster=roster,
-        revoked_keyids=f.strings("revoked_keyids", ()),
+        revoked_keyids=f.keyids("revoked_keyids"),
         revoked_grants=f.strings("revoked_grants", ()),
         catalog_version=f.text("catalog_version"),
         agreements=agreements,
@@ -424,7 +446,7 @@ def bundle_from_config(
         expires_at=expires,
         root_keyid=root_keyid,
         roster=tuple(roster),
-        revoked_keyids=f.strings("revoked_keyids", ()),
+        revoked_keyids=f.keyids("revoked_keyids"),
         revoked_grants=f.strings("revoked_grants", ()),
         catalog_version=f.text("catalog_version"),
         agreements=agreements,

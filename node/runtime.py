@@ -203,10 +203,28 @@ def _new_rotations(
 
 
 def _highest_version(trust_dir: Path) -> int:
+    """The highest bundle version this node ever accepted (`trust/bundle.version`); 0 before
+    the first install. Fails closed (keys.BundleError) when a bundle is installed but the mark
+    is missing or damaged: otherwise an older signed bundle put back in place, with the mark
+    deleted, would be accepted again."""
+    path = trust_dir / BUNDLE_VERSION_FILE
     try:
-        return int((trust_dir / BUNDLE_VERSION_FILE).read_text(encoding="ascii").strip())
-    except (FileNotFoundError, ValueError):
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        if (trust_dir / BUNDLE_FILE).exists():
+            raise keys.BundleError(
+                f"{path}: missing while a bundle is installed; restore it from a backup "
+                "(until then the node trusts no bundle)"
+            ) from None
         return 0
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if not text.isdigit():
+        raise keys.BundleError(
+            f"{path}: damaged (expected the highest accepted bundle version); restore it from "
+            "a backup (until then the node trusts no bundle)"
+        )
+    return int(text)
 
 
 def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,25 @@ def test_one_signing_key_cannot_belong_to_two_nodes(
     env = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT)
     with pytest.raises(BundleError, match=r"share the signing key"):
         _accept(env.to_json().encode())
+
+
+def test_revocation_entries_in_other_spellings_still_revoke(
+    identities: dict[str, dict[str, Any]],
+) -> None:
+    market = identities["zd-market"]
+    full = hashlib.sha256(base64.b64decode(market["signing_key"])).hexdigest()
+    for spelling in (market["keyid"].upper(), f" {market['keyid']} ", full, full.upper()):
+        bundle = _bundle(identities, revoked_keyids=[spelling])
+        assert bundle.revoked_keyids == {market["keyid"]}
+        assert market["keyid"] not in bundle.trusted_signing_keys(NOW)
+        # and the same holds for the signed payload a node accepts
+        accepted = _accept(keys.sign_bundle(bundle, ROOT), current_version=0)
+        assert market["keyid"] not in accepted.trusted_signing_keys(NOW)
+
+
+@pytest.mark.parametrize("entry", ["zd-market", "0123456789abcdeg", "abc", "0" * 63])
+def test_a_revocation_entry_that_names_no_key_id_is_refused(
+    identities: dict[str, dict[str, Any]], entry: str
+) -> None:
+    with pytest.raises(keys.BundleError, match=r"revoked_keyids\[0\]: not a key id"):
+        _bundle(identities, revoked_keyids=[entry])

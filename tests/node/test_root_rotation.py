@@ -420,3 +420,25 @@ def test_a_self_rotation_placed_ahead_of_the_real_ones_fails_closed(
     (market / ROTATIONS_DIR / "0000-x.json").write_bytes(keys.sign_root_rotation(new, new, now=NOW))
     with pytest.raises(keys.BundleError):
         load_bundle(market, now=NOW)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "garbled"])
+def test_a_lost_version_mark_fails_closed_instead_of_allowing_a_rollback(
+    homes: dict[str, Path], damage: str
+) -> None:
+    market = _trust(homes["market"])
+    old_raw = (market / BUNDLE_FILE).read_bytes()  # v1, signed and once accepted
+    mark = market / "bundle.version"
+    assert mark.read_text().strip() == "1"
+    mark.write_text("3\n")  # as after v3 was accepted; v1 is then put back in place
+    with pytest.raises(keys.BundleError, match="older than"):
+        load_bundle(market, now=NOW)
+    # deleting or damaging the mark as well must not make v1 acceptable again
+    if damage == "deleted":
+        mark.unlink()
+    else:
+        mark.write_text("" if damage == "emptied" else "three\n")
+    with pytest.raises(keys.BundleError, match=r"bundle\.version: (missing|damaged)"):
+        load_bundle(market, now=NOW)
+    with pytest.raises(keys.BundleError, match=r"bundle\.version: (missing|damaged)"):
+        install_bundle(market, old_raw, now=NOW)
