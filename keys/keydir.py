@@ -138,9 +138,12 @@ def _replace(path: Path, data: bytes) -> None:
 
 def _read_private(path: Path) -> bytes:
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        # a link can point at another node's key, or at a file its owner can swap
+        raise KeyFileError(f"{path}: is a symbolic link; a key file must be the file itself")
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"{path}: not a regular file")
     if st.st_mode & 0o077:
@@ -148,7 +151,18 @@ def _read_private(path: Path) -> bytes:
             f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
             f"key files must be 0600 (chmod 600 {path})"
         )
+    _check_owner(path, st)
     return path.read_bytes()
+
+
+def _check_owner(path: Path, st: os.stat_result) -> None:
+    """Key files and their directory must belong to the user running credex: another user
+    could replace or read them whatever the mode bits say."""
+    if st.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"{path}: owned by uid {st.st_uid}, not by the user running credex "
+            f"(uid {os.geteuid()}); chown it to that user"
+        )
 
 
 class _Kdf:
@@ -425,6 +439,7 @@ def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
             f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
             f"the key directory must be 0700 (chmod 700 {path})"
         )
+    _check_owner(path, st)
     kdf_state = _Kdf(passphrase, KdfParams())
     loaded = {name: _load_secret(path / name, kdf_state) for name in _TYPES}
     node_ids = {node for _, node in loaded.values()}

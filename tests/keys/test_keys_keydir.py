@@ -6,6 +6,7 @@ import base64
 import datetime
 import ipaddress
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -488,4 +489,22 @@ def test_malformed_previous_keys(key_dir: Path, now: datetime.datetime, change: 
     changed = change(json.loads(path.read_text()))
     path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
     with pytest.raises(KeyFileError, match=r"signing-previous\.json: malformed"):
+        keys.load_key_dir(key_dir)
+
+
+def test_a_symlinked_key_file_is_refused(tmp_path: Path, key_dir: Path) -> None:
+    other = tmp_path / "other"
+    keys.create_key_dir(other, node_id="zd-other")
+    (key_dir / "signing.key").unlink()
+    (key_dir / "signing.key").symlink_to(other / "signing.key")
+    with pytest.raises(KeyFileError, match=r"signing\.key: is a symbolic link"):
+        keys.load_key_dir(key_dir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_key_files_owned_by_another_user_are_refused(key_dir: Path, what: str) -> None:
+    target = key_dir / "signing.key" if what == "file" else key_dir
+    os.chown(target, 4242, 4242)
+    with pytest.raises(KeyFileError, match="owned by uid 4242"):
         keys.load_key_dir(key_dir)
