@@ -71,6 +71,9 @@ class SignedRecord:
             salt, value = disclosures[fid]
             fid_b = fid.encode("utf-8")
             val_b = value.encode("utf-8")
+            if len(fid_b) > 255 or len(salt) != SALT_SIZE:
+                # a disclosure that could never verify (a peer's malformed map form)
+                raise VerificationError("record disclosure is malformed")
             append(_U8.pack(len(fid_b)))
             append(fid_b)
             append(salt)
@@ -275,7 +278,7 @@ def verify_record(rec: SignedRecord, *, trusted: Mapping[str, bytes]) -> Verifie
         doc = json.loads(rec.envelope.payload)
     except (ValueError, UnicodeDecodeError):
         raise VerificationError("record payload is malformed") from None
-    if not isinstance(doc, dict) or doc.get("v") != 1:
+    if not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != 1:
         raise VerificationError("record payload is malformed")
     digests = doc.pop("digests", None)
     doc.pop("v")

@@ -126,7 +126,15 @@ def test_envelope_of_another_type_is_refused(signer: keys.Signer) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"not json", b"[]", b'{"v":2,"digests":{}}', b'{"v":1,"digests":[]}', b'{"v":1,"digests":{}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"v":2,"digests":{}}',
+        b'{"v":1,"digests":[]}',
+        b'{"v":1,"digests":{}}',
+        b'{"v":true,"digests":{}}',
+        b'{"v":1.0,"digests":{}}',
+    ],
 )
 def test_malformed_signed_payload_is_refused(signer: keys.Signer, payload: bytes) -> None:
     env = keys.sign_envelope(keys.RECORD_PAYLOAD_TYPE, payload, signer)
@@ -239,3 +247,14 @@ def test_compact_form_refuses_duplicates_and_bad_text(signer: keys.Signer) -> No
     with pytest.raises(VerificationError):
         SignedRecord.from_bytes(not_utf8)
     assert SignedRecord.from_bytes(raw).to_bytes() == raw
+
+
+@pytest.mark.parametrize("bad", ["long field id", "short salt"])
+def test_a_disclosure_that_could_never_verify_is_refused_in_compact_form(
+    signer: keys.Signer, bad: str
+) -> None:
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    fid, (salt, value) = next(iter(rec.disclosures.items()))
+    disclosures = {"f" * 256: (salt, value)} if bad == "long field id" else {fid: (salt[:8], value)}
+    with pytest.raises(VerificationError, match="disclosure is malformed"):
+        SignedRecord(rec.envelope, disclosures).to_bytes()
