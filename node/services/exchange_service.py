@@ -15,25 +15,35 @@ first/last seq). Invariants:
 - every batch is preceded by a durable access-log entry (kind "feed_delivery": subscriber,
   items, event count; never a subject); when the log cannot be written the stream fails
   UNAVAILABLE and nothing is sent (fail closed);
-- a refused subscription (signature, agreement, items, cursor), before its first batch or
-  later, is a durable denied `feed_delivery` entry before the error goes back (node/refusals.py);
+- before every batch (and every idle poll) the stream's subscriber is judged again on the
+  bundle in force: its roster membership must be valid now and the key that signed the
+  subscription still one it may sign with (current or in its rotation overlap, not revoked);
+  otherwise the stream ends UNAUTHENTICATED (`requester_unknown`, `requester_not_valid`,
+  `key_revoked`, `key_unknown`), as a new request would;
+- a refused subscription (signature, agreement, items, cursor, key or membership), before its
+  first batch or later, is a durable denied `feed_delivery` entry before the error goes back
+  (node/refusals.py);
 - follow mode polls for new events until the client leaves or the node stops; a graceful stop
   ends open streams cleanly (no error at the subscriber).
 
-Ack moves the subscriber's durable cursor on a receipt signed by the subscriber (monotonic;
-a replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
+Ack moves the subscriber's durable cursor on a receipt signed by the subscriber (monotonic; a
+replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
 node from a department named by a "push" agreement, verifies the producer's signature against
-the bundle, stores it as a received record, logs the access and answers with a signed receipt;
-a refused push is logged as a denied `push` entry. A withdraw/expire notice (PushNotice.kind;
-the producer repaired, revoked or ended the disclosure of an entry it pushed) moves our copy
-of the SENDER's record to withdrawn/expired (令第36号 Art. 3: repair stops sharing and joint
-punishment too), is logged as an allowed `push` entry releasing nothing, and gets the same
-receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the entry,
-if it lands later (another process of the producer sent it, and may never hear our receipt),
-is not stored, is logged as a `push` entry releasing nothing with the tombstone's kind as
-reason, and gets the same receipt (node/store/pushed.py). If the withdrawal commits while the
-entry is being stored (after its `stored` access entry was logged), a second `push` entry
-with the tombstone's kind says the copy was not kept.
+the bundle and that the producer is the sender (a department pushes only its own entries:
+`not_producer` otherwise), stores it as a received record, logs the access and answers with a
+signed receipt; a refused push is logged as a denied `push` entry. A withdraw/expire notice
+(PushNotice.kind; the producer repaired, revoked or ended the disclosure of an entry it pushed)
+moves our copy of the SENDER's record to withdrawn/expired (令第36号 Art. 3: repair stops sharing
+and joint punishment too), is logged as an allowed `push` entry releasing nothing, and gets the
+same receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the
+entry, if it lands later (another process of the producer sent it, and may never hear our
+receipt), is not stored, is logged as a `push` entry releasing nothing with the tombstone's
+kind as reason, and gets the same receipt (node/store/pushed.py). If the withdrawal commits
+while the entry is being stored (after its `stored` access entry was logged), a second `push`
+entry with the tombstone's kind says the copy was not kept.
+
+Item ids a caller sent reach log entries bounded (`refusals.asked_items`) and refusal messages
+as at most three ids ("… and N more"), whatever their number and size.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +84,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
+_SHOWN_IDS = 3  # item ids a refusal message names at most
+_SHOWN_ID_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,41 @@ def _agreed_items(bundle: keys.TrustBundle, provider: str, consumer: str, kind: 
         if a.kind == kind and a.provider == provider and a.consumer == consumer
         for item in a.items
     }
+
+
+def _listed(ids: Sequence[str]) -> str:
+    """`ids` for a refusal message: at most the first three, each cut to 64 characters, then
+    "… and N more", so the message stays short whatever the caller sent."""
+    # The message travels in gRPC trailing metadata: an oversized one never reaches the caller,
+    # who would see RESOURCE_EXHAUSTED instead of the refusal.
+    shown = ", ".join(i[:_SHOWN_ID_CHARS] for i in ids[:_SHOWN_IDS])
+    more = len(ids) - _SHOWN_IDS
+    return f"{shown} … and {more} more" if more > 0 else shown
+
+
+def _check_subscriber(
+    bundle: keys.TrustBundle, subscriber: str, keyid: str, now: dt.datetime
+) -> keys.RosterEntry:
+    """The roster entry of `subscriber`, whose subscription was signed with `keyid`, if it
+    may still be served at `now` under `bundle`: its membership is valid and `keyid` is still
+    one of its trusted signing keys (current, or previous inside its overlap; not revoked).
+    Otherwise AuthError with the reason a new request would be refused under."""
+    trusted = node_signing_keys(bundle, subscriber, now)  # requester_unknown / _not_valid
+    member = bundle.member(subscriber)
+    if member is not None and keyid in trusted:
+        return member
+    if keyid in bundle.revoked_keyids:
+        raise AuthError(
+            f"Subscribe: the subscription was signed with key {keyid}, which trust bundle "
+            f"v{bundle.version} revokes; the stream ends, subscribe again with a current key",
+            reason="key_revoked",
+        )
+    raise AuthError(
+        f"Subscribe: the subscription was signed with key {keyid}, which is no longer a "
+        f"current key of node {subscriber} in trust bundle v{bundle.version}; the stream ends, "
+        "subscribe again with a current key",
+        reason="key_unknown",
+    )
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
@@ -149,13 +196,14 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             subscriber = verified.node_id
             body = verified.parse(exchange_pb2.SubscribeBody)
             caller.items_asked = asked_items(body.items)
-            allowed = self._allowed(subscriber)
+            allowed = self._allowed(runtime.bundle(), subscriber)
             wanted = set(body.items) or allowed
             refused = sorted(wanted - allowed)
             if refused:
                 raise PolicyDenied(
                     "item_not_agreed",
-                    f"no feed agreement gives {subscriber} the item(s) {', '.join(refused)}",
+                    f"no feed agreement gives {subscriber} the item(s) {_listed(refused)}; "
+                    "subscribe only to items of your feed agreements",
                 )
             sub = await asyncio.to_thread(
                 runtime.store.ensure_subscription, subscriber, wanted, now=runtime.clock()
@@ -169,9 +217,19 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             cursor = int(body.cursor)
             asked = caller.items_asked = tuple(sorted(wanted))
             while True:
-                allowed = self._allowed(subscriber)  # a new bundle applies to the next batch
+                # A new bundle applies to the next batch: its agreements, and whether the
+                # subscriber and the key that signed this (possibly long-open) stream still hold.
+                bundle = runtime.bundle()
+                allowed = self._allowed(bundle, subscriber)
+                member = _check_subscriber(bundle, subscriber, verified.keyid, runtime.clock())
                 built = await asyncio.to_thread(
-                    self._build, subscriber, cursor, limit, allowed, compact=body.compact_records
+                    self._build,
+                    subscriber,
+                    cursor,
+                    limit,
+                    allowed,
+                    member.encryption_key,
+                    compact=body.compact_records,
                 )
                 if built is None:
                     if not body.follow or self.stopping.is_set():
@@ -209,8 +267,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 if self.stopping.is_set():
                     return
 
-    def _allowed(self, subscriber: str) -> set[str]:
-        bundle = self._runtime.bundle()
+    def _allowed(self, bundle: keys.TrustBundle, subscriber: str) -> set[str]:
+        """The items `bundle`'s feed agreements give `subscriber` from this node; PolicyDenied
+        (`no_agreement`) when there are none."""
         allowed = _agreed_items(bundle, self._runtime.node_id, subscriber, "feed")
         if not allowed:
             raise PolicyDenied(
@@ -221,19 +280,22 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         return allowed
 
     def _build(
-        self, subscriber: str, cursor: int, limit: int, allowed: set[str], *, compact: bool = False
+        self,
+        subscriber: str,
+        cursor: int,
+        limit: int,
+        allowed: set[str],
+        encryption_key: bytes,
+        *,
+        compact: bool = False,
     ) -> _Built | None:
-        """Read, decrypt and seal the next batch (runs in a worker thread); None when idle.
+        """Read, decrypt and seal for `encryption_key` (the subscriber's, from the bundle the
+        batch is judged on) the next batch (runs in a worker thread); None when idle.
         With `compact`, records travel as Record.signed_record (the stored form, unparsed)."""
         runtime = self._runtime
         events = runtime.store.events_after(subscriber, cursor, limit=limit)
         if not events:
             return None
-        member = runtime.bundle().member(subscriber)
-        if member is None:
-            raise AuthError(
-                f"node {subscriber} is no longer in the roster", reason="requester_unknown"
-            )
         payloads = []
         items: set[str] = set()
         stored = feed_records(runtime.store, [e.record_row_id for e in events])
@@ -251,7 +313,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             payloads,
             header=feeds.feed_header(runtime.node_id, subscriber, first, last),
             recipient_id=subscriber,
-            recipient_public=member.encryption_key,
+            recipient_public=encryption_key,
         )
         return _Built(sealed, first, last, len(events), tuple(sorted(items)), last >= head, head)
 
@@ -398,15 +460,26 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             record = keys.verify_record(signed, trusted=bundle.trusted_signing_keys(now))
             wire.check_record_routing(message, record.header)
             owner = bundle.owner_of(record.signer_keyid, now)
-            if owner is None or owner.node_id != record.header.get("producer"):
+            producer = record.header.get("producer")
+            if owner is None or owner.node_id != producer:
                 raise AuthError(
                     "Push: the record is not signed by its producer's key",
                     reason="signer_mismatch",
                 )
-            caller.items_asked = (message.item_id,)  # only once the producer's signature holds
+            # only once the producer's signature holds
+            caller.items_asked = asked_items((message.item_id,))
+            if producer != sender:
+                # The push agreement is the sender's: another department's entry (one received
+                # by feed, say) would reach us under an agreement its producer never made.
+                raise PolicyDenied(
+                    "not_producer",
+                    f"{sender} pushed an entry produced by {owner.node_id}; a department pushes "
+                    "only the entries it produced itself",
+                )
             if message.item_id not in agreed:
                 raise PolicyDenied(
-                    "item_not_agreed", f"the push agreement does not cover item {message.item_id}"
+                    "item_not_agreed",
+                    f"the push agreement does not cover item {_listed([message.item_id])}",
                 )
             ended = await asyncio.to_thread(
                 pushed_store.push_tombstone,
@@ -472,10 +545,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         kind = wire.event_kind_from_pb(event.kind)
         if kind != _push_kind(notice.kind) or not event.record_key or event.HasField("record"):
             raise InputError("Push: the withdrawal notice is malformed")
-        caller.items_asked = (event.item_id,)
+        caller.items_asked = asked_items((event.item_id,))
         if event.item_id not in agreed:
             raise PolicyDenied(
-                "item_not_agreed", f"the push agreement does not cover item {event.item_id}"
+                "item_not_agreed",
+                f"the push agreement does not cover item {_listed([event.item_id])}",
             )
         withdrawal = feeds.PushWithdrawal(
             kind=kind,
