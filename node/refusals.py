@@ -2,22 +2,29 @@
 
 DESIGN.md section 6: every access, allowed or denied, is one log entry. `logged_refusals` does
 it for the services that release or take in data (Exchange.Subscribe, Exchange.Push, Lifecycle,
-and Query's authentication; node.query logs the refusals that follow from a query's body):
-whatever refusal ends the call (a bad signature, a policy denial, a malformed body, a tampered
-seal) is durably logged with a reason code before the error status goes back. An error that is
-not a refusal (the log itself failing, an internal error) is not an access decision and passes
-through untouched.
+Transparency.Cosign, and Query's authentication; node.query logs the refusals that follow from
+a query's body): whatever refusal ends the call (a bad signature, a policy denial, a malformed
+body, a tampered seal) is durably logged with a reason code before the error status goes back.
+An error that is not a refusal (the log itself failing, an internal error) is not an access
+decision and passes through untouched.
+
+`InterceptedRefusals` logs, for the same methods, what the handlers never see: refusals made by
+the server's call interceptor before a handler runs (a certificate no longer pinned, a roster
+membership that lapsed, an expired bundle, a request that does not decode), and the refusals of
+a handler that does not log its own (Exchange.Ack). `METHOD_ACCESS` says which methods' refusals
+are accesses, under which kind, and who logs them, so that each refusal is logged exactly once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc.aio
+from google.protobuf.message import Message
 from opentelemetry import trace
 
 import keys
@@ -30,15 +37,56 @@ if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
 __all__ = [
+    "COSIGN_METHOD",
+    "METHOD_ACCESS",
     "Caller",
+    "InterceptedRefusals",
+    "MethodAccess",
     "asked_items",
     "logged_refusals",
+    "method_access",
     "refusal_reason",
     "request_digest",
     "trace_id",
 ]
 
 UNIDENTIFIED = "unidentified_peer"
+COSIGN_METHOD = "/credex.v1.Transparency/Cosign"
+_LIFECYCLE_SERVICE = "/credex.v1.Lifecycle/"
+
+
+@dataclass(frozen=True)
+class MethodAccess:
+    """How the refusals of one RPC method are logged: as denied `kind` accesses for `purpose`;
+    `handler_logs` when its handler logs the refusals it raises itself (logged_refusals, or
+    the query engine), so that the call interceptor logs only those made before it runs."""
+
+    kind: str
+    purpose: str
+    handler_logs: bool
+
+
+# Full method names are the wire's (docs/wire.md), spelled out here because the modules that
+# name them import this one. A method absent here (Catalog, the Transparency reads, health,
+# reflection) neither releases nor takes in data: its refusals are not accesses.
+METHOD_ACCESS: Mapping[str, MethodAccess] = {
+    "/credex.v1.Query/Query": MethodAccess("query", "", handler_logs=True),
+    "/credex.v1.Exchange/Subscribe": MethodAccess("feed_delivery", "feed", handler_logs=True),
+    "/credex.v1.Exchange/Push": MethodAccess("push", "joint_punishment", handler_logs=True),
+    # The servicer does not log Ack's refusals (a wrong, forged or foreign receipt): the
+    # interceptor does. Switch this to True if Ack is ever wrapped in logged_refusals.
+    "/credex.v1.Exchange/Ack": MethodAccess("feed_ack", "feed", handler_logs=False),
+    COSIGN_METHOD: MethodAccess("cosign", "witness", handler_logs=True),
+}
+
+
+def method_access(method: str) -> MethodAccess | None:
+    """How refusals of the full gRPC `method` are logged; None when they are not accesses.
+    Every Lifecycle method is `lifecycle_<operation>`, logged by its handler."""
+    if method.startswith(_LIFECYCLE_SERVICE):
+        operation = method[len(_LIFECYCLE_SERVICE) :]
+        return MethodAccess(f"lifecycle_{operation.lower()}", "lifecycle", handler_logs=True)
+    return METHOD_ACCESS.get(method)
 
 
 def request_digest(envelope: bytes) -> str:
@@ -146,8 +194,67 @@ async def logged_refusals(
         raise
 
 
+class InterceptedRefusals:
+    """Logs the refusals a node's call interceptor reports (`transport.CallRefusals`): each
+    refusal of a method in `method_access` that its handler does not log becomes one denied
+    entry, named after the node the TLS certificate is pinned for (`unidentified_peer` if
+    none), with a digest of the request as its id."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        """Log into `runtime.log`, at `runtime.clock()`."""
+        self._runtime = runtime
+
+    async def refused(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        error: BaseException,
+        *,
+        request: object,
+        in_handler: bool,
+    ) -> None:
+        """Append one denied entry for `error` when it is a refusal of a logged method that
+        nobody else logs; raises LogUnavailable when the entry cannot be written."""
+        access = method_access(method)
+        if access is None or (in_handler and access.handler_logs):
+            return
+        reason = refusal_reason(error)
+        if reason is None or getattr(error, "access_logged", False):
+            return
+        runtime = self._runtime
+        await runtime.log.append(
+            LogEntry(
+                time=utc_iso(runtime.clock()),
+                kind=access.kind,
+                requester=_tls_peer(runtime, context),
+                officer="",
+                purpose=access.purpose,
+                legal_basis="",
+                decision="deny",
+                reason=reason,
+                request_id=request_digest(_request_bytes(request)),
+                trace_id=trace_id(),
+            )
+        )
+
+
+def _request_bytes(request: object) -> bytes:
+    """The bytes a refused request is known by: its signed envelope when it has one (the
+    same digest as logged_refusals'), else the whole message, or the raw bytes of a request
+    that did not decode."""
+    if isinstance(request, bytes):
+        return request
+    if not isinstance(request, Message):
+        return b""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "signed" in fields:
+        return bytes(request.signed.envelope)  # type: ignore[attr-defined]
+    if "envelope" in fields:
+        return bytes(request.envelope)  # type: ignore[attr-defined]
+    return request.SerializeToString()
+
+
 def _tls_peer(runtime: NodeRuntime, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    try:
-        return runtime.server_tls().identify(context)
-    except AuthError:
-        return UNIDENTIFIED
+    # The certificate's owner even when it is no longer trusted (expired membership or bundle):
+    # the log says who was refused, not who was accepted.
+    return runtime.server_tls().certificate_owner(context) or UNIDENTIFIED

@@ -44,6 +44,7 @@ from node.config import NodeConfig, load_config
 from node.errors import ConfigError, NotFound, StaleBundle
 from node.feedcheck import RecordChecker
 from node.grants import apply_bundle_revocations
+from node.refusals import InterceptedRefusals
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
 from node.store import SqlGrantLedger, SqlLogBackend, Store, open_store
@@ -404,14 +405,23 @@ class NodeRuntime:
         return roster_from_bundle(self.bundle(), certs, now=self.clock())
 
     def server_tls(self) -> ServerTls:
-        """Server credentials (client certificates required, pinned to the roster)."""
+        """Server credentials (client certificates required, pinned to the roster) that judge
+        every call by the bundle in use and the clock at that moment (an expired bundle trusts
+        no one, a lapsed membership is refused), and log refusals made before a handler."""
         if self._server_tls is None:
             self._server_tls = ServerTls(
                 key_pem=self.node_keys.tls_key_pem,
                 cert_pem=self.node_keys.tls_cert_pem,
                 roster=self.tls_roster(),
+                bundle=self.bundle,
+                clock=self._now,
+                refusals=InterceptedRefusals(self),
             )
         return self._server_tls
+
+    def _now(self) -> dt.datetime:
+        # `clock` is looked up at each call: a test (or a harness) may replace it meanwhile.
+        return self.clock()
 
     def authenticator(self) -> RequestAuthenticator:
         """Checks signed requests: signature, roster, TLS identity, timestamp, nonce."""

@@ -4,7 +4,15 @@
 (Catalog now; Exchange, Query, Lifecycle, Transparency as they land) plugs in the same way.
 Around every handler one interceptor, `_CallInterceptor`:
 - refuses a call whose TLS certificate is not pinned in the CURRENT roster (UNAUTHENTICATED),
-  which also shuts out a node removed from the roster on a connection it opened earlier;
+  which also shuts out a node removed from the roster on a connection it opened earlier; on a
+  node, also every call once its bundle has expired (FAILED_PRECONDITION) and a caller whose
+  roster membership is not valid now (UNAUTHENTICATED): see `ServerTls.identify`;
+- refuses a request that does not decode as its message type (INVALID_ARGUMENT): the request
+  deserializer hands the handler wrapper a marker instead of raising inside gRPC, which would
+  answer UNKNOWN with the parser's text and log a stack trace per call;
+- reports every failure to `ServerTls.refusals` (when set) before the status goes back, so
+  that refusals made here, before the handler, are logged as denied accesses too (a refusal
+  that cannot be logged answers UNAVAILABLE, fail closed);
 - maps every credex error to its status code through `node.errors.status_for`, with the
   error's own message (credex messages are written to be safe); any other exception becomes
   INTERNAL with a generic message and the trace id, and only its type and stack are logged
@@ -31,6 +39,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -39,7 +48,7 @@ from opentelemetry import propagate, trace
 import adapters
 import catalog
 import keys
-from node.errors import ConfigError, NodeError, status_for
+from node.errors import ConfigError, InputError, NodeError, status_for
 from node.telemetry import Telemetry, noop_telemetry, safe_attributes
 from node.transport import CHANNEL_OPTIONS, ServerTls
 
@@ -69,6 +78,40 @@ def _split_method(full: str) -> tuple[str, str]:
     return service, method
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid `message_type`."""
+
+    message_type: str
+    data: bytes
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, yielding an `_Undecodable` instead of raising for bytes that do not
+    decode (None stays None: the handler takes raw bytes)."""
+    if deserializer is None:
+        return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    message_type = str(getattr(descriptor, "full_name", "request message"))
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _Undecodable(message_type, data)
+
+    return deserialize
+
+
+def _refuse_undecodable(request: Any) -> None:
+    """Refuse (InputError) a request that did not decode."""
+    if isinstance(request, _Undecodable):
+        raise InputError(
+            f"malformed request: not a valid {request.message_type} (encode it from the "
+            "credex.v1 .proto files)"
+        )
+
+
 class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Peer check, error mapping and telemetry around every handler (see the module doc)."""
 
@@ -86,10 +129,13 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = handler_call_details.method
         metadata = tuple(handler_call_details.invocation_metadata or ())
+        deserializer = handler.request_deserializer
         if handler.unary_unary is not None:
             factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+            deserializer = _tolerant(deserializer)
         elif handler.unary_stream is not None:
             factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+            deserializer = _tolerant(deserializer)
         elif handler.stream_unary is not None:
             factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
         else:
@@ -98,9 +144,11 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             wrapped: Any = self._wrap_stream(behavior, method, metadata)
         else:
             wrapped = self._wrap_call(behavior, method, metadata)
+        # Streamed requests keep their own deserializer: their handlers read the iterator
+        # themselves, and a marker among the messages would reach them unchecked.
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -121,8 +169,31 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return span, attributes
 
     def _identify(self, context: grpc.aio.ServicerContext[Any, Any], span: trace.Span) -> None:
-        peer = self._tls.identify(context)  # raises AuthError for an unpinned certificate
+        # AuthError: not pinned, not a member valid now; StaleBundle: the bundle has expired.
+        peer = self._tls.identify(context)
         span.set_attributes(safe_attributes({"credex.peer": peer}))
+
+    async def _logged(
+        self,
+        error: BaseException,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request: Any,
+        *,
+        in_handler: bool,
+    ) -> BaseException:
+        """Report `error` to the refusal log (ServerTls.refusals) and return the error the call
+        ends with: `error`, or the log's own failure (fail closed) when it cannot be logged."""
+        refusals = self._tls.refusals
+        if refusals is None:
+            return error
+        if isinstance(request, _Undecodable):
+            request = request.data
+        try:
+            await refusals.refused(method, context, error, request=request, in_handler=in_handler)
+        except Exception as failure:
+            return failure
+        return error
 
     async def _fail(
         self,
@@ -175,7 +246,8 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             span, attributes = self._begin(method, metadata)
             cancelled = False
-            failure: Exception | None = None
+            failure: BaseException | None = None
+            in_handler = False
             try:
                 # record_exception=False: an exception's text may quote data (see _fail).
                 with trace.use_span(
@@ -183,20 +255,25 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ):
                     try:
                         self._identify(context, span)
+                        _refuse_undecodable(request)
+                        in_handler = True
                         result = behavior(request, context)
                         if inspect.isawaitable(result):
                             result = await result
                         return result
-                    except asyncio.CancelledError:
-                        cancelled = True
-                        raise
-                    except grpc.aio.AbortError:
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
                         raise
                     except Exception as error:
                         failure = error
-                    # Abort outside the except block, so the original exception is not chained
-                    # to the abort (and never printed by anything that logs the abort).
+                    # Log and abort outside the except block, so the original exception is not
+                    # chained to the abort (and never printed by anything that logs the abort).
+                    failure = await self._logged(
+                        failure, context, method, request, in_handler=in_handler
+                    )
                     await self._fail(failure, context, method, span)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
                 self._end(span, attributes, context, started, cancelled)
             return None  # unreachable: _fail aborts
@@ -212,24 +289,30 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             span, attributes = self._begin(method, metadata)
             cancelled = False
-            failure: Exception | None = None
+            failure: BaseException | None = None
+            in_handler = False
             try:
                 with trace.use_span(
                     span, end_on_exit=False, record_exception=False, set_status_on_exception=False
                 ):
                     try:
                         self._identify(context, span)
+                        _refuse_undecodable(request)
+                        in_handler = True
                         async for response in behavior(request, context):
                             yield response
-                    except (asyncio.CancelledError, GeneratorExit):
-                        cancelled = True
-                        raise
-                    except grpc.aio.AbortError:
+                    except (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError):
                         raise
                     except Exception as error:
                         failure = error
                     if failure is not None:
+                        failure = await self._logged(
+                            failure, context, method, request, in_handler=in_handler
+                        )
                         await self._fail(failure, context, method, span)
+            except (asyncio.CancelledError, GeneratorExit):
+                cancelled = True
+                raise
             finally:
                 self._end(span, attributes, context, started, cancelled)
 

@@ -11,6 +11,10 @@ Invariants:
 - Roster changes take effect without a restart: `ServerTls.update` swaps the roots for new
   handshakes and `peer_identity` consults the current roster on every call, so a removed node
   is refused at once even on a connection it opened earlier.
+- The TLS roots are computed when the roster is loaded, but trust is judged at each call:
+  given the bundle in use (`ServerTls(bundle=..., clock=...)`, as a node's runtime does),
+  `ServerTls.identify` refuses every caller once that bundle has expired, and a member whose
+  roster validity window does not hold now, however it got through the handshake.
 - A client trusts exactly the certificate the roster pins for the peer it dials and names the
   peer by node id (the certificate's SAN) through `grpc.ssl_target_name_override`.
 
@@ -33,19 +37,20 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
 import keys
-from node.errors import AuthError, ConfigError
+from node.errors import AuthError, ConfigError, StaleBundle
 
 __all__ = [
+    "CallRefusals",
     "ChannelIdentity",
     "Diagnosis",
     "ServerTls",
@@ -191,20 +196,58 @@ def load_peer_certs(directory: Path) -> dict[str, bytes]:
     return {path.stem: path.read_bytes() for path in sorted(directory.glob("*.crt"))}
 
 
+class CallRefusals(Protocol):
+    """Where a server's call interceptor reports the refusals that end calls
+    (`node.refusals.InterceptedRefusals` on a node), so that they become denied accesses."""
+
+    async def refused(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        error: BaseException,
+        *,
+        request: object,
+        in_handler: bool,
+    ) -> None:
+        """Log `error`, which ends a call to `method`, as a denied access when it is a refusal
+        that nobody else logs (`in_handler`: the handler raised it; otherwise it came before
+        the handler ran). `request` is the request message, or the raw bytes of one that did
+        not decode. Raises (LogUnavailable) when the denial cannot be logged."""
+
+
 class ServerTls:
     """Server credentials that require a roster client certificate, reloadable at run time.
 
     `credentials()` is given to the gRPC server once; `update(roster)` makes every later
-    handshake use the new roots (gRPC asks `_fetch` at each new connection).
+    handshake use the new roots (gRPC asks `_fetch` at each new connection). With `bundle`
+    and `clock` (the node's bundle in use and its clock), `identify` also holds every call to
+    that bundle's expiry and to the caller's roster validity at the time of the call.
+    `refusals`, when given, is where the server's call interceptor logs the refusals it sees.
     """
 
-    def __init__(self, *, key_pem: bytes, cert_pem: bytes, roster: TlsRoster) -> None:
-        """Hold the node's own TLS key and certificate and the initial roster."""
+    def __init__(
+        self,
+        *,
+        key_pem: bytes,
+        cert_pem: bytes,
+        roster: TlsRoster,
+        bundle: Callable[[], keys.TrustBundle] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        refusals: CallRefusals | None = None,
+    ) -> None:
+        """Hold the node's own TLS key and certificate and the initial roster; `bundle`
+        returns the bundle in use (raising StaleBundle when there is none in force), and is
+        asked on every call together with `clock` (both or neither)."""
+        if (bundle is None) != (clock is None):
+            raise ValueError("ServerTls: give both `bundle` and `clock`, or neither")
         self._key_pem = key_pem
         self._cert_pem = cert_pem
         self._lock = threading.Lock()
         self._roster = roster
         self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._bundle = bundle
+        self._clock = clock
+        self.refusals = refusals
 
     @property
     def roster(self) -> TlsRoster:
@@ -242,11 +285,37 @@ class ServerTls:
             self._pending = configuration
 
     def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """Return the node id of the calling peer under the current roster (see peer_identity).
+        """Return the node id of the calling peer, trusted now.
 
-        Asked again within the same call (the interceptor, then the request check) under the
-        same roster, it answers from the first time instead of reading the certificate again.
+        The certificate must be pinned in the current roster (see peer_identity). Given the
+        bundle in use, that bundle must be in force (StaleBundle, FAILED_PRECONDITION, once it
+        has expired: the node then trusts no one) and must list the node with a membership
+        valid now (AuthError `requester_unknown` / `requester_not_valid`, UNAUTHENTICATED).
+        Asked again within the same call under the same roster, the certificate is not read
+        again; the bundle and the validity window are checked every time.
         """
+        if self._bundle is None or self._clock is None:
+            return self._pinned_node(context)
+        try:
+            bundle = self._bundle()
+        except StaleBundle as error:
+            raise StaleBundle(
+                f"this node trusts no peer until its operator installs a current trust bundle "
+                f"here ({error})"
+            ) from None
+        node_id = self._pinned_node(context)
+        _check_membership(bundle, node_id, self._clock())
+        return node_id
+
+    def certificate_owner(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The roster node the call's certificate is pinned for, or None: names a refused
+        caller in the access log, and never authorises anything (see `identify`)."""
+        try:
+            return self._pinned_node(context)
+        except AuthError:
+            return None
+
+    def _pinned_node(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         roster = self.roster
         known = _CALL_PEER.get()
         if known is not None and known[0] is context and known[1] is roster:
@@ -255,6 +324,25 @@ class ServerTls:
         # Each call's handler runs in its own task, with its own copy of the context variables.
         _CALL_PEER.set((context, roster, node_id))
         return node_id
+
+
+def _check_membership(bundle: keys.TrustBundle, node_id: str, now: datetime) -> None:
+    """Refuse (AuthError) a node that the bundle does not list, or lists outside its
+    validity window at `now`."""
+    entry = bundle.member(node_id)
+    if entry is None:
+        raise AuthError(
+            f"node {node_id} is not in the roster of trust bundle v{bundle.version}",
+            reason="requester_unknown",
+        )
+    if not entry.valid_at(now):
+        raise AuthError(
+            f"node {node_id}: its roster membership in trust bundle v{bundle.version} is not "
+            f"valid now (valid from {entry.valid_from.isoformat()} until "
+            f"{entry.valid_until.isoformat()}); ask the platform for a bundle that renews it, "
+            "or check the clocks",
+            reason="requester_not_valid",
+        )
 
 
 # The peer identified in the running call: (call context, roster, node id).

@@ -4,7 +4,9 @@ Any roster member may read checkpoints and proofs (they hold hashes, never entri
 roster node with the `platform` role may hand in a cosignature (`Cosign`), and the node keeps
 it only when the cosigned note is one of its own checkpoints (or, failing that, matches its own
 tree) and the witness's signature verifies with the platform's key in the trust bundle. A
-cosigned note that contradicts this node's tree is a fork alarm (ForkDetected, DATA_LOSS).
+refused cosignature is logged as a denied `cosign` access (node.refusals). A cosigned note that
+contradicts this node's tree is a fork alarm (ForkDetected, DATA_LOSS), which the access log
+records as its own alarm entry.
 
 On a platform node this module also runs the witness loop (`node.witness.background`).
 """
@@ -21,6 +23,7 @@ import keys
 from node import wire, witness
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
 from node.errors import InputError, PolicyDenied
+from node.refusals import COSIGN_METHOD, METHOD_ACCESS, logged_refusals
 from node.server import Service
 
 if TYPE_CHECKING:
@@ -113,9 +116,18 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServicer):
         request: transparency_pb2.CosignRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transparency_pb2.CosignResponse:
-        """Store the platform witness's cosignature of one of this node's checkpoints."""
-        witness_id = self._rt.server_tls().identify(context)
-        note = await asyncio.to_thread(self._store_cosignature, witness_id, request.note)
+        """Store the platform witness's cosignature of one of this node's checkpoints; a
+        refusal (not the witness, a bad cosignature, not our checkpoint) is logged first."""
+        access = METHOD_ACCESS[COSIGN_METHOD]
+        async with logged_refusals(
+            self._rt,
+            context,
+            kind=access.kind,
+            purpose=access.purpose,
+            envelope=request.SerializeToString(),
+        ):
+            witness_id = self._rt.server_tls().identify(context)
+            note = await asyncio.to_thread(self._store_cosignature, witness_id, request.note)
         return transparency_pb2.CosignResponse(note=note)
 
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 
 import keys
+from node._pb.credex.v1 import common_pb2, exchange_pb2, transparency_pb2
 from node.accesslog import AccessLog, MemoryLogBackend, iter_entries
 from node.errors import (
     AuthError,
@@ -22,8 +23,11 @@ from node.errors import (
 )
 from node.refusals import (
     UNIDENTIFIED,
+    InterceptedRefusals,
+    MethodAccess,
     asked_items,
     logged_refusals,
+    method_access,
     refusal_reason,
     request_digest,
 )
@@ -59,9 +63,7 @@ class _Tls:
     def __init__(self, peer: str | None) -> None:
         self.peer = peer
 
-    def identify(self, context: Any) -> str:
-        if self.peer is None:
-            raise AuthError("certificate not in the roster")
+    def certificate_owner(self, context: Any) -> str | None:
         return self.peer
 
 
@@ -141,3 +143,102 @@ def test_asked_items_are_bounded_for_the_log() -> None:
     flood = asked_items(f"item_{i:03d}" + "x" * 100 for i in range(500))
     assert len(flood) == 64
     assert all(len(item) == 64 for item in flood)
+
+
+# -- refusals the call interceptor reports ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "access"),
+    [
+        ("/credex.v1.Query/Query", MethodAccess("query", "", handler_logs=True)),
+        ("/credex.v1.Exchange/Subscribe", MethodAccess("feed_delivery", "feed", True)),
+        ("/credex.v1.Exchange/Push", MethodAccess("push", "joint_punishment", True)),
+        ("/credex.v1.Exchange/Ack", MethodAccess("feed_ack", "feed", handler_logs=False)),
+        (
+            "/credex.v1.Lifecycle/ResolveObjection",
+            MethodAccess("lifecycle_resolveobjection", "lifecycle", True),
+        ),
+        ("/credex.v1.Transparency/Cosign", MethodAccess("cosign", "witness", True)),
+        ("/credex.v1.Catalog/GetCatalog", None),
+        ("/credex.v1.Transparency/GetCheckpoint", None),
+        ("/grpc.health.v1.Health/Check", None),
+    ],
+)
+def test_which_methods_refusals_are_accesses(method: str, access: MethodAccess | None) -> None:
+    assert method_access(method) == access
+
+
+def report(
+    rt: NodeRuntime, method: str, error: BaseException, request: object, *, in_handler: bool
+) -> None:
+    asyncio.run(
+        InterceptedRefusals(rt).refused(
+            method, cast(Any, None), error, request=request, in_handler=in_handler
+        )
+    )
+
+
+def test_interceptor_refusals_are_logged_once_with_the_request_digest() -> None:
+    rt, backend = runtime()
+    signed = common_pb2.SignedRequest(envelope=b"query envelope")
+    unpinned = AuthError("not pinned", reason="tls_unpinned")
+    report(rt, "/credex.v1.Query/Query", unpinned, signed, in_handler=False)
+    # The handler logs its own refusals: not again here.
+    report(rt, "/credex.v1.Query/Query", PolicyDenied("no_agreement", "x"), signed, in_handler=True)
+    subscribe = exchange_pb2.SubscribeRequest(signed=common_pb2.SignedRequest(envelope=b"sub"))
+    report(rt, "/credex.v1.Exchange/Subscribe", StaleBundle("expired"), subscribe, in_handler=False)
+    # Ack's handler does not log: its refusals are logged here.
+    receipt = common_pb2.SignedReceipt(envelope=b"receipt")
+    forged = keys.VerificationError("receipt does not verify")
+    report(rt, "/credex.v1.Exchange/Ack", forged, receipt, in_handler=True)
+    cosign = transparency_pb2.CosignRequest(note="a note")
+    report(rt, "/credex.v1.Transparency/Cosign", unpinned, cosign, in_handler=False)
+    report(rt, "/credex.v1.Lifecycle/Repair", InputError("x"), b"\xff\xff", in_handler=False)
+    # Not accesses, not refusals, or logged where they were raised: nothing.
+    report(rt, "/credex.v1.Catalog/GetCatalog", unpinned, b"", in_handler=False)
+    report(rt, "/credex.v1.Exchange/Ack", LogUnavailable("down"), receipt, in_handler=True)
+    already = PolicyDenied("repair_not_admissible", "conditions unmet")
+    already.access_logged = True
+    report(rt, "/credex.v1.Exchange/Ack", already, receipt, in_handler=True)
+    entries = [entry for _index, _leaf, entry in iter_entries(backend)]
+    assert [
+        (e.kind, e.purpose, e.requester, e.decision, e.reason, e.request_id) for e in entries
+    ] == [
+        ("query", "", "zd-tax", "deny", "tls_unpinned", request_digest(b"query envelope")),
+        ("feed_delivery", "feed", "zd-tax", "deny", "stale_bundle", request_digest(b"sub")),
+        ("feed_ack", "feed", "zd-tax", "deny", "verification_failed", request_digest(b"receipt")),
+        (
+            "cosign",
+            "witness",
+            "zd-tax",
+            "deny",
+            "tls_unpinned",
+            request_digest(cosign.SerializeToString()),
+        ),
+        (
+            "lifecycle_repair",
+            "lifecycle",
+            "zd-tax",
+            "deny",
+            "malformed_request",
+            request_digest(b"\xff\xff"),
+        ),
+    ]
+
+
+def test_an_interceptor_refusal_that_cannot_be_logged_fails_closed() -> None:
+    rt, _backend = runtime(peer=None)
+
+    async def broken(entry: Any) -> int:
+        raise LogUnavailable("the access log could not be written")
+
+    cast(Any, rt).log = SimpleNamespace(append=broken)
+    with pytest.raises(LogUnavailable):
+        report(
+            rt,
+            "/credex.v1.Query/Query",
+            AuthError("x", reason="tls_unpinned"),
+            b"",
+            in_handler=False,
+        )
