@@ -82,26 +82,33 @@ def mask_identifier(value: str) -> str:
 
 
 # An 18-character run that could be a citizen ID number or a USCC, not inside a longer token.
-_IDENTIFIER_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9A-Za-z]{18}(?![0-9A-Za-z])")
+# An 18-character run that could be a citizen ID number or a USCC (ASCII or full-width letters
+# and digits), not inside a longer run of such characters.
+_RUN_CHARS = "0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
+_IDENTIFIER_RUN = re.compile(rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{18}}(?![{_RUN_CHARS}])")
 
 
 def redact_identifiers(text: str) -> str:
     """Return `text` with every embedded citizen ID number or USCC masked (`mask_identifier`):
-    an 18-character run whose check character is right for either scheme (full-width digits
-    and lower-case letters included). Other text is returned unchanged. For free text that
-    other parties supply and that is kept (an access-log entry's officer, legal basis,
-    request id): no full identifier may be stored there."""
+    an 18-character run of letters and digits (ASCII or full-width, any case) whose check
+    character is right for either scheme. Everything else in `text` is returned exactly as
+    it was. For free text that other parties supply and that is kept (an access-log entry's
+    officer, legal basis, request id): no full identifier may be stored there."""
     if len(text) < 18:
         return text
-    normal = unicodedata.normalize("NFKC", text) if not text.isascii() else text
-    return _IDENTIFIER_RUN.sub(_masked_if_identifier, normal)
+    return _IDENTIFIER_RUN.sub(_masked_if_identifier, text)
 
 
 def _masked_if_identifier(match: re.Match[str]) -> str:
     run = match.group(0)
-    upper = run.upper()
+    upper = (run if run.isascii() else unicodedata.normalize("NFKC", run)).upper()
     body = upper[:17]
-    if body.isdigit() and upper[17] in "0123456789X" and _ric.calc_check_digit(upper) == upper[17]:
+    if (
+        body.isascii()
+        and body.isdigit()
+        and upper[17] in "0123456789X"
+        and _ric.calc_check_digit(upper) == upper[17]
+    ):
         return mask_identifier(upper)
     if all(c in _USCC_SET for c in upper) and _uscc_check_character(upper) == upper[17]:
         return mask_identifier(upper)

@@ -141,17 +141,6 @@ class LogEntry:
     trace_id: str | None = None
 
     def __post_init__(self) -> None:
-        # Text the requesting node supplies is kept for years: an ID number typed into it (by
-        # mistake or on purpose) is masked here, for every kind of access alike.
-        for name in _FREE_TEXT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, str) and len(value) >= 18:
-                redacted = catalog.redact_identifiers(value)
-                if redacted != value:
-                    object.__setattr__(self, name, redacted)
-        # An officer is a staff id; anything else may be a person's name, which is not kept.
-        if isinstance(self.officer, str) and self.officer and not is_officer_id(self.officer):
-            object.__setattr__(self, "officer", NOT_AN_OFFICER_ID)
         parse_utc(self.time)
         if not _SNAKE.match(self.kind):
             raise InputError("log entry kind: must be a snake_case word such as 'query'")
@@ -212,9 +201,30 @@ class LogEntry:
             raise InputError("log entry: missing or mistyped keys") from error
 
 
+def kept_form(entry: LogEntry) -> LogEntry:
+    """`entry` as the log keeps it (what `encode_leaf` encodes): every citizen ID number or
+    credit code in the text the requesting node supplies masked (`catalog.redact_identifiers`),
+    and an officer that is not a staff id (it may be a person's name) replaced by
+    `NOT_AN_OFFICER_ID`. The entry itself when nothing changes. Applied when an entry is
+    written, never when one is read back: a stored leaf is decoded exactly as it was kept."""
+    changes: dict[str, Any] = {}
+    for name in _FREE_TEXT_FIELDS:
+        value = getattr(entry, name)
+        if isinstance(value, str) and len(value) >= 18:
+            redacted = catalog.redact_identifiers(value)
+            if redacted != value:
+                changes[name] = redacted
+    officer = changes.get("officer", entry.officer)
+    if isinstance(officer, str) and officer and not is_officer_id(officer):
+        changes["officer"] = NOT_AN_OFFICER_ID
+    return dataclasses.replace(entry, **changes) if changes else entry
+
+
 def encode_leaf(entry: LogEntry, previous_hash: bytes) -> bytes:
-    """Return the canonical leaf bytes of `entry` chained to the previous leaf hash: the
-    entry's `to_dict()` plus `chain` (hex), as JSON with sorted keys, no whitespace, UTF-8."""
+    """Return the canonical leaf bytes of `entry` in its kept form (`kept_form`) chained to the
+    previous leaf hash: its `to_dict()` plus `chain` (hex), as JSON with sorted keys, no
+    whitespace, UTF-8."""
+    entry = kept_form(entry)
     try:
         return _fast_leaf(entry, previous_hash)
     except TypeError:

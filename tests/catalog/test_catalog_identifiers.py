@@ -307,3 +307,12 @@ def test_redact_never_leaves_an_embedded_id_number(before: str, seq: str, after:
     ric = make_ric(seq=seq)
     out = redact_identifiers(f"{before} {ric} {after}")
     assert ric not in out
+
+
+def test_redact_changes_nothing_but_the_identifier() -> None:
+    ric = make_ric(seq="031")
+    text = f"《行政许可法》第二十二条（行政许可审查），经办：{ric}；ＡＢＣ１２３"
+    out = redact_identifiers(text)
+    assert out == text.replace(ric, mask_identifier(ric))
+    long_text = "（行政许可审查），经办人员依照第二十二条规定办理，全角括号与标点不变。"
+    assert redact_identifiers(long_text) == long_text

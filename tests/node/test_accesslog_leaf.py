@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.accesslog import LogEntry, decode_leaf, encode_leaf
+from node.accesslog import LogEntry, decode_leaf, encode_leaf, kept_form
 from node.officers import NOT_AN_OFFICER_ID
 
 
@@ -46,8 +46,9 @@ entries = st.builds(
 @given(entries, st.binary(min_size=32, max_size=32))
 def test_fast_leaf_is_the_canonical_json(entry: LogEntry, previous: bytes) -> None:
     leaf = encode_leaf(entry, previous)
-    assert leaf == canonical(entry, previous)
-    assert decode_leaf(leaf) == (entry, previous)
+    kept = kept_form(entry)  # what the log keeps (masked identifiers, staff-id officer)
+    assert leaf == canonical(kept, previous)
+    assert decode_leaf(leaf) == (kept, previous)
 
 
 def test_unexpected_value_types_take_the_generic_encoder() -> None:
@@ -81,10 +82,25 @@ def test_an_id_number_in_requester_supplied_text_is_never_stored() -> None:
     leaf = encode_leaf(entry, b"\0" * 32)
     assert ric.encode() not in leaf
     assert ric.lower().encode() not in leaf
-    assert entry.purpose == "110105********002X"
-    assert entry.legal_basis == "行政许可法 subject 110105********002X"
     decoded, _previous = decode_leaf(leaf)
-    assert decoded == entry
+    assert decoded == kept_form(entry)
+    assert decoded.purpose == "110105********002X"
+    assert decoded.legal_basis == "行政许可法 subject 110105********002X"
+    assert decoded.officer == NOT_AN_OFFICER_ID  # "clerk <id>" is no staff id
+    # reading back changes nothing: a leaf kept before this rule decodes as it was written
+    assert kept_form(decoded) == decoded
+
+
+def test_a_leaf_written_before_masking_is_read_back_exactly() -> None:
+    old = LogEntry(
+        time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax", officer="Zhang San",
+        purpose="administrative_licensing", legal_basis="（行政许可审查），经办第二十二条规定",
+        decision="allow", reason="ok", request_id="r1",
+    )  # fmt: skip
+    leaf = canonical(old, b"\0" * 32)  # the bytes an earlier release wrote
+    decoded, _previous = decode_leaf(leaf)
+    assert decoded == old
+    assert decoded.to_dict() == old.to_dict()
 
 
 def test_an_officer_that_is_not_a_staff_id_is_not_kept() -> None:
@@ -95,7 +111,8 @@ def test_an_officer_that_is_not_a_staff_id_is_not_kept() -> None:
             reason="officer_invalid", request_id="r1",
         )  # fmt: skip
 
-    assert make("张三").officer == NOT_AN_OFFICER_ID
-    assert "张三".encode() not in encode_leaf(make("张三"), b"\0" * 32)
+    leaf = encode_leaf(make("张三"), b"\0" * 32)
+    assert "张三".encode() not in leaf
+    assert decode_leaf(leaf)[0].officer == NOT_AN_OFFICER_ID
     for staff_id in ("m-001", "hr.zhang", "sec-li@zd-market", ""):
-        assert make(staff_id).officer == staff_id
+        assert decode_leaf(encode_leaf(make(staff_id), b"\0" * 32))[0].officer == staff_id
