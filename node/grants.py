@@ -345,19 +345,36 @@ def _verified_grant(raw: bytes, bundle: _Roster, now: dt.datetime, *, retired_to
 
 
 def verify_registered_grant(state: GrantState, *, bundle: _Roster, now: dt.datetime) -> Grant:
-    """Verify a grant registered here earlier against the bundle in use now, and return it.
+    """Check a grant registered here earlier against the bundle in use now, and return it.
 
-    Promises: its issuer is still a roster node with the `platform` role, valid now, and the
-    stored envelope is signed by a key of it that the bundle lists (current, or retired by a
-    rotation since: a routine rotation does not void the grants already issued) and does not
-    revoke; and the stored grant is the one that envelope carries. Refuses
-    (InvalidGrantError, MalformedGrantError) an issuer no longer trusted, a revoked key, and a
-    stored grant that differs from its signed copy.
+    Promises: the stored grant is the one its stored signed copy carries; its issuer is still
+    a roster node with the `platform` role, valid now; the key that signed it is not revoked;
+    and when the roster still lists that key (current, or retired by a rotation since: a
+    routine rotation does not void the grants already issued) the signature verifies with it.
+    A key the roster no longer lists at all (an earlier release dropped retired keys at the
+    next rotation) is taken on the verification made when the grant was registered. Refuses
+    (InvalidGrantError, MalformedGrantError) anything else, with the reasons `verify_grant`
+    gives.
     """
-    grant = _verified_grant(state.raw, bundle, now, retired_too=True)
-    if grant != state.grant:
+    try:
+        envelope = keys.Envelope.from_json(state.raw)
+        signed = Grant.from_payload(envelope.payload)
+    except (keys.KeysError, InputError, ValueError) as error:
+        raise MalformedGrantError("registered grant: its signed copy does not parse") from error
+    if signed != state.grant:
         raise InvalidGrantError("the registered grant differs from its signed copy")
-    return grant
+    trusted = _platform_keys(bundle, state.grant.issuer, _utc(now, "now"), retired_too=True)
+    signers = {kid for kid, _sig in envelope.signatures}
+    if signers & bundle.revoked_keyids:
+        raise InvalidGrantError("the key that signed the grant is revoked")
+    if signers & trusted.keys():
+        try:
+            keys.verify_envelope(envelope, payload_type=GRANT_PAYLOAD_TYPE, trusted=trusted)
+        except keys.VerificationError as error:
+            raise InvalidGrantError(
+                "grant signature did not verify against the issuer's key"
+            ) from error
+    return state.grant
 
 
 def verify_revocation(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> GrantRevocation:

@@ -317,9 +317,16 @@ class QueryEngine:
         digest = subject_digest(subject)
         grant_id, fresh = self._grant_id(body, bundle, now)
         state = rt.grants.get(grant_id) if grant_id else None
-        if state is not None and not fresh:
+        if (
+            state is not None
+            and not fresh
+            and state.grant.grantee == verified.node_id
+            and state.grant.subject_digest == digest
+        ):
             # Registered under an earlier bundle: the issuer's key may have been revoked or its
-            # platform role dropped since. Judged as if sent afresh, with the same reason.
+            # platform role dropped since. Checked only for the grantee asking about the grant's
+            # own subject: anyone else is refused by the policy (grantee or subject mismatch)
+            # without learning anything about the issuer.
             try:
                 verify_registered_grant(state, bundle=bundle, now=now)
             except (AuthError, InputError) as error:

@@ -365,3 +365,6 @@ def test_a_grant_named_by_id_is_refused_once_its_issuer_is_no_longer_trusted(
     denied(c, query(c, by_id), by_id, "grant_invalid")
     afresh = ask(subject, grant=raw)
     denied(c, query(c, afresh), afresh, "grant_invalid")
+    # another requester naming it learns only that it is not theirs, not the issuer's state
+    by_court = ask(subject, grant_id=grant_id)
+    denied(c, query(c, by_court, requester="court"), by_court, "grant_grantee_mismatch")

@@ -432,3 +432,24 @@ def test_a_registered_grant_outlives_a_routine_rotation_of_the_platform_key() ->
     revoked = replace(rotated, revoked_keyids=frozenset({keys.keyid(ROTATED_OUT.public_key)}))
     with pytest.raises(InvalidGrantError):
         verify_registered_grant(state, bundle=revoked, now=NOW)
+
+
+def test_a_registered_grant_whose_key_the_roster_no_longer_lists_is_taken_on_registration() -> None:
+    # an earlier release dropped retired keys at the next rotation: the roster lists neither
+    # the key that signed the grant nor a revocation of it
+    state = MemoryGrantLedger().register(make(), issue_grant(make(), ROTATED_OUT))
+    assert verify_registered_grant(state, bundle=BUNDLE, now=NOW) == make()
+    # a revoked signing key still voids it, listed or not
+    revoked = replace(BUNDLE, revoked_keyids=frozenset({keys.keyid(ROTATED_OUT.public_key)}))
+    with pytest.raises(InvalidGrantError, match="revoked"):
+        verify_registered_grant(state, bundle=revoked, now=NOW)
+
+
+def test_a_registered_grant_with_a_broken_signature_from_a_listed_key_is_refused() -> None:
+    raw = issue_grant(make(), PLATFORM)
+    env = keys.Envelope.from_json(raw)
+    ((kid, _sig),) = env.signatures
+    forged = keys.Envelope(env.payload_type, env.payload, ((kid, bytes(64)),)).to_json().encode()
+    state = replace(MemoryGrantLedger().register(make(), raw), raw=forged)
+    with pytest.raises(InvalidGrantError, match="did not verify"):
+        verify_registered_grant(state, bundle=BUNDLE, now=NOW)
