@@ -227,8 +227,9 @@ class _Fields:
         """Key ids (`hex(sha256(key))[:16]`): a revocation entry that names no key id in that
         form would revoke nothing, so it is refused instead of ignored. The full 64-hex
         SHA-256 is taken as its id; case and surrounding spaces do not matter."""
+        self.strings(key, ())  # a list of non-empty strings, or absent
         out = set()
-        for i, raw in enumerate(sorted(self.strings(key, ()))):
+        for i, raw in enumerate(self.data.get(key, ())):
             text = raw.strip().lower()
             if _SHA256_HEX.fullmatch(text):
                 text = text[:16]

@@ -348,3 +348,11 @@ def test_a_revocation_entry_that_names_no_key_id_is_refused(
 ) -> None:
     with pytest.raises(keys.BundleError, match=r"revoked_keyids\[0\]: not a key id"):
         _bundle(identities, revoked_keyids=[entry])
+
+
+def test_a_bad_revocation_entry_is_named_by_its_place_in_the_list(
+    identities: dict[str, dict[str, Any]],
+) -> None:
+    good = identities["zd-market"]["keyid"]
+    with pytest.raises(keys.BundleError, match=r"revoked_keyids\[0\]: not a key id"):
+        _bundle(identities, revoked_keyids=["zz-typo", good])
