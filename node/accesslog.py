@@ -858,7 +858,7 @@ def verify_log(
     *,
     origin: str | None = None,
     log_name: str | None = None,
-    witness_verifiers: Mapping[str, bytes] | None = None,
+    witness_verifiers: keys.NoteVerifiers | None = None,
     anchors: Sequence[str] = (),
 ) -> VerifyReport:
     """Recompute every leaf hash, the chain and the tree, and check every stored checkpoint (its
@@ -1057,10 +1057,12 @@ def _verify_anchor(
     note: str,
     verifiers: keys.NoteVerifiers,
     log_name: str | None,
-    witness_verifiers: Mapping[str, bytes],
+    witness_verifiers: keys.NoteVerifiers,
 ) -> keys.Checkpoint:
-    """An anchor is a checkpoint signed by the log AND cosigned by a witness: a note the log
-    signed alone proves nothing against the log's own administrators, who hold its key."""
+    """An anchor is a checkpoint signed by the log AND cosigned by a witness with any of the
+    keys `witness_verifiers` lists for it (a witness's key from before its rotation too): a
+    note the log signed alone proves nothing against the log's own administrators, who hold
+    its key."""
     cp = keys.verify_checkpoint(note, verifiers=verifiers, log_name=log_name)
     witnesses = _witness_keys(verifiers, witness_verifiers)
     if not witnesses:
@@ -1075,26 +1077,28 @@ def _verify_anchor(
 def verify_cosignature(
     note: str,
     verifiers: keys.NoteVerifiers,
-    witness_verifiers: Mapping[str, bytes],
+    witness_verifiers: keys.NoteVerifiers,
     *,
     witness: str,
     log_name: str | None = None,
 ) -> keys.Checkpoint:
     """Check a stored witness row: `note` is a checkpoint signed by the log key `log_name` (in
-    `verifiers`; default: the checkpoint's origin) and cosigned by `witness` with its key in
-    `witness_verifiers`. Returns the checkpoint.
+    `verifiers`; default: the checkpoint's origin) and cosigned by `witness` with one of its
+    keys in `witness_verifiers` (one key, or several: a witness's current and previous keys).
+    Returns the checkpoint.
 
-    Raises keys.VerificationError when `witness` is not a witness key there, or is one of the
-    log's own names or keys (a log cannot witness itself), or a signature does not verify.
+    Raises keys.VerificationError when `witness` has no witness key there, or is one of the
+    log's own names, or cosigned with one of the log's own keys (a log cannot witness itself),
+    or a signature does not verify.
     """
-    key = _witness_keys(verifiers, witness_verifiers).get(witness)
-    if key is None:
+    witness_keys = _witness_keys(verifiers, witness_verifiers).get(witness)
+    if witness_keys is None:
         own = witness in verifiers or witness in witness_verifiers  # left out as the log's
         raise keys.VerificationError(
             "the log's own key is no witness" if own else "not a witness key of the roster"
         )
     try:
-        cp = keys.verify_checkpoint(note, verifiers={witness: key}, log_name=witness)
+        cp = keys.verify_checkpoint(note, verifiers={witness: witness_keys}, log_name=witness)
     except keys.KeysError:
         raise keys.VerificationError("bad cosignature") from None
     try:
@@ -1105,16 +1109,22 @@ def verify_cosignature(
 
 
 def _witness_keys(
-    verifiers: keys.NoteVerifiers, witness_verifiers: Mapping[str, bytes]
-) -> dict[str, bytes]:
-    """The witness keys that are none of the log's: its administrators hold the log key, so a
-    note signed with it under a witness's name or the log's own proves nothing against them."""
-    log_keys = {k for v in verifiers.values() for k in ((v,) if isinstance(v, bytes) else v)}
-    return {
-        name: key
-        for name, key in witness_verifiers.items()
-        if name not in verifiers and key not in log_keys
+    verifiers: keys.NoteVerifiers, witness_verifiers: keys.NoteVerifiers
+) -> dict[str, tuple[bytes, ...]]:
+    """Each witness's keys (one or several) less any key of the log; a witness named like the
+    log, or left with no key, is left out. Its administrators hold the log key, so a note
+    signed with it under a witness's name or the log's own proves nothing against them."""
+
+    def listed(value: bytes | tuple[bytes, ...]) -> tuple[bytes, ...]:
+        return (value,) if isinstance(value, bytes) else value
+
+    log_keys = {k for v in verifiers.values() for k in listed(v)}
+    witnesses = {
+        name: tuple(k for k in listed(value) if k not in log_keys)
+        for name, value in witness_verifiers.items()
+        if name not in verifiers
     }
+    return {name: found for name, found in witnesses.items() if found}
 
 
 def _readable_chunks(

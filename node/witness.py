@@ -116,8 +116,10 @@ def cosign_extension(
 class WitnessState:
     """The last note cosigned per log (node id), persisted in the platform's data directory.
 
-    `alarmed` (in memory only) remembers the fork last recorded per log, so that a fork that
-    persists is recorded once, not on every visit; a restart records it once more."""
+    `alarmed` (in memory only) remembers, per log, the witnessed note a fork was last recorded
+    against, so that a fork that persists is recorded once, not on every visit (the forked log
+    signs a new checkpoint about every second, but the note it forked from stays); a new alarm
+    comes only when that note changes, or after a restart."""
 
     path: Path
     latest: dict[str, str] = field(default_factory=dict)
@@ -231,7 +233,8 @@ async def witness_peer(
                 signer=rt.node_keys.signing,
             )
         except ForkDetected as fork:
-            seen = hashlib.sha256(f"{previous or ''}\0{note}".encode()).hexdigest()
+            # not the shown note: a forked log that keeps serving shows a new one every visit
+            seen = hashlib.sha256((previous or "").encode()).hexdigest()
             if state.alarmed.get(peer) != seen:
                 await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
                 state.alarmed[peer] = seen

@@ -65,13 +65,19 @@ OfficerOption = Annotated[
 ]
 
 
-def witness_verifiers(runtime: NodeRuntime) -> dict[str, bytes]:
-    """Signed-note keys of the roster's platform nodes (the witnesses), if a bundle is there."""
+def witness_verifiers(runtime: NodeRuntime) -> keys.NoteVerifiers:
+    """Signed-note keys of the roster's platform nodes (the witnesses), if a bundle is there:
+    each one's current key and every previous key the roster lists for it, whatever its
+    accepted_until (a cosignature made before the platform rotated its key stays valid)."""
     try:
         bundle = runtime.bundle()
     except (StaleBundle, keys.BundleError):
         return {}
-    return {e.node_id: e.signing_key for e in bundle.roster if "platform" in e.roles}
+    return {
+        e.node_id: tuple(dict.fromkeys((e.signing_key, *(k for k, _ in e.previous_signing_keys))))
+        for e in bundle.roster
+        if "platform" in e.roles
+    }
 
 
 def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
@@ -537,8 +543,9 @@ def witnessed_command(
 
 
 def _cosigned_by(runtime: NodeRuntime, cp: keys.Checkpoint) -> list[str]:
-    """The witnesses whose stored cosignature of exactly `cp` verifies, sorted: a witness row is
-    only a claim, which anyone with the database can write."""
+    """The witnesses whose stored cosignature of exactly `cp` verifies with any of their keys
+    (current or previous: `witness_verifiers`), sorted: a witness row is only a claim, which
+    anyone with the database can write."""
     log_keys, witness_keys = runtime.log_verifiers(), witness_verifiers(runtime)
     names: set[str] = set()
     for size, name, note in runtime.log.backend.witnesses():
