@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import tomllib
 from collections.abc import Mapping
@@ -25,7 +26,13 @@ from typing import Any
 
 import keys
 from node.errors import BundleSpecError, InputError
-from node.runtime import install_bundle, read_pinned_root
+from node.runtime import (
+    ROOT_FOLLOWED_FILE,
+    ROTATIONS_DIR,
+    fsync_dir,
+    install_bundle,
+    read_pinned_root,
+)
 
 ROOT_KEY_DIR = ("trust", "root")
 NEXT_ROOT_DIR = "root.next"
@@ -86,6 +93,8 @@ def root_signer(platform_home: Path, *, passphrase: bytes | None = None) -> keys
 
 
 def _settle_rotation(root_dir: Path, passphrase: bytes | None) -> None:
+    """Finish or undo a root rotation that stopped half way (module docstring), and delete
+    retired root keys only once the current one and the rotation leading to it are on disk."""
     trust = root_dir.parent
     shutil.rmtree(trust / NEXT_ROOT_TMP, ignore_errors=True)  # a key being made: never used
     next_dir = trust / NEXT_ROOT_DIR
@@ -111,9 +120,30 @@ def _settle_rotation(root_dir: Path, passphrase: bytes | None) -> None:
             next_dir.rename(root_dir)
     # The rotation statement is signed: nothing needs the retired key again, and a key that
     # was retired because it leaked must not stay usable here.
-    for retired in trust.glob(f"{RETIRED_ROOT_PREFIX}*"):
-        if retired.is_dir() and root_dir.is_dir():
-            shutil.rmtree(retired)
+    retired = [p for p in trust.glob(f"{RETIRED_ROOT_PREFIX}*") if p.is_dir()]
+    if retired and root_dir.is_dir():
+        # Durable first: a power loss after the deletion must not bring back a trust/ where
+        # the old key is gone but the rotation, the followed mark or the renames are not.
+        _make_durable(trust, root_dir)
+        for path in retired:
+            shutil.rmtree(path)
+
+
+def _make_durable(trust: Path, root_dir: Path) -> None:
+    """Flush to disk what using the root in `root_dir` needs: the rotation files, the followed
+    mark, the key files, and the directory entries (renames included) that hold them."""
+    rotations = trust / ROTATIONS_DIR
+    files = [*rotations.glob("*.json"), trust / ROOT_FOLLOWED_FILE, *root_dir.iterdir()]
+    for path in files:
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for directory in (rotations, root_dir, trust):
+        if directory.is_dir():
+            fsync_dir(directory)
 
 
 def rotate_root(

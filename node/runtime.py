@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,14 +71,33 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def fsync_dir(directory: Path) -> None:
+    """Flush `directory`'s entries (files created, renamed or removed in it) to disk; raises
+    OSError."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    """Replace `path` with `data` (0600) so that a reader sees the old or the new content,
+    never a part, and the new content survives a power loss once this returns."""
+    # A name of its own: `root.followed` is written by any process that reads the trust
+    # directory, so two of them may write it at once.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)  # the rename itself is durable only once the directory is
 
 
 def read_pinned_root(trust_dir: Path) -> bytes:
@@ -203,29 +223,64 @@ def _new_rotations(
     return added
 
 
+def _version_mark(trust_dir: Path) -> int | None:
+    """The version in `trust/bundle.version`, or None when it is missing or damaged."""
+    try:
+        text = (trust_dir / BUNDLE_VERSION_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def _highest_version(trust_dir: Path) -> int:
     """The highest bundle version this node ever accepted (`trust/bundle.version`); 0 before
-    the first install. Fails closed (keys.BundleError) when a bundle is installed but the mark
-    is missing or damaged: otherwise an older signed bundle put back in place, with the mark
-    deleted, would be accepted again."""
+    the first install. Fails closed (keys.BundleError) when the mark is damaged, or missing
+    while a bundle is installed: otherwise an older signed bundle put back in place, with the
+    mark deleted, would be accepted again."""
+    mark = _version_mark(trust_dir)
+    if mark is not None:
+        return mark
     path = trust_dir / BUNDLE_VERSION_FILE
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        if (trust_dir / BUNDLE_FILE).exists():
-            raise keys.BundleError(
-                f"{path}: missing while a bundle is installed; restore it from a backup "
-                "(until then the node trusts no bundle)"
-            ) from None
+    if path.exists() or path.is_symlink():
+        problem = "damaged (expected the highest accepted bundle version)"
+    elif (trust_dir / BUNDLE_FILE).exists():
+        problem = "missing while a bundle is installed"
+    else:
         return 0
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    if not text.isdigit():
+    raise keys.BundleError(
+        f"{path}: {problem}; install the platform's current bundle (credex bundle install "
+        "FILE) or restore the file from a backup (until then the node trusts no bundle)"
+    )
+
+
+def _install_floor(trust_dir: Path, current_raw: bytes | None) -> int:
+    """The version a bundle being installed must reach: the high-water mark, or, when that is
+    missing or damaged, the version of the installed bundle (0 when there is none).
+
+    Unlike `_highest_version`, a lost mark does not block an install: the installed bundle
+    stays the floor, so an install cannot go back past it, and rewrites the mark. Raises
+    keys.BundleError when the installed bundle does not even say its version.
+    """
+    mark = _version_mark(trust_dir)
+    if mark is not None:
+        return mark
+    if current_raw is None:
+        return 0
+    # Read, not verified: the value only bounds what may replace it, and a bundle swapped in
+    # by hand with a lower version gains nothing it could not get by writing the mark.
+    try:
+        doc = json.loads(keys.Envelope.from_json(current_raw).payload)
+        version = doc["version"] if isinstance(doc, dict) else None
+    except (keys.VerificationError, ValueError):
+        version = None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        path = trust_dir / BUNDLE_FILE
         raise keys.BundleError(
-            f"{path}: damaged (expected the highest accepted bundle version); restore it from "
-            "a backup (until then the node trusts no bundle)"
+            f"{path}: damaged, and {trust_dir / BUNDLE_VERSION_FILE} is missing or damaged "
+            "too, so the version this node accepted is unknown; restore both files from a "
+            "backup (until then the node trusts no bundle)"
         )
-    return int(text)
+    return version
 
 
 def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
@@ -262,7 +317,9 @@ def install_bundle(
     signed by a new platform root; those followed already are skipped, and the bundle must
     verify under the root they lead to before anything is written. The rotation files and
     the version high-water mark are written before the bundle, so a crash in between leaves
-    the node refusing the older file rather than accepting it.
+    the node refusing the older file rather than accepting it. A missing or damaged mark does
+    not block the install: the installed bundle's version is the floor instead (see
+    `_install_floor`), and the mark is written again.
     """
     current_raw: bytes | None = None
     try:
@@ -272,13 +329,10 @@ def install_bundle(
     chain, files = _trust_chain(trust_dir)
     added = _new_rotations(trust_dir, chain, files, rotations)
     root = keys.root_chain(chain[-1], [r for _, r in added])[-1]
+    floor = _install_floor(trust_dir, current_raw)
     with _root_mismatch_explained(raw, (*chain, root), "install it with its rotation"):
         bundle = keys.accept_bundle(
-            raw,
-            pinned_root=root,
-            current_version=_highest_version(trust_dir),
-            now=now,
-            current_raw=current_raw,
+            raw, pinned_root=root, current_version=floor, now=now, current_raw=current_raw
         )
     trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if added:
@@ -286,8 +340,7 @@ def install_bundle(
         for path, data in added:
             _atomic_write(path, data)
         _write_followed_mark(trust_dir, len(files) + len(added), root)
-    version = max(bundle.version, _highest_version(trust_dir))
-    _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{version}\n".encode("ascii"))
+    _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{max(bundle.version, floor)}\n".encode())
     _atomic_write(trust_dir / BUNDLE_FILE, raw)
     return bundle
 

@@ -35,6 +35,7 @@ from node.errors import BundleSpecError, InputError, NodeError
 from node.runtime import (
     BUNDLE_FILE,
     ROOT_PUB,
+    ROTATIONS_DIR,
     install_bundle,
     load_bundle,
     read_pinned_root,
@@ -49,6 +50,27 @@ def _trust_dir(home: Path | None) -> Path:
     return load_config(resolve_home(home)).home / "trust"
 
 
+def _fill(fd: int, tmp: Path, raw: bytes) -> None:
+    """Write `raw` to the new file `tmp` open as `fd` and sync it; raises OSError, having
+    removed `tmp`."""
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _staged(target: Path, raw: bytes) -> Path:
+    """Write `raw` to a new temporary file beside `target` (0600, synced) and return its
+    path; raises OSError, leaving no temporary file behind."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _fill(fd, Path(name), raw)
+    return Path(name)
+
+
 def _stage(target: Path, raw: bytes) -> Path:
     """Write `raw` to a temporary file beside `target` (0600) and return its path.
 
@@ -60,17 +82,32 @@ def _stage(target: Path, raw: bytes) -> Path:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise InputError(f"--output {target}: cannot write there ({reason})") from None
-    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _fill(fd, Path(name), raw)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         reason = error.strerror or type(error).__name__
         raise NodeError(f"--output {target}: cannot write the bundle ({reason})") from None
-    return tmp
+    return Path(name)
+
+
+def _check_output_dir(directory: Path) -> None:
+    """Refuse (InputError naming --output-dir) a directory that is missing or where no file
+    can be created, by creating and removing one."""
+    if not directory.is_dir():
+        raise InputError(
+            f"--output-dir {directory}: not a directory; create it or name another "
+            "(nothing has changed)"
+        )
+    try:
+        fd, name = tempfile.mkstemp(prefix=".credex-check.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(
+            f"--output-dir {directory}: cannot write there ({reason}); name a writable "
+            "directory (nothing has changed)"
+        ) from None
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
 
 
 @bundle_app.command("sign")
@@ -215,14 +252,15 @@ def rotate_root_command(
 
     Send both files to every node: `credex bundle install BUNDLE --root-rotation ROTATION`.
     The old root key is deleted once the new one is in place. A malformed spec is refused
-    (exit 2), and so is a bundle the platform refuses (exit 3), with nothing changed.
+    (exit 2), and so is a bundle the platform refuses (exit 3), or an --output-dir that is
+    missing or not writable (exit 2), with nothing changed.
     """
     config = load_config(resolve_home(home))
     passphrase = node_passphrase(passphrase_file)
     document = read_bundle_spec(spec)
     directory = output_dir or (config.home / "trust")
-    if not directory.is_dir():
-        raise InputError(f"--output-dir {directory}: not a directory")
+    # checked now: once rotate_root returns, the old root key is gone
+    _check_output_dir(directory)
     try:
         bundle, raw, rotation = rotate_root(
             config.home, document, now=utc_now(), passphrase=passphrase
@@ -234,13 +272,21 @@ def rotate_root_command(
     bundle_file = directory / f"bundle-v{bundle.version}.json"
     try:
         for target, data in ((rotation_file, rotation), (bundle_file, raw)):
-            _stage(target, data).replace(target)
+            staged = _staged(target, data)
+            try:
+                staged.replace(target)
+            finally:
+                with contextlib.suppress(OSError):
+                    staged.unlink(missing_ok=True)  # already gone after a successful rename
     except OSError as error:
         reason = error.strerror or type(error).__name__
+        trust = config.home / "trust"
         raise NodeError(
-            f"{directory}: the new root {root} is in place but the files cannot be written "
-            f"({reason}); send {config.home / 'trust' / 'rotations'} (newest file) and "
-            f"{config.home / 'trust' / BUNDLE_FILE} instead"
+            f"{directory}: the new root {root} is in place but the rotation and the bundle "
+            f"cannot be written there ({reason}); send every node the newest file of "
+            f"{trust / ROTATIONS_DIR}/ (the rotation) and {trust / BUNDLE_FILE} (the bundle "
+            f"v{bundle.version}) instead, and back up the new root key now "
+            "(credex backup --include-keys)"
         ) from None
     backup = "credex backup --include-keys"
     if as_json:

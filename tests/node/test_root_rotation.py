@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from node.cli.init_cmds import init_node
 from node.errors import ExitCode
 from node.runtime import (
     BUNDLE_FILE,
+    BUNDLE_VERSION_FILE,
     ROOT_FOLLOWED_FILE,
     ROOT_PUB,
     ROTATIONS_DIR,
@@ -296,11 +298,12 @@ def test_a_rotation_stopped_after_install_is_finished(
     assert not list(trust.glob("root.retired-*"))
 
 
-def _credex(*args: str) -> subprocess.CompletedProcess[str]:
+def _credex(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `credex ARGS` in a fresh process, after the Python code `prelude` (a test's patch)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDEX_")}
     env["COLUMNS"] = "300"
     return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
+        [sys.executable, "-c", prelude + "from node.cli import main; main()", *args],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
 
@@ -440,5 +443,201 @@ def test_a_lost_version_mark_fails_closed_instead_of_allowing_a_rollback(
         mark.write_text("" if damage == "emptied" else "three\n")
     with pytest.raises(keys.BundleError, match=r"bundle\.version: (missing|damaged)"):
         load_bundle(market, now=NOW)
-    with pytest.raises(keys.BundleError, match=r"bundle\.version: (missing|damaged)"):
-        install_bundle(market, old_raw, now=NOW)
+    assert (market / BUNDLE_FILE).read_bytes() == old_raw
+
+
+# ----------------------------------------------------------------------------- trust files
+
+
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, int]]) -> None:
+    """Append ("fsync-dir" or "fsync-file", inode) to `events` at every os.fsync."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        kind = "fsync-dir" if stat.S_ISDIR(info.st_mode) else "fsync-file"
+        events.append((kind, info.st_ino))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_trust_file_write_does_not_collide_on_a_fixed_temporary_name(
+    homes: dict[str, Path],
+) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    # another process writing the same file holds `<name>.tmp` (a directory here, so a
+    # writer that reuses the name fails instead of silently truncating the other's file)
+    blockers = sorted(f"{n}.tmp" for n in (BUNDLE_VERSION_FILE, BUNDLE_FILE, ROOT_FOLLOWED_FILE))
+    for name in blockers:
+        (market / name).mkdir()
+    _, raw = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    assert install_bundle(market, raw, now=NOW).version == 2
+    assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
+    # the followed mark, written by any process that reads the trust directory
+    _, _, rotation = rotate_root(platform, _spec(homes, 3), now=NOW)
+    (market / ROTATIONS_DIR).mkdir()
+    (market / ROTATIONS_DIR / "0001-by-hand.json").write_bytes(rotation)
+    new = read_pinned_root(market)
+    assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.hex()]
+    # no temporary file of its own is left behind
+    left = sorted(p.name for p in market.iterdir() if p.name.endswith(".tmp"))
+    assert left == blockers
+
+
+def test_a_trust_file_write_makes_the_rename_durable(
+    homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    _, raw = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    events: list[tuple[str, int]] = []
+    _record_fsyncs(monkeypatch, events)
+    install_bundle(market, raw, now=NOW)
+    trust_dir = ("fsync-dir", market.stat().st_ino)
+    bundle = ("fsync-file", (market / BUNDLE_FILE).stat().st_ino)
+    version = ("fsync-file", (market / BUNDLE_VERSION_FILE).stat().st_ino)
+    # each file is synced, renamed, and the rename synced (the directory) before the next
+    assert events.index(version) < events.index(trust_dir) < events.index(bundle)
+    assert events[-2:] == [bundle, trust_dir]
+
+
+def test_settling_a_rotation_is_durable_before_the_old_root_is_deleted(
+    homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = homes["platform"]
+    trust = _trust(platform)
+    old = root_signer(platform)
+    new = keys.create_key_dir(trust / NEXT_ROOT_DIR, node_id="platform-root", now=NOW).signing
+    bundle = keys.bundle_from_config(_spec(homes, 2), root_keyid=new.keyid, now=NOW)
+    rotation = keys.sign_root_rotation(old, new, now=NOW)
+    install_bundle(trust, keys.sign_bundle(bundle, new), now=NOW, rotations=[rotation])
+    # stopped before the renames: the next root_signer renames and deletes the old key
+    events: list[tuple[str, int]] = []
+    _record_fsyncs(monkeypatch, events)
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path: Path, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name.startswith("root.retired-"):
+            events.append(("rmtree-retired", 0))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert root_signer(platform).keyid == new.keyid
+    deleted = events.index(("rmtree-retired", 0))
+    synced_first = events[:deleted]
+    for directory in (trust, trust / ROTATIONS_DIR, trust / "root"):
+        assert ("fsync-dir", directory.stat().st_ino) in synced_first, directory
+
+
+def test_a_lost_version_mark_is_rewritten_by_installing_a_newer_bundle(
+    homes: dict[str, Path],
+) -> None:
+    market = _trust(homes["market"])
+    (market / BUNDLE_VERSION_FILE).unlink()  # v1 installed
+    with pytest.raises(keys.BundleError, match=r"credex bundle install FILE"):
+        load_bundle(market, now=NOW)
+    _, raw = sign_bundle_spec(homes["platform"], _spec(homes, 2), now=NOW)
+    assert install_bundle(market, raw, now=NOW).version == 2
+    assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
+    assert load_bundle(market, now=NOW).version == 2
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_without_its_version_mark_the_installed_bundle_is_the_floor(
+    homes: dict[str, Path], damage: str
+) -> None:
+    platform, market = homes["platform"], _trust(homes["market"])
+    v1 = (market / BUNDLE_FILE).read_bytes()
+    _, v2 = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    install_bundle(market, v2, now=NOW)
+    mark = market / BUNDLE_VERSION_FILE
+    if damage == "deleted":
+        mark.unlink()
+    else:
+        mark.write_text("two\n")
+    before = _snapshot(market)
+    with pytest.raises(keys.BundleError, match="older than the current 2"):
+        install_bundle(market, v1, now=NOW)
+    _, other_v2 = sign_bundle_spec(platform, {**_spec(homes, 2), "valid_days": 20}, now=NOW)
+    with pytest.raises(keys.BundleError, match="differs from the accepted bundle"):
+        install_bundle(market, other_v2, now=NOW)
+    assert _snapshot(market) == before
+    # the same bundle again (what the platform sends when it signed nothing newer) restores
+    # the mark: it cannot move the node to another bundle
+    assert install_bundle(market, v2, now=NOW).version == 2
+    assert mark.read_text() == "2\n"
+    assert load_bundle(market, now=NOW).version == 2
+
+
+def test_without_its_version_mark_a_damaged_bundle_gives_no_floor(
+    homes: dict[str, Path],
+) -> None:
+    market = _trust(homes["market"])
+    (market / BUNDLE_VERSION_FILE).unlink()
+    (market / BUNDLE_FILE).write_text("{}")
+    _, raw = sign_bundle_spec(homes["platform"], _spec(homes, 2), now=NOW)
+    with pytest.raises(keys.BundleError, match=r"bundle\.json: .*restore"):
+        install_bundle(market, raw, now=NOW)
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        out = tmp_path / "read-only"
+        out.mkdir(mode=0o500)
+        return out
+    if not Path("/proc/self").is_dir():
+        pytest.skip("running as root without /proc: no directory refuses new files")
+    return Path("/proc")  # root may write anywhere else
+
+
+@pytest.mark.parametrize("problem", ["missing", "unwritable"])
+def test_rotate_root_checks_the_output_dir_before_rotating(
+    homes: dict[str, Path], tmp_path: Path, problem: str
+) -> None:
+    platform = homes["platform"]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(_spec(homes, 2)), encoding="utf-8")
+    out = tmp_path / "absent" if problem == "missing" else _unwritable_dir(tmp_path)
+    old = root_signer(platform).keyid
+    before = _snapshot(_trust(platform))
+    done = _credex(
+        "bundle", "rotate-root", str(spec), "--home", str(platform), "--output-dir", str(out),
+    )  # fmt: skip
+    assert done.returncode == ExitCode.INPUT, done.stderr
+    assert f"--output-dir {out}" in " ".join(done.stderr.split())
+    assert root_signer(platform).keyid == old
+    assert _snapshot(_trust(platform)) == before
+
+
+def test_rotate_root_says_where_the_files_are_when_it_cannot_write_them(
+    homes: dict[str, Path], tmp_path: Path
+) -> None:
+    platform = homes["platform"]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(_spec(homes, 2)), encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = root_signer(platform).keyid
+    # the output directory disappears while the root is being rotated
+    prelude = (
+        "import shutil\n"
+        "import node.cli.bundle_cmds as cmds\n"
+        "real = cmds.rotate_root\n"
+        "def rotate(*args, **kwargs):\n"
+        "    result = real(*args, **kwargs)\n"
+        f"    shutil.rmtree({str(out)!r})\n"
+        "    return result\n"
+        "cmds.rotate_root = rotate\n"
+    )
+    done = _credex(
+        "bundle", "rotate-root", str(spec), "--home", str(platform), "--output-dir", str(out),
+        prelude=prelude,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.FAILURE, done.stderr
+    message = " ".join(done.stderr.split())
+    new = root_signer(platform).keyid
+    assert new != old
+    assert f"new root {new} is in place" in message
+    assert str(_trust(platform) / ROTATIONS_DIR) in message
+    assert str(_trust(platform) / BUNDLE_FILE) in message
+    assert "Traceback" not in done.stderr
