@@ -85,6 +85,7 @@ DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
 _SHOWN_IDS = 3  # item ids a refusal message names at most
+_MAX_RECORD_KEY = 128
 _SHOWN_ID_CHARS = 64
 
 
@@ -545,6 +546,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         kind = wire.event_kind_from_pb(event.kind)
         if kind != _push_kind(notice.kind) or not event.record_key or event.HasField("record"):
             raise InputError("Push: the withdrawal notice is malformed")
+        if len(event.record_key) > _MAX_RECORD_KEY:
+            # a record key is a SHA-256 in hex; a longer one names nothing and would only grow
+            # the tombstone table
+            raise InputError(
+                f"Push: the withdrawal notice's record key is longer than {_MAX_RECORD_KEY} "
+                "characters"
+            )
         caller.items_asked = asked_items((event.item_id,))
         if event.item_id not in agreed:
             raise PolicyDenied(

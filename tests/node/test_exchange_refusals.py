@@ -296,3 +296,33 @@ def test_huge_item_lists_and_ids_stay_small_in_messages_and_the_log(
     finally:
         for r in (market, platform, hrss, tax):
             r.close()
+
+
+def test_a_withdrawal_with_an_oversized_record_key_is_refused_as_malformed(
+    cluster: LocalCluster,
+) -> None:
+    hrss, tax = cluster.runtime("hrss"), cluster.runtime("tax")
+    member = tax.bundle().member("hrss")
+    assert member is not None
+    notice = feeds.push_withdrawal_body(
+        feeds.PushWithdrawal(
+            kind="withdraw", record_key="k" * 100_000, version=1, item_id=SEVERE, reason=""
+        ),
+        at=tax.clock(), sender="tax", recipient="hrss",
+        recipient_key=member.encryption_key, notice_id="w-long-key",
+    )  # fmt: skip
+
+    async def scenario() -> grpc.aio.AioRpcError:
+        async with serving(hrss):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _push(tax, notice)
+            return caught.value
+
+    try:
+        error = asyncio.run(scenario())
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _denials(hrss, "push")[-1][:2] == ("tax", "malformed_request")
+        assert all(len(leaf) < 2_000 for _index, leaf, _entry in iter_entries(hrss.log.backend))
+    finally:
+        hrss.close()
+        tax.close()
