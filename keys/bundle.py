@@ -68,6 +68,12 @@ class RosterEntry:
         """True when the membership is valid at `now`."""
         return self.valid_from <= now < self.valid_until
 
+    def every_signing_key(self) -> tuple[bytes, ...]:
+        """The current signing key and every previous one the entry lists, whatever its
+        `accepted_until`: for checking what was signed before a rotation (checkpoints,
+        cosignatures), never for accepting anything new."""
+        return tuple(dict.fromkeys((self.signing_key, *(k for k, _ in self.previous_signing_keys))))
+
     def signing_keys(self, now: datetime.datetime) -> dict[str, bytes]:
         """Current and still-accepted previous signing keys at `now` (empty if not valid)."""
         if not self.valid_at(now):

@@ -73,11 +73,7 @@ def witness_verifiers(runtime: NodeRuntime) -> keys.NoteVerifiers:
         bundle = runtime.bundle()
     except (StaleBundle, keys.BundleError):
         return {}
-    return {
-        e.node_id: tuple(dict.fromkeys((e.signing_key, *(k for k, _ in e.previous_signing_keys))))
-        for e in bundle.roster
-        if "platform" in e.roles
-    }
+    return {e.node_id: e.every_signing_key() for e in bundle.roster if "platform" in e.roles}
 
 
 def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
@@ -449,8 +445,7 @@ def verify_export_command(
             if member is None:
                 raise InputError(f"--node {log_name}: not in the roster of the trust bundle")
             # current and retired keys: checkpoints signed before a rotation still verify
-            retired = tuple(k for k, _until in member.previous_signing_keys)
-            verifiers, origin = {log_name: (member.signing_key, *retired)}, None
+            verifiers, origin = {log_name: member.every_signing_key()}, None
     finally:
         runtime.close()
     try:
