@@ -34,7 +34,7 @@ from node import wire
 from node._pb.credex.v1 import common_pb2
 from node.errors import AuthError, InputError, NodeError
 from node.groupcommit import GroupCommit
-from node.transport import ServerTls
+from node.transport import ServerTls, check_membership
 
 __all__ = [
     "MAX_SKEW",
@@ -254,18 +254,7 @@ def node_signing_keys(bundle: keys.TrustBundle, node_id: str, now: dt.datetime) 
     signature to the TLS peer: a request signed with another node's key is refused. Refuses
     (AuthError) a node that is not in the roster or whose membership is not valid at `now`.
     """
-    entry = bundle.member(node_id)
-    if entry is None:
-        raise AuthError(
-            f"node {node_id} is not in the roster of trust bundle v{bundle.version}",
-            reason="requester_unknown",
-        )
-    if not entry.valid_at(now):
-        raise AuthError(
-            f"node {node_id}: its roster membership in trust bundle v{bundle.version} is not "
-            "valid now (not yet valid, or expired)",
-            reason="requester_not_valid",
-        )
+    check_membership(bundle, node_id, now)
     return bundle.node_signing_keys(node_id, now)
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "TlsRoster",
     "UnavailableCause",
     "cert_fingerprint",
+    "check_membership",
     "client_channel",
     "diagnose_unavailable",
     "load_peer_certs",
@@ -304,7 +305,7 @@ class ServerTls:
                 f"here ({error})"
             ) from None
         node_id = self._pinned_node(context)
-        _check_membership(bundle, node_id, self._clock())
+        check_membership(bundle, node_id, self._clock())
         return node_id
 
     def certificate_owner(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -326,9 +327,10 @@ class ServerTls:
         return node_id
 
 
-def _check_membership(bundle: keys.TrustBundle, node_id: str, now: datetime) -> None:
-    """Refuse (AuthError) a node that the bundle does not list, or lists outside its
-    validity window at `now`."""
+def check_membership(bundle: keys.TrustBundle, node_id: str, now: datetime) -> None:
+    """Refuse (AuthError `requester_unknown`) a node that the bundle does not list, or
+    (`requester_not_valid`) lists outside its validity window at `now`: the one check of a
+    caller's roster membership, for its TLS identity and for its signed requests alike."""
     entry = bundle.member(node_id)
     if entry is None:
         raise AuthError(
