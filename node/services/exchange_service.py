@@ -482,25 +482,21 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     "item_not_agreed",
                     f"the push agreement does not cover item {_listed([message.item_id])}",
                 )
+            producer_id, record_key = str(producer), str(record.header["record_key"])
+
+            def not_kept(kind: str) -> LogEntry:
+                # the push entry of a copy that is not kept (a withdrawal of it came first)
+                return _push_entry(
+                    now, sender, verified.nonce, message.item_id, reason=kind, stored=False
+                )
+
             ended = await asyncio.to_thread(
-                pushed_store.push_tombstone,
-                runtime.store,
-                str(record.header["producer"]),
-                str(record.header["record_key"]),
+                pushed_store.push_tombstone, runtime.store, producer_id, record_key
             )
             if ended is not None and ended.version >= int(record.header["version"]):
                 # its withdrawal arrived first (another process of the producer sent it): the
                 # producer stopped sharing it, so it is not kept; the same receipt goes back
-                await runtime.log.append(
-                    _push_entry(
-                        now,
-                        sender,
-                        verified.nonce,
-                        message.item_id,
-                        reason=ended.kind,
-                        stored=False,
-                    )
-                )
+                await runtime.log.append(not_kept(ended.kind))
                 return _push_receipt(runtime, notice, now)
             await runtime.log.append(
                 _push_entry(now, sender, verified.nonce, message.item_id, reason="", stored=True)
@@ -510,21 +506,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 # Its withdrawal committed between the tombstone check above and the store:
                 # the entry logged before says stored, so a second one says it was not kept.
                 ended = await asyncio.to_thread(
-                    pushed_store.push_tombstone,
-                    runtime.store,
-                    str(record.header["producer"]),
-                    str(record.header["record_key"]),
+                    pushed_store.push_tombstone, runtime.store, producer_id, record_key
                 )
-                await runtime.log.append(
-                    _push_entry(
-                        now,
-                        sender,
-                        verified.nonce,
-                        message.item_id,
-                        reason=ended.kind if ended is not None else "withdraw",
-                        stored=False,
-                    )
-                )
+                await runtime.log.append(not_kept(ended.kind if ended is not None else "withdraw"))
             return _push_receipt(runtime, notice, now)
 
     async def _push_withdrawal(
