@@ -34,6 +34,7 @@ from typing import Any
 
 import keys
 from node.config import CONFIG_FILE, default_store_url, load_config
+from node.durable import replace_file
 from node.errors import InputError, TamperDetected
 from node.store import SqlLogBackend, open_store
 from node.store.backup import backup_sqlite_to
@@ -213,17 +214,7 @@ def create_backup(
         records=records,
     )
     sealed = keys.seal_with_passphrase(_tar(manifest, contents), passphrase, kdf=kdf)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    fd = os.open(tmp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(sealed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp_out.replace(out)
-    except BaseException:
-        tmp_out.unlink(missing_ok=True)
-        raise
+    replace_file(out, sealed)
     return manifest
 
 

@@ -25,14 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import keys
+from node.durable import fsync_dir
 from node.errors import BundleSpecError, InputError
-from node.runtime import (
-    ROOT_FOLLOWED_FILE,
-    ROTATIONS_DIR,
-    fsync_dir,
-    install_bundle,
-    read_pinned_root,
-)
+from node.runtime import ROOT_FOLLOWED_FILE, ROTATIONS_DIR, install_bundle, read_pinned_root
 
 ROOT_KEY_DIR = ("trust", "root")
 NEXT_ROOT_DIR = "root.next"

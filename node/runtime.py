@@ -29,7 +29,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import catalog
 import keys
 from node.accesslog import AccessLog
 from node.config import NodeConfig, load_config
+from node.durable import replace_file
 from node.errors import ConfigError, NotFound, StaleBundle
 from node.feedcheck import RecordChecker
 from node.grants import apply_bundle_revocations
@@ -71,33 +71,10 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def fsync_dir(directory: Path) -> None:
-    """Flush `directory`'s entries (files created, renamed or removed in it) to disk; raises
-    OSError."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` (0600) so that a reader sees the old or the new content,
-    never a part, and the new content survives a power loss once this returns."""
-    # A name of its own: `root.followed` is written by any process that reads the trust
-    # directory, so two of them may write it at once.
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)  # the rename itself is durable only once the directory is
+    # A temporary name of its own (node.durable): `root.followed` is written by any process
+    # that reads the trust directory, so two of them may write it at once.
+    replace_file(path, data)
 
 
 def read_pinned_root(trust_dir: Path) -> bytes:

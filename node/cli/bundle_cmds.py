@@ -31,6 +31,7 @@ from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.config import load_config
+from node.durable import fill_new_file, staged_file
 from node.errors import BundleSpecError, InputError, NodeError
 from node.runtime import (
     BUNDLE_FILE,
@@ -50,27 +51,6 @@ def _trust_dir(home: Path | None) -> Path:
     return load_config(resolve_home(home)).home / "trust"
 
 
-def _fill(fd: int, tmp: Path, raw: bytes) -> None:
-    """Write `raw` to the new file `tmp` open as `fd` and sync it; raises OSError, having
-    removed `tmp`."""
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _staged(target: Path, raw: bytes) -> Path:
-    """Write `raw` to a new temporary file beside `target` (0600, synced) and return its
-    path; raises OSError, leaving no temporary file behind."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    _fill(fd, Path(name), raw)
-    return Path(name)
-
-
 def _stage(target: Path, raw: bytes) -> Path:
     """Write `raw` to a temporary file beside `target` (0600) and return its path.
 
@@ -83,7 +63,7 @@ def _stage(target: Path, raw: bytes) -> Path:
         reason = error.strerror or type(error).__name__
         raise InputError(f"--output {target}: cannot write there ({reason})") from None
     try:
-        _fill(fd, Path(name), raw)
+        fill_new_file(fd, Path(name), raw)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise NodeError(f"--output {target}: cannot write the bundle ({reason})") from None
@@ -272,7 +252,7 @@ def rotate_root_command(
     bundle_file = directory / f"bundle-v{bundle.version}.json"
     try:
         for target, data in ((rotation_file, rotation), (bundle_file, raw)):
-            staged = _staged(target, data)
+            staged = staged_file(target, data)
             try:
                 staged.replace(target)
             finally:

@@ -1,0 +1,57 @@
+"""Files that must survive a crash whole: written beside their target, synced, renamed.
+
+A reader sees the old content or the new, never a part, and once `replace_file` returns the
+new content survives a power loss (the file and its directory entry are synced). Temporary
+files get names of their own, so two processes writing the same target never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["fill_new_file", "fsync_dir", "replace_file", "staged_file"]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush `directory`'s entries (files created, renamed or removed in it) to disk; raises
+    OSError."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fill_new_file(fd: int, path: Path, data: bytes) -> None:
+    """Write `data` to the new file `path`, open as `fd` (closed here), and sync it; on any
+    failure remove `path` and raise."""
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def staged_file(target: Path, data: bytes) -> Path:
+    """Write `data` to a new temporary file beside `target` (0600, synced) and return its path,
+    for the caller to rename onto `target`; raises OSError, leaving no temporary file."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fill_new_file(fd, Path(name), data)
+    return Path(name)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (0600) durably (module docstring); raises OSError, leaving
+    `path` as it was and no temporary file."""
+    tmp = staged_file(path, data)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)  # the rename itself is durable only once the directory is
