@@ -494,6 +494,11 @@ def sign_root_rotation(old_root: Signer, new_root: Signer, *, now: datetime.date
     return add_signature(env, new_root).to_json().encode("utf-8")
 
 
+def _rotation_of(payload: bytes, where: str) -> RootRotation:
+    f = _Fields(parse_json_object(payload, where, BundleError), where)
+    return RootRotation(f.text("old_keyid"), f.key32("new_root_key"), f.time("issued_at"))
+
+
 def _parse_rotation(raw: bytes, current: bytes, index: int) -> RootRotation:
     where = f"root rotation #{index + 1}"
     try:
@@ -503,8 +508,7 @@ def _parse_rotation(raw: bytes, current: bytes, index: int) -> RootRotation:
         )
     except VerificationError:
         raise BundleError(f"{where} is not signed by the current root") from None
-    f = _Fields(parse_json_object(payload, where, BundleError), where)
-    rotation = RootRotation(f.text("old_keyid"), f.key32("new_root_key"), f.time("issued_at"))
+    rotation = _rotation_of(payload, where)
     if rotation.old_keyid != keyid(current):
         raise BundleError(f"{where} does not rotate the current root")
     try:
@@ -552,8 +556,8 @@ def rotation_new_root(raw: bytes) -> tuple[str, bytes]:
         raise BundleError("not a root rotation statement (not a DSSE envelope)") from None
     if env.payload_type != ROTATION_PAYLOAD_TYPE:
         raise BundleError("not a root rotation statement (wrong payload type)")
-    f = _Fields(parse_json_object(env.payload, "root rotation", BundleError), "root rotation")
-    return f.text("old_keyid"), f.key32("new_root_key")
+    rotation = _rotation_of(env.payload, "root rotation")
+    return rotation.old_keyid, rotation.new_root_key
 
 
 def accept_bundle(
