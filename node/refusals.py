@@ -177,21 +177,43 @@ async def logged_refusals(
         else:
             requester, request_id = _tls_peer(runtime, context), request_digest(envelope)
         await runtime.log.append(
-            LogEntry(
-                time=utc_iso(runtime.clock()),
+            _denied(
+                runtime,
                 kind=kind,
-                requester=requester,
-                officer="",
                 purpose=purpose,
-                legal_basis="",
-                decision="deny",
+                requester=requester,
                 reason=reason,
-                request_id=request_id[:64],
+                request_id=request_id,
                 items_asked=caller.items_asked,
-                trace_id=trace_id(),
             )
         )
         raise
+
+
+def _denied(
+    runtime: NodeRuntime,
+    *,
+    kind: str,
+    purpose: str,
+    requester: str,
+    reason: str,
+    request_id: str,
+    items_asked: tuple[str, ...] = (),
+) -> LogEntry:
+    """The denied `kind` access entry of a refusal, at `runtime.clock()`."""
+    return LogEntry(
+        time=utc_iso(runtime.clock()),
+        kind=kind,
+        requester=requester,
+        officer="",
+        purpose=purpose,
+        legal_basis="",
+        decision="deny",
+        reason=reason,
+        request_id=request_id[:64],
+        items_asked=items_asked,
+        trace_id=trace_id(),
+    )
 
 
 class InterceptedRefusals:
@@ -223,17 +245,13 @@ class InterceptedRefusals:
             return
         runtime = self._runtime
         await runtime.log.append(
-            LogEntry(
-                time=utc_iso(runtime.clock()),
+            _denied(
+                runtime,
                 kind=access.kind,
-                requester=_tls_peer(runtime, context),
-                officer="",
                 purpose=access.purpose,
-                legal_basis="",
-                decision="deny",
+                requester=_tls_peer(runtime, context),
                 reason=reason,
                 request_id=request_digest(_request_bytes(request)),
-                trace_id=trace_id(),
             )
         )
 
