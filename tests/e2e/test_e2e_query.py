@@ -32,9 +32,9 @@ from node.requests import MAX_SKEW, VerifiedRequest
 from node.runtime import NodeRuntime, open_runtime
 from node.server import build_server
 from node.services import query_service
-from node.store import NewRecord
 from node.transport import ChannelIdentity, client_channel
 from tests.catalog.catalog_testdata import licence_fields, make_ric
+from tests.e2e.query_support import store_signed_record
 
 pytestmark = pytest.mark.slow
 
@@ -75,44 +75,7 @@ def seed(
 ) -> str:
     """Sign and store one record of `subject` the way ingest does (with the blind indexes of
     the `linked` persons, e.g. a legal representative); return its row id."""
-    now = rt.clock()
-    token = rt.blind.token(subject)
-    record_key = uuid.uuid4().hex
-    header = {
-        "item": item,
-        "catalog_version": rt.catalogue.version,
-        "record_key": record_key,
-        "version": 1,
-        "producer": rt.node_id,
-        "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "subject": token,
-    }
-    signed = keys.sign_record(header, fields, rt.node_keys.signing)
-    row_id = str(uuid.uuid4())
-    rt.store.store_batch(
-        [
-            NewRecord(
-                row_id=row_id,
-                producer=rt.node_id,
-                record_key=record_key,
-                version=1,
-                item_id=item,
-                catalog_version=rt.catalogue.version,
-                subject_index=token,
-                body=rt.cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=uuid.uuid4().hex,
-                severity=None,
-                decided_on=None,
-                disclosure_min_end=None,
-                disclosure_max_end=None,
-                disclosure_rule="test",
-                created_at=now,
-                linked_subject_indexes=tuple(rt.blind.token(p) for p in linked),
-            )
-        ],
-        now=now,
-    )
-    return row_id
+    return store_signed_record(rt, subject, item, fields, linked=linked).row_id
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,14 @@ from pathlib import Path
 
 import pytest
 
-import keys
 from catalog import InvalidIdentifier, normalize_uscc
 from node.accesslog import LogEntry, search
 from node.cluster import LocalCluster
 from node.errors import AuthError, PolicyDenied
 from node.grants import Grant, issue_grant, subject_digest
 from node.query import QueryAsk, QueryResult, send_query
-from node.store import NewRecord
 from tests.catalog.catalog_testdata import licence_fields, make_ric
+from tests.e2e.query_support import store_signed_record
 from tests.e2e.test_e2e_query_grants_expiry import query_channel
 
 pytestmark = pytest.mark.slow
@@ -94,46 +93,9 @@ def seed(
     indexes of the `linked` persons); return its record key."""
     rt = cluster.runtime("market")
     try:
-        now = rt.clock()
-        token = rt.blind.token(subject)
-        record_key = uuid.uuid4().hex
-        header = {
-            "item": item,
-            "catalog_version": rt.catalogue.version,
-            "record_key": record_key,
-            "version": 1,
-            "producer": rt.node_id,
-            "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "subject": token,
-        }
-        signed = keys.sign_record(header, dict(fields), rt.node_keys.signing)
-        row_id = str(uuid.uuid4())
-        rt.store.store_batch(
-            [
-                NewRecord(
-                    row_id=row_id,
-                    producer=rt.node_id,
-                    record_key=record_key,
-                    version=1,
-                    item_id=item,
-                    catalog_version=rt.catalogue.version,
-                    subject_index=token,
-                    body=rt.cipher.encrypt(row_id, signed.to_bytes()),
-                    content_hash=uuid.uuid4().hex,
-                    severity=None,
-                    decided_on=None,
-                    disclosure_min_end=None,
-                    disclosure_max_end=None,
-                    disclosure_rule="test",
-                    created_at=now,
-                    linked_subject_indexes=tuple(rt.blind.token(p) for p in linked),
-                )
-            ],
-            now=now,
-        )
+        return store_signed_record(rt, subject, item, fields, linked=linked).record_key
     finally:
         rt.close()
-    return record_key
 
 
 def issue(

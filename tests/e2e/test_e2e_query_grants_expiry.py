@@ -22,7 +22,6 @@ import grpc
 import grpc.aio
 import pytest
 
-import keys
 from node._pb.credex.v1 import query_pb2_grpc
 from node.accesslog import LogEntry, search
 from node.cluster import LocalCluster
@@ -33,9 +32,9 @@ from node.query import QUERY_METHOD, QueryAsk, QueryResult, build_body, send_que
 from node.runtime import NodeRuntime
 from node.server import build_server
 from node.services import query_service
-from node.store import NewRecord
 from node.transport import ChannelIdentity, client_channel
 from tests.catalog.catalog_testdata import licence_fields, make_ric
+from tests.e2e.query_support import store_signed_record
 
 pytestmark = pytest.mark.slow
 
@@ -50,42 +49,8 @@ def person(seq: int) -> str:
 
 def seed(rt: NodeRuntime, subject: str, n: int, *, max_end: dt.date | None = None) -> str:
     """Sign and store one active licence record of `subject`; return its record key."""
-    now = rt.clock()
-    record_key = uuid.uuid4().hex
-    header = {
-        "item": ITEM,
-        "catalog_version": rt.catalogue.version,
-        "record_key": record_key,
-        "version": 1,
-        "producer": rt.node_id,
-        "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "subject": rt.blind.token(subject),
-    }
-    signed = keys.sign_record(header, licence_fields(n, "李四"), rt.node_keys.signing)
-    row_id = str(uuid.uuid4())
-    rt.store.store_batch(
-        [
-            NewRecord(
-                row_id=row_id,
-                producer=rt.node_id,
-                record_key=record_key,
-                version=1,
-                item_id=ITEM,
-                catalog_version=rt.catalogue.version,
-                subject_index=rt.blind.token(subject),
-                body=rt.cipher.encrypt(row_id, signed.to_bytes()),
-                content_hash=uuid.uuid4().hex,
-                severity=None,
-                decided_on=None,
-                disclosure_min_end=None,
-                disclosure_max_end=max_end,
-                disclosure_rule="test",
-                created_at=now,
-            )
-        ],
-        now=now,
-    )
-    return record_key
+    fields = licence_fields(n, "李四")
+    return store_signed_record(rt, subject, ITEM, fields, max_end=max_end).record_key
 
 
 @pytest.fixture(scope="module")
