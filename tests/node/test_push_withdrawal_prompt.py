@@ -432,6 +432,26 @@ class _HeldReceiver(exchange_service.ExchangeServicer):
         return await super().Push(request, context)
 
 
+async def _push_entry_held(
+    market: NodeRuntime, hrss: NodeRuntime, before_first: Callable[[], Awaitable[None]]
+) -> list[push.PushOutcome]:
+    """market pushes entry 1 to hrss, whose Exchange runs `before_first` before it handles
+    the first notice; returns the push outcomes."""
+    service = Service(
+        name="credex.v1.Exchange",
+        servicer=_HeldReceiver(hrss, before_first),
+        add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
+    )
+    server = build_server(
+        listen=hrss.config.server.listen, tls=hrss.server_tls(), services=[service]
+    )
+    await server.start()
+    try:
+        return await push.push_record(market, key(1))
+    finally:
+        await server.stop(None)
+
+
 def test_an_entry_overtaken_by_its_withdrawal_is_not_kept_and_withdrawn_again(
     cluster: LocalCluster,
 ) -> None:
@@ -447,23 +467,8 @@ def test_an_entry_overtaken_by_its_withdrawal_is_not_kept_and_withdrawn_again(
         assert first.receipt
         assert hrss.store.record_versions("market", key(1)) == []
 
-    async def scenario() -> list[push.PushOutcome]:
-        service = Service(
-            name="credex.v1.Exchange",
-            servicer=_HeldReceiver(hrss, meanwhile),
-            add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
-        )
-        server = build_server(
-            listen=hrss.config.server.listen, tls=hrss.server_tls(), services=[service]
-        )
-        await server.start()
-        try:
-            return await push.push_record(market, key(1))
-        finally:
-            await server.stop(None)
-
     try:
-        entry, withdrawal = asyncio.run(scenario())
+        entry, withdrawal = asyncio.run(_push_entry_held(market, hrss, meanwhile))
         assert (entry.receipt, push.is_withdrawal_push(entry.push_id)) == (True, False)
         assert (withdrawal.receipt, push.is_withdrawal_push(withdrawal.push_id)) == (True, True)
         # the withdrawal that came first left a tombstone: the entry is not stored at all
@@ -751,23 +756,8 @@ def test_an_entry_withdrawn_while_it_is_stored_is_logged_as_not_kept(
         # hrss's check for a tombstone ran just before that withdrawal committed: it saw none
         monkeypatch.setattr(pushed, "push_tombstone", _none_once())
 
-    async def scenario() -> list[push.PushOutcome]:
-        service = Service(
-            name="credex.v1.Exchange",
-            servicer=_HeldReceiver(hrss, meanwhile),
-            add=exchange_pb2_grpc.add_ExchangeServicer_to_server,
-        )
-        server = build_server(
-            listen=hrss.config.server.listen, tls=hrss.server_tls(), services=[service]
-        )
-        await server.start()
-        try:
-            return await push.push_record(market, key(1))
-        finally:
-            await server.stop(None)
-
     try:
-        entry, _withdrawal = asyncio.run(scenario())
+        entry, _withdrawal = asyncio.run(_push_entry_held(market, hrss, meanwhile))
         assert entry.receipt
         assert hrss.store.record_versions("market", key(1)) == []
         (stored,) = [e for e in push_entries(hrss) if e.result_count == 1]
