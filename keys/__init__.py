@@ -1,7 +1,7 @@
 """Everything cryptographic in credex (see docs/decisions/0001-package-interfaces.md and
 docs/keys.md). The only package that imports nacl and cryptography."""
 
-from keys._codec import canonical_json
+from keys._codec import canonical_json, loads_unique_keys
 from keys._kdf import KdfParams
 from keys.at_rest import BlindIndex, StorageCipher
 from keys.bundle import (
@@ -125,6 +125,7 @@ __all__ = [
     "keyid",
     "leaf_hash",
     "load_key_dir",
+    "loads_unique_keys",
     "node_hash",
     "note_key_id",
     "open_batch",

@@ -46,19 +46,26 @@ def _check_json(value: Any, where: str) -> None:
     raise KeysError(f"canonical JSON cannot encode a {type(value).__name__} at {where}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a JSON object names a key twice")
+    return out
+
+
+def loads_unique_keys(data: bytes | str) -> Any:
+    """`json.loads`, except that an object naming a key twice raises ValueError.
+
+    For signed payloads: parsers disagree on which of two equal keys wins, so a payload that
+    repeats a key could mean one thing to credex and another to a different verifier.
+    """
+    return json.loads(data, object_pairs_hook=_unique_keys)
+
+
 def parse_json_object(data: bytes | str, what: str, error: type[KeysError]) -> dict[str, Any]:
     """Parse a JSON object or raise `error` naming `what`; duplicate keys are refused."""
-
-    def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, item in pairs:
-            if key in out:
-                raise ValueError(f"duplicate key {key!r}")
-            out[key] = item
-        return out
-
     try:
-        value = json.loads(data, object_pairs_hook=_no_duplicates)
+        value = loads_unique_keys(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise error(f"{what} is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(value, dict):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keys._codec import b64d
+from keys._codec import b64d, loads_unique_keys
 from keys.envelope import Envelope, pae, verified_signers
 from keys.errors import KeysError, VerificationError
 from keys.signing import Signer
@@ -275,7 +275,7 @@ def verify_record(rec: SignedRecord, *, trusted: Mapping[str, bytes]) -> Verifie
     """
     signers = verified_signers(rec.envelope, payload_type=RECORD_PAYLOAD_TYPE, trusted=trusted)
     try:
-        doc = json.loads(rec.envelope.payload)
+        doc = loads_unique_keys(rec.envelope.payload)
     except (ValueError, UnicodeDecodeError):
         raise VerificationError("record payload is malformed") from None
     if not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != 1:

@@ -307,7 +307,7 @@ def _verify(
 ) -> tuple[str, bytes]:
     try:
         envelope = keys.Envelope.from_json(raw)
-        unverified = json.loads(envelope.payload)
+        unverified = keys.loads_unique_keys(envelope.payload)
         issuer = unverified.get("issuer") if isinstance(unverified, dict) else None
     except (keys.KeysError, ValueError, UnicodeDecodeError) as error:
         raise MalformedGrantError(
@@ -588,9 +588,9 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
 
 def _load_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(payload)
+        doc = keys.loads_unique_keys(payload)
     except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedGrantError(f"{what}: payload is not JSON") from error
+        raise MalformedGrantError(f"{what}: payload is not JSON ({error})") from error
     if not isinstance(doc, dict):
         raise MalformedGrantError(f"{what}: payload is not a JSON object")
     return doc

@@ -20,7 +20,6 @@ Conversions, by concern:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -139,9 +138,9 @@ def timestamp_from_pb(stamp: Timestamp, *, what: str) -> dt.datetime:
 def _unverified_header(envelope: keys.Envelope) -> Mapping[str, Any]:
     """The record payload's header fields, read WITHOUT verifying (routing only)."""
     try:
-        header = json.loads(envelope.payload)
+        header = keys.loads_unique_keys(envelope.payload)
     except (ValueError, UnicodeDecodeError):
-        raise InputError("record envelope: the payload is not JSON") from None
+        raise InputError("record envelope: the payload is not JSON with unique keys") from None
     if not isinstance(header, dict):
         raise InputError("record envelope: the payload is not a JSON object")
     return header

@@ -124,6 +124,31 @@ def test_envelope_of_another_type_is_refused(signer: keys.Signer) -> None:
         keys.verify_record(SignedRecord(env, rec.disclosures), trusted=_trusted(signer))
 
 
+@pytest.mark.parametrize("where", ["header", "digests"])
+def test_a_signed_payload_that_repeats_a_key_is_refused(signer: keys.Signer, where: str) -> None:
+    # Parsers disagree on which of two equal keys wins: the producer's signature must not cover
+    # a payload that could read one way here and another way in a different verifier.
+    rec = keys.sign_record(HEADER, FIELDS, signer)
+    payload = rec.envelope.payload
+    if where == "header":
+        forged = payload.replace(b'{"catalog_version"', b'{"subject":"other","catalog_version"', 1)
+    else:
+        fid = sorted(FIELDS)[0].encode()
+        forged = payload.replace(b'"digests":{', b'"digests":{"' + fid + b'":"AAAA",', 1)
+    assert forged != payload
+    env = keys.sign_envelope(keys.RECORD_PAYLOAD_TYPE, forged, signer)
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.verify_record(SignedRecord(env, rec.disclosures), trusted=_trusted(signer))
+
+
+def test_loads_unique_keys_refuses_a_repeated_key_at_any_depth() -> None:
+    nested = {"a": {"b": 1}, "c": [{"d": 2}]}
+    assert keys.loads_unique_keys(b'{"a":{"b":1},"c":[{"d":2}]}') == nested
+    for text in (b'{"a":1,"a":1}', b'{"a":{"b":1,"b":2}}', b'[{"d":1,"d":1}]'):
+        with pytest.raises(ValueError, match="twice"):
+            keys.loads_unique_keys(text)
+
+
 @pytest.mark.parametrize(
     "payload",
     [

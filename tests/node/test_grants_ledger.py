@@ -166,6 +166,14 @@ def test_from_payload_refuses_non_objects(raw: bytes) -> None:
         Grant.from_payload(raw)
 
 
+def test_from_payload_refuses_a_repeated_key() -> None:
+    payload = make().to_payload()
+    repeated = payload[:-1] + b',"grantee":"zd-other"}'
+    assert json.loads(repeated)["grantee"] != make().grantee  # what a last-wins parser reads
+    with pytest.raises(MalformedGrantError, match="twice"):
+        Grant.from_payload(repeated)
+
+
 # --- signatures --------------------------------------------------------------------------------
 
 
