@@ -31,9 +31,8 @@ source of each):
 6. a natural person's non-public items need a valid subject grant unless the purpose is a
    statutory duty (PIPL Art. 13(3)); a grant named by the request is always checked: first
    whose it is (grantee, subject, purpose, items), only then its state, so a requester
-   naming another's grant learns nothing of that grant's state
+   naming another's grant learns nothing of that grant, not even that it exists
                                                                  grant_required, grant_mismatch,
-                                                                 grant_grantee_mismatch,
                                                                  grant_subject_mismatch,
                                                                  grant_purpose_mismatch,
                                                                  grant_items_mismatch,
@@ -385,12 +384,13 @@ def _check_grant(request: QueryRequest, context: PolicyContext, needed: bool) ->
             "grant_required",
             "a natural person's non-public data needs the subject's authorisation for this purpose",
         )
-    if grant is None or grant.grant_id != request.grant_id:
-        raise _DenyError("grant_mismatch", "the named authorisation is not registered at this node")
-    # Whose grant it is comes before its state: a requester naming another's grant id must not
-    # learn whether it was revoked, has expired or is used up.
-    if grant.grantee != request.requester:
-        raise _DenyError("grant_grantee_mismatch", "the authorisation names a different grantee")
+    # Whose grant it is comes before its state, and another's grant reads exactly like one never
+    # registered: a requester naming a grant id that is not theirs must not learn that it
+    # exists, nor whether it was revoked, has expired or is used up.
+    if grant is None or grant.grant_id != request.grant_id or grant.grantee != request.requester:
+        raise _DenyError(
+            "grant_mismatch", "no authorisation by that id is registered here for this requester"
+        )
     if request.subject_digest is None or grant.subject_digest != request.subject_digest:
         raise _DenyError("grant_subject_mismatch", "the authorisation is for a different subject")
     if grant.purpose != request.purpose:

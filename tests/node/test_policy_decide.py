@@ -345,7 +345,7 @@ DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "grant for another grantee",
         GRANTED,
         {"grant": grant(grantee="zd-other")},
-        "grant_grantee_mismatch",
+        "grant_mismatch",
     ),
     (
         "grant for another purpose",
@@ -552,7 +552,7 @@ _STATES: dict[str, dict[str, Any]] = {
     "exhausted": {"grant_uses": 3},
 }
 _NOT_THEIRS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
-    "grantee": ({}, {"grantee": "zd-other"}, "grant_grantee_mismatch"),
+    "grantee": ({}, {"grantee": "zd-other"}, "grant_mismatch"),
     "subject": ({}, {"subject_digest": "cd" * 32}, "grant_subject_mismatch"),
     "purpose": ({"purpose": "commendation"}, {}, "grant_purpose_mismatch"),
     "items": ({"items": frozenset({"admin_licence"})}, {}, "grant_items_mismatch"),
@@ -570,11 +570,19 @@ def test_whose_grant_it_is_is_checked_before_its_state(state: str, mismatch: str
     assert (decision.allowed, decision.reason) == (False, reason)
 
 
+def test_anothers_grant_reads_exactly_like_one_never_registered() -> None:
+    # grant ids may be guessable: naming one must not tell a requester that it exists
+    anothers = decide(request(**GRANTED), context(grant=grant(grantee="zd-other")))
+    unknown = decide(request(**GRANTED), context(grant=None))
+    assert (anothers.allowed, unknown.allowed) == (False, False)
+    assert (anothers.reason, anothers.message) == (unknown.reason, unknown.message)
+
+
 def test_the_grantee_is_checked_before_the_subject() -> None:
     # otherwise a requester holding another's grant id could try identifiers until the
     # subject matched, and so learn whom the grant is about
     other = grant(grantee="zd-other", subject_digest="cd" * 32)
-    assert decide(request(**GRANTED), context(grant=other)).reason == "grant_grantee_mismatch"
+    assert decide(request(**GRANTED), context(grant=other)).reason == "grant_mismatch"
 
 
 def test_a_grants_field_list_widens_only_the_subjects_own_records() -> None:
