@@ -1311,16 +1311,32 @@ def export(
     inclusion proof (base64 hashes) to the latest checkpoint, whose note is included.
 
     Entries newer than the latest checkpoint carry `"proof": null` (wait for the next checkpoint).
+    Raises TamperDetected, before yielding anything, when the stored leaf hashes no longer make
+    the checkpoint's root, and when an exported leaf is not the one its hash stands for: every
+    line yielded verifies (`verify_export_record`), so an export never looks like evidence of a
+    log that was changed after it was signed.
     """
     latest = backend.latest_checkpoint()
     cp_size, note = latest if latest is not None else (0, None)
     hashes = backend.leaf_hashes(0, cp_size) if cp_size else []
+    if note is not None and (
+        len(hashes) != cp_size or keys.root_from_leaves(hashes) != keys.read_checkpoint(note).root
+    ):
+        raise TamperDetected(
+            f"the stored access log no longer makes the root of its latest checkpoint (size "
+            f"{cp_size}): run `credex log verify` to find the changed entry"
+        )
     wanted = None if indexes is None else set(indexes)
     for index, leaf, entry in iter_entries(backend, start, end):
         if wanted is not None and index not in wanted:
             continue
         proof = None
         if index < cp_size:
+            if keys.leaf_hash(leaf) != hashes[index]:
+                raise TamperDetected(
+                    f"access log entry {index} is not the leaf its signed hash stands for: run "
+                    "`credex log verify` for the full diagnosis"
+                )
             proof = [base64.b64encode(h).decode() for h in keys.inclusion_proof(index, hashes)]
         yield {
             "index": index,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["fill_new_file", "fsync_dir", "replace_file", "staged_file"]
+__all__ = ["fill_new_file", "fsync_dir", "publish_new_file", "replace_file", "staged_file"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -55,3 +56,23 @@ def replace_file(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)  # the rename itself is durable only once the directory is
+
+
+def publish_new_file(target: Path, chunks: Iterable[bytes]) -> None:
+    """Write `chunks` to the new file `target` (0600) whole or not at all: they go to a
+    temporary file beside it, which is synced and then linked in as `target`. Raises
+    FileExistsError when `target` exists (it is never replaced, even if it appears while the
+    chunks are written), OSError on any other failure, and whatever iterating `chunks` raises;
+    in every case no temporary file and no partial `target` is left."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, target)  # unlike rename, refuses to replace an existing file
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)

@@ -8,7 +8,10 @@ person can act on and an exit code (0 ok, 1 failure, 2 input, 3 verification), n
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -17,7 +20,7 @@ import adapters
 import catalog
 import keys
 from node.cli.common import err_console
-from node.errors import NodeError, exit_code_for
+from node.errors import ExitCode, NodeError, exit_code_for
 
 app = typer.Typer(
     name="credex",
@@ -50,7 +53,11 @@ def main() -> None:
     """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
     Usage errors are click's own (exit 2, with the usage line); every credex error family is
-    caught here and printed as one line, so no traceback ever reaches an operator. The message
+    caught here and printed as one line, so no traceback ever reaches an operator. Anything
+    else is a bug or an operating-system failure a command did not anticipate: it is printed
+    as one line too (an OSError's reason and file; otherwise only the exception's type and
+    place, as its text may quote personal data) with exit 1, or re-raised when CREDEX_DEBUG
+    is set. The message
     is escaped: error text names paths and config keys such as "[log] retention_days", which
     rich would otherwise take for markup (dropped, or a MarkupError for "[/]").
     """
@@ -59,3 +66,26 @@ def main() -> None:
     except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(int(exit_code_for(error)))
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except OSError as error:
+        # An operating-system failure no command turned into a credex error: its reason and
+        # file are safe to show (strerror and a path, never the data being written).
+        where = f": {error.filename}" if error.filename is not None else ""
+        reason = error.strerror or type(error).__name__
+        err_console.print(f"[bold red]error:[/] {escape(reason + where)}", highlight=False)
+        sys.exit(int(ExitCode.FAILURE))
+    except Exception as error:
+        if os.environ.get("CREDEX_DEBUG"):
+            raise
+        # The message of an unexpected exception may quote the data it choked on (a
+        # UnicodeError quotes the text), so only its type and place are shown.
+        frames = traceback.extract_tb(error.__traceback__)
+        place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        err_console.print(
+            f"[bold red]error:[/] unexpected {type(error).__name__}{escape(place)}: a credex "
+            "bug, please report it (CREDEX_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        sys.exit(int(ExitCode.FAILURE))

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +48,7 @@ from node.cli.common import (
     print_json,
     resolve_home,
 )
+from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
 from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
@@ -101,7 +103,10 @@ def _parse_time(text: str | None, option: str) -> dt.datetime | None:
         raise InputError(f"{option} {text!r}: use an ISO date or time, e.g. 2026-11-01") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_CHINA)  # officers type China time
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise InputError(f"{option} {text!r}: out of the range of dates a log can hold") from None
 
 
 def _read_anchor(path: Path) -> str:
@@ -382,6 +387,9 @@ def export_command(
     """Export entries with inclusion proofs to a freshly signed checkpoint (JSON Lines)."""
     if fmt != "jsonl":
         raise InputError(f"--format {fmt!r}: only 'jsonl' is supported")
+    if output is not None and (output.exists() or output.is_symlink()):
+        # checked again when the file is linked in; asked here so nothing is logged for nothing
+        raise InputError(f"--output {output}: the file exists; choose a new name")
     from node.accesslog import export_lines  # noqa: PLC0415 - keeps the import list short
 
     runtime = open_runtime(resolve_home(home))
@@ -400,12 +408,22 @@ def export_command(
                 sys.stdout.write(line + "\n")
             sys.stdout.flush()
         else:
-            with output.open("w", encoding="utf-8") as handle:
-                output.chmod(0o600)
-                count = 0
+            count = 0
+
+            def encoded() -> Iterator[bytes]:
+                nonlocal count
                 for line in lines:
-                    handle.write(line + "\n")
                     count += 1
+                    yield (line + "\n").encode("utf-8")
+
+            try:
+                publish_new_file(output, encoded())
+            except FileExistsError:
+                raise InputError(f"--output {output}: the file exists; choose a new name") from None
+            except OSError as error:
+                raise InputError(
+                    f"--output {output}: cannot write the export ({error.strerror or error})"
+                ) from None
             console.print(
                 f"exported {count} entries with proofs: {output}", markup=False, highlight=False
             )
@@ -428,13 +446,23 @@ def verify_export_command(
             help="Accept lines newer than the export's checkpoint (they carry no proof).",
         ),
     ] = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="Accept an export of a range (`log export --start/--end`), not the whole log "
+            "up to its checkpoint.",
+        ),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check every line of an export on its own: the signed checkpoint and the inclusion proof
     of the leaf, and that the indexes run without a gap or a repeat; exit 3 naming the first
     line that does not verify. `credex log export` signs a checkpoint first, so a line without
-    a proof is refused unless --allow-unproven."""
+    a proof is refused unless --allow-unproven. Unless --partial, the lines must be every entry
+    of the log up to the checkpoint they prove against: entry 0 to its size - 1, so that lines
+    cut from the start or the end are found too."""
     runtime = open_runtime(resolve_home(home))
     try:
         log_name = node or runtime.node_id
@@ -452,7 +480,8 @@ def verify_export_command(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{file}: cannot read the export ({error})") from None
-    checked = unproven = 0
+    checked = unproven = signed_size = 0
+    last_proven = -1
     indexes: list[int] = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -481,6 +510,7 @@ def verify_export_command(
             continue
         try:
             verify_export_record(record, verifiers, log_name=log_name, origin=origin)
+            signed_size = max(signed_size, keys.read_checkpoint(record["checkpoint"]).size)
         except InputError as error:
             raise InputError(f"{file}, line {number}: {error}") from None
         except keys.KeysError as error:
@@ -488,7 +518,19 @@ def verify_export_command(
                 f"{file}, line {number} (entry {index}): does not verify: {error}"
             ) from None
         checked += 1
+        last_proven = index
     span = f"{indexes[0]}..{indexes[-1]}" if indexes else "none"
+    complete = bool(indexes) and indexes[0] == 0 and last_proven == signed_size - 1
+    if not complete and not partial:
+        held = f"entries {span}" if checked else "no entry with a proof"
+        raise TamperDetected(
+            f"{file}: holds {held}, but the log's signed checkpoint has {signed_size} "
+            f"entries (0..{signed_size - 1}): entries were cut from the export (--partial "
+            "accepts an export of a range)"
+            if signed_size
+            else f"{file}: holds no entry with a proof; `credex log export` proves every line "
+            "(--partial to accept it anyway)"
+        )
     if as_json:
         print_json(
             {
@@ -497,11 +539,14 @@ def verify_export_command(
                 "entries": span,
                 "verified": checked,
                 "unproven": unproven,
+                "checkpoint_size": signed_size,
+                "complete": complete,
             }
         )
         return
     console.print(
-        f"entries {span}: {checked} line(s) verify against the signed checkpoint of {log_name}"
+        f"entries {span}: {checked} line(s) verify against the signed checkpoint of {log_name} "
+        f"(size {signed_size}{'' if complete else '; a partial export'})"
         + (f"; {unproven} newer than it carry no proof" if unproven else ""),
         highlight=False,
         markup=False,

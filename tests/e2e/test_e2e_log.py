@@ -177,6 +177,9 @@ def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path)
         ("unproven", [*lines, made_up], "carries no inclusion proof"),
         ("repeated", [*lines, lines[-1]], "repeats an entry"),
         ("dropped", [lines[0], *lines[2:]], "skips entries"),
+        ("tail cut", lines[:-2], "were cut from the export"),
+        ("head cut", lines[2:], "were cut from the export"),
+        ("empty", [], "holds no entry with a proof"),
     ):
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in changed), encoding="utf-8")
@@ -186,6 +189,56 @@ def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path)
     allowed = tmp_path / "unproven.jsonl"
     done = cluster.cli_json("market", "log", "verify-export", str(allowed), "--allow-unproven")
     assert (done["verified"], done["unproven"]) == (len(lines), 1)
+    assert (done["checkpoint_size"], done["complete"]) == (len(lines), True)
+    # An export of a range is accepted when the officer says so, and reported as partial.
+    ranged = tmp_path / "range.jsonl"
+    cluster.cli("market", "log", "export", "--output", str(ranged), "--start", "1", "--end", "3",
+                check=True)  # fmt: skip
+    assert cluster.cli("market", "log", "verify-export", str(ranged)).returncode == 3
+    done = cluster.cli_json("market", "log", "verify-export", str(ranged), "--partial")
+    assert (done["entries"], done["verified"], done["complete"]) == ("1..2", 2, False)
+
+
+def test_export_never_replaces_a_file_and_writes_all_or_nothing(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "kept.jsonl"
+    out.write_text("the officer's earlier evidence\n", encoding="utf-8")
+    refused = cluster.cli("market", "log", "export", "--output", str(out))
+    assert refused.returncode == 2, refused.stderr
+    assert "exists" in refused.stderr
+    assert out.read_text(encoding="utf-8") == "the officer's earlier evidence\n"
+    missing = cluster.cli("market", "log", "export", "--output", str(tmp_path / "no" / "x.jsonl"))
+    assert missing.returncode == 2, missing.stderr
+    assert "cannot write the export" in " ".join(missing.stderr.split())
+    assert "Traceback" not in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE access_log SET leaf = CAST(replace(leaf, 'a-1', 'x-1') AS BLOB) WHERE idx = 1;",
+        "DELETE FROM access_log WHERE idx = 2;",
+    ],
+    ids=["edited", "deleted"],
+)
+def test_export_of_a_tampered_log_exits_3_and_writes_nothing(
+    cluster: LocalCluster, tmp_path: Path, sql: str
+) -> None:
+    home = _tampered_copy(cluster, tmp_path, sql)
+    env = cluster.env("market")
+    env["CREDEX_HOME"] = str(home)
+    out = tmp_path / "evidence.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "log", "export", "--output", str(out)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "credex log verify" in said or "the stored log was altered" in said, said
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".evidence")]
 
 
 def test_report_lists_requesters(cluster: LocalCluster) -> None:
