@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.markup import escape
@@ -19,7 +20,7 @@ from rich.markup import escape
 import adapters
 import catalog
 import keys
-from node.cli.common import err_console
+from node.cli.common import err_console, print_json
 from node.errors import ExitCode, NodeError, exit_code_for
 
 app = typer.Typer(
@@ -49,6 +50,18 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    """Print `message` as one escaped line on stderr (error text names paths and config keys
+    such as "[log] retention_days", which rich would otherwise take for markup) and exit with
+    `code`. A command run with `--json` also gets `{"error": ..., "exit": ...}` on stdout, so a
+    script reading stdout always has one document to parse."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    args = sys.argv[1:]
+    if "--json" in (args[: args.index("--")] if "--" in args else args):
+        print_json({"error": message, "exit": code})
+    sys.exit(code)
+
+
 def main() -> None:
     """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
@@ -57,25 +70,19 @@ def main() -> None:
     else is a bug or an operating-system failure a command did not anticipate: it is printed
     as one line too (an OSError's reason and file; otherwise only the exception's type and
     place, as its text may quote personal data) with exit 1, or re-raised when CREDEX_DEBUG
-    is set. The message
-    is escaped: error text names paths and config keys such as "[log] retention_days", which
-    rich would otherwise take for markup (dropped, or a MarkupError for "[/]").
+    is set. With `--json`, each of these also writes an error document to stdout (`_fail`).
     """
     try:
         app()
     except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        sys.exit(int(exit_code_for(error)))
+        _fail(str(error), int(exit_code_for(error)))
     except KeyboardInterrupt:
-        err_console.print("interrupted", highlight=False)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except OSError as error:
         # An operating-system failure no command turned into a credex error: its reason and
         # file are safe to show (strerror and a path, never the data being written).
         where = f": {error.filename}" if error.filename is not None else ""
-        reason = error.strerror or type(error).__name__
-        err_console.print(f"[bold red]error:[/] {escape(reason + where)}", highlight=False)
-        sys.exit(int(ExitCode.FAILURE))
+        _fail((error.strerror or type(error).__name__) + where, int(ExitCode.FAILURE))
     except Exception as error:
         if os.environ.get("CREDEX_DEBUG"):
             raise
@@ -83,9 +90,8 @@ def main() -> None:
         # UnicodeError quotes the text), so only its type and place are shown.
         frames = traceback.extract_tb(error.__traceback__)
         place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-        err_console.print(
-            f"[bold red]error:[/] unexpected {type(error).__name__}{escape(place)}: a credex "
-            "bug, please report it (CREDEX_DEBUG=1 shows the traceback)",
-            highlight=False,
+        _fail(
+            f"unexpected {type(error).__name__}{place}: a credex bug, please report it "
+            "(CREDEX_DEBUG=1 shows the traceback)",
+            int(ExitCode.FAILURE),
         )
-        sys.exit(int(ExitCode.FAILURE))

@@ -5,6 +5,8 @@ that text could quote the data (personal data included) it failed on."""
 from __future__ import annotations
 
 import errno
+import json
+import sys
 
 import pytest
 
@@ -60,10 +62,30 @@ def test_credex_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> No
         cli.main()
 
 
-def test_an_interrupt_exits_130_quietly(
+def test_an_interrupt_exits_130_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run_main_raising(KeyboardInterrupt(), monkeypatch, capsys) == (130, "interrupted")
+    assert _run_main_raising(KeyboardInterrupt(), monkeypatch, capsys) == (
+        130,
+        "error: interrupted",
+    )
+
+
+def test_with_json_an_error_is_also_a_json_document_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["credex", "status", "--json", "--home", "/nowhere"])
+
+    def failing_app() -> None:
+        raise InputError("--home /nowhere: no credex node here")
+
+    monkeypatch.setattr(cli, "app", failing_app)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    out = capsys.readouterr()
+    assert stopped.value.code == 2
+    assert json.loads(out.out) == {"error": "--home /nowhere: no credex node here", "exit": 2}
+    assert "no credex node here" in out.err
 
 
 @pytest.mark.parametrize("text", ["0001-01-01", "9999-12-31T23:00:00-05:00"])
