@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import catalog as cat
@@ -137,9 +137,11 @@ def check_records(
 _WORKER_CATALOGUE: cat.Catalog | None = None
 
 # What crosses the pipe back per record: plain tuples, which pickle several times faster than
-# the dataclasses (("ok", header, keyid, hash, subject, linked, severity, decided_on) or
-# ("refused", kind, message)).
+# the dataclasses: ("ok", <every CheckedRecord field, in declaration order>) or
+# ("refused", kind, message). The field list is read from the dataclass, so a field added to
+# CheckedRecord travels too instead of silently falling back to its default.
 _Wire = tuple[Any, ...]
+_CHECKED_FIELDS = tuple(f.name for f in fields(CheckedRecord))
 
 
 def _worker_start(catalogue: cat.Catalog, parent: int) -> None:
@@ -172,23 +174,18 @@ def _check_in_worker(
 def _to_wire(outcome: Outcome) -> _Wire:
     if isinstance(outcome, Refused):
         return ("refused", outcome.kind, outcome.message)
-    return (
-        "ok",
-        dict(outcome.header),
-        outcome.signer_keyid,
-        outcome.content_hash,
-        outcome.subject_id,
-        outcome.linked_subject_ids,
-        outcome.severity,
-        outcome.decided_on,
-    )
+    values = [getattr(outcome, name) for name in _CHECKED_FIELDS]
+    # the verified header may be a read-only mapping view, which does not pickle
+    values[_CHECKED_FIELDS.index("header")] = dict(outcome.header)
+    return ("ok", *values)
 
 
 def _from_wire(item: _Wire) -> Outcome:
     if item[0] == "refused":
         return Refused(item[1], item[2])
-    _, header, keyid, digest, subject, linked, severity, decided_on = item
-    return CheckedRecord(header, keyid, digest, subject, tuple(linked), severity, decided_on)
+    values = dict(zip(_CHECKED_FIELDS, item[1:], strict=True))
+    values["linked_subject_ids"] = tuple(values["linked_subject_ids"])
+    return CheckedRecord(**values)
 
 
 # -- the node side -----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ node process nor turn a crash into lost or unchecked records.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import multiprocessing
 import os
@@ -23,6 +25,8 @@ import pytest
 import adapters
 import catalog
 import keys
+from node import feedcheck
+from node.demo_data import numbered_uscc
 from node.feedcheck import CheckedRecord, RecordChecker, Refused, check_records
 from tests.catalog.catalog_testdata import COMPANY_USCC, TODAY, penalty_org
 
@@ -47,6 +51,28 @@ def _signed(i: int, **changes: str | None) -> keys.SignedRecord:
     header = _header(i)
     row = penalty_org(decision_no=f"张市监罚〔2026〕{i}号", **changes)
     fields = {k: v for k, v in row.items() if v is not None}
+    return keys.sign_record(header, fields, PRODUCER)
+
+
+def _red_list_entry(i: int, valid_until: str) -> keys.SignedRecord:
+    """A red-list entry: re-validation gives it a `disclosure_end` (its 有效期至)."""
+    header = {**_header(i), "item": "red_list"}
+    fields = {
+        "subject_name": f"淄博张店某某商贸有限公司{i}",
+        "subject_category": "法人及非法人组织",
+        "legal_rep_name": "王某某",
+        "uscc": numbered_uscc("91370303", 3000 + i),
+        "list_name": "诚信企业",
+        "recognition_basis": "张店区诚信企业评选办法",
+        "recognising_unit": "张店区发展和改革局",
+        "recognising_unit_uscc": numbered_uscc("11370303", 1),
+        "listed_date": "2023-01-04",
+        "valid_until": valid_until,
+        "status": "有效",
+        "incentive_measures": "1",
+        "source_unit": "张店区发展和改革局",
+        "source_unit_uscc": numbered_uscc("11370303", 2),
+    }
     return keys.sign_record(header, fields, PRODUCER)
 
 
@@ -110,6 +136,40 @@ def test_workers_give_the_outcomes_checked_in_process() -> None:
         checker.close()
     assert pooled == check_records(bodies, trusted=TRUSTED, today=TODAY, catalogue=CATALOGUE)
     assert multiprocessing.active_children() == []
+
+
+def test_workers_keep_every_field_of_a_checked_record() -> None:
+    # The conduct end (Shandong 5-year cap) and a red-list validity end decide how long a
+    # received copy is shown: a worker must hand them back like every other field.
+    bodies = [_signed(i, conduct_end_date="2022-01-10").to_bytes() for i in range(3)]
+    bodies += [_red_list_entry(i, "2027-12-31").to_bytes() for i in range(3, 6)]
+    in_process = check_records(bodies, trusted=TRUSTED, today=TODAY, catalogue=CATALOGUE)
+    checker = RecordChecker(CATALOGUE, workers=2, min_pool_batch=1)
+    try:
+        pooled = checker.check(bodies, trusted=TRUSTED, today=TODAY)
+    finally:
+        checker.close()
+    assert pooled == in_process
+    conduct, red = in_process[0], in_process[3]
+    assert isinstance(conduct, CheckedRecord)
+    assert isinstance(red, CheckedRecord)
+    assert conduct.conduct_ended_on == dt.date(2022, 1, 10)
+    assert red.disclosure_end == dt.date(2027, 12, 31)
+
+
+def test_the_worker_wire_form_carries_every_field() -> None:
+    # Not one field may fall back to its default on the way back from a worker, including
+    # fields added to CheckedRecord later: give each a value no default has, and compare.
+    values: dict[str, object] = {}
+    for i, field in enumerate(dataclasses.fields(CheckedRecord)):
+        values[field.name] = f"value-{i}"
+    values["header"] = {"item": "admin_penalty"}
+    values["linked_subject_ids"] = ("a", "b")
+    values["decided_on"] = dt.date(2026, 1, 2)
+    outcome = CheckedRecord(**values)  # type: ignore[arg-type]
+    back = feedcheck._from_wire(feedcheck._to_wire(outcome))
+    assert back == outcome
+    assert all(getattr(back, name) == value for name, value in values.items())
 
 
 def test_small_batches_and_one_worker_stay_in_process() -> None:
