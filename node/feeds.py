@@ -43,7 +43,7 @@ import grpc.aio
 
 import catalog
 import keys
-from node import wire
+from node import lifecycle, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
@@ -273,9 +273,11 @@ def received_record(
     """The store row for a verified record received from its producer (origin "received").
 
     The body is the signed record exactly as received, encrypted at rest under a fresh row id;
-    the subject is indexed with this node's blind index (see the module docstring).
+    the subject is indexed with this node's blind index (see the module docstring). Its fields
+    are re-validated on the China day of `now`, the day its producer validated them on.
     """
-    checked = checked_from_verified(verified, today=now.date(), catalogue=runtime.catalogue)
+    today = lifecycle.china_day(now)
+    checked = checked_from_verified(verified, today=today, catalogue=runtime.catalogue)
     return _Receiver(runtime, now).row(signed.to_bytes(), checked)
 
 
@@ -447,7 +449,11 @@ def _checked_events(
     """Verify every record of the parsed events against `peer`'s keys and build the rows."""
     now = runtime.clock()
     trusted = runtime.bundle().node_signing_keys(peer, now)
-    outcomes = iter(runtime.record_checker.check(bodies, trusted=trusted, today=now.date()))
+    # The China day, as the producer's ingest uses: on the UTC day, a record decided "today"
+    # in China between 00:00 and 08:00 CST would look decided in the future and lose its
+    # severity, window and subject index here.
+    today = lifecycle.china_day(now)
+    outcomes = iter(runtime.record_checker.check(bodies, trusted=trusted, today=today))
     receiver = _Receiver(runtime, now)
     events: list[_Event] = []
     for event, kind, body in parsed:

@@ -23,7 +23,7 @@ from node.cluster import LocalCluster
 from node.lifecycle import china_day
 from node.runtime import NodeRuntime, utc_now
 from node.store import NewRecord
-from tests.catalog.catalog_testdata import penalty_org
+from tests.catalog.catalog_testdata import COMPANY_USCC, penalty_org
 from tests.node.exchange_support import serving
 
 ITEM = "admin_penalty"
@@ -318,3 +318,73 @@ def test_a_received_copy_ends_with_the_producers_shandong_cap(
     verified = keys.verify_record(signed, trusted=trusted)
     row = feeds.received_record(platform, signed, verified, now=platform.clock())
     assert row.disclosure_max_end == dt.date(2027, 5, 11)
+
+
+def _decided_on(runtime: NodeRuntime, day: dt.date, n: int) -> NewRecord:
+    """Market's penalty `n`, decided on `day`, with its real fields (so it re-validates)."""
+    fields = {
+        k: v
+        for k, v in penalty_org(
+            decision_no=f"张市监罚〔2026〕{n}号",
+            decision_date=day.isoformat(),
+            penalty_valid_until=(day + dt.timedelta(days=365)).isoformat(),
+        ).items()
+        if v is not None
+    }
+    header = {
+        "item": ITEM, "catalog_version": runtime.catalogue.version, "record_key": f"{n:064x}",
+        "version": 1, "producer": runtime.node_id, "issued_at": "2026-05-12T00:00:00Z",
+        "subject": f"{n:032x}",
+    }  # fmt: skip
+    signed = keys.sign_record(header, fields, runtime.node_keys.signing)
+    row_id = f"row-{n}"
+    return NewRecord(
+        row_id=row_id,
+        producer=runtime.node_id,
+        record_key=f"{n:064x}",
+        version=1,
+        item_id=ITEM,
+        catalog_version=runtime.catalogue.version,
+        subject_index=f"{n:032x}",
+        body=runtime.cipher.encrypt(row_id, signed.to_bytes()),
+        content_hash=f"{n:064x}",
+        severity="general",
+        decided_on=day,
+        disclosure_min_end=None,
+        disclosure_max_end=day + dt.timedelta(days=365),
+        disclosure_rule="test",
+        created_at=runtime.clock(),
+    )
+
+
+def test_a_copy_is_revalidated_on_the_china_day(
+    nodes: tuple[NodeRuntime, NodeRuntime], clock: Clock
+) -> None:
+    """Between 00:00 and 08:00 China Standard Time the UTC day is still yesterday: a record
+    decided today in China must not look decided in the future at the subscriber and lose its
+    severity, window and subject index (docs/feeds.md, "Subject index of received records")."""
+    market, platform = nodes
+    # the next 16:30 UTC: 00:30 the following day in Zibo
+    moment = clock.now.replace(hour=16, minute=30, second=0, microsecond=0)
+    clock.now = moment if moment > clock.now else moment + dt.timedelta(days=1)
+    today = china_day(clock.now)
+    assert today != clock.now.date()
+    market.store.ensure_subscription("platform", [ITEM], now=clock())
+    market.store.store_batch([_decided_on(market, today, 1)], now=clock())
+
+    async def scenario() -> None:
+        async with serving(market):
+            assert (await feeds.pull(platform, "market")).stored == 1
+
+    run(scenario())
+    # the batch path (checked by the record checker) and a single received record (pushes)
+    (pulled,) = platform.store.record_versions("market", f"{1:064x}")
+    record = _decided_on(market, today, 2)
+    signed = keys.SignedRecord.from_bytes(market.cipher.decrypt(record.row_id, record.body))
+    signer = market.node_keys.signing
+    verified = keys.verify_record(signed, trusted={signer.keyid: signer.public_key})
+    received = feeds.received_record(platform, signed, verified, now=clock())
+    for copy in (pulled, received):
+        assert (copy.severity, copy.decided_on) == ("general", today)
+        assert copy.disclosure_max_end is not None
+    assert pulled.subject_index == platform.blind.token(COMPANY_USCC)
