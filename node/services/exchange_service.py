@@ -6,6 +6,8 @@ first/last seq). Invariants:
 - who gets what follows the bundle's "feed" agreements (provider = this node), re-read for
   every batch: items outside them are refused (PERMISSION_DENIED) and, if an agreement narrows
   later, events of records outside it travel without the record (reason "not_agreed");
+- only this node's own records travel: an event about another producer's record (a received
+  copy; queued only by an older release) goes out empty, reason "not_producer", seq kept;
 - a record withdrawn, expired or purged since its upsert was queued travels without its body
   (reason = its state): repair stops sharing, also for events already queued; so does a record
   whose disclosure is over on the China day of delivery (`node.lifecycle.disclosure_ended`)
@@ -84,6 +86,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
+# Why an event about a record this node did not produce travels empty (never relayed).
+_NOT_OURS = "not_producer"
 _SHOWN_IDS = 3  # item ids a refusal message names at most
 _MAX_RECORD_KEY = 128
 _SHOWN_ID_CHARS = 64
@@ -325,6 +329,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         at = context.stamps.get(event.created_at)
         if at is None:
             at = context.stamps[event.created_at] = wire.timestamp_to_pb(event.created_at)
+        if stored.producer != runtime.node_id:
+            # Defence in depth: the store queues no event about another producer's record
+            # (node/store/store.py), but one queued by an older release must neither carry
+            # that record nor name it. The seq stays (no gap); the subscriber skips it.
+            return common_pb2.FeedEvent(
+                seq=event.seq, kind=wire.event_kind_to_pb(event.kind), at=at, reason=_NOT_OURS
+            )
         message = common_pb2.FeedEvent(
             seq=event.seq,
             kind=wire.event_kind_to_pb(event.kind),

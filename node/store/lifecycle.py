@@ -259,7 +259,16 @@ def open_objection(
         )
         return _append_events(
             conn,
-            [(record.item_id, "objection_set", record.row_id, record.record_key, record.version)],
+            [
+                (
+                    record.origin,
+                    record.item_id,
+                    "objection_set",
+                    record.row_id,
+                    record.record_key,
+                    record.version,
+                )
+            ],
             stamp,
         )
 
@@ -304,7 +313,11 @@ def close_objection(
             return 0
         rec = conn.execute(
             select(
-                RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.objection
+                RECORDS.c.origin,
+                RECORDS.c.item_id,
+                RECORDS.c.record_key,
+                RECORDS.c.version,
+                RECORDS.c.objection,
             ).where(RECORDS.c.row_id == row.record_row_id)
         ).first()
         if rec is None or not rec.objection:
@@ -314,7 +327,16 @@ def close_objection(
         )
         return _append_events(
             conn,
-            [(rec.item_id, "objection_cleared", row.record_row_id, rec.record_key, rec.version)],
+            [
+                (
+                    rec.origin,
+                    rec.item_id,
+                    "objection_cleared",
+                    row.record_row_id,
+                    rec.record_key,
+                    rec.version,
+                )
+            ],
             stamp,
         )
 
@@ -421,7 +443,16 @@ def withdraw_record(
         )
         return _append_events(
             conn,
-            [(record.item_id, "withdraw", record.row_id, record.record_key, record.version)],
+            [
+                (
+                    record.origin,
+                    record.item_id,
+                    "withdraw",
+                    record.row_id,
+                    record.record_key,
+                    record.version,
+                )
+            ],
             stamp,
         )
 

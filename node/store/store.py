@@ -13,6 +13,11 @@ Invariants kept here (docs/decisions/0004-store-schema.md):
 - feed events are derived here from the subscriptions table inside the writing transaction, so
   a subscription created concurrently with an ingest can never miss a record: either the
   ingest sees the subscription (and adds events) or the subscription's backfill sees the rows;
+- only this node's own records (origin "local") enter its outgoing feeds, as events or as
+  backfill: a copy received from another producer (feed, push) changes state here without
+  an event, since relaying it would share that producer's record under an agreement it never
+  made (and the subscriber, which verifies every record against its provider's keys, would
+  refuse the batch for good);
 - with `store_batch(..., expire_ended=True)` (ingest, pushes), a version whose disclosure is
   already over when it is stored (`node.lifecycle.disclosure_ended` on the China day of `now`)
   is stored `expired`, never `active`; its event is appended as usual and the feed provider
@@ -325,8 +330,9 @@ class Store:
         """Store record versions, their feed events and resume state in ONE transaction.
 
         For each record: older active versions of the same (producer, record_key) become
-        `superseded`; every subscription whose items include the record's item gets an event
-        (`upsert` for version 1, `correct` after) with the next gap-free sequence number. With
+        `superseded`; for a record of this node's own (origin "local"), every subscription
+        whose items include the record's item gets an event (`upsert` for version 1, `correct`
+        after) with the next gap-free sequence number; a received copy gets none. With
         `expire_ended`, a version whose disclosure has ended by the China day of `now` (past
         its maximum period or the Shandong cap) is stored `expired` rather than `active`: it
         is never disclosed, answered or delivered, and the lifecycle scan has nothing left to
@@ -518,7 +524,8 @@ class Store:
     def set_record_state(
         self, row_id: str, state: str, *, event_kind: str | None, now: dt.datetime
     ) -> int:
-        """Move a record version to `state` and append `event_kind` events for its subscribers.
+        """Move a record version to `state` and append `event_kind` events for its subscribers
+        (none for a received copy: only this node's own records are in its feeds).
 
         Refuses an unknown state or event kind (InputError) and an unknown row (NotFound).
         Returns the number of feed events appended. A `purged` record's body is erased.
@@ -530,9 +537,9 @@ class Store:
         stamp = to_db_time(now)
         with self.write("change a record's state") as conn:
             row = conn.execute(
-                select(RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version).where(
-                    RECORDS.c.row_id == row_id
-                )
+                select(
+                    RECORDS.c.origin, RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version
+                ).where(RECORDS.c.row_id == row_id)
             ).first()
             if row is None:
                 raise NotFound("store: no record with that row id")
@@ -543,11 +550,14 @@ class Store:
             if event_kind is None:
                 return 0
             return _append_events(
-                conn, [(row.item_id, event_kind, row_id, row.record_key, row.version)], stamp
+                conn,
+                [(row.origin, row.item_id, event_kind, row_id, row.record_key, row.version)],
+                stamp,
             )
 
     def set_objection(self, row_id: str, flag: bool, *, now: dt.datetime) -> int:
-        """Set or clear a record's objection flag; appends objection_set/cleared events.
+        """Set or clear a record's objection flag; appends objection_set/cleared events (none
+        for a received copy: only this node's own records are in its feeds).
 
         Setting a flag that is already set (or clearing a clear one) changes nothing and
         appends no event. Returns the number of events appended.
@@ -556,7 +566,11 @@ class Store:
         with self.write("flag a record's objection") as conn:
             row = conn.execute(
                 select(
-                    RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version, RECORDS.c.objection
+                    RECORDS.c.origin,
+                    RECORDS.c.item_id,
+                    RECORDS.c.record_key,
+                    RECORDS.c.version,
+                    RECORDS.c.objection,
                 ).where(RECORDS.c.row_id == row_id)
             ).first()
             if row is None:
@@ -566,7 +580,7 @@ class Store:
             conn.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(objection=flag))
             kind = "objection_set" if flag else "objection_cleared"
             return _append_events(
-                conn, [(row.item_id, kind, row_id, row.record_key, row.version)], stamp
+                conn, [(row.origin, row.item_id, kind, row_id, row.record_key, row.version)], stamp
             )
 
     # ------------------------------------------------------------------- feeds
@@ -576,7 +590,8 @@ class Store:
     ) -> Subscription:
         """Create or widen a subscriber's feed to `items` and backfill it, atomically.
 
-        Items not covered before get one `upsert` event per record version visible on the
+        Items not covered before get one `upsert` event per record version of this node's own
+        (origin "local"; never a copy received from another producer) visible on the
         China day of `now` (`node.lifecycle.visible`: active and its disclosure not over, even
         if the lifecycle scan has not marked it expired yet), in creation order, in the same
         transaction. Items are never removed here (a narrower agreement stops new events
@@ -621,7 +636,11 @@ class Store:
                         RECORDS.c.decided_on,
                         RECORDS.c.disclosure_max_end,
                     )
-                    .where(RECORDS.c.item_id.in_(added), RECORDS.c.state == "active")
+                    .where(
+                        RECORDS.c.item_id.in_(added),
+                        RECORDS.c.state == "active",
+                        RECORDS.c.origin == "local",
+                    )
                     .order_by(RECORDS.c.created_at, RECORDS.c.row_id)
                 ).all()
                 _append_for(
@@ -843,7 +862,14 @@ def _write_records(
     if superseding:
         conn.execute(_SUPERSEDE, superseding)
     events = [
-        (r.item_id, "upsert" if r.version == 1 else "correct", r.row_id, r.record_key, r.version)
+        (
+            r.origin,
+            r.item_id,
+            "upsert" if r.version == 1 else "correct",
+            r.row_id,
+            r.record_key,
+            r.version,
+        )
         for r in records
     ]
     return _append_events(conn, events, stamp)
@@ -1004,9 +1030,12 @@ def _subscription(row: Row[Any]) -> Subscription:
 
 
 def _append_events(
-    conn: Connection, events: Sequence[tuple[str, str, str, str, int]], stamp: dt.datetime
+    conn: Connection, events: Sequence[tuple[str, str, str, str, str, int]], stamp: dt.datetime
 ) -> int:
-    """Append (item, kind, row id, record key, version) events to every covering subscriber."""
+    """Append (origin, item, kind, row id, record key, version) events to every covering
+    subscriber; events of rows not of origin "local" are dropped (see the module docstring).
+    Every caller names the row's origin, so none can relay a received copy by forgetting to."""
+    events = [e for e in events if e[0] == "local"]
     if not events:
         return 0
     subs = conn.execute(select(SUBS.c.subscriber, SUBS.c["items"])).all()
@@ -1014,7 +1043,9 @@ def _append_events(
     for sub in subs:
         items = frozenset(json.loads(sub._mapping["items"]))
         mine = [
-            (kind, row_id, key, ver) for item, kind, row_id, key, ver in events if item in items
+            (kind, row_id, key, ver)
+            for _origin, item, kind, row_id, key, ver in events
+            if item in items
         ]
         total += _append_for(conn, sub.subscriber, mine, stamp)
     return total
