@@ -12,9 +12,10 @@ A provider streams its events for us (`Exchange.Subscribe`) as sealed batches. F
 3. applies the events in order, idempotently: a record version already stored is skipped,
    lifecycle events (withdraw, expire, objection set/cleared) move the stored copy's state only
    when it differs, and the upstream cursor is written in the same transaction as the batch's
-   last records. A crash anywhere re-delivers from the last written cursor; replaying a prefix
-   of a batch in order reaches the same state, so delivery is at least once and applying is
-   exactly once in effect.
+   last records. A new copy is stored with its objection flag in its own row; a version
+   already held takes the flag its event carries, in the same transaction. A crash anywhere
+   re-delivers from the last written cursor; replaying a prefix of a batch in order reaches
+   the same state, so delivery is at least once and applying is exactly once in effect.
 Then `pull` sends a signed receipt (`Exchange.Ack`) so the provider moves its durable cursor.
 
 Subject index of a received record: the producer's blind token is meaningless here (another
@@ -292,9 +293,10 @@ class _Receiver:
         self._cipher = runtime.cipher
         self._now = now
 
-    def row(self, body: bytes, checked: CheckedRecord) -> NewRecord:
+    def row(self, body: bytes, checked: CheckedRecord, *, objection: bool = False) -> NewRecord:
         """The row of `checked`, whose compact signed form is `body` (received_record): the
-        keyed steps (blind index, at-rest encryption) on top of what checking found."""
+        keyed steps (blind index, at-rest encryption) on top of what checking found; flagged
+        with the producer's `objection`."""
         header = checked.header
         producer = str(header["producer"])
         blind = self._blind
@@ -331,6 +333,7 @@ class _Receiver:
             created_at=self._now,
             origin="received",
             linked_subject_indexes=linked,
+            objection=objection,
         )
 
 
@@ -473,8 +476,8 @@ def _checked_events(
                 event.version,
             ):
                 raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
-            record = receiver.row(body, checked)
             objection = event.record.flags.objection
+            record = receiver.row(body, checked, objection=objection)
         events.append(
             _Event(
                 event.seq, kind, event.record_key, event.version, record, objection, event.reason
@@ -513,17 +516,21 @@ def _store_events(
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
     known = store.current_versions(peer, [e.record_key for e in events if e.record is not None])
     pending: list[NewRecord] = []
-    flags: list[tuple[str, bool]] = []
+    # A new copy carries its objection flag in its own row, so it is stored flagged or not at
+    # all. A version already held (a replay after a crash, or a re-delivered batch) is
+    # reconciled with the flag the producer sent, in the transaction of the records before
+    # it, so a copy can never keep a flag its producer no longer shows, or lose one.
+    reconcile: list[tuple[str, str, int, bool]] = []
     for event in events:
         if event.record is not None:
             newest = known.get(event.record_key)
             if newest is not None and newest[0] >= event.version:
                 result.skipped += 1
+                if newest[0] == event.version:
+                    reconcile.append((peer, event.record_key, event.version, event.objection))
                 continue
             known[event.record_key] = (event.version, event.record.content_hash)
             pending.append(event.record)
-            if event.objection:
-                flags.append((event.record.row_id, True))
             continue
         if event.kind in ("upsert", "correct") and event.reason not in _STATE_OF_WITHHELD:
             result.skipped += 1  # withheld by the provider (not agreed): nothing to change
@@ -531,33 +538,22 @@ def _store_events(
         # A lifecycle event, or a version withheld because the record stopped being shared
         # (which also ends our copy of its earlier version): flush what came before it, so it
         # applies to the stored copy.
-        if pending:
-            store.store_batch(pending, now=now, expire_ended=True)
+        if pending or reconcile:
+            store.store_batch(pending, now=now, expire_ended=True, copy_flags=reconcile)
             result.stored += len(pending)
-            pending = []
-        for row_id, flag in flags:
-            store.set_objection(row_id, flag, now=now)
-        flags = []
+            pending, reconcile = [], []
         changed = _apply_lifecycle(runtime, peer, event, now=now)
         result.applied += changed
         if not changed and event.kind in ("upsert", "correct"):
             result.skipped += 1  # withheld, and no earlier copy of ours to end
-    head = reported_head(batch)
-    if flags:
-        # Objection flags of new copies go in before the cursor moves, so a crash in between
-        # replays them (re-setting a flag is a no-op).
-        store.store_batch(pending, now=now, expire_ended=True)
-        for row_id, flag in flags:
-            store.set_objection(row_id, flag, now=now)
-        store.store_batch([], now=now, upstream_cursor=(peer, batch.last_seq), upstream_head=head)
-    else:
-        store.store_batch(
-            pending,
-            now=now,
-            upstream_cursor=(peer, batch.last_seq),
-            upstream_head=head,
-            expire_ended=True,
-        )
+    store.store_batch(
+        pending,
+        now=now,
+        upstream_cursor=(peer, batch.last_seq),
+        upstream_head=reported_head(batch),
+        expire_ended=True,
+        copy_flags=reconcile,
+    )
     result.stored += len(pending)
     return result
 

@@ -46,6 +46,9 @@ class NewRecord:
     created_at: dt.datetime
     origin: str = "local"  # "local" | "received"
     linked_subject_indexes: tuple[str, ...] = ()
+    # A received copy's objection flag as its producer sent it, stored with the row (a local
+    # record is flagged only by an objection, with its event: refused here).
+    objection: bool = False
 
 
 @dataclass(frozen=True)

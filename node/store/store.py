@@ -193,6 +193,20 @@ _SUPERSEDE = (
     .values(state="superseded")
 )
 
+# A received copy's objection flag, reconciled with its producer's (store_batch's copy_flags).
+# A purged copy never changes again.
+_FLAG_COPY = (
+    update(RECORDS)
+    .where(
+        RECORDS.c.producer == bindparam("p_producer"),
+        RECORDS.c.record_key == bindparam("p_key"),
+        RECORDS.c.version == bindparam("p_version"),
+        RECORDS.c.origin == "received",
+        RECORDS.c.state != "purged",
+    )
+    .values(objection=bindparam("p_flag"))
+)
+
 
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
 _WRITER_LOCKS_GUARD = threading.Lock()
@@ -326,6 +340,7 @@ class Store:
         upstream_head: int | None = None,
         expire_ended: bool = False,
         from_source: bool = False,
+        copy_flags: Sequence[tuple[str, str, int, bool]] = (),
     ) -> int:
         """Store record versions, their feed events and resume state in ONE transaction.
 
@@ -344,6 +359,12 @@ class Store:
         keeps the one stored). Returns the number of events. Refuses (StoreConflictError,
         nothing written) a version that already exists.
 
+        A received copy is stored with the objection flag its `NewRecord` carries; `copy_flags`
+        (producer, record key, version, flag) set the flag of received copies already held
+        (not purged ones), after the records: a subscriber replaying a batch reconciles a copy
+        with the flag its producer sent, in the same transaction as its cursor. Refuses
+        (InputError) a flagged local record (a local flag comes with its objection).
+
         `from_source` (ingest) marks the versions as the producer's source rows, and then, in
         the same transaction: refuses (StoreConflictError, nothing written) a new version of a
         record whose newest stored version the lifecycle has closed (withdrawn, expired,
@@ -357,6 +378,14 @@ class Store:
         today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
             count = _write_records(conn, records, stamp, today, from_source=from_source)
+            if copy_flags:
+                conn.execute(
+                    _FLAG_COPY,
+                    [
+                        {"p_producer": p, "p_key": k, "p_version": v, "p_flag": f}
+                        for p, k, v, f in copy_flags
+                    ],
+                )
             if ingest_state is not None:
                 key, state = ingest_state
                 _upsert(
@@ -846,7 +875,12 @@ def _write_records(
     for start in range(0, len(records), _CHUNK):
         chunk = records[start : start + _CHUNK]
         rows = (
-            _record_row(rec, today, objection=rec.row_id in flagged, from_source=from_source)
+            _record_row(
+                rec,
+                today,
+                objection=rec.objection or rec.row_id in flagged,
+                from_source=from_source,
+            )
             for rec in chunk
         )
         insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
@@ -880,6 +914,8 @@ def _check_new(rec: NewRecord) -> None:
         raise InputError("store: record versions start at 1")
     if rec.origin not in ("local", "received"):
         raise InputError(f"store: unknown record origin {rec.origin!r}")
+    if rec.objection and rec.origin == "local":
+        raise InputError("store: a local record is flagged by an objection, not when stored")
 
 
 _RECORD_COLUMNS = (
