@@ -822,6 +822,19 @@ async def _follow_one(runtime: NodeRuntime, peer: str, stop: asyncio.Event) -> N
         delay = min(delay * 2, _BACKOFF_MAX)
 
 
+def _followed_providers(runtime: NodeRuntime) -> list[str]:
+    """The roster members whose feed this node follows: those with a feed agreement with us,
+    and former providers whose feed we have applied before (a cursor is stored)."""
+    bundle = runtime.bundle()
+    agreed = feed_providers(bundle, runtime.node_id)
+    return [
+        entry.node_id
+        for entry in bundle.roster
+        if entry.node_id != runtime.node_id
+        and (entry.node_id in agreed or runtime.store.upstream_feed(entry.node_id) is not None)
+    ]
+
+
 def about_feed(peer: str, error: BaseException) -> str:
     """`error`'s message about `peer`'s feed, prefixed "feed of <peer>: " once: most feed
     errors (refusals, gaps, RPC failures) already start with it."""
@@ -832,17 +845,19 @@ def about_feed(peer: str, error: BaseException) -> str:
 
 async def follow_feeds(runtime: NodeRuntime, stop: asyncio.Event) -> None:
     """The platform's background subscriptions: follow every roster member that has a "feed"
-    agreement with this node, each with its own reconnecting loop, until `stop` is set.
+    agreement with this node, or had one (we hold a cursor of its feed), each with its own
+    reconnecting loop, until `stop` is set.
 
     The agreement list is re-read from the bundle in force every few seconds, so a new
-    bundle adds (never silently drops a running) subscription without a restart.
+    bundle adds (never silently drops a running) subscription without a restart. A former
+    provider sends no more records, only what ends or flags the copies we received from it
+    (withdrawals, expiries, objections), and those must still arrive.
     """
     running: dict[str, asyncio.Task[None]] = {}
     try:
         while not stop.is_set():
             try:
-                bundle = runtime.bundle()
-                providers = [p for p in feed_providers(bundle, runtime.node_id) if bundle.member(p)]
+                providers = await asyncio.to_thread(_followed_providers, runtime)
             except (NodeError, keys.KeysError) as error:
                 log.warning("feeds: no usable trust bundle (%s)", error)
                 providers = []

@@ -6,6 +6,10 @@ first/last seq). Invariants:
 - who gets what follows the bundle's "feed" agreements (provider = this node), re-read for
   every batch: items outside them are refused (PERMISSION_DENIED) and, if an agreement narrows
   later, events of records outside it travel without the record (reason "not_agreed");
+- a former subscriber (its agreements ended, its subscription is kept) is still served, with
+  every record withheld ("not_agreed"): a withdrawal, expiry or objection flag must reach the
+  copies it received (令第36号 Art. 3: sharing stops everywhere the record went); a node
+  with neither an agreement nor a subscription is refused (`no_agreement`);
 - only this node's own records travel: an event about another producer's record (a received
   copy; queued only by an older release) goes out empty, reason "not_producer", seq kept;
 - a record withdrawn, expired or purged since its upsert was queued travels without its body
@@ -88,6 +92,8 @@ MAX_BATCH = 5000
 _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
 # Why an event about a record this node did not produce travels empty (never relayed).
 _NOT_OURS = "not_producer"
+# The reason of a feed delivery to a former subscriber (no agreement left: no record released).
+_AGREEMENT_ENDED = "agreement_ended"
 _SHOWN_IDS = 3  # item ids a refusal message names at most
 _MAX_RECORD_KEY = 128
 _SHOWN_ID_CHARS = 64
@@ -201,7 +207,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             subscriber = verified.node_id
             body = verified.parse(exchange_pb2.SubscribeBody)
             caller.items_asked = asked_items(body.items)
-            allowed = self._allowed(runtime.bundle(), subscriber)
+            allowed = await asyncio.to_thread(self._allowed, runtime.bundle(), subscriber)
             wanted = set(body.items) or allowed
             refused = sorted(wanted - allowed)
             if refused:
@@ -225,7 +231,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 # A new bundle applies to the next batch: its agreements, and whether the
                 # subscriber and the key that signed this (possibly long-open) stream still hold.
                 bundle = runtime.bundle()
-                allowed = self._allowed(bundle, subscriber)
+                allowed = _agreed_items(bundle, runtime.node_id, subscriber, "feed")
                 member = _check_subscriber(bundle, subscriber, verified.keyid, runtime.clock())
                 built = await asyncio.to_thread(
                     self._build,
@@ -252,7 +258,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                         purpose=feeds.FEED_PURPOSE,
                         legal_basis="feed_agreement",
                         decision="allow",
-                        reason="",
+                        # a former subscriber gets lifecycle events only (no record)
+                        reason="" if allowed else _AGREEMENT_ENDED,
                         request_id=verified.nonce,
                         items_asked=asked,
                         items_released=built.items,
@@ -273,16 +280,19 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     return
 
     def _allowed(self, bundle: keys.TrustBundle, subscriber: str) -> set[str]:
-        """The items `bundle`'s feed agreements give `subscriber` from this node; PolicyDenied
-        (`no_agreement`) when there are none."""
+        """The items `bundle`'s feed agreements give `subscriber` from this node (runs in a
+        worker thread: it may read the store); none for a former subscriber (its agreement
+        ended, its subscription is kept): it is still served, records withheld, so that the
+        withdrawals, expiries and objection flags of what it received reach its copies.
+        PolicyDenied (`no_agreement`) for a node with neither."""
         allowed = _agreed_items(bundle, self._runtime.node_id, subscriber, "feed")
-        if not allowed:
-            raise PolicyDenied(
-                "no_agreement",
-                f"no feed agreement in trust bundle v{bundle.version} names "
-                f"{self._runtime.node_id} as provider for {subscriber}",
-            )
-        return allowed
+        if allowed or self._runtime.store.subscription(subscriber) is not None:
+            return allowed
+        raise PolicyDenied(
+            "no_agreement",
+            f"no feed agreement in trust bundle v{bundle.version} names "
+            f"{self._runtime.node_id} as provider for {subscriber}",
+        )
 
     def _build(
         self,
