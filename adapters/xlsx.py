@@ -127,10 +127,16 @@ class XlsxSource:
         if self._sheet is None:
             if not workbook.worksheets:
                 raise SourceError(self.name, "the workbook has no worksheet")
-            return workbook.worksheets[0]
-        if self._sheet not in workbook.sheetnames:
+            sheet = workbook.worksheets[0]
+        elif self._sheet not in workbook.sheetnames:
             raise SourceError(self.name, f"no sheet named {self._sheet!r}")
-        return workbook[self._sheet]
+        else:
+            sheet = workbook[self._sheet]
+        # Read-only mode trusts the sheet's <dimension> tag, and iter_rows stops at the rows and
+        # columns it names. Exporters write stale ones ("A1:R3" over 11 rows), which would lose
+        # rows and columns silently; without it, reading goes to the last cell really there.
+        sheet.reset_dimensions()
+        return sheet
 
     def columns(self) -> tuple[str, ...]:
         """The column names from the header row(s)."""

@@ -6,6 +6,8 @@ import csv
 import datetime as dt
 import io
 import json
+import re
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -242,6 +244,37 @@ def test_xlsx_resume_and_named_sheet(tmp_path: Path) -> None:
     assert [n for n, _ in rest] == [6]
     with pytest.raises(SourceError, match="no sheet"):
         XlsxSource(path, sheet="Sheet9").columns()
+
+
+def _with_dimension(path: Path, ref: str) -> Path:
+    """The same workbook with the first sheet's <dimension> tag rewritten (a stale export)."""
+    out = path.with_name("stale-" + path.name)
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data, count = re.subn(
+                    rb'<dimension ref="[^"]*"\s*/>', f'<dimension ref="{ref}"/>'.encode(), data
+                )
+                assert count == 1
+            zout.writestr(info, data)
+    return out
+
+
+def test_xlsx_stale_dimension_tag_loses_no_row_or_column(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["a", "b", "c"])
+    for i in range(11):
+        ws.append([f"r{i}", i, "last column"])
+    wb.save(tmp_path / "w.xlsx")
+    # Exporters write stale sizes; read-only openpyxl would stop at row 3 and column B.
+    source = XlsxSource(_with_dimension(tmp_path / "w.xlsx", "A1:B3"))
+    assert source.columns() == ("a", "b", "c")
+    rows = list(source.rows())
+    assert [n for n, _ in rows] == list(range(2, 13))
+    assert all(r["c"] == "last column" for _, r in rows)
 
 
 def test_not_an_xlsx_is_a_source_error(tmp_path: Path) -> None:
