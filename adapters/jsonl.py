@@ -5,10 +5,12 @@ null is an empty value, nested arrays and objects become compact JSON text. A li
 valid UTF-8, not valid JSON or not an object stops the run with a `SourceError` naming the file,
 line and byte offset; blank lines are skipped.
 
-Two kinds of line are valid JSON but cannot be read faithfully; each becomes a `ProblemRow`
+Three kinds of line are valid JSON but cannot be read faithfully; each becomes a `ProblemRow`
 (rejected, naming the line, and the run goes on): an object that repeats a key, at any depth
-(JSON readers silently keep one of the values; code "duplicate_key", naming the key), and a line
-nested more deeply than the JSON reader can follow (code "too_deep").
+(JSON readers silently keep one of the values; code "duplicate_key", naming the key), a line
+nested more deeply than the JSON reader can follow (code "too_deep"), and a value or key holding
+an unpaired UTF-16 surrogate escape such as "\\ud800" (code "bad_text", naming the key of a
+value): that is no character at all, and it could be neither hashed nor written as UTF-8.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,10 @@ from adapters.source import CellProblem, ProblemRow, ResumeState, Row, check_res
 __all__ = ["JsonlSource"]
 
 _SAMPLE = 64 * 1024
+# A "\\uD800".."\\uDFFF" escape; only lines holding one can decode to an unpaired surrogate,
+# so the other lines skip the per-cell check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_NOT_TEXT = "an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is no character"
 
 
 def _refuse_constant(name: str) -> object:
@@ -158,11 +165,44 @@ class JsonlSource:
                         byte_offset=line_offset,
                     )
                 cells = row_cells(obj, obj)
-                repeated = objects.problems()
-                if repeated:
-                    unreadable = cells.problems if isinstance(cells, ProblemRow) else ()
-                    cells = ProblemRow(cells, [*repeated, *unreadable])
+                found = objects.problems()
+                if isinstance(cells, ProblemRow):
+                    found.extend(cells.problems)
+                if _SURROGATE_ESCAPE.search(text):
+                    cells, broken = _without_surrogates(cells)
+                    found.extend(broken)
+                if found:
+                    cells = ProblemRow(cells, found)
                 yield self._row_number, cells
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _without_surrogates(cells: dict[str, str]) -> tuple[dict[str, str], list[CellProblem]]:
+    """The cells with every unpaired surrogate gone, and one "bad_text" problem for each.
+
+    A value holding one is emptied (its problem names the key); a key holding one is left out
+    with its value (it cannot be named, and no mapping can name it either).
+    """
+    kept: dict[str, str] = {}
+    problems: list[CellProblem] = []
+    for key, value in cells.items():
+        if not _is_text(key):
+            problem = CellProblem("", "bad_text", f"a key holds {_NOT_TEXT}")
+            if problem not in problems:
+                problems.append(problem)
+        elif _is_text(value):
+            kept[key] = value
+        else:
+            kept[key] = ""
+            problems.append(CellProblem(key, "bad_text", f"the value holds {_NOT_TEXT}"))
+    return kept, problems
 
 
 def _column(error: ValueError) -> str:

@@ -57,7 +57,11 @@ def _safe_cell(value: str) -> str:
 class _Base:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] = path.open("w", encoding="utf-8", newline="")
+        # backslashreplace: a value no source should hand over (an unpaired surrogate) must
+        # still not stop the report; it is written as its escape, as JSON would show it.
+        self._handle: IO[str] = path.open(
+            "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
         self.path = path
         self.rows = 0
 

@@ -301,6 +301,38 @@ def test_jsonl_duplicate_keys_are_rejected_naming_the_field(tmp_path: Path, kit:
         assert "bogus" not in row.problems[0].message
 
 
+def test_jsonl_unpaired_surrogate_rejects_the_row_and_the_run_goes_on(
+    tmp_path: Path, kit: Any
+) -> None:
+    lines = [json.dumps(kit.row(i)) for i in (1, 2, 3)]
+    assert '"\\u7ecf' in lines[1]  # 违法事实 starts with 经
+    lines[1] = lines[1].replace('"\\u7ecf', '"\\ud800\\u7ecf', 1)
+    (tmp_path / "penalties.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mapping = tmp_path / "penalties.toml"
+    mapping.write_text(
+        kit.mapping_text.replace(
+            'kind = "csv"\npath = "penalties.csv"', 'kind = "jsonl"\npath = "penalties.jsonl"'
+        ),
+        encoding="utf-8",
+    )
+    accepted, rejected, summary = _run(mapping)
+    assert summary.balanced
+    assert [a.row_number for a in accepted] == [1, 3]
+    assert [r.row_number for r in rejected] == [2]
+    assert [(p.column, p.field_id, p.code) for p in rejected[0].problems] == [
+        ("违法事实", "violation_facts", "bad_text")
+    ]
+
+
+def test_reject_writers_survive_text_that_is_no_utf8(tmp_path: Path) -> None:
+    row = RejectedRow("x.jsonl", 2, {"a": "\ud800x"}, (RowProblem("a", "f", "c", "m\udfff"),))
+    for suffix in (".csv", ".jsonl"):
+        with open_reject_writer(tmp_path / f"r{suffix}", ["a"]) as writer:
+            writer.write(row)
+    assert "\\ud800x" in (tmp_path / "r.csv").read_text("utf-8-sig")
+    assert json.loads((tmp_path / "r.jsonl").read_text("utf-8"))["values"]["a"] == "\ud800x"
+
+
 class _NarrowableSource:
     """A source that can read only some columns, like the SQL reader; records what it is told."""
 

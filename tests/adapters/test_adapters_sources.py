@@ -465,6 +465,27 @@ def test_jsonl_repeated_keys_reject_the_line(tmp_path: Path) -> None:
         assert not any(v in p.message for p in row.problems for v in ("A", "B", "C"))
 
 
+def test_jsonl_unpaired_surrogate_rejects_its_line_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"id": "A", "name": "\\ud800x"}\n'
+        '{"id": "B", "x": ["\\udfff"]}\n'
+        '{"id": "C", "\\ud800": "y"}\n'
+        '{"id": "D", "emoji": "\\ud83d\\ude00"}\n',
+        "utf-8",
+    )
+    rows = [r for _, r in JsonlSource(path).rows()]
+    assert len(rows) == 4
+    expected = [("name", "bad_text"), ("x", "bad_text"), ("", "bad_text")]
+    for row, problem in zip(rows[:3], expected, strict=True):
+        assert isinstance(row, ProblemRow)
+        assert [(p.column, p.code) for p in row.problems] == [problem]
+        # What travels on is text again: it can be hashed, written and printed.
+        "".join([*row, *row.values()]).encode("utf-8")
+    assert rows[0]["name"] == ""
+    assert rows[3] == {"id": "D", "emoji": "\U0001f600"}  # a surrogate pair is a character
+
+
 def test_cell_text_writes_database_arrays_and_json_as_json_text() -> None:
     assert cell_text([Decimal("1.5"), None, dt.date(2024, 1, 2)]) == '["1.5",null,"2024-01-02"]'
     assert (
