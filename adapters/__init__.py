@@ -6,7 +6,7 @@ row ends accepted (with its record key and content hash), rejected (with reasons
 report) or skipped as unchanged. docs/mapping.md describes the mapping format.
 """
 
-from adapters.check import MappingProblem, check_columns, check_mapping
+from adapters.check import MappingProblem, check_columns, check_mapping, check_source
 from adapters.delimited import CsvSource, detect_encoding
 from adapters.errors import AdapterError, MappingError, SourceError
 from adapters.identity import canonical_json, content_hash, record_key
@@ -48,6 +48,7 @@ __all__ = [
     "canonical_json",
     "check_columns",
     "check_mapping",
+    "check_source",
     "content_hash",
     "detect_encoding",
     "excel_serial_to_date",

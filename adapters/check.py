@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import catalog as cat
 from adapters.mapping import MappingSpec
+from adapters.source import Source
 from adapters.transforms import UNIT_FACTORS, MapTransform
 
-__all__ = ["MappingProblem", "check_columns", "check_mapping"]
+__all__ = ["MappingProblem", "check_columns", "check_mapping", "check_source"]
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,37 @@ def check_columns(m: MappingSpec, columns: Iterable[str]) -> list[MappingProblem
                 )
             )
     return problems
+
+
+@runtime_checkable
+class _KeyedObjects(Protocol):
+    """A source without a header whose rows name their own keys (JSON Lines)."""
+
+    def absent_keys(self, wanted: Iterable[str]) -> tuple[str, ...]:
+        """The wanted keys no row of the source holds."""
+        ...
+
+
+def check_source(m: MappingSpec, source: Source) -> list[MappingProblem]:
+    """Check the mapped columns against an open source, before any row is mapped.
+
+    A source with a header is checked by `check_columns`. JSON Lines has none, and a mapped key
+    that no object of the file holds (a typo, most likely) would silently leave its field empty
+    on every row, so it is an `unknown_column` error too (write the key with null to say that a
+    field is empty). Raises what the source raises when it cannot be opened.
+    """
+    header = source.columns()
+    if header is not None:
+        return check_columns(m, header)
+    if not isinstance(source, _KeyedObjects):
+        return []
+    wanted = [c for spec in m.fields.values() for c in spec.columns]
+    absent = set(source.absent_keys(wanted))
+    return [
+        MappingProblem(
+            f"fields.{field_id}", "unknown_column", f"no object in the source has key {c!r}"
+        )
+        for field_id, spec in m.fields.items()
+        for c in spec.columns
+        if c in absent
+    ]

@@ -19,7 +19,7 @@ import codecs
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,32 @@ class JsonlSource:
             except OSError as error:
                 raise SourceError(self.name, f"cannot open the file ({error.strerror})") from None
         return self._fingerprint
+
+    def absent_keys(self, wanted: Iterable[str]) -> tuple[str, ...]:
+        """The wanted keys that no object of the file holds at its top level, in wanted order.
+
+        Reads from the start only until every wanted key has been seen (usually the first
+        line). Lines `rows` would stop at or reject are passed over here; they are reported
+        when read. A file without any object lacks nothing (there is nothing to lose).
+        """
+        remaining = dict.fromkeys(wanted)
+        found_object = False
+        try:
+            with self.path.open("rb") as handle:
+                for raw in handle:
+                    if not remaining:
+                        break
+                    try:
+                        obj = json.loads(raw.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(obj, dict):
+                        found_object = True
+                        for key in obj.keys() & remaining.keys():
+                            del remaining[key]
+        except OSError as error:
+            raise SourceError(self.name, f"cannot open the file ({error.strerror})") from None
+        return tuple(remaining) if found_object else ()
 
     def position(self) -> ResumeState:
         """The state after the last object yielded."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import catalog as cat
-from adapters.check import check_columns, check_mapping
+from adapters.check import check_mapping, check_source
 from adapters.errors import MappingError, SourceError
 from adapters.identity import content_hash, record_key
 from adapters.mapper import RowProblem, map_row, mapped_columns
@@ -163,7 +163,8 @@ def run_mapping(
     """Read the mapping's source after `resume` and yield batches of at most `batch_size` rows.
 
     Refuses to start (MappingError) when `check_mapping` finds an error, and (SourceError) when
-    a mapped column is missing from the source header. `limit` stops after that many rows (a
+    `check_source` does: a mapped column missing from the source header, or a mapped key that
+    no object of a JSON Lines file holds. `limit` stops after that many rows (a
     dry run); `source` replaces the reader the mapping names (tests, or a caller that already
     opened it). A source that can read only some columns (SQL) is told to read the mapped ones.
     A row the source could read only in part (`ProblemRow`) is rejected with the source's
@@ -179,11 +180,10 @@ def run_mapping(
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise MappingError(m.path, first.key, first.message + more)
     reader = source or open_source(m.source, sql_batch_size=batch_size)
-    header = reader.columns()
-    if header is not None:
-        missing = [p for p in check_columns(m, header) if p.is_error]
-        if missing:
-            raise SourceError(reader.name, f"{missing[0].key}: {missing[0].message}")
+    missing = [p for p in check_source(m, reader) if p.is_error]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise SourceError(reader.name, f"{missing[0].key}: {missing[0].message}{more}")
     keep = mapped_columns(m.fields)
     keep_set = frozenset(keep)
     if isinstance(reader, _Narrowable):

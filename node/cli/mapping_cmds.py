@@ -88,9 +88,7 @@ def check(
     result: dict[str, Any] = {"mapping": str(mapping), "item": spec.item}
     if not any(p.is_error for p in problems):
         source = adapters.open_source(spec.source)
-        columns = source.columns()
-        if columns is not None:
-            problems += adapters.check_columns(spec, columns)
+        problems += adapters.check_source(spec, source)
     result["problems"] = _problem_dicts(problems)
     invalid = any(p.is_error for p in problems)
     result["ok"] = not invalid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,24 @@ def test_missing_column_exits_2(
     penalty_mapping.write_text(text, encoding="utf-8")
     assert _credex(monkeypatch, "mapping", "check", str(penalty_mapping)) == 2
     assert "unknown_column" in capsys.readouterr().out
+
+
+def test_jsonl_key_no_object_holds_exits_2(
+    penalty_mapping: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kit: Any,
+) -> None:
+    text = penalty_mapping.read_text("utf-8")
+    text = text.replace('kind = "csv"\npath = "penalties.csv"', 'kind = "jsonl"\npath = "p.jsonl"')
+    penalty_mapping.write_text(text.replace('"违法事实"', '"事实"'), encoding="utf-8")
+    line = json.dumps(kit.row(1), ensure_ascii=False)
+    (penalty_mapping.parent / "p.jsonl").write_text(line + "\n", encoding="utf-8")
+    assert _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--json") == 2
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [(p["key"], p["code"]) for p in problems if p["severity"] == "error"] == [
+        ("fields.violation_facts", "unknown_column")
+    ]
 
 
 def test_broken_mapping_file_exits_2_without_traceback(

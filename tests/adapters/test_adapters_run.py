@@ -324,6 +324,37 @@ def test_jsonl_unpaired_surrogate_rejects_the_row_and_the_run_goes_on(
     ]
 
 
+def _jsonl_penalties(tmp_path: Path, kit: Any, lines: list[str], mapping_text: str) -> Path:
+    (tmp_path / "penalties.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mapping = tmp_path / "penalties.toml"
+    mapping.write_text(
+        mapping_text.replace(
+            'kind = "csv"\npath = "penalties.csv"', 'kind = "jsonl"\npath = "penalties.jsonl"'
+        ),
+        encoding="utf-8",
+    )
+    return mapping
+
+
+def test_jsonl_mapped_key_no_object_holds_refuses_the_run(tmp_path: Path, kit: Any) -> None:
+    lines = [json.dumps(kit.row(i, 失信程度="严重"), ensure_ascii=False) for i in (1, 2)]
+    typo = kit.mapping_text.replace('column = "失信程度"', 'column = "失信等级"')
+    mapping = _jsonl_penalties(tmp_path, kit, lines, typo)
+    # A key missing from every object is a typo: the field would be empty on every row.
+    with pytest.raises(SourceError, match=r"fields\.severity: no object .* key '失信等级'"):
+        list(run_mapping(load_mapping(mapping), today=TODAY))
+
+
+def test_jsonl_key_some_objects_leave_out_is_just_empty_there(tmp_path: Path, kit: Any) -> None:
+    first = kit.row(1, 备注="已整改")
+    second = {k: v for k, v in kit.row(2).items() if k != "备注"}
+    lines = [json.dumps(first, ensure_ascii=False), json.dumps(second, ensure_ascii=False)]
+    mapping = _jsonl_penalties(tmp_path, kit, lines, kit.mapping_text)
+    accepted, rejected, _ = _run(mapping)
+    assert not rejected
+    assert [a.record.fields.get("remarks") for a in accepted] == ["已整改", None]
+
+
 def test_reject_writers_survive_text_that_is_no_utf8(tmp_path: Path) -> None:
     row = RejectedRow("x.jsonl", 2, {"a": "\ud800x"}, (RowProblem("a", "f", "c", "m\udfff"),))
     for suffix in (".csv", ".jsonl"):
