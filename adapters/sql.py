@@ -8,8 +8,9 @@ The position after each row is the (watermark, key) pair, kept as tagged JSON so
 the same type (integer, decimal, text, date or datetime).
 
 Promises and limits, stated so operators can choose the right columns:
-- the key must be unique and NOT NULL; the watermark must be NOT NULL (a NULL watermark could
-  never be read, so the reader counts them first and refuses to start);
+- the key must be unique and NOT NULL; the watermark must be NOT NULL (a NULL could never be
+  read, and of two rows sharing a key one could be skipped, so the reader counts both first
+  and refuses to start);
 - the watermark must only grow with every insert and update (an update counter or a
   database-assigned timestamp). A row committed late with a watermark below one already read
   is not picked up: give such sources a sequence, not a client clock.
@@ -255,7 +256,8 @@ class SqlSource:
     def rows(self, resume: ResumeState | None = None) -> Iterator[Row]:
         """Yield rows in (watermark, key) order after the resume point, one batch at a time.
 
-        Refuses to start when the watermark or key column holds NULLs (they would be lost).
+        Refuses to start when the watermark or key column holds NULLs, or the key column repeats
+        a value (those rows would be lost).
         """
         source = self._from()
         self._restore(resume)
@@ -272,6 +274,18 @@ class SqlSource:
                 if count.scalar_one():
                     raise SourceError(
                         self.name, "rows with NULL in the key or watermark column (never readable)"
+                    )
+                # Keyset paging resumes after "key > last": of two rows sharing a key value, one
+                # would be skipped whenever a batch ends between them. Compared by the database,
+                # so its collation decides ("a" and "A" are one value in MariaDB) either way.
+                repeats = conn.execute(
+                    sa.select(sa.func.count() - sa.func.count(sa.distinct(key))).select_from(source)
+                ).scalar_one()
+                if repeats:
+                    raise SourceError(
+                        self.name,
+                        f"the key column {self._key!r} is not unique ({repeats} row(s) repeat a "
+                        "value of another row; rows would be skipped): name a unique column",
                     )
                 conn.rollback()
                 while True:

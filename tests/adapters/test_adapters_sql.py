@@ -147,6 +147,19 @@ def test_null_watermarks_are_refused_before_reading(db_url: str, table_name: str
         list(SqlSource(db_url, table=table_name, key="id", watermark="updated_at").rows())
 
 
+def _dup_keys(url: str, name: str) -> None:
+    rows = ", ".join(f"('{k}', 'row{i}')" for i, k in enumerate("abccde"))
+    _exec(url, sa.text(f"CREATE TABLE {name} (k VARCHAR(20) NOT NULL, v VARCHAR(20))"))
+    _exec(url, sa.text(f"INSERT INTO {name} VALUES {rows}"))
+
+
+def test_a_key_that_repeats_a_value_is_refused_before_reading(db_url: str, table_name: str) -> None:
+    _dup_keys(db_url, table_name)
+    # With batches of 3 the second "c" would be skipped (the next batch reads k > 'c').
+    with pytest.raises(SourceError, match=r"key column 'k' is not unique \(1 row\(s\) repeat"):
+        list(SqlSource(db_url, table=table_name, key="k", batch_size=3).rows())
+
+
 def test_missing_table_and_column_are_source_errors(db_url: str, table_name: str) -> None:
     with pytest.raises(SourceError, match="no such table"):
         SqlSource(db_url, table=table_name, key="id").columns()
@@ -206,6 +219,17 @@ def test_read_only_selects_and_converts_just_the_named_columns(tmp_path: Path) -
     assert source.position().position["key"] == {"t": "int", "v": "2"}  # the key is still read
     with pytest.raises(SourceError, match="no column 'nope'"):
         source.read_only(["nope"])
+
+
+def test_a_key_that_repeats_a_value_is_refused_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dup.db'}"
+    _dup_keys(url, "t")
+    for source in (
+        SqlSource(url, table="t", key="k", batch_size=3),
+        SqlSource(url, query="SELECT k, v FROM t", key="k", batch_size=3),
+    ):
+        with pytest.raises(SourceError, match="key column 'k' is not unique"):
+            list(source.rows())
 
 
 def test_driver_messages_lose_their_quoted_values_but_keep_configured_names(
