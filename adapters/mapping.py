@@ -18,6 +18,8 @@ from typing import Any
 from adapters.delimited import canonical_encoding
 from adapters.errors import MappingError
 from adapters.transforms import (
+    DATE_FORMATS,
+    TEXT_DATE_FORMATS,
     DateTransform,
     DefaultTransform,
     MapTransform,
@@ -217,10 +219,14 @@ def _source(file: Path, data: object) -> SourceSpec:
     )
 
 
-def _transform(file: Path, key: str, item: object) -> Transform:
+def _transform(file: Path, key: str, item: object, source_kind: str) -> Transform:
     try:
         if isinstance(item, str):
-            return DateTransform() if item == "date" else SimpleTransform(item)
+            if item != "date":
+                return SimpleTransform(item)
+            # Only a workbook has number cells that can be date serials; in text, "2024" is a
+            # year and "12" a month, so other sources read serials only when asked ("excel").
+            return DateTransform(DATE_FORMATS if source_kind == "xlsx" else TEXT_DATE_FORMATS)
         if not isinstance(item, dict) or not item:
             raise MappingError(file, key, "a transform is a name or a one-key table")
         name = next(iter(item))
@@ -268,7 +274,7 @@ def _transform(file: Path, key: str, item: object) -> Transform:
         raise MappingError(file, key, str(error)) from None
 
 
-def _field(file: Path, field_id: str, data: object) -> FieldSpec:
+def _field(file: Path, field_id: str, data: object, source_kind: str) -> FieldSpec:
     prefix = f"fields.{field_id}"
     if isinstance(data, str):  # shorthand: field = "column"
         return FieldSpec(field_id=field_id, column=data)
@@ -298,7 +304,8 @@ def _field(file: Path, field_id: str, data: object) -> FieldSpec:
         concat=concat,
         separator=_opt_str(file, data, "separator", prefix) or "",
         transforms=tuple(
-            _transform(file, f"{prefix}.transforms[{i}]", t) for i, t in enumerate(transforms)
+            _transform(file, f"{prefix}.transforms[{i}]", t, source_kind)
+            for i, t in enumerate(transforms)
         ),
     )
 
@@ -317,5 +324,5 @@ def parse_mapping(data: Mapping[str, Any], path: Path) -> MappingSpec:
         path=path,
         item=item,
         source=source,
-        fields={fid: _field(path, fid, spec) for fid, spec in fields.items()},
+        fields={fid: _field(path, fid, spec, source.kind) for fid, spec in fields.items()},
     )

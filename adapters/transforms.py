@@ -21,6 +21,7 @@ from typing import Protocol
 
 __all__ = [
     "DATE_FORMATS",
+    "TEXT_DATE_FORMATS",
     "UNIT_FACTORS",
     "DateTransform",
     "DefaultTransform",
@@ -129,9 +130,15 @@ _DATE_PATTERNS: dict[str, re.Pattern[str]] = {
     "compact": re.compile(r"(\d{4})(\d{2})(\d{2})"),
     "chinese": re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日"),
 }
-_EXCEL_PATTERN = re.compile(r"\d{1,7}(?:\.\d+)?")
+# 5 to 7 digits. Fewer digits are a year ("2024"), a month or a day far more often than a day
+# before 1927-05-18 (serial 10000); more would compete with the 8-digit "compact" form.
+_EXCEL_PATTERN = re.compile(r"\d{5,7}(?:\.\d+)?")
 
-DATE_FORMATS: tuple[str, ...] = (*_DATE_PATTERNS, "excel")
+TEXT_DATE_FORMATS: tuple[str, ...] = tuple(_DATE_PATTERNS)
+"""The date formats written as text; a plain `date` transform uses these (and `excel` too when
+the source is an Excel workbook, whose number cells can be serials)."""
+
+DATE_FORMATS: tuple[str, ...] = (*TEXT_DATE_FORMATS, "excel")
 """The date formats a `date` transform knows; `excel` is an Excel serial number."""
 
 
@@ -140,11 +147,13 @@ class DateTransform:
     """Parse a date in one of the allowed formats and write it as YYYY-MM-DD.
 
     Refuses (code "bad_date") text that matches no allowed format and impossible dates such as
-    2024-02-30. "excel" accepts serial numbers of up to 7 digits, so it never competes with the
-    8-digit "compact" form.
+    2024-02-30. "excel" accepts serial numbers of 5 to 7 digits (10000, 1927-05-18, up to
+    9999-12-31): a shorter number is far more likely a year or a day of the month, and an 8-digit
+    one is the "compact" form. It is not among the default formats: "2024" in a text export is
+    never read as 1905-07-16.
     """
 
-    formats: tuple[str, ...] = DATE_FORMATS
+    formats: tuple[str, ...] = TEXT_DATE_FORMATS
     name: str = "date"
     applies_to_empty: bool = False
 

@@ -12,7 +12,8 @@ header cell. Two rules stand in for the merge information:
 
 Cells: dates and datetimes become ISO text (a datetime at midnight becomes a date); numbers
 that Excel stores as serial dates without a date format stay numbers, and the `date`
-transform's "excel" format turns them into dates. Formulas are read as their cached values.
+transform's "excel" format (part of a plain "date" for a workbook) turns them into dates.
+Formulas are read as their cached values.
 """
 
 from __future__ import annotations

@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.mapper import map_row
-from adapters.mapping import FieldSpec
+from adapters.mapping import FieldSpec, parse_mapping
 from adapters.transforms import (
+    DATE_FORMATS,
+    TEXT_DATE_FORMATS,
     DateTransform,
     DefaultTransform,
     MapTransform,
@@ -46,7 +49,35 @@ from adapters.transforms import (
     ],
 )
 def test_dates_in_every_export_spelling_become_iso(text: str, expected: str) -> None:
-    assert DateTransform().apply(text) == expected
+    assert DateTransform(DATE_FORMATS).apply(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2024", "12", "45", "9999", "45562"])
+def test_a_bare_number_is_no_date_unless_excel_serials_are_asked_for(text: str) -> None:
+    # In a CSV or JSON export "2024" is a year, not Excel's 1905-07-16.
+    with pytest.raises(TransformFailed) as failed:
+        DateTransform().apply(text)
+    assert failed.value.code == "bad_date"
+    assert "excel" not in TEXT_DATE_FORMATS
+
+
+@pytest.mark.parametrize("text", ["2024", "12", "45", "9999", "1"])
+def test_excel_serials_shorter_than_five_digits_are_refused(text: str) -> None:
+    with pytest.raises(TransformFailed):
+        DateTransform(("excel",)).apply(text)
+    assert DateTransform(("excel",)).apply("10000") == "1927-05-18"
+
+
+@pytest.mark.parametrize(("kind", "serials"), [("csv", False), ("jsonl", False), ("xlsx", True)])
+def test_plain_date_reads_serials_only_from_workbooks(kind: str, serials: bool) -> None:
+    data = {
+        "item": "admin_penalty",
+        "source": {"kind": kind, "path": "x"},
+        "fields": {"decision_date": {"column": "d", "transforms": ["date"]}},
+    }
+    step = parse_mapping(data, Path("m.toml")).fields["decision_date"].transforms[0]
+    assert isinstance(step, DateTransform)
+    assert ("excel" in step.formats) is serials
 
 
 @pytest.mark.parametrize(
@@ -87,7 +118,7 @@ def test_excel_serials_follow_the_1900_system(serial: int, expected: dt.date) ->
     assert excel_serial_to_date(serial) == expected
 
 
-@given(st.dates(min_value=dt.date(1900, 3, 1), max_value=dt.date(9999, 12, 31)))
+@given(st.dates(min_value=dt.date(1927, 5, 18), max_value=dt.date(9999, 12, 31)))
 def test_excel_serial_round_trips(day: dt.date) -> None:
     serial = (day - dt.date(1899, 12, 30)).days
     assert DateTransform(("excel",)).apply(str(serial)) == day.isoformat()
