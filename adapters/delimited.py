@@ -38,6 +38,7 @@ from adapters.source import (
     Row,
     check_resume,
     name_columns,
+    resume_offset,
 )
 
 __all__ = ["CsvSource", "detect_encoding"]
@@ -240,7 +241,8 @@ class CsvSource:
         self._columns: tuple[str, ...] | None = None
         self._data_start = 0
         self._header_rows_seen = 0
-        self._fingerprint = ""
+        self._read = hashlib.sha256()  # of the bytes before self._offset
+        self._header_read = hashlib.sha256()  # of the bytes before the first data row
         self._offset = 0
         self._row_number = 0
         self._record: list[str] = []  # the lines of the record being read
@@ -265,7 +267,7 @@ class CsvSource:
             kind=self.kind,
             source=self.name,
             row_number=self._row_number,
-            position={"offset": self._offset, "fingerprint": self._fingerprint},
+            position={"offset": self._offset, "prefix": self._read.hexdigest()},
         )
 
     def _open(self) -> BinaryIO:
@@ -293,6 +295,7 @@ class CsvSource:
                 ) from None
             offset += len(raw)
             self._offset = offset
+            self._read.update(raw)
             self._record.append(text)
             yield text
 
@@ -307,7 +310,7 @@ class CsvSource:
                 encoding = self._wanted
                 bom = len(_UTF8_BOM) if sample.startswith(_UTF8_BOM) else 0
             self._encoding = encoding
-            self._fingerprint = hashlib.sha256(sample).hexdigest()
+            self._read = hashlib.sha256(sample[:bom])
             handle.seek(bom)
             lines = self._lines(handle, bom, encoding)
             if self._delimiter is None:
@@ -337,13 +340,14 @@ class CsvSource:
             assert header is not None
             self._columns = name_columns(header)
             self._data_start = self._offset
+            self._header_read = self._read.copy()
             self._header_rows_seen = self._row_number
 
     def rows(self, resume: ResumeState | None = None) -> Iterator[Row]:
         """Yield data rows after the header (or after the resume point).
 
-        Refuses a resume state saved for a different file (its first 64 KiB changed) or one that
-        points past the end. Rows with more cells than the header keep the extra cells under
+        Refuses a resume state when a byte before its offset changed (see `resume_offset`) or
+        when it points past the end. Rows with more cells than the header keep the extra cells under
         EXTRA_CELLS (the mapper rejects them); missing trailing cells are empty.
         """
         self._prepare()
@@ -352,12 +356,10 @@ class CsvSource:
         assert self._encoding is not None
         assert self._delimiter is not None
         start, self._row_number = self._data_start, self._header_rows_seen
+        self._read = self._header_read.copy()
         if resume is not None:
-            if resume.position.get("fingerprint") != self._fingerprint:
-                raise SourceError(self.name, "the file changed since the resume state was saved")
-            start, self._row_number = int(resume.position.get("offset", -1)), resume.row_number
-            if not 0 <= start <= self.path.stat().st_size:
-                raise SourceError(self.name, "the resume state points past the end of the file")
+            start, self._read = resume_offset(resume, self.path, self.name)
+            self._row_number = resume.row_number
         self._offset = start
         with self._open() as handle:
             handle.seek(start)

@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from adapters.errors import SourceError
-from adapters.source import CellProblem, ProblemRow, ResumeState, Row, check_resume, row_cells
+from adapters.source import (
+    CellProblem,
+    ProblemRow,
+    ResumeState,
+    Row,
+    check_resume,
+    resume_offset,
+    row_cells,
+)
 
 __all__ = ["JsonlSource"]
 
-_SAMPLE = 64 * 1024
 # A "\\uD800".."\\uDFFF" escape; only lines holding one can decode to an unpaired surrogate,
 # so the other lines skip the per-cell check.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -82,19 +89,10 @@ class JsonlSource:
         self.name = name or path.name
         self._offset = 0
         self._row_number = 0
-        self._fingerprint: str | None = None
+        self._read = hashlib.sha256()  # of the bytes before self._offset
 
     def columns(self) -> None:
         """JSON Lines has no fixed header: each object names its own keys."""
-
-    def _fingerprint_now(self) -> str:
-        if self._fingerprint is None:
-            try:
-                with self.path.open("rb") as handle:
-                    self._fingerprint = hashlib.sha256(handle.read(_SAMPLE)).hexdigest()
-            except OSError as error:
-                raise SourceError(self.name, f"cannot open the file ({error.strerror})") from None
-        return self._fingerprint
 
     def absent_keys(self, wanted: Iterable[str]) -> tuple[str, ...]:
         """The wanted keys that no object of the file holds at its top level, in wanted order.
@@ -128,26 +126,29 @@ class JsonlSource:
             kind=self.kind,
             source=self.name,
             row_number=self._row_number,
-            position={"offset": self._offset, "fingerprint": self._fingerprint_now()},
+            position={"offset": self._offset, "prefix": self._read.hexdigest()},
         )
 
     def rows(self, resume: ResumeState | None = None) -> Iterator[Row]:
-        """Yield one row per non-blank line, after the resume point when given."""
+        """Yield one row per non-blank line, after the resume point when given.
+
+        Refuses a resume state when a byte before its offset changed (see `resume_offset`).
+        """
         check_resume(resume, self.kind, self.name)
-        fingerprint = self._fingerprint_now()
-        offset, self._row_number = 0, 0
+        self._offset, self._row_number, self._read = 0, 0, hashlib.sha256()
         if resume is not None:
-            if resume.position.get("fingerprint") != fingerprint:
-                raise SourceError(self.name, "the file changed since the resume state was saved")
-            offset, self._row_number = int(resume.position.get("offset", -1)), resume.row_number
-            if not 0 <= offset <= self.path.stat().st_size:
-                raise SourceError(self.name, "the resume state points past the end of the file")
-        self._offset = offset
-        with self.path.open("rb") as handle:
-            handle.seek(offset)
+            self._offset, self._read = resume_offset(resume, self.path, self.name)
+            self._row_number = resume.row_number
+        try:
+            handle = self.path.open("rb")
+        except OSError as error:
+            raise SourceError(self.name, f"cannot open the file ({error.strerror})") from None
+        with handle:
+            handle.seek(self._offset)
             for raw in handle:
                 line_offset = self._offset
                 self._offset += len(raw)
+                self._read.update(raw)
                 self._row_number += 1
                 bom = line_offset == 0 and raw.startswith(codecs.BOM_UTF8)
                 data = raw[len(codecs.BOM_UTF8) :] if bom else raw

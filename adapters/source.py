@@ -18,10 +18,12 @@ it with those reasons and goes on, so one odd row neither stops the file nor dis
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.errors import SourceError
@@ -129,6 +131,57 @@ def check_resume(resume: ResumeState | None, kind: str, name: str) -> None:
         raise SourceError(
             name, f"the resume state belongs to {resume.kind} source {resume.source!r}"
         )
+
+
+def hash_prefix(path: Path, length: int, name: str) -> hashlib._Hash:
+    """A SHA-256 fed with the file's first `length` bytes, to go on with the bytes after them.
+
+    Refuses (SourceError naming the source) a file that cannot be opened.
+    """
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while length > 0 and (block := handle.read(min(length, 1 << 20))):
+                digest.update(block)
+                length -= len(block)
+    except OSError as error:
+        raise SourceError(name, f"cannot open the file ({error.strerror})") from None
+    return digest
+
+
+def resume_offset(resume: ResumeState, path: Path, name: str) -> tuple[int, hashlib._Hash]:
+    """Where a text file source resumes: the saved byte offset, and the SHA-256 of the bytes
+    before it (the digest a `position()` after the next rows must extend).
+
+    The state records the digest of every byte read before the offset ("prefix"): a file
+    rewritten since (a row removed or edited before the offset) would shift the offset into
+    the wrong row, so it is refused; bytes added after the offset are new rows and welcome.
+    Also refuses a state pointing past the end, and one saved by an older credex, which
+    recorded only the first 64 KiB (start the run from the beginning; stored rows are skipped
+    as unchanged).
+    """
+    offset, prefix = resume.position.get("offset"), resume.position.get("prefix")
+    if not isinstance(prefix, str):
+        raise SourceError(
+            name,
+            "the resume state does not record the bytes read before it (saved by an older "
+            "credex); read the file from the start (credex ingest --restart)",
+        )
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise SourceError(name, f"cannot open the file ({error.strerror})") from None
+    if not isinstance(offset, int) or not 0 <= offset <= size:
+        raise SourceError(name, "the resume state points past the end of the file")
+    digest = hash_prefix(path, offset, name)
+    if digest.hexdigest() != prefix:
+        raise SourceError(
+            name,
+            f"the file changed in its first {offset} bytes (the rows already read) since the "
+            "resume state was saved, so the saved position no longer starts a row; read the "
+            "file from the start (credex ingest --restart)",
+        )
+    return offset, digest
 
 
 def name_columns(cells: Sequence[str]) -> tuple[str, ...]:

@@ -166,6 +166,52 @@ def test_resume_refuses_a_changed_file_or_another_source(tmp_path: Path) -> None
         list(CsvSource(path, name="other.csv").rows(state))
 
 
+def _many(n: int) -> list[list[str]]:
+    return [[f"公司{i}", "2024-01-01", f"第{i}行"] for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_resume_refuses_a_file_rewritten_before_the_offset_beyond_64_kib(
+    tmp_path: Path, kind: str
+) -> None:
+    def write(rows: list[list[str]]) -> Path:
+        if kind == "csv":
+            return _write(tmp_path / "r.csv", _csv_text(rows), "utf-8")
+        lines = [json.dumps(dict(zip(HEADER, r, strict=True)), ensure_ascii=False) for r in rows]
+        return _write(tmp_path / "r.jsonl", "\n".join(lines) + "\n", "utf-8")
+
+    def source(path: Path) -> CsvSource | JsonlSource:
+        return CsvSource(path) if kind == "csv" else JsonlSource(path)
+
+    rows = _many(3000)  # well over 64 KiB
+    path = write(rows)
+    first = source(path)
+    iterator = first.rows()
+    for _ in range(2500):
+        next(iterator)
+    state = ResumeState.from_json(first.position().to_json())
+    assert state.position["offset"] > 64 * 1024
+    # Re-exported with one row withdrawn after the first 64 KiB but before the offset: the
+    # offset now points one row further on, and that row would be skipped.
+    write([r for i, r in enumerate(rows) if i != 2000])
+    with pytest.raises(SourceError, match="changed in its first"):
+        list(source(path).rows(state))
+    # Growth after the offset is new rows.
+    write([*rows, ["公司新", "2024-01-02", "新"]])
+    tail = [r for _, r in source(path).rows(state)]
+    assert [r[HEADER[0]] for r in tail] == [f"公司{i}" for i in range(2500, 3000)] + ["公司新"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_resume_state_of_an_older_credex_is_refused_clearly(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"r.{kind}"
+    path.write_text(_csv_text(ROWS) if kind == "csv" else '{"a": 1}\n{"a": 2}\n', "utf-8")
+    old = ResumeState(kind, path.name, 2, {"offset": 10, "fingerprint": "0" * 64})
+    reader = CsvSource(path) if kind == "csv" else JsonlSource(path)
+    with pytest.raises(SourceError, match=r"older credex.*--restart"):
+        list(reader.rows(old))
+
+
 def test_resume_state_from_garbage_is_refused() -> None:
     with pytest.raises(SourceError, match="resume state"):
         ResumeState.from_json("{not json")
