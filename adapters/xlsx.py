@@ -13,7 +13,10 @@ header cell. Two rules stand in for the merge information:
 Cells: dates and datetimes become ISO text (a datetime at midnight becomes a date); numbers
 that Excel stores as serial dates without a date format stay numbers, and the `date`
 transform's "excel" format (part of a plain "date" for a workbook) turns them into dates.
-Formulas are read as their cached values.
+A cell holding an Excel error (#N/A, #REF! ...) in a column the mapping reads makes its row a
+`ProblemRow` (code "cell_error", naming the column). Formulas are read as their cached values;
+one saved without a value (by a program that does not calculate) cannot be told from an empty
+cell in read-only mode, and reads as empty (docs/mapping.md says so).
 """
 
 from __future__ import annotations
@@ -26,9 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+from openpyxl.cell.cell import ERROR_CODES
 
 from adapters.errors import SourceError
-from adapters.source import EXTRA_CELLS, ResumeState, Row, cell_text, check_resume, name_columns
+from adapters.source import (
+    EXTRA_CELLS,
+    CellProblem,
+    ProblemRow,
+    ResumeState,
+    Row,
+    cell_text,
+    check_resume,
+    name_columns,
+)
 
 __all__ = ["XlsxSource", "header_names"]
 
@@ -87,6 +100,7 @@ class XlsxSource:
         self._columns: tuple[str, ...] | None = None
         self._fingerprint = ""
         self._row_number = 0
+        self._only: frozenset[str] | None = None
 
     def _workbook(self) -> Any:
         try:
@@ -171,6 +185,12 @@ class XlsxSource:
             self._row_number = last
         return self._columns
 
+    def read_only(self, columns: Iterable[str]) -> None:
+        """Judge only these columns: an Excel error value in another column (one the mapping
+        does not read) does not reject its row. Called by `run_mapping` with the mapped columns.
+        """
+        self._only = frozenset(columns)
+
     def position(self) -> ResumeState:
         """The state after the last row yielded."""
         self.columns()
@@ -197,9 +217,10 @@ class XlsxSource:
         workbook = self._workbook()
         try:
             sheet = self._worksheet(workbook)
-            for values in self._guarded(sheet.iter_rows(min_row=first, values_only=True)):
+            # Cells, not bare values: only a cell's type tells an error (#N/A) from its text.
+            for found in self._guarded(sheet.iter_rows(min_row=first)):
                 self._row_number += 1
-                cells = [cell_text(v) for v in values]
+                cells = [cell_text(c.value) for c in found]
                 if not any(cells):
                     continue
                 row = dict(zip(columns, cells, strict=False))
@@ -208,6 +229,19 @@ class XlsxSource:
                 extra = [c for c in cells[len(columns) :] if c]
                 if extra:
                     row[EXTRA_CELLS] = "\t".join(extra)
-                yield self._row_number, row
+                problems = [
+                    _cell_error(name, text)
+                    for name, cell, text in zip(columns, found, cells, strict=False)
+                    if cell.data_type == "e" and (self._only is None or name in self._only)
+                ]
+                yield self._row_number, ProblemRow(row, problems) if problems else row
         finally:
             workbook.close()
+
+
+def _cell_error(column: str, text: str) -> CellProblem:
+    # Excel's error codes are a fixed set, never personal data: naming one helps the clerk.
+    what = f"the Excel error {text}" if text in ERROR_CODES else "an Excel error value"
+    return CellProblem(
+        column, "cell_error", f"the cell holds {what}, not data (fix the formula or the value)"
+    )

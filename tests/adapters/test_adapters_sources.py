@@ -323,6 +323,33 @@ def test_xlsx_stale_dimension_tag_loses_no_row_or_column(tmp_path: Path) -> None
     assert all(r["c"] == "last column" for _, r in rows)
 
 
+def test_xlsx_error_values_reject_their_row_naming_the_column(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["name", "facts", "phone"])
+    ws.append(["#N/A", "#REF!", "1"])  # openpyxl stores these as error cells (type "e")
+    ws.append(["ok", "fine", "#DIV/0!"])
+    ws.append(["ok", "fine", "2"])
+    assert ws["A2"].data_type == "e"
+    wb.save(tmp_path / "e.xlsx")
+    rows = [r for _, r in XlsxSource(tmp_path / "e.xlsx").rows()]
+    assert isinstance(rows[0], ProblemRow)
+    assert [(p.column, p.code) for p in rows[0].problems] == [
+        ("name", "cell_error"),
+        ("facts", "cell_error"),
+    ]
+    assert "#N/A" in rows[0].problems[0].message  # an error code, never personal data
+    assert isinstance(rows[1], ProblemRow)
+    assert not isinstance(rows[2], ProblemRow)
+    # A column the mapping does not read is not judged.
+    narrowed = XlsxSource(tmp_path / "e.xlsx")
+    narrowed.read_only(["name", "facts"])
+    rows = [r for _, r in narrowed.rows()]
+    assert isinstance(rows[0], ProblemRow)
+    assert not isinstance(rows[1], ProblemRow)
+
+
 def test_not_an_xlsx_is_a_source_error(tmp_path: Path) -> None:
     path = tmp_path / "fake.xlsx"
     path.write_bytes(b"not a zip")
