@@ -8,7 +8,7 @@ report) or skipped as unchanged. docs/mapping.md describes the mapping format.
 
 from adapters.check import MappingProblem, check_columns, check_mapping, check_source
 from adapters.delimited import CsvSource, detect_encoding
-from adapters.errors import AdapterError, MappingError, SourceError
+from adapters.errors import AdapterError, MappingError, ReportError, SourceError
 from adapters.identity import canonical_json, content_hash, record_key
 from adapters.jsonl import JsonlSource
 from adapters.mapper import RowProblem, map_row, mapped_columns
@@ -36,6 +36,7 @@ __all__ = [
     "MappingSpec",
     "RejectWriter",
     "RejectedRow",
+    "ReportError",
     "ResumeState",
     "RowProblem",
     "RunProgress",

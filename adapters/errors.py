@@ -40,3 +40,13 @@ class SourceError(AdapterError):
         self.row = row
         self.byte_offset = byte_offset
         self.why = why
+
+
+class ReportError(AdapterError):
+    """A reject report cannot be written (a missing directory, a directory in its place, no
+    permission); names the path."""
+
+    def __init__(self, path: str | Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = str(path)
+        self.why = why

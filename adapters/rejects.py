@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
 
+from adapters.errors import ReportError
 from adapters.run import RejectedRow
 
 __all__ = ["CsvRejectWriter", "JsonlRejectWriter", "RejectWriter", "open_reject_writer"]
@@ -56,12 +57,18 @@ def _safe_cell(value: str) -> str:
 
 class _Base:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # backslashreplace: a value no source should hand over (an unpaired surrogate) must
-        # still not stop the report; it is written as its escape, as JSON would show it.
-        self._handle: IO[str] = path.open(
-            "w", encoding="utf-8", errors="backslashreplace", newline=""
-        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # backslashreplace: a value no source should hand over (an unpaired surrogate) must
+            # still not stop the report; it is written as its escape, as JSON would show it.
+            self._handle: IO[str] = path.open(
+                "w", encoding="utf-8", errors="backslashreplace", newline=""
+            )
+        except OSError as error:
+            raise ReportError(
+                path,
+                f"cannot write the reject report ({error.strerror or type(error).__name__})",
+            ) from None
         self.path = path
         self.rows = 0
 
@@ -87,6 +94,10 @@ class CsvRejectWriter(_Base):
     """CSV reject report; `columns` are the mapped source columns, in mapping order."""
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        """Create (or empty) the report at `path` and write its header line.
+
+        Refuses (`ReportError`, naming the path) a path that cannot be written.
+        """
         super().__init__(path)
         self._columns = tuple(columns)
         self._handle.write("\ufeff")
@@ -132,7 +143,10 @@ class JsonlRejectWriter(_Base):
 
 
 def open_reject_writer(path: Path, columns: Sequence[str]) -> CsvRejectWriter | JsonlRejectWriter:
-    """A writer chosen by the file suffix: .csv or .jsonl (ValueError for anything else)."""
+    """A writer chosen by the file suffix: .csv or .jsonl (ValueError for anything else).
+
+    Refuses (`ReportError`, naming the path) a path that cannot be written.
+    """
     if path.suffix == ".csv":
         return CsvRejectWriter(path, columns)
     if path.suffix == ".jsonl":

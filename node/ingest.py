@@ -524,7 +524,15 @@ class _Rejects:
         if not rows:
             return
         if not self._writers:
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as error:
+                # e.g. a regular file where [paths] rejects should be: say so, no traceback
+                raise adapters.ReportError(
+                    self._directory,
+                    "cannot create the directory for reject reports "
+                    f"({error.strerror or type(error).__name__})",
+                ) from None
             csv_path = self._directory / f"{self._run_id}.csv"
             jsonl_path = self._directory / f"{self._run_id}.jsonl"
             self._writers = [

@@ -90,6 +90,24 @@ def test_jsonl_key_no_object_holds_exits_2(
     ]
 
 
+@pytest.mark.parametrize("where", ["a-directory.csv", "a-file/rejects.csv"])
+def test_unwritable_reject_report_exits_2_naming_the_path(
+    penalty_mapping: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    where: str,
+) -> None:
+    (tmp_path / "a-directory.csv").mkdir()
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    report = tmp_path / where
+    code = _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--rejects", str(report))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot write the reject report" in err
+    assert "Traceback" not in err
+
+
 def test_broken_mapping_file_exits_2_without_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

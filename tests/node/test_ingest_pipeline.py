@@ -164,6 +164,21 @@ def test_first_run_stores_signed_encrypted_rows_and_reports_rejects(home: Path) 
         store.close()
 
 
+def test_a_file_where_the_rejects_directory_belongs_stops_the_run_cleanly(home: Path) -> None:
+    config = load_config(home)
+    if config.rejects_dir.exists():
+        config.rejects_dir.rmdir()
+    config.rejects_dir.write_text("", encoding="utf-8")
+    mapping = write_source(home.parent, [penalty_row(1), penalty_row(2, bad=True)])
+    with pytest.raises(adapters.ReportError, match="directory for reject reports"):
+        ingest(home, mapping)
+    store = open_store(config.store.url)
+    try:
+        assert store.count_records() == 0  # the batch whose rejects had nowhere to go
+    finally:
+        store.close()
+
+
 def source_key_for(mapping: Path) -> str:
     return source_key(adapters.load_mapping(mapping))
 
