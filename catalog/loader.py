@@ -62,6 +62,10 @@ RECORD_CHECKS: Mapping[str, frozenset[str]] = {
     ),
     # GB 11643: a stated birth date agrees with the one in the citizen ID number
     "birth_date_matches_id": frozenset({"birth_date", "id_type", "id_number"}),
+    # a penalty cannot stop being in force before it was decided
+    "penalty_valid_after_decision": frozenset({"decision_date", "penalty_valid_until"}),
+    # a licence or qualification cannot end before it starts
+    "valid_to_after_valid_from": frozenset({"valid_from", "valid_to"}),
 }
 
 # identifier checks of fixed-length fields, and the length each needs (GB 32100 / GB 11714 /

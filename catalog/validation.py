@@ -20,7 +20,8 @@ message a clerk can act on):
 - summary-procedure penalties (Shandong Art. 13; rule in `_summary_procedure`);
 - a severe-dishonesty organisation record without legal representative or principal (Art. 31);
 - a validity end (`Item.valid_until_field`, the red list's 有效期至) on or before the decision
-  day (`date_order`).
+  day, a penalty's 处罚有效期 before its decision day, and a licence's or qualification's 有效期至
+  before its 有效期自 (`date_order`).
 
 An entry whose validity has ended, or that is revoked (`Item.revoked_when`, 状态=撤销), is NOT
 refused: it gets `disclosure_end` (the end, or the decision day for a revoked one), so it is
@@ -461,6 +462,32 @@ def _birth_date_matches_id(c: _Compiled, out: Mapping[str, str]) -> FieldError |
     )
 
 
+# record check -> (start field, end field, message): the end may be the start day, not before
+_DATE_ORDER: Mapping[str, tuple[str, str, str]] = {
+    "penalty_valid_after_decision": (
+        "decision_date",
+        "penalty_valid_until",
+        "处罚有效期不得早于处罚决定日期 (must not be before the decision date)",
+    ),
+    "valid_to_after_valid_from": (
+        "valid_from",
+        "valid_to",
+        "有效期至不得早于有效期自 (must not be before valid_from)",
+    ),
+}
+
+
+def _date_order(c: _Compiled, out: Mapping[str, str], check: str) -> FieldError | None:
+    """An end date before its start date (one of the two is wrong); neither value is shown.
+    A missing or bad date is reported by its own check, not here."""
+    start, end, message = _DATE_ORDER[check]
+    if start not in out or end not in out:
+        return None
+    if datetime.date.fromisoformat(out[end]) >= datetime.date.fromisoformat(out[start]):
+        return None
+    return _error(c.specs[end].field, "date_order", message)
+
+
 def _responsible_person(c: _Compiled, out: Mapping[str, str], kind: str) -> FieldError | None:
     """Shandong Art. 31: an organisation on a severe-dishonesty list names its legal
     representative or principal, with an ID number so the person can be linked."""
@@ -641,6 +668,8 @@ def validate_record(
                 problem = _summary_procedure(c, out, kind)
             elif check == "responsible_person":
                 problem = _responsible_person(c, out, kind)
+            elif check in _DATE_ORDER:
+                problem = _date_order(c, out, check)
             else:
                 problem = _birth_date_matches_id(c, out)
             if problem is not None:

@@ -654,3 +654,28 @@ def test_a_name_slipped_into_a_public_field_is_not_quoted() -> None:
     problems = validate_record("honour", row, today=TODAY).errors
     assert problems
     assert all("小明" not in p.message for p in problems)
+
+
+# --- an end date before its start ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "row", "start", "end"),
+    [
+        ("admin_penalty", penalty_org(), "decision_date", "penalty_valid_until"),
+        ("admin_penalty_person", penalty_person(), "decision_date", "penalty_valid_until"),
+        ("admin_licence", GOOD_ROWS["admin_licence"], "valid_from", "valid_to"),
+        ("admin_licence_person", GOOD_ROWS["admin_licence_person"], "valid_from", "valid_to"),
+        ("qualification", GOOD_ROWS["qualification"], "valid_from", "valid_to"),
+    ],
+)
+def test_an_end_date_before_its_start_is_refused(
+    item: str, row: dict[str, str | None], start: str, end: str
+) -> None:
+    assert check(item, row).ok
+    day = datetime.date(2025, 6, 1)
+    before = dict(row, **{start: day.isoformat(), end: "2025-05-31"})
+    result = check(item, before)
+    assert _codes(result) == {(end, "date_order")}
+    assert "2025" not in result.errors[0].message  # neither value is shown
+    assert check(item, dict(before, **{end: day.isoformat()})).ok  # the same day is allowed
