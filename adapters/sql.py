@@ -23,7 +23,8 @@ value that cannot be written as text (see `cell_text`) rejects its row, naming t
 This is the only adapters module that imports SQLAlchemy. Error messages give the driver's
 first line with every quoted literal in it replaced by "…" (a driver quotes the value that
 failed a cast, which may be an ID number or a name), and never the connection URL's password
-or a bound parameter; the table, key and watermark names stay readable.
+(nor a password-like query parameter such as `?password=`) or a bound parameter; the table, key
+and watermark names stay readable.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -93,6 +95,9 @@ def _driver_url(url: str) -> sa.URL:
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# Query parameters that drivers take as a password or another secret (libpq "password",
+# MySQL "passwd", ODBC "PWD", tokens and keys for cloud IAM logins).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
 
 
 def _why(error: Exception, keep: Iterable[str] = ()) -> str:
@@ -168,8 +173,18 @@ class SqlSource:
 
     @property
     def display_url(self) -> str:
-        """The database URL without its password."""
-        return self._url.render_as_string(hide_password=True)
+        """The database URL without its password: neither the one before "@" nor one given as
+        a query parameter (`?password=`, `passwd`, `pwd`, `secret`, `token` ...), shown as ***."""
+        url = self._url
+        if not url.query:
+            return url.render_as_string(hide_password=True)
+        parts = []
+        for name, value in url.query.items():
+            for one in value if isinstance(value, tuple) else (value,):
+                shown = "***" if _SECRET_PARAMETER.search(name) else quote(one, safe="")
+                parts.append(f"{quote(name, safe='')}={shown}")
+        bare = url.set(query={}).render_as_string(hide_password=True)
+        return f"{bare}?{'&'.join(parts)}"
 
     def _connect(self) -> sa.Engine:
         if self._engine is None:

@@ -177,6 +177,25 @@ def test_unreachable_server_error_hides_the_password() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://clerk@127.0.0.1:1/test?password=s3cret&sslmode=require",
+        "mysql://clerk@127.0.0.1:1/test?passwd=s3cret",
+        "mysql://clerk@127.0.0.1:1/test?PWD=s3cret&password=s3cret",
+    ],
+)
+def test_a_password_given_as_a_query_parameter_is_hidden_too(url: str) -> None:
+    source = SqlSource(url, table="t", key="id")
+    assert "s3cret" not in source.display_url
+    assert "=***" in source.display_url
+    if url.startswith("postgresql"):
+        assert "sslmode=require" in source.display_url  # other parameters stay readable
+        with pytest.raises(SourceError) as error:
+            source.columns()
+        assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
     "value",
     [7, "户00001", Decimal("1.50"), dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5, 6)],
 )
