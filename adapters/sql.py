@@ -226,6 +226,13 @@ class SqlSource:
             raise SourceError(
                 self.name, f"cannot read from {self.display_url} ({_why(error, self._names)})"
             ) from None
+        except TypeError as error:
+            # what a driver's connect() raises for a URL parameter it does not take (PyMySQL)
+            raise SourceError(
+                self.name,
+                f"cannot connect to {self.display_url}: the driver does not take one of the "
+                f"URL's parameters ({_why(error, self._names)})",
+            ) from None
         assert self._source is not None
         for needed in (self._key, self._watermark):
             if needed is not None and needed not in self._source.c:

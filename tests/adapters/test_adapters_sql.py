@@ -195,6 +195,13 @@ def test_a_password_given_as_a_query_parameter_is_hidden_too(url: str) -> None:
         assert "s3cret" not in str(error.value)
 
 
+def test_a_url_parameter_the_driver_does_not_take_is_a_source_error() -> None:
+    source = SqlSource("mysql://clerk@127.0.0.1:1/test?PWD=s3cret", table="t", key="id")
+    with pytest.raises(SourceError, match="does not take one of the URL's parameters") as error:
+        source.columns()
+    assert "s3cret" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     "value",
     [7, "户00001", Decimal("1.50"), dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5, 6)],
