@@ -311,6 +311,7 @@ def resolve_objection(
             changes,
             reason=f"objection {objection_id}",
             requester=requester,
+            resolving=objection_id,
         )
         ls.close_objection(
             runtime.store,
@@ -360,6 +361,7 @@ def correct_record(
     *,
     reason: str,
     requester: Requester | None = None,
+    resolving: str | None = None,
 ) -> CorrectionResult:
     """Store a corrected version (更正) of one of this node's active or expired records.
 
@@ -370,7 +372,8 @@ def correct_record(
     (a correction of an expired or withheld record, usually) is stored `expired`, never shown;
     one the corrected facts put back inside its window is active again. Refuses changes to
     natural-key fields, changes that alter nothing, and a withdrawn, superseded or purged
-    record (InputError). An open objection on the record is closed as corrected.
+    record (InputError). Every open objection on the record is closed as corrected, except
+    `resolving`, the objection whose resolution this correction is (its caller closes it).
     """
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
@@ -442,7 +445,7 @@ def correct_record(
     )
     ls.close_task(runtime.store, task_id, outcome=f"version {version}: {reason}"[:200], now=now)
     for objection in ls.list_objections(runtime.store, open_only=True):
-        if objection.record_key == record_key and not reason.startswith("objection "):
+        if objection.record_key == record_key and objection.objection_id != resolving:
             ls.close_objection(
                 runtime.store,
                 objection.objection_id,

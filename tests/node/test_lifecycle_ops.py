@@ -214,6 +214,23 @@ def test_correction_is_a_new_signed_version_and_supersedes(
     assert [r.version for r in current] == [2]
 
 
+def test_a_direct_correction_closes_the_open_objection_whatever_its_reason_says(
+    runtime: NodeRuntime, clock: Clock
+) -> None:
+    # the clerk's free text once decided it: a reason starting "objection " left the
+    # objection open on a superseded version, overdue for ever
+    key = keys_of(runtime)[0]
+    clock.day(dt.date(2026, 6, 1))
+    objection = ops.object_record(runtime, key, reason="wrong amount")
+    done = ops.correct_record(
+        runtime, key, {"fine_wan_yuan": "0.8"}, reason="objection upheld by the review"
+    )
+    closed = ls.get_objection(runtime.store, objection.task_id)
+    assert closed.outcome == f"corrected: version {done.version}"
+    assert ls.list_objections(runtime.store, open_only=True) == []
+    assert ops.overdue_tasks(runtime.store, dt.date(2027, 1, 1)) == []
+
+
 def test_correction_refusals(runtime: NodeRuntime, clock: Clock) -> None:
     key = keys_of(runtime)[0]
     clock.day(dt.date(2026, 6, 1))
