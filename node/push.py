@@ -57,7 +57,7 @@ import grpc
 
 import catalog
 import keys
-from node import feeds
+from node import feeds, lifecycle
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError
 from node.runtime import NodeRuntime
@@ -287,6 +287,17 @@ def _entry_to_push(
     record = ls.current_record(runtime.store, runtime.node_id, record_key)
     if record.state != "active":
         raise InputError(f"record {record_key[:12]}... is {record.state}; only active ones push")
+    if lifecycle.disclosure_ended(
+        severity=record.severity,
+        decided_on=record.decided_on,
+        disclosure_max_end=record.disclosure_max_end,
+        today=lifecycle.china_day(runtime.clock()),
+    ):
+        # Still "active" only because the lifecycle scan has not run since it ended.
+        raise InputError(
+            f"record {record_key[:12]}...: its disclosure period is over (the next lifecycle "
+            "scan marks it expired); an ended record is not pushed"
+        )
     item = runtime.catalogue.item(record.item_id)
     if not is_pushable(item):
         raise InputError(

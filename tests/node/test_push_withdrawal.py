@@ -20,6 +20,7 @@ import pytest
 from node import feeds, lifecycle_ops, push
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
+from node.errors import InputError
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
 from tests.node import push_support
@@ -179,3 +180,25 @@ def test_withdrawals_are_refused_unless_from_an_agreed_producer(cluster: LocalCl
     finally:
         for r in (market, hrss, platform):
             r.close()
+
+
+def test_an_entry_whose_disclosure_ended_before_the_scan_is_not_pushed(
+    cluster: LocalCluster,
+) -> None:
+    # Still "active" until the next lifecycle scan marks it expired: a manual push in between
+    # must not send it (the receiver would only store it expired, or show it if its day lags).
+    market = cluster.runtime("market")
+    today = market.clock().date()
+    push_support.seed_entry(
+        market,
+        43,
+        decided_on=today - dt.timedelta(days=900),
+        min_end=today - dt.timedelta(days=200),
+        max_end=today - dt.timedelta(days=2),
+    )
+    try:
+        with pytest.raises(InputError, match="disclosure period is over"):
+            asyncio.run(push.push_record(market, key(43)))
+        assert ls.push_states(market.store, record_key=key(43)) == []
+    finally:
+        market.close()
