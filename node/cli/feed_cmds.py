@@ -18,7 +18,7 @@ import json
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +33,7 @@ from node.cli.common import HomeOption, JsonOption, console, print_json, resolve
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.cli.log_cmds import admin_entry
 from node.config import CONFIG_FILE, NodeConfig, load_config
+from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
 from node.runtime import PEERS_DIR, NodeRuntime, load_bundle, open_runtime, utc_now
 from node.store import RECORD_STATES, open_store, schema_revision
@@ -151,27 +152,39 @@ def export_command(
     if fmt != "dsse":
         raise InputError(f'--format {fmt!r}: only "dsse" is supported')
 
+    if output is not None and (output.exists() or output.is_symlink()):
+        raise InputError(f"--output {output}: the file exists; choose a new name")
+
     def work(runtime: NodeRuntime) -> int:
-        rows = received_records(runtime.store, producer=peer)
+        rows = [row for row in received_records(runtime.store, producer=peer) if row.body]
         logged = admin_entry(runtime, "export", officer, "feed_export")
         runtime.log.append_sync(
             dataclasses.replace(
                 logged,
                 purpose="feed_export",
                 legal_basis="export of received signed records for audit",
-                result_count=sum(1 for row in rows if row.body),
+                result_count=len(rows),  # purged copies have no body and are not exported
             )
         )
-        handle = sys.stdout if output is None else output.open("w", encoding="utf-8")
-        try:
+
+        def lines() -> Iterator[str]:
             for row in rows:
-                if not row.body:
-                    continue  # purged
                 signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(row.row_id, row.body))
-                handle.write(json.dumps(dsse_line(signed), sort_keys=True) + "\n")
-        finally:
-            if output is not None:
-                handle.close()
+                yield json.dumps(dsse_line(signed), sort_keys=True) + "\n"
+
+        if output is None:
+            for line in lines():
+                sys.stdout.write(line)
+            sys.stdout.flush()
+            return len(rows)
+        try:
+            publish_new_file(output, (line.encode("utf-8") for line in lines()))
+        except FileExistsError:
+            raise InputError(f"--output {output}: the file exists; choose a new name") from None
+        except OSError as error:
+            raise InputError(
+                f"--output {output}: cannot write the export ({error.strerror or error})"
+            ) from None
         return len(rows)
 
     count: int = _with_runtime(home, work)

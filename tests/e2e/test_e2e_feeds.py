@@ -187,12 +187,13 @@ def test_ingest_subscribe_ack_over_mtls(cluster: LocalCluster, tmp_path: Path) -
 
 def test_feed_export_is_standard_dsse(cluster: LocalCluster, tmp_path: Path) -> None:
     out = tmp_path / "export.jsonl"
-    cluster.cli(
+    done = cluster.cli(
         "platform", "feed", "export", "--peer", "market", "--output", str(out),
         "--officer", "p-007", check=True,
     )  # fmt: skip
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) >= 180
+    assert f"exported {len(lines)} received records" in " ".join(done.stdout.split())
     # the export was logged, with its officer and count, before the file was written
     exports = cluster.cli_json("platform", "log", "search", "--kind", "export")
     logged = exports[-1]
@@ -211,6 +212,13 @@ def test_feed_export_is_standard_dsse(cluster: LocalCluster, tmp_path: Path) -> 
             trusted={market.signing.keyid: market.signing.public_key},
         )
         assert "张店" not in base64.b64decode(line["payload"]).decode("utf-8")
+    # the printed count is the lines written, and an existing file is never replaced
+    said = cluster.cli(
+        "platform", "feed", "export", "--peer", "market", "--output", str(out), "--officer", "p-007"
+    )
+    assert said.returncode == 2, said.stderr
+    assert "exists" in said.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(lines)
 
 
 def test_postgres_department_feed(
