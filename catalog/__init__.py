@@ -13,6 +13,7 @@ from catalog.identifiers import (
     normalize_ric,
     normalize_uscc,
     redact_identifiers,
+    ric_full_age,
 )
 from catalog.loader import default_catalog, load_catalog
 from catalog.model import (
@@ -77,6 +78,7 @@ __all__ = [
     "record_period",
     "redact_identifiers",
     "register_holidays",
+    "ric_full_age",
     "validate_record",
     "working_days_after",
     "working_days_after_checked",

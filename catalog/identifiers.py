@@ -236,6 +236,17 @@ def ric_birth_date(number: str) -> datetime.date | None:
         return None
 
 
+def ric_full_age(number: str, *, today: datetime.date) -> int | None:
+    """The holder's age in full years (周岁) on `today`, from the birth date inside a canonical
+    RIC; None when `number` is not one. A year counts as complete from the day after the
+    birthday (how Chinese courts count 周岁), so on the 14th birthday itself the holder is
+    still 13: the reading that protects a child longer."""
+    born = ric_birth_date(number)
+    if born is None:
+        return None
+    return today.year - born.year - ((today.month, today.day) <= (born.month, born.day))
+
+
 # GB 32100 check character: weights 3^(i-1) mod 31 over the code values of characters 1-17.
 _USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
 _USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))

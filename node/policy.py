@@ -41,8 +41,12 @@ source of each):
 7. fields (minimisation): the grant's field list for the item when it names one, else every
    field that is not `sensitive`; a request may narrow this, never widen it. A grant speaks
    only for its subject: records reached through a link (another subject's record naming the
-   subject, rule 5) never carry a field the default minimisation holds back
-                                                                 field_unknown, field_not_allowed
+   subject, rule 5) never carry a field the default minimisation holds back. A child under
+   14 (by the birth date in the ID number): every field is sensitive (PIPL Art. 28), so
+   unless the purpose is a statutory duty only the fields a grant names for the item leave
+   (the guardian's separate consent, Arts. 29 and 31), and an item it names none for denies
+                                                                 field_unknown, field_not_allowed,
+                                                                 minor_consent_required
 8. records: withdrawn, repaired or expired records are never released; objection-flagged
    records are released with the flag, except for public disclosure (excluded)
 
@@ -190,7 +194,8 @@ class QueryRequest:
     about (used only to match a grant); `requested_fields` optionally narrows the fields per item.
     `subject_is_citizen_id` says the identifier also passes the GB 11643 citizen ID number check
     (the caller computes it, whatever `subject_kind` says): the records it finds may then be a
-    natural person's, and the natural-person rules apply.
+    natural person's, and the natural-person rules apply. `subject_under_14` says that ID
+    number's birth date makes its holder a child under 14 today (`catalog.ric_full_age`).
     """
 
     requester: str
@@ -204,6 +209,7 @@ class QueryRequest:
     subject_digest: str | None = None
     requested_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
     subject_is_citizen_id: bool = False
+    subject_under_14: bool = False
 
 
 @dataclass(frozen=True)
@@ -419,12 +425,21 @@ def _fields(
     request: QueryRequest, items: Mapping[str, ItemView], grant: Grant | None
 ) -> dict[str, frozenset[str]]:
     released: dict[str, frozenset[str]] = {}
+    # A child's data is sensitive personal information as a whole (PIPL Art. 28): without a
+    # statutory duty, only what the guardian's separate consent names may leave.
+    consent_only = request.subject_under_14 and request.purpose not in STATUTORY_DUTY_PURPOSES
     for item_id in sorted(items):
         item = items[item_id]
         known = frozenset(f.id for f in item.fields)
         if grant is not None and item_id in grant.fields:
             # The subject's consent names the fields, sensitive ones included (PIPL Art. 29).
             allowed = grant.fields[item_id] & known
+        elif consent_only:
+            raise _DenyError(
+                "minor_consent_required",
+                f"item {item_id}: the subject is a child under 14, whose data is all sensitive: "
+                "it leaves only under a statutory duty or a grant naming the item's fields",
+            )
         else:
             allowed = _default_fields(item)
         wanted = request.requested_fields.get(item_id)

@@ -130,6 +130,12 @@ def _is_citizen_id(subject: str, *, today: dt.date) -> bool:
     return True
 
 
+def _under_14(subject: str, *, today: dt.date) -> bool:
+    """True when the identifier `subject` is an ID number whose holder is under 14 `today`."""
+    age = catalog.ric_full_age(subject, today=today)
+    return age is not None and age < 14
+
+
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -360,6 +366,7 @@ class QueryEngine:
             subject_digest=digest,
             requested_fields=narrowed,
             subject_is_citizen_id=citizen_id,
+            subject_under_14=citizen_id and _under_14(subject, today=_china_today(now)),
         )
         context = PolicyContext(
             now=now,

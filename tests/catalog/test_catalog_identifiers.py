@@ -17,6 +17,7 @@ from catalog import (
     normalize_ric,
     normalize_uscc,
     redact_identifiers,
+    ric_full_age,
 )
 from catalog.identifiers import org_code_check_character
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
@@ -316,3 +317,27 @@ def test_redact_changes_nothing_but_the_identifier() -> None:
     assert out == text.replace(ric, mask_identifier(ric))
     long_text = "（行政许可审查），经办人员依照第二十二条规定办理，全角括号与标点不变。"
     assert redact_identifiers(long_text) == long_text
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "age"),
+    [
+        ("20120615", datetime.date(2026, 6, 15), 13),  # the 14th birthday itself: still 13
+        ("20120615", datetime.date(2026, 6, 16), 14),  # complete from the day after
+        ("20120615", datetime.date(2026, 6, 14), 13),
+        ("20120229", datetime.date(2026, 2, 28), 13),  # born on a leap day, in a common year
+        ("20120229", datetime.date(2026, 3, 1), 14),
+        ("20120229", datetime.date(2024, 2, 29), 11),
+        ("20120229", datetime.date(2024, 3, 1), 12),
+        ("19491231", datetime.date(2026, 11, 26), 76),
+    ],
+)
+def test_ric_full_age_counts_a_year_from_the_day_after_the_birthday(
+    born: str, today: datetime.date, age: int
+) -> None:
+    assert ric_full_age(make_ric("370303", born, "001"), today=today) == age
+
+
+@pytest.mark.parametrize("number", ["91370303MA3C0YKA0Q", "P1234567", "37030320121315001X"])
+def test_ric_full_age_of_something_else_is_none(number: str) -> None:
+    assert ric_full_age(number, today=datetime.date(2026, 11, 26)) is None

@@ -330,3 +330,28 @@ def test_a_grant_named_by_id_is_refused_once_its_issuer_is_no_longer_trusted(
     # another requester naming it learns only that it is not theirs, not the issuer's state
     by_court = ask(subject, grant_id=grant_id)
     denied(c, query(c, by_court, requester="court"), by_court, "grant_mismatch")
+
+
+# --- a child under 14 -------------------------------------------------------------------------
+
+
+def test_a_childs_record_leaves_only_with_the_fields_the_guardians_consent_names(
+    cluster: LocalCluster,
+) -> None:
+    child = person("20150301", 70)  # 11 years old
+    seed(cluster, child, LICENCE, licence_fields(70))
+    _, unnamed = issue(cluster, child)
+    a = ask(child, grant=unnamed)
+    denied(cluster, query(cluster, a), a, "minor_consent_required")
+    _, named = issue(cluster, child, fields={LICENCE: frozenset({"decision_no", "content"})})
+    answer = query(cluster, ask(child, grant=named))
+    assert isinstance(answer, QueryResult), answer
+    [record] = answer.records
+    assert set(record.fields) == {"decision_no", "content"}
+    # an adult's record under a grant naming no fields gets the default minimisation
+    adult = person("19900301", 71)
+    seed(cluster, adult, LICENCE, licence_fields(71))
+    _, plain = issue(cluster, adult)
+    grown = query(cluster, ask(adult, grant=plain))
+    assert isinstance(grown, QueryResult), grown
+    assert len(grown.records[0].fields) > 2

@@ -784,6 +784,7 @@ _REQUESTS = st.builds(
     request,
     subject_kind=st.sampled_from(["natural_person", "organisation", "individual_business"]),
     subject_is_citizen_id=st.booleans(),
+    subject_under_14=st.booleans(),
     items=st.frozensets(st.sampled_from(_ITEM_IDS), max_size=3),
     purpose=st.sampled_from([*sorted(PURPOSES), "bogus"]),
     grant_id=st.sampled_from([None, "g-1", "g-2"]),
@@ -849,6 +850,10 @@ def test_no_field_outside_the_decision_is_ever_returned(
             assert ctx.grant is not None
             assert decision.grant_used
             assert sensitive & set(rec.fields) <= ctx.grant.fields.get(rec.item_id, frozenset())
+        if req.subject_under_14 and req.purpose not in STATUTORY_DUTY_PURPOSES:
+            # a child's fields leave only as the guardian's consent names them
+            assert ctx.grant is not None
+            assert set(rec.fields) <= ctx.grant.fields[rec.item_id]
     for item_id in decision.released:
         assert item_id in req.items
         assert ITEMS[item_id].share_type != "none"
@@ -914,3 +919,39 @@ def test_a_grant_never_releases_a_sensitive_field_of_a_linked_record(
             assert set(rec.fields) == consented - {"controller_id_number"}
         else:
             assert set(rec.fields) == consented
+
+
+# --- a child under 14: all of its data is sensitive (PIPL Arts. 28, 29, 31) ---------------------
+
+CHILD = {**GRANTED, "subject_under_14": True, "items": frozenset({"qualification"})}
+
+
+def test_a_childs_fields_leave_only_when_the_grant_names_them() -> None:
+    named = grant(fields={"qualification": frozenset({"cert_no", "health_note"})})
+    decision = decide(request(**CHILD), context(grant=named))
+    assert decision.allowed
+    assert decision.released == {"qualification": frozenset({"cert_no", "health_note"})}
+
+
+def test_a_grant_naming_no_fields_releases_nothing_of_a_child() -> None:
+    decision = decide(request(**CHILD), context(grant=grant()))
+    assert (decision.allowed, decision.reason) == (False, "minor_consent_required")
+    assert decision.released == {}
+    # the same grant for an adult releases the default minimisation
+    adult = decide(request(**{**CHILD, "subject_under_14": False}), context(grant=grant()))
+    assert adult.released == {"qualification": frozenset({"cert_no", "subject_id"})}
+
+
+def test_all_or_nothing_when_one_item_of_a_child_has_no_named_fields() -> None:
+    named = grant(fields={"qualification": frozenset({"cert_no"})})
+    both = {**CHILD, "items": frozenset({"qualification", "admin_penalty"})}
+    decision = decide(request(**both), context(grant=named))
+    assert (decision.allowed, decision.reason) == (False, "minor_consent_required")
+
+
+@pytest.mark.parametrize("purpose", sorted(STATUTORY_DUTY_PURPOSES))
+def test_a_statutory_duty_needs_no_consent_for_a_child_either(purpose: str) -> None:
+    duty = {**CHILD, "purpose": purpose, "grant_id": None}
+    decision = decide(request(**duty), context())
+    assert decision.allowed, decision.message
+    assert decision.released == {"qualification": frozenset({"cert_no", "subject_id"})}
