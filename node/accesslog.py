@@ -34,8 +34,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import random
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ from node.errors import (
     LogUnavailable,
     NodeError,
     TamperDetected,
+    WriteConflict,
 )
 from node.groupcommit import GroupCommit
 from node.officers import NOT_AN_OFFICER_ID, is_officer_id
@@ -299,6 +302,13 @@ def decode_leaf(leaf: bytes) -> tuple[LogEntry, bytes]:
 # --- storage ---------------------------------------------------------------------------------
 
 
+Head = tuple[bytes | None, int, bytes | None]
+"""A log's `(tree state, size, hash of the last leaf)` at one moment (`LogBackend.head`)."""
+
+Rebuild = Callable[[Head], tuple[Sequence[tuple[bytes, bytes]], bytes]]
+"""Given the head another writer left, the `(entries, state)` to append after it instead."""
+
+
 @runtime_checkable
 class LogBackend(Protocol):
     """Where the access log's leaves, tree state, checkpoints and witness cosignatures live.
@@ -306,13 +316,19 @@ class LogBackend(Protocol):
     Indexes are 0-based and gap-free. `append` is atomic: either every entry of the batch is
     stored with consecutive indexes together with the new tree state, or nothing is (and it
     raises). `expected_size` is the size the caller computed `state` from: a backend shared by
-    several writers must refuse (raise, writing nothing) when the stored size differs inside its
-    transaction; the AccessLog then reloads the state and retries once. `leaves` and
-    `leaf_hashes` may raise node.errors.TamperDetected when rows are missing in the range.
+    several writers must refuse (raise node.errors.WriteConflict, writing nothing) when the
+    stored size differs inside its transaction; the AccessLog then reloads the state (`head`)
+    and tries again. `leaves` and `leaf_hashes` may raise node.errors.TamperDetected when rows
+    are missing in the range.
     """
 
     def size(self) -> int:
         """Return the number of leaves stored."""
+        ...
+
+    def head(self) -> Head:
+        """Return `(state, size, hash of the last leaf)` read at one moment (one transaction),
+        so that they agree even while another writer appends; `(None, 0, None)` when empty."""
         ...
 
     def append(
@@ -321,9 +337,14 @@ class LogBackend(Protocol):
         state: bytes,
         *,
         expected_size: int | None = None,
+        rebuild: Rebuild | None = None,
     ) -> int:
         """Store `(leaf, leaf_hash)` pairs after the last leaf, with `state` (the serialised
-        CompactRange after them), atomically; return the index of the first one."""
+        CompactRange after them), atomically; return the index of the first one. When the
+        stored size is not `expected_size` and `rebuild` is given, the backend reads the head
+        (`head`) while it holds the write lock and stores what `rebuild(head)` returns instead
+        of refusing: a writer that lost the race to another process chains its entries onto
+        the leaves that process wrote, without a round trip."""
         ...
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
@@ -378,11 +399,13 @@ class ClaimingLogBackend(LogBackend, Protocol):
         *,
         now: dt.datetime,
         build: LeafBuilder,
+        rebuild: Rebuild | None = None,
     ) -> int:
         """Record `(keyid, nonce, expires_at)` triples judged at `now` and append the leaves
         `build(fresh)` returns for their freshness (True = first seen and not expired), all or
         nothing; return the index of the first leaf. A nonce is fresh when it was never seen, or
-        its stored expiry is before `now`; of two equal nonces in one call the first wins."""
+        its stored expiry is before `now`; of two equal nonces in one call the first wins.
+        `rebuild` as for `append` (called after `build`, for the same entries)."""
         ...
 
 
@@ -402,12 +425,18 @@ class MemoryLogBackend:
         """See LogBackend.size."""
         return len(self.rows)
 
+    def head(self) -> Head:
+        """See LogBackend.head."""
+        with self._lock:
+            return self._head_locked()
+
     def append_claiming(
         self,
         nonces: Sequence[tuple[str, str, dt.datetime]],
         *,
         now: dt.datetime,
         build: LeafBuilder,
+        rebuild: Rebuild | None = None,
     ) -> int:
         """See ClaimingLogBackend.append_claiming."""
         with self._lock:
@@ -419,7 +448,7 @@ class MemoryLogBackend:
                 if fresh[-1]:
                     seen[(keyid, nonce)] = expires_at
             entries, state, expected_size = build(fresh)
-            first = self._append_locked(entries, state, expected_size)
+            first = self._append_locked(entries, state, expected_size, rebuild)
             self._nonces = seen  # only once the leaves are in: all or nothing
             return first
 
@@ -429,17 +458,27 @@ class MemoryLogBackend:
         state: bytes,
         *,
         expected_size: int | None = None,
+        rebuild: Rebuild | None = None,
     ) -> int:
         """See LogBackend.append."""
         with self._lock:
-            return self._append_locked(entries, state, expected_size)
+            return self._append_locked(entries, state, expected_size, rebuild)
+
+    def _head_locked(self) -> Head:
+        return self._state, len(self.rows), self.rows[-1][2] if self.rows else None
 
     def _append_locked(
-        self, entries: Sequence[tuple[bytes, bytes]], state: bytes, expected_size: int | None
+        self,
+        entries: Sequence[tuple[bytes, bytes]],
+        state: bytes,
+        expected_size: int | None,
+        rebuild: Rebuild | None,
     ) -> int:
         first = len(self.rows)
         if expected_size is not None and expected_size != first:
-            raise LogUnavailable(f"access log grew from {expected_size} to {first} meanwhile")
+            if rebuild is None:
+                raise WriteConflict(f"access log grew from {expected_size} to {first} meanwhile")
+            entries, state = rebuild(self._head_locked())
         self.rows.extend([first + i, leaf, h] for i, (leaf, h) in enumerate(entries))
         self._state = state
         return first
@@ -532,6 +571,11 @@ class ReplayedRequest(AuthError):
 
 
 _R = TypeVar("_R")
+# Appends that lose the race to another process on the same store (replicas, a CLI command
+# beside `credex serve`) reload and try again: enough tries that a busy second writer does not
+# turn into UNAVAILABLE for a client, with pauses of up to 50 ms between them.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_PAUSE_MAX = 0.05
 
 
 class _Chain:
@@ -540,6 +584,18 @@ class _Chain:
     def __init__(self, tree: keys.CompactRange, previous: bytes) -> None:
         self.tree = tree
         self.previous = previous
+
+    @classmethod
+    def at(cls, head: Head) -> _Chain:
+        """A chain after the head another writer left; LogUnavailable when that head's state
+        and size disagree (a damaged log: `credex log verify` tells more)."""
+        state, size, last = head
+        tree = keys.CompactRange.from_bytes(state) if state else keys.CompactRange()
+        if tree.size != size or (size > 0) != (last is not None):
+            raise LogUnavailable(
+                "access log state does not match its size; run `credex log verify`"
+            )
+        return cls(tree, last if last is not None else ZERO_HASH)
 
     def __call__(self, entries: Sequence[LogEntry]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
         """`(leaf, leaf hash)` rows of `entries`, the tree state after them, the size before."""
@@ -554,6 +610,18 @@ class _Chain:
             tree.append(previous)
         self.previous = previous
         return rows, tree.to_bytes(), before
+
+    def rebuilder(self, entries: Sequence[LogEntry]) -> Rebuild:
+        """A `Rebuild` that chains `entries` afresh onto the head the backend found, and
+        makes this chain that one (the caller keeps `tree` and `previous` after the append)."""
+
+        def rebuild(head: Head) -> tuple[Sequence[tuple[bytes, bytes]], bytes]:
+            fresh = _Chain.at(head)
+            rows, state, _before = fresh(entries)
+            self.tree, self.previous = fresh.tree, fresh.previous
+            return rows, state
+
+        return rebuild
 
 
 class AccessLog:
@@ -602,44 +670,52 @@ class AccessLog:
     # writing
 
     def _load(self) -> keys.CompactRange:
-        state = self.backend.state()
-        size = self.backend.size()
-        tree = keys.CompactRange.from_bytes(state) if state else keys.CompactRange()
-        if tree.size != size:
-            raise LogUnavailable(
-                "access log state does not match its size; run `credex log verify`"
-            )
-        self._previous = self.backend.leaf_hashes(size - 1, size)[0] if size else ZERO_HASH
-        return tree
+        chain = _Chain.at(self.backend.head())
+        self._previous = chain.previous
+        return chain.tree
 
     def _commit(self, entries: Sequence[LogEntry]) -> int:
         """Chain, hash and store `entries` in one backend append; return the first index."""
 
         def store(chain: _Chain) -> int:
             rows, state, before = chain(entries)
-            return self.backend.append(rows, state, expected_size=before)
+            return self.backend.append(
+                rows, state, expected_size=before, rebuild=chain.rebuilder(entries)
+            )
 
         return self._on_tree(store)
 
     def _on_tree(self, store: Callable[[_Chain], _R]) -> _R:
         """Run `store(chain)` against the current tree under the writer lock; `chain` turns
         entries into `(rows, new state, size before)` for one backend append. A failing
-        `store` leaves the tree to be reloaded from the backend, and is tried once more."""
+        `store` leaves the tree to be reloaded from the backend, and is tried once more; one
+        that lost the race to another writer on the same store (WriteConflict: nothing was
+        written) is tried again on the fresh tree up to `_CONFLICT_ATTEMPTS` times, after a
+        short random pause so that the writers do not collide again in step."""
+        failures = conflicts = 0
         with self._lock:
-            for attempt in range(2):
-                if self._range is None:
-                    self._range = self._load()
-                chain = _Chain(self._range, self._previous)
+            while True:
                 try:
+                    if self._range is None:
+                        self._range = self._load()
+                    chain = _Chain(self._range, self._previous)
                     result = store(chain)
+                except WriteConflict:
+                    self._range = None  # another writer appended: reload, then try again
+                    conflicts += 1
+                    if conflicts >= _CONFLICT_ATTEMPTS:
+                        raise
+                    pause = min(_CONFLICT_PAUSE_MAX, 0.001 * 2**conflicts)
+                    time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+                    continue
                 except Exception:
                     self._range = None  # our view may be stale: reload before trying again
-                    if attempt == 1:
+                    failures += 1
+                    if failures >= 2:
                         raise
                     continue
-                self._previous = chain.previous
+                self._range, self._previous = chain.tree, chain.previous
                 return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def append_sync(self, entry: LogEntry) -> int:
         """Durably append one entry and return its index; LogUnavailable if the backend fails."""
@@ -682,9 +758,11 @@ class AccessLog:
         replays: list[bool] = []
 
         def store(chain: _Chain) -> int:
+            entries: list[LogEntry] = []
+
             def build(fresh: list[bool]) -> tuple[list[tuple[bytes, bytes]], bytes, int]:
                 verdicts = iter(fresh)
-                entries: list[LogEntry] = []
+                entries.clear()
                 replays.clear()
                 for entry, claim in items:
                     if claim is not None and not next(verdicts):
@@ -695,7 +773,9 @@ class AccessLog:
                         replays.append(False)
                 return chain(entries)
 
-            return backend.append_claiming(nonces, now=now, build=build)
+            return backend.append_claiming(
+                nonces, now=now, build=build, rebuild=chain.rebuilder(entries)
+            )
 
         first = self._on_tree(store)
         return [(first + i, replay) for i, replay in enumerate(replays)]

@@ -119,6 +119,14 @@ class StaleBundle(NodeError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class WriteConflict(NodeError):
+    """A write collided with a concurrent writer (another process on the same store) and wrote
+    nothing; trying again on fresh state may succeed."""
+
+    exit_code = ExitCode.FAILURE
+    status = grpc.StatusCode.ABORTED
+
+
 class LogUnavailable(NodeError):
     """The access log cannot be written, so nothing may be answered (fail closed)."""
 

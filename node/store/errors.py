@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import grpc
 from sqlalchemy import exc
 
-from node.errors import ExitCode, NodeError
+from node.errors import ExitCode, NodeError, WriteConflict
 
 __all__ = [
     "StoreConflictError",
@@ -41,7 +41,7 @@ class StoreFullError(StoreError):
     """The disk or database is full; nothing of the failed transaction was written."""
 
 
-class StoreConflictError(StoreError):
+class StoreConflictError(StoreError, WriteConflict):
     """A write collided with a concurrent one (for example two appends to the log); retry."""
 
     status = grpc.StatusCode.ABORTED

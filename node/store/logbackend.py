@@ -16,10 +16,11 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from node.accesslog import Head, Rebuild
 from node.errors import InputError, TamperDetected
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
@@ -44,6 +45,8 @@ WITNESS = _table(WitnessRow)
 # Built once: appends run for every access, and building these statements each time cost
 # more than executing them.
 _SIZE_FOR_UPDATE = select(STATE.c.size).where(STATE.c.id == 1).with_for_update()
+_HEAD = select(STATE.c.state, STATE.c.size).where(STATE.c.id == 1)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _SET_STATE = (
     update(STATE)
     .where(STATE.c.id == 1)
@@ -79,23 +82,31 @@ class SqlLogBackend:
         with self._store.read("read the access log size") as conn:
             return int(conn.execute(select(STATE.c.size).where(STATE.c.id == 1)).scalar_one())
 
+    def head(self) -> Head:
+        """Return `(state, size, hash of the last leaf)` from one read transaction."""
+        with self._store.read("read the access log head") as conn:
+            return _head(conn, _HEAD)
+
     def append(
         self,
         entries: Sequence[tuple[bytes, bytes]],
         state: bytes,
         *,
         expected_size: int | None = None,
+        rebuild: Rebuild | None = None,
     ) -> int:
         """Store `(leaf, leaf_hash)` pairs after the last leaf with the new tree `state`,
         atomically; return the index of the first one.
 
-        `expected_size` (an extension of the protocol) is the size the caller computed `state`
-        from; when another writer appended in between, nothing is written and StoreConflictError is
-        raised so the caller can reload the state and retry. An empty batch writes nothing.
+        `expected_size` is the size the caller computed `state` from. When another writer
+        appended in between: with `rebuild`, the head is read under the row lock and what
+        `rebuild(head)` returns is stored in the same transaction; without it, nothing is
+        written and StoreConflictError is raised so the caller can reload the state and retry.
+        An empty batch writes nothing.
         """
         stamp = to_db_time(self._clock())
         with self._store.write("append to the access log") as conn:
-            return _append_in(conn, entries, state, expected_size, stamp)
+            return _append_in(conn, entries, state, expected_size, stamp, rebuild=rebuild)
 
     def append_claiming(
         self,
@@ -103,19 +114,20 @@ class SqlLogBackend:
         *,
         now: dt.datetime,
         build: Callable[[list[bool]], tuple[Sequence[tuple[bytes, bytes]], bytes, int]],
+        rebuild: Rebuild | None = None,
     ) -> int:
         """Record request nonces and append leaves in ONE transaction; return the first index.
 
         `nonces` are `(keyid, nonce, expires_at)` judged at `now` (`Store.remember_nonces`);
         `build(fresh)` gets their freshness, in order, and returns `(entries, state,
-        expected_size)` as for `append`. Either the nonces and the leaves are all committed or
-        none is (a conflict raises StoreConflictError, as `append` does).
+        expected_size)` as for `append`, and `rebuild` too. Either the nonces and the leaves
+        are all committed or none is.
         """
         stamp = to_db_time(self._clock())
         with self._store.write("append to the access log") as conn:
             fresh = self._store.remember_nonces_in(conn, nonces, now=now)
             entries, state, expected_size = build(fresh)
-            return _append_in(conn, entries, state, expected_size, stamp)
+            return _append_in(conn, entries, state, expected_size, stamp, rebuild=rebuild)
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
         """Return `(index, leaf, leaf_hash)` for `start <= index < end`, in index order.
@@ -223,12 +235,30 @@ class SqlLogBackend:
         return [(int(r.size), str(r.witness), str(r.note)) for r in rows]
 
 
+def _head(conn: Connection, statement: Select[Any]) -> Head:
+    """The log's head read with `statement` (plain, or locking the state row) in `conn`."""
+    row = conn.execute(statement).one()
+    size = int(row.size)
+    last = (
+        conn.execute(select(LOG.c.leaf_hash).where(LOG.c.idx == size - 1)).scalar()
+        if size
+        else None
+    )
+    return (
+        None if row.state is None else bytes(row.state),
+        size,
+        None if last is None else bytes(last),
+    )
+
+
 def _append_in(
     conn: Connection,
     entries: Sequence[tuple[bytes, bytes]],
     state: bytes,
     expected_size: int | None,
     stamp: dt.datetime,
+    *,
+    rebuild: Rebuild | None = None,
 ) -> int:
     """SqlLogBackend.append inside the write transaction `conn`."""
     if expected_size is not None and entries:
@@ -246,17 +276,36 @@ def _append_in(
                 "stamp": stamp,
             },
         )
-        if len(moved) != 1:
+        if len(moved) == 1:
+            _insert_leaves(conn, entries, size, stamp)
+            return size
+        if rebuild is None:
             _conflict(expected_size, _size(conn))
-        _insert_leaves(conn, entries, size, stamp)
-        return size
+        return _append_rebuilt(conn, rebuild, stamp)
     size = int(conn.execute(_SIZE_FOR_UPDATE).scalar_one())
     if expected_size is not None and expected_size != size:
-        _conflict(expected_size, size)
+        if rebuild is None:
+            _conflict(expected_size, size)
+        return _append_rebuilt(conn, rebuild, stamp)
     if not entries:
         return size
     _insert_leaves(conn, entries, size, stamp)
     conn.execute(_SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp})
+    return size
+
+
+def _append_rebuilt(conn: Connection, rebuild: Rebuild, stamp: dt.datetime) -> int:
+    """Another writer appended since the caller read the head: read it again, holding the row
+    lock (SQLite's BEGIN IMMEDIATE already excludes other writers), and store what `rebuild`
+    chains onto it, in the same transaction."""
+    head = _head(conn, _HEAD_FOR_UPDATE)
+    entries, state = rebuild(head)
+    size = head[1]
+    if entries:
+        _insert_leaves(conn, entries, size, stamp)
+        conn.execute(
+            _SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp}
+        )
     return size
 
 

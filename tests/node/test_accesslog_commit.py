@@ -22,6 +22,7 @@ from node.accesslog import (
     LogEntry,
     MemoryLogBackend,
     NonceClaim,
+    Rebuild,
     ReplayedRequest,
     check_retention,
     decode_leaf,
@@ -68,11 +69,12 @@ class RecordingBackend(MemoryLogBackend):
         state: bytes,
         *,
         expected_size: int | None = None,
+        rebuild: Rebuild | None = None,
     ) -> int:
         if self.fail:
             raise OSError("disk full")
         self.batches.append(len(entries))
-        return super().append(entries, state, expected_size=expected_size)
+        return super().append(entries, state, expected_size=expected_size, rebuild=rebuild)
 
 
 def new_log(backend: LogBackend | None = None, **kwargs: Any) -> AccessLog:
@@ -214,6 +216,7 @@ class ClaimRecordingBackend(RecordingBackend):
         *,
         now: dt.datetime,
         build: LeafBuilder,
+        rebuild: Rebuild | None = None,
     ) -> int:
         if self.fail:
             raise OSError("disk full")
@@ -224,7 +227,7 @@ class ClaimRecordingBackend(RecordingBackend):
             self.batches.append(len(rows))
             return rows, state, before
 
-        return super().append_claiming(nonces, now=now, build=counted)
+        return super().append_claiming(nonces, now=now, build=counted, rebuild=rebuild)
 
 
 def test_a_claimed_nonce_is_recorded_in_the_same_append_as_its_entry() -> None:
@@ -479,3 +482,28 @@ def test_a_consistency_proof_outside_the_log_is_an_input_error(size1: int, size2
         log.append_sync(entry(i))
     with pytest.raises(InputError, match=f"sizes {size1}..{size2} are not in the log"):
         log.consistency_proof(size1, size2)
+
+
+def test_a_writer_whose_view_is_stale_chains_onto_the_other_writers_leaves() -> None:
+    """Two writers on one backend (two processes on one store): each append of the one whose
+    cached tree another writer has overtaken is re-chained inside the backend's transaction,
+    for plain appends and for appends that claim nonces alike; nothing is refused."""
+    backend = ClaimRecordingBackend()
+    first, second = new_log(backend), new_log(backend)
+    assert first.append_sync(entry(0)) == 0
+    assert second.append_sync(entry(1)) == 1  # `first` now believes the log has one leaf
+    assert first.append_sync(entry(2)) == 2
+
+    async def claiming() -> int:
+        return await first.append(entry(4), claim=claim(4, "n-4"))
+
+    assert second.append_sync(entry(3)) == 3
+    assert asyncio.run(claiming()) == 4
+    assert first.append_sync(entry(5)) == 5  # its view was brought up to date by the rebuild
+    assert backend.batches == [1] * 6  # one backend call per append: no refusal, no retry
+    first.checkpoint()
+    report = verify_log(backend, VERIFIERS)
+    assert report.ok, report.problems
+    assert [decode_leaf(leaf)[0].request_id for _i, leaf, _h in backend.leaves(0, 6)] == [
+        entry(i).request_id for i in range(6)
+    ]
