@@ -1,12 +1,17 @@
 """Encrypted backups of a node and their restore on another machine.
 
-A backup is one file: a tar archive (manifest.json, credex.toml, trust/, data/credex.db and,
-only when asked, keys/ and the platform's trust/root/) sealed with a key derived from a
-passphrase (`keys.seal_with_passphrase`, Argon2id + XSalsa20-Poly1305). Invariants:
+A backup is one file: a tar archive (manifest.json, credex.toml, trust/, data/credex.db, the
+platform's witness state data/witness.json and data/witness-alarms.jsonl and, only when asked,
+keys/ and the platform's trust/root/) sealed with a key derived from a passphrase
+(`keys.seal_with_passphrase`, Argon2id + XSalsa20-Poly1305). Invariants:
 
 - the database inside is one consistent snapshot, taken with SQLite's online backup API while
   the node may keep serving (`node.store.backup`); PostgreSQL stores are refused with a pointer
   to pg_dump unless the operator asks for the files only (`skip_database`);
+- the witness state is read after the database snapshot: the witness appends a fork's evidence
+  to the alarms file before its `alarm` entry reaches the access log, so every alarm in the
+  snapshot has its evidence in the archive; a line still being appended is left out, and
+  witness.json is replaced atomically, so either copy is a whole one;
 - key material is in the archive only when `include_keys` is set: the default backup can be kept
   with ordinary operators, since without the keys its record bodies stay encrypted at rest;
 - reject reports (rejects/) are never included: they hold raw department rows, which are
@@ -38,6 +43,7 @@ from node.durable import replace_file
 from node.errors import InputError, TamperDetected
 from node.store import SqlLogBackend, open_store
 from node.store.backup import backup_sqlite_to
+from node.witness import ALARMS_FILE, STATE_FILE
 
 __all__ = [
     "BACKUP_FORMAT",
@@ -159,6 +165,23 @@ def _node_files(home: Path, *, include_keys: bool) -> Iterator[tuple[str, Path]]
             yield rel, path
 
 
+def _witness_files(data_dir: Path) -> dict[str, bytes]:
+    """The platform witness's state and fork evidence (absent on departments), as archived."""
+    found: dict[str, bytes] = {}
+    for name in (STATE_FILE, ALARMS_FILE):
+        try:
+            data = (data_dir / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise InputError(f"backup: cannot read {data_dir / name} ({error.strerror})") from None
+        if name == ALARMS_FILE:
+            # An alarm being appended right now is not whole yet; it is in the next backup.
+            data = data[: data.rfind(b"\n") + 1]
+        found[f"data/{name}"] = data
+    return found
+
+
 def create_backup(
     home: Path,
     out: Path,
@@ -203,6 +226,7 @@ def create_backup(
             database = "sqlite"
     finally:
         store.close()
+    contents.update(_witness_files(config.data_dir))
     manifest = BackupManifest(
         node_id=config.node.id,
         role=config.node.role,
