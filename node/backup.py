@@ -41,6 +41,7 @@ import keys
 from node.config import CONFIG_FILE, default_store_url, load_config
 from node.durable import replace_file
 from node.errors import InputError, TamperDetected
+from node.runtime import open_node_store
 from node.store import SqlLogBackend, open_store
 from node.store.backup import backup_sqlite_to
 from node.witness import ALARMS_FILE, STATE_FILE
@@ -210,9 +211,9 @@ def create_backup(
         contents[rel] = path.read_bytes()
     database = "none"
     log_size = records = 0
-    store = open_store(config.store.url, migrate_schema=False)
-    try:
-        if not skip_database:
+    if not skip_database:
+        store = open_node_store(config, migrate_schema=False)
+        try:
             with tempfile.TemporaryDirectory(dir=out.parent, prefix=".credex-backup-") as tmp:
                 copy = Path(tmp) / "credex.db"
                 backup_sqlite_to(store, copy)
@@ -224,8 +225,8 @@ def create_backup(
                     snapshot.close()
                 contents[DB_NAME] = copy.read_bytes()
             database = "sqlite"
-    finally:
-        store.close()
+        finally:
+            store.close()
     contents.update(_witness_files(config.data_dir))
     manifest = BackupManifest(
         node_id=config.node.id,

@@ -73,6 +73,14 @@ class StoreConfig:
 
     url: str
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file of a SQLite store (an absolute path), None for a server database."""
+        prefix = "sqlite:///"
+        if not self.url.startswith(prefix):
+            return None
+        return Path(self.url.removeprefix(prefix).split("?", 1)[0])
+
 
 @dataclass(frozen=True)
 class TrustConfig:

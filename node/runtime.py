@@ -48,7 +48,13 @@ from node.grants import apply_bundle_revocations
 from node.refusals import InterceptedRefusals
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
-from node.store import SqlGrantLedger, SqlLogBackend, Store, open_store
+from node.store import (
+    SqlGrantLedger,
+    SqlLogBackend,
+    Store,
+    StoreUnavailableError,
+    open_store,
+)
 from node.transport import (
     ChannelIdentity,
     ServerTls,
@@ -549,6 +555,23 @@ def _with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> key
     return error
 
 
+def open_node_store(config: NodeConfig, *, migrate_schema: bool = True) -> Store:
+    """Open the existing store of the node `config` describes (migrated unless told not to).
+
+    Refuses (StoreUnavailableError, exit 1) a SQLite database file that does not exist,
+    naming it: only `credex init` and `credex restore` create one. Opening it anyway would
+    make an empty store that reads as a node with no records and an empty, valid access log.
+    A server database (PostgreSQL) is opened as it is; its server reports what is missing.
+    """
+    database = config.store.sqlite_file
+    if database is not None and not database.is_file():
+        raise StoreUnavailableError(
+            f"store: the database {database} does not exist; restore it from a backup "
+            "(`credex restore`, docs/operator-guide.md) instead of starting this node empty"
+        )
+    return open_store(config.store.url, migrate_schema=migrate_schema)
+
+
 def open_runtime(
     home: Path,
     *,
@@ -557,7 +580,8 @@ def open_runtime(
 ) -> NodeRuntime:
     """Load the node in `home`: config (validated), keys, catalogue, store (migrated).
 
-    Refuses (ConfigError) a home without `credex.toml`; the bundle is loaded lazily so that
+    Refuses (ConfigError) a home without `credex.toml` and (StoreUnavailableError) a node whose
+    SQLite database is missing (`open_node_store`); the bundle is loaded lazily so that
     commands which do not need peers work before one is installed.
     """
     config = load_config(home)
@@ -575,7 +599,7 @@ def open_runtime(
         node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
     except keys.KeyFileError as error:
         raise _with_passphrase_hint(error, from_env) from None
-    store = open_store(config.store.url)
+    store = open_node_store(config)
     return NodeRuntime(
         config=config,
         node_keys=node_keys,

@@ -376,16 +376,10 @@ def _failure(error: Exception) -> str:
     return f"the check stopped on an unexpected {type(error).__name__}"
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite store URL (config.py makes it absolute), else None."""
-    prefix = "sqlite:///"
-    return Path(url.removeprefix(prefix).split("?", 1)[0]) if url.startswith(prefix) else None
-
-
 def _permissions_check(config: NodeConfig) -> dict[str, Any]:
     """Flags node files and directories that the group or others can write."""
     paths = [config.home, config.home / CONFIG_FILE, config.keys_dir, config.home / "trust"]
-    database = _sqlite_file(config.store.url)
+    database = config.store.sqlite_file
     if database is not None:
         paths.append(database)
     problems: list[str] = []
@@ -443,7 +437,7 @@ def _bundle_check(
 
 def _database_check(config: NodeConfig) -> dict[str, Any]:
     """Opens the store without migrating it (doctor changes nothing) and reads its schema."""
-    database = _sqlite_file(config.store.url)
+    database = config.store.sqlite_file
     if database is not None and not database.is_file():
         return _check("database", False, f"{database}: no database file (restore a backup)")
     try:

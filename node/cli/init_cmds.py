@@ -35,6 +35,7 @@ from node.cli.common import (
 from node.config import CONFIG_FILE, load_config, write_default_config
 from node.errors import ExitCode, InputError, NodeError
 from node.ingest import IngestSummary, run_ingest
+from node.runtime import open_node_store
 from node.store import open_store
 
 keys_app = typer.Typer(help="Show the node's public keys.", no_args_is_help=True)
@@ -325,17 +326,22 @@ def ingest_command(
     config = load_config(resolve_home(home))
     passphrase = node_passphrase(passphrase_file)
     today = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8))).date()
-    with adapters.RunProgress(err_console, label=mapping.name, quiet=as_json) as bar:
-        summary = run_ingest(
-            config,
-            mapping,
-            today=today,
-            progress=bar.advance,
-            passphrase=passphrase,
-            batch_size=batch_size,
-            restart=restart,
-            workers=workers,
-        )
+    store = open_node_store(config)
+    try:
+        with adapters.RunProgress(err_console, label=mapping.name, quiet=as_json) as bar:
+            summary = run_ingest(
+                config,
+                mapping,
+                today=today,
+                progress=bar.advance,
+                passphrase=passphrase,
+                batch_size=batch_size,
+                restart=restart,
+                workers=workers,
+                store=store,
+            )
+    finally:
+        store.close()
     if as_json:
         print_json(summary.to_dict())
     else:
