@@ -141,6 +141,8 @@ def _read_private(path: Path) -> bytes:
         st = path.lstat()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file is missing") from None
+    except OSError as error:
+        raise KeyFileError(f"{path}: cannot read the key file ({error.strerror})") from None
     if stat.S_ISLNK(st.st_mode):
         # a link can point at another node's key, or at a file its owner can swap
         raise KeyFileError(f"{path}: is a symbolic link; a key file must be the file itself")
@@ -152,7 +154,11 @@ def _read_private(path: Path) -> bytes:
             f"key files must be 0600 (chmod 600 {path})"
         )
     _check_owner(path, st)
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        # 0000 or 0400 by another owner pass the mode check above but cannot be opened
+        raise KeyFileError(f"{path}: cannot read the key file ({error.strerror})") from None
 
 
 def _check_owner(path: Path, st: os.stat_result) -> None:
@@ -432,6 +438,8 @@ def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
         st = path.stat()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key directory is missing (run `credex init`)") from None
+    except OSError as error:
+        raise KeyFileError(f"{path}: cannot read the key directory ({error.strerror})") from None
     if not stat.S_ISDIR(st.st_mode):
         raise KeyFileError(f"{path}: not a directory")
     if st.st_mode & 0o077:
@@ -511,10 +519,16 @@ def rotate_signing_key(
         raise KeysError("rotation time must be timezone-aware")
     if overlap < datetime.timedelta(0):
         raise KeysError("rotation overlap must not be negative")
+    try:
+        until = now + overlap
+    except OverflowError:
+        raise KeysError(
+            f"rotation overlap of {overlap.days} days ends after the year 9999"
+        ) from None
     path = Path(path)
     current = load_key_dir(path, passphrase=passphrase)
     keep = list(current.previous_signing)
-    keep.append((current.signing.public_key, now + overlap))
+    keep.append((current.signing.public_key, until))
     doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in keep]}
     listing = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
     kdf_state = _Kdf(passphrase, kdf or KdfParams())
@@ -523,14 +537,17 @@ def rotate_signing_key(
         listing = _encode_key_file(
             previous_file, _PREVIOUS_TYPE, listing, current.node_id, kdf_state
         )
-    # Previous list first: a crash between the two writes leaves an extra, harmless entry.
-    _replace(previous_file, listing)
     new_seed = nacl.utils.random(_KEY_SIZE)
     signing_file = path / SIGNING_FILE
-    _replace(
-        signing_file,
-        _encode_key_file(signing_file, _TYPES[SIGNING_FILE], new_seed, current.node_id, kdf_state),
+    signing = _encode_key_file(
+        signing_file, _TYPES[SIGNING_FILE], new_seed, current.node_id, kdf_state
     )
+    # Previous list first: a crash between the two writes leaves an extra, harmless entry.
+    for target, data in ((previous_file, listing), (signing_file, signing)):
+        try:
+            _replace(target, data)
+        except OSError as error:
+            raise KeyFileError(f"{target}: cannot write the key file ({error.strerror})") from None
     return load_key_dir(path, passphrase=passphrase)
 
 

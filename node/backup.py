@@ -24,7 +24,9 @@ keys/ and the platform's trust/root/) sealed with a key derived from a passphras
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -40,7 +42,7 @@ from typing import Any
 import keys
 from node.config import CONFIG_FILE, default_store_url, load_config
 from node.durable import replace_file
-from node.errors import InputError, TamperDetected
+from node.errors import InputError, NodeError, TamperDetected
 from node.runtime import open_node_store
 from node.store import SqlLogBackend, open_store
 from node.store.backup import backup_sqlite_to
@@ -140,6 +142,21 @@ class RestoreResult:
     warnings: tuple[str, ...] = field(default=())
 
 
+# A path the operator named cannot be used: bad input (exit 2). Anything else (a full disk,
+# an I/O error) is the machine failing (exit 1).
+_INPUT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT})
+
+
+def _os_error(what: str, error: OSError) -> NodeError:
+    """`error` as the node's error: `what` names the step and the path, the reason follows."""
+    reason = error.strerror or type(error).__name__
+    if error.errno in _INPUT_ERRNOS:
+        return InputError(f"{what} ({reason})")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NodeError(f"{what} ({reason}); nothing was written: free space and retry")
+    return NodeError(f"{what} ({reason}); nothing was written")
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -208,13 +225,16 @@ def create_backup(
     config = load_config(home)
     contents: dict[str, bytes] = {}
     for rel, path in _node_files(home, include_keys=include_keys):
-        contents[rel] = path.read_bytes()
+        try:
+            contents[rel] = path.read_bytes()
+        except OSError as error:
+            raise _os_error(f"backup: cannot read {path}", error) from None
     database = "none"
     log_size = records = 0
     if not skip_database:
         store = open_node_store(config, migrate_schema=False)
         try:
-            with tempfile.TemporaryDirectory(dir=out.parent, prefix=".credex-backup-") as tmp:
+            with _scratch_dir(out.parent) as tmp:
                 copy = Path(tmp) / "credex.db"
                 backup_sqlite_to(store, copy)
                 snapshot = open_store(f"sqlite:///{copy}", migrate_schema=False)
@@ -239,8 +259,23 @@ def create_backup(
         records=records,
     )
     sealed = keys.seal_with_passphrase(_tar(manifest, contents), passphrase, kdf=kdf)
-    replace_file(out, sealed)
+    try:
+        replace_file(out, sealed)
+    except OSError as error:
+        raise _os_error(f"backup: cannot write {out}", error) from None
     return manifest
+
+
+@contextlib.contextmanager
+def _scratch_dir(directory: Path) -> Iterator[str]:
+    """A private temporary directory in `directory` (where the backup goes, so the snapshot
+    never lands on another, perhaps shared, file system), removed afterwards."""
+    try:
+        scratch = tempfile.TemporaryDirectory(dir=directory, prefix=".credex-backup-")
+    except OSError as error:
+        raise _os_error(f"backup: cannot write in {directory}", error) from None
+    with scratch as name:
+        yield name
 
 
 def _tar(manifest: BackupManifest, contents: Mapping[str, bytes]) -> bytes:
@@ -316,27 +351,38 @@ def restore_backup(backup: Path, target: Path, *, passphrase: bytes) -> RestoreR
     parent = target.resolve().parent
     if not parent.is_dir():
         raise InputError(f"restore: the directory {parent} does not exist")
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.restore-"))
     try:
-        staging.chmod(0o700)
-        for rel, data in sorted(files.items()):
-            # Everything in a node directory is private state: directories 0700, files 0600.
-            dest = staging / rel
-            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for name in ("data", "rejects", "trust"):
-            (staging / name).mkdir(mode=0o700, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.restore-"))
+    except OSError as error:
+        raise _os_error(f"restore: cannot create {target} in {parent}", error) from None
+    try:
+        _write_node(staging, files)
         if target.exists():
             target.rmdir()
         staging.rename(target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _os_error(f"restore: cannot write {target}", error) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return RestoreResult(home=target, manifest=manifest, warnings=_warnings(target, manifest))
+
+
+def _write_node(staging: Path, files: Mapping[str, bytes]) -> None:
+    """Write the archive's files under `staging`, each synced; raises OSError."""
+    staging.chmod(0o700)
+    for rel, data in sorted(files.items()):
+        # Everything in a node directory is private state: directories 0700, files 0600.
+        dest = staging / rel
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    for name in ("data", "rejects", "trust"):
+        (staging / name).mkdir(mode=0o700, exist_ok=True)
 
 
 def _warnings(home: Path, manifest: BackupManifest) -> tuple[str, ...]:

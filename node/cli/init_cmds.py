@@ -265,13 +265,21 @@ def keys_show_command(
     console.print(table)
 
 
+# A retired key that peers accept for years is no longer retired; ten years is far past any
+# bundle's validity, and keeps `now + overlap` inside the calendar.
+MAX_OVERLAP_DAYS = 3650
+
+
 @keys_app.command("rotate")
 def keys_rotate_command(
     home: HomeOption = None,
     overlap_days: Annotated[
         int,
         typer.Option(
-            "--overlap-days", help="Days the old signing key stays accepted by peers.", min=0
+            "--overlap-days",
+            help="Days the old signing key stays accepted by peers (at most 3650).",
+            min=0,
+            max=MAX_OVERLAP_DAYS,
         ),
     ] = 7,
     passphrase_file: PassphraseFileOption = None,
