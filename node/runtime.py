@@ -355,6 +355,58 @@ def _root_mismatch_explained(raw: bytes, chain: Sequence[bytes], advice: str) ->
         ) from None
 
 
+@dataclass(frozen=True)
+class RosterIdentity:
+    """How this node's keys compare with its own roster entry.
+
+    `status` is `ok` (the roster lists these keys), `rotated` (the roster still lists the
+    signing key this node retired with `credex keys rotate`: the documented wait for the
+    platform's next bundle, a warning) or `mismatch` (the roster lists keys this node does
+    not hold: peers would refuse everything it signs or its TLS handshakes). `detail` says
+    which key ids differ and what to do; it holds key ids and fingerprints only.
+    """
+
+    status: str
+    detail: str
+
+
+def roster_identity(node_keys: keys.NodeKeys, bundle: keys.TrustBundle) -> RosterIdentity | None:
+    """Compare `node_keys` with this node's roster entry in `bundle` (None: not in the roster).
+
+    Pure: callers decide what each status means (doctor fails a mismatch, serve refuses it).
+    """
+    entry = bundle.member(node_keys.node_id)
+    if entry is None:
+        return None
+    here, listed = node_keys.signing.keyid, entry.keyid
+    where = f"bundle v{bundle.version} for {entry.node_id}"
+    problems = []
+    if here != listed and listed not in {keys.keyid(k) for k, _ in node_keys.previous_signing}:
+        problems.append(f"signing keyid {here} here, {listed} in {where}")
+    fingerprint = node_keys.tls_fingerprint.lower()
+    if fingerprint != entry.tls_fingerprint.lower():
+        problems.append(
+            f"TLS certificate {fingerprint[:16]} here, {entry.tls_fingerprint.lower()[:16]} "
+            f"in {where}"
+        )
+    if problems:
+        return RosterIdentity(
+            "mismatch",
+            f"this node's keys are not the ones its roster entry lists ({'; '.join(problems)}): "
+            "peers would refuse what it signs and its TLS handshakes. Restore this node's "
+            "keys/ from escrow, or send `credex keys show --json` to the platform and install "
+            "the bundle it signs with these keys",
+        )
+    if here != listed:
+        return RosterIdentity(
+            "rotated",
+            f"signing keyid {here} is not in the roster yet: {where} still lists {listed}, "
+            "which `credex keys rotate` retired here; peers refuse what this node signs until "
+            "you send `credex keys show --json` to the platform and install its next bundle",
+        )
+    return RosterIdentity("ok", f"signing keyid {here} and TLS certificate match {where}")
+
+
 @dataclass
 class NodeRuntime:
     """Everything a running node (or a CLI command) needs, loaded once from its home."""

@@ -35,7 +35,14 @@ from node.cli.log_cmds import admin_entry
 from node.config import CONFIG_FILE, NodeConfig, load_config
 from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
-from node.runtime import PEERS_DIR, NodeRuntime, load_bundle, open_runtime, utc_now
+from node.runtime import (
+    PEERS_DIR,
+    NodeRuntime,
+    load_bundle,
+    open_runtime,
+    roster_identity,
+    utc_now,
+)
 from node.store import RECORD_STATES, open_store, schema_revision
 from node.store.received import received_records
 from node.telemetry import telemetry_of
@@ -510,7 +517,14 @@ def doctor_checks(
     checks = [_check("config", True, where), _permissions_check(config)]
     keys_check, node_keys = _keys_check(config, passphrase_file)
     bundle_check, bundle = _bundle_check(config, now)
-    checks += [keys_check, bundle_check, _database_check(config)]
+    checks += [keys_check, bundle_check]
+    if node_keys is not None and bundle is not None:
+        identity = roster_identity(node_keys, bundle)
+        if identity is not None:
+            ok = identity.status != "mismatch"
+            prefix = "warning: " if identity.status == "rotated" else ""
+            checks.append(_check("identity", ok, prefix + identity.detail))
+    checks.append(_database_check(config))
     if not peers:
         return checks
     if node_keys is None or bundle is None:

@@ -7,10 +7,12 @@ import signal
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from node.cli import app
-from node.cli.common import HomeOption, check_listen, console, resolve_home
-from node.runtime import open_runtime
+from node.cli.common import HomeOption, check_listen, console, err_console, resolve_home
+from node.errors import StaleBundle
+from node.runtime import open_runtime, roster_identity
 from node.serving import node_telemetry, run_node
 
 
@@ -29,7 +31,17 @@ def serve_command(
     if listen is not None:
         check_listen(listen, ephemeral=True)  # the error names --listen, not credex.toml
     runtime = open_runtime(resolve_home(home))
-    runtime.bundle()  # refuse to start without a valid trust bundle, with its own message
+    try:
+        # refuse to start without a valid trust bundle (its own message), or with keys that
+        # its roster does not list for this node
+        identity = roster_identity(runtime.node_keys, runtime.bundle())
+        if identity is not None and identity.status == "mismatch":
+            raise StaleBundle(f"serve: {identity.detail}")
+    except BaseException:
+        runtime.close()
+        raise
+    if identity is not None and identity.status == "rotated":
+        err_console.print(f"[yellow]warning:[/] {escape(identity.detail)}", highlight=False)
 
     async def main() -> None:
         stop = asyncio.Event()
