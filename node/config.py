@@ -299,9 +299,9 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     holiday = _str(life_raw, "lifecycle", "holiday_file", default="")
     scan = _number(life_raw, "lifecycle", "scan_interval_s", 3600.0)
     if scan <= 0:
-        raise _bad("lifecycle", "scan_interval_s", str(scan), "must be above 0")
+        raise _bad("lifecycle", "scan_interval_s", str(scan), "must be finite, above 0")
     withdrawals = _number(life_raw, "lifecycle", "withdrawal_push_interval_s", 10.0)
-    if not (withdrawals > 0 and math.isfinite(withdrawals)):  # nan or inf would never run it
+    if withdrawals <= 0:
         raise _bad(
             "lifecycle", "withdrawal_push_interval_s", str(withdrawals), "must be finite, above 0"
         )
@@ -506,9 +506,13 @@ def _str(
 
 
 def _number(raw: Mapping[str, Any], section: str, key: str, default: float) -> float:
+    """A finite number: TOML's nan and inf pass every `<=` check (nan) or never elapse (inf),
+    so every float setting refuses them here, before its own range check."""
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{CONFIG_FILE}: [{section}] {key} must be a number")
+    if not math.isfinite(value):
+        raise _bad(section, key, str(value), "must be a finite number")
     return float(value)
 
 
