@@ -221,6 +221,8 @@ def create_backup(
     if out.exists():
         raise InputError(f"backup: {out} already exists; choose a new file name")
     if not out.parent.is_dir():
+        if out.parent.exists():
+            raise InputError(f"backup: {out.parent} is not a directory")
         raise InputError(f"backup: the directory {out.parent} does not exist")
     config = load_config(home)
     contents: dict[str, bytes] = {}
@@ -307,7 +309,10 @@ def read_backup(path: Path, *, passphrase: bytes) -> tuple[BackupManifest, dict[
         blob = path.read_bytes()
     except OSError as error:
         raise InputError(f"backup: cannot read {path} ({error.strerror})") from None
-    plain = keys.open_with_passphrase(blob, passphrase)
+    try:
+        plain = keys.open_with_passphrase(blob, passphrase)
+    except keys.VerificationError as error:
+        raise keys.VerificationError(f"backup: {path}: {error}") from None
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as archive:
@@ -350,6 +355,8 @@ def restore_backup(backup: Path, target: Path, *, passphrase: bytes) -> RestoreR
     manifest, files = read_backup(backup, passphrase=passphrase)
     parent = target.resolve().parent
     if not parent.is_dir():
+        if parent.exists():
+            raise InputError(f"restore: {parent} is not a directory")
         raise InputError(f"restore: the directory {parent} does not exist")
     try:
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.restore-"))

@@ -610,18 +610,42 @@ def _with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> key
 def open_node_store(config: NodeConfig, *, migrate_schema: bool = True) -> Store:
     """Open the existing store of the node `config` describes (migrated unless told not to).
 
-    Refuses (StoreUnavailableError, exit 1) a SQLite database file that does not exist,
-    naming it: only `credex init` and `credex restore` create one. Opening it anyway would
-    make an empty store that reads as a node with no records and an empty, valid access log.
+    Refuses (StoreUnavailableError, exit 1) a SQLite database file that does not exist or is
+    not a SQLite file, naming it: only `credex init` and `credex restore` create one. Opening
+    a missing one anyway would make an empty store that reads as a node with no records and
+    an empty, valid access log.
     A server database (PostgreSQL) is opened as it is; its server reports what is missing.
     """
     database = config.store.sqlite_file
-    if database is not None and not database.is_file():
-        raise StoreUnavailableError(
-            f"store: the database {database} does not exist; restore it from a backup "
-            "(`credex restore`, docs/operator-guide.md) instead of starting this node empty"
-        )
+    if database is not None:
+        if not database.is_file():
+            raise StoreUnavailableError(
+                f"store: the database {database} does not exist; restore it from a backup "
+                "(`credex restore`, docs/operator-guide.md) instead of starting this node empty"
+            )
+        _check_sqlite_header(database)
     return open_store(config.store.url, migrate_schema=migrate_schema)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_header(database: Path) -> None:
+    """Refuse a file that is not SQLite's: the driver's own "file is not a database" surfaces
+    only as a failed migration, without the file's name."""
+    try:
+        with database.open("rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise StoreUnavailableError(
+            f"store: cannot read the database {database} ({error.strerror})"
+        ) from None
+    # An empty file is what SQLite makes of a new database; it is migrated like one.
+    if head and head != _SQLITE_HEADER:
+        raise StoreUnavailableError(
+            f"store: {database} is not a SQLite database (damaged or replaced); restore it "
+            "from a backup (`credex restore`)"
+        )
 
 
 def open_runtime(

@@ -180,6 +180,20 @@ def _read_rotations(files: list[Path] | None) -> list[bytes]:
     return out
 
 
+def _check_bundle_shape(path: Path, raw: bytes) -> None:
+    """Refuse (InputError, exit 2) a file that is not a signed trust bundle at all: the wrong
+    file given is the operator's mistake, not tampering. Its signature, version and expiry
+    are checked when it is installed (exit 3 when they fail)."""
+    try:
+        envelope = keys.Envelope.from_json(raw)
+    except keys.VerificationError:
+        raise InputError(f"{path}: not a trust bundle (not a DSSE envelope in JSON)") from None
+    if envelope.payload_type != keys.BUNDLE_PAYLOAD_TYPE:
+        raise InputError(
+            f"{path}: not a trust bundle (a signed {envelope.payload_type[:60]!r} document)"
+        )
+
+
 @bundle_app.command("install")
 def install_command(
     bundle_file: Annotated[Path, typer.Argument(help="A signed bundle from the platform.")],
@@ -196,6 +210,7 @@ def install_command(
         raw = bundle_file.read_bytes()
     except OSError as error:
         raise InputError(f"{bundle_file}: cannot read ({error.strerror})") from None
+    _check_bundle_shape(bundle_file, raw)
     trust = _trust_dir(home)
     bundle = install_bundle(trust, raw, now=utc_now(), rotations=rotations)
     root = keys.keyid(read_pinned_root(trust))
@@ -298,10 +313,14 @@ def pin_command(
     trust = _trust_dir(home)
     target = trust / ROOT_PUB
     try:
-        text = root_pub.read_text(encoding="ascii").strip()
+        raw = root_pub.read_bytes()
+    except OSError as error:
+        raise InputError(f"{root_pub}: cannot read ({error.strerror})") from None
+    try:
+        text = raw.decode("ascii").strip()
         if len(base64.b64decode(text, validate=True)) != 32:
             raise ValueError
-    except (OSError, UnicodeDecodeError, binascii.Error, ValueError):
+    except (UnicodeDecodeError, binascii.Error, ValueError):
         raise InputError(f"{root_pub}: not a base64 Ed25519 public key") from None
     if target.exists() and target.read_text(encoding="ascii").strip() != text:
         raise InputError(

@@ -39,11 +39,12 @@ from node.runtime import (
     PEERS_DIR,
     NodeRuntime,
     load_bundle,
+    open_node_store,
     open_runtime,
     roster_identity,
     utc_now,
 )
-from node.store import RECORD_STATES, open_store, schema_revision
+from node.store import RECORD_STATES, schema_revision
 from node.store.received import received_records
 from node.telemetry import telemetry_of
 from node.transport import (
@@ -448,7 +449,7 @@ def _database_check(config: NodeConfig) -> dict[str, Any]:
     if database is not None and not database.is_file():
         return _check("database", False, f"{database}: no database file (restore a backup)")
     try:
-        store = open_store(config.store.url, migrate_schema=False)
+        store = open_node_store(config, migrate_schema=False)
         try:
             revision = schema_revision(store.engine)
             if revision is None:
