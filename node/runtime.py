@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -624,7 +625,35 @@ def open_node_store(config: NodeConfig, *, migrate_schema: bool = True) -> Store
                 "(`credex restore`, docs/operator-guide.md) instead of starting this node empty"
             )
         _check_sqlite_header(database)
+        _check_sqlite_writable(database)
     return open_store(config.store.url, migrate_schema=migrate_schema)
+
+
+def _check_sqlite_writable(database: Path) -> None:
+    """Refuse, naming each file and its mode, a database SQLite could open only read-only.
+
+    A node writes on every command (access log, migrations), and in WAL mode even a reader
+    writes the -shm index; SQLite itself says only "the database is read-only", without
+    saying which of the files (or their directory) is to blame.
+    """
+    blocked = []
+    files = [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm")]
+    for path in (database.parent, *files):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue  # -wal and -shm come and go with connections
+        except OSError as error:
+            blocked.append(f"{path} ({error.strerror})")
+            continue
+        if not os.access(path, os.W_OK):
+            blocked.append(f"{path} (mode {mode:04o})")
+    if blocked:
+        raise StoreUnavailableError(
+            f"store: this user (uid {os.geteuid()}) cannot write {', '.join(blocked)}; the node "
+            "needs the database, its -wal and -shm files and their directory writable "
+            "(chmod u+w, owned by the node's user)"
+        )
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"

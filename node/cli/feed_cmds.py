@@ -444,7 +444,9 @@ def _bundle_check(
 
 
 def _database_check(config: NodeConfig) -> dict[str, Any]:
-    """Opens the store without migrating it (doctor changes nothing) and reads its schema."""
+    """Opens the store without migrating it (doctor changes nothing), reads its schema and
+    takes the write lock once: a database the node could only read fails here, as it would
+    fail the node's first write."""
     database = config.store.sqlite_file
     if database is not None and not database.is_file():
         return _check("database", False, f"{database}: no database file (restore a backup)")
@@ -458,7 +460,11 @@ def _database_check(config: NodeConfig) -> dict[str, Any]:
                     f"{store.url}: no credex schema (`credex serve` migrates it at start)",
                 )  # fmt: skip
             count = store.count_records()
-            return _check("database", True, f"{store.url}: schema {revision}, {count} records")
+            with store.write("check the database is writable"):
+                pass  # BEGIN IMMEDIATE, then an empty commit: nothing is changed
+            return _check(
+                "database", True, f"{store.url}: schema {revision}, {count} records, writable"
+            )
         finally:
             store.close()
     except Exception as error:  # every failure is this check's result
