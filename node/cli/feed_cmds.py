@@ -44,7 +44,7 @@ from node.runtime import (
     roster_identity,
     utc_now,
 )
-from node.store import RECORD_STATES, schema_revision
+from node.store import RECORD_STATES, known_revisions, schema_revision
 from node.store.received import received_records
 from node.telemetry import telemetry_of
 from node.transport import (
@@ -459,12 +459,22 @@ def _database_check(config: NodeConfig) -> dict[str, Any]:
                     "database", False,
                     f"{store.url}: no credex schema (`credex serve` migrates it at start)",
                 )  # fmt: skip
+            known, head = known_revisions()
+            if revision not in known:
+                return _check(
+                    "database", False,
+                    f"{store.url}: schema {revision} is not one this release knows (newest "
+                    f"{head}): a newer credex wrote it; run that release or restore a backup",
+                )  # fmt: skip
             count = store.count_records()
             with store.write("check the database is writable"):
                 pass  # BEGIN IMMEDIATE, then an empty commit: nothing is changed
             return _check(
-                "database", True, f"{store.url}: schema {revision}, {count} records, writable"
-            )
+                "database", True,
+                f"{store.url}: schema {revision}"
+                + ("" if revision == head else f" (this release migrates it to {head} at start)")
+                + f", {count} records, writable",
+            )  # fmt: skip
         finally:
             store.close()
     except Exception as error:  # every failure is this check's result

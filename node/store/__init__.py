@@ -6,7 +6,7 @@ SQLModel or Alembic; callers get typed dataclasses and `StoreError`s, never ORM 
 driver exceptions.
 """
 
-from node.store.engine import make_engine, migrate, schema_revision
+from node.store.engine import known_revisions, make_engine, migrate, schema_revision
 from node.store.errors import (
     StoreConflictError,
     StoreError,
@@ -49,6 +49,7 @@ __all__ = [
     "Subscription",
     "UpstreamFeed",
     "from_db_time",
+    "known_revisions",
     "make_engine",
     "migrate",
     "open_store",

@@ -21,12 +21,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError
 
 from node.store.errors import StoreUnavailableError, redact_url, translate_errors
 
-__all__ = ["WRITE", "make_engine", "migrate"]
+__all__ = ["WRITE", "known_revisions", "make_engine", "migrate"]
 
 # Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite).
 WRITE = "credex_write"
@@ -51,7 +54,14 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith(("postgresql+psycopg://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        try:
+            return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        except (ValueError, ArgumentError) as error:
+            # e.g. a port that is not a number; the driver's text may quote the URL
+            raise StoreUnavailableError(
+                f"store: the [store] url {redact_url(url)!r} is malformed "
+                f"({type(error).__name__}): check its host, port and database name"
+            ) from None
     raise StoreUnavailableError(
         f"store: unsupported URL {redact_url(url)!r} (use sqlite:///PATH or postgresql+psycopg://)"
     )
@@ -90,8 +100,40 @@ def migrate(engine: Engine) -> None:
         with conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            _check_known_revision(conn)
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            try:
+                command.upgrade(config, "head")
+            except AlembicError as error:
+                raise StoreUnavailableError(
+                    f"store: the schema migration failed ({type(error).__name__}); "
+                    "`credex doctor` shows the database's schema revision"
+                ) from None
+
+
+def known_revisions() -> tuple[frozenset[str], str]:
+    """The schema revisions this release can upgrade from, and the newest (head)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    scripts = ScriptDirectory.from_config(config)
+    head = scripts.get_current_head()
+    assert head is not None  # the package ships its migrations
+    return frozenset(r.revision for r in scripts.walk_revisions()), head
+
+
+def _check_known_revision(conn: Connection) -> None:
+    """Refuse a database at a revision this release does not know: a newer credex migrated
+    it (after a rollback of the release, say), and this one must neither guess nor write."""
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return
+    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    known, head = known_revisions()
+    if current is not None and str(current) not in known:
+        raise StoreUnavailableError(
+            f"store: the database is at schema revision {current}, which this release does not "
+            f"know (its newest is {head}): a newer credex wrote it. Run that release again, or "
+            "restore a backup made with this one"
+        )
 
 
 def schema_revision(engine: Engine) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -450,3 +451,31 @@ def test_permission_bits_are_what_doctor_reads(market: Path) -> None:
         assert not path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
     checks = by_name(feed_cmds.doctor_checks(market, peers=False))
     assert checks["permissions"]["ok"], checks["permissions"]
+
+
+def test_a_database_from_a_newer_release_is_refused_and_doctor_says_why(market: Path) -> None:
+    # after a rollback of the release: the schema is at a revision this one never shipped
+    with sqlite3.connect(market / "data" / "credex.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    checks = by_name(feed_cmds.doctor_checks(market, peers=False))
+    assert not checks["database"]["ok"]
+    assert "0099 is not one this release knows" in checks["database"]["detail"]
+    done = credex("status", "--home", str(market))
+    assert done.returncode == 1, done.stderr
+    said = one_line(done.stderr)
+    assert "schema revision 0099, which this release does not know" in said
+    assert "credex bug" not in said
+
+
+def test_a_malformed_store_url_is_named_without_its_password(market: Path) -> None:
+    config = market / CONFIG_FILE
+    url = "postgresql+psycopg://credex:s3cret-pw@127.0.0.1:notaport/credex"
+    text = config.read_text(encoding="utf-8").replace("[store]\n", f'[store]\nurl = "{url}"\n', 1)
+    config.write_text(text, encoding="utf-8")
+    done = credex("status", "--home", str(market))
+    assert done.returncode == 1, done.stderr
+    said = one_line(done.stderr)
+    assert "[store] url" in said
+    assert "malformed" in said
+    assert "s3cret-pw" not in said
+    assert "credex bug" not in said
