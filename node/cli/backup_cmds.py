@@ -153,6 +153,11 @@ def restore_command(
             f"access log verified: {verified['size']} entries, "
             f"{verified['checkpoints']} signed checkpoints, no problems"
         )
+    elif result.manifest.database == "none":
+        console.print(
+            "access log not verified here: the backup holds no database; restore it "
+            "(PostgreSQL: pg_restore) and run `credex log verify`"
+        )
     else:
         console.print(
             "access log not verified here: run `credex log verify` once keys are in place"

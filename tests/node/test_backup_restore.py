@@ -263,6 +263,13 @@ def test_postgresql_store_is_refused_with_pg_dump_advice(tmp_path: Path) -> None
     assert manifest.database == "none"
     result = restore_backup(tmp_path / "b", tmp_path / "r", passphrase=PASS)
     assert any("pg_restore" in w for w in result.warnings)
+    # the CLI says why the log was not checked: no database in the backup, not missing keys
+    passfile = tmp_path / "pass.txt"
+    passfile.write_bytes(PASS + b"\n")
+    said = _credex("restore", str(tmp_path / "b"), str(tmp_path / "r2"),
+                   "--passphrase-file", str(passfile))  # fmt: skip
+    assert said.returncode == 0, said.stderr
+    assert "the backup holds no database" in " ".join(said.stdout.split())
 
 
 def _credex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
