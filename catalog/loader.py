@@ -16,6 +16,9 @@ message naming the item, the field and the rule (with its legal source where the
   record gets a severity and a disclosure period), and its decision date is mandatory;
 - `conduct_end` (the end of the dishonest conduct, Shandong Art. 38) names an optional date
   field of a dishonesty item;
+- `ended_when` / `ended_on` (a list entry's 名单状态=移出 and its 移出日期, 令第36号 Art. 3) come
+  together, the rule is `FIELD=V` on a code field, and the date field is required whenever
+  the rule holds;
 - identifier checks sit on fixed-length fields of their length: `uscc` C18, `org_code` C9,
   `admin_division` C6.
 """
@@ -304,6 +307,7 @@ def _item(
     valid_until, revoked_when = _validity(
         raw, by_id, tables, where, info_nature=info_nature, decided_on=decided_on
     )
+    ended_when, ended_on = _ending(raw, by_id, tables, where, decided_on=decided_on)
 
     linked = _strs(raw, "linked_id_fields", where)
     for link in linked:
@@ -343,6 +347,8 @@ def _item(
         linked_id_fields=linked,
         valid_until_field=valid_until,
         revoked_when=revoked_when,
+        ended_when=ended_when,
+        ended_on_field=ended_on,
         max_disclosure_months=max_months,
         data_standard=_str(raw, "data_standard", where, ""),
         record_checks=checks,
@@ -487,7 +493,11 @@ def _validity(
     if valid_until is None and revoked_when is None:
         return None, None
     if info_nature == "dishonesty":
-        raise _fail(where, "valid_until/revoked_when apply to items that are not dishonesty")
+        raise _fail(
+            where,
+            "valid_until/revoked_when apply to items that are not dishonesty (a dishonesty "
+            "entry ends with ended_when/ended_on, within its 令第36号 period)",
+        )
     if decided_on is None:
         raise _fail(where, "valid_until/revoked_when need 'decided_on' (the date it runs from)")
     if valid_until is not None and (
@@ -498,24 +508,72 @@ def _validity(
     ):
         raise _fail(where, f"valid_until {valid_until!r} must name a date field of its own")
     if revoked_when is not None:
-        if not isinstance(revoked_when, str):
-            raise _fail(where, "revoked_when must be a rule 'FIELD=V1|V2'")
-        try:
-            condition = parse_rule(revoked_when)
-        except ValueError as error:
-            raise _fail(where, f"revoked_when {revoked_when!r}: {error}") from None
-        other = None if condition is None else by_id.get(condition.field_id)
-        if condition is None or condition.op != "eq" or other is None:
-            raise _fail(where, f"revoked_when {revoked_when!r} must be 'FIELD=V' on a field")
-        if other.code_table is not None:
-            for value in condition.values:
-                if tables[other.code_table].lookup(value) is None:
-                    raise _fail(
-                        where,
-                        f"revoked_when {revoked_when!r}: {value!r} is not in code table "
-                        f"{other.code_table}",
-                    )
+        _check_state_rule("revoked_when", revoked_when, by_id, tables, where)
     return valid_until, revoked_when
+
+
+def _ending(
+    raw: Mapping[str, Any],
+    by_id: Mapping[str, Field],
+    tables: Mapping[str, CodeTable],
+    where: str,
+    *,
+    decided_on: object,
+) -> tuple[str | None, str | None]:
+    """The item's `ended_when` (an equality rule on a field: 名单状态=移出) and `ended_on` (the
+    date field it ended on: 移出日期), given together on an item that names its start
+    (`decided_on`). The date field must be required whenever the rule holds (`M` or the same
+    rule), so an ended entry always says when it ended."""
+    ended_when = raw.get("ended_when")
+    ended_on = raw.get("ended_on")
+    if ended_when is None and ended_on is None:
+        return None, None
+    if ended_when is None or ended_on is None:
+        raise _fail(where, "ended_when and ended_on go together (the state and the day it ended)")
+    if decided_on is None:
+        raise _fail(where, "ended_when/ended_on need 'decided_on' (the date it runs from)")
+    if (
+        not isinstance(ended_on, str)
+        or ended_on not in by_id
+        or by_id[ended_on].kind != "date"
+        or ended_on == decided_on
+    ):
+        raise _fail(where, f"ended_on {ended_on!r} must name a date field of its own")
+    _check_state_rule("ended_when", ended_when, by_id, tables, where)
+    if by_id[ended_on].required not in ("M", ended_when):
+        raise _fail(
+            where,
+            f"ended_on field {ended_on!r} must be required when {ended_when!r} holds (required "
+            f"= 'M' or {ended_when!r}): an ended entry must say the day it ended",
+        )
+    return ended_when, ended_on
+
+
+def _check_state_rule(
+    name: str,
+    rule: object,
+    by_id: Mapping[str, Field],
+    tables: Mapping[str, CodeTable],
+    where: str,
+) -> None:
+    """Refuse a state rule (`revoked_when`, `ended_when`) that is not 'FIELD=V' on a field of
+    the item with every V in its code table."""
+    if not isinstance(rule, str):
+        raise _fail(where, f"{name} must be a rule 'FIELD=V1|V2'")
+    try:
+        condition = parse_rule(rule)
+    except ValueError as error:
+        raise _fail(where, f"{name} {rule!r}: {error}") from None
+    other = None if condition is None else by_id.get(condition.field_id)
+    if condition is None or condition.op != "eq" or other is None:
+        raise _fail(where, f"{name} {rule!r} must be 'FIELD=V' on a field")
+    if other.code_table is not None:
+        for value in condition.values:
+            if tables[other.code_table].lookup(value) is None:
+                raise _fail(
+                    where,
+                    f"{name} {rule!r}: {value!r} is not in code table {other.code_table}",
+                )
 
 
 def _check_severity_rule(

@@ -123,6 +123,10 @@ class Item:
     valid_until_field: str | None = None
     # a condition (catalog.conditions syntax) marking an entry revoked (状态=撤销): never shown
     revoked_when: str | None = None
+    # a condition marking a dishonesty-list entry as ended (名单状态=移出) and the date field it
+    # ended on (移出日期): not disclosed or shared from that day on
+    ended_when: str | None = None
+    ended_on_field: str | None = None
     max_disclosure_months: int | None = None  # the item's longest disclosure (Shandong 有效期限)
     # "summary_procedure", "responsible_person", "birth_date_matches_id"
     record_checks: tuple[str, ...] = ()
@@ -197,9 +201,12 @@ class NormalisedRecord:
     always has one: its grade, or `catalog.periods.UNGRADED` when it was decided before
     2026-04-01 without 失信程度. `conduct_ended_on` is the stated end of the dishonest conduct
     (Shandong Art. 38), when the item has that field and the record fills it.
-    `disclosure_end` is set for an item with a validity end (`Item.valid_until_field`, the red
-    list's 有效期至): that date, or the decision day (the empty window: never disclosed) when the
-    entry is revoked (`Item.revoked_when`); `catalog.record_period` turns it into the window.
+    `disclosure_end` is the last day the record may be disclosed by its own facts and its
+    item, when any says so: the earlier of the red list's 有效期至 (`Item.valid_until_field`)
+    and the day before a list entry's 移出日期 (`Item.ended_when` / `Item.ended_on_field`); the
+    decision day itself (the empty window: never disclosed) when the entry is revoked
+    (`Item.revoked_when`) or was removed on the day it was listed. `catalog.record_period`
+    turns it into the window, bounding a dishonesty record's 令第36号 period with it.
     """
 
     item_id: str

@@ -21,6 +21,10 @@ Validity (not dishonesty): an item naming `valid_until` (the red list's 有效�
 to that day inclusive and then expires like a dishonesty record past `max_end`; a revoked entry
 (`revoked_when`, 状态=撤销) gets the empty window (`record_period`).
 
+A record's own end bounds a dishonesty period too (`record_period`, `disclosure_end`): a list
+entry marked 移出 (期满, 信用修复, 决定撤销) is not disclosed or shared from its 移出日期 on
+(令第36号 Art. 3: 终止公示, 停止共享和使用; 山东 Art. 40).
+
 The empty window. A withheld record has `min_end == max_end == decided_on`: a period of zero
 months that starts the day after the decision (Art. 201) ends before it starts. Every reader
 treats `max_end <= decided_on` as "never disclosed, never shared" (`never_disclosed`); the
@@ -112,6 +116,8 @@ VALIDITY_RULE = (
     "有效期至 (valid until): 山东省社会信用条例第二十五条、第二十六条 (守信激励 while valid)"
 )
 REVOKED_RULE = "已撤销 (revoked): never disclosed or shared"
+# A dishonesty record's own end: the day before its 移出日期
+ENDED_RULE = "移出名单 (removed: 令第36号第三条 终止公示、停止共享)"
 
 
 def record_period(
@@ -121,16 +127,28 @@ def record_period(
     conduct_ended_on: datetime.date | None = None,
     disclosure_end: datetime.date | None = None,
 ) -> DisclosurePeriod:
-    """The window stored with any record version (ingest, correction, receipt).
+    """The window stored with any record version (ingest, correction, receipt, refresh).
 
-    A dishonesty record (a severity and a decision day) gets `disclosure_period`. An entry
-    whose validity ends (`NormalisedRecord.disclosure_end`, the red list's 有效期至) is
-    disclosed and shared up to that day inclusive, with no minimum (there is nothing to
-    repair); on or before its decision day it is the empty, `withheld` window (a revoked
-    entry). Anything else has no period (both ends None: "never ends").
+    `disclosure_end` (`NormalisedRecord.disclosure_end`) is the last day the record's own facts
+    and item allow: a red-list 有效期至, the day before a list entry's 移出日期. A dishonesty
+    record (a severity and a decision day) gets `disclosure_period`, ended at `disclosure_end`
+    when that comes first (the minimum end too, when it is later); an end on or before the
+    decision day gives the empty, `withheld` window (removed on the day it was listed). Any
+    other record with `disclosure_end` is disclosed and shared up to that day inclusive, with
+    no minimum (there is nothing to repair), and on or before its decision day gets the empty
+    window (a revoked entry). Anything else has no period (both ends None: "never ends"). A
+    dishonesty record's window never ends later than `disclosure_period` alone.
     """
     if severity is not None and decided_on is not None:
-        return disclosure_period(severity, decided_on, conduct_ended_on=conduct_ended_on)
+        period = disclosure_period(severity, decided_on, conduct_ended_on=conduct_ended_on)
+        if disclosure_end is None or period.max_end is None or period.max_end <= disclosure_end:
+            return period
+        if disclosure_end <= decided_on:
+            return _withheld(decided_on, f"{ENDED_RULE}: ended by its decision day (withheld)")
+        low = disclosure_end if period.min_end is None else min(period.min_end, disclosure_end)
+        return DisclosurePeriod(
+            low, disclosure_end, f"{period.rule}; {ENDED_RULE}: until {disclosure_end}"
+        )
     if disclosure_end is not None:
         if decided_on is not None and disclosure_end <= decided_on:
             return _withheld(decided_on, REVOKED_RULE)

@@ -20,13 +20,16 @@ message a clerk can act on):
 - summary-procedure penalties (Shandong Art. 13; rule in `_summary_procedure`);
 - a severe-dishonesty organisation record without legal representative or principal (Art. 31);
 - a validity end (`Item.valid_until_field`, the red list's 有效期至) on or before the decision
-  day, a penalty's 处罚有效期 before its decision day, and a licence's or qualification's 有效期至
-  before its 有效期自 (`date_order`).
+  day, a list entry's 移出日期 (`Item.ended_on_field`) before its listing day, a penalty's
+  处罚有效期 before its decision day, and a licence's or qualification's 有效期至 before its
+  有效期自 (`date_order`); an entry marked 移出 without its 移出日期 (`required`).
 
-An entry whose validity has ended, or that is revoked (`Item.revoked_when`, 状态=撤销), is NOT
-refused: it gets `disclosure_end` (the end, or the decision day for a revoked one), so it is
-stored `expired` and, as a new version, ends the earlier one that was still valid
-(docs/catalog.md, "Validity of red-list entries").
+An entry whose validity has ended, that is revoked (`Item.revoked_when`, 状态=撤销) or that
+has left its list (`Item.ended_when`, 名单状态=移出) is NOT refused: it gets `disclosure_end`
+(the end, the decision day for a revoked one, the day before its 移出日期 for a removed one),
+so it is stored `expired` and, as a new version, ends the earlier one that was still
+disclosed (docs/catalog.md, "Validity of red-list entries", "Removal from a dishonesty
+list").
 
 Messages never contain an ID number or a person's name: values of non-public fields are not
 shown, identifiers are masked.
@@ -123,6 +126,7 @@ class _Compiled:
     id_type_keys: Mapping[str, str]
     siblings: Mapping[str, tuple[str, ...]]  # subject kind -> items of this category that hold it
     revoked: Condition | None = None  # Item.revoked_when, values canonicalised
+    ended: Condition | None = None  # Item.ended_when, values canonicalised
 
 
 def _shown(f: Field, value: str) -> str:
@@ -355,14 +359,8 @@ def _compile(catalog: Catalog, item: Item) -> _Compiled:
             if other.category == item.category and kind in other.subject_kinds
         )
     order = tuple(specs.values())
-    revoked = parse_rule(item.revoked_when) if item.revoked_when else None
-    if revoked is not None:
-        revoked = Condition(
-            revoked.field_id,
-            revoked.op,
-            frozenset(specs[revoked.field_id].normalise(v) for v in revoked.values),
-            revoked.text,
-        )
+    revoked = _state_rule(item.revoked_when, specs)
+    ended = _state_rule(item.ended_when, specs)
     compiled = _Compiled(
         item=item,
         specs=specs,
@@ -377,6 +375,7 @@ def _compile(catalog: Catalog, item: Item) -> _Compiled:
         id_type_keys={e.label: e.key for e in id_types.entries if e.key} if id_types else {},
         siblings=siblings,
         revoked=revoked,
+        ended=ended,
     )
     catalog._compiled[item.id] = compiled
     return compiled
@@ -698,7 +697,7 @@ def validate_record(
                 )
             )
 
-    disclosure_end = _validity_end(c, out, decided_on, errors)
+    disclosure_end = _disclosure_end(c, out, decided_on, errors)
 
     if errors:
         return ValidationResult(None, tuple(errors))
@@ -738,35 +737,71 @@ def validate_record(
     return ValidationResult(record, ())
 
 
-def _validity_end(
+def _disclosure_end(
     c: _Compiled,
     out: Mapping[str, str],
     decided_on: datetime.date | None,
     errors: list[FieldError],
 ) -> datetime.date | None:
-    """The `disclosure_end` of an entry of an item with a validity end (None for other items):
-    the decision day when it is revoked (the empty window), else its valid-until date; appends
-    `date_order` when that date is not after the decision day (no value in the message)."""
+    """The record's `disclosure_end` (NormalisedRecord): the last day its own facts and its
+    item let it be disclosed, None when nothing but its period (if any) bounds it.
+
+    The decision day (the empty window) for a revoked entry; otherwise the earliest of its
+    valid-until date and the day before its removal date when it is ended (名单状态=移出: from
+    the 移出日期 on it is not disclosed, 令第36号 Art. 3).
+    Appends `date_order` (no value in the message) for a valid-until date not after the
+    decision day or a removal date before it; a removal on the listing day itself is accepted
+    and gives the empty window.
+    """
     item = c.item
-    if item.valid_until_field is None and c.revoked is None:
-        return None
-    if decided_on is None:
-        return None  # the decision day is missing or bad: already an error
+    if decided_on is None or item.decided_on_field is None:
+        return None  # the decision day is missing or bad: already an error, or no such field
     if c.revoked is not None and c.revoked.holds(out):
         return decided_on
-    if item.valid_until_field is None or item.valid_until_field not in out:
-        return None
-    end = datetime.date.fromisoformat(out[item.valid_until_field])
-    if end <= decided_on:
-        errors.append(
-            _error(
-                c.specs[item.valid_until_field].field,
-                "date_order",
-                "有效期至须晚于列入/决定日期 (must be after the decision date)",
+    ends: list[datetime.date] = []
+    ended_on = item.ended_on_field
+    if c.ended is not None and ended_on is not None and ended_on in out and c.ended.holds(out):
+        # a missing 移出日期 is already a `required` error: the loader makes the field
+        # required whenever `ended_when` holds
+        removed = datetime.date.fromisoformat(out[ended_on])
+        if removed < decided_on:
+            errors.append(
+                _error(
+                    c.specs[ended_on].field,
+                    "date_order",
+                    f"不得早于{c.specs[item.decided_on_field].field.name_zh} (must not be "
+                    "before the listing/decision date)",
+                )
             )
-        )
+            return None
+        ends.append(max(removed - datetime.timedelta(days=1), decided_on))
+    if item.valid_until_field is not None and item.valid_until_field in out:
+        until = datetime.date.fromisoformat(out[item.valid_until_field])
+        if until <= decided_on:
+            errors.append(
+                _error(
+                    c.specs[item.valid_until_field].field,
+                    "date_order",
+                    "有效期至须晚于列入/决定日期 (must be after the decision date)",
+                )
+            )
+            return None
+        ends.append(until)
+    return min(ends, default=None)
+
+
+def _state_rule(rule: str | None, specs: Mapping[str, _Spec]) -> Condition | None:
+    """An item's state rule (`revoked_when`, `ended_when`) with its values canonicalised, so
+    that it holds for a row that wrote a code or an alias."""
+    condition = parse_rule(rule) if rule else None
+    if condition is None:
         return None
-    return end
+    return Condition(
+        condition.field_id,
+        condition.op,
+        frozenset(specs[condition.field_id].normalise(v) for v in condition.values),
+        condition.text,
+    )
 
 
 @dataclass(frozen=True)
@@ -787,11 +822,12 @@ def period_facts(
     `validate_record` (a check added since), whose window must still be bounded.
 
     Each field is normalised as `validate_record` would; one that does not normalise counts as
-    absent, and nothing else is checked. Severity, decision day, end of the conduct and the
-    validity end (the decision day for a revoked entry) follow `validate_record`'s rules,
-    except that a validity end on or before the decision day gives the decision day (the
-    empty window) where validation refuses the record. Raises UnknownItem for an item not in
-    the catalogue. Pure.
+    absent, and nothing else is checked. Severity, decision day, end of the conduct and
+    `disclosure_end` (the decision day for a revoked entry; valid-until and removal) follow
+    `validate_record`'s rules, except that where validation refuses the record they give the
+    decision day (the empty window): a validity end on or before the decision day, a removal
+    date before it, and an ended entry (移出) that states no removal date. Raises UnknownItem
+    for an item not in the catalogue. Pure.
     """
     cat = catalog if catalog is not None else default_catalog()
     c = _compile(cat, cat.item(item_id))
@@ -827,6 +863,13 @@ def period_facts(
         if c.revoked is not None and c.revoked.holds(out):
             end = decided_on
         else:
+            ends: list[datetime.date] = []
+            if c.ended is not None and c.ended.holds(out):
+                # ended on a day it does not state: ended by now (the refresh stores yesterday)
+                removed = day(item.ended_on_field) or decided_on
+                ends.append(removed - datetime.timedelta(days=1))
             until = day(item.valid_until_field)
-            end = None if until is None else max(until, decided_on)
+            if until is not None:
+                ends.append(until)
+            end = None if not ends else max(min(ends), decided_on)
     return PeriodFacts(severity, decided_on, day(item.conduct_end_field), end)
