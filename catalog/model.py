@@ -202,8 +202,9 @@ class NormalisedRecord:
     2026-04-01 without 失信程度. `conduct_ended_on` is the stated end of the dishonest conduct
     (Shandong Art. 38), when the item has that field and the record fills it.
     `disclosure_end` is the last day the record may be disclosed by its own facts and its
-    item, when any says so: the earlier of the red list's 有效期至 (`Item.valid_until_field`)
-    and the day before a list entry's 移出日期 (`Item.ended_when` / `Item.ended_on_field`); the
+    item, when any says so: the earliest of the red list's 有效期至 (`Item.valid_until_field`),
+    the day before a list entry's 移出日期 (`Item.ended_when` / `Item.ended_on_field`) and the
+    last day of the item's 有效期限 (`Item.max_disclosure_months`, from the decision day); the
     decision day itself (the empty window: never disclosed) when the entry is revoked
     (`Item.revoked_when`) or was removed on the day it was listed. `catalog.record_period`
     turns it into the window, bounding a dishonesty record's 令第36号 period with it.

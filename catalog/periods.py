@@ -23,7 +23,9 @@ to that day inclusive and then expires like a dishonesty record past `max_end`; 
 
 A record's own end bounds a dishonesty period too (`record_period`, `disclosure_end`): a list
 entry marked 移出 (期满, 信用修复, 决定撤销) is not disclosed or shared from its 移出日期 on
-(令第36号 Art. 3: 终止公示, 停止共享和使用; 山东 Art. 40).
+(令第36号 Art. 3: 终止公示, 停止共享和使用; 山东 Art. 40), and no record outlives its item's
+有效期限 (`max_disclosure_months`, Shandong Art. 10), counted from the decision day like the
+period itself (民法典 Arts. 201-202).
 
 The empty window. A withheld record has `min_end == max_end == decided_on`: a period of zero
 months that starts the day after the decision (Art. 201) ends before it starts. Every reader
@@ -116,8 +118,12 @@ VALIDITY_RULE = (
     "有效期至 (valid until): 山东省社会信用条例第二十五条、第二十六条 (守信激励 while valid)"
 )
 REVOKED_RULE = "已撤销 (revoked): never disclosed or shared"
-# A dishonesty record's own end: the day before its 移出日期
-ENDED_RULE = "移出名单 (removed: 令第36号第三条 终止公示、停止共享)"
+# A dishonesty record's own end: the day before its 移出日期, or the last day of its item's
+# 有效期限. The stored end alone does not say which, so the text names both.
+ENDED_RULE = (
+    "移出名单 (removed: 令第36号第三条 终止公示、停止共享) or the item's 有效期限 "
+    "(山东省社会信用条例第十条)"
+)
 
 
 def record_period(
@@ -130,7 +136,8 @@ def record_period(
     """The window stored with any record version (ingest, correction, receipt, refresh).
 
     `disclosure_end` (`NormalisedRecord.disclosure_end`) is the last day the record's own facts
-    and item allow: a red-list 有效期至, the day before a list entry's 移出日期. A dishonesty
+    and item allow: a red-list 有效期至, the day before a list entry's 移出日期, the last day of
+    the item's 有效期限 (`max_disclosure_months`). A dishonesty
     record (a severity and a decision day) gets `disclosure_period`, ended at `disclosure_end`
     when that comes first (the minimum end too, when it is later); an end on or before the
     decision day gives the empty, `withheld` window (removed on the day it was listed). Any

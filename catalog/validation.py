@@ -29,7 +29,8 @@ has left its list (`Item.ended_when`, 名单状态=移出) is NOT refused: it ge
 (the end, the decision day for a revoked one, the day before its 移出日期 for a removed one),
 so it is stored `expired` and, as a new version, ends the earlier one that was still
 disclosed (docs/catalog.md, "Validity of red-list entries", "Removal from a dishonesty
-list").
+list"). `disclosure_end` is also bounded by the item's 有效期限 (`Item.max_disclosure_months`,
+Shandong Art. 10), counted from the decision day.
 
 Messages never contain an ID number or a person's name: values of non-public fields are not
 shown, identifiers are masked.
@@ -68,7 +69,7 @@ from catalog.model import (
     NormalisedRecord,
     ValidationResult,
 )
-from catalog.periods import ORDER_36_EFFECTIVE, UNGRADED
+from catalog.periods import ORDER_36_EFFECTIVE, UNGRADED, add_months
 from catalog.prohibited import prohibited_reason
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -747,8 +748,9 @@ def _disclosure_end(
     item let it be disclosed, None when nothing but its period (if any) bounds it.
 
     The decision day (the empty window) for a revoked entry; otherwise the earliest of its
-    valid-until date and the day before its removal date when it is ended (名单状态=移出: from
-    the 移出日期 on it is not disclosed, 令第36号 Art. 3).
+    valid-until date, the day before its removal date when it is ended (名单状态=移出: from the
+    移出日期 on it is not disclosed, 令第36号 Art. 3) and the last day of the item's 有效期限
+    (`Item.max_disclosure_months` months from the decision day, Shandong Art. 10).
     Appends `date_order` (no value in the message) for a valid-until date not after the
     decision day or a removal date before it; a removal on the listing day itself is accepted
     and gives the empty window.
@@ -759,6 +761,8 @@ def _disclosure_end(
     if c.revoked is not None and c.revoked.holds(out):
         return decided_on
     ends: list[datetime.date] = []
+    if item.max_disclosure_months is not None:
+        ends.append(add_months(decided_on, item.max_disclosure_months))
     ended_on = item.ended_on_field
     if c.ended is not None and ended_on is not None and ended_on in out and c.ended.holds(out):
         # a missing 移出日期 is already a `required` error: the loader makes the field
@@ -823,7 +827,8 @@ def period_facts(
 
     Each field is normalised as `validate_record` would; one that does not normalise counts as
     absent, and nothing else is checked. Severity, decision day, end of the conduct and
-    `disclosure_end` (the decision day for a revoked entry; valid-until and removal) follow
+    `disclosure_end` (the decision day for a revoked entry; valid-until, removal and the
+    item's 有效期限) follow
     `validate_record`'s rules, except that where validation refuses the record they give the
     decision day (the empty window): a validity end on or before the decision day, a removal
     date before it, and an ended entry (移出) that states no removal date. Raises UnknownItem
@@ -864,6 +869,8 @@ def period_facts(
             end = decided_on
         else:
             ends: list[datetime.date] = []
+            if item.max_disclosure_months is not None:
+                ends.append(add_months(decided_on, item.max_disclosure_months))
             if c.ended is not None and c.ended.holds(out):
                 # ended on a day it does not state: ended by now (the refresh stores yesterday)
                 removed = day(item.ended_on_field) or decided_on

@@ -91,7 +91,8 @@ TASK_KINDS = frozenset({"objection", "revocation", "repair", "correction"})
 # node then recomputes its stored windows once (docs/decisions/0014).
 # 1: minor withheld, ungraded penalties, conduct end, red-list and honour validity (2026-11).
 # 2: a record's own end bounds a dishonesty period (移出 from a list).
-WINDOW_RULES_REVISION = 2
+# 3: the item's 有效期限 (max_disclosure_months) bounds every window.
+WINDOW_RULES_REVISION = 3
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -318,7 +319,8 @@ def window_rules_fingerprint(catalogue: catalog.Catalog) -> str:
     """A short digest of everything that decides a stored window besides the record itself:
     `WINDOW_RULES_REVISION` and, per catalogue item, its severity rule (with the labels and
     keys of a graded field's code table), its decision, conduct-end and valid-until fields,
-    and its revoked and ended conditions with the ended-on field.
+    its revoked and ended conditions with the ended-on field, and its 有效期限
+    (`max_disclosure_months`).
 
     A catalogue that gains a validity field (as honours did) changes it without any code
     change; a change to the period arithmetic itself changes it only through the revision, so
@@ -341,6 +343,7 @@ def window_rules_fingerprint(catalogue: catalog.Catalog) -> str:
             item.revoked_when,
             item.ended_when,
             item.ended_on_field,
+            item.max_disclosure_months,
         ]
     text = json.dumps(
         {"revision": WINDOW_RULES_REVISION, "items": items},
