@@ -93,6 +93,12 @@ _SUMMARY_FINE_LIMIT = {
     "organisation": Decimal("0.3"),
 }
 _SUMMARY_TYPES = frozenset({"警告", "罚款"})
+# What a value is trimmed of: Unicode whitespace (as str.strip) and the invisible format
+# characters exports carry (zero-width spaces and joiners, word joiner, byte-order mark), so that
+# a mandatory name made only of them counts as missing instead of passing as a name.
+_BLANK = "".join(
+    ch for ch in map(chr, range(0x3001)) if ch.isspace()
+) + "\u200b\u200c\u200d\u2060\ufeff"
 
 
 class _Bad(Exception):
@@ -544,7 +550,7 @@ def validate_record(
             continue
         if raw is None:
             continue
-        text = (raw if raw.__class__ is str else str(raw)).strip()
+        text = (raw if raw.__class__ is str else str(raw)).strip(_BLANK)
         if not text:
             continue
         try:
@@ -665,7 +671,10 @@ def validate_record(
     if kind in item.subject_kinds:
         for check in item.record_checks:
             if check == "summary_procedure":
-                problem = _summary_procedure(c, out, kind)
+                # a fine that did not parse has its own error; read as 0 it would add a
+                # second, wrong one (a "small fine")
+                fine_failed = "fine_wan_yuan" in failed
+                problem = None if fine_failed else _summary_procedure(c, out, kind)
             elif check == "responsible_person":
                 problem = _responsible_person(c, out, kind)
             elif check in _DATE_ORDER:

@@ -232,6 +232,29 @@ def test_summary_procedure_penalties_are_refused(
         assert result.ok, result.errors
 
 
+@pytest.mark.parametrize("fine", ["abc", "-0.01", "1e3"])
+def test_a_fine_that_does_not_parse_is_one_error_not_also_a_small_fine(fine: str) -> None:
+    result = check("admin_penalty_person", penalty_person(procedure=None, fine_wan_yuan=fine))
+    codes = _codes(result)
+    assert any(field == "fine_wan_yuan" for field, _code in codes), codes
+    assert "summary_procedure" not in {code for _field, code in codes}
+
+
+@pytest.mark.parametrize("blank", ["\u200b", "\ufeff\u200b ", "\u3000\u200d"])
+def test_a_name_of_invisible_characters_only_is_missing(blank: str) -> None:
+    result = check("admin_penalty", penalty_org(subject_name=blank))
+    assert ("subject_name", "required") in _codes(result)
+
+
+def test_invisible_characters_around_a_value_are_trimmed() -> None:
+    result = check(
+        "admin_penalty", penalty_org(subject_name="\ufeff\u200b淄博某某商贸有限公司\u200b ")
+    )
+    assert result.ok, result.errors
+    assert result.record is not None
+    assert result.record.fields["subject_name"] == "淄博某某商贸有限公司"
+
+
 def test_individual_business_placeholder_needs_business_reg_no() -> None:
     shop = penalty_org(subject_category="个体工商户", uscc="00000000000000000x")
     assert ("business_reg_no", "required") in _codes(check("admin_penalty", shop))
