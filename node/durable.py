@@ -7,6 +7,7 @@ files get names of their own, so two processes writing the same target never col
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterable
@@ -72,7 +73,27 @@ def publish_new_file(target: Path, chunks: Iterable[bytes]) -> None:
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
-        os.link(tmp, target)  # unlike rename, refuses to replace an existing file
+        _link_new(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(target.parent)
+
+
+# What link() says on a file system without hard links (FAT, some network shares).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _link_new(tmp: Path, target: Path) -> None:
+    """Give the synced file `tmp` the name `target`, refusing (FileExistsError) to replace one.
+
+    link() refuses atomically; where the file system has no hard links, the name is checked
+    first and then renamed onto, which could replace a file created in between: there is no
+    atomic no-replace rename in the standard library."""
+    try:
+        os.link(tmp, target)
+    except OSError as error:
+        if isinstance(error, FileExistsError) or error.errno not in _NO_HARD_LINKS:
+            raise
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        tmp.rename(target)
