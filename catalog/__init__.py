@@ -34,7 +34,13 @@ from catalog.periods import (
     record_period,
 )
 from catalog.prohibited import prohibited_reason
-from catalog.validation import PeriodFacts, parse_date, period_facts, validate_record
+from catalog.validation import (
+    PeriodFacts,
+    parse_date,
+    period_facts,
+    record_subject_kind,
+    validate_record,
+)
 from catalog.workdays import (
     WorkCalendar,
     WorkingDayResult,
@@ -76,6 +82,7 @@ __all__ = [
     "period_facts",
     "prohibited_reason",
     "record_period",
+    "record_subject_kind",
     "redact_identifiers",
     "register_holidays",
     "ric_full_age",

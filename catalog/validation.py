@@ -96,9 +96,9 @@ _SUMMARY_TYPES = frozenset({"警告", "罚款"})
 # What a value is trimmed of: Unicode whitespace (as str.strip) and the invisible format
 # characters exports carry (zero-width spaces and joiners, word joiner, byte-order mark), so that
 # a mandatory name made only of them counts as missing instead of passing as a name.
-_BLANK = "".join(
-    ch for ch in map(chr, range(0x3001)) if ch.isspace()
-) + "\u200b\u200c\u200d\u2060\ufeff"
+_BLANK = (
+    "".join(ch for ch in map(chr, range(0x3001)) if ch.isspace()) + "\u200b\u200c\u200d\u2060\ufeff"
+)
 
 
 class _Bad(Exception):
@@ -511,6 +511,24 @@ def _responsible_person(c: _Compiled, out: Mapping[str, str], kind: str) -> Fiel
     )
 
 
+def record_subject_kind(
+    item_id: str, fields: Mapping[str, str | None], *, catalog: Catalog | None = None
+) -> str | None:
+    """The kind of subject (`natural_person`, `organisation`, `individual_business`) a record
+    of `item_id` with these `fields` is about, as `validate_record` reads it; None when the
+    fields name no kind the item holds (an unknown item, or no or an unknown 主体类别)."""
+    cat = catalog or default_catalog()
+    item = cat.items.get(item_id)
+    if item is None:
+        return None
+    c = _compile(cat, item)
+    if "subject_category" in c.specs:
+        kind = c.kind_by_label.get((fields.get("subject_category") or "").strip(), "")
+    else:
+        (kind,) = item.subject_kinds
+    return kind if kind in item.subject_kinds else None
+
+
 def validate_record(
     item_id: str,
     values: Mapping[str, str | None],
@@ -719,8 +737,11 @@ def validate_record(
     else:
         subject_id = out.get("uscc", "")
 
+    # Shandong Art. 31 links an organisation's record to the persons responsible for it; a
+    # natural person's record naming someone (a child's 法定代理人) stays that person's own,
+    # or it would be released on the other person's query and grant.
     linked: list[str] = []
-    for fid in item.linked_id_fields:
+    for fid in item.linked_id_fields if kind != "natural_person" else ():
         linked_id = out.get(fid)
         if linked_id and linked_id != subject_id and linked_id not in linked:
             linked.append(linked_id)

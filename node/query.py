@@ -347,8 +347,9 @@ class QueryEngine:
             if state is not None
             else grant_id is not None and rt.grants.revocation(grant_id) is not None
         )
-        stored = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
-        linked = self._linked(token, stored, state.grant.fields if state else {})
+        found = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
+        linked = frozenset(r.row_id for r in found if r.subject_index != token)
+        stored = [r for r in found if r.row_id not in linked or self._linkable(r)]
         items = frozenset(body.items)
         try:
             narrowed = requested_fields(body.fields)
@@ -431,24 +432,26 @@ class QueryEngine:
             records=released,
         )
 
-    def _linked(
-        self,
-        token: str,
-        stored: Sequence[ReleaseCandidate],
-        grant_fields: Mapping[str, frozenset[str]],
-    ) -> frozenset[str]:
-        """The row ids among `stored` found only through a link to the subject (another
-        subject's record naming them: Shandong Art. 31); empty when `grant_fields` is."""
-        # Only a grant's field list releases more on the subject's own records than on linked
-        # ones, so the second read is made only then; without one, every record gets the
-        # default minimisation whatever this says. A row whose state changed between the two
-        # reads counts as linked: the narrower side.
-        if not grant_fields or not stored:
-            return frozenset()
-        own = self._rt.store.records_by_subject(
-            token, include_linked=False, states=_CANDIDATE_STATES
-        )
-        return frozenset(r.row_id for r in stored) - {r.row_id for r in own}
+    def _linkable(self, candidate: ReleaseCandidate) -> bool:
+        """May `candidate`, found through a link to the subject asked about, be answered as
+        such? Only an organisation's or individual business's record (Shandong Art. 31: the
+        persons responsible for it): a natural person's record naming someone (a child's
+        legal representative, stored so by an earlier release) stays that person's own, under
+        their own grant and the under-14 rule, and is not found through the other person."""
+        item = self._rt.catalogue.items.get(candidate.item_id)
+        if item is None:
+            return False
+        if "natural_person" not in item.subject_kinds:
+            return True
+        try:
+            signed = keys.SignedRecord.from_bytes(
+                self._rt.cipher.decrypt(candidate.row_id, candidate.body)
+            )
+        except keys.KeysError:
+            return False  # unreadable here: certainly not released through a link
+        fields = {fid: value for fid, (_salt, value) in signed.disclosures.items()}
+        kind = catalog.record_subject_kind(candidate.item_id, fields, catalog=self._rt.catalogue)
+        return kind in ("organisation", "individual_business")
 
     def _grant_id(
         self, body: query_pb2.QueryBody, bundle: keys.TrustBundle, now: dt.datetime

@@ -106,6 +106,9 @@ class ReleaseCandidate:
     severity: str | None
     decided_on: dt.date | None
     disclosure_max_end: dt.date | None
+    # the blind index of the record's own subject: another one than the query's means the
+    # record was found through a link (Shandong Art. 31)
+    subject_index: str = ""
 
 
 @dataclass(frozen=True)

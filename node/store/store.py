@@ -166,6 +166,7 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
             RECORDS.c.state,
             RECORDS.c.objection,
             RECORDS.c.body,
+            RECORDS.c.subject_index,
             RECORDS.c.severity,
             RECORDS.c.decided_on,
             RECORDS.c.disclosure_max_end,
@@ -259,7 +260,8 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
 
 def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
     """A `_release_candidates` row as the driver returns it (columns in select order)."""
-    row_id, item_id, record_key, version, state, objection, body, severity, decided, max_end = row
+    (row_id, item_id, record_key, version, state, objection, body, subject) = row[:8]
+    severity, decided, max_end = row[8:]
     return ReleaseCandidate(
         row_id,
         item_id,
@@ -271,6 +273,7 @@ def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
         severity,
         _driver_date(decided),
         _driver_date(max_end),
+        subject_index=subject,
     )
 
 

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalog import UnknownItem, ValidationResult, default_catalog, validate_record
+from catalog import (
+    UnknownItem,
+    ValidationResult,
+    default_catalog,
+    record_subject_kind,
+    validate_record,
+)
 from catalog.loader import DEFAULT_PATH, build_catalog
 from catalog.periods import UNGRADED
 from tests.catalog.catalog_testdata import (
@@ -702,3 +708,19 @@ def test_an_end_date_before_its_start_is_refused(
     assert _codes(result) == {(end, "date_order")}
     assert "2025" not in result.errors[0].message  # neither value is shown
     assert check(item, dict(before, **{end: day.isoformat()})).ok  # the same day is allowed
+
+
+def test_a_natural_persons_record_naming_another_person_links_nobody() -> None:
+    # Shandong Art. 31 links organisations' records to their responsible persons; a child's
+    # enforcement record naming its 法定代理人 stays the child's own
+    row = {
+        **GOOD_ROWS["financial_enforcement"],
+        "legal_rep_name": "王某",
+        "legal_rep_id_number": REP_ID,
+    }
+    assert record_subject_kind("financial_enforcement", row) == "natural_person"
+    assert record_subject_kind("financial_enforcement", {**row, "subject_category": "?"}) is None
+    assert record_subject_kind("no_such_item", row) is None
+    result = check("financial_enforcement", row)
+    assert result.record is not None, result.errors
+    assert result.record.linked_subject_ids == ()

@@ -251,6 +251,7 @@ def test_a_grant_widens_only_the_subjects_own_records(cluster: LocalCluster) -> 
         ENFORCEMENT,
         {
             "subject_name": "某公司",
+            "subject_category": "法人及非法人组织",
             "uscc": COMPANY,
             "legal_rep_name": "X某",
             "legal_rep_id_number": rep,
@@ -355,3 +356,39 @@ def test_a_childs_record_leaves_only_with_the_fields_the_guardians_consent_names
     grown = query(cluster, ask(adult, grant=plain))
     assert isinstance(grown, QueryResult), grown
     assert len(grown.records[0].fields) > 2
+
+
+# --- a natural person's record is never found through another person ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("born", "seq"), [("20150301", 91), ("19700101", 93)], ids=["a child", "an adult"]
+)
+def test_a_persons_record_naming_another_person_is_not_released_on_that_persons_grant(
+    cluster: LocalCluster, born: str, seq: int
+) -> None:
+    # A record stored with a link from a natural person's record (a child's 法定代理人, as
+    # an earlier release linked it) must not leave on the linked person's query and grant:
+    # it is the record's own subject's, under their grant and the under-14 rule.
+    subject, rep = person(born, seq), person("19850505", seq + 1)
+    theirs = seed(
+        cluster, subject, ENFORCEMENT,
+        {"subject_name": "王某", "subject_category": "自然人", "case_no": "c-p",
+         "status": "在执行", "legal_rep_name": "李某", "legal_rep_id_number": rep},
+        linked=(rep,),
+    )  # fmt: skip
+    _, plain = issue(cluster, rep, items=(ENFORCEMENT,))
+    answer = query(cluster, ask(rep, items=(ENFORCEMENT,), grant=plain))
+    assert isinstance(answer, QueryResult), answer
+    assert theirs not in {r.record_key for r in answer.records}
+    # an organisation's record naming the same person still is (Shandong Art. 31)
+    company = seed(
+        cluster, COMPANY, ENFORCEMENT,
+        {"subject_name": "某公司", "subject_category": "法人及非法人组织", "uscc": COMPANY,
+         "case_no": "c-o", "status": "在执行", "legal_rep_name": "李某",
+         "legal_rep_id_number": rep},
+        linked=(rep,),
+    )  # fmt: skip
+    again = query(cluster, ask(rep, items=(ENFORCEMENT,), grant=plain))
+    assert isinstance(again, QueryResult), again
+    assert company in {r.record_key for r in again.records}
