@@ -197,12 +197,20 @@ def check_columns(m: MappingSpec, columns: Iterable[str]) -> list[MappingProblem
                 MappingProblem(
                     "source",
                     "prohibited_column_present",
-                    f"the source has a column {column!r} that may not be collected ({reason}); "
-                    "credex never reads it, but remove it from the export",
+                    f"the source has a column {_shown_header(column)!r} that may not be "
+                    f"collected ({reason}); credex never reads it, but remove it from the export",
                     severity="warning",
                 )
             )
     return problems
+
+
+def _shown_header(column: str) -> str:
+    """A source header cell as a message may show it: a data row taken for the header (a wrong
+    `header_row`) may hold a person's ID number and name, so identifiers are masked and the
+    text is cut to 40 characters."""
+    shown = cat.redact_identifiers(column)
+    return shown if len(shown) <= 40 else shown[:40] + "…"
 
 
 @runtime_checkable

@@ -76,9 +76,19 @@ def mask_identifier(value: str) -> str:
     if n <= 4:
         return "*" * n
     if n >= 11:
-        return text[:6] + "*" * (n - 10) + text[-4:]
-    keep = max(1, n // 4)
-    return text[:keep] + "*" * (n - 2 * keep) + text[-keep:]
+        head, tail = text[:6], text[-4:]
+    else:
+        keep = max(1, n // 4)
+        head, tail = text[:keep], text[-keep:]
+    # Only letters and digits of an identifier are ever shown: a value typed with a name in
+    # front (张三110105...) keeps its shape, not the name.
+    return _shown(head) + "*" * (n - len(head) - len(tail)) + _shown(tail)
+
+
+def _shown(part: str) -> str:
+    if part.isascii() and part.isalnum():
+        return part
+    return "".join(c if c.isascii() and c.isalnum() else "*" for c in part)
 
 
 # An 18-character run that could be a citizen ID number or a USCC, not inside a longer token.
@@ -88,15 +98,43 @@ _RUN_CHARS = "0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
 _IDENTIFIER_RUN = re.compile(rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{18}}(?![{_RUN_CHARS}])")
 
 
-def redact_identifiers(text: str) -> str:
-    """Return `text` with every embedded citizen ID number or USCC masked (`mask_identifier`):
-    an 18-character run of letters and digits (ASCII or full-width, any case) whose check
-    character is right for either scheme. Everything else in `text` is returned exactly as
-    it was. For free text that other parties supply and that is kept (an access-log entry's
-    officer, legal basis, request id): no full identifier may be stored there."""
-    if len(text) < 18:
+# A long run of digits, however it is spelt: ASCII or full-width digits, with the separators
+# people type inside numbers (spaces, hyphens, dots, underscores, slashes, zero-width and
+# full-width spaces) between them, glued to letters or not, and an ID number's check
+# character X at the end. 15 digits or more: an old or new citizen ID number, also with a
+# wrong check digit, or an account number; never a date, a phone number or a decision number.
+_DIGIT = "0-9\uff10-\uff19"
+_GAP = " \t\\-._/\u3000\u00a0\u200b-\u200d\u2060\ufeff"
+_DIGIT_RUN = re.compile(
+    rf"(?<![{_DIGIT}])[{_DIGIT}](?:[{_GAP}]*[{_DIGIT}]){{14,}}(?:[{_GAP}]*[Xx\uff38\uff58])?"
+)
+_SHORTEST_RUN = 15
+
+
+def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
+    """Return `text` with every embedded citizen ID number or USCC masked (`mask_identifier`).
+
+    Masked are: an 18-character run of letters and digits whose check character is right for
+    either scheme; and, with `digit_runs`, any run of 15 or more digits, whatever its check
+    digit and however it is spelt (full-width, split by spaces, hyphens or zero-width
+    characters, glued to letters as in `ID110105...`), with a trailing X. Everything else in
+    `text` is returned exactly as it was. For free text that other parties supply and that is
+    kept (an access-log entry's officer and legal basis, the item ids a refused caller asked
+    for): no full identifier may be stored there, even one spelt to slip past a check. Ids
+    that must stay findable as they were given (request and grant ids: random hex may hold
+    15 digits in a row) take `digit_runs=False`."""
+    if len(text) < _SHORTEST_RUN:
         return text
+    if digit_runs:
+        text = _DIGIT_RUN.sub(_masked_run, text)
     return _IDENTIFIER_RUN.sub(_masked_if_identifier, text)
+
+
+def _masked_run(match: re.Match[str]) -> str:
+    return mask_identifier(compact(match.group(0)).translate(_INVISIBLE))
+
+
+_INVISIBLE = str.maketrans("", "", "/\u00a0\u200b\u200c\u200d\u2060\ufeff")
 
 
 def _masked_if_identifier(match: re.Match[str]) -> str:

@@ -59,6 +59,12 @@ class GrantConflictError(InputError):
     """A different grant is already registered under the same grant id."""
 
 
+def is_grant_id(text: str) -> bool:
+    """True when `text` is a grant id: 1-128 characters of letters, digits, '.', '_', ':',
+    '-', starting with a letter or digit."""
+    return _GRANT_ID.match(text) is not None
+
+
 def subject_digest(normalised_identifier: str) -> str:
     """Return the grant's subject digest for an already normalised identifier (hex SHA-256).
 

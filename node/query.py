@@ -60,7 +60,13 @@ from node.errors import (
     StaleBundle,
     TamperDetected,
 )
-from node.grants import GrantRefusedError, subject_digest, verify_grant, verify_registered_grant
+from node.grants import (
+    GrantRefusedError,
+    is_grant_id,
+    subject_digest,
+    verify_grant,
+    verify_registered_grant,
+)
 from node.lifecycle import china_day, is_red_list, visible
 from node.policy import (
     SUBJECT_KINDS,
@@ -98,6 +104,8 @@ _CHINA = dt.timezone(dt.timedelta(hours=8))
 # Record states a query looks at: superseded versions and purged bodies are never candidates;
 # withdrawn and expired ones are passed to the policy so it can say why they are held back.
 _CANDIDATE_STATES = ("active", "withdrawn", "expired")
+# What a request may state as its legal basis (a law, an article, a case number), at most.
+MAX_LEGAL_BASIS = 1024
 
 
 def normalise_subject(value: str, kind: str, *, today: dt.date) -> str:
@@ -533,14 +541,25 @@ class QueryEngine:
 
 
 def _parse_body(verified: VerifiedRequest) -> query_pb2.QueryBody:
-    """The request's QueryBody; `_Refused` (malformed_request) when it does not parse or its
-    request id is not 1-64 characters."""
+    """The request's QueryBody; `_Refused` (malformed_request) when it does not parse, its
+    request id is not 1-64 characters, its legal basis is longer than `MAX_LEGAL_BASIS`
+    characters or its grant id is not one (`node.grants.is_grant_id`)."""
     try:
         body = verified.parse(query_pb2.QueryBody)
     except InputError as error:
         raise _Refused("malformed_request", error) from None
     if not body.request_id or len(body.request_id) > 64:
         raise _Refused("malformed_request", InputError("QueryBody.request_id: 1-64 characters"))
+    if len(body.legal_basis) > MAX_LEGAL_BASIS:
+        raise _Refused(
+            "malformed_request",
+            InputError(f"QueryBody.legal_basis: at most {MAX_LEGAL_BASIS} characters"),
+        )
+    if body.grant_id and not is_grant_id(body.grant_id):
+        raise _Refused(
+            "malformed_request",
+            InputError("QueryBody.grant_id: 1-128 letters, digits and . _ : - (a grant id)"),
+        )
     return body
 
 

@@ -195,3 +195,12 @@ def test_check_columns_finds_missing_and_prohibited_columns(penalty_mapping: Pat
     assert "unknown_column" in codes
     present = next(p for p in problems if p.code == "prohibited_column_present")
     assert present.severity == "warning"
+
+
+def test_a_data_row_taken_for_the_header_is_not_echoed_in_full(penalty_mapping: Path) -> None:
+    # a wrong header_row makes a data row the header: its cells may hold an ID number and name
+    cell = "张三 宗教信仰 11010519491231002X 淄博市张店区某某街道某某小区某号楼某单元"
+    problems = check_columns(load_mapping(penalty_mapping), ["行政相对人名称", cell])
+    [present] = [p for p in problems if p.code == "prohibited_column_present"]
+    assert "19491231" not in present.message
+    assert cell not in present.message

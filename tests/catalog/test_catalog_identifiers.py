@@ -287,16 +287,51 @@ def test_redact_sees_through_lower_case_and_full_width_spellings() -> None:
 
 
 def test_redact_leaves_other_text_alone() -> None:
-    ric = make_ric()
-    wrong = ric[:17] + ("1" if ric[17] != "1" else "2")
     for text in (
         "administrative_licensing",
         "3f2a9c0d1e8b4a7c9d0e1f2a3b4c5d6e",  # a request id
-        wrong,  # 18 digits, check digit wrong
-        ric + "7",  # part of a longer token: not an identifier on its own
+        "依据 2026-11-26 决定 张市监罚〔2026〕12号 电话 13800138000",  # dates, numbers, a phone
         "",
     ):
         assert redact_identifiers(text) == text
+
+
+def test_a_lookup_id_keeps_digit_runs_that_are_no_checked_identifier() -> None:
+    ric = make_ric()
+    wrong = ric[:17] + ("1" if ric[17] != "1" else "2")
+    for text in (wrong, ric + "7", "req-1234567890123456789"):
+        assert redact_identifiers(text, digit_runs=False) == text
+        assert redact_identifiers(text) != text  # free text: masked all the same
+    assert ric not in redact_identifiers(ric, digit_runs=False)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "u{ric}",  # glued to letters
+        "依据张三ID{ric}",
+        "{ric_dashed}",  # 110105-19491231-002X
+        "{ric_spaced}",  # 370303 19800101 9017
+        "{ric_zero_width}",
+        "{ric_wrong_check}",  # a wrong check digit
+        "{old_15}",  # an old 15-digit ID number
+    ],
+)
+def test_redact_masks_an_id_number_however_it_is_spelt(spelling: str) -> None:
+    ric = make_ric(born="19491231", seq="002")
+    forms = {
+        "ric": ric,
+        "ric_dashed": f"{ric[:6]}-{ric[6:14]}-{ric[14:]}",
+        "ric_spaced": f"{ric[:6]} {ric[6:14]} {ric[14:]}",
+        "ric_zero_width": f"{ric[:4]}\u200b{ric[4:12]}\u200b{ric[12:]}",
+        "ric_wrong_check": ric[:17] + ("1" if ric[17] != "1" else "2"),
+        "old_15": ric[:6] + ric[8:14] + ric[14:17],
+    }
+    text = spelling.format(**forms)
+    out = redact_identifiers(text)
+    digits = "".join(c for c in out if c.isdigit())
+    assert ric[6:14] not in digits  # the birth date part never survives
+    assert "*" in out
 
 
 @given(
@@ -341,3 +376,15 @@ def test_ric_full_age_counts_a_year_from_the_day_after_the_birthday(
 @pytest.mark.parametrize("number", ["91370303MA3C0YKA0Q", "P1234567", "37030320121315001X"])
 def test_ric_full_age_of_something_else_is_none(number: str) -> None:
     assert ric_full_age(number, today=datetime.date(2026, 11, 26)) is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "masked"),
+    [
+        ("张三11010519491231002X", "**1101**********002X"),
+        ("110105194912310021 张三", "110105**********21**"),
+        ("11010519491231002X", "110105********002X"),
+    ],
+)
+def test_a_mask_shows_only_letters_and_digits_of_what_was_typed(typed: str, masked: str) -> None:
+    assert mask_identifier(typed) == masked

@@ -17,19 +17,23 @@ Every denial is checked twice: the reason the requester sees and market's access
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
 
 from catalog import InvalidIdentifier, normalize_uscc
+from node._pb.credex.v1 import query_pb2_grpc
 from node.accesslog import LogEntry, search
 from node.cluster import LocalCluster
 from node.errors import AuthError, PolicyDenied
 from node.grants import Grant, issue_grant, subject_digest
-from node.query import QueryAsk, QueryResult, send_query
+from node.query import QUERY_METHOD, QueryAsk, QueryResult, build_body, send_query
 from tests.catalog.catalog_testdata import licence_fields, make_ric
 from tests.e2e.query_support import store_signed_record
 from tests.e2e.test_e2e_query_grants_expiry import query_channel
@@ -392,3 +396,56 @@ def test_a_persons_record_naming_another_person_is_not_released_on_that_persons_
     again = query(cluster, ask(rep, items=(ENFORCEMENT,), grant=plain))
     assert isinstance(again, QueryResult), again
     assert company in {r.record_key for r in again.records}
+
+
+# --- what a request's free text can do to the log ------------------------------------------------
+
+
+def _sent_raw(cluster: LocalCluster, a: QueryAsk, **body_changes: str) -> grpc.StatusCode:
+    """Send `a` as tax with its signed body changed (past the client's own checks)."""
+    market, tax = cluster.runtime("market"), cluster.runtime("tax")
+
+    async def run() -> grpc.StatusCode:
+        provider = tax.bundle().member("market")
+        assert provider is not None
+        body = build_body(a, requester="tax", provider_key=provider.encryption_key, now=tax.clock())
+        for name, value in body_changes.items():
+            setattr(body, name, value)
+        signed = tax.sign_request(QUERY_METHOD, body.SerializeToString())
+        async with query_channel(market, tax) as channel:
+            try:
+                await query_pb2_grpc.QueryStub(channel).Query(signed, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+    try:
+        return asyncio.run(run())
+    finally:
+        tax.close()
+        market.close()
+
+
+def test_an_id_number_in_the_legal_basis_is_not_kept_however_it_is_spelt(
+    cluster: LocalCluster,
+) -> None:
+    subject = person("19800101", 97)
+    seed(cluster, subject, LICENCE, licence_fields(97))
+    spelt = f"{subject[:6]}-{subject[6:14]} {subject[14:]}"
+    a = dataclasses.replace(ask(subject), legal_basis=f"公务员录用考察 对象ID{spelt}")
+    query(cluster, a)
+    assert subject[6:14] not in logged(cluster, a).legal_basis.replace("-", "").replace(" ", "")
+
+
+def test_an_oversized_legal_basis_or_a_junk_grant_id_is_refused_and_logged_short(
+    cluster: LocalCluster,
+) -> None:
+    subject = person("19800101", 98)
+    a = ask(subject)
+    assert _sent_raw(cluster, a, legal_basis="x" * 200_000) == grpc.StatusCode.INVALID_ARGUMENT
+    entry = logged(cluster, a)
+    assert (entry.decision, entry.reason) == ("deny", "malformed_request")
+    assert len(entry.legal_basis) < 1100
+    b = ask(subject)
+    assert _sent_raw(cluster, b, grant_id="g" * 5000) == grpc.StatusCode.INVALID_ARGUMENT
+    assert logged(cluster, b).reason == "malformed_request"

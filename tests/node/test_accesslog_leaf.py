@@ -116,3 +116,30 @@ def test_an_officer_that_is_not_a_staff_id_is_not_kept() -> None:
     assert decode_leaf(leaf)[0].officer == NOT_AN_OFFICER_ID
     for staff_id in ("m-001", "hr.zhang", "sec-li@zd-market", ""):
         assert decode_leaf(encode_leaf(make(staff_id), b"\0" * 32))[0].officer == staff_id
+
+
+def test_an_id_number_spelt_to_slip_past_the_check_is_not_kept_either() -> None:
+    ric = "11010519491231002X"
+    entry = LogEntry(
+        time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax",
+        officer=f"u{ric}", purpose="staff_recruitment",
+        legal_basis=f"申请人 {ric[:6]}-{ric[6:14]}-{ric[14:]} 依据张三ID{ric}",
+        decision="deny", reason="item_unknown", request_id="r1",
+        items_asked=("admin_penalty", ric), items_released=(),
+    )  # fmt: skip
+    leaf = encode_leaf(entry, b"\0" * 32)
+    assert b"19491231" not in leaf  # no spelling of the number survives, in any field
+    kept, _previous = decode_leaf(leaf)
+    assert kept.officer == NOT_AN_OFFICER_ID  # a staff id holds no ID number
+    assert kept.items_asked == ("admin_penalty", "110105********002X")
+
+
+def test_a_huge_free_text_field_is_cut_in_the_log() -> None:
+    entry = LogEntry(
+        time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax", officer="m-001",
+        purpose="staff_recruitment", legal_basis="x" * 5_000_000, decision="deny",
+        reason="officer_invalid", request_id="r1",
+    )  # fmt: skip
+    kept, _previous = decode_leaf(encode_leaf(entry, b"\0" * 32))
+    assert len(kept.legal_basis) < 1100
+    assert kept.legal_basis.endswith("…(cut)")
