@@ -74,12 +74,16 @@ class DisclosurePeriod:
 
 def add_months(start: datetime.date, months: int) -> datetime.date:
     """Return the day a period of `months` months that starts after `start` ends on
-    (民法典 Arts. 201-202: the corresponding day, or the last day of a shorter month)."""
+    (民法典 Arts. 201-202: the corresponding day, or the last day of a shorter month); the
+    last day of the calendar (9999-12-31) for a period that would end after it, so that a
+    nonsensical far-future date gets a refusal from validation, never an exception here."""
     if months < 0:
         raise CatalogError(f"a period cannot be negative ({months} months)")
     index = start.year * 12 + (start.month - 1) + months
     year, month = divmod(index, 12)
     month += 1
+    if year > datetime.MAXYEAR:
+        return datetime.date.max
     last = calendar.monthrange(year, month)[1]
     return datetime.date(year, month, min(start.day, last))
 
