@@ -817,6 +817,15 @@ async def _follow_one(runtime: NodeRuntime, peer: str, stop: asyncio.Event) -> N
             log.warning("%s; retrying in %.1f s", about_feed(peer, error), delay)
         except grpc.aio.AioRpcError as error:  # the Ack call, outside pull's translation
             log.warning("feed of %s: %s; retrying in %.1f s", peer, error.code().name, delay)
+        except Exception as error:
+            # A bug or a foreign library's error must not end this subscription for good; its
+            # text may quote the record it failed on, so only its type is logged.
+            log.error(
+                "feed of %s: unexpected %s (a credex bug: please report it); retrying in %.1f s",
+                peer,
+                type(error).__name__,
+                delay,
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, _BACKOFF_MAX)

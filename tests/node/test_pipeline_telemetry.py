@@ -405,3 +405,26 @@ def test_a_follow_loop_warning_names_the_feed_once(
     assert line.startswith("feed of market: UNAVAILABLE: failed to connect")
     assert line.count("feed of market") == 1
     assert feeds.about_feed("market", ValueError("no prefix")) == "feed of market: no prefix"
+
+
+def test_an_unexpected_error_keeps_the_feed_followed_and_logs_only_its_type(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = asyncio.Event()
+    calls: list[int] = []
+
+    async def failing(*_: Any, **__: Any) -> feeds.PullResult:
+        calls.append(1)
+        if len(calls) == 2:
+            stop.set()
+        raise ValueError("张三 11010519491231002X: year 10000 is out of range")
+
+    monkeypatch.setattr(feeds, "pull", failing)
+    monkeypatch.setattr(feeds, "_BACKOFF_FIRST", 0.01)
+    follow: Callable[..., Any] = feeds._follow_one
+    with caplog.at_level(logging.WARNING, logger="node.feeds"):
+        asyncio.run(follow(cast(NodeRuntime, None), "market", stop))
+    assert len(calls) == 2  # tried again: the subscription did not die with the error
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("feed of market: unexpected ValueError")
+    assert not any("11010519491231002X" in line or "张三" in line for line in lines)
