@@ -159,7 +159,11 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             "rpc.service": service,
             "rpc.method": name,
         }
-        carrier = {str(k): str(v) for k, v in metadata if isinstance(v, str)}
+        # Only the caller's trace and span ids are taken (W3C traceparent): its tracestate and
+        # baggage are free text a peer writes, which would travel into this node's exports.
+        carrier = {
+            str(k): v for k, v in metadata if str(k) == "traceparent" and isinstance(v, str)
+        }
         span = self._telemetry.tracer.start_span(
             method.lstrip("/"),
             context=propagate.extract(carrier),

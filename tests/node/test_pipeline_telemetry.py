@@ -428,3 +428,25 @@ def test_an_unexpected_error_keeps_the_feed_followed_and_logs_only_its_type(
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("feed of market: unexpected ValueError")
     assert not any("11010519491231002X" in line or "张三" in line for line in lines)
+
+
+def test_a_callers_trace_ids_are_followed_but_not_its_free_text(recorded: Recorded) -> None:
+    from node.server import _CallInterceptor  # noqa: PLC0415 - the unit under test is private
+
+    interceptor = _CallInterceptor(cast(Any, None), recorded.telemetry)
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = (
+        ("traceparent", f"00-{trace_id}-{span_id}-01"),
+        ("tracestate", "vendor=张三-11010519491231002X"),
+        ("baggage", "subject=11010519491231002X"),
+    )
+    span, _attributes = interceptor._begin("/credex.v1.Query/Query", metadata)
+    span.end()
+    [finished] = recorded.finished()
+    assert finished.parent is not None
+    assert f"{finished.context.trace_id:032x}" == trace_id  # the caller's trace goes on
+    assert f"{finished.parent.span_id:016x}" == span_id
+    dumped = finished.to_json()
+    assert "11010519491231002X" not in dumped
+    assert "张三" not in dumped
+    assert not finished.context.trace_state
