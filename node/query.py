@@ -278,7 +278,7 @@ class QueryEngine:
             entry, decision="deny", reason="replayed", items_released=(), result_count=0
         )
         claim = NonceClaim(
-            keyid=verified.keyid,
+            keyid=verified.nonce_scope,
             nonce=verified.nonce,
             expires_at=verified.nonce_expires_at,
             now=verified.checked_at,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import secrets
 import threading
@@ -213,6 +214,14 @@ class VerifiedRequest:
         replay anyway."""
         return self.issued_at + MAX_SKEW
 
+    @property
+    def nonce_scope(self) -> str:
+        """Whose nonces this one must differ from: the signer node's, whichever of its keys
+        signed. Scoped by key, a request signed with an old and a new key during a rotation
+        overlap could be replayed once per key (reorder or drop a signature: another key
+        verifies first). A digest of the node id, as the store keeps at most 64 characters."""
+        return "node:" + hashlib.sha256(self.node_id.encode("utf-8")).hexdigest()[:32]
+
     def parse(self, message_type: type[wire.M]) -> wire.M:
         """Parse the body as `message_type`; refuses malformed bytes (InputError)."""
         return wire.parse(message_type, self.body, what=f"body of {self.method}")
@@ -333,8 +342,8 @@ async def _remember_async(nonce_store: NonceStore, verified: VerifiedRequest) ->
 
 
 def _nonce_of(verified: VerifiedRequest) -> tuple[str, str, dt.datetime]:
-    """(keyid, nonce, until when to remember it), as a NonceStore takes them."""
-    return verified.keyid, verified.nonce, verified.nonce_expires_at
+    """(scope, nonce, until when to remember it), as a NonceStore takes them."""
+    return verified.nonce_scope, verified.nonce, verified.nonce_expires_at
 
 
 def _refuse_replay(fresh: bool, method: str) -> None:

@@ -150,6 +150,33 @@ def test_a_replayed_request_is_refused(
     assert "replayed" in refusal(lambda: verify(signed, trust, nonces=nonces))
 
 
+def test_a_request_signed_by_two_keys_of_a_node_is_not_replayed_once_per_key(
+    node_keys: dict[str, keys.NodeKeys],
+) -> None:
+    # During a rotation overlap both keys are trusted. Nonces belong to the node, not to the
+    # key, so reordering or dropping a signature (another key then verifies first) replays
+    # nothing.
+    platform = node_keys["platform"]
+    old = keys.Signer.generate()
+    trust = bundle(
+        entry(
+            platform,
+            roles=frozenset({"platform"}),
+            previous_signing_keys=((old.public_key, NOW + dt.timedelta(days=7)),),
+        )
+    )
+    signed = sign_request(QUERY, BODY, platform.signing, "platform", NOW)
+    both = keys.add_signature(keys.Envelope.from_bytes(signed.envelope), old)
+    reordered = keys.Envelope(both.payload_type, both.payload, both.signatures[::-1])
+    only_old = keys.Envelope(both.payload_type, both.payload, both.signatures[1:])
+    nonces = InMemoryNonceStore()
+    first = verify(common_pb2.SignedRequest(envelope=both.to_bytes()), trust, nonces=nonces)
+    for replay in (reordered, only_old):
+        again = common_pb2.SignedRequest(envelope=replay.to_bytes())
+        assert "replayed" in refusal(lambda r=again: verify(r, trust, nonces=nonces))
+    assert first.nonce_scope.startswith("node:")
+
+
 class _BatchStore:
     """A fake store that records each batch it is asked to commit."""
 
