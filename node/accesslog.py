@@ -565,7 +565,8 @@ def _unavailable(error: Exception) -> LogUnavailable:
 class NonceClaim:
     """A signed request's nonce, to be recorded with the request's access-log entry.
 
-    The entry is logged when the nonce is fresh; when `(keyid, nonce)` was seen before (and has
+    The entry is logged when the nonce is fresh; when `(keyid, nonce)` (the signer node's nonce
+    scope, `VerifiedRequest.nonce_scope`, and the nonce) was seen before (and has
     not expired) `replayed`, a denial, is logged in its place and the append raises
     ReplayedRequest. `now` is the clock the request was checked at.
     """
