@@ -161,9 +161,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         }
         # Only the caller's trace and span ids are taken (W3C traceparent): its tracestate and
         # baggage are free text a peer writes, which would travel into this node's exports.
-        carrier = {
-            str(k): v for k, v in metadata if str(k) == "traceparent" and isinstance(v, str)
-        }
+        carrier = {str(k): v for k, v in metadata if str(k) == "traceparent" and isinstance(v, str)}
         span = self._telemetry.tracer.start_span(
             method.lstrip("/"),
             context=propagate.extract(carrier),
