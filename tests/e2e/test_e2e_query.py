@@ -387,12 +387,13 @@ def test_a_replay_at_the_edge_of_its_window_is_judged_at_the_clock_it_was_checke
     later = edge + dt.timedelta(seconds=2)
     rt = open_runtime(cluster.home("market"), clock=lambda: later)
     try:
-        # the original was answered: its nonce is remembered until `edge`
-        assert rt.store.remember_nonces([(keyid, nonce, edge)], now=fields.issued_at) == [True]
         replay = VerifiedRequest(
             node_id="tax", keyid=keyid, method=QUERY_METHOD, body=fields.body,
             issued_at=fields.issued_at, nonce=nonce, checked_at=edge,
         )  # fmt: skip
+        # the original was answered: its nonce is remembered until `edge`, in tax's scope
+        remembered = [(replay.nonce_scope, nonce, edge)]
+        assert rt.store.remember_nonces(remembered, now=fields.issued_at) == [True]
         with pytest.raises(AuthError, match="replayed"):
             asyncio.run(QueryEngine(rt).answer(replay))
         logged = search(rt.log.backend, requester="tax", kind="query")[-1][1]
