@@ -7,6 +7,7 @@ path would raise a MarkupError instead of printing.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -77,3 +78,26 @@ def check_officer(value: str, *, flag: str = "--officer") -> str:
     if not is_officer_id(value):
         raise InputError(f"{flag}: must be {OFFICER_ID_RULE}")
     return value
+
+
+# `--subject -`: the identifier is read from standard input, so it stays out of the process
+# list (`ps`) and the shell's history, where a command-line argument is visible to others.
+SUBJECT_FROM_STDIN = "-"
+SUBJECT_HELP = "ID number or credit code; '-' reads it from standard input (kept out of ps)"
+
+
+def subject_value(value: str) -> str:
+    """`value`, or for `-` one line read from standard input (a hidden prompt on a terminal).
+
+    Refuses (InputError) an empty identifier. The identifier is never echoed.
+    """
+    if value != SUBJECT_FROM_STDIN:
+        return value
+    if sys.stdin.isatty():
+        typed = getpass.getpass("subject ID number or credit code: ")
+    else:
+        typed = sys.stdin.readline()
+    typed = typed.strip()
+    if not typed:
+        raise InputError("--subject -: no identifier on standard input")
+    return typed

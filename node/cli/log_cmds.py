@@ -41,12 +41,14 @@ from node.accesslog import (
 )
 from node.cli import app
 from node.cli.common import (
+    SUBJECT_HELP,
     HomeOption,
     JsonOption,
     check_officer,
     console,
     print_json,
     resolve_home,
+    subject_value,
 )
 from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
@@ -239,9 +241,7 @@ def _normalised(subject: str, kind: str | None, today: dt.date) -> str:
 @log_app.command("search")
 def search_command(
     *,
-    subject: Annotated[
-        str | None, typer.Option("--subject", help="ID number or credit code.")
-    ] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help=SUBJECT_HELP)] = None,
     subject_kind: Annotated[
         str | None,
         typer.Option(
@@ -259,6 +259,7 @@ def search_command(
     as_json: JsonOption = False,
 ) -> None:
     """Who looked at this subject (or what this requester did), when and why."""
+    subject = None if subject is None else subject_value(subject)
     if subject is None and requester is None and since is None and until is None and kind is None:
         raise InputError("log search: give --subject, --requester, --kind, --since or --until")
     runtime = open_runtime(resolve_home(home))

@@ -22,12 +22,14 @@ from rich.table import Table
 import catalog
 from node.cli import app
 from node.cli.common import (
+    SUBJECT_HELP,
     HomeOption,
     JsonOption,
     check_officer,
     console,
     print_json,
     resolve_home,
+    subject_value,
 )
 from node.errors import InputError
 from node.grants import (
@@ -52,9 +54,7 @@ from node.runtime import NodeRuntime, open_runtime
 grant_app = typer.Typer(help="Subject authorisations (grants).", no_args_is_help=True)
 app.add_typer(grant_app, name="grant")
 
-SubjectOption = Annotated[
-    str, typer.Option("--subject", help="The subject's ID number or credit code.")
-]
+SubjectOption = Annotated[str, typer.Option("--subject", help=f"The subject's {SUBJECT_HELP}.")]
 KindOption = Annotated[
     str,
     typer.Option("--subject-kind", help="natural_person | organisation | individual_business."),
@@ -127,7 +127,7 @@ def query_command(
             grant_id = grant
     ask = QueryAsk(
         peer=peer,
-        subject=subject,
+        subject=subject_value(subject),
         subject_kind=subject_kind,
         items=_items(items),
         purpose=purpose,
@@ -227,7 +227,7 @@ def grant_issue_command(
     try:
         _platform(runtime)
         now = runtime.clock()
-        normalised = normalise_subject(subject, subject_kind, today=_today())
+        normalised = normalise_subject(subject_value(subject), subject_kind, today=_today())
         grant = Grant(
             grant_id=grant_id or f"g-{secrets.token_hex(8)}",
             issuer=runtime.node_id,
@@ -353,7 +353,7 @@ def grant_register_revocation_command(
 @grant_app.command("list")
 def grant_list_command(
     subject: Annotated[
-        str | None, typer.Option("--subject", help="List this subject's grants.")
+        str | None, typer.Option("--subject", help=f"List this subject's grants ({SUBJECT_HELP}).")
     ] = None,
     subject_kind: KindOption = "natural_person",
     grant_id: Annotated[str | None, typer.Option("--id", help="Show one grant.")] = None,
@@ -369,7 +369,7 @@ def grant_list_command(
         if subject is None and grant_id is None:
             states = runtime.grants.active(runtime.clock())
         elif subject is not None:
-            normalised = normalise_subject(subject, subject_kind, today=_today())
+            normalised = normalise_subject(subject_value(subject), subject_kind, today=_today())
             states = runtime.grants.for_subject(subject_digest(normalised))
         else:
             assert grant_id is not None

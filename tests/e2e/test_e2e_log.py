@@ -134,6 +134,21 @@ def test_search_by_subject_finds_its_accesses_and_is_logged(
     assert reads
     assert all(e["subject_index"] is None for e in reads)
     assert all(SUBJECT not in json.dumps(e) for e in reads)
+    # `--subject -` reads the identifier from standard input, out of `ps` and shell history
+    piped = subprocess.run(
+        [sys.executable, "-m", "node.cli", "log", "search", "--subject", "-", "--json"],
+        input=SUBJECT + "\n", env=cluster.env("market"), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout) == found  # the same accesses as when typed on the line
+    empty = subprocess.run(
+        [sys.executable, "-m", "node.cli", "log", "search", "--subject", "-"],
+        input="\n", env=cluster.env("market"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert empty.returncode == 2
+    assert "no identifier on standard input" in empty.stderr
 
 
 def test_export_lines_verify_on_their_own(cluster: LocalCluster, tmp_path: Path) -> None:
