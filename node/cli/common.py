@@ -12,12 +12,14 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from node.durable import publish_new_file
 from node.errors import InputError
 from node.officers import OFFICER_ID_RULE, is_officer_id
 
@@ -101,3 +103,39 @@ def subject_value(value: str) -> str:
     if not typed:
         raise InputError("--subject -: no identifier on standard input")
     return typed
+
+
+def refuse_existing_output(output: Path | None) -> None:
+    """InputError when `--output` names a file (or a link) that exists: an export never
+    replaces one. Asked before anything is logged; `write_export` checks again as it writes."""
+    if output is not None and (output.exists() or output.is_symlink()):
+        raise InputError(f"--output {output}: the file exists; choose a new name")
+
+
+def write_export(output: Path | None, lines: Iterable[str]) -> int:
+    """Write `lines` (each ending in a newline) to stdout, or to the new file `output` whole or
+    not at all (`node.durable.publish_new_file`); return how many were written. InputError
+    naming `--output` when the file exists or cannot be written."""
+    count = 0
+    if output is None:
+        for line in lines:
+            sys.stdout.write(line)
+            count += 1
+        sys.stdout.flush()
+        return count
+
+    def encoded() -> Iterator[bytes]:
+        nonlocal count
+        for line in lines:
+            count += 1
+            yield line.encode("utf-8")
+
+    try:
+        publish_new_file(output, encoded())
+    except FileExistsError:
+        raise InputError(f"--output {output}: the file exists; choose a new name") from None
+    except OSError as error:
+        raise InputError(
+            f"--output {output}: cannot write the export ({error.strerror or error})"
+        ) from None
+    return count

@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import signal
 import stat
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,11 +28,18 @@ from rich.table import Table
 import keys
 from node import feeds, lifecycle, lifecycle_ops
 from node.cli import app
-from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
+from node.cli.common import (
+    HomeOption,
+    JsonOption,
+    console,
+    print_json,
+    refuse_existing_output,
+    resolve_home,
+    write_export,
+)
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.cli.log_cmds import admin_entry
 from node.config import CONFIG_FILE, NodeConfig, load_config
-from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
 from node.runtime import (
     PEERS_DIR,
@@ -160,8 +166,7 @@ def export_command(
     if fmt != "dsse":
         raise InputError(f'--format {fmt!r}: only "dsse" is supported')
 
-    if output is not None and (output.exists() or output.is_symlink()):
-        raise InputError(f"--output {output}: the file exists; choose a new name")
+    refuse_existing_output(output)
 
     def work(runtime: NodeRuntime) -> int:
         rows = [row for row in received_records(runtime.store, producer=peer) if row.body]
@@ -180,20 +185,7 @@ def export_command(
                 signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(row.row_id, row.body))
                 yield json.dumps(dsse_line(signed), sort_keys=True) + "\n"
 
-        if output is None:
-            for line in lines():
-                sys.stdout.write(line)
-            sys.stdout.flush()
-            return len(rows)
-        try:
-            publish_new_file(output, (line.encode("utf-8") for line in lines()))
-        except FileExistsError:
-            raise InputError(f"--output {output}: the file exists; choose a new name") from None
-        except OSError as error:
-            raise InputError(
-                f"--output {output}: cannot write the export ({error.strerror or error})"
-            ) from None
-        return len(rows)
+        return write_export(output, lines())
 
     count: int = _with_runtime(home, work)
     if output is not None:

@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import secrets
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,10 +46,11 @@ from node.cli.common import (
     check_officer,
     console,
     print_json,
+    refuse_existing_output,
     resolve_home,
     subject_value,
+    write_export,
 )
-from node.durable import publish_new_file
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
 from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
@@ -388,9 +388,7 @@ def export_command(
     """Export entries with inclusion proofs to a freshly signed checkpoint (JSON Lines)."""
     if fmt != "jsonl":
         raise InputError(f"--format {fmt!r}: only 'jsonl' is supported")
-    if output is not None and (output.exists() or output.is_symlink()):
-        # checked again when the file is linked in; asked here so nothing is logged for nothing
-        raise InputError(f"--output {output}: the file exists; choose a new name")
+    refuse_existing_output(output)  # before the export is logged: nothing logged for nothing
     from node.accesslog import export_lines  # noqa: PLC0415 - keeps the import list short
 
     runtime = open_runtime(resolve_home(home))
@@ -404,27 +402,8 @@ def export_command(
         lines = export_lines(
             runtime.log.backend, start=start, end=signed if end is None else min(end, signed)
         )
-        if output is None:
-            for line in lines:
-                sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        else:
-            count = 0
-
-            def encoded() -> Iterator[bytes]:
-                nonlocal count
-                for line in lines:
-                    count += 1
-                    yield (line + "\n").encode("utf-8")
-
-            try:
-                publish_new_file(output, encoded())
-            except FileExistsError:
-                raise InputError(f"--output {output}: the file exists; choose a new name") from None
-            except OSError as error:
-                raise InputError(
-                    f"--output {output}: cannot write the export ({error.strerror or error})"
-                ) from None
+        count = write_export(output, (line + "\n" for line in lines))
+        if output is not None:
             console.print(
                 f"exported {count} entries with proofs: {output}", markup=False, highlight=False
             )
