@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,21 +21,12 @@ from node import backup as backup_module
 from node.backup import create_backup, restore_backup
 from node.cli.init_cmds import init_node
 from node.errors import ExitCode, InputError, NodeError, exit_code_for
+from tests.node.cli_support import credex
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 CHEAP = keys.KdfParams(opslimit=1, memlimit=8192)
 PASS = b"district backup pass"
 AS_ROOT = os.geteuid() == 0
-
-
-def credex(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "300"}
-    for name in ("CREDEX_HOME", "CREDEX_PASSPHRASE_FILE", "CREDEX_BACKUP_PASSPHRASE_FILE"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
 
 
 def _refuse(code: int) -> Any:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +18,11 @@ from node.cli.init_cmds import init_node
 from node.errors import ExitCode, InputError, exit_code_for
 from node.runtime import open_runtime
 from node.store import StoreUnavailableError
+from tests.node.cli_support import credex
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 CHEAP = keys.KdfParams(opslimit=1, memlimit=8192)
 PASS = b"district backup pass"
-
-
-def credex(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "300"}
-    for name in ("CREDEX_HOME", "CREDEX_PASSPHRASE_FILE", "CREDEX_BACKUP_PASSPHRASE_FILE"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture

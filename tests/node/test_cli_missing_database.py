@@ -5,9 +5,6 @@ store would read as "no records" and an empty, valid access log. Only `credex in
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +13,9 @@ from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.runtime import open_node_store, open_runtime
 from node.store import StoreUnavailableError
+from tests.node.cli_support import credex
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
-
-
-def credex(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "300"}
-    for name in ("CREDEX_HOME", "CREDEX_PASSPHRASE_FILE", "CREDEX_BACKUP_PASSPHRASE_FILE"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture

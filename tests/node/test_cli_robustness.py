@@ -12,8 +12,6 @@ import os
 import shutil
 import sqlite3
 import stat
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,19 +26,9 @@ from node.cli.init_cmds import init_node, node_passphrase
 from node.config import CONFIG_FILE, parse_config
 from node.errors import BundleSpecError, ConfigError, ExitCode, InputError, exit_code_for
 from node.transport import Diagnosis, UnavailableCause
+from tests.node.cli_support import credex
 
 PASSPHRASE = b"correct horse battery"
-
-
-def credex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "COLUMNS": "300"}
-    for name in ("CREDEX_HOME", "CREDEX_PASSPHRASE_FILE"):
-        full.pop(name, None)
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
-        capture_output=True, text=True, env=full, check=False,
-    )  # fmt: skip
 
 
 def one_line(text: str) -> str:
