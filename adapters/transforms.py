@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
+from catalog.identifiers import INVISIBLE_FORMAT_CHARS
+
 __all__ = [
     "DATE_FORMATS",
     "TEXT_DATE_FORMATS",
@@ -66,7 +68,7 @@ class Transform(Protocol):
 
 
 # Characters that str.strip() keeps but that exports carry at the edges of cells.
-_INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060\u00a0\u3000"
+_INVISIBLE = INVISIBLE_FORMAT_CHARS + "\u00a0\u3000"
 
 
 def _trim(value: str) -> str:

@@ -98,13 +98,17 @@ _RUN_CHARS = "0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
 _IDENTIFIER_RUN = re.compile(rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{18}}(?![{_RUN_CHARS}])")
 
 
+INVISIBLE_FORMAT_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
+"""Characters that show nothing and that str.strip() keeps: zero-width space, non-joiner and
+joiner, word joiner, byte-order mark. Exports carry them inside and around values."""
+
 # A long run of digits, however it is spelt: ASCII or full-width digits, with the separators
 # people type inside numbers (spaces, hyphens, dots, underscores, slashes, zero-width and
 # full-width spaces) between them, glued to letters or not, and an ID number's check
 # character X at the end. 15 digits or more: an old or new citizen ID number, also with a
 # wrong check digit, or an account number; never a date, a phone number or a decision number.
 _DIGIT = "0-9\uff10-\uff19"
-_GAP = " \t\\-._/\u3000\u00a0\u200b-\u200d\u2060\ufeff"
+_GAP = " \t\\-._/\u3000\u00a0" + INVISIBLE_FORMAT_CHARS
 _DIGIT_RUN = re.compile(
     rf"(?<![{_DIGIT}])[{_DIGIT}](?:[{_GAP}]*[{_DIGIT}]){{14,}}(?:[{_GAP}]*[Xx\uff38\uff58])?"
 )
@@ -131,10 +135,8 @@ def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
 
 
 def _masked_run(match: re.Match[str]) -> str:
-    return mask_identifier(compact(match.group(0)).translate(_INVISIBLE))
-
-
-_INVISIBLE = str.maketrans("", "", "/\u00a0\u200b\u200c\u200d\u2060\ufeff")
+    # the run's digits and check character, without the gaps it was spelt with
+    return mask_identifier("".join(ch for ch in match.group(0) if ch.isalnum()))
 
 
 def _masked_if_identifier(match: re.Match[str]) -> str:

@@ -50,6 +50,7 @@ from types import MappingProxyType
 from catalog.conditions import Condition, parse_rule
 from catalog.errors import InvalidIdentifier
 from catalog.identifiers import (
+    INVISIBLE_FORMAT_CHARS,
     USCC_PLACEHOLDER,
     compact,
     mask_identifier,
@@ -96,9 +97,7 @@ _SUMMARY_TYPES = frozenset({"警告", "罚款"})
 # What a value is trimmed of: Unicode whitespace (as str.strip) and the invisible format
 # characters exports carry (zero-width spaces and joiners, word joiner, byte-order mark), so that
 # a mandatory name made only of them counts as missing instead of passing as a name.
-_BLANK = (
-    "".join(ch for ch in map(chr, range(0x3001)) if ch.isspace()) + "\u200b\u200c\u200d\u2060\ufeff"
-)
+_BLANK = "".join(ch for ch in map(chr, range(0x3001)) if ch.isspace()) + INVISIBLE_FORMAT_CHARS
 
 
 class _Bad(Exception):
