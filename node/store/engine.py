@@ -16,6 +16,7 @@ Migrations run under an advisory lock there, so replicas starting together migra
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def migrate(engine: Engine) -> None:
                 ) from None
 
 
+@functools.cache  # the migrations shipped with this release never change while it runs
 def known_revisions() -> tuple[frozenset[str], str]:
     """The schema revisions this release can upgrade from, and the newest (head)."""
     config = Config()
@@ -124,11 +126,9 @@ def known_revisions() -> tuple[frozenset[str], str]:
 def _check_known_revision(conn: Connection) -> None:
     """Refuse a database at a revision this release does not know: a newer credex migrated
     it (after a rollback of the release, say), and this one must neither guess nor write."""
-    if not conn.dialect.has_table(conn, "alembic_version"):
-        return
-    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    current = _revision_in(conn)
     known, head = known_revisions()
-    if current is not None and str(current) not in known:
+    if current is not None and current not in known:
         raise StoreUnavailableError(
             f"store: the database is at schema revision {current}, which this release does not "
             f"know (its newest is {head}): a newer credex wrote it. Run that release again, or "
@@ -139,8 +139,11 @@ def _check_known_revision(conn: Connection) -> None:
 def schema_revision(engine: Engine) -> str | None:
     """Return the store's current Alembic revision, or None before the first migration."""
     with translate_errors("read the schema revision"), engine.connect() as conn:
-        exists = conn.dialect.has_table(conn, "alembic_version")
-        if not exists:
-            return None
-        value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        return str(value) if value is not None else None
+        return _revision_in(conn)
+
+
+def _revision_in(conn: Connection) -> str | None:
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return None
+    value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return str(value) if value is not None else None
