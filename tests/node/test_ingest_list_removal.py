@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, update
 
 import catalog
 from node import lifecycle as rules
@@ -29,8 +28,8 @@ from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
 from node.store import StoredRecord
 from node.store import lifecycle as ls
-from node.store.store import RECORDS
 from tests.catalog.catalog_testdata import make_ric
+from tests.node.window_support import store_as_previous_release
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)  # 10:00 in China
 TODAY = dt.date(2026, 11, 25)
@@ -179,27 +178,10 @@ def test_a_removal_stored_active_by_an_older_release_ends_at_the_first_scan(
     export(runtime, "列入")
     export(runtime, "移出", REMOVED.isoformat(), "决定撤销")
     removed = versions(runtime)[-1]
-    # as the release before this one stored it: active, with the severe window
-    with runtime.store.write("test: a row as the previous release stored it") as conn:
-        conn.execute(
-            update(RECORDS)
-            .where(RECORDS.c.row_id == removed.row_id)
-            .values(
-                state="active",
-                disclosure_min_end=dt.date(2027, 5, 1),
-                disclosure_max_end=dt.date(2029, 5, 1),
-                disclosure_rule="令第36号: 严重失信 1年-3年",
-            )
-        )
-        # that release had run its window pass under its own rules
-        conn.execute(
-            insert(ls.MAINTENANCE).values(
-                task=ls.WINDOWS_TASK,
-                fingerprint="1:rules-of-the-previous-release",
-                updated_at=NOW.replace(tzinfo=None),
-                finished_at=NOW.replace(tzinfo=None),
-            )
-        )
+    # as the release before this one stored it: active, with the severe window, and that
+    # release had run its window pass under its own rules
+    severe = (dt.date(2027, 5, 1), dt.date(2029, 5, 1), "令第36号: 严重失信 1年-3年")
+    store_as_previous_release(runtime, {removed.row_id: severe}, now=NOW)
     assert shown(versions(runtime)[-1])  # the defect: still disclosed and shared
 
     report = scan(runtime)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, update
 
 import catalog
 from node import lifecycle as rules
@@ -26,8 +25,7 @@ from node.ingest import run_ingest
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
 from node.store import StoredRecord
-from node.store import lifecycle as ls
-from node.store.store import RECORDS
+from tests.node.window_support import store_as_previous_release
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)  # 10:00 in China
 TODAY = dt.date(2026, 11, 25)
@@ -100,28 +98,17 @@ def test_ingest_stores_the_items_twelve_months(runtime: NodeRuntime) -> None:
 def test_windows_stored_by_an_older_release_are_bounded_at_the_first_scan(
     runtime: NodeRuntime,
 ) -> None:
-    with runtime.store.write("test: rows as the previous release stored them") as conn:
-        for record in stored(runtime).values():
-            decided = record.decided_on
-            assert decided is not None
-            conn.execute(
-                update(RECORDS)
-                .where(RECORDS.c.row_id == record.row_id)
-                .values(
-                    state="active",
-                    disclosure_min_end=catalog.add_months(decided, 3),
-                    disclosure_max_end=catalog.add_months(decided, 36),
-                    disclosure_rule="令第58号 (decided before 2026-04-01): 3个月-3年",
-                )
-            )
-        conn.execute(
-            insert(ls.MAINTENANCE).values(
-                task=ls.WINDOWS_TASK,
-                fingerprint="1:rules-of-the-previous-release",
-                updated_at=NOW.replace(tzinfo=None),
-                finished_at=NOW.replace(tzinfo=None),
-            )
+    rule = "令第58号 (decided before 2026-04-01): 3个月-3年"
+    windows = {}
+    for record in stored(runtime).values():
+        decided = record.decided_on
+        assert decided is not None
+        windows[record.row_id] = (
+            catalog.add_months(decided, 3),
+            catalog.add_months(decided, 36),
+            rule,
         )
+    store_as_previous_release(runtime, windows, now=NOW)
     report = scan(runtime)
     assert report.expired == 1
     after = stored(runtime)
