@@ -113,7 +113,6 @@ def parse_utc(text: str) -> dt.datetime:
 _FREE_TEXT_FIELDS = ("requester", "officer", "purpose", "legal_basis", "request_id", "grant_id")
 # Ids a reader looks entries up by, kept as given unless they hold a checked identifier.
 _LOOKUP_IDS = frozenset({"request_id", "grant_id"})
-_SHORTEST_IDENTIFIER = 15  # catalog.redact_identifiers masks nothing shorter
 # What the log keeps of one free-text field at most, and the mark of a cut.
 _MAX_FREE_TEXT = 1024
 _CUT = "…(cut)"
@@ -212,28 +211,28 @@ class LogEntry:
 
 def kept_form(entry: LogEntry) -> LogEntry:
     """`entry` as the log keeps it (what `encode_leaf` encodes): every citizen ID number or
-    credit code in the text the requesting node supplies masked (`catalog.redact_identifiers`),
-    and an officer that is not a staff id (it may be a person's name) replaced by
+    credit code in the text the requesting node supplies (and in the item ids it asked for)
+    masked (`catalog.redact_identifiers`), each such text field cut to `_MAX_FREE_TEXT`
+    characters, and an officer that is not a staff id (it may be a person's name) replaced by
     `NOT_AN_OFFICER_ID`. The entry itself when nothing changes. Applied when an entry is
     written, never when one is read back: a stored leaf is decoded exactly as it was kept."""
     changes: dict[str, Any] = {}
     for name in _FREE_TEXT_FIELDS:
         value = getattr(entry, name)
-        if isinstance(value, str) and len(value) >= _SHORTEST_IDENTIFIER:
-            redacted = catalog.redact_identifiers(value, digit_runs=name not in _LOOKUP_IDS)
-            if len(redacted) > _MAX_FREE_TEXT:
+        if isinstance(value, str):
+            kept = catalog.redact_identifiers(value, digit_runs=name not in _LOOKUP_IDS)
+            if len(kept) > _MAX_FREE_TEXT:
                 # a refused peer's legal basis may be megabytes: the log keeps what a reader
                 # needs, never what would let a caller grow it at will (decision 0008)
-                redacted = redacted[:_MAX_FREE_TEXT] + _CUT
-            if redacted != value:
-                changes[name] = redacted
+                kept = kept[:_MAX_FREE_TEXT] + _CUT
+            if kept != value:
+                changes[name] = kept
     asked = entry.items_asked
-    if any(isinstance(item, str) and len(item) >= _SHORTEST_IDENTIFIER for item in asked):
-        kept_items = tuple(
-            catalog.redact_identifiers(item) if isinstance(item, str) else item for item in asked
-        )
-        if kept_items != asked:
-            changes["items_asked"] = kept_items
+    kept_items = tuple(
+        catalog.redact_identifiers(item) if isinstance(item, str) else item for item in asked
+    )
+    if kept_items != asked:
+        changes["items_asked"] = kept_items
     officer = changes.get("officer", entry.officer)
     if isinstance(officer, str) and officer and not is_officer_id(officer):
         changes["officer"] = NOT_AN_OFFICER_ID
