@@ -17,6 +17,9 @@ Invariants:
   seen before; a replay gets the claim's denial logged in its place (`ReplayedRequest`). The
   nonces of a group are recorded in the same backend transaction as its entries
   (`ClaimingLogBackend`), so a request never waits for a nonce commit of its own (decision 0011).
+- An operation that changes the store and is logged with `AccessLog.append_with` (the record
+  lifecycle: objections, corrections, revocations, repairs, purges) commits its store writes in
+  the transaction of its entry (`JoiningLogBackend`): never one without the other.
 - Indexes are gap-free and never reused; the log is never pruned (retention is at least
   `RETENTION_MIN_DAYS`; the Merkle log keeps everything).
 
@@ -401,6 +404,8 @@ class LogBackend(Protocol):
         ...
 
 
+_R = TypeVar("_R")
+
 LeafBuilder = Callable[[list[bool]], tuple[Sequence[tuple[bytes, bytes]], bytes, int]]
 """Given the freshness of a group's nonces, the `(entries, state, expected_size)` to append."""
 
@@ -422,6 +427,25 @@ class ClaimingLogBackend(LogBackend, Protocol):
         nothing; return the index of the first leaf. A nonce is fresh when it was never seen, or
         its stored expiry is before `now`; of two equal nonces in one call the first wins.
         `rebuild` as for `append` (called after `build`, for the same entries)."""
+        ...
+
+
+@runtime_checkable
+class JoiningLogBackend(LogBackend, Protocol):
+    """A LogBackend kept in the node's store, whose appends can carry the store writes of the
+    operation they log in the same transaction."""
+
+    def append_with(
+        self,
+        work: Callable[[], _R],
+        *,
+        build: Callable[[], tuple[Sequence[tuple[bytes, bytes]], bytes, int]],
+        rebuild: Rebuild | None = None,
+        what: str = "append to the access log",
+    ) -> tuple[int, _R]:
+        """Run `work` (store calls) and append the leaves `build()` returns (`(entries, state,
+        expected_size)` as for `append`, built after `work`) all or nothing; return the index of
+        the first leaf and what `work` returned."""
         ...
 
 
@@ -587,12 +611,19 @@ class ReplayedRequest(AuthError):
         self.index = index
 
 
-_R = TypeVar("_R")
 # Appends that lose the race to another process on the same store (replicas, a CLI command
 # beside `credex serve`) reload and try again: enough tries that a busy second writer does not
 # turn into UNAVAILABLE for a client, with pauses of up to 50 ms between them.
 _CONFLICT_ATTEMPTS = 12
 _CONFLICT_PAUSE_MAX = 0.05
+
+
+class _WorkFailed(Exception):
+    """What the work of `AccessLog.append_with` raised, carried past the append's retries."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("the logged operation failed")
+        self.error = error
 
 
 class _Chain:
@@ -717,6 +748,9 @@ class AccessLog:
                         self._range = self._load()
                     chain = _Chain(self._range, self._previous)
                     result = store(chain)
+                except _WorkFailed:
+                    self._range = None  # the transaction was rolled back: reload next time
+                    raise
                 except WriteConflict:
                     self._range = None  # another writer appended: reload, then try again
                     conflicts += 1
@@ -742,6 +776,52 @@ class AccessLog:
             raise
         except Exception as error:
             raise LogUnavailable("the access log could not be written") from error
+
+    def append_with(self, entry: LogEntry, work: Callable[[], _R], *, what: str) -> tuple[int, _R]:
+        """Run `work` and durably append `entry` as one; return the entry's index and what
+        `work` returned.
+
+        On a JoiningLogBackend (the node's store) `work`'s store calls run in the transaction
+        of the append: the entry is stored if and only if what `work` wrote is, whatever
+        crashes in between. Whatever `work` raises propagates unchanged and nothing is written;
+        LogUnavailable when the append fails, and then what `work` wrote is rolled back with it.
+        `work` may run again when the first append fails for a passing reason, so it must do
+        nothing but store calls. On another backend (tests' memory log) `work` runs first and
+        the entry is appended after it. `what` names the operation in store errors.
+        """
+        backend = self.backend
+        if not isinstance(backend, JoiningLogBackend):
+            result = work()
+            return self.append_sync(entry), result
+        results: list[_R] = []
+
+        def guarded() -> _R:
+            try:
+                return work()
+            except Exception as error:
+                raise _WorkFailed(error) from error
+
+        def store(chain: _Chain) -> int:
+            first, result = backend.append_with(
+                guarded,
+                build=lambda: chain([entry]),
+                rebuild=chain.rebuilder([entry]),
+                what=what,
+            )
+            results[:] = [result]
+            return first
+
+        try:
+            index = self._on_tree(store)
+        except _WorkFailed as failed:
+            raise failed.error from None
+        except LogUnavailable:
+            raise
+        except Exception as error:
+            raise LogUnavailable(
+                f"the access log could not be written, so nothing of it was applied: {what}"
+            ) from error
+        return index, results[0]
 
     async def append(self, entry: LogEntry, *, claim: NonceClaim | None = None) -> int:
         """Durably append `entry` (group commit) and return its index.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +29,8 @@ from node.store.store import Store, to_db_time
 from node.store.tables import AccessLogRow, CheckpointRow, LogStateRow, WitnessRow
 
 __all__ = ["SqlLogBackend"]
+
+_T = TypeVar("_T")
 
 
 def _table(model: Any) -> Table:
@@ -70,8 +72,10 @@ def _utcnow() -> dt.datetime:
 
 
 class SqlLogBackend:
-    """`ClaimingLogBackend` on the node's store (SQLite or PostgreSQL): request nonces go to
-    the store's nonce table, in the transaction of the leaves (`append_claiming`)."""
+    """`ClaimingLogBackend` and `JoiningLogBackend` on the node's store (SQLite or
+    PostgreSQL): request nonces go to the store's nonce table, in the transaction of the leaves
+    (`append_claiming`), and so do the store writes of an operation logged with
+    `append_with`."""
 
     def __init__(self, store: Store, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._store = store
@@ -128,6 +132,31 @@ class SqlLogBackend:
             fresh = self._store.remember_nonces_in(conn, nonces, now=now)
             entries, state, expected_size = build(fresh)
             return _append_in(conn, entries, state, expected_size, stamp, rebuild=rebuild)
+
+    def append_with(
+        self,
+        work: Callable[[], _T],
+        *,
+        build: Callable[[], tuple[Sequence[tuple[bytes, bytes]], bytes, int]],
+        rebuild: Rebuild | None = None,
+        what: str = "append to the access log",
+    ) -> tuple[int, _T]:
+        """Run `work` and append the leaves `build()` returns, in ONE transaction; return the
+        index of the first leaf and what `work` returned.
+
+        `work` makes its calls on this backend's store: they join the transaction
+        (Store.joined), so what they write commits only with the leaves, and nothing of it
+        when `work`, `build` or the append raises. `build` runs after `work` and returns
+        `(entries, state, expected_size)` as for `append`; `rebuild` as for `append`. `what`
+        names the operation in errors.
+        """
+        stamp = to_db_time(self._clock())
+        with self._store.write(what) as conn:
+            with self._store.joined(conn):
+                result = work()
+            entries, state, expected_size = build()
+            first = _append_in(conn, entries, state, expected_size, stamp, rebuild=rebuild)
+        return first, result
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
         """Return `(index, leaf, leaf_hash)` for `start <= index < end`, in index order.

@@ -209,6 +209,9 @@ _FLAG_COPY = (
 )
 
 
+# Per thread: the write transaction that store calls join (Store.joined), by engine.
+_JOINS = threading.local()
+
 _WRITER_LOCKS: dict[str, threading.RLock] = {}
 _WRITER_LOCKS_GUARD = threading.Lock()
 
@@ -319,7 +322,16 @@ class Store:
 
     @contextmanager
     def write(self, what: str) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite): commit on success, else roll back.
+
+        Inside `joined(conn)` on this thread, the caller's transaction `conn` instead: what is
+        written commits or rolls back with it.
+        """
+        joined = self._joined_connection()
+        if joined is not None:
+            with translate_errors(what):
+                yield joined
+            return
         with self._writer, translate_errors(what), self._engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
@@ -327,9 +339,35 @@ class Store:
 
     @contextmanager
     def read(self, what: str) -> Iterator[Connection]:
-        """A read-only transaction."""
+        """A read-only transaction; inside `joined(conn)` on this thread, `conn` itself, so
+        that a read sees what the joined transaction wrote so far."""
+        joined = self._joined_connection()
+        if joined is not None:
+            with translate_errors(what):
+                yield joined
+            return
         with translate_errors(what), self._engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def joined(self, conn: Connection) -> Iterator[None]:
+        """Make every `write` and `read` of this store on this thread, until the block ends,
+        run in the open write transaction `conn` (one taken from `write`), so that several
+        store calls commit or roll back as one: a lifecycle operation and its access-log entry
+        (node.accesslog.AccessLog.append_with). Other threads are not affected."""
+        joins: dict[int, Connection] = _JOINS.__dict__.setdefault("by_engine", {})
+        key = id(self._engine)
+        if key in joins:
+            raise RuntimeError("store: a joined transaction is already open on this thread")
+        joins[key] = conn
+        try:
+            yield
+        finally:
+            del joins[key]
+
+    def _joined_connection(self) -> Connection | None:
+        joins: dict[int, Connection] | None = getattr(_JOINS, "by_engine", None)
+        return None if not joins else joins.get(id(self._engine))
 
     # ----------------------------------------------------------------- records
 

@@ -13,8 +13,10 @@ from sqlalchemy import delete, select
 
 import keys
 from node import accesslog
-from node.errors import InputError, TamperDetected
-from node.store import SqlLogBackend, Store, StoreConflictError, open_store
+from node.errors import InputError, LogUnavailable, TamperDetected
+from node.store import SqlLogBackend, Store, StoreConflictError, logbackend, open_store
+from node.store import lifecycle as ls
+from node.store.errors import StoreUnavailableError
 from node.store.logbackend import LOG, STATE
 from node.store.store import from_db_time
 from node.store.tables import metadata
@@ -264,3 +266,99 @@ def test_head_reads_state_size_and_last_leaf_together(store: Store) -> None:
     assert log.head() == (None, 0, None)
     log.append([entry(0), entry(1)], b"state-2")
     assert log.head() == (b"state-2", 2, entry(1)[1])
+
+
+# --- an operation and its entry in one transaction (AccessLog.append_with) -------------------
+
+ORIGIN = "zhangdian.credex/market"
+DAY = dt.date(2026, 11, 25)
+MOMENT = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)
+
+
+def op_entry(n: int) -> accesslog.LogEntry:
+    return accesslog.LogEntry(
+        time="2026-11-25T09:30:00Z", kind="lifecycle_revoke", requester="market",
+        officer="o1", purpose="lifecycle_revoke", legal_basis="山东省社会信用条例第40条",
+        decision="allow", reason="", request_id=f"rev-{n}",
+    )  # fmt: skip
+
+
+def open_task(store: Store, task_id: str) -> None:
+    ls.open_task(
+        store, task_id=task_id, kind="revocation", record_key="ab" * 32, opened_at=MOMENT,
+        due_on=DAY, approximate=False,
+    )  # fmt: skip
+
+
+def task_ids(store: Store) -> list[str]:
+    return [t.task_id for t in ls.list_tasks(store)]
+
+
+def test_append_with_commits_the_work_and_its_entry_together(store: Store) -> None:
+    signer = keys.Signer.generate()
+    log = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+    log.append_sync(op_entry(0))
+
+    def work() -> list[str]:
+        open_task(store, "rev-1")
+        return task_ids(store)  # a read inside the work sees what it wrote so far
+
+    index, seen = log.append_with(op_entry(1), work, what="withdraw a record")
+    assert (index, seen) == (1, ["rev-1"])
+    assert task_ids(store) == ["rev-1"]
+    assert [e.request_id for _, _, e in accesslog.iter_entries(log.backend)] == ["rev-0", "rev-1"]
+    assert accesslog.verify_log(SqlLogBackend(store), {ORIGIN: signer.public_key}).ok
+
+
+def test_a_failing_operation_leaves_neither_its_writes_nor_its_entry(store: Store) -> None:
+    signer = keys.Signer.generate()
+    log = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+    calls = 0
+
+    def work() -> None:
+        nonlocal calls
+        calls += 1
+        open_task(store, "rev-1")
+        raise InputError("the record is not active")
+
+    with pytest.raises(InputError, match="not active"):  # its own error, unchanged
+        log.append_with(op_entry(1), work, what="withdraw a record")
+    assert calls == 1  # a refusal is not retried
+    assert task_ids(store) == []
+    assert SqlLogBackend(store).size() == 0
+    assert log.append_with(op_entry(2), lambda: open_task(store, "rev-2"), what="w")[0] == 0
+    assert task_ids(store) == ["rev-2"]
+    assert accesslog.verify_log(SqlLogBackend(store), {ORIGIN: signer.public_key}).ok
+
+
+def test_a_failing_log_append_rolls_the_operation_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash window the append closes: before, the store change committed first and an
+    append that failed (or a crash before it) left a lifecycle change no entry accounts for."""
+    signer = keys.Signer.generate()
+    log = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise StoreUnavailableError("store: append to the access log failed: disk I/O error")
+
+    monkeypatch.setattr(logbackend, "_append_in", broken)
+    with pytest.raises(LogUnavailable, match="nothing of it was applied"):
+        log.append_with(op_entry(1), lambda: open_task(store, "rev-1"), what="withdraw a record")
+    monkeypatch.undo()
+    assert task_ids(store) == []
+    assert SqlLogBackend(store).size() == 0
+
+
+def test_a_joined_transaction_is_one_per_thread(store: Store) -> None:
+    with store.write("outer") as conn, store.joined(conn):
+        with pytest.raises(RuntimeError, match="already open"), store.joined(conn):
+            pass
+        open_task(store, "rev-1")
+        assert task_ids(store) == ["rev-1"]
+        seen_elsewhere: list[list[str]] = []
+        reader = threading.Thread(target=lambda: seen_elsewhere.append(task_ids(store)))
+        reader.start()
+        reader.join()
+        assert seen_elsewhere == [[]]  # another thread reads committed data only
+    assert task_ids(store) == ["rev-1"]
