@@ -6,7 +6,8 @@ Every operation:
 - changes the record state, its feed events and the task that explains it in ONE store
   transaction (node/store/lifecycle.py), so subscribers learn of it exactly as it is stored;
 - writes one access-log entry (kind `lifecycle_<op>`, or `purge`) naming who asked and why,
-  with the subject only as its blind index, before it returns.
+  with the subject only as its blind index, in that same transaction (AccessLog.append_with):
+  the change and its entry are stored together or not at all, whatever crashes in between.
 
 Corrections re-validate the changed fields with `catalog.validate_record`, re-sign the record
 with this node's key and store it as the next version (the store supersedes the old one and
@@ -20,9 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import adapters
 import catalog
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 LOCAL = "local"
+_T = TypeVar("_T")
 
 
 class RepairRefused(PolicyDenied):
@@ -155,7 +157,7 @@ def decrypt_record(runtime: NodeRuntime, record: StoredRecord) -> keys.VerifiedR
     return keys.verify_record(signed, trusted=trusted)
 
 
-def _log(
+def _entry(
     runtime: NodeRuntime,
     *,
     op: str,
@@ -164,24 +166,29 @@ def _log(
     reason: str,
     request_id: str,
     decision: str = "allow",
-    kind: str | None = None,
-) -> None:
-    runtime.log.append_sync(
-        LogEntry(
-            time=utc_iso(runtime.clock()),
-            kind=kind or f"lifecycle_{op}",
-            requester=requester.node,
-            officer=requester.officer,
-            purpose=f"lifecycle_{op}",
-            legal_basis=_LEGAL_BASIS[op],
-            decision=decision,
-            reason=reason,
-            request_id=request_id,
-            subject_index=record.subject_index,
-            items_asked=(record.item_id,),
-            result_count=1,
-        )
+) -> LogEntry:
+    """The access-log entry of lifecycle operation `op` on `record`."""
+    return LogEntry(
+        time=utc_iso(runtime.clock()),
+        kind=f"lifecycle_{op}",
+        requester=requester.node,
+        officer=requester.officer,
+        purpose=f"lifecycle_{op}",
+        legal_basis=_LEGAL_BASIS[op],
+        decision=decision,
+        reason=reason,
+        request_id=request_id,
+        subject_index=record.subject_index,
+        items_asked=(record.item_id,),
+        result_count=1,
     )
+
+
+def _logged(runtime: NodeRuntime, entry: LogEntry, work: Callable[[], _T], *, what: str) -> _T:
+    """Run `work` (store calls only) and append `entry` in one store transaction: the
+    operation and its access-log entry commit together or not at all, whatever crashes in
+    between. Returns what `work` returned."""
+    return runtime.log.append_with(entry, work, what=what)[1]
 
 
 _LEGAL_BASIS = {
@@ -259,16 +266,20 @@ def object_record(
         rules.china_day(now), needs_other_unit=needs_other_unit, calendar=work_calendar(runtime)
     )
     oid = objection_id or f"obj-{uuid.uuid4().hex[:16]}"
-    events = ls.open_objection(
-        runtime.store,
-        objection_id=oid,
-        record=record,
-        reason=reason,
-        opened_at=now,
-        due_on=deadline.due_on,
-        approximate=deadline.approximate,
+    events = _logged(
+        runtime,
+        _entry(runtime, op="object", requester=requester, record=record, reason="", request_id=oid),
+        lambda: ls.open_objection(
+            runtime.store,
+            objection_id=oid,
+            record=record,
+            reason=reason,
+            opened_at=now,
+            due_on=deadline.due_on,
+            approximate=deadline.approximate,
+        ),
+        what="open an objection",
     )
-    _log(runtime, op="object", requester=requester, record=record, reason="", request_id=oid)
     warning = deadline.warning()
     return LifecycleResult(
         op="object",
@@ -305,7 +316,7 @@ def resolve_objection(
     if outcome == "correct":
         if not changes:
             raise InputError("--outcome correct needs at least one --set field=value")
-        corrected = correct_record(
+        plan = _plan_correction(
             runtime,
             info.record_key,
             changes,
@@ -313,13 +324,19 @@ def resolve_objection(
             requester=requester,
             resolving=objection_id,
         )
-        ls.close_objection(
-            runtime.store,
-            objection_id,
-            outcome=f"corrected: version {corrected.version}",
-            now=runtime.clock(),
-            clear_flag=False,
-        )
+
+        def correct_and_close() -> CorrectionResult:
+            corrected = plan.apply()
+            ls.close_objection(
+                runtime.store,
+                objection_id,
+                outcome=f"corrected: version {corrected.version}",
+                now=plan.now,
+                clear_flag=False,
+            )
+            return corrected
+
+        corrected = _logged(runtime, plan.entry, correct_and_close, what="correct a record")
         return LifecycleResult(
             op="resolve",
             record_key=info.record_key,
@@ -329,16 +346,21 @@ def resolve_objection(
             task_id=objection_id,
             extra={"outcome": "correct", "superseded_version": corrected.superseded_version},
         )
-    events = ls.close_objection(
-        runtime.store, objection_id, outcome="confirmed", now=runtime.clock(), clear_flag=True
-    )
-    _log(
+    now = runtime.clock()
+    events = _logged(
         runtime,
-        op="resolve",
-        requester=requester,
-        record=record,
-        reason="",
-        request_id=objection_id,
+        _entry(
+            runtime,
+            op="resolve",
+            requester=requester,
+            record=record,
+            reason="",
+            request_id=objection_id,
+        ),
+        lambda: ls.close_objection(
+            runtime.store, objection_id, outcome="confirmed", now=now, clear_flag=True
+        ),
+        what="close an objection",
     )
     return LifecycleResult(
         op="resolve",
@@ -361,7 +383,6 @@ def correct_record(
     *,
     reason: str,
     requester: Requester | None = None,
-    resolving: str | None = None,
 ) -> CorrectionResult:
     """Store a corrected version (更正) of one of this node's active or expired records.
 
@@ -372,9 +393,35 @@ def correct_record(
     (a correction of an expired or withheld record, usually) is stored `expired`, never shown;
     one the corrected facts put back inside its window is active again. Refuses changes to
     natural-key fields, changes that alter nothing, and a withdrawn, superseded or purged
-    record (InputError). Every open objection on the record is closed as corrected, except
-    `resolving`, the objection whose resolution this correction is (its caller closes it).
+    record (InputError). Every open objection on the record is closed as corrected. The new
+    version, its task, the closed objections and the access-log entry commit as one.
     """
+    plan = _plan_correction(runtime, record_key, changes, reason=reason, requester=requester)
+    return _logged(runtime, plan.entry, plan.apply, what="correct a record")
+
+
+@dataclass(frozen=True)
+class _CorrectionPlan:
+    """A checked, signed correction ready to store: `apply` does the store calls (inside the
+    transaction of `entry`, see _logged)."""
+
+    entry: LogEntry
+    now: dt.datetime
+    apply: Callable[[], CorrectionResult]
+
+
+def _plan_correction(
+    runtime: NodeRuntime,
+    record_key: str,
+    changes: Mapping[str, str],
+    *,
+    reason: str,
+    requester: Requester | None = None,
+    resolving: str | None = None,
+) -> _CorrectionPlan:
+    """Everything of correct_record but the store calls: check, re-validate and sign the
+    corrected version. Open objections but `resolving` (the one whose resolution this
+    correction is; its caller closes it) are closed by `apply`."""
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
     record = _held(runtime, record_key)
@@ -431,39 +478,45 @@ def correct_record(
         created_at=now,
         linked_subject_indexes=tuple(blind.token(s) for s in normalised.linked_subject_ids),
     )
-    events = runtime.store.store_batch([new], now=now, expire_ended=True)
-    state = ls.current_record(runtime.store, runtime.node_id, record_key).state
     task_id = f"cor-{uuid.uuid4().hex[:16]}"
-    ls.open_task(
-        runtime.store,
-        task_id=task_id,
-        kind="correction",
-        record_key=record_key,
-        opened_at=now,
-        due_on=rules.china_day(now),
-        approximate=False,
+
+    def apply() -> CorrectionResult:
+        events = runtime.store.store_batch([new], now=now, expire_ended=True)
+        state = ls.current_record(runtime.store, runtime.node_id, record_key).state
+        ls.open_task(
+            runtime.store,
+            task_id=task_id,
+            kind="correction",
+            record_key=record_key,
+            opened_at=now,
+            due_on=rules.china_day(now),
+            approximate=False,
+        )
+        ls.close_task(runtime.store, task_id, outcome=f"version {version}: {reason}"[:200], now=now)
+        for objection in ls.list_objections(runtime.store, open_only=True):
+            if objection.record_key == record_key and objection.objection_id != resolving:
+                ls.close_objection(
+                    runtime.store,
+                    objection.objection_id,
+                    outcome=f"corrected: version {version}",
+                    now=now,
+                    clear_flag=False,
+                )
+        return CorrectionResult(
+            op="correct",
+            record_key=record_key,
+            version=version,
+            state=state,
+            events=events,
+            task_id=task_id,
+            superseded_version=record.version,
+            extra={"superseded_version": record.version, "fields_changed": sorted(changes)},
+        )
+
+    entry = _entry(
+        runtime, op="correct", requester=requester, record=record, reason="", request_id=task_id
     )
-    ls.close_task(runtime.store, task_id, outcome=f"version {version}: {reason}"[:200], now=now)
-    for objection in ls.list_objections(runtime.store, open_only=True):
-        if objection.record_key == record_key and objection.objection_id != resolving:
-            ls.close_objection(
-                runtime.store,
-                objection.objection_id,
-                outcome=f"corrected: version {version}",
-                now=now,
-                clear_flag=False,
-            )
-    _log(runtime, op="correct", requester=requester, record=record, reason="", request_id=task_id)
-    return CorrectionResult(
-        op="correct",
-        record_key=record_key,
-        version=version,
-        state=state,
-        events=events,
-        task_id=task_id,
-        superseded_version=record.version,
-        extra={"superseded_version": record.version, "fields_changed": sorted(changes)},
-    )
+    return _CorrectionPlan(entry, now, apply)
 
 
 # ------------------------------------------------------------ revocation, repair
@@ -497,18 +550,24 @@ def revoke_record(
         raise InputError(f"--known-on {known}: the revocation cannot become known in the future")
     deadline = rules.revocation_deadline(known, calendar=work_calendar(runtime))
     task_id = f"rev-{uuid.uuid4().hex[:16]}"
-    events = ls.withdraw_record(
-        runtime.store,
-        record,
-        task_id=task_id,
-        kind="revocation",
-        now=now,
-        due_on=deadline.due_on,
-        approximate=deadline.approximate,
-        outcome="",
-        close=False,
+    events = _logged(
+        runtime,
+        _entry(
+            runtime, op="revoke", requester=requester, record=record, reason="", request_id=task_id
+        ),
+        lambda: ls.withdraw_record(
+            runtime.store,
+            record,
+            task_id=task_id,
+            kind="revocation",
+            now=now,
+            due_on=deadline.due_on,
+            approximate=deadline.approximate,
+            outcome="",
+            close=False,
+        ),
+        what="withdraw a record",
     )
-    _log(runtime, op="revoke", requester=requester, record=record, reason="", request_id=task_id)
     warnings = [w for w in (deadline.warning(),) if w]
     if today > deadline.due_on:
         warnings.append(f"withdrawn after the Art. 40 deadline {deadline.due_on}")
@@ -556,31 +615,39 @@ def repair_record(
     )
     task_id = f"rep-{uuid.uuid4().hex[:16]}"
     if not verdict.admissible:
-        _log(
-            runtime,
-            op="repair",
-            requester=requester,
-            record=record,
-            reason="repair_not_admissible",
-            request_id=task_id,
-            decision="deny",
+        runtime.log.append_sync(
+            _entry(
+                runtime,
+                op="repair",
+                requester=requester,
+                record=record,
+                reason="repair_not_admissible",
+                request_id=task_id,
+                decision="deny",
+            )
         )
         raise RepairRefused(verdict.failures)
     outcome = (
         f"withdrawn (repair {decision_no[:60]}); commitment sha256:{application.commitment_sha256}"
     )
-    events = ls.withdraw_record(
-        runtime.store,
-        record,
-        task_id=task_id,
-        kind="repair",
-        now=now,
-        due_on=rules.china_day(now),
-        approximate=False,
-        outcome=outcome[:200],
-        close=True,
+    events = _logged(
+        runtime,
+        _entry(
+            runtime, op="repair", requester=requester, record=record, reason="", request_id=task_id
+        ),
+        lambda: ls.withdraw_record(
+            runtime.store,
+            record,
+            task_id=task_id,
+            kind="repair",
+            now=now,
+            due_on=rules.china_day(now),
+            approximate=False,
+            outcome=outcome[:200],
+            close=True,
+        ),
+        what="withdraw a record",
     )
-    _log(runtime, op="repair", requester=requester, record=record, reason="", request_id=task_id)
     report = propagation_report(runtime, record_key)
     return LifecycleResult(
         op="repair",

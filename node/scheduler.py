@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 from collections import Counter
@@ -138,8 +139,9 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     purge_before = rules.purge_cutoff(today, retention_months)
     while batch := ls.records_due_for_purge(store, purge_before, limit=_BATCH):
         for record in batch:
-            # the log entry first: a purge is an access to the record that must be accounted
-            runtime.log.append_sync(
+            # a purge is an access to the record that must be accounted: its entry and the
+            # state change commit in one transaction
+            runtime.log.append_with(
                 LogEntry(
                     time=utc_iso(now),
                     kind="purge",
@@ -153,9 +155,12 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
                     subject_index=record.subject_index,
                     items_asked=(record.item_id,),
                     result_count=1,
-                )
+                ),
+                functools.partial(
+                    store.set_record_state, record.row_id, "purged", event_kind=None, now=now
+                ),
+                what="purge a record",
             )
-            store.set_record_state(record.row_id, "purged", event_kind=None, now=now)
             purged += 1
     # tombstones of push withdrawals that overtook their entry (receiving side) are kept for the
     # same retention, counted from when they were recorded: no entry is on its way that long

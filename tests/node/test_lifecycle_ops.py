@@ -18,12 +18,13 @@ from node import lifecycle_ops as ops
 from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.demo_data import numbered_uscc
-from node.errors import InputError
+from node.errors import InputError, LogUnavailable
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
-from node.store import NewRecord
+from node.store import NewRecord, logbackend
 from node.store import lifecycle as ls
+from node.store.errors import StoreUnavailableError
 
 HEADER = ["名称", "类别", "代码", "法定代表人", "文号", "类型", "事实", "依据", "处罚类别",
           "内容", "罚款", "日期", "机关", "机关代码", "失信程度"]  # fmt: skip
@@ -466,3 +467,86 @@ def test_commitment_digest_refuses_empty() -> None:
 
 def keys_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --- each operation and its access-log entry commit as one -----------------------------------
+
+
+def log_requests(rt: NodeRuntime) -> list[str]:
+    return [e.request_id for _, _, e in accesslog.iter_entries(rt.log.backend)]
+
+
+def break_log_appends(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> int:
+        raise StoreUnavailableError("store: append to the access log failed: disk I/O error")
+
+    monkeypatch.setattr(logbackend, "_append_in", broken)
+
+
+def test_a_revocation_whose_entry_cannot_be_logged_is_not_applied(
+    runtime: NodeRuntime, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the withdrawal committed first: a failing append (or a crash before it) left a
+    withdrawn record, its task and its withdraw events with no entry saying who did it."""
+    key = keys_of(runtime)[1]
+    clock.day(dt.date(2026, 10, 9))
+    events_before = kinds(runtime, "platform")
+    logged_before = log_requests(runtime)
+    break_log_appends(monkeypatch)
+    with pytest.raises(LogUnavailable, match="withdraw a record"):
+        ops.revoke_record(runtime, key, reason="行政复议决定书〔2026〕1号")
+    monkeypatch.undo()
+    assert ls.current_record(runtime.store, "market", key).state == "active"
+    assert ls.list_tasks(runtime.store) == []
+    assert kinds(runtime, "platform") == events_before
+    assert log_requests(runtime) == logged_before
+    done = ops.revoke_record(runtime, key, reason="行政复议决定书〔2026〕1号")  # a retry works
+    assert log_requests(runtime)[-1] == done.task_id
+    assert ls.current_record(runtime.store, "market", key).state == "withdrawn"
+    assert accesslog.verify_log(runtime.log.backend, runtime.log_verifiers()).ok
+
+
+def test_a_correction_that_fails_midway_stores_nothing_and_logs_nothing(
+    runtime: NodeRuntime, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new version, its task, the objection it closes and its entry are one transaction:
+    a failure after the version was written takes the version back too."""
+    key = keys_of(runtime)[0]
+    clock.day(dt.date(2026, 6, 1))
+    objection = ops.object_record(runtime, key, reason="wrong amount")
+    logged_before = log_requests(runtime)
+
+    def failing_close(*args: object, **kwargs: object) -> bool:
+        raise StoreUnavailableError("store: close a lifecycle task failed: disk I/O error")
+
+    monkeypatch.setattr(ls, "close_task", failing_close)
+    with pytest.raises(StoreUnavailableError):
+        ops.resolve_objection(
+            runtime, objection.task_id, outcome="correct", changes={"fine_wan_yuan": "0.8"}
+        )
+    monkeypatch.undo()
+    versions = runtime.store.record_versions("market", key)
+    assert [(v.version, v.state, v.objection) for v in versions] == [(1, "active", True)]
+    assert ls.get_objection(runtime.store, objection.task_id).closed_at is None
+    assert log_requests(runtime) == logged_before
+    result = ops.resolve_objection(
+        runtime, objection.task_id, outcome="correct", changes={"fine_wan_yuan": "0.8"}
+    )
+    assert result.version == 2
+    assert ls.get_objection(runtime.store, objection.task_id).outcome == "corrected: version 2"
+
+
+def test_a_purge_whose_entry_cannot_be_logged_keeps_the_record(
+    runtime: NodeRuntime, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    general = keys_of(runtime)[0]
+    clock.day(dt.date(2027, 5, 12))
+    scan(runtime)
+    clock.day(dt.date(2032, 5, 12))
+    break_log_appends(monkeypatch)
+    with pytest.raises(LogUnavailable, match="purge a record"):
+        scan(runtime)
+    monkeypatch.undo()
+    assert ls.current_record(runtime.store, "market", general).state == "expired"
+    assert scan(runtime).purged == 3
+    assert ls.current_record(runtime.store, "market", general).state == "purged"
