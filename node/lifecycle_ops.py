@@ -550,23 +550,17 @@ def revoke_record(
         raise InputError(f"--known-on {known}: the revocation cannot become known in the future")
     deadline = rules.revocation_deadline(known, calendar=work_calendar(runtime))
     task_id = f"rev-{uuid.uuid4().hex[:16]}"
-    events = _logged(
+    events = _withdraw(
         runtime,
         _entry(
             runtime, op="revoke", requester=requester, record=record, reason="", request_id=task_id
         ),
-        lambda: ls.withdraw_record(
-            runtime.store,
-            record,
-            task_id=task_id,
-            kind="revocation",
-            now=now,
-            due_on=deadline.due_on,
-            approximate=deadline.approximate,
-            outcome="",
-            close=False,
-        ),
-        what="withdraw a record",
+        record,
+        kind="revocation",
+        now=now,
+        deadline=deadline,
+        outcome="",
+        close=False,
     )
     warnings = [w for w in (deadline.warning(),) if w]
     if today > deadline.due_on:
@@ -630,23 +624,17 @@ def repair_record(
     outcome = (
         f"withdrawn (repair {decision_no[:60]}); commitment sha256:{application.commitment_sha256}"
     )
-    events = _logged(
+    events = _withdraw(
         runtime,
         _entry(
             runtime, op="repair", requester=requester, record=record, reason="", request_id=task_id
         ),
-        lambda: ls.withdraw_record(
-            runtime.store,
-            record,
-            task_id=task_id,
-            kind="repair",
-            now=now,
-            due_on=rules.china_day(now),
-            approximate=False,
-            outcome=outcome[:200],
-            close=True,
-        ),
-        what="withdraw a record",
+        record,
+        kind="repair",
+        now=now,
+        deadline=None,
+        outcome=outcome[:200],
+        close=True,
     )
     report = propagation_report(runtime, record_key)
     return LifecycleResult(
@@ -661,6 +649,37 @@ def repair_record(
             "propagation": report["subscribers"],
             "push_receivers": report["push_receivers"],
         },
+    )
+
+
+def _withdraw(
+    runtime: NodeRuntime,
+    entry: LogEntry,
+    record: StoredRecord,
+    *,
+    kind: str,
+    now: dt.datetime,
+    deadline: rules.Deadline | None,
+    outcome: str,
+    close: bool,
+) -> int:
+    """Withdraw `record` with a `kind` task named by the entry's request id, due on
+    `deadline` (None: today, exactly), in the transaction of `entry`; returns the events."""
+    return _logged(
+        runtime,
+        entry,
+        lambda: ls.withdraw_record(
+            runtime.store,
+            record,
+            task_id=entry.request_id,
+            kind=kind,
+            now=now,
+            due_on=rules.china_day(now) if deadline is None else deadline.due_on,
+            approximate=False if deadline is None else deadline.approximate,
+            outcome=outcome,
+            close=close,
+        ),
+        what="withdraw a record",
     )
 
 
