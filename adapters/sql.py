@@ -22,7 +22,8 @@ value that cannot be written as text (see `cell_text`) rejects its row, naming t
 
 This is the only adapters module that imports SQLAlchemy. Error messages give the driver's
 first line with every quoted literal in it replaced by "…" (a driver quotes the value that
-failed a cast, which may be an ID number or a name), and never the connection URL's password
+failed a cast, which may be an ID number or a name) and any ID number or USCC left unquoted
+masked (`catalog.redact_identifiers`), and never the connection URL's password
 (nor a password-like query parameter such as `?password=`) or a bound parameter; the table, key
 and watermark names stay readable.
 """
@@ -41,6 +42,7 @@ from sqlalchemy.engine import make_url
 
 from adapters.errors import SourceError
 from adapters.source import ResumeState, Row, check_resume, row_cells
+from catalog.identifiers import redact_identifiers
 
 __all__ = ["SqlSource", "decode_position_value", "encode_position_value"]
 
@@ -111,7 +113,10 @@ def _why(error: Exception, keep: Iterable[str] = ()) -> str:
         text = match.group(0)
         return text if text[1:-1] in names else text[0] + "…" + text[0]
 
-    return f"{type(orig).__name__}: {_QUOTED.sub(redact, first)[:200]}"
+    # Unquoted values too: a driver may print one bare (MySQL's "Duplicate entry" key parts,
+    # a value after "=" or in parentheses); any ID number or USCC left is masked.
+    cleaned = redact_identifiers(_QUOTED.sub(redact, first))
+    return f"{type(orig).__name__}: {cleaned[:200]}"
 
 
 class SqlSource:

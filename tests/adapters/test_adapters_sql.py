@@ -272,3 +272,15 @@ def test_driver_messages_lose_their_quoted_values_but_keep_configured_names(
         SqlSource(url, query="SELECT id FROM credex_gone", key="id").columns()
     assert "credex_gone" in str(missing.value)  # not quoted by SQLite: nothing to redact
     assert _why(Exception("no table \"t\" near 'x'"), ["t"]) == "Exception: no table \"t\" near '…'"
+
+
+def test_driver_messages_mask_identifiers_the_driver_did_not_quote() -> None:
+    """A driver may print a value bare, e.g. in parentheses after a key name: the ID number
+    left the quote redaction untouched."""
+    error = Exception("duplicate key value violates unique constraint: (id)=(11010519491231002X)")
+    why = _why(error)
+    assert "11010519491231002X" not in why
+    assert "duplicate key value violates unique constraint" in why
+    bare_account = _why(Exception("bad value 6222021234567890123 in row 7"))
+    assert "6222021234567890123" not in bare_account
+    assert bare_account.endswith("in row 7")
