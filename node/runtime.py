@@ -282,14 +282,18 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
         ) from None
     chain = _trust_chain(trust_dir)[0]
     root = chain[-1]
+    highest = _highest_version(trust_dir)
     with _root_mismatch_explained(raw, chain, "install the new root's bundle"):
-        return keys.accept_bundle(
-            raw,
-            pinned_root=root,
-            current_version=_highest_version(trust_dir),
-            now=now,
-            current_raw=raw,
+        bundle = keys.accept_bundle(
+            raw, pinned_root=root, current_version=highest, now=now, current_raw=raw
         )
+    if bundle.version > highest:
+        # An install stopped between writing the bundle and its mark: raise the mark now, so
+        # the older bundle cannot be put back. A read-only trust directory (a CLI run as
+        # another user) keeps the old mark; the next writer raises it.
+        with contextlib.suppress(OSError):
+            _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{bundle.version}\n".encode())
+    return bundle
 
 
 def install_bundle(
@@ -299,11 +303,14 @@ def install_bundle(
 
     `rotations` are root rotation statements (in chain order) to follow first, for a bundle
     signed by a new platform root; those followed already are skipped, and the bundle must
-    verify under the root they lead to before anything is written. The rotation files and
-    the version high-water mark are written before the bundle, so a crash in between leaves
-    the node refusing the older file rather than accepting it. A missing or damaged mark does
-    not block the install: the installed bundle's version is the floor instead (see
-    `_install_floor`), and the mark is written again.
+    verify under the root they lead to before anything is written. The rotation files are
+    written first, then the bundle, then the version high-water mark: a crash at any point
+    leaves a state that the same install completes (had the mark gone first, the bundle it
+    names would be missing, and the same version can only be re-installed byte for byte
+    against the installed file, so nothing could be installed until the platform signed a
+    newer one). A bundle found ahead of its mark raises the mark at load (`load_bundle`). A
+    missing or damaged mark does not block the install: the installed bundle's version is
+    the floor instead (see `_install_floor`), and the mark is written again.
     """
     current_raw: bytes | None = None
     try:
@@ -324,8 +331,8 @@ def install_bundle(
         for path, data in added:
             _atomic_write(path, data)
         _write_followed_mark(trust_dir, len(files) + len(added), root)
-    _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{max(bundle.version, floor)}\n".encode())
     _atomic_write(trust_dir / BUNDLE_FILE, raw)
+    _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{max(bundle.version, floor)}\n".encode())
     return bundle
 
 

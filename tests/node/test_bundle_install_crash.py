@@ -1,0 +1,122 @@
+"""A `credex bundle install` cut short (power loss, kill -9) between the trust files it writes:
+the node may refuse the file left behind, but installing the same bundle again must work
+and must leave the version mark and the bundle in agreement (docs/keys.md, "Trust bundle")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import catalog
+import keys
+import node.runtime
+from node.bundles import sign_bundle_spec
+from node.cli.init_cmds import init_node
+from node.runtime import (
+    BUNDLE_FILE,
+    BUNDLE_VERSION_FILE,
+    ROOT_PUB,
+    install_bundle,
+    load_bundle,
+)
+
+NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+
+
+def spec(homes: dict[str, Path], version: int, **changes: Any) -> dict[str, Any]:
+    """The bundle spec of the platform and department in `homes`, at `version`."""
+    roster = [
+        {
+            "node_id": name,
+            "name": name,
+            "roles": ["platform" if name == "platform" else "department"],
+            "endpoint": f"127.0.0.1:{7700 + i}",
+            "identity": keys.public_identity(keys.load_key_dir(home / "keys")),
+        }
+        for i, (name, home) in enumerate(sorted(homes.items()))
+    ]
+    return {
+        "version": version,
+        "catalog_version": catalog.default_catalog().version,
+        "valid_days": 30,
+        "node": roster,
+        "agreement": [],
+        **changes,
+    }
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("install-crash")
+    platform, market = root / "platform", root / "market"
+    init_node(platform, name="platform", role="platform")
+    init_node(market, name="market", role="department")
+    homes = {"platform": platform, "market": market}
+    _, raw = sign_bundle_spec(platform, spec(homes, 1), now=NOW)
+    install_bundle(platform / "trust", raw, now=NOW)
+    shutil.copyfile(platform / "trust" / ROOT_PUB, market / "trust" / ROOT_PUB)
+    install_bundle(market / "trust", raw, now=NOW)
+    return root
+
+
+@pytest.fixture
+def homes(made: Path, tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for name in ("platform", "market"):
+        out[name] = tmp_path / name
+        shutil.copytree(made / name, out[name], symlinks=True)
+    return out
+
+
+class PowerCut(Exception):
+    """The machine stops here."""
+
+
+def _cut_before(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make the trust-file write of `name` (and everything after it) never happen."""
+    real = node.runtime._atomic_write
+
+    def write(path: Path, data: bytes) -> None:
+        if path.name == name:
+            raise PowerCut(name)
+        real(path, data)
+
+    monkeypatch.setattr(node.runtime, "_atomic_write", write)
+
+
+@pytest.mark.parametrize("cut", [BUNDLE_FILE, BUNDLE_VERSION_FILE])
+def test_an_install_cut_short_can_be_run_again(
+    homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    platform, market = homes["platform"], homes["market"] / "trust"
+    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
+    with monkeypatch.context() as patch:
+        _cut_before(patch, cut)
+        with pytest.raises(PowerCut):
+            install_bundle(market, v2, now=NOW)
+    # the operator runs the same command again
+    assert install_bundle(market, v2, now=NOW).version == 2
+    assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
+    assert load_bundle(market, now=NOW).version == 2
+
+
+def test_a_bundle_found_ahead_of_its_mark_raises_the_mark_at_load(
+    homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, market = homes["platform"], homes["market"] / "trust"
+    v1 = (market / BUNDLE_FILE).read_bytes()
+    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
+    with monkeypatch.context() as patch:
+        _cut_before(patch, BUNDLE_VERSION_FILE)
+        with pytest.raises(PowerCut):
+            install_bundle(market, v2, now=NOW)
+    assert load_bundle(market, now=NOW).version == 2
+    assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
+    # so v1 put back in place is now refused as the rollback it is
+    (market / BUNDLE_FILE).write_bytes(v1)
+    with pytest.raises(keys.BundleError, match="older than the current 2"):
+        load_bundle(market, now=NOW)
