@@ -284,9 +284,13 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
     root = chain[-1]
     highest = _highest_version(trust_dir)
     with _root_mismatch_explained(raw, chain, "install the new root's bundle"):
-        bundle = keys.accept_bundle(
-            raw, pinned_root=root, current_version=highest, now=now, current_raw=raw
-        )
+        try:
+            bundle = keys.accept_bundle(
+                raw, pinned_root=root, current_version=highest, now=now, current_raw=raw
+            )
+        except keys.BundleError:
+            _raise_if_expired(path, raw, root, highest, now)
+            raise
     if bundle.version > highest:
         # An install stopped between writing the bundle and its mark: raise the mark now, so
         # the older bundle cannot be put back. A read-only trust directory (a CLI run as
@@ -294,6 +298,40 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
         with contextlib.suppress(OSError):
             _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{bundle.version}\n".encode())
     return bundle
+
+
+def _raise_if_expired(
+    path: Path, raw: bytes, root: bytes, highest: int, now: dt.datetime
+) -> None:
+    """Raise StaleBundle when the installed bundle `raw` was refused only for having expired.
+
+    That is the freeze of DESIGN.md section 5: the trust is out of date, not forged, so the
+    operator gets what to do (exit 1, FAILED_PRECONDITION) instead of a verification failure
+    (exit 3). The bundle is checked again as of its last valid moment: a signature, root or
+    version problem fails there too and keeps its own error.
+    """
+    try:
+        doc = keys.loads_unique_keys(keys.Envelope.from_json(raw).payload)
+        expires = dt.datetime.fromisoformat(doc["expires_at"])
+    except (keys.VerificationError, ValueError, TypeError, KeyError):
+        return
+    if expires.tzinfo is None or now < expires:
+        return
+    try:
+        bundle = keys.accept_bundle(
+            raw,
+            pinned_root=root,
+            current_version=highest,
+            now=expires - dt.timedelta(seconds=1),
+            current_raw=raw,
+        )
+    except keys.BundleError:
+        return
+    raise StaleBundle(
+        f"{path}: trust bundle v{bundle.version} expired at "
+        f"{bundle.expires_at.isoformat().replace('+00:00', 'Z')}; this node acts on no "
+        "trust until you install the platform's current bundle (credex bundle install FILE)"
+    )
 
 
 def install_bundle(
