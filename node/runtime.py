@@ -408,7 +408,8 @@ class RosterIdentity:
     `status` is `ok` (the roster lists these keys), `rotated` (the roster still lists the
     signing key this node retired with `credex keys rotate`: the documented wait for the
     platform's next bundle, a warning) or `mismatch` (the roster lists keys this node does
-    not hold: peers would refuse everything it signs or its TLS handshakes). `detail` says
+    not hold, or the bundle revokes this node's signing key: peers would refuse everything
+    it signs or its TLS handshakes). `detail` says
     which key ids differ and what to do; it holds key ids and fingerprints only.
     """
 
@@ -426,6 +427,15 @@ def roster_identity(node_keys: keys.NodeKeys, bundle: keys.TrustBundle) -> Roste
         return None
     here, listed = node_keys.signing.keyid, entry.keyid
     where = f"bundle v{bundle.version} for {entry.node_id}"
+    if here in bundle.revoked_keyids:
+        # Every peer refuses what this key signs (requests, records, checkpoints): the node
+        # is as unusable as with keys the roster does not list, and must not look healthy.
+        return RosterIdentity(
+            "mismatch",
+            f"signing keyid {here} here is revoked by {where} (it leaked): peers refuse all "
+            "it signs. Run `credex keys rotate --overlap-days 0`, send `credex keys show "
+            "--json` to the platform and install the bundle it signs with the new key",
+        )
     problems = []
     if here != listed and listed not in {keys.keyid(k) for k, _ in node_keys.previous_signing}:
         problems.append(f"signing keyid {here} here, {listed} in {where}")
