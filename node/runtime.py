@@ -300,9 +300,7 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
     return bundle
 
 
-def _raise_if_expired(
-    path: Path, raw: bytes, root: bytes, highest: int, now: dt.datetime
-) -> None:
+def _raise_if_expired(path: Path, raw: bytes, root: bytes, highest: int, now: dt.datetime) -> None:
     """Raise StaleBundle when the installed bundle `raw` was refused only for having expired.
 
     That is the freeze of DESIGN.md section 5: the trust is out of date, not forged, so the

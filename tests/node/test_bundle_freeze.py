@@ -55,7 +55,9 @@ def test_a_tampered_expired_bundle_is_still_a_verification_failure(
     trust = tmp_path / "trust"
     shutil.copytree(homes["market"] / "trust", trust)
     env = keys.Envelope.from_json((trust / BUNDLE_FILE).read_bytes())
-    forged = keys.Envelope(env.payload_type, env.payload.replace(b'"v":1', b'"v":1 '), env.signatures)
+    forged = keys.Envelope(
+        env.payload_type, env.payload.replace(b'"v":1', b'"v":1 '), env.signatures
+    )
     (trust / BUNDLE_FILE).write_text(forged.to_json())
     with pytest.raises(keys.BundleError, match="not signed by the pinned root"):
         load_bundle(trust, now=NOW)

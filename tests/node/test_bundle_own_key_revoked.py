@@ -40,9 +40,7 @@ def test_a_revoked_own_key_fails_doctor_and_serve(cluster: LocalCluster) -> None
     assert leaked in detail
     assert "revoked" in detail
     assert "credex keys rotate" in detail
-    check = next(
-        c for c in doctor_checks(home, peers=False) if c["check"] == "identity"
-    )
+    check = next(c for c in doctor_checks(home, peers=False) if c["check"] == "identity")
     assert check["ok"] is False
     done = cluster.cli("market", "serve", "--listen", "127.0.0.1:0", timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr
