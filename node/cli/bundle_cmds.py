@@ -16,7 +16,6 @@ import base64
 import binascii
 import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +30,7 @@ from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.config import load_config
-from node.durable import fill_new_file, staged_file
+from node.durable import fill_new_file, replace_file, staged_file
 from node.errors import BundleSpecError, InputError, NodeError
 from node.runtime import (
     BUNDLE_FILE,
@@ -322,13 +321,25 @@ def pin_command(
             raise ValueError
     except (UnicodeDecodeError, binascii.Error, ValueError):
         raise InputError(f"{root_pub}: not a base64 Ed25519 public key") from None
-    if target.exists() and target.read_text(encoding="ascii").strip() != text:
+    try:
+        pinned: str | None = target.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pinned = None
+    except (OSError, UnicodeDecodeError):
+        # Never re-pinned over: which root it held is unknown, and another one would let
+        # whoever hands over the file choose this node's trust.
+        raise InputError(
+            f"{target}: damaged (not a base64 key); restore it from a backup, or remove it "
+            "if you are sure this node never pinned another root, and pin again"
+        ) from None
+    if pinned is not None and pinned != text:
         raise InputError(
             f"{target}: a different root is already pinned; a root change needs a rotation "
             "signed by the old root (trust/rotations/)"
         )
     trust.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copyfile(root_pub, target)
+    # whole and durable, like every trust file: half a key would read as another root
+    replace_file(target, f"{text}\n".encode("ascii"))
     console.print(f"pinned platform root {text[:12]}...")
 
 
