@@ -27,6 +27,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import stat
@@ -71,6 +72,7 @@ BUNDLE_VERSION_FILE = "bundle.version"
 PEERS_DIR = "peers"
 ROTATIONS_DIR = "rotations"
 ROOT_FOLLOWED_FILE = "root.followed"
+INSTALL_LOCK_FILE = "install.lock"
 
 
 def utc_now() -> dt.datetime:
@@ -346,8 +348,37 @@ def install_bundle(
     against the installed file, so nothing could be installed until the platform signed a
     newer one). A bundle found ahead of its mark raises the mark at load (`load_bundle`). A
     missing or damaged mark does not block the install: the installed bundle's version is
-    the floor instead (see `_install_floor`), and the mark is written again.
+    the floor instead (see `_install_floor`), and the mark is written again. Installs into
+    one trust directory run one at a time (`_install_lock`).
     """
+    with _install_lock(trust_dir):
+        return _install_locked(trust_dir, raw, now=now, rotations=rotations)
+
+
+@contextlib.contextmanager
+def _install_lock(trust_dir: Path) -> Iterator[None]:
+    """Hold `trust/install.lock` (an exclusive flock) for a whole install.
+
+    The floor is read, the bundle checked against it and the files written as one step:
+    otherwise an older bundle checked before a newer one was installed would be written
+    after it, and the node would have rolled back with the mark agreeing.
+    """
+    try:
+        fd = os.open(trust_dir / INSTALL_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        # no trust directory, so no pinned root: the install fails on that, naming it
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _install_locked(
+    trust_dir: Path, raw: bytes, *, now: dt.datetime, rotations: Sequence[bytes]
+) -> keys.TrustBundle:
     current_raw: bytes | None = None
     try:
         current_raw = (trust_dir / BUNDLE_FILE).read_bytes()

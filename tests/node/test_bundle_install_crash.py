@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,38 @@ def test_a_bundle_found_ahead_of_its_mark_raises_the_mark_at_load(
     (market / BUNDLE_FILE).write_bytes(v1)
     with pytest.raises(keys.BundleError, match="older than the current 2"):
         load_bundle(market, now=NOW)
+
+
+def test_two_installs_at_once_cannot_leave_the_older_bundle(
+    homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older bundle being installed while a newer one is (an operator's old file, a fetch
+    job's new one) must not overwrite it after the newer one's check passed."""
+    platform, market = homes["platform"], homes["market"] / "trust"
+    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
+    _, v3 = sign_bundle_spec(platform, spec(homes, 3), now=NOW)
+    real = keys.accept_bundle
+    newer: list[BaseException | keys.TrustBundle] = []
+
+    def install_v3() -> None:
+        try:
+            newer.append(install_bundle(market, v3, now=NOW))
+        except BaseException as error:  # reported by the assertion below
+            newer.append(error)
+
+    other = threading.Thread(target=install_v3)
+
+    def accept(raw: bytes, **kwargs: Any) -> keys.TrustBundle:
+        accepted = real(raw, **kwargs)
+        if raw == v2 and not other.is_alive() and not newer:
+            # v2 passed its check against v1; v3 is installed meanwhile by another process
+            other.start()
+            other.join(timeout=1.0)  # with the install lock it waits for v2 to finish
+        return accepted
+
+    monkeypatch.setattr(keys, "accept_bundle", accept)
+    install_bundle(market, v2, now=NOW)
+    other.join()
+    assert [getattr(b, "version", b) for b in newer] == [3]
+    assert (market / BUNDLE_VERSION_FILE).read_text() == "3\n"
+    assert load_bundle(market, now=NOW).version == 3
