@@ -297,8 +297,9 @@ def load_bundle(trust_dir: Path, *, now: dt.datetime) -> keys.TrustBundle:
         # An install stopped between writing the bundle and its mark: raise the mark now, so
         # the older bundle cannot be put back. A read-only trust directory (a CLI run as
         # another user) keeps the old mark; the next writer raises it.
-        with contextlib.suppress(OSError):
-            _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{bundle.version}\n".encode())
+        with contextlib.suppress(OSError), _install_lock(trust_dir):
+            if (_version_mark(trust_dir) or 0) < bundle.version:  # not lowered by a racer
+                _atomic_write(trust_dir / BUNDLE_VERSION_FILE, f"{bundle.version}\n".encode())
     return bundle
 
 
