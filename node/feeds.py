@@ -51,6 +51,7 @@ from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
 from node.store import pushed as pushed_store
 from node.telemetry import active_telemetry
+from node.trust import record_signing_keys
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -451,7 +452,8 @@ def _checked_events(
 ) -> list[_Event]:
     """Verify every record of the parsed events against `peer`'s keys and build the rows."""
     now = runtime.clock()
-    trusted = runtime.bundle().node_signing_keys(peer, now)
+    # a record keeps the signature of the key it was ingested under (node/trust.py)
+    trusted = record_signing_keys(runtime.bundle(), peer, now)
     # The China day, as the producer's ingest uses: on the UTC day, a record decided "today"
     # in China between 00:00 and 08:00 CST would look decided in the future and lose its
     # severity, window and subject index here.

@@ -78,6 +78,7 @@ from node.policy import (
 from node.refusals import asked_items
 from node.requests import VerifiedRequest
 from node.store import ReleaseCandidate
+from node.trust import record_signing_keys
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -803,7 +804,8 @@ async def send_query(
         ask=ask,
         recipient_id=rt.node_id,
         private_key=rt.node_keys.encryption_private,
-        trusted=bundle.node_signing_keys(ask.peer, rt.clock()),
+        # records signed before a key rotation stay good after its overlap (node/trust.py)
+        trusted=record_signing_keys(bundle, ask.peer, rt.clock()),
     )
 
 

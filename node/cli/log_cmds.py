@@ -56,6 +56,7 @@ from node.lifecycle import china_day
 from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
 from node.runtime import NodeRuntime, open_runtime
+from node.trust import historic_signing_keys
 from node.witness import WitnessState
 
 log_app = typer.Typer(
@@ -72,12 +73,17 @@ OfficerOption = Annotated[
 def witness_verifiers(runtime: NodeRuntime) -> keys.NoteVerifiers:
     """Signed-note keys of the roster's platform nodes (the witnesses), if a bundle is there:
     each one's current key and every previous key the roster lists for it, whatever its
-    accepted_until (a cosignature made before the platform rotated its key stays valid)."""
+    accepted_until (a cosignature made before the platform rotated its key stays valid), but
+    no revoked key (node/trust.py)."""
     try:
         bundle = runtime.bundle()
     except (StaleBundle, keys.BundleError):
         return {}
-    return {e.node_id: e.every_signing_key() for e in bundle.roster if "platform" in e.roles}
+    return {
+        e.node_id: historic_signing_keys(bundle, e.node_id)
+        for e in bundle.roster
+        if "platform" in e.roles
+    }
 
 
 def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
@@ -449,11 +455,11 @@ def verify_export_command(
         if log_name == runtime.node_id:
             verifiers, origin = runtime.log_verifiers(), runtime.config.log.origin
         else:
-            member = runtime.bundle().member(log_name)
-            if member is None:
+            bundle = runtime.bundle()
+            if bundle.member(log_name) is None:
                 raise InputError(f"--node {log_name}: not in the roster of the trust bundle")
             # current and retired keys: checkpoints signed before a rotation still verify
-            verifiers, origin = {log_name: member.every_signing_key()}, None
+            verifiers, origin = {log_name: historic_signing_keys(bundle, log_name)}, None
     finally:
         runtime.close()
     try:

@@ -79,6 +79,7 @@ from node.server import Service
 from node.store import FeedEvent
 from node.store import pushed as pushed_store
 from node.store.received import FeedRecord, feed_records
+from node.trust import record_signing_keys
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -479,9 +480,17 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             message = wire.parse(common_pb2.Record, plaintext, what="pushed record")
             signed = wire.record_from_pb(message)
             now = runtime.clock()
-            record = keys.verify_record(signed, trusted=bundle.trusted_signing_keys(now))
+            # the sender's own records keep the key they were signed with (node/trust.py)
+            senders = record_signing_keys(bundle, sender, now)
+            record = keys.verify_record(
+                signed, trusted={**bundle.trusted_signing_keys(now), **senders}
+            )
             wire.check_record_routing(message, record.header)
-            owner = bundle.owner_of(record.signer_keyid, now)
+            owner = (
+                bundle.member(sender)
+                if record.signer_keyid in senders
+                else bundle.owner_of(record.signer_keyid, now)
+            )
             producer = record.header.get("producer")
             if owner is None or owner.node_id != producer:
                 raise AuthError(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import keys
+from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
 from node.server import NodeServer, build_server
 from node.services import exchange_service
@@ -71,3 +73,27 @@ def seed(
         )
     runtime.store.store_batch(rows, now=now)
     return [r.row_id for r in rows]
+
+
+def rotate_after_overlap(cluster: LocalCluster, name: str, *, revoke_old: bool = False) -> bytes:
+    """Rotate `name`'s signing key with no overlap, the overlap already over, and install on
+    every node the bundle listing the new identity (and, with `revoke_old`, revoking the old
+    key). Returns the old public key."""
+    home = cluster.home(name) / "keys"
+    old = keys.load_key_dir(home).signing.public_key
+    rotated = keys.rotate_signing_key(
+        home, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1), overlap=dt.timedelta(0)
+    )
+    spec = cluster.spec()
+    for node in spec["node"]:
+        if node["node_id"] == name:
+            node["identity"] = keys.public_identity(rotated)
+    changes: dict[str, object] = {"node": spec["node"]}
+    if revoke_old:
+        changes["revoked_keyids"] = [keys.keyid(old)]
+    bundle = cluster.reissue_bundle(**changes)
+    entry = bundle.member(name)
+    assert entry is not None
+    assert [k for k, _until in entry.previous_signing_keys] == [old]
+    assert entry.previous_signing_keys[0][1] < dt.datetime.now(dt.UTC)  # overlap over
+    return old

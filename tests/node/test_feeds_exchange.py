@@ -592,3 +592,34 @@ def test_refused_pushes_are_logged_once_each(cluster: LocalCluster) -> None:
     finally:
         for r in (market, hrss, platform):
             r.close()
+
+
+def test_records_signed_before_a_rotation_are_replayed_and_pushed_after_its_overlap(
+    cluster: LocalCluster,
+) -> None:
+    """A new subscriber replays a feed from its start, and a department pushes an entry it
+    ingested long ago: the records still carry the producer's old signature, which its
+    subscribers refused as forged once the rotation's overlap had closed."""
+    market = cluster.runtime("market")
+    seed(market, 3)
+    old_record = _signed(market, 7)  # signed with the key about to be retired
+    market.close()
+    exchange_support.rotate_after_overlap(cluster, "market")
+    market, hrss, platform = (cluster.runtime(n) for n in ("market", "hrss", "platform"))
+
+    async def scenario() -> None:
+        async with serving(market):
+            pulled = await feeds.pull(platform, "market")
+            assert (pulled.stored, pulled.cursor) == (3, 3)
+        async with serving(hrss):
+            _, signed = _push(market, "hrss", old_record, "notice-old")
+            await _call_push(market, signed)
+
+    try:
+        asyncio.run(scenario())
+        assert platform.store.count_records(producer="market") == 3
+        stored = hrss.store.record_versions("market", f"{7:064x}")
+        assert [(r.version, r.origin) for r in stored] == [(1, "received")]
+    finally:
+        for r in (market, hrss, platform):
+            r.close()

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import keys
 from node.accesslog import LogEntry, utc_iso, verify_cosignature
 from node.cli import app
+from node.cli.log_cmds import witness_verifiers
 from node.cluster import LocalCluster
 from node.errors import ExitCode
 from node.runtime import open_runtime
@@ -163,3 +164,39 @@ def test_several_keys_per_witness_but_never_the_logs_own() -> None:
         verify_cosignature(
             note, verifiers, {"market": (old.public_key,)}, witness="market", log_name="market"
         )
+
+
+def test_a_revoked_platform_key_witnesses_nothing(tmp_path: Path) -> None:
+    """A leaked platform key, once revoked, must not vouch for cosignatures any more, not
+    even as a previous key the roster still lists."""
+    c = LocalCluster(tmp_path, nodes=[("market", "department"), ("platform", "platform")])
+    c.init()
+    platform_keys = c.home("platform") / "keys"
+    first = keys.load_key_dir(platform_keys).signing
+    rt = open_runtime(c.home("market"))
+    try:
+        for i in range(3):
+            rt.log.append_sync(_entry(i))
+        cosigned = keys.cosign_note(rt.log.checkpoint(), name="platform", signer=first)
+        rt.log.backend.save_witness(3, "platform", cosigned)
+    finally:
+        rt.close()
+    after = keys.rotate_signing_key(platform_keys, now=dt.datetime.now(dt.UTC))
+    spec = c.spec()
+    for node in spec["node"]:
+        if node["node_id"] == "platform":
+            node["identity"] = keys.public_identity(after)
+    c.reissue_bundle(node=spec["node"], revoked_keyids=[first.keyid])
+    rt = open_runtime(c.home("market"))
+    try:
+        assert witness_verifiers(rt) == {"platform": (after.signing.public_key,)}
+    finally:
+        rt.close()
+    code, report = _cli(c, "verify")
+    assert code == ExitCode.VERIFICATION
+    assert [p["code"] for p in report["problems"]] == ["witness_signature"]
+    anchor = tmp_path / "market.note"
+    anchor.write_text(cosigned, encoding="utf-8")
+    code, report = _cli(c, "verify", "--anchor", str(anchor))
+    assert code == ExitCode.VERIFICATION
+    assert "anchor_signature" in [p["code"] for p in report["problems"]]
