@@ -82,15 +82,25 @@ def b64d(text: object, what: str, error: type[KeysError]) -> bytes:
     """Decode standard or URL-safe base64 (RFC 4648 sections 4 and 5, padded) strictly.
 
     Refuses, raising `error` naming `what`: any character outside the two alphabets (no
-    whitespace or junk is skipped) and bad padding.
+    whitespace or junk is skipped), a mix of the two alphabets, bad padding, and non-zero
+    unused bits in the last character (RFC 4648 section 3.5): one byte string has exactly one
+    spelling per alphabet, so nobody without the key can re-spell a signed document into other
+    text that verifies as the same one.
     """
     if not isinstance(text, str):
         raise error(f"{what} must be a base64 string")
     try:
+        url_safe = "-" in text or "_" in text
+        if url_safe and ("+" in text or "/" in text):
+            raise ValueError("two base64 alphabets in one string")
         # base64.urlsafe_b64decode has no validate flag: it would skip invalid characters.
-        return base64.b64decode(text.translate(_URLSAFE).encode("ascii"), validate=True)
+        standard = (text.translate(_URLSAFE) if url_safe else text).encode("ascii")
+        raw = base64.b64decode(standard, validate=True)
+        if base64.b64encode(raw) != standard:
+            raise ValueError("non-canonical base64")
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise error(f"{what} is not valid base64") from None
+    return raw
 
 
 def format_time(moment: datetime.datetime) -> str:

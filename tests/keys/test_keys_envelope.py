@@ -164,3 +164,48 @@ def test_compact_and_json_round_trip(payload: bytes, ptype: str) -> None:
     env = keys.sign_envelope(ptype, payload, keys.Signer(bytes(32)))
     assert Envelope.from_bytes(env.to_bytes()) == env
     assert Envelope.from_json(env.to_json()) == env
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _respellings(text: str) -> list[str]:
+    """Other spellings of the same bytes: the last significant character with non-zero
+    unused bits (every decoder that does not check them decodes them the same)."""
+    body = text.rstrip("=")
+    pad = len(text) - len(body)
+    if not pad:
+        return []
+    unused = 0b1111 if pad == 2 else 0b11
+    last = _B64.index(body[-1])
+    return [body[:-1] + _B64[last | bits] + "=" * pad for bits in range(1, unused + 1)]
+
+
+@given(payload=st.binary(min_size=1, max_size=40).filter(lambda b: len(b) % 3))
+def test_one_payload_has_one_spelling(payload: bytes) -> None:
+    # A third party re-spelling the payload or signature must not get a different envelope
+    # text that verifies as the same envelope (canonical base64: unused bits are zero).
+    signer = keys.Signer(bytes(range(32)))
+    env = keys.sign_envelope(TYPE, payload, signer)
+    doc = json.loads(env.to_json())
+    for key, text in (("payload", doc["payload"]), ("sig", doc["signatures"][0]["sig"])):
+        for other in _respellings(text):
+            changed = json.loads(env.to_json())
+            if key == "payload":
+                changed["payload"] = other
+            else:
+                changed["signatures"][0]["sig"] = other
+            with pytest.raises(VerificationError, match="not valid base64"):
+                Envelope.from_json(json.dumps(changed))
+    assert Envelope.from_json(env.to_json()) == env
+
+
+def test_base64_alphabets_are_not_mixed(signer: keys.Signer) -> None:
+    env = keys.sign_envelope(TYPE, b"\xfb\xff\xbf" * 4, signer)
+    doc = json.loads(env.to_json())
+    assert doc["payload"] == "+/+/" * 4
+    doc["payload"] = "+_-/" * 4  # neither the standard nor the URL-safe alphabet
+    with pytest.raises(VerificationError, match="not valid base64"):
+        Envelope.from_json(json.dumps(doc))
+    doc["payload"] = "-_-_" * 4
+    assert Envelope.from_json(json.dumps(doc)) == env
