@@ -41,6 +41,17 @@ def _is_text(text: str) -> bool:
     return True
 
 
+def _b64decode(text: str) -> bytes:
+    """Standard padded base64, canonical only: binascii.Error (a ValueError) for a character
+    outside the alphabet and for non-zero unused bits in the last character, which a lenient
+    decoder ignores. One hash or signature has one spelling, so nobody without the key can turn
+    a signed note into other text that verifies."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw) != text.encode("ascii"):
+        raise binascii.Error("non-canonical base64")
+    return raw
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A signed tree head: log origin, tree size, root hash, and extension lines."""
@@ -75,8 +86,8 @@ def parse_checkpoint(text: str) -> Checkpoint:
     if len(lines) < 3 or not lines[0] or not _SIZE.fullmatch(lines[1]):
         raise VerificationError("checkpoint is malformed")
     try:
-        root = base64.b64decode(lines[2], validate=True)
-    except binascii.Error:
+        root = _b64decode(lines[2])
+    except (binascii.Error, ValueError):
         raise VerificationError("checkpoint is malformed") from None
     size = int(lines[1])
     if size > MAX_TREE_SIZE or len(root) != 32 or any(not ext for ext in lines[3:]):
@@ -142,8 +153,8 @@ def _split(note: str) -> tuple[str, list[tuple[str, bytes]]]:
             raise VerificationError("signed note is malformed")
         name, _, encoded = line[len(_DASH) :].partition(" ")
         try:
-            blob = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
+            blob = _b64decode(encoded)
+        except (binascii.Error, ValueError):
             raise VerificationError("signed note is malformed") from None
         if not _NAME.fullmatch(name) or len(blob) < 5:
             raise VerificationError("signed note is malformed")

@@ -159,3 +159,37 @@ def test_bad_checkpoints_and_names_are_refused(signer: keys.Signer) -> None:
         keys.sign_checkpoint(Checkpoint("o", 1, ROOT), name="has space", signer=signer)
     with pytest.raises(KeysError):
         keys.sign_note("text\n\n", name="n", signer=signer)
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _respell(text: str, bits: int) -> str:
+    """`text` (base64 with one "=") with `bits` (1..3) set in the last character's unused bits:
+    lenient decoders read the same bytes."""
+    assert text.endswith("=")
+    assert not text.endswith("==")
+    return text[:-2] + _B64[_B64.index(text[-2]) | bits] + "="
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_a_respelled_signature_line_is_refused(signer: keys.Signer, bits: int) -> None:
+    # Without the key, nobody may turn a signed checkpoint into other text that verifies:
+    # witnesses and monitors compare notes as text.
+    note = _note(signer)
+    head, _, line = note.rstrip("\n").rpartition(" ")
+    other = f"{head} {_respell(line, bits)}\n"
+    assert other != note
+    assert base64.b64decode(other.rstrip("\n").rpartition(" ")[2]) == base64.b64decode(line)
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.verify_checkpoint(other, verifiers={LOG: signer.public_key})
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.read_checkpoint(other)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_a_respelled_root_is_refused(bits: int) -> None:
+    root = base64.b64encode(ROOT).decode()
+    assert keys.parse_checkpoint(f"o\n1\n{root}\n").root == ROOT
+    with pytest.raises(VerificationError, match="malformed"):
+        keys.parse_checkpoint(f"o\n1\n{_respell(root, bits)}\n")
