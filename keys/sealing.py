@@ -42,8 +42,14 @@ _RESERVED = frozenset({"recipients"})
 def _wrap(data_key: bytes, public_key: bytes, rid: str) -> str:
     if len(public_key) != nacl.public.PublicKey.SIZE:
         raise KeysError(f"recipient {rid!r} public key must be 32 bytes")
-    # crypto_box_seal is what nacl.public.SealedBox.encrypt calls, without its two wrapper objects.
-    return b64e(nacl.bindings.crypto_box_seal(data_key, bytes(public_key)))
+    try:
+        # crypto_box_seal is what nacl.public.SealedBox.encrypt calls, without its two wrapper
+        # objects.
+        wrapped = nacl.bindings.crypto_box_seal(data_key, bytes(public_key))
+    except nacl.exceptions.CryptoError:
+        # libsodium refuses a point of small order: the shared secret would be known to all.
+        raise KeysError(f"recipient {rid!r} public key is not a usable X25519 key") from None
+    return b64e(wrapped)
 
 
 # Public keys of the private keys this process opens with. Deriving one is an X25519 base-point

@@ -215,3 +215,23 @@ def test_blind_index_tokens_are_pinned() -> None:
     assert index.token("91370303MA3C12345X") == "4550ce5792a736b5f306c5ae994005bf"
     assert index.token("370303199001010113") == "cb85ba015811736048bd8984f7452c7a"
     assert index.token("ｘ１２３") == "32204954ee13964f9398aa84c9a7eaa1"  # NFKC, upper-cased
+
+
+# X25519 points of small order (libsodium's blocklist): a wrap to one of them would share a
+# known secret, and libsodium refuses it.
+SMALL_ORDER = [
+    bytes(32),
+    b"\x01" + bytes(31),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+]
+
+
+@pytest.mark.parametrize("bad", SMALL_ORDER, ids=lambda b: b.hex()[:8])
+def test_a_small_order_recipient_key_is_a_keys_error(bad: bytes) -> None:
+    # A roster entry's encryption key is any 32 bytes; one that libsodium refuses must give
+    # the package's error naming the recipient, not a bare RuntimeError from the bindings.
+    with pytest.raises(KeysError, match="'b'"):
+        keys.seal(b"x", header=HDR, recipients={"a": A_PUB, "b": bad})
+    with pytest.raises(KeysError, match="'b'"):
+        keys.seal_batch([b"x"], header=HDR, recipient_id="b", recipient_public=bad)
