@@ -32,13 +32,22 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Envelope:
     """A DSSE envelope: payload bytes exactly as signed plus (keyid, signature) pairs."""
 
     payload_type: str
     payload: bytes
     signatures: tuple[tuple[str, bytes], ...]
+
+    def __repr__(self) -> str:
+        # The payload may be a record (its subject in the header): log lines and tracebacks
+        # get its size and the signers' key ids only.
+        keyids = tuple(kid for kid, _ in self.signatures)
+        return (
+            f"Envelope(payload_type={self.payload_type!r}, payload=<{len(self.payload)} bytes>, "
+            f"keyids={keyids!r})"
+        )
 
     def to_json(self) -> str:
         """Standard DSSE JSON (`payloadType`, base64 `payload`, `signatures[{keyid, sig}]`)."""

@@ -45,12 +45,18 @@ _TYPE_BYTES = RECORD_PAYLOAD_TYPE.encode("ascii")
 _PLACEHOLDER = b'"digests":null'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SignedRecord:
-    """A record envelope plus the disclosures its holder may pass on."""
+    """A record envelope plus the disclosures its holder may pass on. Its repr shows the
+    disclosed field ids, never a value or a salt (personal data; a salt makes a hidden value
+    guessable)."""
 
     envelope: Envelope
     disclosures: Mapping[str, tuple[bytes, str]]
+
+    def __repr__(self) -> str:
+        disclosed = tuple(sorted(self.disclosures))
+        return f"SignedRecord(envelope={self.envelope!r}, disclosed={disclosed!r})"
 
     def minimise(self, field_ids: Iterable[str]) -> SignedRecord:
         """Keep only the disclosures named in `field_ids` (names without one are ignored).
@@ -134,14 +140,22 @@ def _split_envelope(data: bytes) -> tuple[Envelope, int]:
     return Envelope.from_bytes(data[8:end]), end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class VerifiedRecord:
-    """A record whose signature and disclosed values were checked by verify_record."""
+    """A record whose signature and disclosed values were checked by verify_record. Its repr
+    shows field ids and the signer, never the header (the subject) or a value."""
 
     header: Mapping[str, Any]
     fields: Mapping[str, str]
     hidden: frozenset[str]
     signer_keyid: str
+
+    def __repr__(self) -> str:
+        item, fields = self.header.get("item"), tuple(sorted(self.fields))
+        return (
+            f"VerifiedRecord(item={item!r}, fields={fields!r}, "
+            f"hidden={tuple(sorted(self.hidden))!r}, signer_keyid={self.signer_keyid!r})"
+        )
 
 
 def field_digest(salt: bytes, field_id: str, value: str) -> bytes:

@@ -283,3 +283,33 @@ def test_a_disclosure_that_could_never_verify_is_refused_in_compact_form(
     disclosures = {"f" * 256: (salt, value)} if bad == "long field id" else {fid: (salt[:8], value)}
     with pytest.raises(VerificationError, match="disclosure is malformed"):
         SignedRecord(rec.envelope, disclosures).to_bytes()
+
+
+_SECRET_VALUE = "张三丰110105194912310021"
+
+
+# Chinese text, as names and addresses are: never a substring of an id, key id or type.
+@given(value=st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=2))
+@settings(max_examples=30)
+def test_reprs_carry_no_values_salts_or_subject(value: str) -> None:
+    # A repr ends up in log lines and tracebacks; it must not carry personal data (values,
+    # the subject in the signed header) or the salts that keep hidden values unguessable.
+    signer = keys.Signer(bytes(range(32)))
+    header = {**HEADER, "subject": _SECRET_VALUE}
+    rec = keys.sign_record(header, {"name": value, "other": _SECRET_VALUE}, signer)
+    verified = keys.verify_record(rec.minimise(["name"]), trusted=_trusted(signer))
+    salts = [salt for salt, _ in rec.disclosures.values()]
+    for obj in (rec, rec.minimise(["name"]), rec.envelope, verified):
+        for text in (repr(obj), str(obj)):
+            assert value not in text
+            assert repr(value) not in text
+            assert _SECRET_VALUE not in text
+            for salt in salts:
+                assert repr(salt) not in text
+                assert salt.hex() not in text
+    # what is useful to debug stays: field ids, payload type, key ids
+    assert "name" in repr(rec)
+    assert signer.keyid in repr(rec.envelope)
+    assert keys.RECORD_PAYLOAD_TYPE in repr(rec.envelope)
+    assert "other" in repr(verified)
+    assert signer.keyid in repr(verified)
