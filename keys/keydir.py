@@ -108,12 +108,27 @@ def check_node_id(node_id: str) -> str:
     return node_id
 
 
-def tls_fingerprint(cert_pem: bytes) -> str:
-    """Hex SHA-256 of the DER encoding of a PEM certificate; KeysError when not a certificate."""
+def _one_certificate(cert_pem: bytes) -> x509.Certificate:
+    """The certificate of a PEM text holding exactly one PEM block, a CERTIFICATE; KeysError
+    otherwise. The X.509 loader reads the first certificate and ignores what follows, but
+    whoever uses the text (gRPC takes a roster's tls_cert as trusted roots) sees all of it."""
+    if (
+        cert_pem.count(b"-----BEGIN") != 1
+        or cert_pem.count(b"-----END") != 1
+        or cert_pem.count(b"-----BEGIN CERTIFICATE-----") != 1
+        or cert_pem.count(b"-----END CERTIFICATE-----") != 1
+    ):
+        raise KeysError("not a PEM X.509 certificate (exactly one CERTIFICATE block)")
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        return x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         raise KeysError("not a PEM X.509 certificate") from None
+
+
+def tls_fingerprint(cert_pem: bytes) -> str:
+    """Hex SHA-256 of the DER encoding of a PEM certificate; KeysError when not exactly one
+    certificate (a second certificate or any other PEM block beside it is refused)."""
+    cert = _one_certificate(cert_pem)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
@@ -368,9 +383,9 @@ def _load_tls(path: Path, kdf: _Kdf, node_id: str) -> tuple[bytes, bytes, str]:
     key = _load_tls_key(key_path, kdf, node_id)
     cert_pem = _read_private(cert_path)
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
-        raise KeyFileError(f"{cert_path}: not a PEM X.509 certificate") from None
+        cert = _one_certificate(cert_pem)
+    except KeysError as error:
+        raise KeyFileError(f"{cert_path}: {error}") from None
     if cert.public_key() != key.public_key():
         raise KeyFileError(f"{cert_path}: certificate does not match {TLS_KEY_FILE}")
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import keys
-from keys import BundleError, TrustBundle
+from keys import BundleError, KeysError, TrustBundle
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -356,3 +356,31 @@ def test_a_bad_revocation_entry_is_named_by_its_place_in_the_list(
     good = identities["zd-market"]["keyid"]
     with pytest.raises(keys.BundleError, match=r"revoked_keyids\[0\]: not a key id"):
         _bundle(identities, revoked_keyids=["zz-typo", good])
+
+
+@pytest.mark.parametrize("extra", ["second-cert", "key-block"])
+def test_a_tls_cert_with_more_than_one_pem_block_is_refused(
+    identities: dict[str, dict[str, Any]], extra: str
+) -> None:
+    # The first block matches the pin, but peers take the whole tls_cert as trusted roots
+    # (and node.transport refuses a second certificate, so such a bundle, once accepted,
+    # breaks mutual TLS for the whole district): refused where the bundle is checked.
+    market, tax = identities["zd-market"], identities["zd-tax"]
+    tail = (
+        tax["tls_cert"]
+        if extra == "second-cert"
+        else "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    smuggled = market["tls_cert"] + tail
+    with pytest.raises(KeysError):
+        keys.tls_fingerprint(smuggled.encode("ascii"))
+    assert keys.tls_fingerprint(market["tls_cert"].encode("ascii")) == market["tls_fingerprint"]
+    changed = {**identities, "zd-market": {**market, "tls_cert": smuggled}}
+    with pytest.raises(BundleError, match=r"node\[0\]\.tls_cert"):
+        _bundle(changed)
+    # and a signed bundle that carries one (signed by a root that did not check) is refused
+    doc = json.loads(keys.Envelope.from_json(keys.sign_bundle(_bundle(identities), ROOT)).payload)
+    doc["roster"][[e["node_id"] for e in doc["roster"]].index("zd-market")]["tls_cert"] = smuggled
+    raw = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT).to_json()
+    with pytest.raises(BundleError, match="tls_cert"):
+        _accept(raw.encode("utf-8"))

@@ -151,6 +151,20 @@ def test_certificate_of_another_key_is_refused(key_dir: Path, tmp_path: Path) ->
         keys.load_key_dir(key_dir)
 
 
+def test_a_certificate_file_with_a_second_certificate_is_refused(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    # The loader would read the first certificate only; the node would publish the whole
+    # file as its tls_cert, which every peer takes as trusted roots.
+    keys.create_key_dir(tmp_path / "other", node_id=NODE)
+    own = (key_dir / "tls.crt").read_bytes()
+    (key_dir / "tls.crt").write_bytes(own + (tmp_path / "other" / "tls.crt").read_bytes())
+    with pytest.raises(KeyFileError, match=r"tls\.crt.*exactly one"):
+        keys.load_key_dir(key_dir)
+    (key_dir / "tls.crt").write_bytes(own)
+    assert keys.load_key_dir(key_dir).tls_cert_pem == own
+
+
 def test_passphrase(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     made = keys.create_key_dir(path, node_id=NODE, passphrase=b"correct horse", kdf=CHEAP)
