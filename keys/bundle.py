@@ -19,6 +19,7 @@ Times have one-second precision (RFC 3339, UTC).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hmac
 import re
@@ -58,6 +59,9 @@ class RosterEntry:
     valid_until: datetime.datetime
     previous_signing_keys: tuple[tuple[bytes, datetime.datetime], ...] = ()
     tls_cert: str = ""  # PEM; peers use it as a trusted root for mutual TLS
+    # The key ids its bundle revokes: set by TrustBundle on its own copy of the entry, so that
+    # no method of an entry taken from a bundle hands out a revoked (compromised) key.
+    _revoked: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     @property
     def keyid(self) -> str:
@@ -71,16 +75,29 @@ class RosterEntry:
     def every_signing_key(self) -> tuple[bytes, ...]:
         """The current signing key and every previous one the entry lists, whatever its
         `accepted_until`: for checking what was signed before a rotation (checkpoints,
-        cosignatures), never for accepting anything new."""
-        return tuple(dict.fromkeys((self.signing_key, *(k for k, _ in self.previous_signing_keys))))
+        cosignatures), never for accepting anything new. Keys the bundle revokes are left
+        out: a revoked key is a compromised one, and its holder could sign "old" notes."""
+        every = dict.fromkeys((self.signing_key, *(k for k, _ in self.previous_signing_keys)))
+        return tuple(k for k in every if keyid(k) not in self._revoked)
 
     def signing_keys(self, now: datetime.datetime) -> dict[str, bytes]:
-        """Current and still-accepted previous signing keys at `now` (empty if not valid)."""
+        """Current and still-accepted previous signing keys at `now` (empty if not valid),
+        without the keys the bundle revokes."""
         if not self.valid_at(now):
             return {}
         out = {keyid(k): k for k, until in self.previous_signing_keys if now < until}
         out[self.keyid] = self.signing_key
-        return out
+        return {kid: k for kid, k in out.items() if kid not in self._revoked}
+
+
+def _with_revoked(entry: RosterEntry, revoked: frozenset[str]) -> RosterEntry:
+    """A copy of `entry` that knows the key ids its bundle revokes (the caller's entry, which
+    another bundle may hold too, is left as it is)."""
+    if entry._revoked == revoked:
+        return entry
+    own = copy.copy(entry)
+    object.__setattr__(own, "_revoked", frozenset(revoked))
+    return own
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,9 @@ class TrustBundle:
     _by_id: Mapping[str, RosterEntry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_id", {e.node_id: e for e in self.roster})
+        roster = tuple(_with_revoked(e, self.revoked_keyids) for e in self.roster)
+        object.__setattr__(self, "roster", roster)
+        object.__setattr__(self, "_by_id", {e.node_id: e for e in roster})
 
     def member(self, node_id: str) -> RosterEntry | None:
         """The roster entry of `node_id`, or None."""

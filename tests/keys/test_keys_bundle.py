@@ -384,3 +384,49 @@ def test_a_tls_cert_with_more_than_one_pem_block_is_refused(
     raw = keys.sign_envelope(keys.BUNDLE_PAYLOAD_TYPE, keys.canonical_json(doc), ROOT).to_json()
     with pytest.raises(BundleError, match="tls_cert"):
         _accept(raw.encode("utf-8"))
+
+
+def test_a_revoked_key_verifies_no_history(identities: dict[str, dict[str, Any]]) -> None:
+    # every_signing_key serves checking what a member signed before a rotation (its log's
+    # checkpoints, a witness's cosignatures: node/cli/log_cmds.py). A revoked key is a
+    # compromised one: whoever holds it could sign a checkpoint "from before", so it must not
+    # come back through this path either, current or previous.
+    tax = identities["zd-tax"]
+    old, older = keys.Signer(b"p" * 32), keys.Signer(b"q" * 32)
+    previous = [
+        {"key": base64.b64encode(s.public_key).decode(), "accepted_until": "2026-11-01T00:00:00Z"}
+        for s in (older, old)
+    ]
+    ids = {**identities, "zd-tax": {**tax, "previous_signing_keys": previous}}
+    plain = _bundle(ids)
+    entry = plain.member("zd-tax")
+    assert entry is not None
+    assert set(entry.every_signing_key()) >= {old.public_key, older.public_key}
+
+    bundle = _bundle(ids, revoked_keyids=[old.keyid, identities["zd-market"]["keyid"]])
+    assert bundle == _accept(keys.sign_bundle(bundle, ROOT))
+    for got in (bundle, _accept(keys.sign_bundle(bundle, ROOT))):
+        tax_entry, market_entry = got.member("zd-tax"), got.member("zd-market")
+        assert tax_entry is not None
+        assert market_entry is not None
+        assert old.public_key not in tax_entry.every_signing_key()
+        assert older.public_key in tax_entry.every_signing_key()
+        assert market_entry.every_signing_key() == ()
+        assert market_entry.signing_keys(NOW) == {}
+        assert tax_entry in got.roster
+
+    cp = keys.Checkpoint("zd-tax/log", 3, hashlib.sha256(b"r").digest())
+    forged = keys.sign_checkpoint(cp, name="zd-tax", signer=old)
+    tax_entry = bundle.member("zd-tax")
+    assert tax_entry is not None
+    with pytest.raises(keys.VerificationError):
+        keys.verify_checkpoint(
+            forged, verifiers={"zd-tax": tax_entry.every_signing_key()}, log_name="zd-tax"
+        )
+    kept = keys.sign_checkpoint(cp, name="zd-tax", signer=older)
+    assert (
+        keys.verify_checkpoint(
+            kept, verifiers={"zd-tax": tax_entry.every_signing_key()}, log_name="zd-tax"
+        )
+        == cp
+    )
