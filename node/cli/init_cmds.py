@@ -8,6 +8,7 @@ existing node is never touched. Nothing printed here contains key material or ro
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import adapters
@@ -27,6 +29,7 @@ from node.cli.common import (
     HomeOption,
     JsonOption,
     check_listen,
+    check_officer,
     console,
     err_console,
     print_json,
@@ -35,7 +38,8 @@ from node.cli.common import (
 from node.config import CONFIG_FILE, load_config, write_default_config
 from node.errors import ExitCode, InputError, NodeError
 from node.ingest import IngestSummary, run_ingest
-from node.runtime import open_node_store
+from node.resign import resign_records
+from node.runtime import open_node_store, open_runtime
 from node.store import open_store
 
 keys_app = typer.Typer(help="Show the node's public keys.", no_args_is_help=True)
@@ -306,7 +310,48 @@ def keys_rotate_command(
     console.print(
         f"new signing key {identity['keyid']}; the previous key stays accepted until {until}. "
         "Send `credex keys show --json` to the platform for the next trust bundle, then "
-        "restart `credex serve`."
+        "restart `credex serve`. If the previous key leaked, the platform revokes it: then run "
+        "`credex keys resign` so that peers accept the records it signed."
+    )
+
+
+@keys_app.command("resign")
+def keys_resign_command(
+    home: HomeOption = None,
+    officer: Annotated[
+        str, typer.Option("--officer", help="Your staff id (recorded in the access log).")
+    ] = "officer",
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign this node's stored records again with the current signing key.
+
+    Needed when the platform revoked a previous key (it leaked): peers then refuse every
+    record it signed. Resumable and idempotent; logged as an administrative read. Exit 3
+    when a stored record does not verify under this node's keys.
+    """
+    check_officer(officer)
+    runtime = open_runtime(resolve_home(home), passphrase=node_passphrase(passphrase_file))
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.completed:,} record versions read"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task("resign", total=None)
+            report = resign_records(
+                runtime, officer=officer, progress=lambda read: bar.update(task, completed=read)
+            )
+    finally:
+        runtime.close()
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    console.print(
+        f"{report.resigned} record version(s) signed again with key {report.keyid}; "
+        f"{report.current} already were, of {report.checked} read."
     )
 
 

@@ -2,7 +2,8 @@
 
 Invariants kept here (docs/decisions/0004-store-schema.md):
 - every version of a record is kept; a correction adds a version and marks the older active
-  versions `superseded`, nothing is overwritten;
+  versions `superseded`, nothing is overwritten (a body is replaced only by the same record
+  signed again with the node's current key, `replace_bodies`);
 - versions ingest stores are marked `from_source` (a lifecycle correction's are not); such a
   batch never adds a version over one the lifecycle closed (withdrawn, expired, purged) and
   carries an open objection over to the new version (`store_batch(..., from_source=True)`);
@@ -518,6 +519,52 @@ class Store:
                 .order_by(RECORDS.c.version)
             ).all()
         return [_stored(r) for r in rows]
+
+    def local_bodies_after(
+        self, producer: str, after_row: str, *, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Return up to `limit` `(row_id, body)` of `producer`'s own records (origin local)
+        that still hold a body (every state but purged), with row ids after `after_row`, by
+        row id: pages for a pass over the whole store (`node.resign`)."""
+        with self.read("read stored records") as conn:
+            rows = conn.execute(
+                select(RECORDS.c.row_id, RECORDS.c.body)
+                .where(
+                    RECORDS.c.producer == producer,
+                    RECORDS.c.origin == "local",
+                    RECORDS.c.state != "purged",
+                    RECORDS.c.row_id > after_row,
+                )
+                .order_by(RECORDS.c.row_id)
+                .limit(limit)
+            ).all()
+        return [(str(row_id), bytes(body)) for row_id, body in rows]
+
+    def replace_bodies(self, producer: str, bodies: Sequence[tuple[str, bytes, bytes]]) -> int:
+        """Store `(row_id, old body, new body)` in one transaction and return how many rows
+        changed: only rows of `producer`'s own that still hold `old body` (a row purged or
+        changed meanwhile is left as it is). The one write that replaces a version's body in
+        place, for a body that says the same in other bytes: a record signed again with the
+        node's current key (`node.resign`)."""
+        if not bodies:
+            return 0
+        statement = (
+            update(RECORDS)
+            .where(
+                RECORDS.c.row_id == bindparam("p_row"),
+                RECORDS.c.producer == producer,
+                RECORDS.c.origin == "local",
+                RECORDS.c.state != "purged",
+                RECORDS.c.body == bindparam("p_old"),
+            )
+            .values(body=bindparam("p_new"))
+        )
+        changed = 0
+        with self.write("store re-signed records") as conn:
+            for row_id, old, new in bodies:
+                result = conn.execute(statement, {"p_row": row_id, "p_old": old, "p_new": new})
+                changed += result.rowcount
+        return changed
 
     def records_by_subject(
         self,

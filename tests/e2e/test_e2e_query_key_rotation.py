@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import keys
+from node.accesslog import search
+from node.cli import app
 from node.cluster import LocalCluster
+from node.errors import ExitCode, TamperDetected
 from node.query import QueryAsk, QueryResult, send_query
+from node.runtime import NodeRuntime
 from node.trust import historic_signing_keys, record_signing_keys
 from tests.catalog.catalog_testdata import make_ric
 from tests.e2e.query_support import store_signed_record
@@ -31,6 +37,7 @@ from tests.node.exchange_support import rotate_after_overlap
 pytestmark = pytest.mark.slow
 
 RED_LIST = "red_list"
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -124,3 +131,69 @@ def test_which_keys_vouch_for_old_signatures(cluster: LocalCluster) -> None:
     revoked = dataclasses.replace(bundle, revoked_keyids=bundle.revoked_keyids | {keys.keyid(old)})
     assert historic_signing_keys(revoked, "market") == (entry.signing_key,)
     assert set(record_signing_keys(revoked, "market", now)) == {entry.keyid}
+
+
+def resign(cluster: LocalCluster, *extra: str) -> dict[str, object]:
+    """Run `credex keys resign --json` for market and return its report; the command's own
+    exception when it fails (CliRunner calls the app without the CLI's error handler)."""
+    home = str(cluster.home("market"))
+    result = runner.invoke(app, ["keys", "resign", "--home", home, "--json", *extra])
+    if result.exception is not None:
+        raise result.exception
+    assert result.exit_code == 0
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def test_after_a_leaked_key_is_revoked_resign_makes_its_records_good_again(
+    cluster: LocalCluster,
+) -> None:
+    subject = make_ric("370303", "19900101", "013")
+    first, second = seed(cluster, subject), seed(cluster, subject)
+    rotate_after_overlap(cluster, "market", revoke_old=True)
+    fresh = seed(cluster, subject)  # already under the new key
+    with pytest.raises(keys.VerificationError):
+        query(cluster, ask(subject))
+    report = resign(cluster, "--officer", "sec-007")
+    assert (report["checked"], report["resigned"], report["current"]) == (3, 2, 1)
+    answer = query(cluster, ask(subject))
+    assert sorted(r.record_key for r in answer.records) == sorted([first, second, fresh])
+    again = resign(cluster)  # idempotent: nothing left to do
+    assert (again["resigned"], again["current"]) == (0, 3)
+    rt = cluster.runtime("market")
+    try:
+        passes = [e for _i, e in search(rt.log.backend, kind="admin_read")]
+        for version in rt.store.record_versions("market", first):
+            assert (version.version, version.state) == (1, "active")  # same version, in place
+    finally:
+        rt.close()
+    assert [(e.officer, e.reason) for e in passes] == [
+        ("sec-007", "resign_records"),
+        ("officer", "resign_records"),
+    ]
+
+
+def test_resign_refuses_a_record_this_node_did_not_sign(cluster: LocalCluster) -> None:
+    subject = make_ric("370303", "19900101", "014")
+    seed(cluster, subject)
+    rt = cluster.runtime("market")
+    try:
+        stranger = keys.Signer.generate()
+        planted = store_signed_record(rt, subject, RED_LIST, {"list_name": "守信"})
+        (row,) = rt.store.record_versions("market", planted.record_key)
+        opened = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row.row_id, row.body))
+        header = dict(keys.verify_record(opened, trusted=own_keys(rt)).header)
+        forged = keys.sign_record(header, {"list_name": "守信"}, stranger)
+        body = rt.cipher.encrypt(row.row_id, forged.to_bytes())
+        assert rt.store.replace_bodies("market", [(row.row_id, row.body, body)]) == 1
+    finally:
+        rt.close()
+    rotate_after_overlap(cluster, "market")
+    with pytest.raises(TamperDetected, match="does not open or verify") as refused:
+        resign(cluster)
+    assert refused.value.exit_code == ExitCode.VERIFICATION
+    assert "守信" not in str(refused.value)
+
+
+def own_keys(rt: NodeRuntime) -> dict[str, bytes]:
+    return {rt.node_keys.signing.keyid: rt.node_keys.signing.public_key}
