@@ -14,7 +14,8 @@ Invariants:
 - The TLS roots are computed when the roster is loaded, but trust is judged at each call:
   given the bundle in use (`ServerTls(bundle=..., clock=...)`, as a node's runtime does),
   `ServerTls.identify` refuses every caller once that bundle has expired, and a member whose
-  roster validity window does not hold now, however it got through the handshake.
+  roster validity window does not hold now, however it got through the handshake, and a
+  certificate that bundle does not pin for the node (the TLS roster may lag behind it).
 - A client trusts exactly the certificate the roster pins for the peer it dials and names the
   peer by node id (the certificate's SAN) through `grpc.ssl_target_name_override`.
 
@@ -291,7 +292,9 @@ class ServerTls:
         The certificate must be pinned in the current roster (see peer_identity). Given the
         bundle in use, that bundle must be in force (StaleBundle, FAILED_PRECONDITION, once it
         has expired: the node then trusts no one) and must list the node with a membership
-        valid now (AuthError `requester_unknown` / `requester_not_valid`, UNAUTHENTICATED).
+        valid now (AuthError `requester_unknown` / `requester_not_valid`, UNAUTHENTICATED),
+        and must pin the call's certificate for that node itself (AuthError `tls_unpinned`:
+        the TLS roster may lag behind the bundle when it could not be rebuilt from it).
         Asked again within the same call under the same roster, the certificate is not read
         again; the bundle and the validity window are checked every time.
         """
@@ -304,9 +307,20 @@ class ServerTls:
                 f"this node trusts no peer until its operator installs a current trust bundle "
                 f"here ({error})"
             ) from None
-        node_id = self._pinned_node(context)
-        check_membership(bundle, node_id, self._clock())
-        return node_id
+        peer = self._pinned_peer(context)
+        check_membership(bundle, peer.node_id, self._clock())
+        # The TLS roster is rebuilt from a bundle when it is loaded, and that rebuild can fail
+        # apart from the bundle (a stale peer directory), leaving older pins in force: the pin
+        # that counts is the one of the bundle in use, so a rotated-out certificate is refused.
+        entry = bundle.member(peer.node_id)
+        if entry is None or entry.tls_fingerprint.lower() != peer.fingerprint:
+            raise AuthError(
+                f"the client certificate is not the one trust bundle v{bundle.version} pins "
+                f"for node {peer.node_id} (its certificate was replaced; connect with the "
+                "current one)",
+                reason="tls_unpinned",
+            )
+        return peer.node_id
 
     def certificate_owner(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The roster node the call's certificate is pinned for, or None: names a refused
@@ -317,14 +331,17 @@ class ServerTls:
             return None
 
     def _pinned_node(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        return self._pinned_peer(context).node_id
+
+    def _pinned_peer(self, context: grpc.aio.ServicerContext[Any, Any]) -> TlsPeer:
         roster = self.roster
         known = _CALL_PEER.get()
         if known is not None and known[0] is context and known[1] is roster:
             return known[2]
-        node_id = peer_identity(context, roster)
+        peer = _pinned_peer(context, roster)
         # Each call's handler runs in its own task, with its own copy of the context variables.
-        _CALL_PEER.set((context, roster, node_id))
-        return node_id
+        _CALL_PEER.set((context, roster, peer))
+        return peer
 
 
 def check_membership(bundle: keys.TrustBundle, node_id: str, now: datetime) -> None:
@@ -347,9 +364,9 @@ def check_membership(bundle: keys.TrustBundle, node_id: str, now: datetime) -> N
         )
 
 
-# The peer identified in the running call: (call context, roster, node id).
-_CALL_PEER: contextvars.ContextVar[tuple[object, TlsRoster, str] | None] = contextvars.ContextVar(
-    "credex_call_peer", default=None
+# The peer identified in the running call: (call context, roster, roster peer).
+_CALL_PEER: contextvars.ContextVar[tuple[object, TlsRoster, TlsPeer] | None] = (
+    contextvars.ContextVar("credex_call_peer", default=None)
 )
 
 
@@ -359,6 +376,10 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster
     Refuses (AuthError) a call without a client certificate, or whose certificate is not pinned
     in `roster` (for instance a node removed from the roster on an older connection).
     """
+    return _pinned_peer(context, roster).node_id
+
+
+def _pinned_peer(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster) -> TlsPeer:
     auth = context.auth_context()
     certs = auth.get("x509_pem_cert") or []
     if not certs:
@@ -371,7 +392,7 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: TlsRoster
         raise AuthError(
             "the client certificate is not pinned in the current roster", reason="tls_unpinned"
         )
-    return peer.node_id
+    return peer
 
 
 @dataclass(frozen=True)
