@@ -52,14 +52,60 @@ from node.errors import ConfigError, InputError, NodeError, status_for
 from node.telemetry import Telemetry, noop_telemetry, safe_attributes
 from node.transport import CHANNEL_OPTIONS, ServerTls
 
-__all__ = ["SERVER_OPTIONS", "NodeServer", "Service", "build_server", "serve"]
+__all__ = [
+    "MAX_CALLS_PER_PEER",
+    "MAX_REQUEST_BYTES",
+    "SERVER_OPTIONS",
+    "NodeServer",
+    "PeerBusy",
+    "Service",
+    "build_server",
+    "serve",
+    "server_options",
+]
 
 log = logging.getLogger(__name__)
 
 _CREDEX_ERRORS = (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError)
 _HEALTH_SERVICE = "grpc.health.v1.Health"
-# Server-only channel options: one process per port (see build_server).
-SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
+# The largest request a peer may send. Every credex request is one signed message holding at
+# most one record (Push, Correct) or a proof of a few kilobytes (Cosign); answers and feed
+# batches travel the other way and keep the shared 64 MiB limit (CHANNEL_OPTIONS). gRPC reads
+# a whole request into memory before any credex code sees it, so this bounds what one call
+# can make the node hold; a larger one ends RESOURCE_EXHAUSTED.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# Calls one roster node may have in flight at once (follow-mode Subscribe streams included).
+# More end RESOURCE_EXHAUSTED at once, so a faulty or compromised member cannot take every
+# handler, database connection and byte of memory the others need.
+MAX_CALLS_PER_PEER = 64
+# Server-only channel options, applied over CHANNEL_OPTIONS:
+# - SO_REUSEPORT off: one process per port (see build_server);
+# - requests bounded (MAX_REQUEST_BYTES), and at most 128 calls at once on one connection;
+# - pings accepted every 30 s while a call is open: credex clients ping every 60 s
+#   (keepalive_time_ms), and gRPC's default (5 minutes, two strikes) answers them with GOAWAY
+#   "too_many_pings", which ends an idle follow-mode Subscribe stream after about 3 minutes.
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_concurrent_streams", 128),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+)
+
+
+def server_options(extra: Sequence[tuple[str, Any]] = ()) -> tuple[tuple[str, Any], ...]:
+    """The channel options of a credex server: CHANNEL_OPTIONS, then SERVER_OPTIONS, then
+    `extra`, a later value replacing an earlier one for the same key (gRPC does not promise
+    which of two duplicates wins, so none is passed)."""
+    merged: dict[str, Any] = {}
+    for key, value in (*CHANNEL_OPTIONS, *SERVER_OPTIONS, *extra):
+        merged[key] = value
+    return tuple(merged.items())
+
+
+class PeerBusy(NodeError):
+    """A roster node has MAX_CALLS_PER_PEER calls in flight here already."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True)
@@ -115,9 +161,14 @@ def _refuse_undecodable(request: Any) -> None:
 class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Peer check, error mapping and telemetry around every handler (see the module doc)."""
 
-    def __init__(self, tls: ServerTls, telemetry: Telemetry) -> None:
+    def __init__(
+        self, tls: ServerTls, telemetry: Telemetry, max_calls_per_peer: int = MAX_CALLS_PER_PEER
+    ) -> None:
         self._tls = tls
         self._telemetry = telemetry
+        self._max_calls = max_calls_per_peer
+        # Calls in flight per identified roster node; one event loop, so no lock is needed.
+        self._in_flight: dict[str, int] = {}
 
     async def intercept_service(
         self,
@@ -170,10 +221,31 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         return span, attributes
 
-    def _identify(self, context: grpc.aio.ServicerContext[Any, Any], span: trace.Span) -> None:
-        # AuthError: not pinned, not a member valid now; StaleBundle: the bundle has expired.
+    def _identify(self, context: grpc.aio.ServicerContext[Any, Any], span: trace.Span) -> str:
+        """Identify the caller and take one of its call slots (give it back with `_release`).
+
+        AuthError: not pinned, not a member valid now; StaleBundle: the bundle has expired;
+        PeerBusy: the caller has `max_calls_per_peer` calls in flight already."""
         peer = self._tls.identify(context)
         span.set_attributes(safe_attributes({"credex.peer": peer}))
+        busy = self._in_flight.get(peer, 0)
+        if busy >= self._max_calls:
+            raise PeerBusy(
+                f"node {peer} already has {busy} calls in flight here (at most "
+                f"{self._max_calls} calls at once per node); let some finish, or end unused "
+                "Subscribe streams, then retry"
+            )
+        self._in_flight[peer] = busy + 1
+        return peer
+
+    def _release(self, peer: str | None) -> None:
+        if peer is None:
+            return
+        left = self._in_flight[peer] - 1
+        if left:
+            self._in_flight[peer] = left
+        else:
+            del self._in_flight[peer]
 
     async def _logged(
         self,
@@ -250,13 +322,14 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             cancelled = False
             failure: BaseException | None = None
             in_handler = False
+            peer: str | None = None
             try:
                 # record_exception=False: an exception's text may quote data (see _fail).
                 with trace.use_span(
                     span, end_on_exit=False, record_exception=False, set_status_on_exception=False
                 ):
                     try:
-                        self._identify(context, span)
+                        peer = self._identify(context, span)
                         _refuse_undecodable(request)
                         in_handler = True
                         result = behavior(request, context)
@@ -277,6 +350,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 cancelled = True
                 raise
             finally:
+                self._release(peer)
                 self._end(span, attributes, context, started, cancelled)
             return None  # unreachable: _fail aborts
 
@@ -293,12 +367,13 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             cancelled = False
             failure: BaseException | None = None
             in_handler = False
+            peer: str | None = None
             try:
                 with trace.use_span(
                     span, end_on_exit=False, record_exception=False, set_status_on_exception=False
                 ):
                     try:
-                        self._identify(context, span)
+                        peer = self._identify(context, span)
                         _refuse_undecodable(request)
                         in_handler = True
                         async for response in behavior(request, context):
@@ -316,6 +391,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 cancelled = True
                 raise
             finally:
+                self._release(peer)
                 self._end(span, attributes, context, started, cancelled)
 
         return stream
@@ -384,6 +460,7 @@ def build_server(
     telemetry: Telemetry | None = None,
     options: Sequence[tuple[str, Any]] = (),
     listen_key: str = "[server] listen",
+    max_calls_per_peer: int = MAX_CALLS_PER_PEER,
 ) -> NodeServer:
     """Assemble (not start) an mTLS gRPC server on `listen` ("host:port"; port 0 = ephemeral).
 
@@ -392,17 +469,19 @@ def build_server(
     SO_REUSEPORT, so a port another server holds is refused instead of shared. Refuses
     (ConfigError naming `listen_key`, where the address came from, and the address) a
     malformed listen address, a port in use and an address that is not this machine's;
-    (ValueError) duplicate service names; raises ConfigError for an empty roster.
+    (ValueError) duplicate service names; raises ConfigError for an empty roster. Requests
+    over MAX_REQUEST_BYTES, and calls of a node beyond `max_calls_per_peer` in flight, end
+    RESOURCE_EXHAUSTED (see SERVER_OPTIONS).
     """
     names = [service.name for service in services]
     if len(set(names)) != len(names):
         raise ValueError(f"a service is registered twice: {sorted(names)}")
     telemetry = telemetry if telemetry is not None else noop_telemetry()
     server = grpc.aio.server(
-        interceptors=[_CallInterceptor(tls, telemetry)],
+        interceptors=[_CallInterceptor(tls, telemetry, max_calls_per_peer)],
         # SO_REUSEPORT off: gRPC sets it by default, and then a second node started on the same
         # port binds without complaint and the kernel splits the calls between the two.
-        options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS, *options],
+        options=list(server_options(options)),
     )
     for service in services:
         service.add(service.servicer, server)
