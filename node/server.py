@@ -132,13 +132,25 @@ class _Undecodable:
     data: bytes
 
 
+def _message_type(deserializer: Callable[[bytes], Any] | None) -> str:
+    """The full name of the message `deserializer` (a generated `FromString`) decodes."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request message"))
+
+
+def _malformed(message_type: str) -> InputError:
+    """The refusal of a request that does not decode as `message_type` (its name only: never
+    the parser's text, which may quote the bytes)."""
+    source = "the credex.v1 .proto files" if message_type.startswith("credex.") else "its .proto"
+    return InputError(f"malformed request: not a valid {message_type} (encode it from {source})")
+
+
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """`deserializer`, yielding an `_Undecodable` instead of raising for bytes that do not
     decode (None stays None: the handler takes raw bytes)."""
     if deserializer is None:
         return None
-    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
-    message_type = str(getattr(descriptor, "full_name", "request message"))
+    message_type = _message_type(deserializer)
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -152,10 +164,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 def _refuse_undecodable(request: Any) -> None:
     """Refuse (InputError) a request that did not decode."""
     if isinstance(request, _Undecodable):
-        raise InputError(
-            f"malformed request: not a valid {request.message_type} (encode it from the "
-            "credex.v1 .proto files)"
-        )
+        raise _malformed(request.message_type)
+
+
+def _streamed_refusal(error: Exception, streamed: str | None) -> Exception:
+    """`error`, or the refusal of a malformed message when it is gRPC's DecodeError from the
+    request stream of a method whose requests are streamed (of type `streamed`)."""
+    if streamed is not None and isinstance(error, DecodeError):
+        return _malformed(streamed)
+    return error
 
 
 class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -181,6 +198,8 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         metadata = tuple(handler_call_details.invocation_metadata or ())
         deserializer = handler.request_deserializer
+        # Streamed requests keep gRPC's deserializer; its DecodeError reaches the wrapper.
+        streamed: str | None = None
         if handler.unary_unary is not None:
             factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
             deserializer = _tolerant(deserializer)
@@ -189,12 +208,14 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             deserializer = _tolerant(deserializer)
         elif handler.stream_unary is not None:
             factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+            streamed = _message_type(deserializer)
         else:
             factory, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+            streamed = _message_type(deserializer)
         if inspect.isasyncgenfunction(behavior):
-            wrapped: Any = self._wrap_stream(behavior, method, metadata)
+            wrapped: Any = self._wrap_stream(behavior, method, metadata, streamed)
         else:
-            wrapped = self._wrap_call(behavior, method, metadata)
+            wrapped = self._wrap_call(behavior, method, metadata, streamed)
         # Streamed requests keep their own deserializer: their handlers read the iterator
         # themselves, and a marker among the messages would reach them unchecked.
         return factory(
@@ -314,7 +335,11 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._telemetry.record_rpc((time.perf_counter() - started) * 1000.0, attributes)
 
     def _wrap_call(
-        self, behavior: Callable[..., Any], method: str, metadata: tuple[Any, ...]
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        metadata: tuple[Any, ...],
+        streamed: str | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -339,7 +364,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     except (asyncio.CancelledError, grpc.aio.AbortError):
                         raise
                     except Exception as error:
-                        failure = error
+                        failure = _streamed_refusal(error, streamed)
                     # Log and abort outside the except block, so the original exception is not
                     # chained to the abort (and never printed by anything that logs the abort).
                     failure = await self._logged(
@@ -357,7 +382,11 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return call
 
     def _wrap_stream(
-        self, behavior: Callable[..., AsyncIterator[Any]], method: str, metadata: tuple[Any, ...]
+        self,
+        behavior: Callable[..., AsyncIterator[Any]],
+        method: str,
+        metadata: tuple[Any, ...],
+        streamed: str | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -381,7 +410,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     except (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError):
                         raise
                     except Exception as error:
-                        failure = error
+                        failure = _streamed_refusal(error, streamed)
                     if failure is not None:
                         failure = await self._logged(
                             failure, context, method, request, in_handler=in_handler
