@@ -3,8 +3,9 @@
 Each service module in `SERVICE_MODULES` exposes `make_services(runtime) -> list[Service]`
 and may expose `background(runtime) -> list[BackgroundTask]`; this is the one list that
 names them, so adding a service is one line here. Background tasks run beside the server
-(access-log checkpoints, lifecycle scans, the platform's feed subscriptions) and get the same
-stop event, so a SIGTERM finishes in-flight streams and tasks before the process exits.
+(access-log checkpoints, lifecycle scans, the platform's feed subscriptions) and are told to
+stop once the server has stopped, so a SIGTERM finishes in-flight calls and streams, then the
+tasks (the last access-log checkpoint covering every call served), before the process exits.
 
 When the server is listening, `data/serve.json` names its address and process id (written
 atomically), so scripts and tests can wait for readiness without polling ports.
@@ -131,14 +132,22 @@ async def _serve(
     _announce(runtime, server)
     if on_ready is not None:
         on_ready(server)
-    running = [asyncio.create_task(task(stop)) for task in tasks]
+    # The background tasks stop only once the server has: the calls let finish within the grace
+    # period still log their accesses, and the access-log checkpoint signed when its task stops
+    # must cover those entries (else they stay outside every checkpoint, unwitnessed, until the
+    # node runs again).
+    tasks_stop = asyncio.Event()
+    running = [asyncio.create_task(task(tasks_stop)) for task in tasks]
     try:
         await stop.wait()
     finally:
         runtime.stopping.set()  # follow-mode streams finish their batch and end cleanly
         with contextlib.suppress(FileNotFoundError):
             serve_file(runtime).unlink()
-        await server.stop(grace)
+        try:
+            await server.stop(grace)
+        finally:
+            tasks_stop.set()
         for task in running:
             try:
                 await asyncio.wait_for(task, timeout=grace)
