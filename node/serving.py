@@ -18,7 +18,9 @@ import contextlib
 import gc
 import importlib
 import json
+import logging
 import os
+import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,10 @@ SERVICE_MODULES: tuple[str, ...] = (
 )
 
 SERVE_FILE = "serve.json"
+# Seconds before a failed background task is started again (doubling up to 60 s).
+TASK_RESTART_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def serve_file(runtime: NodeRuntime) -> Path:
@@ -66,6 +72,43 @@ def _nonce_purge(runtime: NodeRuntime) -> BackgroundTask:
         await purge_nonces(runtime.store, runtime.clock, stop)
 
     return purge
+
+
+def _task_name(task: BackgroundTask) -> str:
+    return str(getattr(task, "__qualname__", None) or type(task).__name__)
+
+
+async def _supervised(task: BackgroundTask, stop: asyncio.Event) -> None:
+    """Run `task` until `stop`, starting it again when it fails.
+
+    A background task that ends with an error would otherwise stay dead, unnoticed, for the
+    rest of the run (no more checkpoints, no more bundle reloads, revocations included). Each
+    failure is logged at once with the task's name, the exception's type and its stack, never
+    its text (a foreign error may quote data or paths); the task starts again after
+    TASK_RESTART_S, doubling up to 60 s while it keeps failing.
+    """
+    name = _task_name(task)
+    delay = TASK_RESTART_S
+    while True:
+        try:
+            await task(stop)
+            return
+        except Exception as error:
+            stack = "".join(traceback.format_tb(error.__traceback__))
+            log.error(
+                "background task %s failed (%s); starting it again in %.0f s\n%s",
+                name,
+                type(error).__name__,
+                delay,
+                stack,
+            )
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            return
+        delay = min(delay * 2, 60.0)
 
 
 def _announce(runtime: NodeRuntime, server: NodeServer) -> None:
@@ -137,7 +180,7 @@ async def _serve(
     # must cover those entries (else they stay outside every checkpoint, unwitnessed, until the
     # node runs again).
     tasks_stop = asyncio.Event()
-    running = [asyncio.create_task(task(tasks_stop)) for task in tasks]
+    running = [asyncio.create_task(_supervised(task, tasks_stop)) for task in tasks]
     try:
         await stop.wait()
     finally:
