@@ -80,15 +80,11 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_CALLS_PER_PEER = 64
 # Server-only channel options, applied over CHANNEL_OPTIONS:
 # - SO_REUSEPORT off: one process per port (see build_server);
-# - requests bounded (MAX_REQUEST_BYTES), and at most 128 calls at once on one connection;
-# - pings accepted every 30 s while a call is open: credex clients ping every 60 s
-#   (keepalive_time_ms), and gRPC's default (5 minutes, two strikes) answers them with GOAWAY
-#   "too_many_pings", which ends an idle follow-mode Subscribe stream after about 3 minutes.
+# - requests bounded (MAX_REQUEST_BYTES), and at most 128 calls at once on one connection.
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_concurrent_streams", 128),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
 )
 
 
