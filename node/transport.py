@@ -466,22 +466,51 @@ def _split_target(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _load_identity(context: ssl.SSLContext, identity: ChannelIdentity) -> None:
+    """Load `identity` into `context` without writing the private key to any file system.
+
+    The ssl module loads a client key only from a path. On Linux the key goes into an
+    anonymous memory file (memfd, never on disk, gone when closed); elsewhere into a 0600 file
+    in a private directory, removed at once. A clear key on disk would undo the passphrase
+    that protects `tls.key` in the key directory (a deleted file's blocks stay on the disk).
+    """
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:  # pragma: no cover - not Linux
+        with tempfile.TemporaryDirectory(prefix="credex-probe-") as private:
+            key_file = Path(private) / "tls.key"
+            cert_file = Path(private) / "tls.crt"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(identity.key_pem)
+            cert_file.write_bytes(identity.cert_pem)
+            context.load_cert_chain(cert_file, key_file)
+        return
+    key_fd = memfd_create("credex-probe-key", os.MFD_CLOEXEC)
+    try:
+        cert_fd = memfd_create("credex-probe-cert", os.MFD_CLOEXEC)
+        try:
+            _write_all(key_fd, identity.key_pem)
+            _write_all(cert_fd, identity.cert_pem)
+            context.load_cert_chain(f"/proc/self/fd/{cert_fd}", f"/proc/self/fd/{key_fd}")
+        finally:
+            os.close(cert_fd)
+    finally:
+        os.close(key_fd)
+
+
 def _tls_probe(
     host: str, port: int, *, peer: TlsPeer, identity: ChannelIdentity, timeout: float
 ) -> Diagnosis:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=peer.cert_pem.decode())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["h2"])
-    # The ssl module loads a client key only from a file; it lives for the probe only, in a
-    # private directory (0700) as a 0600 file, and is removed before returning.
-    with tempfile.TemporaryDirectory(prefix="credex-probe-") as private:
-        key_file = Path(private) / "tls.key"
-        cert_file = Path(private) / "tls.crt"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(identity.key_pem)
-        cert_file.write_bytes(identity.cert_pem)
-        context.load_cert_chain(cert_file, key_file)
+    _load_identity(context, identity)
     where = f"{host}:{port}"
     try:
         with (
