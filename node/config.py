@@ -65,6 +65,7 @@ class ServerConfig:
 
     listen: str
     advertise: str
+    max_calls_per_peer: int = 64
 
 
 @dataclass(frozen=True)
@@ -240,10 +241,15 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     node = NodeSection(id=node_id, name=_str(node_raw, "node", "name", default=node_id), role=role)
 
     server_raw = _section(raw, "server")
-    _only(server_raw, "server", {"listen", "advertise"})
+    _only(server_raw, "server", {"listen", "advertise", "max_calls_per_peer"})
     listen = _endpoint(server_raw, "server", "listen", default="127.0.0.1:7443")
+    max_calls = _int(server_raw, "server", "max_calls_per_peer", 64)
+    if not 1 <= max_calls <= 10_000:
+        raise _bad("server", "max_calls_per_peer", str(max_calls), "must be 1 to 10000")
     server = ServerConfig(
-        listen=listen, advertise=_endpoint(server_raw, "server", "advertise", default=listen)
+        listen=listen,
+        advertise=_endpoint(server_raw, "server", "advertise", default=listen),
+        max_calls_per_peer=max_calls,
     )
 
     store_raw = _section(raw, "store")
@@ -392,6 +398,8 @@ role = {role}
 listen = {listen}
 # Endpoint peers are told to use (defaults to listen).
 # advertise = "node.example.gov.cn:7443"
+# Calls one peer may have in flight here at once; more end RESOURCE_EXHAUSTED (retry later).
+# max_calls_per_peer = 64
 
 [store]
 # Default: SQLite in WAL mode at data/credex.db (synchronous=FULL).

@@ -169,6 +169,7 @@ async def _serve(
         services=services,
         telemetry=telemetry,
         listen_key="--listen" if listen else "[server] listen",
+        max_calls_per_peer=runtime.config.server.max_calls_per_peer,
     )
     await server.start()
     _freeze_startup_objects()

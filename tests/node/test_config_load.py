@@ -74,6 +74,8 @@ def test_retention_below_the_legal_minimum_names_the_law(tmp_path: Path) -> None
         ("[server]\nlisten = 'h:70000'\n", "[server] listen"),
         ("[server]\nlisten = 7443\n", "[server] listen must be a string"),
         ("[server]\nport = 1\n", "[server] unknown key 'port'"),
+        ("[server]\nmax_calls_per_peer = 0\n", "[server] max_calls_per_peer = 0"),
+        ("[server]\nmax_calls_per_peer = 1.5\n", "[server] max_calls_per_peer must be a whole"),
         ("[telemetry]\nexporter = 'jaeger'\n", "[telemetry] exporter"),
         ("[telemetry]\nexporter = 'otlp'\n", "[telemetry] otlp_endpoint is required"),
         ("[lifecycle]\nscan_interval_s = -1\n", "[lifecycle] scan_interval_s"),
@@ -151,3 +153,9 @@ def test_ingest_workers_default_to_auto_and_take_a_count(tmp_path: Path) -> None
 def test_feed_check_workers_default_to_auto_and_take_a_count(tmp_path: Path) -> None:
     assert parse_config(BASE, home=tmp_path).feeds.workers is None  # auto: one per CPU
     assert parse_config(BASE + "[feeds]\nworkers = 1\n", home=tmp_path).feeds.workers == 1
+
+
+def test_calls_per_peer_default_to_64_and_take_a_count(tmp_path: Path) -> None:
+    assert parse_config(BASE, home=tmp_path).server.max_calls_per_peer == 64
+    raised = parse_config(BASE + "[server]\nmax_calls_per_peer = 500\n", home=tmp_path)
+    assert raised.server.max_calls_per_peer == 500
