@@ -362,3 +362,31 @@ def test_a_joined_transaction_is_one_per_thread(store: Store) -> None:
         reader.join()
         assert seen_elsewhere == [[]]  # another thread reads committed data only
     assert task_ids(store) == ["rev-1"]
+
+
+def test_a_leaf_rewritten_as_text_by_sql_is_reported_as_tampering(tmp_path: Path) -> None:
+    """SQLite keeps the type a value was written with: `replace()` on a leaf stores text, and
+    reading it crashed every log command (`unexpected TypeError`, exit 1) instead of
+    `log verify` naming the edited entry (exit 3)."""
+    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    try:
+        signer = keys.Signer.generate()
+        log = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+        for n in range(3):
+            log.append_sync(op_entry(n))
+        log.checkpoint()
+        with store.write("tamper") as conn:
+            conn.exec_driver_sql(
+                "UPDATE access_log SET leaf = replace(leaf, 'rev-1', 'rev-9') WHERE idx = 1"
+            )
+            kind = conn.exec_driver_sql("SELECT typeof(leaf) FROM access_log WHERE idx = 1")
+            assert kind.scalar() == "text"
+        report = accesslog.verify_log(SqlLogBackend(store), {ORIGIN: signer.public_key})
+        assert report.first_bad_index == 1
+        found = [
+            e.request_id
+            for _i, e in accesslog.search(SqlLogBackend(store), kind="lifecycle_revoke")
+        ]
+        assert found == ["rev-0", "rev-9", "rev-2"]  # readable, as edited
+    finally:
+        store.close()
