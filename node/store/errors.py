@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import grpc
 from sqlalchemy import exc
 
-from node.errors import ExitCode, NodeError, WriteConflict
+from node.errors import ExitCode, NodeError, TamperDetected, WriteConflict
 
 __all__ = [
     "StoreConflictError",
@@ -48,6 +48,7 @@ class StoreConflictError(StoreError, WriteConflict):
 
 
 _FULL = ("database or disk is full", "disk full", "no space left", "could not extend file")
+_UNDECODABLE = "could not decode to utf-8"
 _LOCKED = ("database is locked", "could not obtain lock", "deadlock detected")
 
 
@@ -86,6 +87,14 @@ def translate_errors(what: str) -> Iterator[None]:
             raise StoreFullError(
                 f"store: {what} failed because the disk or database is full; nothing of it was "
                 "written (free space and retry)"
+            ) from None
+        if _UNDECODABLE in text:
+            # SQLite keeps the type a value was written with: bytes rewritten with SQL text
+            # functions (replace(), ||) are text that is not UTF-8, which the driver cannot
+            # hand back. Nothing credex writes is stored so: the database was edited.
+            raise TamperDetected(
+                f"store: {what} failed: a stored value was rewritten outside credex (binary "
+                "data stored as text); run `credex doctor` and restore the store from a backup"
             ) from None
         if any(marker in text for marker in _LOCKED):
             raise StoreConflictError(

@@ -30,7 +30,7 @@ from node.grants import (
     use_refusal,
 )
 from node.store.store import Store, from_db_time, to_db_time
-from node.store.tables import GrantRevocationRow, GrantRow
+from node.store.tables import GrantRevocationRow, GrantRow, binary_value
 
 __all__ = ["SqlGrantLedger"]
 
@@ -66,7 +66,7 @@ class SqlGrantLedger:
             row = _locked(conn, grant.grant_id)
             recorded = _recorded(conn, grant.grant_id)
             if row is not None:
-                if bytes(row.payload) != payload:
+                if binary_value(row.payload) != payload:
                     raise GrantConflictError(
                         f"grant {grant.grant_id}: a different grant is registered under this id"
                     )
@@ -234,8 +234,8 @@ def _state(row: Row[Any], recorded: RecordedRevocation | None) -> GrantState:
         revoked_at = None if row.revoked_at is None else from_db_time(row.revoked_at)
         reason = row.revoked_reason
     return GrantState(
-        grant=Grant.from_payload(bytes(row.payload)),
-        raw=bytes(row.body),
+        grant=Grant.from_payload(binary_value(row.payload)),
+        raw=binary_value(row.body),
         uses=int(row.uses),
         revoked_at=revoked_at,
         revoked_reason=reason,

@@ -32,7 +32,13 @@ from node.store.store import (
     from_db_time,
     to_db_time,
 )
-from node.store.tables import LifecycleTaskRow, MaintenanceRow, ObjectionRow, PushRow
+from node.store.tables import (
+    LifecycleTaskRow,
+    MaintenanceRow,
+    ObjectionRow,
+    PushRow,
+    binary_value,
+)
 
 __all__ = [
     "WINDOWS_TASK",
@@ -686,7 +692,7 @@ def list_pushes(store: Store, *, record_key: str | None = None) -> list[PushInfo
             to_node=r.to_node,
             record_key=r.record_key,
             sent_at=from_db_time(r.sent_at),
-            receipt=None if r.receipt is None else bytes(r.receipt),
+            receipt=None if r.receipt is None else binary_value(r.receipt),
             receipt_at=_opt(r.receipt_at),
         )
         for r in rows

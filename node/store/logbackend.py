@@ -26,7 +26,13 @@ from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
 from node.store.errors import StoreConflictError
 from node.store.store import Store, to_db_time
-from node.store.tables import AccessLogRow, CheckpointRow, LogStateRow, WitnessRow
+from node.store.tables import (
+    AccessLogRow,
+    CheckpointRow,
+    LogStateRow,
+    WitnessRow,
+    binary_value,
+)
 
 __all__ = ["SqlLogBackend"]
 
@@ -172,7 +178,7 @@ class SqlLogBackend:
                 .where(LOG.c.idx >= start, LOG.c.idx < end)
                 .order_by(LOG.c.idx)
             ).all()
-        result = [(int(r.idx), _blob(r.leaf), _blob(r.leaf_hash)) for r in rows]
+        result = [(int(r.idx), binary_value(r.leaf), binary_value(r.leaf_hash)) for r in rows]
         _check_gap_free([i for i, _, _ in result], start, min(end, size))
         return result
 
@@ -187,7 +193,7 @@ class SqlLogBackend:
                 .order_by(LOG.c.idx)
             ).all()
         _check_gap_free([int(r.idx) for r in rows], start, min(end, size))
-        return [_blob(r.leaf_hash) for r in rows]
+        return [binary_value(r.leaf_hash) for r in rows]
 
     def first_index_from(self, start: int) -> int | None:
         """Return the smallest index of a stored leaf at or after `start`, None when there is
@@ -200,7 +206,7 @@ class SqlLogBackend:
         """Return the serialised CompactRange saved by the last append (None when empty)."""
         with self._store.read("read the access log state") as conn:
             value = conn.execute(select(STATE.c.state).where(STATE.c.id == 1)).scalar()
-        return None if value is None else _blob(value)
+        return None if value is None else binary_value(value)
 
     def save_checkpoint(self, size: int, note: str) -> None:
         """Store a signed checkpoint note for tree size `size`.
@@ -274,9 +280,9 @@ def _head(conn: Connection, statement: Select[Any]) -> Head:
         else None
     )
     return (
-        None if row.state is None else _blob(row.state),
+        None if row.state is None else binary_value(row.state),
         size,
-        None if last is None else _blob(last),
+        None if last is None else binary_value(last),
     )
 
 
@@ -336,20 +342,6 @@ def _append_rebuilt(conn: Connection, rebuild: Rebuild, stamp: dt.datetime) -> i
             _SET_STATE, {"new_size": size + len(entries), "new_state": state, "stamp": stamp}
         )
     return size
-
-
-def _blob(value: object) -> bytes:
-    """A binary column's value as bytes, whatever someone editing the database stored there.
-
-    SQLite keeps the type a value was written with, not the column's: a leaf rewritten with
-    `UPDATE ... SET leaf = replace(leaf, ...)` comes back as text. Its UTF-8 bytes (any other
-    value's text form) are handed on, so that verification judges them as it judges any
-    edited leaf (a hash that does not match names the entry), instead of the read failing."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode("utf-8", "surrogatepass")
 
 
 def _size(conn: Connection) -> int:

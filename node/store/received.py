@@ -14,6 +14,7 @@ from sqlalchemy import String, select, type_coerce
 
 from node.store.models import StoredRecord
 from node.store.store import _CHUNK, RECORDS, Store, _driver_date, _stored
+from node.store.tables import binary_value
 
 __all__ = ["FeedRecord", "feed_records", "received_records", "records_by_row_ids"]
 
@@ -74,7 +75,7 @@ def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
                     producer,
                     state,
                     bool(objection),
-                    bytes(body),
+                    binary_value(body),
                     severity,
                     _driver_date(decided_on),
                     _driver_date(max_end),

@@ -79,6 +79,7 @@ from node.store.tables import (
     RecordRow,
     SubscriptionRow,
     UpstreamCursorRow,
+    binary_value,
 )
 
 __all__ = ["Store", "from_db_time", "open_store", "to_db_time"]
@@ -273,7 +274,7 @@ def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
         int(version),
         state,
         bool(objection),
-        bytes(body),
+        binary_value(body),
         severity,
         _driver_date(decided),
         _driver_date(max_end),
@@ -538,7 +539,7 @@ class Store:
                 .order_by(RECORDS.c.row_id)
                 .limit(limit)
             ).all()
-        return [(str(row_id), bytes(body)) for row_id, body in rows]
+        return [(str(row_id), binary_value(body)) for row_id, body in rows]
 
     def replace_bodies(self, producer: str, bodies: Sequence[tuple[str, bytes, bytes]]) -> int:
         """Store `(row_id, old body, new body)` in one transaction and return how many rows
@@ -1127,7 +1128,7 @@ def _stored(row: Row[Any]) -> StoredRecord:
         item_id=row.item_id,
         catalog_version=row.catalog_version,
         subject_index=row.subject_index,
-        body=bytes(row.body),
+        body=binary_value(row.body),
         content_hash=row.content_hash,
         state=row.state,
         severity=row.severity,

@@ -46,6 +46,7 @@ __all__ = [
     "SubscriptionRow",
     "UpstreamCursorRow",
     "WitnessRow",
+    "binary_value",
     "metadata",
 ]
 
@@ -327,3 +328,18 @@ class PushTombstoneRow(SQLModel, table=True):
     version: int
     kind: str = Field(max_length=16)
     created_at: dt.datetime = Field(sa_column=_ts())
+
+
+def binary_value(value: object) -> bytes:
+    """A binary column's value as bytes, whatever someone editing the database stored there.
+
+    SQLite keeps the type a value was written with, not the column's: a leaf or a record body
+    rewritten with `UPDATE ... SET leaf = replace(leaf, ...)` comes back as text. Its UTF-8
+    bytes (any other value's text form) are handed on, so that what checks them (the access
+    log's hashes, a body's authenticated encryption) reports the edit as it reports any other,
+    instead of the read failing with a TypeError."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from keys import VerificationError
 from node import accesslog
 from node import lifecycle as rules
 from node import lifecycle_ops as ops
 from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.demo_data import numbered_uscc
-from node.errors import InputError, LogUnavailable
+from node.errors import InputError, LogUnavailable, TamperDetected
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
@@ -550,3 +551,25 @@ def test_a_purge_whose_entry_cannot_be_logged_keeps_the_record(
     assert ls.current_record(runtime.store, "market", general).state == "expired"
     assert scan(runtime).purged == 3
     assert ls.current_record(runtime.store, "market", general).state == "purged"
+
+
+def test_a_body_rewritten_as_text_by_sql_fails_verification_not_the_read(
+    runtime: NodeRuntime,
+) -> None:
+    """SQLite stores what `replace()` returns as text. Bytes that are valid UTF-8 come back as
+    text (they reached `bytes()` and raised TypeError, an 'unexpected' crash); others the
+    driver cannot decode (reported as 'database unavailable'). Both are tampering."""
+    first, second = keys_of(runtime)[:2]
+    rows = [ls.current_record(runtime.store, "market", k).row_id for k in (first, second)]
+    with runtime.store.write("tamper") as conn:
+        # the first body becomes text that is UTF-8 (its hex form), the second raw bytes as text
+        conn.exec_driver_sql("UPDATE records SET body = hex(body) WHERE row_id = ?", (rows[0],))
+        conn.exec_driver_sql(
+            "UPDATE records SET body = replace(body, 'x', 'y') WHERE row_id = ?", (rows[1],)
+        )
+    edited = ls.current_record(runtime.store, "market", first)
+    assert isinstance(edited.body, bytes)
+    with pytest.raises(VerificationError):
+        ops.decrypt_record(runtime, edited)
+    with pytest.raises(TamperDetected, match="rewritten outside credex"):
+        ls.current_record(runtime.store, "market", second)
