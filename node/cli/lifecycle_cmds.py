@@ -81,7 +81,7 @@ def _show(result: ops.LifecycleResult, as_json: bool) -> None:
         # this process sends nothing: the serving node is the one sender (docs/lifecycle.md)
         console.print(
             f"joint punishment: withdraw notice due to {', '.join(waiting)}; the serving node "
-            "sends it within [lifecycle] withdrawal_push_interval_s "
+            "sends it within \\[lifecycle] withdrawal_push_interval_s "
             f"(now: credex lifecycle push {result.record_key})"
         )
 
@@ -241,7 +241,7 @@ def push_command(
     """Push a severe-dishonesty list entry to the departments named by "push" agreements; for
     an entry since repaired, revoked or expired, send its withdraw/expire notice now to every
     department it was pushed to (else the serving node does within
-    `[lifecycle] withdrawal_push_interval_s`, or at its start)."""
+    `\\[lifecycle] withdrawal_push_interval_s`, or at its start)."""
     runtime = _runtime(home)
     try:
         outcomes = asyncio.run(_push_or_withdraw(runtime, _check_key(record_key)))
@@ -324,14 +324,14 @@ def scan_command(
             "--retention-months",
             min=1,
             help="Months kept encrypted after disclosure ends, for this run only "
-            "(default: [lifecycle] retention_months of the node's config).",
+            "(default: \\[lifecycle] retention_months of the node's config).",
         ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run one lifecycle pass now: expire, cap, purge, close reported revocations.
 
-    The retention is the node's `[lifecycle] retention_months` unless `--retention-months`
+    The retention is the node's `\\[lifecycle] retention_months` unless `--retention-months`
     overrides it for this run; a purge erases bodies irreversibly, so the CLI never falls back
     to a built-in default that could be shorter than the configured one.
     """
