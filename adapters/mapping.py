@@ -19,6 +19,7 @@ from adapters.delimited import canonical_encoding
 from adapters.errors import MappingError
 from adapters.transforms import (
     DATE_FORMATS,
+    SIMPLE_TRANSFORMS,
     TEXT_DATE_FORMATS,
     DateTransform,
     DefaultTransform,
@@ -219,9 +220,21 @@ def _source(file: Path, data: object) -> SourceSpec:
     )
 
 
+# The transforms written as a one-key table (`{ map = {...} }`), in the order docs/mapping.md
+# lists them.
+_TABLE_TRANSFORMS = ("map", "split", "unit", "regex", "default", "date")
+
+
 def _transform(file: Path, key: str, item: object, source_kind: str) -> Transform:
     try:
         if isinstance(item, str):
+            if item not in SIMPLE_TRANSFORMS and item != "date":
+                raise MappingError(
+                    file,
+                    key,
+                    f"unknown transform {item!r}; names: {sorted([*SIMPLE_TRANSFORMS, 'date'])}, "
+                    f"tables: {list(_TABLE_TRANSFORMS)}",
+                )
             if item != "date":
                 return SimpleTransform(item)
             # Only a workbook has number cells that can be date serials; in text, "2024" is a
@@ -269,7 +282,9 @@ def _transform(file: Path, key: str, item: object, source_kind: str) -> Transfor
             ):
                 raise MappingError(file, f"{key}.split", "a separator or a list of them")
             return SplitTransform(tuple(seps))
-        raise MappingError(file, key, f"unknown transform {name!r}")
+        raise MappingError(
+            file, key, f"unknown transform {name!r}; tables: {list(_TABLE_TRANSFORMS)}"
+        )
     except ValueError as error:  # the transforms' own argument checks
         raise MappingError(file, key, str(error)) from None
 

@@ -23,6 +23,7 @@ from catalog.identifiers import INVISIBLE_FORMAT_CHARS
 
 __all__ = [
     "DATE_FORMATS",
+    "SIMPLE_TRANSFORMS",
     "TEXT_DATE_FORMATS",
     "UNIT_FACTORS",
     "DateTransform",
@@ -87,6 +88,10 @@ _SIMPLE: dict[str, Callable[[str], str]] = {
     "lower": str.lower,
     "remove_spaces": lambda v: "".join(v.split()),
 }
+
+
+SIMPLE_TRANSFORMS: frozenset[str] = frozenset(_SIMPLE)
+"""The transforms written as a bare name, besides "date"."""
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,18 @@ def test_the_penalty_mapping_is_sound(penalty_mapping: Path) -> None:
             "fields.a.transforms[0]",
             "unknown transform",
         ),
+        (  # the list names every transform, "date" and the table forms too (it had only five)
+            BASE + "[fields.a]\ncolumn = 'x'\ntransforms = ['dat']\n",
+            "fields.a.transforms[0]",
+            "'date', 'fullwidth', 'lower', 'remove_spaces', 'trim', 'upper'], tables: ['map', "
+            "'split', 'unit', 'regex', 'default', 'date']",
+        ),
+        (
+            BASE + "[fields.a]\ncolumn = 'x'\ntransforms = [{trim = true}]\n",
+            "fields.a.transforms[0]",
+            "unknown transform 'trim'; tables: ['map', 'split', 'unit', 'regex', 'default', "
+            "'date']",
+        ),
         (
             BASE + "[fields.a]\ncolumn = 'x'\ntransforms = [{regex = '('}]\n",
             "fields.a.transforms[0].regex",
