@@ -7,8 +7,15 @@ person can act on and an exit code (0 ok, 1 failure, 2 input, 3 verification), n
 
 from __future__ import annotations
 
-import importlib
 import os
+
+# gRPC's C core prints its own diagnostics on stderr ("E1126 ... add_port.cc:83] Failed to add
+# port ...") before credex's one-line message says the same; it reads this once, when grpc is
+# first imported, so it is set before anything below imports it. An operator who wants them
+# sets GRPC_VERBOSITY=ERROR (or INFO) for the command.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import importlib
 import sys
 import traceback
 from pathlib import Path
