@@ -95,7 +95,8 @@ def _propagation_table(rows: list[dict[str, Any]]) -> None:
             row["subscriber"],
             str(row["event_seq"]),
             "yes" if row["acknowledged"] else "[red]no[/]",
-            row["acked_at"] or "-",
+            # the subscriber's last ack is this event's only once it reached the event
+            (row["acked_at"] or "-") if row["acknowledged"] else "-",
             "-" if row["pending_seconds"] is None else str(row["pending_seconds"]),
         )
     console.print(table)

@@ -14,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from node.cli import app
+from node.cli.common import console
 from node.cli.init_cmds import init_node
+from node.cli.lifecycle_cmds import _propagation_table
 from node.config import load_config
 from node.demo_data import numbered_uscc
 from node.errors import InputError
@@ -156,3 +158,18 @@ def test_inadmissible_repair_exits_1_listing_every_failure(home: Path) -> None:
     assert "no_commitment" in done.stderr
     assert "Traceback" not in done.stderr
     assert "91370303" not in done.stderr
+
+
+def test_the_propagation_table_shows_no_ack_time_for_an_unacknowledged_event() -> None:
+    """The time shown was the subscriber's last ack of anything, beside "no"."""
+    rows = [
+        {"subscriber": "platform", "event_seq": 9, "acknowledged": False,
+         "acked_at": "2026-11-20T01:00:00+00:00", "pending_seconds": 30},
+        {"subscriber": "health", "event_seq": 4, "acknowledged": True,
+         "acked_at": "2026-11-21T02:00:00+00:00", "pending_seconds": None},
+    ]  # fmt: skip
+    with console.capture() as shown:
+        _propagation_table(rows)
+    text = shown.get()
+    assert "2026-11-20" not in text
+    assert "2026-11-21" in text
