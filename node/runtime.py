@@ -561,11 +561,18 @@ class NodeRuntime:
 
     def reload_bundle(self) -> keys.TrustBundle:
         """Re-read trust/bundle.json, record its grant revocations and refresh the TLS roster
-        without a restart."""
-        self._bundle = load_bundle(self.trust_dir, now=self.clock())
-        bundle = self.bundle()  # records its revoked_grants (see `bundle`)
+        without a restart. All or nothing: the TLS roster is built from the new bundle before
+        either is put in force, so a roster that cannot be built (a bad certificate under
+        trust/peers/) leaves the node on the old bundle and the old roster, and raises."""
+        loaded = load_bundle(self.trust_dir, now=self.clock())
+        roster = None
         if self._server_tls is not None:
-            self._server_tls.update(self.tls_roster())
+            certs = load_peer_certs(self.trust_dir / PEERS_DIR)
+            roster = roster_from_bundle(loaded, certs, now=self.clock())
+        self._bundle = loaded
+        bundle = self.bundle()  # records its revoked_grants (see `bundle`)
+        if self._server_tls is not None and roster is not None:
+            self._server_tls.update(roster)
         return bundle
 
     def trusted_signing_keys(self) -> dict[str, bytes]:

@@ -675,28 +675,37 @@ def background(runtime: NodeRuntime) -> list[BackgroundTask]:
     return tasks
 
 
-def _bundle_stamp(path: Path) -> tuple[int, int] | None:
+def _bundle_stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except OSError:  # gone, or unreadable: judged when it can be read again
         return None
-    return (info.st_mtime_ns, info.st_size)
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 async def _watch_bundle(runtime: NodeRuntime, stop: asyncio.Event, interval: float = 0.5) -> None:
     """Reload trust/bundle.json when it is replaced (`credex bundle install` while serving), so
-    a new roster, revocation or agreement applies without a restart."""
+    a new roster, revocation or agreement applies without a restart.
+
+    A file that does not load (bad signature, unreadable, a directory in its place) is tried
+    again at every interval until it loads, so fixing its permissions is enough; the failure
+    is logged once per version of the file, with its reason (key ids and paths only)."""
     path = runtime.trust_dir / "bundle.json"
     seen = _bundle_stamp(path)
+    failed: tuple[int, int, int] | None = None
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
         stamp = _bundle_stamp(path)
         if stamp is None or stamp == seen:
             continue
-        seen = stamp
         try:
             bundle = runtime.reload_bundle()
-            log.info("trust bundle v%d loaded", bundle.version)
-        except (NodeError, keys.KeysError, StaleBundle) as error:
-            log.warning("trust bundle not reloaded: %s", error)
+        except (NodeError, keys.KeysError, StaleBundle, OSError) as error:
+            if stamp != failed:
+                reason = error.strerror if isinstance(error, OSError) else str(error)
+                log.warning("trust bundle not reloaded: %s", reason or type(error).__name__)
+                failed = stamp
+            continue
+        seen, failed = stamp, None
+        log.info("trust bundle v%d loaded", bundle.version)
