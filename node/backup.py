@@ -394,6 +394,14 @@ def _write_node(staging: Path, files: Mapping[str, bytes]) -> None:
 
 def _warnings(home: Path, manifest: BackupManifest) -> tuple[str, ...]:
     found: list[str] = []
+    if (home / "trust" / "bundle.json").is_file():
+        # The node trusts what the bundle of the backup day trusted: a key or a grant revoked
+        # since is trusted again until a newer bundle is in force.
+        found.append(
+            f"the trust bundle restored is the one installed when the backup was made "
+            f"({manifest.created_at}): install the platform's current bundle (credex bundle "
+            "install FILE) before `credex serve`, so that revocations made since apply"
+        )
     if not manifest.includes_keys:
         found.append(
             "the backup holds no keys: copy the node's keys/ directory (0700, files 0600) from "

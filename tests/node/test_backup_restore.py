@@ -21,6 +21,7 @@ import keys
 from node.accesslog import LogEntry, utc_iso, verify_log
 from node.backup import BackupManifest, _tar, create_backup, read_backup, restore_backup
 from node.cli.init_cmds import init_node
+from node.cluster import LocalCluster
 from node.config import load_config
 from node.demo_data import write_demo_data
 from node.errors import InputError, TamperDetected
@@ -303,3 +304,18 @@ def test_cli_round_trip_then_log_verify_on_the_new_machine(market: Path, tmp_pat
     assert '"checked": true' in restored.stdout
     verify = _credex("log", "verify", "--home", str(tmp_path / "new-machine"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_restored_bundle_is_flagged_as_the_backup_days_trust(tmp_path: Path) -> None:
+    """A restored node trusted its backup's bundle silently: a key or grant revoked since the
+    backup was trusted again until someone installed a newer bundle."""
+    cluster = LocalCluster(
+        tmp_path / "district", [("platform", "platform"), ("market", "department")], []
+    )
+    cluster.init()
+    home = cluster.home("market")
+    create_backup(home, tmp_path / "b.credex", passphrase=PASS, now=NOW, kdf=CHEAP)
+    restored = restore_backup(tmp_path / "b.credex", tmp_path / "restored", passphrase=PASS)
+    (warning,) = [w for w in restored.warnings if "trust bundle" in w]
+    assert NOW.isoformat()[:10] in warning
+    assert "credex bundle install" in warning
