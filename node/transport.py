@@ -173,13 +173,15 @@ def roster_from_bundle(
     Each entry's certificate is taken from the entry itself (`tls_cert`, when the bundle
     carries it) or else from `certs` (node id -> PEM, the node's peer directory, see
     `load_peer_certs`); either way it must match the fingerprint the signed bundle pins
-    (ConfigError otherwise). Entries outside their validity window at `now` are left out. An
-    entry whose certificate is unknown is left out too (it can be neither dialled nor
-    accepted), never trusted blindly.
+    (ConfigError otherwise). Entries whose validity has ended at `now` are left out; an entry
+    whose window has not begun yet is kept, so that the member can connect from its
+    `valid_from` on without the roster being rebuilt (`ServerTls.identify` refuses each of its
+    calls until then). An entry whose certificate is unknown is left out too (it can be
+    neither dialled nor accepted), never trusted blindly.
     """
     members: list[tuple[str, str, bytes]] = []
     for entry in bundle.roster:
-        if not entry.valid_at(now):
+        if now >= entry.valid_until:
             continue
         cert = entry.tls_cert.encode("ascii") if entry.tls_cert else certs.get(entry.node_id)
         if cert:

@@ -190,6 +190,36 @@ def test_a_member_past_its_validity_is_refused(
     assert denied(market) == [("query", "hrss", "requester_not_valid")]
 
 
+def test_a_member_whose_window_opens_later_is_let_in_when_it_opens(
+    cluster: LocalCluster, runtimes: dict[str, NodeRuntime]
+) -> None:
+    """The TLS roster left out a member not valid yet when it was built, and nothing added it
+    when its window opened: it could not connect until the bundle changed or the node
+    restarted. It is kept now, and each call is judged by the clock of that call."""
+    spec = cluster.spec()
+    opens = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+    for node in spec["node"]:
+        if node["node_id"] == "hrss":
+            node["valid_from"] = opens.isoformat().replace("+00:00", "Z")
+    cluster.reissue_bundle(node=spec["node"])
+    market, hrss = runtimes["market"], runtimes["hrss"]
+    real = market.clock
+
+    async def scenario() -> tuple[tuple[grpc.StatusCode, str], tuple[grpc.StatusCode, str]]:
+        async with serving(market):  # the roster is built now, before hrss's window opens
+            async with hrss.channel("market") as channel:
+                before = await outcome(_reads(channel)["GetCatalog"])
+            market.clock = lambda: real() + dt.timedelta(days=2)  # bundle still in force
+            async with hrss.channel("market") as channel:
+                after = await outcome(_reads(channel)["GetCatalog"])
+            return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before[0] == Code.UNAUTHENTICATED
+    assert "roster membership" in before[1]
+    assert after == (Code.OK, "")
+
+
 # -- fix 2: requests that do not decode ----------------------------------------------------------
 
 GARBAGE = {

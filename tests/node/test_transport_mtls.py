@@ -464,7 +464,7 @@ def test_roster_from_bundle_checks_pins_and_validity(
     )
     bundle = _bundle(
         _entry(a, now - day, now + day),
-        _entry(b, now + day, now + 2 * day),  # not yet valid
+        _entry(b, now + day, now + 2 * day),  # not yet valid: kept, refused per call till then
         _entry(platform, now - 2 * day, now),  # expired
         nowhere,  # no certificate anywhere: left out
         # the certificate travels in the bundle itself
@@ -472,7 +472,7 @@ def test_roster_from_bundle_checks_pins_and_validity(
         now=now,
     )
     roster = roster_from_bundle(bundle, load_peer_certs(peers), now=now)
-    assert sorted(roster.peers) == ["dept-a", "outsider"]
+    assert sorted(roster.peers) == ["dept-a", "dept-b", "outsider"]
     assert roster.peer("outsider").fingerprint == outsider.tls_fingerprint
     # A certificate in the peer directory that differs from the bundle's pin is refused.
     (peers / "dept-a.crt").write_bytes(b.tls_cert_pem)
