@@ -35,7 +35,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -705,7 +705,7 @@ async def _pull(
         # order and a failure stores nothing after it; every store carries its own cursor.
         storing: asyncio.Future[None] | None = None
         try:
-            async for batch in call:
+            async for batch in _batches(call, peer, idle=None if follow else IDLE_BATCH_S):
                 opening = asyncio.ensure_future(
                     asyncio.to_thread(_open_events, runtime, peer, batch, cursor=cursor)
                 )
@@ -744,6 +744,32 @@ async def _pull(
     finally:
         await channel.close()
     return total
+
+
+# The longest a one-off pull waits for the next batch: a provider sends each batch as soon as it
+# is sealed (seconds for the largest), then ends the stream. A follow stream idles while the
+# feed is caught up, so it has no such bound (the serving node's stop event ends it).
+IDLE_BATCH_S = 120.0
+
+
+async def _batches(
+    call: Any, peer: str, *, idle: float | None
+) -> AsyncIterator[exchange_pb2.SealedBatch]:
+    """The batches of a Subscribe stream until it ends; with `idle`, PeerUnavailable (the
+    call cancelled) when no batch comes for that many seconds: a provider that stalls mid-way
+    must not hang a one-off pull for ever."""
+    while True:
+        try:
+            batch = await (call.read() if idle is None else asyncio.wait_for(call.read(), idle))
+        except TimeoutError:
+            call.cancel()
+            raise PeerUnavailable(
+                f"feed of {peer}: no batch for {idle:g} s, the stream stalled; what was "
+                "stored so far stays stored, run the pull again"
+            ) from None
+        if batch is grpc.aio.EOF:
+            return
+        yield batch
 
 
 async def _store_and_ack(

@@ -22,7 +22,7 @@ from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import iter_entries, verify_log
 from node.cluster import LocalCluster
-from node.errors import AuthError, InputError, LogUnavailable
+from node.errors import AuthError, InputError, LogUnavailable, PeerUnavailable
 from node.feedcheck import RecordChecker
 from node.runtime import NodeRuntime
 from node.services import exchange_service
@@ -623,3 +623,31 @@ def test_records_signed_before_a_rotation_are_replayed_and_pushed_after_its_over
     finally:
         for r in (market, hrss, platform):
             r.close()
+
+
+def test_a_one_off_pull_from_a_provider_that_stalls_ends_with_unavailable(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's Subscribe call had no deadline: a provider that accepted the stream and
+    then sent nothing hung `credex subscribe` for ever."""
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+
+    async def stalled(self: Any, request: Any, context: Any) -> Any:
+        await asyncio.Event().wait()  # never sends, never ends
+        yield  # pragma: no cover - makes this an async generator
+
+    monkeypatch.setattr(exchange_service.ExchangeServicer, "Subscribe", stalled)
+    monkeypatch.setattr(feeds, "IDLE_BATCH_S", 0.5)
+
+    async def scenario() -> None:
+        async with serving(market):
+            with pytest.raises(PeerUnavailable, match="no batch for 0.5 s, the stream stalled"):
+                await asyncio.wait_for(feeds.pull(platform, "market"), timeout=20)
+
+    try:
+        asyncio.run(scenario())
+        assert platform.store.count_records(producer="market") == 0
+    finally:
+        market.close()
+        platform.close()
