@@ -642,7 +642,7 @@ def test_a_one_off_pull_from_a_provider_that_stalls_ends_with_unavailable(
 
     async def scenario() -> None:
         async with serving(market):
-            with pytest.raises(PeerUnavailable, match="no batch for 0.5 s, the stream stalled"):
+            with pytest.raises(PeerUnavailable, match=r"no batch for 0\.5 s, the stream stalled"):
                 await asyncio.wait_for(feeds.pull(platform, "market"), timeout=20)
 
     try:

@@ -45,7 +45,7 @@ class Holding(query_pb2_grpc.QueryServicer):
         return query_pb2.QueryAnswer(decision=peer)
 
 
-async def _outcome(call: Any) -> tuple[Code, str]:
+async def _outcome(call: Any) -> tuple[grpc.StatusCode, str]:
     try:
         await call
     except grpc.aio.AioRpcError as error:
@@ -58,7 +58,7 @@ def test_one_peer_cannot_hold_every_handler(node_keys: dict[str, Any]) -> None:
     roster = roster_of(a, b, platform)
     tls = ServerTls(key_pem=a.tls_key_pem, cert_pem=a.tls_cert_pem, roster=roster)
 
-    async def scenario() -> dict[str, tuple[Code, str]]:
+    async def scenario() -> dict[str, tuple[grpc.StatusCode, str]]:
         servicer = Holding(tls, MAX_CALLS_PER_PEER)
         service = Service("credex.v1.Query", servicer, query_pb2_grpc.add_QueryServicer_to_server)
         server = build_server(listen="127.0.0.1:0", tls=tls, services=[service])
@@ -116,7 +116,7 @@ def test_an_oversized_request_is_refused_before_it_reaches_a_handler(
     roster = roster_of(a, b)
     tls = ServerTls(key_pem=a.tls_key_pem, cert_pem=a.tls_cert_pem, roster=roster)
 
-    async def scenario() -> dict[str, Code]:
+    async def scenario() -> dict[str, grpc.StatusCode]:
         servicer = Holding(tls, 0)
         service = Service("credex.v1.Query", servicer, query_pb2_grpc.add_QueryServicer_to_server)
         server = build_server(listen="127.0.0.1:0", tls=tls, services=[service])
@@ -128,7 +128,7 @@ def test_an_oversized_request_is_refused_before_it_reaches_a_handler(
                 stub = query_pb2_grpc.QueryStub(channel)
                 servicer.release.set()
 
-                async def send(size: int) -> Code:
+                async def send(size: int) -> grpc.StatusCode:
                     request = common_pb2.SignedRequest(envelope=b"x" * size)
                     return (await _outcome(stub.Query(request, timeout=20)))[0]
 

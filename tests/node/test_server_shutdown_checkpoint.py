@@ -49,7 +49,7 @@ def test_the_last_checkpoint_covers_the_calls_finished_during_the_grace_period(
             seen["checkpoints stopped meanwhile"] = told_to_stop[0].is_set()
         return await real_append(entry, claim=claim)
 
-    log.run_checkpoints = run_checkpoints  # type: ignore[method-assign]
+    log.run_checkpoints = run_checkpoints  # type: ignore[method-assign, assignment]
     log.append = append  # type: ignore[method-assign]
 
     async def scenario() -> tuple[grpc.StatusCode, str]:
