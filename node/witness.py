@@ -8,8 +8,9 @@ stores it beside its own checkpoints.
 
 Invariants:
 - the witness only moves forward: it remembers, per log, the last note it cosigned
-  (`data/witness.json`, written atomically) and cosigns a new note only when it provably
-  extends that one;
+  (`data/witness.json`, written atomically and fsynced, directory included) and cosigns a new
+  note only when it provably extends that one; the note is on disk before its cosignature is
+  sent, so no crash makes the witness forget a note it vouched for;
 - two notes that cannot both be true (same size and different roots, a failing consistency
   proof, or a smaller size with another root) are a fork: both notes are kept as evidence
   (`data/witness-alarms.jsonl`), an `alarm` entry (reason `fork_detected`) is appended to the
@@ -117,11 +118,17 @@ class WitnessState:
     `alarmed` (in memory only) remembers, per log, the witnessed note a fork was last recorded
     against, so that a fork that persists is recorded once, not on every visit (the forked log
     signs a new checkpoint about every second, but the note it forked from stays); a new alarm
-    comes only when that note changes, or after a restart."""
+    comes only when that note changes, or after a restart.
+
+    `delivered` (in memory only) holds, per log, the note whose cosignature the log is known to
+    have received: the state is written before the cosignature is sent, so a note that is in
+    `latest` but not `delivered` (the sending failed, or the witness restarted) is sent again
+    (storing a cosignature twice is harmless)."""
 
     path: Path
     latest: dict[str, str] = field(default_factory=dict)
     alarmed: dict[str, str] = field(default_factory=dict, compare=False)
+    delivered: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def load(cls, data_dir: Path) -> WitnessState:
@@ -137,13 +144,33 @@ class WitnessState:
             raise InputError(f"{path}: the witness state must map node ids to notes")
         return cls(path, dict(doc))
 
-    def save(self) -> None:
-        """Write the state atomically."""
+    def save(self, latest: Mapping[str, str] | None = None) -> None:
+        """Write `latest` (default: the state's own) durably and atomically: a temporary file,
+        fsynced, renamed over the old one, and the directory fsynced so that the rename itself
+        survives a power loss (a witness that comes back remembering an older note could
+        cosign a fork of the newer one)."""
+        doc = dict(self.latest if latest is None else latest)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.latest, sort_keys=True, indent=1), encoding="utf-8")
-        with tmp.open("rb") as handle:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps(doc, sort_keys=True, indent=1))
+            handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(self.path)
+        _fsync_dir(self.path.parent)
+
+    def remember(self, peer: str, note: str) -> None:
+        """Make `note` the last note witnessed of `peer`: on disk first, then in memory, so
+        that the memory never holds what the disk may not (OSError propagates)."""
+        self.save({**self.latest, peer: note})
+        self.latest[peer] = note
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -237,16 +264,20 @@ async def witness_peer(
                 await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
                 state.alarmed[peer] = seen
             return WitnessOutcome(peer, "fork", new.size, str(fork))
-        if previous is not None and note == previous:
+        if note == previous and state.delivered.get(peer) == note:
             return WitnessOutcome(peer, "unchanged", new.size)
+        if note != previous:
+            # Durable before the cosignature leaves (c2sp.org/tlog-witness): a witness that
+            # crashed after sending it would otherwise come back knowing only the older note
+            # and cosign a fork of this one.
+            await asyncio.to_thread(state.remember, peer, note)
         await stub.Cosign(
             transparency_pb2.CosignRequest(
                 note=cosigned, old_size=old_size, consistency_proof=proof
             ),
             timeout=timeout,
         )
-        state.latest[peer] = note
-        await asyncio.to_thread(state.save)
+        state.delivered[peer] = note
         return WitnessOutcome(peer, "cosigned", new.size)
     finally:
         if own:
