@@ -51,6 +51,7 @@ __all__ = [
     "WitnessState",
     "background",
     "cosign_extension",
+    "cosign_once",
     "verify_log_note",
     "witness_peer",
     "witness_round",
@@ -81,7 +82,8 @@ def cosign_extension(
 ) -> str:
     """Return `new_note` cosigned by witness `name` when it extends `previous_note`.
 
-    Refuses: keys.VerificationError for a note the log did not sign; InputError for notes of
+    Refuses: keys.VerificationError for a note the log did not sign, or one with a line in the
+    witness's name that is not the witness's signature (`cosign_once`); InputError for notes of
     different origins; ForkDetected for the same size with another root, a smaller size, or a
     consistency proof that fails.
     """
@@ -105,10 +107,23 @@ def cosign_extension(
                     f"log {log_name}: checkpoint {new.size} does not extend the witnessed "
                     f"{old.size}"
                 ) from None
-    # A note this witness signed already (the log showed it again) is returned as it is.
-    with contextlib.suppress(keys.KeysError):
-        return keys.cosign_note(new_note, name=name, signer=signer)
-    return new_note
+    return cosign_once(new_note, name=name, signer=signer)
+
+
+def cosign_once(note: str, *, name: str, signer: keys.Signer) -> str:
+    """`note` with the cosignature of witness `name` (key `signer`): added, or, when the note
+    already carries a line of `name` with this key (the log showed a note cosigned before),
+    returned as it is once that line verifies.
+
+    Raises keys.VerificationError when the line in our name is not our signature: its key id
+    is public, so anybody can write one, and passing it on as "already cosigned" would vouch
+    for a signature this witness never made (and `credex log witnessed` could not give it)."""
+    try:
+        return keys.cosign_note(note, name=name, signer=signer)
+    except keys.KeysError:
+        pass
+    keys.verify_note(note, verifiers={name: signer.public_key})
+    return note
 
 
 @dataclass

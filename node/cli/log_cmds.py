@@ -57,7 +57,7 @@ from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
 from node.runtime import NodeRuntime, open_runtime
 from node.trust import historic_signing_keys
-from node.witness import WitnessState
+from node.witness import WitnessState, cosign_once
 
 log_app = typer.Typer(
     help="Verify, search, review and export the access log.", no_args_is_help=True
@@ -553,9 +553,10 @@ def witnessed_command(
         witnessed = state.latest.get(node)
         if witnessed is None:
             raise NotFound(f"this node has not witnessed a checkpoint of {node}'s log")
-        # The state keeps the note as the log signed it; the cosignature this witness gave
-        # it is made again (Ed25519 is deterministic: the same line the log received).
-        note = keys.cosign_note(witnessed, name=runtime.node_id, signer=runtime.node_keys.signing)
+        # The state keeps the note as the log showed it; the cosignature this witness gave
+        # it is made again (Ed25519 is deterministic: the same line the log received), or,
+        # when the log showed it cosigned already, checked.
+        note = cosign_once(witnessed, name=runtime.node_id, signer=runtime.node_keys.signing)
         own_key = {runtime.node_id: runtime.node_keys.signing.public_key}
     finally:
         runtime.close()
