@@ -1,6 +1,7 @@
 """credex.v1.Transparency: the access log's checkpoints, proofs and witness cosignatures.
 
-Any roster member may read checkpoints and proofs (they hold hashes, never entries). Only a
+Any roster member may read checkpoints and proofs (they hold hashes, never entries), proofs only
+up to the latest signed checkpoint (what was committed since is in no signed tree yet). Only a
 roster node with the `platform` role may hand in a cosignature (`Cosign`), and the node keeps
 it only when the cosigned note is one of its own checkpoints (or, failing that, matches its own
 tree) and the witness's signature verifies with the platform's key in the trust bundle. A
@@ -57,8 +58,17 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServicer):
         del request, context
         return await asyncio.to_thread(self._latest)
 
+    def _signed(self, what: str, size: int) -> None:
+        """Refuse (InputError) a proof up to `size` beyond the latest signed checkpoint: entries
+        committed since are in no signed tree, so such a proof verifies against nothing, and
+        answering it would tell how many accesses were logged since the last checkpoint."""
+        latest = self._rt.log.backend.latest_checkpoint()
+        if size > (latest[0] if latest is not None else 0):
+            raise InputError(f"{what}: size {size} is beyond the latest signed checkpoint")
+
     def _inclusion(self, index: int, size: int) -> transparency_pb2.InclusionProof:
         log = self._rt.log
+        self._signed("inclusion proof", size)
         proof = log.inclusion_proof(index, size)
         leaf = log.backend.leaf_hashes(index, index + 1)[0]
         return wire.inclusion_proof_to_pb(index, size, leaf, proof)
@@ -69,7 +79,7 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transparency_pb2.InclusionProof:
         """RFC 9162 inclusion proof of entry `index` in the tree of `size` entries;
-        INVALID_ARGUMENT when the range is not in the log."""
+        INVALID_ARGUMENT when the range is not in the log up to its latest signed checkpoint."""
         del context
         return await asyncio.to_thread(self._inclusion, request.index, request.size)
 
@@ -78,11 +88,16 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServicer):
         request: transparency_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transparency_pb2.ConsistencyProof:
-        """RFC 9162 consistency proof from `size1` to `size2`; INVALID_ARGUMENT out of range."""
+        """RFC 9162 consistency proof from `size1` to `size2`; INVALID_ARGUMENT out of range
+        (`0 < size1 <= size2 <=` the latest signed checkpoint's size)."""
         del context
         size1, size2 = request.size1, request.size2
-        proof = await asyncio.to_thread(self._rt.log.consistency_proof, size1, size2)
+        proof = await asyncio.to_thread(self._consistency, size1, size2)
         return wire.consistency_proof_to_pb(size1, size2, proof)
+
+    def _consistency(self, size1: int, size2: int) -> list[bytes]:
+        self._signed("consistency proof", size2)
+        return self._rt.log.consistency_proof(size1, size2)
 
     def _store_cosignature(self, witness_id: str, note: str) -> str:
         rt = self._rt
