@@ -714,6 +714,10 @@ class AccessLog:
             )
         )
         self._last_checkpoint_at: dt.datetime | None = None
+        # Roots of perfect aligned subtrees (256+ leaves), which never change as the log grows:
+        # proofs then hash only the young right edge, not the whole log on every request (the
+        # witness asks for one every visit). At most size/128 entries of ~100 bytes.
+        self._subtrees: keys.SubtreeCache = {}
 
     # writing
 
@@ -928,14 +932,16 @@ class AccessLog:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Return the RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
         _check_range(index, size, self.backend.size())
-        return keys.inclusion_proof(index, keys.FetchedLeaves(size, self.backend.leaf_hashes))
+        leaves = keys.FetchedLeaves(size, self.backend.leaf_hashes)
+        return keys.inclusion_proof(index, leaves, cache=self._subtrees)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Return the RFC 9162 consistency proof from tree size `size1` to `size2`; InputError
         unless `0 < size1 <= size2 <= size` (RFC 9162 has no proof from the empty tree)."""
         if not 0 < size1 <= size2 <= self.backend.size():
             raise InputError(f"consistency proof: sizes {size1}..{size2} are not in the log")
-        return keys.consistency_proof(size1, keys.FetchedLeaves(size2, self.backend.leaf_hashes))
+        leaves = keys.FetchedLeaves(size2, self.backend.leaf_hashes)
+        return keys.consistency_proof(size1, leaves, cache=self._subtrees)
 
     def check_foreign_checkpoint(self, note: str, verifiers: keys.NoteVerifiers) -> None:
         """Compare a checkpoint of THIS log that somebody showed us with our own tree.
