@@ -909,11 +909,13 @@ class AccessLog:
 
     def maybe_checkpoint(self, now: dt.datetime) -> str | None:
         """Sign a checkpoint when entries were added since the last one and at least the
-        checkpoint interval has passed since the last one this writer signed; return the new
-        note, or None when nothing was due."""
+        checkpoint interval has passed since the last one this writer signed (or the clock went
+        back since: a step back of NTP must not hold checkpoints back for as long); return the
+        new note, or None when nothing was due."""
         if not self._uncheckpointed():
             return None
-        if self._last_checkpoint_at is not None and now - self._last_checkpoint_at < self._interval:
+        last = self._last_checkpoint_at
+        if last is not None and dt.timedelta(0) <= now - last < self._interval:
             return None
         self._last_checkpoint_at = now
         return self.checkpoint()
