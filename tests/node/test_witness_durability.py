@@ -108,7 +108,7 @@ def test_a_cosignature_that_did_not_arrive_is_sent_again(
     class FlakyStub(real):  # type: ignore[misc,valid-type]
         def __init__(self, channel: grpc.aio.Channel) -> None:
             super().__init__(channel)
-            cosign = self.Cosign
+            cosign: Any = self.__dict__["Cosign"]  # set by the generated __init__
 
             async def once_lost(*args: Any, **kwargs: Any) -> Any:
                 if failures:
