@@ -402,6 +402,12 @@ def _warnings(home: Path, manifest: BackupManifest) -> tuple[str, ...]:
             f"({manifest.created_at}): install the platform's current bundle (credex bundle "
             "install FILE) before `credex serve`, so that revocations made since apply"
         )
+    if manifest.role == "platform" and (home / "data" / "witness.json").is_file():
+        found.append(
+            f"the witness state restored is the one of {manifest.created_at}: a fork of what "
+            "this platform cosigned since then goes unnoticed until each department's log "
+            "has moved on from it (docs/security-model.md, access log)"
+        )
     if not manifest.includes_keys:
         found.append(
             "the backup holds no keys: copy the node's keys/ directory (0700, files 0600) from "

@@ -36,6 +36,8 @@ def test_witness_state_and_alarms_survive_backup_and_restore(tmp_path: Path) -> 
     assert {"data/witness.json", "data/witness-alarms.jsonl"} <= set(manifest.files)
 
     restored = restore_backup(tmp_path / "b.credex", tmp_path / "restored", passphrase=PASS)
+    (warning,) = [w for w in restored.warnings if "witness state" in w]
+    assert manifest.created_at in warning  # what it remembers is that day's
     data = restored.home / "data"
     assert WitnessState.load(data).latest == {"market": NOTE}
     assert (data / ALARMS_FILE).read_text(encoding="utf-8") == alarm
