@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Select, Table, insert, select, update
+from sqlalchemy import Select, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -66,15 +66,13 @@ class SqlGrantLedger:
             row = _locked(conn, grant.grant_id)
             recorded = _recorded(conn, grant.grant_id)
             if row is not None:
-                if binary_value(row.payload) != payload:
-                    raise GrantConflictError(
-                        f"grant {grant.grant_id}: a different grant is registered under this id"
-                    )
-                return _state(row, recorded)
+                return _registered(row, recorded, grant.grant_id, payload)
             # A grant revoked before it reached this node is registered revoked (evidence is
             # kept, every use refused).
-            conn.execute(
-                insert(GRANTS).values(
+            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+            inserted = conn.execute(
+                dialect.insert(GRANTS)
+                .values(
                     grant_id=grant.grant_id,
                     body=raw,
                     payload=payload,
@@ -89,7 +87,20 @@ class SqlGrantLedger:
                     revoked_at=None if recorded is None else to_db_time(recorded.revoked_at),
                     revoked_reason=None if recorded is None else recorded.reason,
                 )
+                .on_conflict_do_nothing(index_elements=["grant_id"])
+                .returning(GRANTS.c.grant_id)  # rowcount: psycopg reports -1 for ON CONFLICT
             )
+            if inserted.first() is None:
+                # Another replica registered this id between the read above and the insert
+                # (its row was not committed yet, so the read found none): the grant presented
+                # to both at once is registered once, and the second query goes on with it,
+                # rather than failing on the unique key; a different grant is still refused.
+                row = _locked(conn, grant.grant_id)
+                if row is None:  # pragma: no cover - the conflicting row is committed
+                    raise GrantConflictError(
+                        f"grant {grant.grant_id}: registered concurrently elsewhere; retry"
+                    )
+                return _registered(row, _recorded(conn, grant.grant_id), grant.grant_id, payload)
         return GrantState(
             grant=grant,
             raw=raw,
@@ -201,6 +212,16 @@ def _locked(conn: Connection, grant_id: str) -> Row[Any] | None:
     return conn.execute(
         select(GRANTS).where(GRANTS.c.grant_id == grant_id).with_for_update()
     ).first()
+
+
+def _registered(
+    row: Row[Any], recorded: RecordedRevocation | None, grant_id: str, payload: bytes
+) -> GrantState:
+    """The state of the grant already registered under `grant_id` when it is the grant with
+    `payload` (registration is idempotent); GrantConflictError when it is another grant."""
+    if binary_value(row.payload) != payload:
+        raise GrantConflictError(f"grant {grant_id}: a different grant is registered under this id")
+    return _state(row, recorded)
 
 
 def _recorded(conn: Connection, grant_id: str) -> RecordedRevocation | None:
