@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+import catalog
 import keys
 from node.errors import AuthError, InputError, PolicyDenied
 
@@ -38,9 +39,12 @@ GRANT_PAYLOAD_TYPE = "application/vnd.credex.grant.v1+json"
 REVOCATION_PAYLOAD_TYPE = "application/vnd.credex.grant-revocation.v1+json"
 PLATFORM_ROLE = "platform"
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_GRANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_SNAKE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Matched with `fullmatch`: `$` would also match before a final newline ("g-1\n").
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Anything deeper is not a grant: refused before the JSON parser's recursion limit is.
+_JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)
 
 
 class MalformedGrantError(InputError):
@@ -62,7 +66,26 @@ class GrantConflictError(InputError):
 def is_grant_id(text: str) -> bool:
     """True when `text` is a grant id: 1-128 characters of letters, digits, '.', '_', ':',
     '-', starting with a letter or digit."""
-    return _GRANT_ID.match(text) is not None
+    return _GRANT_ID.fullmatch(text) is not None
+
+
+def grant_id_problem(grant_id: str) -> str | None:
+    """Why `grant_id` may not name a new grant, or None.
+
+    A grant id is stored in the clear at every holder, listed by `credex grant list`, named
+    on the wire and in the bundle's `revoked_grants`, and the access log masks any citizen ID
+    number or credit code it finds in one (`catalog.redact_identifiers`): an id holding one
+    would spread the subject's identifier and could not be looked up in the log. The message
+    never quotes the id.
+    """
+    if not is_grant_id(grant_id):
+        return "grant_id: 1-128 characters of letters, digits, '.', '_', ':', '-'"
+    if catalog.redact_identifiers(grant_id, digit_runs=False) != grant_id:
+        return (
+            "grant_id: holds a citizen ID number or credit code; a grant id must not carry "
+            "personal data (use a random id)"
+        )
+    return None
 
 
 def subject_digest(normalised_identifier: str) -> str:
@@ -183,17 +206,17 @@ class Grant:
 
 def _grant_problems(g: Grant) -> list[str]:
     problems: list[str] = []
-    if not _GRANT_ID.match(g.grant_id):
+    if not _GRANT_ID.fullmatch(g.grant_id):
         problems.append("grant_id: 1-128 characters of letters, digits, '.', '_', ':', '-'")
     if not g.issuer:
         problems.append("issuer: empty")
     if not g.grantee:
         problems.append("grantee: empty")
-    if not _HEX64.match(g.subject_digest):
+    if not _HEX64.fullmatch(g.subject_digest):
         problems.append("subject_digest: must be 64 lowercase hex digits")
-    if not _HEX64.match(g.evidence_sha256):
+    if not _HEX64.fullmatch(g.evidence_sha256):
         problems.append("evidence_sha256: must be 64 lowercase hex digits")
-    if not _SNAKE.match(g.purpose):
+    if not _SNAKE.fullmatch(g.purpose):
         problems.append("purpose: must be a snake_case purpose code")
     if not g.items:
         problems.append("items: at least one item is required")
@@ -220,13 +243,13 @@ class GrantRevocation:
     reason: str  # stable snake_case code, e.g. "subject_withdrew_consent"
 
     def __post_init__(self) -> None:
-        if not _GRANT_ID.match(self.grant_id):
+        if not _GRANT_ID.fullmatch(self.grant_id):
             raise MalformedGrantError("revocation.grant_id: not a grant id")
         if not self.issuer:
             raise MalformedGrantError("revocation.issuer: empty")
         if self.revoked_at.tzinfo is None:
             raise MalformedGrantError("revocation.revoked_at: a timezone-aware time is required")
-        if not _SNAKE.match(self.reason):
+        if not _SNAKE.fullmatch(self.reason):
             raise MalformedGrantError("revocation.reason: must be a snake_case code")
 
     def to_payload(self) -> bytes:
@@ -275,7 +298,11 @@ def issue_grant(grant: Grant, signer: keys.Signer) -> bytes:
     """Sign `grant` as a DSSE envelope with the platform node's key; return its JSON bytes.
 
     The caller must be the platform node named in `grant.issuer`; verification enforces it.
+    Refuses (MalformedGrantError) a grant id that holds an identifier (`grant_id_problem`).
     """
+    problem = grant_id_problem(grant.grant_id)
+    if problem is not None:
+        raise MalformedGrantError("grant: " + problem)
     return keys.sign_envelope(GRANT_PAYLOAD_TYPE, grant.to_payload(), signer).to_json().encode()
 
 
@@ -309,18 +336,24 @@ def _platform_keys(
 
 
 def _verify(
-    raw: bytes, payload_type: str, bundle: _Roster, now: dt.datetime, *, retired_too: bool = False
+    raw: bytes,
+    payload_type: str,
+    bundle: _Roster,
+    now: dt.datetime,
+    *,
+    retired_too: bool = False,
+    what: str = "grant",
 ) -> tuple[str, bytes]:
     try:
         envelope = keys.Envelope.from_json(raw)
         unverified = keys.loads_unique_keys(envelope.payload)
         issuer = unverified.get("issuer") if isinstance(unverified, dict) else None
-    except (keys.KeysError, ValueError, UnicodeDecodeError) as error:
+    except (keys.KeysError, *_JSON_ERRORS) as error:
         raise MalformedGrantError(
-            "signed grant: not a DSSE envelope with a JSON payload"
+            f"signed {what}: not a DSSE envelope with a JSON payload"
         ) from error
     if not isinstance(issuer, str) or not issuer:
-        raise MalformedGrantError("signed grant: payload names no issuer")
+        raise MalformedGrantError(f"signed {what}: payload names no issuer")
     trusted = _platform_keys(bundle, issuer, _utc(now, "now"), retired_too=retired_too)
     try:
         payload = keys.verify_envelope(envelope, payload_type=payload_type, trusted=trusted)
@@ -336,10 +369,16 @@ def verify_grant(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> Grant:
 
     Promises: the envelope is signed by a current, unrevoked key of the roster node named as
     issuer, and that node has the `platform` role. Refuses (InvalidGrantError) anything else and
-    (MalformedGrantError) a payload that does not parse. It does not check validity dates, uses or
-    revocation: those change over time and are the policy's and the ledger's business.
+    (MalformedGrantError) a payload that does not parse or a grant id holding an identifier
+    (`grant_id_problem`: it is not registered, so the id is kept nowhere). It does not check
+    validity dates, uses or revocation: those change over time and are the policy's and the
+    ledger's business.
     """
-    return _verified_grant(raw, bundle, now, retired_too=False)
+    grant = _verified_grant(raw, bundle, now, retired_too=False)
+    problem = grant_id_problem(grant.grant_id)
+    if problem is not None:
+        raise MalformedGrantError("signed grant: " + problem)
+    return grant
 
 
 def _verified_grant(raw: bytes, bundle: _Roster, now: dt.datetime, *, retired_too: bool) -> Grant:
@@ -365,7 +404,7 @@ def verify_registered_grant(state: GrantState, *, bundle: _Roster, now: dt.datet
     try:
         envelope = keys.Envelope.from_json(state.raw)
         signed = Grant.from_payload(envelope.payload)
-    except (keys.KeysError, InputError, ValueError) as error:
+    except (keys.KeysError, InputError, *_JSON_ERRORS) as error:
         raise MalformedGrantError("registered grant: its signed copy does not parse") from error
     if signed != state.grant:
         raise InvalidGrantError("the registered grant differs from its signed copy")
@@ -386,7 +425,7 @@ def verify_registered_grant(state: GrantState, *, bundle: _Roster, now: dt.datet
 def verify_revocation(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> GrantRevocation:
     """Verify a signed grant revocation from a platform node and return it (same rules as
     `verify_grant`)."""
-    _issuer, payload = _verify(raw, REVOCATION_PAYLOAD_TYPE, bundle, now)
+    _issuer, payload = _verify(raw, REVOCATION_PAYLOAD_TYPE, bundle, now, what="revocation")
     return GrantRevocation.from_payload(payload)
 
 
@@ -595,7 +634,7 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
 def _load_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         doc = keys.loads_unique_keys(payload)
-    except (ValueError, UnicodeDecodeError) as error:
+    except _JSON_ERRORS as error:
         raise MalformedGrantError(f"{what}: payload is not JSON ({error})") from error
     if not isinstance(doc, dict):
         raise MalformedGrantError(f"{what}: payload is not a JSON object")
