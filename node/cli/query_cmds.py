@@ -28,9 +28,11 @@ from node.cli.common import (
     check_officer,
     console,
     print_json,
+    refuse_existing_output,
     resolve_home,
     subject_value,
 )
+from node.durable import publish_new_file
 from node.errors import InputError
 from node.grants import (
     Grant,
@@ -82,6 +84,19 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise InputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+
+
+def _write_new(target: Path, raw: bytes, what: str) -> None:
+    """Write `raw` to the new file `target` (0600), whole or not at all; InputError naming the
+    file when it exists: a grant or revocation never replaces a file (the consent form given
+    as --evidence, an earlier grant written under the same name)."""
+    refuse_existing_output(target)
+    try:
+        publish_new_file(target, [raw])
+    except FileExistsError:
+        raise InputError(f"--output {target}: the file exists; choose a new name") from None
+    except OSError as error:
+        raise InputError(f"{target}: cannot write the {what} ({error.strerror})") from None
 
 
 def _today() -> dt.date:
@@ -223,6 +238,7 @@ def grant_issue_command(
     as_json: JsonOption = False,
 ) -> None:
     """Sign a subject's authorisation (platform only) and write the grant file."""
+    refuse_existing_output(output)
     runtime = open_runtime(resolve_home(home))
     try:
         _platform(runtime)
@@ -243,8 +259,7 @@ def grant_issue_command(
         )
         raw = issue_grant(grant, runtime.node_keys.signing)
         target = output or Path(f"grant-{grant.grant_id}.json")
-        target.write_bytes(raw)
-        target.chmod(0o600)
+        _write_new(target, raw, "grant")
     finally:
         runtime.close()
     info = {
@@ -294,6 +309,7 @@ def grant_revoke_command(
 ) -> None:
     """Sign a revocation of a grant (platform only); departments register it, or the next
     trust bundle lists the grant in revoked_grants."""
+    refuse_existing_output(output)
     runtime = open_runtime(resolve_home(home))
     try:
         _platform(runtime)
@@ -302,7 +318,7 @@ def grant_revoke_command(
         )
         raw = sign_revocation(revocation, runtime.node_keys.signing)
         target = output or Path(f"revocation-{grant_id}.json")
-        target.write_bytes(raw)
+        _write_new(target, raw, "revocation")
     finally:
         runtime.close()
     if as_json:
