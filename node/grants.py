@@ -423,9 +423,16 @@ def verify_registered_grant(state: GrantState, *, bundle: _Roster, now: dt.datet
 
 
 def verify_revocation(raw: bytes, *, bundle: _Roster, now: dt.datetime) -> GrantRevocation:
-    """Verify a signed grant revocation from a platform node and return it (same rules as
-    `verify_grant`)."""
-    _issuer, payload = _verify(raw, REVOCATION_PAYLOAD_TYPE, bundle, now, what="revocation")
+    """Verify a signed grant revocation from a platform node and return it.
+
+    Same rules as `verify_grant`, except that a previous key of the platform counts even past
+    its rotation overlap (as long as it is not revoked): a revocation only takes access away,
+    and one signed before a routine rotation but registered after it must still stop the
+    grant (PIPL Art. 15). Refuses a revoked key, a non-platform signer, a bad signature.
+    """
+    _issuer, payload = _verify(
+        raw, REVOCATION_PAYLOAD_TYPE, bundle, now, retired_too=True, what="revocation"
+    )
     return GrantRevocation.from_payload(payload)
 
 
