@@ -197,14 +197,19 @@ class SqlGrantLedger:
         """Grants not revoked and not yet expired at `now`, by grant id (for the risk report
         and `credex grant list`); at most `limit`."""
         with self._store.read("read the active grants") as conn:
+            # Expiry is filtered in SQL, before the limit: expired grants sorting first must
+            # not fill the limit and hide the active ones.
             rows = conn.execute(
                 _WITH_REVOCATION.where(
-                    GRANTS.c.revoked_at.is_(None), REVOCATIONS.c.grant_id.is_(None)
+                    GRANTS.c.revoked_at.is_(None),
+                    REVOCATIONS.c.grant_id.is_(None),
+                    GRANTS.c.valid_until > to_db_time(now),
                 )
                 .order_by(GRANTS.c.grant_id)
                 .limit(limit)
             ).all()
         states = [_joined(r) for r in rows]
+        # the signed payload is the authority; the column is its copy
         return [s for s in states if s.grant.valid_until > now]
 
 
