@@ -54,12 +54,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_unique_keys(data: bytes | str) -> Any:
-    """`json.loads`, except that an object naming a key twice raises ValueError.
+    """`json.loads`, except that an object naming a key twice raises ValueError, and so does a
+    document nested too deeply for the parser (a RecursionError otherwise).
 
     For signed payloads: parsers disagree on which of two equal keys wins, so a payload that
-    repeats a key could mean one thing to credex and another to a different verifier.
+    repeats a key could mean one thing to credex and another to a different verifier. Anyone
+    can send `[[[[...` a hundred thousand deep; every caller handles ValueError already.
     """
-    return json.loads(data, object_pairs_hook=_unique_keys)
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("a JSON document is nested too deeply") from None
 
 
 def parse_json_object(data: bytes | str, what: str, error: type[KeysError]) -> dict[str, Any]:

@@ -209,3 +209,13 @@ def test_base64_alphabets_are_not_mixed(signer: keys.Signer) -> None:
         Envelope.from_json(json.dumps(doc))
     doc["payload"] = "-_-_" * 4
     assert Envelope.from_json(json.dumps(doc)) == env
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_json_nested_too_deeply_is_refused_not_a_crash(opener: str) -> None:
+    """`[[[[...` a hundred thousand deep made the parser raise RecursionError, which no caller
+    handles: every DSSE envelope, sealed header and bundle parse reaches it."""
+    with pytest.raises(VerificationError, match="not valid JSON"):
+        Envelope.from_json(opener * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        keys.loads_unique_keys(opener * 100_000)
