@@ -75,6 +75,7 @@ class LocalCluster:
     _nodes: dict[str, LocalNode] = field(default_factory=dict)
     _bundle_version: int = 0
     _spec: dict[str, Any] = field(default_factory=dict)
+    _replicas: list[str] = field(default_factory=list)
 
     # setup --------------------------------------------------------------------------------
     def init(self) -> None:
@@ -93,6 +94,31 @@ class LocalCluster:
             self._nodes[name] = LocalNode(name=name, role=role, home=home, port=port)
         self._spec = self._initial_spec()
         self.reissue_bundle()
+
+    def add_replica(self, name: str, *, of: str) -> LocalNode:
+        """A second `credex serve` of node `of` under `root/<name>`: the same `credex.toml`
+        (node id, store URL), `keys/` and `trust/`, listening on another port, as an operator
+        runs replicas on several hosts. Only meaningful for a node whose store is PostgreSQL
+        (a SQLite file lives in the home's own `data/`). Start it with `start(name)`; the
+        cluster's CLI helpers run against it with `name` too."""
+        if name in self._nodes:
+            raise ClusterError(f"a node {name!r} is already in this cluster")
+        source = self.node(of)
+        home = self.home(name)
+        shutil.copytree(
+            source.home, home, ignore=shutil.ignore_patterns("data", "serve.log"), symlinks=True
+        )
+        (home / "data").mkdir(mode=0o700)
+        port = free_port()
+        config = home / "credex.toml"
+        text = config.read_text(encoding="utf-8")
+        old = f'listen = "{source.endpoint}"'
+        if old not in text:
+            raise ClusterError(f"{config}: no {old!r} to give the replica its own port")
+        config.write_text(text.replace(old, f'listen = "127.0.0.1:{port}"', 1), encoding="utf-8")
+        self._nodes[name] = LocalNode(name=name, role=source.role, home=home, port=port)
+        self._replicas.append(name)
+        return self._nodes[name]
 
     def _set_store_url(self, home: Path, url: str) -> None:
         config = home / "credex.toml"
@@ -269,9 +295,12 @@ class LocalCluster:
         return proc.returncode
 
     def stop_all(self) -> None:
-        """Stop every running node gracefully."""
-        for name, _role in self.nodes:
+        """Stop every running node (and replica) gracefully."""
+        for name in self._names():
             self.stop(name)
+
+    def _names(self) -> list[str]:
+        return [name for name, _role in self.nodes] + self._replicas
 
     def server_log(self, name: str) -> str:
         """What the node's `credex serve` printed so far."""
@@ -284,7 +313,7 @@ class LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, _role in self.nodes:
+        for name in self._names():
             if name not in self._nodes:
                 continue
             if exc[0] is not None:
