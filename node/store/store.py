@@ -57,7 +57,7 @@ from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
 from node.store.engine import WRITE, make_engine, migrate
-from node.store.errors import StoreConflictError, redact_url, translate_errors
+from node.store.errors import StateChanged, StoreConflictError, redact_url, translate_errors
 from node.store.models import (
     CLOSED_STATES,
     EVENT_KINDS,
@@ -603,9 +603,14 @@ class Store:
                 _RELEASE_CANDIDATES[wanted] = read
         params: dict[str, Any] = {"subject": subject_index, "producer": producer}
         params.update((f"state_{i}", state) for i, state in enumerate(wanted))
-        # Through the driver (node.store.driver): this read runs on every query.
+        # Through the driver (node.store.driver): this read runs on every query. Inside
+        # `joined` it must run on the joined transaction like every `read`: a pooled
+        # connection would not see what that transaction wrote so far.
+        joined = self._joined_connection()
         with translate_errors("read records by subject"):
-            rows = read.rows(self._engine, params)
+            rows = (
+                read.rows(self._engine, params) if joined is None else read.execute(joined, params)
+            )
         return [_release_candidate(row) for row in rows]
 
     def linked_subjects(self, row_id: str) -> list[str]:
@@ -640,13 +645,21 @@ class Store:
         return [_stored(r) for r in rows]
 
     def set_record_state(
-        self, row_id: str, state: str, *, event_kind: str | None, now: dt.datetime
+        self,
+        row_id: str,
+        state: str,
+        *,
+        event_kind: str | None,
+        now: dt.datetime,
+        expected: str | None = None,
     ) -> int:
         """Move a record version to `state` and append `event_kind` events for its subscribers
         (none for a received copy: only this node's own records are in its feeds).
 
-        Refuses an unknown state or event kind (InputError) and an unknown row (NotFound).
-        Returns the number of feed events appended. A `purged` record's body is erased.
+        With `expected`, only a version still in that state moves: one another writer already
+        moved raises StateChanged and nothing is written. Refuses an unknown state or event kind
+        (InputError) and an unknown row (NotFound). Returns the number of feed events appended.
+        A `purged` record's body is erased.
         """
         if state not in RECORD_STATES:
             raise InputError(f"store: unknown record state {state!r}")
@@ -654,13 +667,27 @@ class Store:
             raise InputError(f"store: unknown feed event kind {event_kind!r}")
         stamp = to_db_time(now)
         with self.write("change a record's state") as conn:
+            # FOR UPDATE: replicas on one PostgreSQL scan at once, each from its own earlier
+            # read of what is due; the row lock makes the second wait for the first's commit and
+            # then see the state it left (SQLite's BEGIN IMMEDIATE already serialises writers).
             row = conn.execute(
                 select(
-                    RECORDS.c.origin, RECORDS.c.item_id, RECORDS.c.record_key, RECORDS.c.version
-                ).where(RECORDS.c.row_id == row_id)
+                    RECORDS.c.origin,
+                    RECORDS.c.item_id,
+                    RECORDS.c.record_key,
+                    RECORDS.c.version,
+                    RECORDS.c.state,
+                )
+                .where(RECORDS.c.row_id == row_id)
+                .with_for_update()
             ).first()
             if row is None:
                 raise NotFound("store: no record with that row id")
+            if expected is not None and row.state != expected:
+                raise StateChanged(
+                    f"store: the record version is {row.state}, no longer {expected} "
+                    "(another writer changed it)"
+                )
             values: dict[str, Any] = {"state": state}
             if state == "purged":
                 values["body"] = b""
