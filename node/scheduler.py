@@ -44,6 +44,7 @@ from node.accesslog import LogEntry, utc_iso
 from node.lifecycle_ops import overdue_tasks
 from node.push import failed_receivers, push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
+from node.store import StateChanged, Store, StoredRecord
 from node.store import lifecycle as ls
 from node.store.pushed import purge_push_tombstones
 from node.telemetry import active_telemetry
@@ -122,45 +123,26 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
         _log.error("disclosure window pass failed: %s", type(error).__name__)
     while batch := store.records_due_for_expiry(today, limit=_BATCH):
         for record in batch:
-            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
-            expired += 1
+            expired += _expire(store, record, now)
     # minor records under 令第36号 stored with no end (before decision 0013): withheld, never
     # disclosed; expiring them sends the expire event and lets retention run to a purge
     while batch := ls.records_withheld_without_window(store, ORDER_36_EFFECTIVE, limit=_BATCH):
         for record in batch:
-            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
-            expired += 1
+            expired += _expire(store, record, now)
     # decided_on + 60 months < today  <=>  decided_on < the cutoff computed for 60 months
     cap_cutoff = rules.purge_cutoff(today, rules.SHANDONG_CAP_MONTHS)
     while batch := ls.records_past_cap(store, cap_cutoff, limit=_BATCH):
         for record in batch:
-            store.set_record_state(record.row_id, "expired", event_kind="expire", now=now)
-            capped += 1
+            capped += _expire(store, record, now)
     purge_before = rules.purge_cutoff(today, retention_months)
     while batch := ls.records_due_for_purge(store, purge_before, limit=_BATCH):
         for record in batch:
             # a purge is an access to the record that must be accounted: its entry and the
             # state change commit in one transaction
-            runtime.log.append_with(
-                LogEntry(
-                    time=utc_iso(now),
-                    kind="purge",
-                    requester=runtime.node_id,
-                    officer="scheduler",
-                    purpose="retention_ended",
-                    legal_basis="山东省社会信用条例第38条; 个人信息保护法第19条",
-                    decision="allow",
-                    reason="",
-                    request_id=f"purge-{record.row_id}",
-                    subject_index=record.subject_index,
-                    items_asked=(record.item_id,),
-                    result_count=1,
-                ),
-                functools.partial(
-                    store.set_record_state, record.row_id, "purged", event_kind=None, now=now
-                ),
-                what="purge a record",
-            )
+            try:
+                _purge(runtime, record, now)
+            except StateChanged:
+                continue  # another replica's scan purged it first (and logged that)
             purged += 1
     # tombstones of push withdrawals that overtook their entry (receiving side) are kept for the
     # same retention, counted from when they were recorded: no entry is on its way that long
@@ -168,6 +150,50 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     reported = _close_reported_revocations(runtime, now)
     overdue = len(_overdue(runtime, today))
     return ScanReport(today, expired, capped, purged, reported, overdue)
+
+
+def _expire(store: Store, record: StoredRecord, now: dt.datetime) -> int:
+    """Expire `record` if it is still in the state it was read in; 1 if this call did, 0 when
+    another writer changed it first. Replicas on one PostgreSQL scan at once: without the
+    check, the second would expire it again and send every subscriber a second `expire`."""
+    try:
+        store.set_record_state(
+            record.row_id, "expired", event_kind="expire", now=now, expected=record.state
+        )
+    except StateChanged:
+        return 0
+    return 1
+
+
+def _purge(runtime: NodeRuntime, record: StoredRecord, now: dt.datetime) -> None:
+    """Purge `record` with its access-log entry, in one transaction; StateChanged (nothing
+    written, nothing logged) when another writer changed it since it was read, so that a
+    record purged by two replicas' scans at once has one `purge` entry, not two."""
+    runtime.log.append_with(
+        LogEntry(
+            time=utc_iso(now),
+            kind="purge",
+            requester=runtime.node_id,
+            officer="scheduler",
+            purpose="retention_ended",
+            legal_basis="山东省社会信用条例第38条; 个人信息保护法第19条",
+            decision="allow",
+            reason="",
+            request_id=f"purge-{record.row_id}",
+            subject_index=record.subject_index,
+            items_asked=(record.item_id,),
+            result_count=1,
+        ),
+        functools.partial(
+            runtime.store.set_record_state,
+            record.row_id,
+            "purged",
+            event_kind=None,
+            now=now,
+            expected=record.state,
+        ),
+        what="purge a record",
+    )
 
 
 def _overdue(runtime: NodeRuntime, today: dt.date) -> list[rules.TaskView]:

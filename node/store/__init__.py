@@ -8,6 +8,7 @@ driver exceptions.
 
 from node.store.engine import known_revisions, make_engine, migrate, schema_revision
 from node.store.errors import (
+    StateChanged,
     StoreConflictError,
     StoreError,
     StoreFullError,
@@ -40,6 +41,7 @@ __all__ = [
     "ReleaseCandidate",
     "SqlGrantLedger",
     "SqlLogBackend",
+    "StateChanged",
     "Store",
     "StoreConflictError",
     "StoreError",

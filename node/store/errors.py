@@ -47,6 +47,11 @@ class StoreConflictError(StoreError, WriteConflict):
     status = grpc.StatusCode.ABORTED
 
 
+class StateChanged(StoreConflictError):
+    """A record is no longer in the state the caller read it in: another writer (a second
+    `credex serve` replica's scan, say) changed it first. Nothing was written."""
+
+
 _FULL = ("database or disk is full", "disk full", "no space left", "could not extend file")
 _UNDECODABLE = "could not decode to utf-8"
 _LOCKED = ("database is locked", "could not obtain lock", "deadlock detected")
