@@ -12,11 +12,10 @@ import pytest
 
 import keys
 from node.bundles import sign_bundle_spec
-from node.cli.init_cmds import init_node
 from node.errors import ExitCode, StaleBundle, exit_code_for, status_for
-from node.runtime import BUNDLE_FILE, ROOT_PUB, install_bundle, load_bundle
+from node.runtime import BUNDLE_FILE, load_bundle
+from tests.node.bundle_support import bundle_spec, pinned_platform_and_market
 from tests.node.cli_support import credex
-from tests.node.test_bundle_install_crash import spec
 
 THEN = dt.datetime(2026, 10, 1, 9, 0, tzinfo=dt.UTC)  # v1 issued; valid 30 days
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
@@ -24,16 +23,7 @@ NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("freeze")
-    platform, market = root / "platform", root / "market"
-    init_node(platform, name="platform", role="platform")
-    init_node(market, name="market", role="department")
-    homes = {"platform": platform, "market": market}
-    _, raw = sign_bundle_spec(platform, spec(homes, 1), now=THEN)
-    install_bundle(platform / "trust", raw, now=THEN)
-    shutil.copyfile(platform / "trust" / ROOT_PUB, market / "trust" / ROOT_PUB)
-    install_bundle(market / "trust", raw, now=THEN)
-    return homes
+    return pinned_platform_and_market(tmp_path_factory.mktemp("freeze"), now=THEN)
 
 
 def test_an_expired_bundle_is_stale_trust_with_advice(homes: dict[str, Path]) -> None:
@@ -75,7 +65,7 @@ def test_the_cli_names_the_freeze_and_a_fresh_bundle_thaws_it(
     assert "Traceback" not in shown.stderr
     # the freeze does not block the way out
     fresh = dt.datetime.now(dt.UTC)
-    _, v2 = sign_bundle_spec(homes["platform"], spec(homes, 2), now=fresh)
+    _, v2 = sign_bundle_spec(homes["platform"], bundle_spec(homes, 2), now=fresh)
     (tmp_path / "v2.json").write_bytes(v2)
     installed = credex("bundle", "install", str(tmp_path / "v2.json"), "--home", str(market))
     assert installed.returncode == 0, installed.stderr

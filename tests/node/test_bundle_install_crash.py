@@ -5,72 +5,36 @@ and must leave the version mark and the bundle in agreement (docs/keys.md, "Trus
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import catalog
 import keys
 import node.runtime
 from node.bundles import sign_bundle_spec
-from node.cli.init_cmds import init_node
 from node.runtime import (
     BUNDLE_FILE,
     BUNDLE_VERSION_FILE,
-    ROOT_PUB,
     install_bundle,
     load_bundle,
 )
+from tests.node.bundle_support import bundle_spec, copy_homes, pinned_platform_and_market
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
-
-
-def spec(homes: dict[str, Path], version: int, **changes: Any) -> dict[str, Any]:
-    """The bundle spec of the platform and department in `homes`, at `version`."""
-    roster = [
-        {
-            "node_id": name,
-            "name": name,
-            "roles": ["platform" if name == "platform" else "department"],
-            "endpoint": f"127.0.0.1:{7700 + i}",
-            "identity": keys.public_identity(keys.load_key_dir(home / "keys")),
-        }
-        for i, (name, home) in enumerate(sorted(homes.items()))
-    ]
-    return {
-        "version": version,
-        "catalog_version": catalog.default_catalog().version,
-        "valid_days": 30,
-        "node": roster,
-        "agreement": [],
-        **changes,
-    }
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("install-crash")
-    platform, market = root / "platform", root / "market"
-    init_node(platform, name="platform", role="platform")
-    init_node(market, name="market", role="department")
-    homes = {"platform": platform, "market": market}
-    _, raw = sign_bundle_spec(platform, spec(homes, 1), now=NOW)
-    install_bundle(platform / "trust", raw, now=NOW)
-    shutil.copyfile(platform / "trust" / ROOT_PUB, market / "trust" / ROOT_PUB)
-    install_bundle(market / "trust", raw, now=NOW)
+    pinned_platform_and_market(root, now=NOW)
     return root
 
 
 @pytest.fixture
 def homes(made: Path, tmp_path: Path) -> dict[str, Path]:
-    out = {}
-    for name in ("platform", "market"):
-        out[name] = tmp_path / name
-        shutil.copytree(made / name, out[name], symlinks=True)
-    return out
+    return copy_homes(made, tmp_path)
 
 
 class PowerCut(Exception):
@@ -94,7 +58,7 @@ def test_an_install_cut_short_can_be_run_again(
     homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch, cut: str
 ) -> None:
     platform, market = homes["platform"], homes["market"] / "trust"
-    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
+    _, v2 = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
     with monkeypatch.context() as patch:
         _cut_before(patch, cut)
         with pytest.raises(PowerCut):
@@ -110,7 +74,7 @@ def test_a_bundle_found_ahead_of_its_mark_raises_the_mark_at_load(
 ) -> None:
     platform, market = homes["platform"], homes["market"] / "trust"
     v1 = (market / BUNDLE_FILE).read_bytes()
-    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
+    _, v2 = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
     with monkeypatch.context() as patch:
         _cut_before(patch, BUNDLE_VERSION_FILE)
         with pytest.raises(PowerCut):
@@ -129,8 +93,8 @@ def test_two_installs_at_once_cannot_leave_the_older_bundle(
     """An older bundle being installed while a newer one is (an operator's old file, a fetch
     job's new one) must not overwrite it after the newer one's check passed."""
     platform, market = homes["platform"], homes["market"] / "trust"
-    _, v2 = sign_bundle_spec(platform, spec(homes, 2), now=NOW)
-    _, v3 = sign_bundle_spec(platform, spec(homes, 3), now=NOW)
+    _, v2 = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
+    _, v3 = sign_bundle_spec(platform, bundle_spec(homes, 3), now=NOW)
     real = keys.accept_bundle
     newer: list[BaseException | keys.TrustBundle] = []
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import catalog
 import keys
 from node.bundles import (
     NEXT_ROOT_DIR,
@@ -26,7 +25,6 @@ from node.bundles import (
     rotate_root,
     sign_bundle_spec,
 )
-from node.cli.init_cmds import init_node
 from node.errors import ExitCode
 from node.runtime import (
     BUNDLE_FILE,
@@ -38,28 +36,9 @@ from node.runtime import (
     load_bundle,
     read_pinned_root,
 )
+from tests.node.bundle_support import bundle_spec, copy_homes, pinned_platform_and_market
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
-
-
-def _spec(homes: dict[str, Path], version: int) -> dict[str, Any]:
-    roster = [
-        {
-            "node_id": name,
-            "name": name,
-            "roles": ["platform" if name == "platform" else "department"],
-            "endpoint": f"127.0.0.1:{7700 + i}",
-            "identity": keys.public_identity(keys.load_key_dir(home / "keys")),
-        }
-        for i, (name, home) in enumerate(sorted(homes.items()))
-    ]
-    return {
-        "version": version,
-        "catalog_version": catalog.default_catalog().version,
-        "valid_days": 30,
-        "node": roster,
-        "agreement": [],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +46,13 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A platform and a department that pinned its root and installed bundle v1 (made once:
     key generation is the slow part)."""
     root = tmp_path_factory.mktemp("rotation")
-    platform, market = root / "platform", root / "market"
-    init_node(platform, name="platform", role="platform")
-    init_node(market, name="market", role="department")
-    homes = {"platform": platform, "market": market}
-    _, raw = sign_bundle_spec(platform, _spec(homes, 1), now=NOW)
-    install_bundle(platform / "trust", raw, now=NOW)
-    shutil.copyfile(platform / "trust" / ROOT_PUB, market / "trust" / ROOT_PUB)
-    install_bundle(market / "trust", raw, now=NOW)
+    pinned_platform_and_market(root, now=NOW)
     return root
 
 
 @pytest.fixture
 def homes(made: Path, tmp_path: Path) -> dict[str, Path]:
-    out = {}
-    for name in ("platform", "market"):
-        out[name] = tmp_path / name
-        shutil.copytree(made / name, out[name], symlinks=True)
-    return out
+    return copy_homes(made, tmp_path)
 
 
 def _trust(home: Path) -> Path:
@@ -116,7 +84,7 @@ def test_rotate_root_replaces_the_key_and_installs_the_new_roots_bundle(
 ) -> None:
     platform = homes["platform"]
     old = root_signer(platform)
-    bundle, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    bundle, raw, rotation = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
     new = root_signer(platform)
     assert new.keyid != old.keyid
     assert bundle.root_keyid == new.keyid
@@ -142,14 +110,14 @@ def test_a_refused_spec_changes_nothing(homes: dict[str, Path]) -> None:
     before = _snapshot(_trust(platform))
     # version 1 again (the installed version), so the platform refuses it
     with pytest.raises(keys.BundleError, match="differs from the accepted bundle"):
-        rotate_root(platform, _spec(homes, 1), now=NOW)
+        rotate_root(platform, bundle_spec(homes, 1), now=NOW)
     assert _snapshot(_trust(platform)) == before
     assert not (_trust(platform) / NEXT_ROOT_DIR).exists()
 
 
 def test_a_department_follows_the_rotation_with_the_new_bundle(homes: dict[str, Path]) -> None:
     market = _trust(homes["market"])
-    _, raw, rotation = rotate_root(homes["platform"], _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(homes["platform"], bundle_spec(homes, 2), now=NOW)
     before = _snapshot(market)
     with pytest.raises(keys.BundleError, match="--root-rotation"):
         install_bundle(market, raw, now=NOW)
@@ -168,9 +136,9 @@ def test_the_retired_root_signs_nothing_a_following_node_accepts(
 ) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
     old = root_signer(platform)
-    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
     install_bundle(market, raw, now=NOW, rotations=[rotation])
-    stale = keys.bundle_from_config(_spec(homes, 9), root_keyid=old.keyid, now=NOW)
+    stale = keys.bundle_from_config(bundle_spec(homes, 9), root_keyid=old.keyid, now=NOW)
     with pytest.raises(keys.BundleError, match="follows root"):
         install_bundle(market, keys.sign_bundle(stale, old), now=NOW)
 
@@ -179,7 +147,7 @@ def test_deleting_the_rotation_file_does_not_bring_the_old_root_back(
     homes: dict[str, Path],
 ) -> None:
     market = _trust(homes["market"])
-    _, raw, rotation = rotate_root(homes["platform"], _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(homes["platform"], bundle_spec(homes, 2), now=NOW)
     install_bundle(market, raw, now=NOW, rotations=[rotation])
     (file,) = (market / ROTATIONS_DIR).iterdir()
     file.unlink()
@@ -194,14 +162,14 @@ def test_deleting_the_rotation_file_does_not_bring_the_old_root_back(
 def test_a_leaked_old_root_cannot_swap_in_its_own_rotation(homes: dict[str, Path]) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
     old = root_signer(platform)
-    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
     install_bundle(market, raw, now=NOW, rotations=[rotation])
     # whoever holds the retired root makes a rotation to a key of their own and puts it in
     # place of the real one: the chain verifies, but it is not the one this node followed
     evil = keys.Signer.generate()
     (file,) = (market / ROTATIONS_DIR).iterdir()
     file.write_bytes(keys.sign_root_rotation(old, evil, now=NOW))
-    forged = keys.bundle_from_config(_spec(homes, 3), root_keyid=evil.keyid, now=NOW)
+    forged = keys.bundle_from_config(bundle_spec(homes, 3), root_keyid=evil.keyid, now=NOW)
     (market / BUNDLE_FILE).write_bytes(keys.sign_bundle(forged, evil))
     with pytest.raises(keys.BundleError, match="removed or replaced"):
         load_bundle(market, now=NOW)
@@ -209,7 +177,7 @@ def test_a_leaked_old_root_cannot_swap_in_its_own_rotation(homes: dict[str, Path
 
 def test_a_hand_placed_rotation_is_recorded_at_the_next_load(homes: dict[str, Path]) -> None:
     market = _trust(homes["market"])
-    _, raw, rotation = rotate_root(homes["platform"], _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(homes["platform"], bundle_spec(homes, 2), now=NOW)
     (market / ROTATIONS_DIR).mkdir()
     (market / ROTATIONS_DIR / "zz-from-the-platform.json").write_bytes(rotation)
     assert not (market / ROOT_FOLLOWED_FILE).exists()
@@ -217,7 +185,7 @@ def test_a_hand_placed_rotation_is_recorded_at_the_next_load(homes: dict[str, Pa
     new = root_signer(homes["platform"])
     assert (market / ROOT_FOLLOWED_FILE).read_text().split() == ["1", new.public_key.hex()]
     # a second rotation installed by credex sorts after the hand-named file
-    _, raw3, rotation2 = rotate_root(homes["platform"], _spec(homes, 3), now=NOW)
+    _, raw3, rotation2 = rotate_root(homes["platform"], bundle_spec(homes, 3), now=NOW)
     install_bundle(market, raw3, now=NOW, rotations=[rotation, rotation2])
     names = sorted(p.name for p in (market / ROTATIONS_DIR).iterdir())
     assert names[0] == "zz-from-the-platform.json"
@@ -234,8 +202,8 @@ def test_a_damaged_mark_fails_closed(homes: dict[str, Path]) -> None:
 
 def test_an_offline_node_catches_up_through_two_rotations(homes: dict[str, Path]) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
-    _, _, first = rotate_root(platform, _spec(homes, 2), now=NOW)
-    _, raw, second = rotate_root(platform, _spec(homes, 3), now=NOW)
+    _, _, first = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
+    _, raw, second = rotate_root(platform, bundle_spec(homes, 3), now=NOW)
     before = _snapshot(market)
     with pytest.raises(keys.BundleError, match="continues root"):
         install_bundle(market, raw, now=NOW, rotations=[second, first])
@@ -256,7 +224,7 @@ def test_a_rotation_not_signed_by_the_new_root_is_refused(homes: dict[str, Path]
     swapped = json.loads(keys.sign_root_rotation(old, other, now=NOW))
     good["signatures"][1] = swapped["signatures"][1]
     forged = json.dumps(good).encode()
-    bundle = keys.bundle_from_config(_spec(homes, 2), root_keyid=new.keyid, now=NOW)
+    bundle = keys.bundle_from_config(bundle_spec(homes, 2), root_keyid=new.keyid, now=NOW)
     before = _snapshot(market)
     with pytest.raises(keys.BundleError, match="not signed by both"):
         install_bundle(market, keys.sign_bundle(bundle, new), now=NOW, rotations=[forged])
@@ -288,7 +256,7 @@ def test_a_rotation_stopped_after_install_is_finished(
     trust = _trust(platform)
     old = root_signer(platform)
     new = keys.create_key_dir(trust / NEXT_ROOT_DIR, node_id="platform-root", now=NOW).signing
-    bundle = keys.bundle_from_config(_spec(homes, 2), root_keyid=new.keyid, now=NOW)
+    bundle = keys.bundle_from_config(bundle_spec(homes, 2), root_keyid=new.keyid, now=NOW)
     rotation = keys.sign_root_rotation(old, new, now=NOW)
     install_bundle(trust, keys.sign_bundle(bundle, new), now=NOW, rotations=[rotation])
     if moved_old:
@@ -312,7 +280,7 @@ def test_the_cli_rotates_on_the_platform_and_installs_on_a_node(
     homes: dict[str, Path], tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(_spec(homes, 2)), encoding="utf-8")
+    spec.write_text(json.dumps(bundle_spec(homes, 2)), encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     done = _credex(
@@ -349,7 +317,7 @@ def test_a_node_that_followed_a_root_without_its_bundle_says_what_to_ask_for(
     homes: dict[str, Path],
 ) -> None:
     market = _trust(homes["market"])
-    _, _, rotation = rotate_root(homes["platform"], _spec(homes, 2), now=NOW)
+    _, _, rotation = rotate_root(homes["platform"], bundle_spec(homes, 2), now=NOW)
     # as after a crash between writing the rotation and the bundle
     (market / ROTATIONS_DIR).mkdir()
     (market / ROTATIONS_DIR / "0001-new.json").write_bytes(rotation)
@@ -363,12 +331,12 @@ def test_the_cli_refuses_a_malformed_spec_and_a_refused_bundle_apart(
     platform = homes["platform"]
     before = _snapshot(_trust(platform))
     malformed = tmp_path / "malformed.json"
-    malformed.write_text(json.dumps({**_spec(homes, 2), "valid_days": 0}), encoding="utf-8")
+    malformed.write_text(json.dumps({**bundle_spec(homes, 2), "valid_days": 0}), encoding="utf-8")
     done = _credex("bundle", "rotate-root", str(malformed), "--home", str(platform))
     assert done.returncode == ExitCode.INPUT, done.stderr
     assert str(malformed) in " ".join(done.stderr.split())
     same_version = tmp_path / "v1.json"
-    same_version.write_text(json.dumps(_spec(homes, 1)), encoding="utf-8")
+    same_version.write_text(json.dumps(bundle_spec(homes, 1)), encoding="utf-8")
     done = _credex("bundle", "rotate-root", str(same_version), "--home", str(platform))
     assert done.returncode == ExitCode.VERIFICATION, done.stderr
     assert "Traceback" not in done.stderr
@@ -378,10 +346,10 @@ def test_the_cli_refuses_a_malformed_spec_and_a_refused_bundle_apart(
 def test_a_bundle_of_a_retired_root_is_named_as_such(homes: dict[str, Path]) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
     old = root_signer(platform)
-    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
     install_bundle(market, raw, now=NOW, rotations=[rotation])
     stale = keys.sign_bundle(
-        keys.bundle_from_config(_spec(homes, 9), root_keyid=old.keyid, now=NOW), old
+        keys.bundle_from_config(bundle_spec(homes, 9), root_keyid=old.keyid, now=NOW), old
     )
     with pytest.raises(keys.BundleError, match="rotated past"):
         install_bundle(market, stale, now=NOW)
@@ -395,7 +363,7 @@ def test_a_cycle_back_to_the_current_root_is_refused_truthfully(
     b = keys.Signer.generate()
     there, back = keys.sign_root_rotation(a, b, now=NOW), keys.sign_root_rotation(b, a, now=NOW)
     bundle = keys.sign_bundle(
-        keys.bundle_from_config(_spec(homes, 2), root_keyid=a.keyid, now=NOW), a
+        keys.bundle_from_config(bundle_spec(homes, 2), root_keyid=a.keyid, now=NOW), a
     )
     # A -> B -> A: the second link leads to a root already in the chain, so it is not
     # followed, and the bundle of A is refused under B (the chain the files would hold)
@@ -416,7 +384,7 @@ def test_a_self_rotation_placed_ahead_of_the_real_ones_fails_closed(
     homes: dict[str, Path],
 ) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
-    _, raw, rotation = rotate_root(platform, _spec(homes, 2), now=NOW)
+    _, raw, rotation = rotate_root(platform, bundle_spec(homes, 2), now=NOW)
     install_bundle(market, raw, now=NOW, rotations=[rotation])
     # only a holder of the new root could sign B -> B; it still breaks the followed chain
     new = root_signer(platform)
@@ -471,11 +439,11 @@ def test_a_trust_file_write_does_not_collide_on_a_fixed_temporary_name(
     blockers = sorted(f"{n}.tmp" for n in (BUNDLE_VERSION_FILE, BUNDLE_FILE, ROOT_FOLLOWED_FILE))
     for name in blockers:
         (market / name).mkdir()
-    _, raw = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    _, raw = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
     assert install_bundle(market, raw, now=NOW).version == 2
     assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
     # the followed mark, written by any process that reads the trust directory
-    _, _, rotation = rotate_root(platform, _spec(homes, 3), now=NOW)
+    _, _, rotation = rotate_root(platform, bundle_spec(homes, 3), now=NOW)
     (market / ROTATIONS_DIR).mkdir()
     (market / ROTATIONS_DIR / "0001-by-hand.json").write_bytes(rotation)
     new = read_pinned_root(market)
@@ -489,7 +457,7 @@ def test_a_trust_file_write_makes_the_rename_durable(
     homes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
-    _, raw = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    _, raw = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
     events: list[tuple[str, int]] = []
     _record_fsyncs(monkeypatch, events)
     install_bundle(market, raw, now=NOW)
@@ -509,7 +477,7 @@ def test_settling_a_rotation_is_durable_before_the_old_root_is_deleted(
     trust = _trust(platform)
     old = root_signer(platform)
     new = keys.create_key_dir(trust / NEXT_ROOT_DIR, node_id="platform-root", now=NOW).signing
-    bundle = keys.bundle_from_config(_spec(homes, 2), root_keyid=new.keyid, now=NOW)
+    bundle = keys.bundle_from_config(bundle_spec(homes, 2), root_keyid=new.keyid, now=NOW)
     rotation = keys.sign_root_rotation(old, new, now=NOW)
     install_bundle(trust, keys.sign_bundle(bundle, new), now=NOW, rotations=[rotation])
     # stopped before the renames: the next root_signer renames and deletes the old key
@@ -537,7 +505,7 @@ def test_a_lost_version_mark_is_rewritten_by_installing_a_newer_bundle(
     (market / BUNDLE_VERSION_FILE).unlink()  # v1 installed
     with pytest.raises(keys.BundleError, match=r"credex bundle install FILE"):
         load_bundle(market, now=NOW)
-    _, raw = sign_bundle_spec(homes["platform"], _spec(homes, 2), now=NOW)
+    _, raw = sign_bundle_spec(homes["platform"], bundle_spec(homes, 2), now=NOW)
     assert install_bundle(market, raw, now=NOW).version == 2
     assert (market / BUNDLE_VERSION_FILE).read_text() == "2\n"
     assert load_bundle(market, now=NOW).version == 2
@@ -549,7 +517,7 @@ def test_without_its_version_mark_the_installed_bundle_is_the_floor(
 ) -> None:
     platform, market = homes["platform"], _trust(homes["market"])
     v1 = (market / BUNDLE_FILE).read_bytes()
-    _, v2 = sign_bundle_spec(platform, _spec(homes, 2), now=NOW)
+    _, v2 = sign_bundle_spec(platform, bundle_spec(homes, 2), now=NOW)
     install_bundle(market, v2, now=NOW)
     mark = market / BUNDLE_VERSION_FILE
     if damage == "deleted":
@@ -559,7 +527,7 @@ def test_without_its_version_mark_the_installed_bundle_is_the_floor(
     before = _snapshot(market)
     with pytest.raises(keys.BundleError, match="older than the current 2"):
         install_bundle(market, v1, now=NOW)
-    _, other_v2 = sign_bundle_spec(platform, {**_spec(homes, 2), "valid_days": 20}, now=NOW)
+    _, other_v2 = sign_bundle_spec(platform, {**bundle_spec(homes, 2), "valid_days": 20}, now=NOW)
     with pytest.raises(keys.BundleError, match="differs from the accepted bundle"):
         install_bundle(market, other_v2, now=NOW)
     assert _snapshot(market) == before
@@ -576,7 +544,7 @@ def test_without_its_version_mark_a_damaged_bundle_gives_no_floor(
     market = _trust(homes["market"])
     (market / BUNDLE_VERSION_FILE).unlink()
     (market / BUNDLE_FILE).write_text("{}")
-    _, raw = sign_bundle_spec(homes["platform"], _spec(homes, 2), now=NOW)
+    _, raw = sign_bundle_spec(homes["platform"], bundle_spec(homes, 2), now=NOW)
     with pytest.raises(keys.BundleError, match=r"bundle\.json: .*restore"):
         install_bundle(market, raw, now=NOW)
 
@@ -597,7 +565,7 @@ def test_rotate_root_checks_the_output_dir_before_rotating(
 ) -> None:
     platform = homes["platform"]
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(_spec(homes, 2)), encoding="utf-8")
+    spec.write_text(json.dumps(bundle_spec(homes, 2)), encoding="utf-8")
     out = tmp_path / "absent" if problem == "missing" else _unwritable_dir(tmp_path)
     old = root_signer(platform).keyid
     before = _snapshot(_trust(platform))
@@ -615,7 +583,7 @@ def test_rotate_root_says_where_the_files_are_when_it_cannot_write_them(
 ) -> None:
     platform = homes["platform"]
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(_spec(homes, 2)), encoding="utf-8")
+    spec.write_text(json.dumps(bundle_spec(homes, 2)), encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     old = root_signer(platform).keyid
