@@ -26,6 +26,7 @@ from node.config import load_config
 from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime
+from tests.node.ingest_support import penalty_mapping
 
 # A decision date inside its disclosure window whenever the suite runs (general severity:
 # shown for at most a year), so the serving nodes' expiry scan never removes the test data.
@@ -37,33 +38,7 @@ TODAY = dt.date(2026, 11, 25)
 FEED = {"items": ["admin_penalty"], "purposes": ["feed"], "kind": "feed"}
 
 
-MAPPING = f'''
-item = "admin_penalty"
-
-[source]
-kind = "csv"
-path = "penalties.csv"
-
-[fields]
-subject_name = "name"
-subject_category = {{ const = "法人及非法人组织" }}
-uscc = "uscc"
-legal_rep_name = {{ const = "王某某" }}
-decision_no = "decision_no"
-violation_type = {{ const = "销售不合格产品" }}
-violation_facts = "facts"
-legal_basis = {{ const = "《中华人民共和国产品质量法》第四十九条" }}
-penalty_types = {{ const = "罚款" }}
-penalty_content = {{ const = "罚款" }}
-fine_wan_yuan = "fine"
-decision_date = "date"
-penalty_valid_until = {{ const = "2099-12-31" }}
-authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
-severity = {{ const = "一般" }}
-source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
-'''
+MAPPING = penalty_mapping(violation_facts='"facts"')
 
 
 def write_export(directory: Path, rows: range, *, fine: int = 1) -> Path:

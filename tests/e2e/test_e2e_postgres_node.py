@@ -39,6 +39,7 @@ from node.scheduler import scan
 from node.store import Store, StoredRecord, open_store
 from node.store import lifecycle as ls
 from node.transport import ChannelIdentity, client_channel
+from tests.node.ingest_support import penalty_mapping
 
 pytestmark = pytest.mark.slow
 
@@ -50,33 +51,7 @@ RECENT = (dt.date.today() - dt.timedelta(days=120)).isoformat()
 ROWS = 6
 QUERIED, OBJECTED, REVOKED, REPAIRED = 0, 1, 2, 3
 
-MAPPING = f'''
-item = "{ITEM}"
-
-[source]
-kind = "csv"
-path = "penalties.csv"
-
-[fields]
-subject_name = "name"
-subject_category = {{ const = "法人及非法人组织" }}
-uscc = "uscc"
-legal_rep_name = {{ const = "王某某" }}
-decision_no = "decision_no"
-violation_type = {{ const = "销售不合格产品" }}
-violation_facts = {{ const = "经查，当事人销售的产品经抽检不合格。" }}
-legal_basis = {{ const = "《中华人民共和国产品质量法》第四十九条" }}
-penalty_types = {{ const = "罚款" }}
-penalty_content = {{ const = "罚款" }}
-fine_wan_yuan = "fine"
-decision_date = "date"
-penalty_valid_until = {{ const = "2099-12-31" }}
-authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
-severity = {{ const = "一般" }}
-source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
-'''
+MAPPING = penalty_mapping()
 
 
 def uscc(i: int) -> str:

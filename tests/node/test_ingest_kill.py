@@ -24,6 +24,7 @@ from node.demo_data import numbered_uscc
 from node.ingest import run_ingest
 from node.store import open_store
 from tests.forked import start_forked
+from tests.node.ingest_support import penalty_mapping
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 TODAY = dt.date(2026, 11, 25)
@@ -32,33 +33,7 @@ BAD_EVERY = 97  # every 97th row has an impossible date and must end in the reje
 KILLS = 12
 
 
-MAPPING = f'''
-item = "admin_penalty"
-
-[source]
-kind = "csv"
-path = "penalties.csv"
-
-[fields]
-subject_name = "name"
-subject_category = {{ const = "法人及非法人组织" }}
-uscc = "uscc"
-legal_rep_name = {{ const = "王某某" }}
-decision_no = "decision_no"
-violation_type = {{ const = "销售不合格产品" }}
-violation_facts = {{ const = "经查，当事人销售的产品经抽检不合格。" }}
-legal_basis = {{ const = "《中华人民共和国产品质量法》第四十九条" }}
-penalty_types = {{ const = "罚款" }}
-penalty_content = {{ const = "罚款" }}
-fine_wan_yuan = "fine"
-decision_date = "date"
-penalty_valid_until = {{ const = "2099-12-31" }}
-authority_name = {{ const = "淄博市张店区市场监督管理局" }}
-authority_uscc = {{ const = "{numbered_uscc("11370303", 1)}" }}
-severity = {{ const = "一般" }}
-source_unit = {{ const = "淄博市张店区市场监督管理局" }}
-source_unit_uscc = {{ const = "{numbered_uscc("11370303", 2)}" }}
-'''
+MAPPING = penalty_mapping()
 
 
 def _write_source(directory: Path) -> Path:
