@@ -3,10 +3,8 @@ only a claim, and a row stored beyond the committed size is tampering."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,23 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 import keys
-from node.accesslog import LogEntry, utc_iso, verify_log
+from node.accesslog import verify_log
 from node.cli import app
 from node.cli.init_cmds import init_node
 from node.cluster import LocalCluster
 from node.errors import ExitCode, InputError, LogUnavailable, TamperDetected
 from node.runtime import open_runtime
 from node.store import SqlLogBackend
+from tests.node.accesslog_support import query_entry
 
 runner = CliRunner()
-
-
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time=utc_iso(dt.datetime.now(dt.UTC)), kind="query", requester="tax",
-        officer=f"officer-{i % 3}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="ok", request_id=uuid.uuid4().hex, result_count=1,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> LocalCluster:
     rt = open_runtime(c.home("market"))
     try:
         for i in range(20):
-            rt.log.append_sync(_entry(i))
+            rt.log.append_sync(query_entry(i))
             if i % 5 == 4:
                 rt.log.checkpoint()
     finally:
@@ -130,7 +121,7 @@ def test_a_row_beyond_the_committed_size_is_tampering(cluster: LocalCluster) -> 
         try:
             report = verify_log(SqlLogBackend(rt.store), rt.log_verifiers(), log_name="market")
             with pytest.raises(LogUnavailable):  # why it matters: the node can no longer log
-                rt.log.append_sync(_entry(20))
+                rt.log.append_sync(query_entry(20))
         finally:
             rt.close()
         assert report.size == 20
@@ -173,7 +164,7 @@ def test_verify_without_an_anchor_says_what_it_cannot_exclude(tmp_path: Path) ->
     rt = open_runtime(tmp_path / "n")
     try:
         for i in range(3):
-            rt.log.append_sync(_entry(i))
+            rt.log.append_sync(query_entry(i))
         rt.log.checkpoint()
     finally:
         rt.close()

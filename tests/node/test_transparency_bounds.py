@@ -10,8 +10,6 @@ signed.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -20,21 +18,13 @@ import pytest
 
 import keys
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
-from node.accesslog import LogEntry, utc_iso
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
 from node.server import build_server
 from node.services import transparency_service
+from tests.node.accesslog_support import query_entry
 
 MAX = 2**64 - 1
-
-
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time=utc_iso(dt.datetime.now(dt.UTC)), kind="query", requester="tax",
-        officer=f"officer-{i % 3}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="ok", request_id=uuid.uuid4().hex, result_count=1,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +35,10 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Nod
     made = {name: cluster.runtime(name) for name, _role in nodes}
     market = made["market"]
     for i in range(3):
-        market.log.append_sync(_entry(i))
+        market.log.append_sync(query_entry(i))
     market.log.checkpoint()  # signed: size 3
     for i in range(3, 6):
-        market.log.append_sync(_entry(i))  # committed, not yet in a signed checkpoint
+        market.log.append_sync(query_entry(i))  # committed, not yet in a signed checkpoint
     yield made
     for runtime in made.values():
         runtime.close()

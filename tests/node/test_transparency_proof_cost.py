@@ -10,7 +10,8 @@ log grows; the access log keeps their roots (keys.SubtreeCache) between proofs.
 from __future__ import annotations
 
 import keys
-from node.accesslog import AccessLog, LogEntry, MemoryLogBackend
+from node.accesslog import AccessLog, MemoryLogBackend
+from tests.node.accesslog_support import fixed_query_entry
 
 LOG_KEY = keys.Signer(b"\x01" * 32)
 SIZE = 4096
@@ -28,24 +29,16 @@ class CountingBackend(MemoryLogBackend):
         return super().leaf_hashes(start, end)
 
 
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time="2026-11-25T02:00:00.000000Z", kind="query", requester="tax",
-        officer=f"o-{i}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="statutory_duty", request_id=f"r{i}",
-    )  # fmt: skip
-
-
 def test_proofs_after_the_first_read_only_the_young_edge() -> None:
     backend = CountingBackend()
     log = AccessLog(backend, origin="zhangdian.credex/market", signer=LOG_KEY, key_name="market")
     for i in range(SIZE):
-        log.append_sync(_entry(i))
+        log.append_sync(fixed_query_entry(i))
     old = keys.read_checkpoint(log.checkpoint())
     log.consistency_proof(1000, SIZE)  # the first proofs read the log once
     log.inclusion_proof(17, SIZE)
     for i in range(SIZE, SIZE + 3):
-        log.append_sync(_entry(i))
+        log.append_sync(fixed_query_entry(i))
     new = keys.read_checkpoint(log.checkpoint())
     backend.read = 0
     proof = log.consistency_proof(SIZE, SIZE + 3)

@@ -12,8 +12,6 @@ visit, not forgotten as "unchanged".
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,20 +21,12 @@ import grpc.aio
 import pytest
 
 from node._pb.credex.v1 import transparency_pb2_grpc
-from node.accesslog import LogEntry, utc_iso
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
 from node.server import build_server
 from node.services import transparency_service
 from node.witness import WitnessOutcome, WitnessState, witness_peer
-
-
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time=utc_iso(dt.datetime.now(dt.UTC)), kind="query", requester="tax",
-        officer=f"officer-{i % 3}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="ok", request_id=uuid.uuid4().hex, result_count=1,
-    )  # fmt: skip
+from tests.node.accesslog_support import query_entry
 
 
 @pytest.fixture
@@ -52,7 +42,7 @@ def runtimes(tmp_path: Path) -> Iterator[dict[str, NodeRuntime]]:
 
 def _grow(market: NodeRuntime, n: int) -> None:
     for i in range(n):
-        market.log.append_sync(_entry(i))
+        market.log.append_sync(query_entry(i))
     market.log.checkpoint()
 
 

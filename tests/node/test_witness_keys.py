@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 import keys
-from node.accesslog import LogEntry, utc_iso, verify_cosignature
+from node.accesslog import verify_cosignature
 from node.cli import app
 from node.cli.log_cmds import witness_verifiers
 from node.cluster import LocalCluster
 from node.errors import ExitCode
 from node.runtime import open_runtime
+from tests.node.accesslog_support import query_entry
 
 runner = CliRunner()
-
-
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time=utc_iso(dt.datetime.now(dt.UTC)), kind="query", requester="tax",
-        officer=f"officer-{i % 3}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="ok", request_id=uuid.uuid4().hex, result_count=1,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalCluster, str
     rt = open_runtime(c.home("market"))
     try:
         for i in range(8):
-            rt.log.append_sync(_entry(i))
+            rt.log.append_sync(query_entry(i))
         note = rt.log.checkpoint()
         cosigned = keys.cosign_note(note, name="platform", signer=first)
         rt.log.backend.save_witness(8, "platform", cosigned)
@@ -176,7 +168,7 @@ def test_a_revoked_platform_key_witnesses_nothing(tmp_path: Path) -> None:
     rt = open_runtime(c.home("market"))
     try:
         for i in range(3):
-            rt.log.append_sync(_entry(i))
+            rt.log.append_sync(query_entry(i))
         cosigned = keys.cosign_note(rt.log.checkpoint(), name="platform", signer=first)
         rt.log.backend.save_witness(3, "platform", cosigned)
     finally:

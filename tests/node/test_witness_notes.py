@@ -10,30 +10,21 @@ not produce the department's anchor at all, so a cut at the end of that log went
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import uuid
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import keys
-from node.accesslog import AccessLog, LogEntry, MemoryLogBackend, utc_iso
+from node.accesslog import AccessLog, MemoryLogBackend
 from node.cli import app
 from node.cluster import LocalCluster
 from node.runtime import open_runtime
 from node.witness import WitnessState, cosign_extension
+from tests.node.accesslog_support import query_entry
 
 LOG_KEY = keys.Signer(b"\x01" * 32)
 WITNESS_KEY = keys.Signer(b"\x02" * 32)
-
-
-def _entry(i: int) -> LogEntry:
-    return LogEntry(
-        time=utc_iso(dt.datetime.now(dt.UTC)), kind="query", requester="tax",
-        officer=f"officer-{i % 3}", purpose="administrative_licensing", legal_basis="x",
-        decision="allow", reason="ok", request_id=uuid.uuid4().hex, result_count=1,
-    )  # fmt: skip
 
 
 def _note(entries: int = 3) -> str:
@@ -41,7 +32,7 @@ def _note(entries: int = 3) -> str:
         MemoryLogBackend(), origin="zhangdian.credex/market", signer=LOG_KEY, key_name="market"
     )
     for i in range(entries):
-        log.append_sync(_entry(i))
+        log.append_sync(query_entry(i))
     return log.checkpoint()
 
 
@@ -78,7 +69,7 @@ def test_log_witnessed_gives_the_anchor_of_a_note_shown_cosigned(tmp_path: Path)
     market = open_runtime(cluster.home("market"))
     platform = open_runtime(cluster.home("platform"))
     try:
-        market.log.append_sync(_entry(0))
+        market.log.append_sync(query_entry(0))
         note = keys.cosign_note(
             market.log.checkpoint(), name="platform", signer=platform.node_keys.signing
         )
