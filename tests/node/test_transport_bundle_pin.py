@@ -19,6 +19,7 @@ import pytest
 import keys
 from node.errors import AuthError
 from node.transport import ServerTls, TlsRoster
+from tests.node.transport_support import department_entry, unsigned_bundle
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -44,30 +45,14 @@ class Call:
 
 
 def _entry(member: Any, node_id: str) -> keys.RosterEntry:
-    return keys.RosterEntry(
-        node_id=node_id,
-        name=node_id,
-        roles=frozenset({"department"}),
-        endpoint="127.0.0.1:7443",
-        signing_key=member.signing.public_key,
-        encryption_key=member.encryption_public,
-        tls_fingerprint=member.tls_fingerprint,
-        valid_from=NOW - DAY,
-        valid_until=NOW + 30 * DAY,
+    return department_entry(
+        member, node_id=node_id, valid_from=NOW - DAY, valid_until=NOW + 30 * DAY
     )
 
 
 def _bundle(version: int, *entries: keys.RosterEntry) -> keys.TrustBundle:
-    return keys.TrustBundle(
-        version=version,
-        issued_at=NOW - DAY,
-        expires_at=NOW + 30 * DAY,
-        root_keyid="0" * 16,
-        roster=entries,
-        revoked_keyids=frozenset(),
-        revoked_grants=frozenset(),
-        catalog_version="2026.1",
-        agreements=(),
+    return unsigned_bundle(
+        *entries, version=version, issued_at=NOW - DAY, expires_at=NOW + 30 * DAY
     )
 
 

@@ -45,6 +45,7 @@ from node.transport import (
     load_peer_certs,
     roster_from_bundle,
 )
+from tests.node.transport_support import department_entry, unsigned_bundle
 
 T = TypeVar("T")
 
@@ -420,31 +421,12 @@ def test_an_empty_roster_cannot_serve(node_keys: dict[str, Any]) -> None:
 
 
 def _entry(member: Any, start: dt.datetime, end: dt.datetime, cert: str = "") -> keys.RosterEntry:
-    return keys.RosterEntry(
-        node_id=member.node_id,
-        name=member.node_id,
-        roles=frozenset({"department"}),
-        endpoint="127.0.0.1:7443",
-        signing_key=member.signing.public_key,
-        encryption_key=member.encryption_public,
-        tls_fingerprint=member.tls_fingerprint,
-        valid_from=start,
-        valid_until=end,
-        tls_cert=cert,
-    )
+    return department_entry(member, valid_from=start, valid_until=end, tls_cert=cert)
 
 
 def _bundle(*entries: keys.RosterEntry, now: dt.datetime) -> keys.TrustBundle:
-    return keys.TrustBundle(
-        version=1,
-        issued_at=now,
-        expires_at=now + dt.timedelta(days=30),
-        root_keyid="0" * 16,
-        roster=entries,
-        revoked_keyids=frozenset(),
-        revoked_grants=frozenset(),
-        catalog_version="2026.1",
-        agreements=(),
+    return unsigned_bundle(
+        *entries, version=1, issued_at=now, expires_at=now + dt.timedelta(days=30)
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 import keys
 from node.errors import AuthError, StaleBundle
 from node.transport import ServerTls, TlsRoster
+from tests.node.transport_support import department_entry, unsigned_bundle
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -40,31 +41,11 @@ class Call:
 
 
 def _entry(member: Any, until: dt.datetime) -> keys.RosterEntry:
-    return keys.RosterEntry(
-        node_id=member.node_id,
-        name=member.node_id,
-        roles=frozenset({"department"}),
-        endpoint="127.0.0.1:7443",
-        signing_key=member.signing.public_key,
-        encryption_key=member.encryption_public,
-        tls_fingerprint=member.tls_fingerprint,
-        valid_from=NOW - DAY,
-        valid_until=until,
-    )
+    return department_entry(member, valid_from=NOW - DAY, valid_until=until)
 
 
 def _bundle(*entries: keys.RosterEntry) -> keys.TrustBundle:
-    return keys.TrustBundle(
-        version=4,
-        issued_at=NOW - DAY,
-        expires_at=NOW + 30 * DAY,
-        root_keyid="0" * 16,
-        roster=entries,
-        revoked_keyids=frozenset(),
-        revoked_grants=frozenset(),
-        catalog_version="2026.1",
-        agreements=(),
-    )
+    return unsigned_bundle(*entries, version=4, issued_at=NOW - DAY, expires_at=NOW + 30 * DAY)
 
 
 class Node:
