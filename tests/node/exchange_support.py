@@ -9,15 +9,19 @@ from contextlib import asynccontextmanager
 import keys
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import NodeServer, build_server
+from node.server import NodeServer, Service, build_server
 from node.services import exchange_service
 from node.store import NewRecord
 
 
 @asynccontextmanager
-async def serving(runtime: NodeRuntime) -> AsyncIterator[NodeServer]:
-    """`runtime`'s Exchange service on its configured address, stopped on exit."""
-    services = exchange_service.make_services(runtime)
+async def serving(
+    runtime: NodeRuntime,
+    make_services: Callable[[NodeRuntime], list[Service]] = exchange_service.make_services,
+) -> AsyncIterator[NodeServer]:
+    """`runtime`'s Exchange service (or the services `make_services` builds, e.g.
+    `transparency_service.make_services`) on its configured address, stopped on exit."""
+    services = make_services(runtime)
     server = build_server(
         listen=runtime.config.server.listen, tls=runtime.server_tls(), services=services
     )

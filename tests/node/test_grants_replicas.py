@@ -7,8 +7,6 @@ Each replica is its own `Store` (its own engine and connection pool), as two pro
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,10 +18,10 @@ from sqlalchemy import text
 from node.grants import Grant, GrantConflictError, GrantRefusedError, GrantState
 from node.store import SqlGrantLedger, Store, open_store
 from node.store.tables import metadata
+from tests.node.test_store_grants import NOW
+from tests.node.test_store_grants import grant as ledger_grant
 
 pytestmark = pytest.mark.postgres
-
-NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +43,8 @@ def replicas(pg_database: str) -> Iterator[tuple[Store, Store]]:
 
 
 def grant(grant_id: str = "g-1", *, limit: int = 3, purpose: str = "staff_recruitment") -> Grant:
-    return Grant(
-        grant_id=grant_id,
-        issuer="platform",
-        subject_digest=hashlib.sha256(b"subject").hexdigest(),
-        grantee="tax",
-        purpose=purpose,
-        items=frozenset({"admin_licence_person"}),
-        valid_from=NOW,
-        valid_until=NOW + dt.timedelta(days=30),
-        use_limit=limit,
-        evidence_sha256=hashlib.sha256(b"evidence").hexdigest(),
-        issued_at=NOW,
-    )
+    """The ledger tests' grant, with this module's defaults (three uses, another purpose)."""
+    return ledger_grant(grant_id, limit=limit, purpose=purpose)
 
 
 def _libpq(url: str) -> str:

@@ -20,9 +20,9 @@ import keys
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import build_server
 from node.services import transparency_service
 from tests.node.accesslog_support import query_entry
+from tests.node.exchange_support import serving
 
 MAX = 2**64 - 1
 
@@ -61,18 +61,12 @@ def _ask(runtimes: dict[str, NodeRuntime], requests: list[Ask]) -> list[grpc.Sta
         return grpc.StatusCode.OK
 
     async def scenario() -> list[grpc.StatusCode]:
-        server = build_server(
-            listen=market.config.server.listen,
-            tls=market.server_tls(),
-            services=transparency_service.make_services(market),
-        )
-        await server.start()
-        try:
-            async with hrss.channel("market") as channel:
-                stub = transparency_pb2_grpc.TransparencyStub(channel)
-                return [await one(stub, request) for request in requests]
-        finally:
-            await server.stop(None)
+        async with (
+            serving(market, transparency_service.make_services),
+            hrss.channel("market") as channel,
+        ):
+            stub = transparency_pb2_grpc.TransparencyStub(channel)
+            return [await one(stub, request) for request in requests]
 
     return asyncio.run(scenario())
 

@@ -16,8 +16,8 @@ from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
 from node.accesslog import iter_entries, verify_log
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import build_server
 from node.services import transparency_service
+from tests.node.exchange_support import serving
 
 
 @pytest.fixture
@@ -54,20 +54,12 @@ def test_refused_cosignatures_are_logged_once(runtimes: dict[str, NodeRuntime]) 
             return grpc.StatusCode.OK
 
     async def scenario() -> list[grpc.StatusCode]:
-        server = build_server(
-            listen=market.config.server.listen,
-            tls=market.server_tls(),
-            services=transparency_service.make_services(market),
-        )
-        await server.start()
-        try:
+        async with serving(market, transparency_service.make_services):
             return [
                 await cosign(hrss, sign=True),  # a department is no witness
                 await cosign(platform, sign=False),  # no cosignature of the witness on it
                 await cosign(platform, sign=True),
             ]
-        finally:
-            await server.stop(None)
 
     codes = asyncio.run(scenario())
     assert codes == [

@@ -23,10 +23,10 @@ import pytest
 from node._pb.credex.v1 import transparency_pb2_grpc
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
-from node.server import build_server
 from node.services import transparency_service
 from node.witness import WitnessOutcome, WitnessState, witness_peer
 from tests.node.accesslog_support import query_entry
+from tests.node.exchange_support import serving
 
 
 @pytest.fixture
@@ -48,16 +48,8 @@ def _grow(market: NodeRuntime, n: int) -> None:
 
 def _visit(market: NodeRuntime, platform: NodeRuntime, state: WitnessState) -> WitnessOutcome:
     async def scenario() -> WitnessOutcome:
-        server = build_server(
-            listen=market.config.server.listen,
-            tls=market.server_tls(),
-            services=transparency_service.make_services(market),
-        )
-        await server.start()
-        try:
+        async with serving(market, transparency_service.make_services):
             return await witness_peer(platform, "market", state)
-        finally:
-            await server.stop(None)
 
     return asyncio.run(scenario())
 
