@@ -51,6 +51,7 @@ from node.refusals import InterceptedRefusals
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
 from node.store import (
+    GrantSealing,
     SqlGrantLedger,
     SqlLogBackend,
     Store,
@@ -662,7 +663,9 @@ class NodeRuntime:
     def grants(self) -> SqlGrantLedger:
         """The node's register of subject grants."""
         if self._grants is None:
-            self._grants = SqlGrantLedger(self.store)
+            ledger = SqlGrantLedger(self.store, sealing=GrantSealing(self.cipher, self.blind))
+            ledger.seal_legacy_rows()  # rows a release before sealing kept in the clear
+            self._grants = ledger
         return self._grants
 
     @property

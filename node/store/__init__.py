@@ -15,7 +15,7 @@ from node.store.errors import (
     StoreUnavailableError,
     redact_url,
 )
-from node.store.grantledger import SqlGrantLedger
+from node.store.grantledger import GrantSealing, SqlGrantLedger
 from node.store.logbackend import SqlLogBackend
 from node.store.models import (
     CLOSED_STATES,
@@ -36,6 +36,7 @@ __all__ = [
     "EVENT_KINDS",
     "RECORD_STATES",
     "FeedEvent",
+    "GrantSealing",
     "NewRecord",
     "RecordHead",
     "ReleaseCandidate",

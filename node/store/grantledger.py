@@ -9,6 +9,13 @@ Revocations live in their own table (`grant_revocations`), keyed by grant id, be
 arrive before its grant has ever been presented here. Every read of a grant's state joins that
 table, so a grant registered after (or concurrently with) its revocation is revoked whatever
 order two replicas committed the two writes in.
+
+At rest (`GrantSealing`, which a node's runtime always gives): the signed grant and its payload
+are encrypted under the node's storage key, and the subject digest column holds a keyed token
+of it. A grant's subject digest is an unkeyed SHA-256 of an ID number, which has too few
+possible values to hide it: kept in the clear, a copy of the database would give away the ID
+number of every subject with a grant, while its blind indexes protect everyone else. Rows
+written before are sealed the first time a node opens its ledger (`seal_legacy_rows`).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Select, Table, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+import keys
+from node.errors import TamperDetected
 from node.grants import (
     Grant,
     GrantConflictError,
@@ -32,7 +41,61 @@ from node.grants import (
 from node.store.store import Store, from_db_time, to_db_time
 from node.store.tables import GrantRevocationRow, GrantRow, binary_value
 
-__all__ = ["SqlGrantLedger"]
+__all__ = ["GrantSealing", "SqlGrantLedger"]
+
+# The first byte of a sealed blob (keys.StorageCipher); a signed grant as received starts with
+# "{" (JSON) or "CXE1" (compact), a payload with "{".
+_SEALED = b"\x01"
+
+
+class GrantSealing:
+    """How grants are kept at rest: the signed grant and its payload under the storage key
+    (bound to the grant id), the subject digest as a keyed token (`keys.BlindIndex`)."""
+
+    def __init__(self, cipher: keys.StorageCipher, blind: keys.BlindIndex) -> None:
+        self._cipher = cipher
+        self._blind = blind
+
+    def seal(self, grant_id: str, data: bytes) -> bytes:
+        """`data` encrypted for the grant `grant_id`."""
+        return self._cipher.encrypt(_row(grant_id), data)
+
+    def open(self, grant_id: str, blob: bytes) -> bytes:
+        """What `seal` sealed for `grant_id` (a row not sealed yet is returned as it is);
+        TamperDetected when it does not open (changed, moved from another grant)."""
+        if blob[:1] != _SEALED:
+            return blob
+        try:
+            return self._cipher.decrypt(_row(grant_id), blob)
+        except keys.KeysError:
+            raise TamperDetected(
+                f"grant {grant_id}: the stored grant does not open under this node's storage "
+                "key (changed, or moved from another row)"
+            ) from None
+
+    def subject_key(self, subject_digest: str) -> str:
+        """The keyed token stored and looked up in place of `subject_digest`."""
+        return self._blind.token("credex-grant-subject:" + subject_digest)
+
+
+def _row(grant_id: str) -> str:
+    # apart from record row ids (UUIDs), which the same cipher binds the same way
+    return "grant:" + grant_id
+
+
+class _InTheClear:
+    """No sealing: what SqlGrantLedger does without a GrantSealing (tests of the ledger)."""
+
+    def seal(self, grant_id: str, data: bytes) -> bytes:
+        del grant_id
+        return data
+
+    def open(self, grant_id: str, blob: bytes) -> bytes:
+        del grant_id
+        return blob
+
+    def subject_key(self, subject_digest: str) -> str:
+        return subject_digest
 
 
 def _as_table(model: Any) -> Table:
@@ -52,10 +115,52 @@ _WITH_REVOCATION: Select[Any] = select(
 
 
 class SqlGrantLedger:
-    """`GrantLedger` on the node's store (SQLite or PostgreSQL)."""
+    """`GrantLedger` on the node's store (SQLite or PostgreSQL); with `sealing` (a node's
+    ledger), grants are kept encrypted and their subjects as keyed tokens."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, sealing: GrantSealing | None = None) -> None:
         self._store = store
+        self._sealing: GrantSealing | _InTheClear = sealing or _InTheClear()
+
+    def seal_legacy_rows(self) -> int:
+        """Seal the rows stored in the clear (by a release before sealing, or without one);
+        return how many. Idempotent, and safe beside another process doing the same: a row is
+        rewritten only if it is still the one read."""
+        sealing = self._sealing
+        if isinstance(sealing, _InTheClear):
+            return 0
+        # Read first: a write transaction every time a process opens its ledger would take
+        # SQLite's write lock for nothing, and fail for a reader without write access.
+        with self._store.read("find grants stored in the clear") as conn:
+            legacy = conn.execute(
+                select(func.count()).where(func.length(GRANTS.c.subject_digest) == 64)
+            ).scalar_one()
+        if not legacy:
+            return 0
+        sealed = 0
+        with self._store.write("seal grants stored in the clear") as conn:
+            rows = conn.execute(
+                select(GRANTS.c.grant_id, GRANTS.c.body, GRANTS.c.payload, GRANTS.c.subject_digest)
+                # a digest is 64 hex digits, a token 32
+                .where(func.length(GRANTS.c.subject_digest) == 64)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                body, payload = binary_value(row.body), binary_value(row.payload)
+                result = conn.execute(
+                    update(GRANTS)
+                    .where(
+                        GRANTS.c.grant_id == row.grant_id,
+                        GRANTS.c.subject_digest == row.subject_digest,
+                    )
+                    .values(
+                        body=sealing.seal(row.grant_id, sealing.open(row.grant_id, body)),
+                        payload=sealing.seal(row.grant_id, sealing.open(row.grant_id, payload)),
+                        subject_digest=sealing.subject_key(row.subject_digest),
+                    )
+                )
+                sealed += result.rowcount
+        return sealed
 
     def register(self, grant: Grant, raw: bytes) -> GrantState:
         """Register a verified grant; idempotent for the same grant, GrantConflictError for a
@@ -66,7 +171,7 @@ class SqlGrantLedger:
             row = _locked(conn, grant.grant_id)
             recorded = _recorded(conn, grant.grant_id)
             if row is not None:
-                return _registered(row, recorded, grant.grant_id, payload)
+                return self._registered(row, recorded, grant.grant_id, payload)
             # A grant revoked before it reached this node is registered revoked (evidence is
             # kept, every use refused).
             dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
@@ -74,9 +179,9 @@ class SqlGrantLedger:
                 dialect.insert(GRANTS)
                 .values(
                     grant_id=grant.grant_id,
-                    body=raw,
-                    payload=payload,
-                    subject_digest=grant.subject_digest,
+                    body=self._sealing.seal(grant.grant_id, raw),
+                    payload=self._sealing.seal(grant.grant_id, payload),
+                    subject_digest=self._sealing.subject_key(grant.subject_digest),
                     grantee=grant.grantee,
                     purpose=grant.purpose,
                     items=json.dumps(sorted(grant.items)),
@@ -100,7 +205,8 @@ class SqlGrantLedger:
                     raise GrantConflictError(
                         f"grant {grant.grant_id}: registered concurrently elsewhere; retry"
                     )
-                return _registered(row, _recorded(conn, grant.grant_id), grant.grant_id, payload)
+                recorded = _recorded(conn, grant.grant_id)
+                return self._registered(row, recorded, grant.grant_id, payload)
         return GrantState(
             grant=grant,
             raw=raw,
@@ -113,7 +219,7 @@ class SqlGrantLedger:
         """Return the grant's state, or None when it was never registered."""
         with self._store.read("read a grant") as conn:
             row = conn.execute(_WITH_REVOCATION.where(GRANTS.c.grant_id == grant_id)).first()
-        return None if row is None else _joined(row)
+        return None if row is None else self._joined(row)
 
     def use(self, grant_id: str, now: dt.datetime) -> GrantState:
         """Count one use; GrantRefusedError (reason code) when unknown, revoked, outside its
@@ -122,7 +228,7 @@ class SqlGrantLedger:
             row = _locked(conn, grant_id)
             if row is None:
                 raise GrantRefusedError("grant_unknown", "the grant is not registered at this node")
-            state = _state(row, _recorded(conn, grant_id))
+            state = self._state(row, _recorded(conn, grant_id))
             refusal = use_refusal(state, now)
             if refusal is not None:
                 raise GrantRefusedError(*refusal)
@@ -166,7 +272,7 @@ class SqlGrantLedger:
                         revoked_reason=recorded.reason,
                     )
                 )
-            return _state(row, recorded)
+            return self._state(row, recorded)
 
     def revocation(self, grant_id: str) -> RecordedRevocation | None:
         """Return the revocation recorded for a grant id (registered here or not), else None."""
@@ -187,11 +293,11 @@ class SqlGrantLedger:
         """Return every grant registered for a subject digest, by grant id (for reports)."""
         with self._store.read("read a subject's grants") as conn:
             rows = conn.execute(
-                _WITH_REVOCATION.where(GRANTS.c.subject_digest == subject_digest).order_by(
-                    GRANTS.c.grant_id
-                )
+                _WITH_REVOCATION.where(
+                    GRANTS.c.subject_digest == self._sealing.subject_key(subject_digest)
+                ).order_by(GRANTS.c.grant_id)
             ).all()
-        return [_joined(r) for r in rows]
+        return [self._joined(r) for r in rows]
 
     def active(self, now: dt.datetime, *, limit: int = 10_000) -> list[GrantState]:
         """Grants not revoked and not yet expired at `now`, by grant id (for the risk report
@@ -208,25 +314,54 @@ class SqlGrantLedger:
                 .order_by(GRANTS.c.grant_id)
                 .limit(limit)
             ).all()
-        states = [_joined(r) for r in rows]
+        states = [self._joined(r) for r in rows]
         # the signed payload is the authority; the column is its copy
         return [s for s in states if s.grant.valid_until > now]
+
+    def _registered(
+        self, row: Row[Any], recorded: RecordedRevocation | None, grant_id: str, payload: bytes
+    ) -> GrantState:
+        """The state of the grant already registered under `grant_id` when it is the grant
+        with `payload` (registration is idempotent); GrantConflictError when it is another."""
+        if self._sealing.open(grant_id, binary_value(row.payload)) != payload:
+            raise GrantConflictError(
+                f"grant {grant_id}: a different grant is registered under this id"
+            )
+        return self._state(row, recorded)
+
+    def _joined(self, row: Row[Any]) -> GrantState:
+        """The state of a `_WITH_REVOCATION` row."""
+        recorded = None
+        if row.recorded_at is not None:
+            recorded = RecordedRevocation(
+                row.grant_id, from_db_time(row.recorded_at), row.recorded_reason
+            )
+        return self._state(row, recorded)
+
+    def _state(self, row: Row[Any], recorded: RecordedRevocation | None) -> GrantState:
+        """A grant row's state; a recorded revocation wins over the row's own revocation
+        columns (it is the first one received, and a concurrent registration may have missed
+        it)."""
+        if recorded is not None:
+            revoked_at: dt.datetime | None = recorded.revoked_at
+            reason: str | None = recorded.reason
+        else:
+            revoked_at = None if row.revoked_at is None else from_db_time(row.revoked_at)
+            reason = row.revoked_reason
+        grant_id = str(row.grant_id)
+        return GrantState(
+            grant=Grant.from_payload(self._sealing.open(grant_id, binary_value(row.payload))),
+            raw=self._sealing.open(grant_id, binary_value(row.body)),
+            uses=int(row.uses),
+            revoked_at=revoked_at,
+            revoked_reason=reason,
+        )
 
 
 def _locked(conn: Connection, grant_id: str) -> Row[Any] | None:
     return conn.execute(
         select(GRANTS).where(GRANTS.c.grant_id == grant_id).with_for_update()
     ).first()
-
-
-def _registered(
-    row: Row[Any], recorded: RecordedRevocation | None, grant_id: str, payload: bytes
-) -> GrantState:
-    """The state of the grant already registered under `grant_id` when it is the grant with
-    `payload` (registration is idempotent); GrantConflictError when it is another grant."""
-    if binary_value(row.payload) != payload:
-        raise GrantConflictError(f"grant {grant_id}: a different grant is registered under this id")
-    return _state(row, recorded)
 
 
 def _recorded(conn: Connection, grant_id: str) -> RecordedRevocation | None:
@@ -238,31 +373,3 @@ def _recorded(conn: Connection, grant_id: str) -> RecordedRevocation | None:
     if row is None:
         return None
     return RecordedRevocation(grant_id, from_db_time(row.revoked_at), row.reason)
-
-
-def _joined(row: Row[Any]) -> GrantState:
-    """The state of a `_WITH_REVOCATION` row."""
-    recorded = None
-    if row.recorded_at is not None:
-        recorded = RecordedRevocation(
-            row.grant_id, from_db_time(row.recorded_at), row.recorded_reason
-        )
-    return _state(row, recorded)
-
-
-def _state(row: Row[Any], recorded: RecordedRevocation | None) -> GrantState:
-    """A grant row's state; a recorded revocation wins over the row's own revocation columns
-    (it is the first one received, and a concurrent registration may have missed it)."""
-    if recorded is not None:
-        revoked_at: dt.datetime | None = recorded.revoked_at
-        reason: str | None = recorded.reason
-    else:
-        revoked_at = None if row.revoked_at is None else from_db_time(row.revoked_at)
-        reason = row.revoked_reason
-    return GrantState(
-        grant=Grant.from_payload(binary_value(row.payload)),
-        raw=binary_value(row.body),
-        uses=int(row.uses),
-        revoked_at=revoked_at,
-        revoked_reason=reason,
-    )
