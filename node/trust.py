@@ -22,12 +22,10 @@ __all__ = ["historic_signing_keys", "record_signing_keys"]
 def historic_signing_keys(bundle: keys.TrustBundle, node_id: str) -> tuple[bytes, ...]:
     """The public keys that vouch for checkpoints and cosignatures `node_id` signed at any
     time: its current signing key and every previous one the roster lists, minus revoked
-    key ids. Empty when the roster does not list the node."""
+    key ids (an entry of a bundle leaves those out itself, `RosterEntry.every_signing_key`).
+    Empty when the roster does not list the node."""
     entry = bundle.member(node_id)
-    if entry is None:
-        return ()
-    revoked = bundle.revoked_keyids
-    return tuple(k for k in entry.every_signing_key() if keys.keyid(k) not in revoked)
+    return () if entry is None else entry.every_signing_key()
 
 
 def record_signing_keys(
@@ -40,4 +38,4 @@ def record_signing_keys(
     entry = bundle.member(node_id)
     if entry is None or not entry.valid_at(now):
         return {}
-    return {keys.keyid(k): k for k in historic_signing_keys(bundle, node_id)}
+    return {keys.keyid(k): k for k in entry.every_signing_key()}
