@@ -686,10 +686,13 @@ class NodeRuntime:
         self.store.close()
 
 
-def _with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> keys.KeyFileError:
+def with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> keys.KeyFileError:
     """The key error, with where a passphrase comes from (or came from) when that is the
-    problem: protected keys and none given, or one from the environment for keys that have
-    none."""
+    problem: protected keys and none given, or one from the environment (`from_env`, the
+    file CREDEX_PASSPHRASE_FILE named) for keys that have none. An error that names
+    CREDEX_PASSPHRASE_FILE already is returned as it is."""
+    if "CREDEX_PASSPHRASE_FILE" in str(error):
+        return error
     if isinstance(error, keys.PassphraseRequired):
         return keys.PassphraseRequired(
             f"{error} (set CREDEX_PASSPHRASE_FILE to a file holding it, or use the command's "
@@ -798,7 +801,7 @@ def open_runtime(
     try:
         node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
     except keys.KeyFileError as error:
-        raise _with_passphrase_hint(error, from_env) from None
+        raise with_passphrase_hint(error, from_env) from None
     store = open_node_store(config)
     return NodeRuntime(
         config=config,

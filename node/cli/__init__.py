@@ -29,6 +29,7 @@ import catalog
 import keys
 from node.cli.common import err_console, print_json
 from node.errors import ExitCode, NodeError, exit_code_for
+from node.runtime import with_passphrase_hint
 
 app = typer.Typer(
     name="credex",
@@ -69,18 +70,6 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _with_hint(error: Exception) -> str:
-    """The error's message, with where a passphrase comes from when protected keys were loaded
-    without one (the commands that open a runtime say it already; the others did not)."""
-    message = str(error)
-    if isinstance(error, keys.PassphraseRequired) and "CREDEX_PASSPHRASE_FILE" not in message:
-        message += (
-            " (use the command's --passphrase-file where it has one, or set "
-            "CREDEX_PASSPHRASE_FILE to a file holding it)"
-        )
-    return message
-
-
 def main() -> None:
     """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
@@ -94,7 +83,11 @@ def main() -> None:
     try:
         app()
     except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
-        _fail(_with_hint(error), int(exit_code_for(error)))
+        if isinstance(error, keys.PassphraseRequired):
+            # commands that load the keys without a runtime (`keys show`, `ingest` ...) get
+            # the hint open_runtime gives; the environment is not known to be the source here
+            error = with_passphrase_hint(error, None)
+        _fail(str(error), int(exit_code_for(error)))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except OSError as error:
