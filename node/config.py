@@ -59,13 +59,17 @@ class NodeSection:
     role: str  # "department" | "platform"
 
 
+# Calls one roster node may have in flight at a server (node.server.MAX_CALLS_PER_PEER).
+DEFAULT_MAX_CALLS_PER_PEER = 64
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """[server]: where the gRPC server listens and the endpoint peers are told to use."""
 
     listen: str
     advertise: str
-    max_calls_per_peer: int = 64
+    max_calls_per_peer: int = DEFAULT_MAX_CALLS_PER_PEER
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,7 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
     server_raw = _section(raw, "server")
     _only(server_raw, "server", {"listen", "advertise", "max_calls_per_peer"})
     listen = _endpoint(server_raw, "server", "listen", default="127.0.0.1:7443")
-    max_calls = _int(server_raw, "server", "max_calls_per_peer", 64)
+    max_calls = _int(server_raw, "server", "max_calls_per_peer", DEFAULT_MAX_CALLS_PER_PEER)
     if not 1 <= max_calls <= 10_000:
         raise _bad("server", "max_calls_per_peer", str(max_calls), "must be 1 to 10000")
     server = ServerConfig(
@@ -371,6 +375,7 @@ def write_default_config(
         listen=_toml_str(listen),
         origin=_toml_str(f"zhangdian.credex/{node_id}"),
         min_days=MIN_RETENTION_DAYS,
+        max_calls=DEFAULT_MAX_CALLS_PER_PEER,
     )
     parse_config(text, home=home)
     try:
@@ -399,7 +404,7 @@ listen = {listen}
 # Endpoint peers are told to use (defaults to listen).
 # advertise = "node.example.gov.cn:7443"
 # Calls one peer may have in flight here at once; more end RESOURCE_EXHAUSTED (retry later).
-# max_calls_per_peer = 64
+# max_calls_per_peer = {max_calls}
 
 [store]
 # Default: SQLite in WAL mode at data/credex.db (synchronous=FULL).

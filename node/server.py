@@ -48,6 +48,7 @@ from opentelemetry import propagate, trace
 import adapters
 import catalog
 import keys
+from node.config import DEFAULT_MAX_CALLS_PER_PEER
 from node.errors import ConfigError, InputError, NodeError, status_for
 from node.telemetry import Telemetry, noop_telemetry, safe_attributes
 from node.transport import CHANNEL_OPTIONS, ServerTls
@@ -74,10 +75,11 @@ _HEALTH_SERVICE = "grpc.health.v1.Health"
 # a whole request into memory before any credex code sees it, so this bounds what one call
 # can make the node hold; a larger one ends RESOURCE_EXHAUSTED.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-# Calls one roster node may have in flight at once (follow-mode Subscribe streams included).
-# More end RESOURCE_EXHAUSTED at once, so a faulty or compromised member cannot take every
-# handler, database connection and byte of memory the others need.
-MAX_CALLS_PER_PEER = 64
+# Calls one roster node may have in flight at once (follow-mode Subscribe streams included),
+# unless `[server] max_calls_per_peer` says otherwise. More end RESOURCE_EXHAUSTED at once, so
+# a faulty or compromised member cannot take every handler, database connection and byte of
+# memory the others need.
+MAX_CALLS_PER_PEER = DEFAULT_MAX_CALLS_PER_PEER
 # Server-only channel options, applied over CHANNEL_OPTIONS:
 # - SO_REUSEPORT off: one process per port (see build_server);
 # - requests bounded (MAX_REQUEST_BYTES), and at most 128 calls at once on one connection.
