@@ -90,7 +90,6 @@ def _write_new(target: Path, raw: bytes, what: str) -> None:
     """Write `raw` to the new file `target` (0600), whole or not at all; InputError naming the
     file when it exists: a grant or revocation never replaces a file (the consent form given
     as --evidence, an earlier grant written under the same name)."""
-    refuse_existing_output(target)
     try:
         publish_new_file(target, [raw])
     except FileExistsError:
