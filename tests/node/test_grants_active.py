@@ -4,25 +4,10 @@ active grants only, so expired grants that sort first never hide the active ones
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
-
-from node.store import SqlGrantLedger, Store, open_store
+from node.store import SqlGrantLedger, Store
 from tests.node.test_store_grants import NOW, grant
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'credex.db'}"
-    else:
-        url = request.getfixturevalue("throwaway_postgres")
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def test_expired_grants_do_not_use_up_the_limit(store: Store) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,11 @@ from node.cli.init_cmds import init_node
 from node.errors import TamperDetected
 from node.grants import Grant, subject_digest
 from node.runtime import open_runtime
-from node.store import GrantSealing, SqlGrantLedger, Store, open_store
+from node.store import GrantSealing, SqlGrantLedger, Store
 from node.store.grantledger import GRANTS
 from tests.node.test_store_grants import NOW, grant
 
 SUBJECT = "11010519491231002X"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'credex.db'}"
-    else:
-        url = request.getfixturevalue("throwaway_postgres")
-    opened = open_store(url)
-    if request.param == "postgresql":  # one database for the module: start each test empty
-        with opened.write("empty the grants") as conn:
-            conn.exec_driver_sql("TRUNCATE grants, grant_revocations")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -17,25 +17,17 @@ from sqlalchemy import text
 
 from node.grants import Grant, GrantConflictError, GrantRefusedError, GrantState
 from node.store import SqlGrantLedger, Store, open_store
-from node.store.tables import metadata
+from tests.node.conftest import empty_postgres
 from tests.node.test_store_grants import NOW
 from tests.node.test_store_grants import grant as ledger_grant
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def pg_database(throwaway_postgres: str) -> str:
-    open_store(throwaway_postgres).close()
-    return throwaway_postgres
-
-
 @pytest.fixture
 def replicas(pg_database: str) -> Iterator[tuple[Store, Store]]:
+    empty_postgres(pg_database)
     first = open_store(pg_database, migrate_schema=False)
-    with first.write("reset") as conn:
-        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "log_state"]
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
     second = open_store(pg_database, migrate_schema=False)
     yield first, second
     first.close()

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, insert, select
 
-from node.store import Store, StoreConflictError, from_db_time, open_store
+from node.store import Store, StoreConflictError, from_db_time
 from node.store.bulk import insert_rows
 from node.store.store import EVENTS, RECORDS, SUBS
 
 CST = dt.timezone(dt.timedelta(hours=8))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'credex.db'}"
-    else:
-        url = request.getfixturevalue("throwaway_postgres")
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def record(row_id: str, **changes: Any) -> dict[str, Any]:

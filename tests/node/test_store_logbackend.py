@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,35 +18,6 @@ from node.store import lifecycle as ls
 from node.store.errors import StoreUnavailableError
 from node.store.logbackend import LOG, STATE
 from node.store.store import from_db_time
-from node.store.tables import metadata
-
-
-@pytest.fixture(scope="module")
-def pg_database(throwaway_postgres: str) -> str:
-    """One migrated throwaway PostgreSQL database for the module (emptied before each test)."""
-    open_store(throwaway_postgres).close()
-    return throwaway_postgres
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'credex.db'}"
-    pg: str = request.getfixturevalue("pg_database")
-    opened = open_store(pg, migrate_schema=False)
-    with opened.write("reset") as conn:
-        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "log_state"]
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
-        conn.exec_driver_sql("UPDATE log_state SET size = 0, state = NULL")
-    opened.close()
-    return pg
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def entry(n: int) -> tuple[bytes, bytes]:
@@ -163,10 +133,10 @@ def test_checkpoints_and_witnesses(store: Store) -> None:
     assert log.witnesses() == [(2, "platform", "cosigned-b"), (5, "platform", "cosigned-c")]
 
 
-def test_concurrent_replicas_never_race(url: str) -> None:
+def test_concurrent_replicas_never_race(store_url: str) -> None:
     """Four "replicas" (own engines, own pools) append at once; the log stays gap-free and each
     batch is contiguous."""
-    replicas = [open_store(url) for _ in range(4)]
+    replicas = [open_store(store_url) for _ in range(4)]
     starts: dict[tuple[int, int], int] = {}
     errors: list[BaseException] = []
 
@@ -219,13 +189,13 @@ def test_the_access_log_runs_on_the_sql_backend_and_verifies(store: Store) -> No
     assert accesslog.verify_log(SqlLogBackend(store), verifiers).first_bad_index == 3
 
 
-def test_access_logs_of_several_replicas_append_without_failing_and_verify(url: str) -> None:
+def test_access_logs_of_several_replicas_append_without_failing_and_verify(store_url: str) -> None:
     """Three writers (own engines, as three processes would have), each with group commits in
     flight, on one store: a writer that loses the race reloads the tree and tries again, so no
     append fails, and the one log they write verifies (the audit saw 1 in 7 appends fail)."""
     signer = keys.Signer.generate()
     origin = "zhangdian.credex/market"
-    replicas = [open_store(url) for _ in range(3)]
+    replicas = [open_store(store_url) for _ in range(3)]
     logs = [accesslog.AccessLog(SqlLogBackend(r), origin=origin, signer=signer) for r in replicas]
     written: list[int] = []
     errors: list[BaseException] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,35 +25,8 @@ from node.store import (
     pushed,
 )
 from node.store.store import NONCES, from_db_time
-from node.store.tables import metadata
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="module")
-def pg_database(throwaway_postgres: str) -> str:
-    """One migrated throwaway PostgreSQL database for the module (emptied before each test)."""
-    open_store(throwaway_postgres).close()
-    return throwaway_postgres
-
-
-def _emptied(url: str) -> Store:
-    opened = open_store(url, migrate_schema=False)
-    with opened.write("reset") as conn:
-        tables = [t.name for t in reversed(metadata.sorted_tables) if t.name != "log_state"]
-        conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
-        conn.exec_driver_sql("UPDATE log_state SET size = 0, state = NULL")
-    return opened
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
-    else:
-        opened = _emptied(request.getfixturevalue("pg_database"))
-    yield opened
-    opened.close()
 
 
 def rec(
