@@ -36,6 +36,21 @@ def push_cluster(tmp_path: Path) -> LocalCluster:
     return c
 
 
+def feed_cluster(tmp_path: Path, *, item: str = ITEM, with_hrss: bool = False) -> LocalCluster:
+    """market and the platform (and hrss, asked), initialised, with the platform's feed
+    agreement for market's `item` records (default: severe-dishonesty entries)."""
+    nodes = [("market", "department"), ("platform", "platform")]
+    if with_hrss:
+        nodes.insert(1, ("hrss", "department"))
+    agreements = [
+        {"provider": "market", "consumer": "platform", "items": [item], "purposes": ["feed"],
+         "kind": "feed"},
+    ]  # fmt: skip
+    c = LocalCluster(tmp_path, nodes, agreements)
+    c.init()
+    return c
+
+
 def seed_entry(
     runtime: NodeRuntime,
     n: int,

@@ -20,19 +20,12 @@ from node.errors import PolicyDenied
 from node.runtime import NodeRuntime
 from tests.node import push_support
 from tests.node.exchange_support import serving
-from tests.node.push_support import ITEM, key
+from tests.node.push_support import key
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    agreements = [
-        {"provider": "market", "consumer": "platform", "items": [ITEM], "purposes": ["feed"],
-         "kind": "feed"},
-    ]  # fmt: skip
-    nodes = [("market", "department"), ("hrss", "department"), ("platform", "platform")]
-    c = LocalCluster(tmp_path, nodes, agreements)
-    c.init()
-    return c
+    return push_support.feed_cluster(tmp_path, with_hrss=True)
 
 
 def _pull(provider: NodeRuntime, subscriber: NodeRuntime) -> feeds.PullResult:

@@ -24,6 +24,7 @@ from node.lifecycle import china_day
 from node.runtime import NodeRuntime, utc_now
 from node.store import NewRecord
 from tests.catalog.catalog_testdata import COMPANY_USCC, penalty_org
+from tests.node import push_support
 from tests.node.exchange_support import serving
 
 ITEM = "admin_penalty"
@@ -46,13 +47,7 @@ class Clock:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    agreements = [
-        {"provider": "market", "consumer": "platform", "items": [ITEM], "purposes": ["feed"],
-         "kind": "feed"},
-    ]  # fmt: skip
-    c = LocalCluster(tmp_path, [("market", "department"), ("platform", "platform")], agreements)
-    c.init()
-    return c
+    return push_support.feed_cluster(tmp_path, item=ITEM)
 
 
 @pytest.fixture

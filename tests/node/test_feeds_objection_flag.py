@@ -24,13 +24,7 @@ from tests.node.push_support import ITEM, key
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> LocalCluster:
-    agreements = [
-        {"provider": "market", "consumer": "platform", "items": [ITEM], "purposes": ["feed"],
-         "kind": "feed"},
-    ]  # fmt: skip
-    c = LocalCluster(tmp_path, [("market", "department"), ("platform", "platform")], agreements)
-    c.init()
-    return c
+    return push_support.feed_cluster(tmp_path)
 
 
 def _copy_flag(store: Store, n: int) -> bool:
