@@ -2,6 +2,8 @@
 anew under a bundle that names the old keys): `doctor` fails naming both key ids, `serve`
 will not start. The documented rotation flow is not a mismatch: after `credex keys rotate`
 the roster still lists the retired key until the platform's next bundle, and both only warn.
+A bundle that revokes this node's own signing key (it leaked) is a mismatch too: every peer
+refuses what the node signs, so it must not look healthy.
 """
 
 from __future__ import annotations
@@ -99,6 +101,32 @@ def test_a_rotation_waiting_for_its_bundle_only_warns(cluster: LocalCluster) -> 
     )
 
     # once the platform's next bundle lists the new key, nothing is left to say
+    spec = cluster.spec()
+    for node in spec["node"]:
+        if node["node_id"] == "market":
+            node["identity"] = keys.public_identity(keys.load_key_dir(home / "keys"))
+    cluster.reissue_bundle(node=spec["node"])
+    assert _identity(cluster)[0] == "ok"
+
+
+def test_a_revoked_own_key_fails_doctor_and_serve(cluster: LocalCluster) -> None:
+    home = cluster.home("market")
+    leaked = keys.load_key_dir(home / "keys").signing.keyid
+    cluster.reissue_bundle(revoked_keyids=[leaked])
+    status, detail = _identity(cluster)
+    assert status == "mismatch"
+    assert leaked in detail
+    assert "revoked" in detail
+    assert "credex keys rotate" in detail
+    check = next(c for c in doctor_checks(home, peers=False) if c["check"] == "identity")
+    assert check["ok"] is False
+    done = cluster.cli("market", "serve", "--listen", "127.0.0.1:0", timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert leaked in " ".join(done.stderr.split())
+    assert "serving on" not in done.stdout
+
+    # the way out: a new key, listed by the platform's next bundle
+    keys.rotate_signing_key(home / "keys", now=dt.datetime.now(dt.UTC), overlap=dt.timedelta(0))
     spec = cluster.spec()
     for node in spec["node"]:
         if node["node_id"] == "market":
