@@ -626,6 +626,11 @@ class _WorkFailed(Exception):
         self.error = error
 
 
+def _resolve_entry(entry: LogEntry | Callable[[_R], LogEntry], result: _R) -> LogEntry:
+    """`entry`, or the entry it builds from `result` (AccessLog.append_with)."""
+    return entry if isinstance(entry, LogEntry) else entry(result)
+
+
 class _Chain:
     """Chains entries onto `tree` (mutating it) after the leaf hash `previous`."""
 
@@ -781,9 +786,19 @@ class AccessLog:
         except Exception as error:
             raise LogUnavailable("the access log could not be written") from error
 
-    def append_with(self, entry: LogEntry, work: Callable[[], _R], *, what: str) -> tuple[int, _R]:
+    def append_with(
+        self,
+        entry: LogEntry | Callable[[_R], LogEntry],
+        work: Callable[[], _R],
+        *,
+        what: str,
+    ) -> tuple[int, _R]:
         """Run `work` and durably append `entry` as one; return the entry's index and what
         `work` returned.
+
+        `entry` is the entry itself, or a function building it from what `work` returned, for
+        an entry that states the outcome (a pushed copy stored or not kept): it is called after
+        `work`, in the same transaction, and must not touch the store.
 
         On a JoiningLogBackend (the node's store) `work`'s store calls run in the transaction
         of the append: the entry is stored if and only if what `work` wrote is, whatever
@@ -796,23 +811,28 @@ class AccessLog:
         backend = self.backend
         if not isinstance(backend, JoiningLogBackend):
             result = work()
-            return self.append_sync(entry), result
+            return self.append_sync(_resolve_entry(entry, result)), result
         results: list[_R] = []
 
         def guarded() -> _R:
             try:
-                return work()
+                result = work()
             except Exception as error:
                 raise _WorkFailed(error) from error
+            results[:] = [result]
+            return result
 
         def store(chain: _Chain) -> int:
-            first, result = backend.append_with(
-                guarded,
-                build=lambda: chain([entry]),
-                rebuild=chain.rebuilder([entry]),
-                what=what,
+            # built only after `work` ran (this attempt's outcome), also when rebuilt
+            def entries() -> list[LogEntry]:
+                return [_resolve_entry(entry, results[0])]
+
+            def rebuild(head: Head) -> tuple[Sequence[tuple[bytes, bytes]], bytes]:
+                return chain.rebuilder(entries())(head)
+
+            first, _result = backend.append_with(
+                guarded, build=lambda: chain(entries()), rebuild=rebuild, what=what
             )
-            results[:] = [result]
             return first
 
         try:

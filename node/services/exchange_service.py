@@ -44,9 +44,9 @@ and joint punishment too), is logged as an allowed `push` entry releasing nothin
 same receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the
 entry, if it lands later (another process of the producer sent it, and may never hear our
 receipt), is not stored, is logged as a `push` entry releasing nothing with the tombstone's
-kind as reason, and gets the same receipt (node/store/pushed.py). If the withdrawal commits
-while the entry is being stored (after its `stored` access entry was logged), a second `push`
-entry with the tombstone's kind says the copy was not kept.
+kind as reason, and gets the same receipt (node/store/pushed.py). The copy (or the change a
+withdraw/expire notice makes) and the `push` entry that says what became of it commit in one
+transaction (AccessLog.append_with, decision 0015): no entry claims a copy that was not stored.
 
 Item ids a caller sent reach log entries bounded (`refusals.asked_items`) and refusal messages
 as at most three ids ("… and N more"), whatever their number and size.
@@ -514,31 +514,29 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 )
             producer_id, record_key = str(producer), str(record.header["record_key"])
 
-            def not_kept(kind: str) -> LogEntry:
-                # the push entry of a copy that is not kept (a withdrawal of it came first)
+            def keep() -> str:
+                # store calls only (AccessLog.append_with may run this twice): "" when the
+                # copy is stored or held already, else the kind of the withdrawal that came
+                # first (another process of the producer sent it), so the copy is not kept
+                if self._store_pushed(signed, record, now) != "ended":
+                    return ""
+                ended = pushed_store.push_tombstone(runtime.store, producer_id, record_key)
+                return ended.kind if ended is not None else "withdraw"
+
+            def entry(not_kept: str) -> LogEntry:
                 return _push_entry(
-                    now, sender, verified.nonce, message.item_id, reason=kind, stored=False
+                    now,
+                    sender,
+                    verified.nonce,
+                    message.item_id,
+                    reason=not_kept,
+                    stored=not not_kept,
                 )
 
-            ended = await asyncio.to_thread(
-                pushed_store.push_tombstone, runtime.store, producer_id, record_key
+            # the copy and the entry that says whether it was kept commit together
+            await asyncio.to_thread(
+                runtime.log.append_with, entry, keep, what="store a pushed record"
             )
-            if ended is not None and ended.version >= int(record.header["version"]):
-                # its withdrawal arrived first (another process of the producer sent it): the
-                # producer stopped sharing it, so it is not kept; the same receipt goes back
-                await runtime.log.append(not_kept(ended.kind))
-                return _push_receipt(runtime, notice, now)
-            await runtime.log.append(
-                _push_entry(now, sender, verified.nonce, message.item_id, reason="", stored=True)
-            )
-            outcome = await asyncio.to_thread(self._store_pushed, signed, record, now)
-            if outcome == "ended":
-                # Its withdrawal committed between the tombstone check above and the store:
-                # the entry logged before says stored, so a second one says it was not kept.
-                ended = await asyncio.to_thread(
-                    pushed_store.push_tombstone, runtime.store, producer_id, record_key
-                )
-                await runtime.log.append(not_kept(ended.kind if ended is not None else "withdraw"))
             return _push_receipt(runtime, notice, now)
 
     async def _push_withdrawal(
@@ -581,10 +579,17 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             reason=event.reason[:64],
         )
         now = runtime.clock()
-        await runtime.log.append(
-            _push_entry(now, sender, request_id, event.item_id, reason=kind, stored=False)
+
+        def apply() -> int:
+            return feeds.apply_push_withdrawal(runtime, sender, withdrawal, now=now)
+
+        # the change to our copy and its entry commit together (decision 0015)
+        await asyncio.to_thread(
+            runtime.log.append_with,
+            _push_entry(now, sender, request_id, event.item_id, reason=kind, stored=False),
+            apply,
+            what="apply a pushed withdrawal",
         )
-        await asyncio.to_thread(feeds.apply_push_withdrawal, runtime, sender, withdrawal, now=now)
         return _push_receipt(runtime, notice, now)
 
     def _store_pushed(

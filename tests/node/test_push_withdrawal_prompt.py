@@ -34,11 +34,9 @@ from node.server import Service, build_server
 from node.services import exchange_service, lifecycle_service
 from node.services.lifecycle_service import LIFECYCLE_METHODS, LifecycleServicer
 from node.store import lifecycle as ls
-from node.store import pushed
 from tests.node.exchange_support import serving
 from tests.node.push_support import (
     COMMITMENT,
-    ITEM,
     close,
     copy_state,
     key,
@@ -473,6 +471,13 @@ def test_an_entry_overtaken_by_its_withdrawal_is_not_kept_and_withdrawn_again(
         assert (withdrawal.receipt, push.is_withdrawal_push(withdrawal.push_id)) == (True, True)
         # the withdrawal that came first left a tombstone: the entry is not stored at all
         assert hrss.store.record_versions("market", key(1)) == []
+        # ... and is logged once, releasing nothing, in the transaction that decided so (before,
+        # an entry said stored and a second one corrected it if the withdrawal came in between)
+        assert [(e.reason, e.result_count, e.items_released) for e in push_entries(hrss)] == [
+            ("withdraw", 0, ()),  # the other process's notice, which found no copy
+            ("withdraw", 0, ()),  # the entry, not kept
+            ("withdraw", 0, ()),  # market's own notice after the entry: nothing left to end
+        ]
     finally:
         close(market, hrss, other)
 
@@ -740,47 +745,3 @@ def test_a_burst_of_repairs_sends_a_few_withdrawals_at_a_time(
         assert sorted(started) == [key(n) for n in range(10)]
     finally:
         market.close()
-
-
-def test_an_entry_withdrawn_while_it_is_stored_is_logged_as_not_kept(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
-    seed_entry(market, 1)
-    other = cluster.runtime("market")  # another process of market (the CLI, a replica)
-
-    async def meanwhile() -> None:
-        await asyncio.to_thread(repair, other, 1)
-        (first,) = await push.push_withdrawal(other, key(1))
-        assert first.receipt
-        # hrss's check for a tombstone ran just before that withdrawal committed: it saw none
-        monkeypatch.setattr(pushed, "push_tombstone", _none_once())
-
-    try:
-        entry, _withdrawal = asyncio.run(_push_entry_held(market, hrss, meanwhile))
-        assert entry.receipt
-        assert hrss.store.record_versions("market", key(1)) == []
-        (stored,) = [e for e in push_entries(hrss) if e.result_count == 1]
-        assert stored.reason == ""
-        # the entry's own request: logged stored, then logged not kept
-        same = [e for e in push_entries(hrss) if e.request_id == stored.request_id]
-        assert [(e.reason, e.result_count, e.items_released) for e in same] == [
-            ("", 1, (ITEM,)),
-            ("withdraw", 0, ()),
-        ]
-    finally:
-        close(market, hrss, other)
-
-
-def _none_once() -> Callable[..., Any]:
-    """push_tombstone that answers None the first time (a check that ran too early), then
-    reads the store as the real one does."""
-    real = pushed.push_tombstone
-    calls = 0
-
-    def patched(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return None if calls == 1 else real(*args)
-
-    return patched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -277,6 +278,28 @@ def test_append_with_commits_the_work_and_its_entry_together(store: Store) -> No
     assert (index, seen) == (1, ["rev-1"])
     assert task_ids(store) == ["rev-1"]
     assert [e.request_id for _, _, e in accesslog.iter_entries(log.backend)] == ["rev-0", "rev-1"]
+    assert accesslog.verify_log(SqlLogBackend(store), {ORIGIN: signer.public_key}).ok
+
+
+def test_an_entry_built_from_the_outcome_states_what_the_work_did(store: Store) -> None:
+    """A received push logs whether its copy was kept: the entry is built after the work, in
+    its transaction, also when another writer moved the log on meanwhile (the rebuild)."""
+    signer = keys.Signer.generate()
+    log = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+    log.append_sync(op_entry(0))
+    other = accesslog.AccessLog(SqlLogBackend(store), origin=ORIGIN, signer=signer)
+    other.append_sync(op_entry(7))  # `log`'s chain is one entry behind now
+
+    def work() -> int:
+        open_task(store, "rev-1")
+        return len(task_ids(store))
+
+    def entry(tasks: int) -> accesslog.LogEntry:
+        return dataclasses.replace(op_entry(1), reason=f"tasks_{tasks}")
+
+    assert log.append_with(entry, work, what="withdraw a record") == (2, 1)
+    logged = [(e.request_id, e.reason) for _, _, e in accesslog.iter_entries(log.backend)]
+    assert logged == [("rev-0", ""), ("rev-7", ""), ("rev-1", "tasks_1")]
     assert accesslog.verify_log(SqlLogBackend(store), {ORIGIN: signer.public_key}).ok
 
 
