@@ -596,3 +596,60 @@ def apply_decision(decision: Decision, records: Iterable[CandidateRecord]) -> li
             )
         )
     return out
+
+
+# --- checking a grant before the platform signs it --------------------------------------------
+
+
+def grant_scope_problems(
+    grant: Grant,
+    *,
+    subject_kind: str,
+    items: Mapping[str, ItemView],
+    members: Iterable[str],
+) -> list[str]:
+    """What would make `grant` useless to every query, so the platform does not sign it: a
+    grantee that is not a node of the district (`members`, the trust bundle's roster), a
+    purpose no query may name (`PURPOSES`), an item the catalogue (`items`, by id) does not
+    hold, does not keep about `subject_kind` subjects or never shares (share type `none`, rule
+    5b). One message per problem, naming the value and what is accepted; empty when none."""
+    problems: list[str] = []
+    known = sorted(members)
+    if grant.grantee not in known:
+        problems.append(
+            f"grantee {grant.grantee!r} is not a node of the trust bundle "
+            f"(nodes: {', '.join(known) or 'none'})"
+        )
+    if grant.purpose not in PURPOSES:
+        problems.append(
+            f"purpose {grant.purpose!r} is not a query purpose "
+            f"(one of: {', '.join(sorted(PURPOSES))})"
+        )
+    for item_id in sorted(grant.items):
+        item = items.get(item_id)
+        if item is None:
+            problems.append(f"item {item_id!r} is not in the catalogue")
+        elif subject_kind not in item.subject_kinds:
+            problems.append(
+                f"item {item_id!r} is not kept about {subject_kind} subjects "
+                f"(only {', '.join(sorted(item.subject_kinds))})"
+            )
+        elif item.share_type == "none":
+            problems.append(f"item {item_id!r} is never shared (share type none)")
+    return problems
+
+
+def grant_items_without_agreement(
+    grant: Grant, items: Mapping[str, ItemView], agreements: Iterable[AgreementView]
+) -> list[str]:
+    """The items of `grant` shared only under an agreement (share type `conditional`, rule
+    5c) for which no query agreement lets its grantee ask any provider for its purpose: the
+    grant cannot be used for them until a trust bundle adds one. Sorted."""
+    agreed = {
+        item
+        for a in agreements
+        if a.kind == "query" and a.consumer == grant.grantee and grant.purpose in a.purposes
+        for item in a.items
+    }
+    conditional = {i for i in grant.items if i in items and items[i].share_type == "conditional"}
+    return sorted(conditional - agreed)

@@ -27,6 +27,7 @@ from node.cli.common import (
     JsonOption,
     check_officer,
     console,
+    err_console,
     print_json,
     refuse_existing_output,
     resolve_home,
@@ -44,6 +45,7 @@ from node.grants import (
     verify_grant,
     verify_revocation,
 )
+from node.policy import grant_items_without_agreement, grant_scope_problems
 from node.query import (
     QueryAsk,
     normalise_subject,
@@ -256,17 +258,43 @@ def grant_issue_command(
             evidence_sha256=hashlib.sha256(_read(evidence, "evidence file")).hexdigest(),
             issued_at=now,
         )
+        bundle = runtime.bundle()
+        problems = grant_scope_problems(
+            grant,
+            subject_kind=subject_kind,
+            items=runtime.catalogue.items,
+            members=(m.node_id for m in bundle.roster),
+        )
+        if problems:
+            raise InputError(
+                "grant issue: not signed, no query could use this grant:"
+                + "".join(f"\n  - {problem}" for problem in problems)
+            )
+        unagreed = grant_items_without_agreement(grant, runtime.catalogue.items, bundle.agreements)
         raw = issue_grant(grant, runtime.node_keys.signing)
         target = output or Path(f"grant-{grant.grant_id}.json")
         _write_new(target, raw, "grant")
     finally:
         runtime.close()
+    # Signed all the same: the platform may be about to publish the agreement in a new bundle.
+    warnings = (
+        [
+            f"no query agreement in trust bundle v{bundle.version} lets {grantee} ask for "
+            f"{', '.join(unagreed)} for {purpose}: the grant cannot be used for "
+            f"{'them' if len(unagreed) > 1 else 'it'} until a bundle adds one"
+        ]
+        if unagreed
+        else []
+    )
     info = {
         "grant_id": grant.grant_id,
         "subject": catalog.mask_identifier(normalised),
         "grantee": grantee,
         "output": str(target),
+        "warnings": warnings,
     }
+    for warning in warnings:
+        err_console.print(f"warning: {escape(warning)}")
     if as_json:
         print_json(info)
         return

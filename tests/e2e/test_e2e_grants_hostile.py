@@ -166,3 +166,55 @@ def test_a_grant_issued_by_the_cli_still_works(cluster: LocalCluster, tmp_path: 
     outcome = query(cluster, ask(subject, grant_id=grant_id))
     assert not isinstance(outcome, Exception), outcome
     assert len(outcome.records) == 1
+
+
+def test_grant_issue_refuses_a_grant_no_query_could_use(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A typo in the grantee, purpose or items used to be signed: the subject's consent was
+    spent on a grant every department's policy refuses."""
+    subject = person("19850505", 205)
+    evidence = tmp_path / "consent.pdf"
+    evidence.write_bytes(b"signed consent")
+    out = tmp_path / "g.json"
+    done = cluster.cli(
+        "platform", "grant", "issue", "--subject", subject, "--grantee", "taxx",
+        "--purpose", "marketing",
+        "--items", f"{LICENCE},admin_licence,utility_account,no_such_item",
+        "--evidence", str(evidence), "--output", str(out),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    for problem in (
+        "grantee 'taxx' is not a node of the trust bundle (nodes: court, market, platform, tax)",
+        "purpose 'marketing' is not a query purpose",
+        "item 'admin_licence' is not kept about natural_person subjects",
+        "item 'no_such_item' is not in the catalogue",
+        "item 'utility_account' is never shared (share type none)",
+    ):
+        assert f"- {problem}" in said
+    assert subject not in done.stdout + done.stderr
+    assert not out.exists()
+
+
+def test_grant_issue_warns_when_no_agreement_lets_the_grantee_use_it(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # signed all the same (the agreement may come with the next bundle), but said so
+    subject = person("19850505", 206)
+    evidence = tmp_path / "consent.pdf"
+    evidence.write_bytes(b"signed consent")
+    out = tmp_path / "g.json"
+    done = cluster.cli(
+        "platform", "grant", "issue", "--subject", subject, "--grantee", "tax",
+        "--purpose", "commendation", "--items", LICENCE, "--evidence", str(evidence),
+        "--output", str(out), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    warning = (
+        "no query agreement in trust bundle v1 lets tax ask for admin_licence_person for "
+        "commendation: the grant cannot be used for it until a bundle adds one"
+    )
+    assert json.loads(done.stdout)["warnings"] == [warning]
+    assert warning in " ".join(done.stderr.split())

@@ -31,6 +31,8 @@ from node.policy import (
     ReleasedRecord,
     apply_decision,
     decide,
+    grant_items_without_agreement,
+    grant_scope_problems,
 )
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
@@ -955,3 +957,53 @@ def test_a_statutory_duty_needs_no_consent_for_a_child_either(purpose: str) -> N
     decision = decide(request(**duty), context())
     assert decision.allowed, decision.message
     assert decision.released == {"qualification": frozenset({"cert_no", "subject_id"})}
+
+
+# --- checking a grant before the platform signs it ---------------------------------------------
+
+
+def scope_problems(g: Grant, subject_kind: str = "natural_person") -> list[str]:
+    return grant_scope_problems(
+        g, subject_kind=subject_kind, items=ITEMS, members=(REQ, HOLDER, "zd-platform")
+    )
+
+
+def test_a_grant_any_query_could_use_has_no_scope_problem() -> None:
+    assert scope_problems(grant()) == []
+
+
+def test_a_grant_nobody_could_use_names_every_problem() -> None:
+    g = grant(grantee="zd-taxx", purpose="marketing", items=frozenset({"org_basic", "no_such"}))
+    assert scope_problems(g) == [
+        "grantee 'zd-taxx' is not a node of the trust bundle (nodes: zd-market, zd-platform, "
+        "zd-tax)",
+        f"purpose 'marketing' is not a query purpose (one of: {', '.join(sorted(PURPOSES))})",
+        "item 'no_such' is not in the catalogue",
+        "item 'org_basic' is not kept about natural_person subjects (only organisation)",
+    ]
+    assert scope_problems(grant(items=frozenset({"org_basic"})), "organisation") == []
+
+
+def test_a_grant_for_an_item_never_shared_is_refused() -> None:
+    assert scope_problems(grant(items=frozenset({"internal_notes"}))) == [
+        "item 'internal_notes' is never shared (share type none)"
+    ]
+
+
+def test_conditional_grant_items_without_a_query_agreement_for_its_grantee_and_purpose() -> None:
+    arrears, licence = "utility_arrears", "admin_licence"
+    assert (ITEMS[arrears].share_type, ITEMS[licence].share_type) == (
+        "conditional",
+        "unconditional",
+    )
+    g = grant(items=frozenset({"admin_penalty", arrears, licence}))
+    agreements = (
+        # another purpose, another consumer, another kind: none of them lets REQ ask
+        Agr(HOLDER, REQ, frozenset({arrears}), frozenset({"commendation"})),
+        Agr(HOLDER, "zd-court", frozenset({arrears}), frozenset({"staff_recruitment"})),
+        Agr(HOLDER, REQ, frozenset({arrears}), frozenset({"staff_recruitment"}), "feed"),
+    )
+    # an unconditional item needs no agreement (rule 5d)
+    assert grant_items_without_agreement(g, ITEMS, agreements) == [arrears]
+    agreed = Agr(HOLDER, REQ, frozenset({arrears}), frozenset({"staff_recruitment"}))
+    assert grant_items_without_agreement(g, ITEMS, (*agreements, agreed)) == []
