@@ -12,9 +12,11 @@ Invariants:
   note only when it provably extends that one; the note is on disk before its cosignature is
   sent, so no crash makes the witness forget a note it vouched for;
 - two notes that cannot both be true (same size and different roots, a failing consistency
-  proof, or a smaller size with another root) are a fork: both notes are kept as evidence
-  (`data/witness-alarms.jsonl`), an `alarm` entry (reason `fork_detected`) is appended to the
-  platform's own access log, and the witness keeps the old note (it never cosigns the fork).
+  proof, or a smaller size with another root) are a fork: both notes and the consistency proof
+  the log answered are kept as evidence (`data/witness-alarms.jsonl`, `alarm_record`; anybody
+  with the log's key checks it again with `check_alarm`), an `alarm` entry (reason
+  `fork_detected`) is appended to the platform's own access log, and the witness keeps the
+  old note (it never cosigns the fork).
 
 The log is named by its node id in the signed note (AccessLog key_name), while its origin line
 is `zhangdian.credex/<node id>`, so verification always passes `log_name` explicitly.
@@ -23,6 +25,7 @@ is `zhangdian.credex/<node id>`, so verification always passes `log_name` explic
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -49,7 +52,9 @@ __all__ = [
     "WITNESS_INTERVAL",
     "WitnessOutcome",
     "WitnessState",
+    "alarm_record",
     "background",
+    "check_alarm",
     "cosign_extension",
     "cosign_once",
     "verify_log_note",
@@ -202,13 +207,55 @@ def _peer_keys(rt: NodeRuntime, peer: str) -> list[bytes]:
     return list(rt.bundle().node_signing_keys(peer, rt.clock()).values())
 
 
-def _record_alarm(rt: NodeRuntime, peer: str, old: str, new: str, message: str) -> None:
-    path = rt.config.data_dir / ALARMS_FILE
-    line = json.dumps(
-        {"time": utc_iso(rt.clock()), "log": peer, "witnessed": old, "shown": new, "why": message},
-        ensure_ascii=False,
-        sort_keys=True,
+def alarm_record(
+    *, time: str, log: str, witnessed: str, shown: str, why: str, proof: Sequence[bytes]
+) -> dict[str, Any]:
+    """The evidence of a fork, one line of the alarms file: the note this witness cosigned,
+    the note the log showed (both signed by the log), why they cannot both be true, and the
+    consistency proof the log answered between them (base64 hashes; empty when none was asked
+    for: same size, or a smaller one). Anybody holding the log's public key can check it again
+    (`check_alarm`), without trusting the witness."""
+    return {
+        "time": time,
+        "log": log,
+        "witnessed": witnessed,
+        "shown": shown,
+        "why": why,
+        "consistency_proof": [base64.b64encode(h).decode("ascii") for h in proof],
+    }
+
+
+def check_alarm(record: Mapping[str, Any], *, log_keys: Sequence[bytes]) -> str:
+    """Check a fork's evidence (`alarm_record`) again: both notes must be signed by the log
+    (`log_keys`: its keys, retired ones included) and must not both be true. Returns why they
+    cannot; raises keys.VerificationError when a note is not the log's, or InputError when the
+    evidence does not show a fork (the shown note provably extends the witnessed one)."""
+    log_name = str(record["log"])
+    old = verify_log_note(str(record["witnessed"]), log_name=log_name, log_keys=log_keys)
+    new = verify_log_note(str(record["shown"]), log_name=log_name, log_keys=log_keys)
+    if old.origin != new.origin:
+        raise InputError(f"alarm of log {log_name}: the two notes name different origins")
+    if new.size < old.size:
+        return f"size {new.size} shown after the witnessed {old.size}"
+    if new.size == old.size:
+        if new.root != old.root:
+            return f"two checkpoints of size {new.size} disagree"
+        raise InputError(f"alarm of log {log_name}: the two notes are the same checkpoint")
+    proof = [base64.b64decode(h, validate=True) for h in record.get("consistency_proof", [])]
+    try:
+        keys.verify_consistency(old.size, new.size, old.root, new.root, proof)
+    except keys.VerificationError:
+        return f"checkpoint {new.size} is not proven to extend the witnessed {old.size}"
+    raise InputError(
+        f"alarm of log {log_name}: the proof shows checkpoint {new.size} extends {old.size}"
     )
+
+
+def _record_alarm(rt: NodeRuntime, record: Mapping[str, Any]) -> None:
+    """Append `record` (alarm_record) to the alarms file, fsynced, then log the alarm."""
+    path = rt.config.data_dir / ALARMS_FILE
+    new = str(record["shown"])
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(line + "\n")
         handle.flush()
@@ -217,7 +264,7 @@ def _record_alarm(rt: NodeRuntime, peer: str, old: str, new: str, message: str) 
         LogEntry(
             time=utc_iso(rt.clock()),
             kind="alarm",
-            requester=peer,
+            requester=str(record["log"]),
             officer="",
             purpose="witness",
             legal_basis="",
@@ -276,7 +323,15 @@ async def witness_peer(
             # not the shown note: a forked log that keeps serving shows a new one every visit
             seen = hashlib.sha256((previous or "").encode()).hexdigest()
             if state.alarmed.get(peer) != seen:
-                await asyncio.to_thread(_record_alarm, rt, peer, previous or "", note, str(fork))
+                record = alarm_record(
+                    time=utc_iso(rt.clock()),
+                    log=peer,
+                    witnessed=previous or "",
+                    shown=note,
+                    why=str(fork),
+                    proof=proof,
+                )
+                await asyncio.to_thread(_record_alarm, rt, record)
                 state.alarmed[peer] = seen
             return WitnessOutcome(peer, "fork", new.size, str(fork))
         if note == previous and state.delivered.get(peer) == note:

@@ -57,7 +57,7 @@ from node.lifecycle_ops import overdue_summary
 from node.query import normalise_subject
 from node.runtime import NodeRuntime, open_runtime
 from node.trust import historic_signing_keys
-from node.witness import WitnessState, cosign_once
+from node.witness import ALARMS_FILE, WitnessState, check_alarm, cosign_once
 
 log_app = typer.Typer(
     help="Verify, search, review and export the access log.", no_args_is_help=True
@@ -567,6 +567,61 @@ def witnessed_command(
         return
     sys.stdout.write(note)
     sys.stdout.flush()
+
+
+@log_app.command("alarms")
+def alarms_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """On the platform: every fork the witness recorded (data/witness-alarms.jsonl), each
+    checked again from its evidence alone: both notes signed by the log (its current or a
+    previous roster key) and not both true. Exit 3 when at least one fork is proven."""
+    runtime = open_runtime(resolve_home(home))
+    try:
+        path = runtime.config.data_dir / ALARMS_FILE
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        bundle = runtime.bundle()
+        rows = [_checked_alarm(bundle, n, line) for n, line in enumerate(lines, 1) if line]
+    finally:
+        runtime.close()
+    proven = sum(1 for r in rows if r["proven"])
+    if as_json:
+        print_json({"alarms": rows, "proven": proven})
+    elif not rows:
+        console.print("no fork alarms")
+    else:
+        table = Table(title=f"{len(rows)} fork alarm(s), {proven} proven by their evidence")
+        for column in ("line", "time", "log", "sizes", "evidence"):
+            table.add_column(column)
+        for r in rows:
+            verdict = ("[bold red]fork: " if r["proven"] else "[yellow]not proven: ") + escape(
+                r["finding"]
+            )
+            table.add_row(
+                str(r["line"]), escape(r["time"]), escape(r["log"]), escape(r["sizes"]), verdict
+            )
+        console.print(table)
+    if proven:
+        raise typer.Exit(int(ExitCode.VERIFICATION))
+
+
+def _checked_alarm(bundle: keys.TrustBundle, line_no: int, line: str) -> dict[str, Any]:
+    """One alarms-file line and what checking its evidence again found."""
+    row: dict[str, Any] = {"line": line_no, "time": "", "log": "", "sizes": "", "proven": False}
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        row["time"], row["log"] = str(record.get("time", "")), str(record.get("log", ""))
+        sizes = [keys.read_checkpoint(str(record[k])).size for k in ("witnessed", "shown")]
+        row["sizes"] = f"{sizes[0]} -> {sizes[1]}"
+        row["finding"] = check_alarm(record, log_keys=historic_signing_keys(bundle, row["log"]))
+        row["proven"] = True
+    except keys.VerificationError:
+        row["finding"] = "a note is not signed by the log's roster keys"
+    except InputError as error:
+        row["finding"] = str(error)
+    except (ValueError, KeyError, TypeError, keys.KeysError) as error:
+        row["finding"] = f"unreadable evidence ({type(error).__name__})"
+    return row
 
 
 def _cosigned_by(runtime: NodeRuntime, cp: keys.Checkpoint) -> list[str]:

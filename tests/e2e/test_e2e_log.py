@@ -428,6 +428,14 @@ def test_witness_detects_a_fork(cluster: LocalCluster, witnessed: WitnessState) 
     alarms = (cluster.home("platform") / "data" / "witness-alarms.jsonl").read_text()
     assert len(alarms.splitlines()) == 1
     assert len(cluster.cli_json("platform", "log", "report")["alarms"]) == 1
+    # the evidence proves the fork on its own: both notes signed by market, and the
+    # consistency proof market answered between them fails
+    checked = cluster.cli("platform", "log", "alarms", "--json")
+    assert checked.returncode == 3, checked.stderr
+    (alarm,) = json.loads(checked.stdout)["alarms"]
+    assert (alarm["log"], alarm["proven"]) == ("market", True)
+    assert "is not proven to extend the witnessed" in alarm["finding"]
+    assert json.loads(alarms)["consistency_proof"]
 
 
 def test_the_witness_loop_runs_only_on_the_platform(cluster: LocalCluster) -> None:
