@@ -100,10 +100,18 @@ def test_grant_register_of_a_nested_file_exits_2(
     assert "unexpected" not in done.stderr
 
 
-def _issue(cluster: LocalCluster, evidence: Path, subject: str, *args: str) -> tuple[int, str, str]:
+def _issue(
+    cluster: LocalCluster,
+    evidence: Path,
+    subject: str,
+    *args: str,
+    grantee: str = "tax",
+    purpose: str = "staff_recruitment",
+    items: str = LICENCE,
+) -> tuple[int, str, str]:
     done = cluster.cli(
-        "platform", "grant", "issue", "--subject", subject, "--grantee", "tax",
-        "--purpose", "staff_recruitment", "--items", LICENCE, "--evidence", str(evidence), *args,
+        "platform", "grant", "issue", "--subject", subject, "--grantee", grantee,
+        "--purpose", purpose, "--items", items, "--evidence", str(evidence), *args,
     )  # fmt: skip
     return done.returncode, done.stdout, done.stderr
 
@@ -177,14 +185,12 @@ def test_grant_issue_refuses_a_grant_no_query_could_use(
     evidence = tmp_path / "consent.pdf"
     evidence.write_bytes(b"signed consent")
     out = tmp_path / "g.json"
-    done = cluster.cli(
-        "platform", "grant", "issue", "--subject", subject, "--grantee", "taxx",
-        "--purpose", "marketing",
-        "--items", f"{LICENCE},admin_licence,utility_account,no_such_item",
-        "--evidence", str(evidence), "--output", str(out),
+    code, stdout, stderr = _issue(
+        cluster, evidence, subject, "--output", str(out), grantee="taxx", purpose="marketing",
+        items=f"{LICENCE},admin_licence,utility_account,no_such_item",
     )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    said = " ".join(done.stderr.split())
+    assert code == 2, stderr
+    said = " ".join(stderr.split())
     for problem in (
         "grantee 'taxx' is not a node of the trust bundle (nodes: court, market, platform, tax)",
         "purpose 'marketing' is not a query purpose",
@@ -193,7 +199,7 @@ def test_grant_issue_refuses_a_grant_no_query_could_use(
         "item 'utility_account' is never shared (share type none)",
     ):
         assert f"- {problem}" in said
-    assert subject not in done.stdout + done.stderr
+    assert subject not in stdout + stderr
     assert not out.exists()
 
 
@@ -205,16 +211,14 @@ def test_grant_issue_warns_when_no_agreement_lets_the_grantee_use_it(
     evidence = tmp_path / "consent.pdf"
     evidence.write_bytes(b"signed consent")
     out = tmp_path / "g.json"
-    done = cluster.cli(
-        "platform", "grant", "issue", "--subject", subject, "--grantee", "tax",
-        "--purpose", "commendation", "--items", LICENCE, "--evidence", str(evidence),
-        "--output", str(out), "--json",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    code, stdout, stderr = _issue(
+        cluster, evidence, subject, "--output", str(out), "--json", purpose="commendation"
+    )
+    assert code == 0, stderr
     assert out.exists()
     warning = (
         "no query agreement in trust bundle v1 lets tax ask for admin_licence_person for "
         "commendation: the grant cannot be used for it until a bundle adds one"
     )
-    assert json.loads(done.stdout)["warnings"] == [warning]
-    assert warning in " ".join(done.stderr.split())
+    assert json.loads(stdout)["warnings"] == [warning]
+    assert warning in " ".join(stderr.split())
