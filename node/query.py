@@ -11,7 +11,10 @@ Server side (`QueryEngine.answer`), for a request whose signature, signer and ti
 3. check the grant: a signed grant sent with the request is verified and registered first, one
    named by id is verified again from its stored signed copy against the current bundle (both
    refused as `grant_invalid` when its issuer is no longer trusted);
-4. `node.policy.decide` (records judged by `node.lifecycle.visible` on today's China day);
+4. `node.policy.decide` (records judged by `node.lifecycle.visible` on today's China day),
+   then every record it would release is checked against its signed body: the store's item,
+   subject and link columns are what the policy judged, and a row that disagrees turns the
+   request into a denial (`record_tampered`, DATA_LOSS) that releases nothing;
 5. allowed with a grant: count its use (atomic); a use refused now (another query took the
    last one) turns the request into a denial with that reason;
 6. append the ONE access-log entry of the request, allowed OR denied, with the request's nonce
@@ -36,6 +39,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +86,8 @@ from node.trust import record_signing_keys
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ANSWER_KIND",
@@ -159,9 +165,11 @@ class _Prepared:
     grant_id: str | None
     grant_used: bool
     released: Mapping[str, frozenset[str]]
-    # (candidate, objection flag as released, fields released on it): the candidate carries the
-    # encrypted body and the store's routing copies
-    records: tuple[tuple[ReleaseCandidate, bool, frozenset[str]], ...]
+    # (candidate, its signed record as stored, objection flag as released, fields released on
+    # it): the candidate carries the store's routing copies, checked against the signed header
+    records: tuple[tuple[ReleaseCandidate, keys.SignedRecord, bool, frozenset[str]], ...]
+    # what a denial raises; None: PolicyDenied with the reason and message
+    error: NodeError | None = None
 
 
 class _ReplayRefused(AuthError):
@@ -202,7 +210,8 @@ class QueryEngine:
         `verified` comes from `RequestAuthenticator.authenticate_unclaimed`: its nonce is
         recorded here, in the group commit of its access-log entry, before anything is
         released. Raises AuthError for a replayed nonce or an invalid grant signature,
-        PolicyDenied for a denial, InputError for a malformed body or identifier,
+        PolicyDenied for a denial, TamperDetected when a record it would release disagrees
+        with its store row, InputError for a malformed body or identifier,
         LogUnavailable when the log fails; every one of these is logged as a denied access
         first (except a failing log, of course).
         """
@@ -219,6 +228,8 @@ class QueryEngine:
             raise refused.error from None
         if not prepared.allowed:
             await self._append_claiming(verified, prepared.entry)
+            if prepared.error is not None:
+                raise prepared.error
             raise PolicyDenied(prepared.reason, prepared.message)
         # The grant use is counted BEFORE the entry is written (docs/policy.md): a query that
         # loses the race for a grant's last use is logged once, as the denial it is, never as
@@ -358,7 +369,8 @@ class QueryEngine:
         )
         found = rt.store.release_candidates(token, producer=rt.node_id, states=_CANDIDATE_STATES)
         linked = frozenset(r.row_id for r in found if r.subject_index != token)
-        stored = [r for r in found if r.row_id not in linked or self._linkable(r)]
+        opened: dict[str, keys.SignedRecord | None] = {}
+        stored = [r for r in found if r.row_id not in linked or self._linkable(r, opened)]
         items = frozenset(body.items)
         try:
             narrowed = requested_fields(body.fields)
@@ -407,11 +419,30 @@ class QueryEngine:
             ],
         )
         decision = decide(request, context)
-        released = tuple(
-            (r, r.row_id in decision.flagged, fields)
-            for r in stored
-            if (fields := decision.fields_for(r.row_id, r.item_id)) is not None
-        )
+        released: list[tuple[ReleaseCandidate, keys.SignedRecord, bool, frozenset[str]]] = []
+        tampered = False
+        for r in stored:
+            fields = decision.fields_for(r.row_id, r.item_id)
+            if fields is None:
+                continue
+            signed = self._open(r, opened)
+            problem = self._stored_problem(r, signed, token=token, linked=r.row_id in linked)
+            if problem is not None or signed is None:
+                # The row id and what disagrees go to the operator, never to the requester.
+                log.error(
+                    "query %s: stored record %s not released: %s; restore the row from a "
+                    "backup or re-ingest it",
+                    body.request_id,
+                    r.row_id,
+                    problem,
+                )
+                tampered = True
+                continue
+            released.append((r, signed, r.row_id in decision.flagged, fields))
+        if tampered:
+            # The policy judged the store's columns; a record whose columns disagree with its
+            # signed body may have been judged as something it is not: nothing leaves.
+            released = []
         entry = LogEntry(
             time=utc_iso(now),
             kind="query",
@@ -419,17 +450,33 @@ class QueryEngine:
             officer=body.officer,
             purpose=body.purpose,
             legal_basis=body.legal_basis,
-            decision="allow" if decision.allowed else "deny",
-            reason=decision.reason,
+            decision="allow" if decision.allowed and not tampered else "deny",
+            reason="record_tampered" if tampered else decision.reason,
             request_id=body.request_id,
             grant_id=grant_id,
             subject_index=token,
             subject_masked=catalog.mask_identifier(subject),
             items_asked=asked_items(items),
-            items_released=tuple(sorted({r.item_id for r, _flag, _fields in released})),
+            items_released=tuple(sorted({r.item_id for r, _signed, _flag, _fields in released})),
             result_count=len(released),
             trace_id=trace,
         )
+        if tampered:
+            return _Prepared(
+                entry=entry,
+                allowed=False,
+                reason="record_tampered",
+                message="",
+                grant_id=grant_id,
+                grant_used=False,
+                released={},
+                records=(),
+                error=TamperDetected(
+                    "a record this query would release fails the provider's integrity check "
+                    "(its store row disagrees with its signed body); nothing was released and "
+                    "the provider's node log names the row for its operator"
+                ),
+            )
         return _Prepared(
             entry=entry,
             allowed=decision.allowed,
@@ -438,10 +485,71 @@ class QueryEngine:
             grant_id=grant_id,
             grant_used=decision.grant_used,
             released=decision.released,
-            records=released,
+            records=tuple(released),
         )
 
-    def _linkable(self, candidate: ReleaseCandidate) -> bool:
+    def _open(
+        self, candidate: ReleaseCandidate, opened: dict[str, keys.SignedRecord | None]
+    ) -> keys.SignedRecord | None:
+        """The signed record stored in `candidate` (decrypted once per query, kept in
+        `opened`); None when it does not decrypt or parse."""
+        if candidate.row_id not in opened:
+            try:
+                opened[candidate.row_id] = keys.SignedRecord.from_bytes(
+                    self._rt.cipher.decrypt(candidate.row_id, candidate.body)
+                )
+            except keys.KeysError:
+                opened[candidate.row_id] = None
+        return opened[candidate.row_id]
+
+    def _stored_problem(
+        self,
+        candidate: ReleaseCandidate,
+        signed: keys.SignedRecord | None,
+        *,
+        token: str,
+        linked: bool,
+    ) -> str | None:
+        """What about `candidate`'s store row disagrees with its signed record, or None.
+
+        The policy decides on the row's columns (item, subject blind index, linked blind
+        indexes), which someone with write access to the database but without the keys can
+        change; the body they cannot (AEAD under the storage key, bound to the row id), so its
+        signed header and fields are the truth. A record found through a link must name the
+        subject asked about in one of its item's linked-person fields."""
+        if signed is None:
+            return "the body does not decrypt or parse"
+        try:
+            header = keys.loads_unique_keys(signed.envelope.payload)
+        except (ValueError, UnicodeDecodeError):
+            return "the signed payload is not JSON"
+        if not isinstance(header, dict):
+            return "the signed payload is not a JSON object"
+        expected = {
+            "item": candidate.item_id,
+            "record_key": candidate.record_key,
+            "version": candidate.version,
+            "producer": self._rt.node_id,
+            "subject": candidate.subject_index,
+        }
+        wrong = sorted(name for name, value in expected.items() if header.get(name) != value)
+        if wrong:
+            return f"the row's {', '.join(wrong)} disagree with the signed header"
+        if linked:
+            item = self._rt.catalogue.items.get(candidate.item_id)
+            names = item.linked_id_fields if item is not None else ()
+            tokens = {
+                self._rt.blind.token(value)
+                for fid, (_salt, value) in signed.disclosures.items()
+                if fid in names and value
+            }
+            if token not in tokens:
+                return "it is linked to a subject none of its linked-person fields names"
+        return None
+
+    def _linkable(
+        self, candidate: ReleaseCandidate, opened: dict[str, keys.SignedRecord | None]
+    ) -> bool:
         """May `candidate`, found through a link to the subject asked about, be answered as
         such? Only an organisation's or individual business's record (Shandong Art. 31: the
         persons responsible for it): a natural person's record naming someone (a child's
@@ -452,11 +560,8 @@ class QueryEngine:
             return False
         if "natural_person" not in item.subject_kinds:
             return True
-        try:
-            signed = keys.SignedRecord.from_bytes(
-                self._rt.cipher.decrypt(candidate.row_id, candidate.body)
-            )
-        except keys.KeysError:
+        signed = self._open(candidate, opened)
+        if signed is None:
             return False  # unreadable here: certainly not released through a link
         fields = {fid: value for fid, (_salt, value) in signed.disclosures.items()}
         kind = catalog.record_subject_kind(candidate.item_id, fields, catalog=self._rt.catalogue)
@@ -498,14 +603,8 @@ class QueryEngine:
     ) -> query_pb2.QueryAnswer:
         rt = self._rt
         payloads: list[bytes] = []
-        for candidate, objection, fields in prepared.records:
-            row_id, item_id = candidate.row_id, candidate.item_id
-            try:
-                signed = keys.SignedRecord.from_bytes(rt.cipher.decrypt(row_id, candidate.body))
-            except keys.KeysError:
-                raise TamperDetected(
-                    f"stored record {row_id} does not decrypt or parse; run `credex doctor`"
-                ) from None
+        for candidate, signed, objection, fields in prepared.records:
+            item_id = candidate.item_id
             minimal = signed.minimise(fields)
             red = is_red_list(rt.catalogue.item(item_id).category)
             # Routing copies from the store's columns (ingest took them from the verified

@@ -54,6 +54,7 @@ SEVERE_LIST_FIELDS = {
     "subject_category": "法人及非法人组织",
     "uscc": COMPANY,
     "legal_rep_name": "王某某",
+    "legal_rep_id_number": make_ric("370303", "19900101", "020"),  # person(20), the link
     "list_name": "严重违法失信名单",
     "decision_no": "张市监列〔2026〕7号",
     "status": "列入",
