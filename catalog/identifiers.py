@@ -4,8 +4,9 @@ GB 11714 organisation codes and GB/T 2260 administrative division codes.
 python-stdnum supplies the check-digit arithmetic; this module adds what it lacks and decides
 what it gets wrong for us (docs/catalog.md, "Identifiers"):
 
-- Input is normalised (NFKC, so full-width digits become ASCII; upper case; spaces, hyphens and
-  dots removed) so one subject never has two spellings.
+- Input is normalised (NFKC, so full-width digits become ASCII; upper case; spaces, hyphens,
+  dashes, dots and invisible format characters such as a zero-width space removed) so one
+  subject never has two spellings.
 - RIC: a future or impossible birth date is refused. The 6-digit area code is NOT checked
   against the birth year (stdnum does that, and so refuses GB 11643's own example
   440524188001010014): the area code is the county where the number was first issued (1984 or
@@ -54,7 +55,17 @@ _PROVINCES = frozenset(
 _USCC_DEPARTMENTS = frozenset("123456789ANY")
 # position-2 categories where GB 32100's table is known (S-USCCTAB); other departments: charset only
 _USCC_CATEGORIES = {"1": frozenset("1239"), "5": frozenset("1239"), "9": frozenset("123")}
-_SEPARATORS = str.maketrans("", "", " \t-.\u3000_")
+INVISIBLE_FORMAT_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
+"""Characters that show nothing and that str.strip() keeps: zero-width space, non-joiner and
+joiner, word joiner, byte-order mark. Exports carry them inside and around values."""
+
+DASH_CHARS = "\u00ad\u2010\u2012\u2013\u2014\u2015\u2212"
+"""Dashes that NFKC leaves as they are, which word processors, PDFs and input methods put
+where a hyphen was typed: soft hyphen, hyphen (also what NFKC makes of the non-breaking
+hyphen), figure dash, en dash, em dash (also the small em dash's), horizontal bar, minus sign.
+NFKC turns the full-width and small hyphen-minus into "-" itself."""
+
+_SEPARATORS = str.maketrans("", "", " \t-.\u3000_" + INVISIBLE_FORMAT_CHARS + DASH_CHARS)
 _EARLIEST_BIRTH_YEAR = 1800
 
 
@@ -98,17 +109,13 @@ _RUN_CHARS = "0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
 _IDENTIFIER_RUN = re.compile(rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{18}}(?![{_RUN_CHARS}])")
 
 
-INVISIBLE_FORMAT_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
-"""Characters that show nothing and that str.strip() keeps: zero-width space, non-joiner and
-joiner, word joiner, byte-order mark. Exports carry them inside and around values."""
-
 # A long run of digits, however it is spelt: ASCII or full-width digits, with the separators
 # people type inside numbers (spaces, hyphens, dots, underscores, slashes, zero-width and
 # full-width spaces) between them, glued to letters or not, and an ID number's check
 # character X at the end. 15 digits or more: an old or new citizen ID number, also with a
 # wrong check digit, or an account number; never a date, a phone number or a decision number.
 _DIGIT = "0-9\uff10-\uff19"
-_GAP = " \t\\-._/\u3000\u00a0" + INVISIBLE_FORMAT_CHARS
+_GAP = " \t\\-._/\u3000\u00a0\ufe63\uff0d" + INVISIBLE_FORMAT_CHARS + DASH_CHARS
 _DIGIT_RUN = re.compile(
     rf"(?<![{_DIGIT}])[{_DIGIT}](?:[{_GAP}]*[{_DIGIT}]){{14,}}(?:[{_GAP}]*[Xx\uff38\uff58])?"
 )

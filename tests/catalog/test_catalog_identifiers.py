@@ -42,6 +42,14 @@ def test_gb11643_historic_area_code_is_accepted() -> None:
         (" 110105 19491231 002X ", "11010519491231002X"),
         ("110105-19491231-002X", "11010519491231002X"),
         ("１１０１０５１９４９１２３１００２Ｘ", "11010519491231002X"),  # full-width
+        # what copying from a web page, a PDF or an IME leaves inside a number
+        ("110105\u200b19491231002X", "11010519491231002X"),  # zero-width space
+        ("\ufeff11010519491231002X", "11010519491231002X"),  # byte-order mark
+        ("110105\u2060194912\u200d31002X", "11010519491231002X"),  # word joiner, ZWJ
+        ("110105\u00ad19491231002X", "11010519491231002X"),  # soft hyphen
+        ("110105\u201019491231\u2010002X", "11010519491231002X"),  # hyphen
+        ("110105\u201319491231\u2014002X", "11010519491231002X"),  # en and em dash
+        ("110105\u221219491231\uff0d002X", "11010519491231002X"),  # minus, full-width -
     ],
 )
 def test_ric_spellings_normalise_to_one(spelling: str, expected: str) -> None:
@@ -114,6 +122,7 @@ def test_uscc_refusals(value: str, fragment: str) -> None:
 
 def test_uscc_spellings_normalise() -> None:
     assert normalize_uscc("9135 0100-m000 100y43") == "91350100M000100Y43"
+    assert normalize_uscc("\ufeff91350100\u200bM000100Y43\u2013") == "91350100M000100Y43"
 
 
 @pytest.mark.parametrize("department", ["A", "N", "Y"])
@@ -313,6 +322,9 @@ def test_a_lookup_id_keeps_digit_runs_that_are_no_checked_identifier() -> None:
         "{ric_dashed}",  # 110105-19491231-002X
         "{ric_spaced}",  # 370303 19800101 9017
         "{ric_zero_width}",
+        "{ric_en_dash}",  # 110105–19491231–002X, as word processors turn a hyphen
+        "{ric_minus}",
+        "{ric_soft_hyphen}",
         "{ric_wrong_check}",  # a wrong check digit
         "{old_15}",  # an old 15-digit ID number
     ],
@@ -324,6 +336,9 @@ def test_redact_masks_an_id_number_however_it_is_spelt(spelling: str) -> None:
         "ric_dashed": f"{ric[:6]}-{ric[6:14]}-{ric[14:]}",
         "ric_spaced": f"{ric[:6]} {ric[6:14]} {ric[14:]}",
         "ric_zero_width": f"{ric[:4]}\u200b{ric[4:12]}\u200b{ric[12:]}",
+        "ric_en_dash": f"{ric[:6]}\u2013{ric[6:14]}\u2013{ric[14:]}",
+        "ric_minus": f"{ric[:6]}\u2212{ric[6:14]}\uff0d{ric[14:]}",
+        "ric_soft_hyphen": f"{ric[:6]}\u00ad{ric[6:]}",
         "ric_wrong_check": ric[:17] + ("1" if ric[17] != "1" else "2"),
         "old_15": ric[:6] + ric[8:14] + ric[14:17],
     }

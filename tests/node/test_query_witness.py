@@ -98,6 +98,7 @@ def test_a_note_not_signed_by_the_log_is_refused() -> None:
     ("value", "kind", "expected"),
     [
         ("110105-19491231-002x", "natural_person", PERSON),
+        ("\ufeff110105\u200b19491231\u2013002x", "natural_person", PERSON),  # pasted
         (" 91370303MA3C4X5Y6A ", "organisation", None),
     ],
 )
