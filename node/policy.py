@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import catalog
 import keys
 from node.grants import Grant
 from node.officers import OFFICER_ID_RULE, is_officer_id
@@ -108,6 +109,14 @@ STATUTORY_DUTY_PURPOSES: frozenset[str] = frozenset(
 SUBJECT_KINDS: frozenset[str] = frozenset({"natural_person", "organisation", "individual_business"})
 
 _REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+_MAX_SHOWN_ID = 64
+
+
+def _asked(item_id: str) -> str:
+    """An item id as the request gave it, for a denial's message: not checked against the
+    catalogue, so cut short and with any ID number or credit code in it masked (a message
+    reaches the requester's screen and whatever logs its errors)."""
+    return catalog.redact_identifiers(item_id[:_MAX_SHOWN_ID])
 
 
 # --- the parts of catalog and keys types the policy reads (structural, read-only) ----------
@@ -336,7 +345,7 @@ def _check_items(request: QueryRequest, context: PolicyContext) -> dict[str, Ite
     for item_id in sorted(request.items):
         item = context.items.get(item_id)
         if item is None:
-            raise _DenyError("item_unknown", f"item {item_id} is not held by this node")
+            raise _DenyError("item_unknown", f"item {_asked(item_id)} is not held by this node")
         # Shandong Art. 31: an organisation's entry names its legal representative (principal,
         # controller), so a question about that person may ask for the items that link them.
         linked = request.subject_kind == "natural_person" and bool(item.linked_id_fields)
@@ -457,7 +466,7 @@ def _fields(
     for item_id in request.requested_fields:
         if item_id not in items:
             raise _DenyError(
-                "field_unknown", f"fields were requested for item {item_id} not asked for"
+                "field_unknown", f"fields were requested for item {_asked(item_id)} not asked for"
             )
     return released
 

@@ -123,8 +123,9 @@ def normalise_subject(value: str, kind: str, *, today: dt.date) -> str:
     echoes the value) an identifier that fails its check digit.
     """
     if kind not in SUBJECT_KINDS:
+        shown = catalog.redact_identifiers(kind[:64])
         raise InputError(
-            f"subject kind {kind!r}: must be one of {', '.join(sorted(SUBJECT_KINDS))}"
+            f"subject kind {shown!r}: must be one of {', '.join(sorted(SUBJECT_KINDS))}"
         )
     if kind == "natural_person":
         return catalog.normalize_ric(value, today=today)
@@ -682,7 +683,8 @@ def requested_fields(names: Sequence[str]) -> dict[str, frozenset[str]]:
     for name in names:
         item, dot, fid = name.partition(".")
         if not dot or not item or not fid:
-            raise InputError(f"--fields: {name!r} is not ITEM.FIELD")
+            shown = catalog.redact_identifiers(name[:128])
+            raise InputError(f"--fields: {shown!r} is not ITEM.FIELD")
         grouped.setdefault(item, set()).add(fid)
     return {item: frozenset(fids) for item, fids in grouped.items()}
 

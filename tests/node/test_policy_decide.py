@@ -1007,3 +1007,24 @@ def test_conditional_grant_items_without_a_query_agreement_for_its_grantee_and_p
     assert grant_items_without_agreement(g, ITEMS, agreements) == [arrears]
     agreed = Agr(HOLDER, REQ, frozenset({arrears}), frozenset({"staff_recruitment"}))
     assert grant_items_without_agreement(g, ITEMS, (*agreements, agreed)) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"items": frozenset({SUBJECT})}, "item_unknown"),
+        ({"items": frozenset({f"ID{SUBJECT}"})}, "item_unknown"),
+        ({"requested_fields": {SUBJECT: frozenset({"amount"})}}, "field_unknown"),
+    ],
+    ids=["an ID number as an item", "glued to letters", "fields of an item not asked"],
+)
+def test_a_denial_never_echoes_an_id_number_the_request_put_where_an_id_belongs(
+    changes: dict[str, Any], reason: str
+) -> None:
+    # Item ids come from the requester and are checked only here: one holding an ID number
+    # is denied without the number coming back in the message (it reaches the requester's
+    # screen and whatever logs its errors), but still names the masked id to act on.
+    decision = decide(request(**changes), context())
+    assert (decision.allowed, decision.reason) == (False, reason)
+    assert SUBJECT[6:14] not in decision.message
+    assert "370303" in decision.message

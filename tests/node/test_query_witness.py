@@ -14,7 +14,7 @@ import keys
 from node._pb.credex.v1 import query_pb2
 from node.accesslog import AccessLog, ForkDetected, LogEntry, MemoryLogBackend
 from node.errors import InputError
-from node.query import QueryAsk, build_body, normalise_subject, open_answer
+from node.query import QueryAsk, build_body, normalise_subject, open_answer, requested_fields
 from node.witness import cosign_extension
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
@@ -113,6 +113,18 @@ def test_normalise_subject(value: str, kind: str, expected: str | None) -> None:
 def test_unknown_subject_kind_is_input_error() -> None:
     with pytest.raises(InputError, match="subject kind"):
         normalise_subject(PERSON, "alien", today=NOW.date())
+
+
+def test_a_refused_kind_or_field_name_never_echoes_an_id_number() -> None:
+    # A peer's body is checked by the provider, whose refusal goes back as the gRPC details:
+    # an ID number typed where a kind or ITEM.FIELD belongs must come back masked.
+    with pytest.raises(InputError, match="subject kind") as kind:
+        normalise_subject(PERSON, PERSON, today=NOW.date())
+    with pytest.raises(InputError, match=r"ITEM\.FIELD") as field:
+        requested_fields([f"ID{PERSON}"])
+    for refused in (kind, field):
+        assert "110105" in str(refused.value)
+        assert PERSON[6:14] not in str(refused.value)
 
 
 def _answer(
