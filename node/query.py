@@ -433,7 +433,7 @@ class QueryEngine:
                 log.error(
                     "query %s: stored record %s not released: %s; restore the row from a "
                     "backup or re-ingest it",
-                    body.request_id,
+                    catalog.redact_identifiers(body.request_id[:64]),  # the requester's text
                     r.row_id,
                     problem,
                 )

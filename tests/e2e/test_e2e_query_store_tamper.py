@@ -16,12 +16,15 @@ District, helpers and grants as in test_e2e_query_grant_scope.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import catalog
 from node.cluster import LocalCluster
 from node.errors import NodeError, TamperDetected
 from node.query import QueryAsk, QueryResult, send_query
@@ -118,7 +121,7 @@ def test_a_record_filed_under_another_item_is_not_released_under_that_items_rule
 
 
 def test_a_record_moved_under_another_subject_is_not_released_on_that_subjects_grant(
-    cluster: LocalCluster,
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     victim, asked = person("19900101", 201), person("19900101", 202)
     row = store(cluster, victim, LICENCE, licence_fields(2, "受害人"))
@@ -127,6 +130,25 @@ def test_a_record_moved_under_another_subject_is_not_released_on_that_subjects_g
     _gid, grant = issue(cluster, asked)
     a = ask(asked, grant=grant)
     refused_as_tampered(cluster, query(cluster, a), a)
+
+
+def test_the_operators_log_line_names_the_row_and_no_id_number(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    subject = id_number_that_is_also_a_credit_code()
+    row = store(cluster, subject, LICENCE, licence_fields(3))
+    tamper(cluster, "UPDATE records SET item_id = 'admin_licence' WHERE row_id = ?", row)
+    # a careless requester that writes the ID number into its request id
+    a = dataclasses.replace(
+        ask(subject, kind="organisation", items=("admin_licence",)), request_id=f"r-{subject}"
+    )
+    caplog.set_level(logging.ERROR, logger="node.query")
+    assert isinstance(query(cluster, a), TamperDetected)
+    lines = [r.getMessage() for r in caplog.records if r.name == "node.query"]
+    # this row's line (the first test's tampered row of the same subject has its own)
+    (line,) = [text for text in lines if row in text]
+    assert catalog.redact_identifiers(a.request_id) in line
+    assert not [text for text in lines if subject in text]
 
 
 def test_an_organisations_record_linked_to_a_person_it_does_not_name_is_not_released(
