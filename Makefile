@@ -23,6 +23,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy catalog keys adapters node bench tests
 
 unit: $(STAMP)
+	@# pyproject.toml's addopts run the tests on one pytest-xdist worker per CPU (`-n 0`: serially).
 	@# pytest exits 5 when it collected nothing: a suite that ran no test is a failure, not a pass.
 	@$(VENV)/bin/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tests.workers import worker_tag
+
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 
 
@@ -19,7 +21,7 @@ def throwaway_postgres() -> Iterator[str]:
     Skips (with the reason) when the server is unreachable, except under CI=true, where a
     missing server fails the tests that need it.
     """
-    name = f"credex_test_{secrets.token_hex(6)}"
+    name = f"credex_test_{worker_tag()}_{secrets.token_hex(6)}"
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True)
     except psycopg.OperationalError as error:

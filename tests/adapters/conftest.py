@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from node.demo_data import numbered_uscc
+from tests.workers import worker_tag
 
 DATABASES = {
     "mariadb": ["mysql+pymysql://root@127.0.0.1:3306/test"],
@@ -53,8 +54,9 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def table_name(db_url: str) -> Iterator[str]:
-    """A unique table name for this test, dropped afterwards."""
-    name = f"credex_arrears_{uuid.uuid4().hex[:12]}"
+    """A table name no other test or xdist worker uses (MariaDB tests share the database
+    `test`), dropped afterwards."""
+    name = f"credex_arrears_{worker_tag()}_{uuid.uuid4().hex[:12]}"
     yield name
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     try:
