@@ -28,9 +28,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import openpyxl
-from openpyxl.cell.cell import ERROR_CODES
-
 from adapters.errors import SourceError
 from adapters.source import (
     EXTRA_CELLS,
@@ -103,6 +100,10 @@ class XlsxSource:
         self._only: frozenset[str] | None = None
 
     def _workbook(self) -> Any:
+        # Imported here, not at the top: openpyxl takes ~0.1 s to import, and every `credex`
+        # command imports this module (through `adapters`) while few of them read a workbook.
+        import openpyxl  # noqa: PLC0415
+
         try:
             with warnings.catch_warnings():
                 # openpyxl warns about styles and extensions it ignores; they do not touch values.
@@ -241,6 +242,8 @@ class XlsxSource:
 
 def _cell_error(column: str, text: str) -> CellProblem:
     # Excel's error codes are a fixed set, never personal data: naming one helps the clerk.
+    from openpyxl.cell.cell import ERROR_CODES  # noqa: PLC0415 - see _workbook
+
     what = f"the Excel error {text}" if text in ERROR_CODES else "an Excel error value"
     return CellProblem(
         column, "cell_error", f"the cell holds {what}, not data (fix the formula or the value)"
