@@ -38,12 +38,49 @@ class ClusterError(NodeError):
     """A local node did not start, stop or answer as expected (the message says which)."""
 
 
+PORTS_ENV = "CREDEX_CLUSTER_PORTS"
+"""`FIRST-LAST`: the ports `free_port` hands out, for processes that build clusters side by
+side (the test suite's parallel workers each get their own range). Unset: the kernel's choice."""
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now and that this process has not
+    handed out before (a node stopped for a while must find its port still its own).
+
+    A node binds its port only when it starts, so two processes asking the kernel can be given
+    the same one; with `CREDEX_CLUSTER_PORTS` set, ports come from that range only (ranges of
+    different processes must not overlap)."""
+    bounds = _port_range()
+    candidates = range(bounds[0], bounds[1] + 1) if bounds else (0,) * 64
+    for wanted in candidates:
+        if wanted in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue  # in use (a range's port): the next one
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise ClusterError(f"no free TCP port on 127.0.0.1 ({PORTS_ENV}={os.environ.get(PORTS_ENV)})")
+
+
+def _port_range() -> tuple[int, int] | None:
+    text = os.environ.get(PORTS_ENV, "").strip()
+    if not text:
+        return None
+    first, sep, last = text.partition("-")
+    try:
+        bounds = (int(first), int(last))
+    except ValueError:
+        bounds = (0, -1)
+    if not sep or not 1024 <= bounds[0] <= bounds[1] <= 65535:
+        raise ClusterError(f"{PORTS_ENV} must be FIRST-LAST between 1024 and 65535, not {text!r}")
+    return bounds
 
 
 @dataclass

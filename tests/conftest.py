@@ -11,10 +11,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.workers import worker_tag
+from node.cluster import PORTS_ENV
+from tests.workers import worker_port_range, worker_tag
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 _PACKAGES = ("catalog", "keys", "adapters", "node")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this process (each xdist worker, or the one pytest process) its own range of
+    cluster ports, unless the caller set one."""
+    os.environ.setdefault(PORTS_ENV, worker_port_range())
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
