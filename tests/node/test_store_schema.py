@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -11,12 +13,31 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from node.store import migrate, open_store, schema_revision
-from node.store.engine import MIGRATIONS_DIR, make_engine
+from node.store import known_revisions, migrate, open_store, schema_revision
+from node.store.engine import MIGRATIONS_DIR, SCHEMA_HEAD, make_engine
 from node.store.tables import metadata
 
 # The newest revision: one head, whichever migrations are added after this test was written.
 HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def test_the_schema_head_constant_is_the_newest_migration() -> None:
+    # bump node.store.engine.SCHEMA_HEAD with every new migration, or stores stay behind it
+    assert SCHEMA_HEAD == HEAD == known_revisions()[1]
+
+
+def test_a_store_at_the_head_opens_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'credex.db'}"
+    open_store(url).close()  # created and migrated here
+    probe = (
+        "import sys; from node.store import open_store; "
+        f"open_store({url!r}).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:
