@@ -621,23 +621,24 @@ def grant_scope_problems(
     grantee that is not a node of the district (`members`, the trust bundle's roster), a
     purpose no query may name (`PURPOSES`), an item the catalogue (`items`, by id) does not
     hold, does not keep about `subject_kind` subjects or never shares (share type `none`, rule
-    5b). One message per problem, naming the value and what is accepted; empty when none."""
+    5b). One message per problem, naming the value (cut short, ID numbers masked) and what is
+    accepted; empty when none."""
     problems: list[str] = []
     known = sorted(members)
     if grant.grantee not in known:
         problems.append(
-            f"grantee {grant.grantee!r} is not a node of the trust bundle "
+            f"grantee {_asked(grant.grantee)!r} is not a node of the trust bundle "
             f"(nodes: {', '.join(known) or 'none'})"
         )
     if grant.purpose not in PURPOSES:
         problems.append(
-            f"purpose {grant.purpose!r} is not a query purpose "
+            f"purpose {_asked(grant.purpose)!r} is not a query purpose "
             f"(one of: {', '.join(sorted(PURPOSES))})"
         )
     for item_id in sorted(grant.items):
         item = items.get(item_id)
         if item is None:
-            problems.append(f"item {item_id!r} is not in the catalogue")
+            problems.append(f"item {_asked(item_id)!r} is not in the catalogue")
         elif subject_kind not in item.subject_kinds:
             problems.append(
                 f"item {item_id!r} is not kept about {subject_kind} subjects "

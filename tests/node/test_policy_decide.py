@@ -984,6 +984,14 @@ def test_a_grant_nobody_could_use_names_every_problem() -> None:
     assert scope_problems(grant(items=frozenset({"org_basic"})), "organisation") == []
 
 
+def test_a_grant_problem_never_quotes_an_id_number() -> None:
+    person = "11010519491231002X"
+    g = grant(grantee=person, purpose=f"p_{person.lower()}", items=frozenset({person}))
+    said = " ".join(scope_problems(g))
+    assert "19491231" not in said  # the birth date: the middle of the number
+    assert said.count("110105********002") == 3
+
+
 def test_a_grant_for_an_item_never_shared_is_refused() -> None:
     assert scope_problems(grant(items=frozenset({"internal_notes"}))) == [
         "item 'internal_notes' is never shared (share type none)"
