@@ -18,7 +18,7 @@ from rich.table import Table
 
 import catalog
 from node.cli import app
-from node.cli.common import JsonOption, console, err_console, print_json
+from node.cli.common import JsonOption, china_today, console, err_console, print_json
 
 catalog_app = typer.Typer(
     name="catalog",
@@ -184,7 +184,9 @@ def validate(
     as_json: JsonOption = False,
     today: Annotated[
         str | None,
-        typer.Option("--today", help="Validate as of this date (YYYY-MM-DD); default today."),
+        typer.Option(
+            "--today", help="Validate as of this date (YYYY-MM-DD); default today (UTC+8)."
+        ),
     ] = None,
     catalog_file: CatalogOption = None,
 ) -> None:
@@ -196,7 +198,7 @@ def validate(
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
     try:
-        as_of = datetime.date.fromisoformat(today) if today else datetime.date.today()
+        as_of = datetime.date.fromisoformat(today) if today else china_today()
     except ValueError:
         err_console.print(f"[bold red]error:[/] --today {escape(repr(today))} is not YYYY-MM-DD")
         raise typer.Exit(2) from None

@@ -7,6 +7,7 @@ path would raise a MarkupError instead of printing.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import os
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from node.durable import publish_new_file
 from node.errors import InputError
+from node.lifecycle import china_day
 from node.officers import OFFICER_ID_RULE, is_officer_id
 
 console = Console()
@@ -39,6 +41,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON 
 # The rule of `[server] listen` in node/config.py (tests/node/test_cli_robustness.py checks that
 # both agree), applied to a command-line value so the message names the flag, not credex.toml.
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def china_today() -> dt.date:
+    """Today in China Standard Time (UTC+8), the day every rule of the node judges by (ingest,
+    queries, the lifecycle scan; docs/lifecycle.md): never the machine's local date, which on a
+    server kept in UTC is still yesterday until 08:00 in Zibo."""
+    return china_day(_utcnow())
 
 
 def resolve_home(home: Path | None) -> Path:

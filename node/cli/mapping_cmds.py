@@ -8,7 +8,6 @@ with exit code 2. Nothing here prints a cell value: the table shows counts, fiel
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from rich.table import Table
 import adapters
 import catalog as cat
 from node.cli import app
-from node.cli.common import JsonOption, console, print_json
+from node.cli.common import JsonOption, china_today, console, print_json
 
 mapping_app = typer.Typer(help="Check mapping files that turn department data into records.")
 app.add_typer(mapping_app, name="mapping")
@@ -108,7 +107,7 @@ def check(
             rejects.chmod(0o600)  # before any row is written: reject reports quote personal data
         try:
             for batch in adapters.run_mapping(
-                spec, today=dt.date.today(), catalog=catalogue, limit=sample, source=source
+                spec, today=china_today(), catalog=catalogue, limit=sample, source=source
             ):
                 summary.add(batch)
                 if writer is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -129,3 +130,19 @@ def test_wrong_encoding_exits_2_naming_row_and_offset(
     assert _credex(monkeypatch, "mapping", "check", str(penalty_mapping)) == 2
     err = capsys.readouterr().err
     assert "byte offset" in err
+
+
+def test_the_dry_run_judges_future_dates_by_the_china_day(
+    penalty_mapping: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the dry run validates as ingest will: on today's date in China Standard Time (UTC+8),
+    # not on the machine's local date; at 23:00 UTC on 2019-12-31 it is 2020-01-01 in Zibo,
+    # and every decision of the sample is later still
+    monkeypatch.setattr(
+        "node.cli.common._utcnow", lambda: dt.datetime(2019, 12, 31, 23, 0, tzinfo=dt.UTC)
+    )
+    code = _credex(monkeypatch, "mapping", "check", str(penalty_mapping), "--sample", "5", "--json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    reasons = {(r["field"], r["code"]) for r in out["dry_run"]["top_reasons"]}
+    assert ("decision_date", "future_date") in reasons

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from node.cli import app
@@ -127,3 +129,23 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     assert "bad_identifier" in run.stdout
     assert "Traceback" not in run.stderr
+
+
+def test_validate_judges_today_in_china_standard_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/lifecycle.md: all days are China Standard Time (UTC+8), as ingest judges them. A
+    # decision of 2031-03-05 is in the future until 16:00 UTC on 2031-03-04 (00:00 in Zibo) and
+    # lawful from then on, whatever the machine's own time zone says.
+    row = penalty_org(decision_date="2031-03-05", penalty_valid_until="2032-03-05")
+    path = _write(tmp_path / "day.jsonl", [row])
+    args = ["catalog", "validate", str(path), "--item", "admin_penalty", "--json"]
+    before = datetime.datetime(2031, 3, 4, 15, 59, 59, tzinfo=datetime.UTC)
+    monkeypatch.setattr("node.cli.common._utcnow", lambda: before)
+    early = runner.invoke(app, args)
+    assert early.exit_code == 2, early.output
+    assert "future_date" in early.stdout
+    midnight = datetime.datetime(2031, 3, 4, 16, 0, tzinfo=datetime.UTC)
+    monkeypatch.setattr("node.cli.common._utcnow", lambda: midnight)
+    on_time = runner.invoke(app, args)
+    assert on_time.exit_code == 0, on_time.output
