@@ -18,8 +18,9 @@ store. Rules and sources (docs/lifecycle.md):
   period applies the cap from the stated end of the conduct when there is one.
 - Retention after expiry: kept encrypted (never disclosed, queried or delivered) for
   `retention_months` after `max_end`, then purged (the body erased). The default of 60 months
-  follows 征信业管理条例 Art. 16 (negative information kept 5 years) and covers the limitation
-  periods of administrative review and litigation about the record; docs/lifecycle.md explains.
+  is a design choice that covers the limitation periods of administrative review and
+  litigation about the record; 征信业管理条例 Art. 16 (5 years from the end of the conduct)
+  binds 征信, not public credit, and is only the nearest comparison; docs/lifecycle.md explains.
 - Credit repair (令第36号 Arts. 2-3): admissible when the minimum period has passed (from the
   day after `min_end`), the obligations are fulfilled and a credit commitment is given; a minor
   (轻微) record may be repaired as soon as the obligations are fulfilled. Every failed condition
