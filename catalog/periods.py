@@ -6,10 +6,16 @@ Rules (docs/catalog.md, "Disclosure periods"; catalogue-facts §5):
   at least 3 months, at most 1 year; 严重 (severe): at least 1 year, at most 3 years. The sector
   exception for minor records (≤ 3 months where the 行业主管部门 deems it necessary) is not
   modelled: the catalogue has no sector field (docs/catalog.md).
-- Decided before 2026-04-01: the repealed 令第58号 under which such records were published: at
-  least 3 months, at most 3 years, whatever the severity (it had no grading), so a record with
-  no 失信程度 (`UNGRADED`) gets this window too. Its sector rule (1 year minimum for
-  特种设备、安全生产、消防) is not modelled: the catalogue has no sector field.
+- Decided from 2023-05-01 to 2026-03-31: the repealed 令第58号 under which such records were
+  published: at least 3 months, at most 3 years, whatever the severity (it had no grading), so
+  a record with no 失信程度 (`UNGRADED`) gets this window too. Its sector rule (1 year minimum
+  for 特种设备、安全生产、消防) is not modelled: the catalogue has no sector field.
+- Decided before 2023-05-01 (when 令第58号 took effect, facts §1, §5.3): the superseded
+  发改办财金〔2019〕527号 under which they were published: 一般失信 3 months to 1 year, 严重失信
+  6 months to 3 years. It had only those two grades; for a record without one (`UNGRADED`, or
+  轻微) the reference names no period, so it keeps the bounds of both grades (3 months to 3
+  years) and the rule text says so. Whether a later instrument re-timed such records is not
+  in the reference (facts §5.3: transition provisions not found).
 - Arithmetic per 民法典 Arts. 201-202: the decision day is not counted, a period of months or
   years ends on the corresponding day of the last month, or on that month's last day when the
   day does not exist (2026-11-30 + 3 months = 2027-02-28).
@@ -43,6 +49,7 @@ from dataclasses import dataclass
 from catalog.errors import CatalogError
 
 ORDER_36_EFFECTIVE = datetime.date(2026, 4, 1)
+ORDER_58_EFFECTIVE = datetime.date(2023, 5, 1)
 MAX_DISCLOSURE_MONTHS = 60  # Shandong Art. 38
 # The severity of a dishonesty record that states no 失信程度: allowed only for decisions before
 # 2026-04-01, when no grading existed (令第58号). Never a code-table value, so no row can carry it.
@@ -52,6 +59,11 @@ PERIOD_SEVERITIES = ("minor", "general", "severe", UNGRADED)
 _ORDER_36 = {
     "general": (3, 12),
     "severe": (12, 36),
+}
+# 发改办财金〔2019〕527号 (decisions before 2023-05-01): 一般 3 months-1 year, 严重 6 months-3 years
+_NOTICE_527 = {
+    "general": (3, 12),
+    "severe": (6, 36),
 }
 _CAP = "山东省社会信用条例第38条 (≤5年, 自失信行为终止之日起)"
 
@@ -198,9 +210,23 @@ def _disclosure_period(
         low, high = _ORDER_36[severity]
         label = "一般失信 3个月-1年" if severity == "general" else "严重失信 1年-3年"
         rule = f"令第36号: {label}; 民法典第201-202条; {_CAP}"
-    else:
+    elif decided_on >= ORDER_58_EFFECTIVE:
         low, high = 3, 36
         rule = f"令第58号 (decided before 2026-04-01): 3个月-3年; 民法典第201-202条; {_CAP}"
+    elif severity in _NOTICE_527:
+        low, high = _NOTICE_527[severity]
+        label = "一般失信 3个月-1年" if severity == "general" else "严重失信 6个月-3年"
+        rule = (
+            f"发改办财金〔2019〕527号 (decided before 2023-05-01): {label}; "
+            f"民法典第201-202条; {_CAP}"
+        )
+    else:
+        low, high = 3, 36
+        rule = (
+            "发改办财金〔2019〕527号 (decided before 2023-05-01) graded only 一般/严重: "
+            f"no period known for this record, 3个月-3年 (the bounds of both); "
+            f"民法典第201-202条; {_CAP}"
+        )
     max_end = min(add_months(decided_on, high), cap)
     if max_end <= decided_on:
         # Art. 38: five years from the end of the conduct had passed by the decision day

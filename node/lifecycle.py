@@ -93,7 +93,8 @@ TASK_KINDS = frozenset({"objection", "revocation", "repair", "correction"})
 # 1: minor withheld, ungraded penalties, conduct end, red-list and honour validity (2026-11).
 # 2: a record's own end bounds a dishonesty period (移出 from a list).
 # 3: the item's 有效期限 (max_disclosure_months) bounds every window.
-WINDOW_RULES_REVISION = 3
+# 4: a decision before 2023-05-01 gets 发改办财金〔2019〕527号's window, not 令第58号's.
+WINDOW_RULES_REVISION = 4
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _FIELD = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -77,6 +77,40 @@ def test_before_2026_04_01_the_58_order_applies(severity: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("severity", "low", "high"),
+    [
+        ("general", D(2023, 7, 30), D(2024, 4, 30)),  # 一般失信 3 months - 1 year
+        ("severe", D(2023, 10, 30), D(2026, 4, 30)),  # 严重失信 6 months - 3 years
+    ],
+)
+def test_before_2023_05_01_the_527_notice_applies(severity: str, low: D, high: D) -> None:
+    # catalogue-facts §1 and §5.3: 令第58号 took effect on 2023-05-01 ("historical records
+    # decided 2023-05 … 2026-03"); a decision before it was published under 发改办财金〔2019〕
+    # 527号: 一般失信 3 months - 1 year, 严重失信 6 months - 3 years, from the decision date.
+    period = disclosure_period(severity, D(2023, 4, 30))
+    assert (period.min_end, period.max_end) == (low, high)
+    assert "527" in period.rule
+    assert "58" not in period.rule
+    # the first day of 令第58号
+    period = disclosure_period(severity, D(2023, 5, 1))
+    assert (period.min_end, period.max_end) == (D(2023, 8, 1), D(2026, 5, 1))
+    assert "58" in period.rule
+
+
+@pytest.mark.parametrize("severity", ["minor", UNGRADED])
+def test_before_2023_05_01_a_grade_527_does_not_know_keeps_the_widest_window(
+    severity: str,
+) -> None:
+    # 527号 graded only 一般 and 严重; the reference gives no period for an ungraded (or 轻微)
+    # record of that time, so it keeps the bounds of both grades (3 months - 3 years), named
+    # as such rather than as 令第58号, which did not yet apply
+    period = disclosure_period(severity, D(2022, 6, 1))
+    assert (period.min_end, period.max_end) == (D(2022, 9, 1), D(2025, 6, 1))
+    assert "527" in period.rule
+    assert "58" not in period.rule
+
+
+@pytest.mark.parametrize(
     ("start", "months", "end"),
     [
         (D(2026, 11, 30), 3, D(2027, 2, 28)),  # missing day -> last day of the month
@@ -132,7 +166,11 @@ def test_every_window_is_empty_or_ordered_and_within_the_conduct_cap(
 @given(_days, _days, st.sampled_from(["general", "severe"]))
 def test_later_decisions_never_end_earlier(a: D, b: D, severity: str) -> None:
     first, second = sorted((a, b))
-    if (first < D(2026, 4, 1)) != (second < D(2026, 4, 1)):
+
+    def regime(day: D) -> int:  # 527号, 令第58号, 令第36号
+        return (day >= D(2023, 5, 1)) + (day >= D(2026, 4, 1))
+
+    if regime(first) != regime(second):
         return  # the regime changes between them
     p1, p2 = disclosure_period(severity, first), disclosure_period(severity, second)
     assert p1.min_end is not None
