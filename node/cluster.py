@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -50,10 +51,18 @@ def free_port() -> int:
     handed out before (a node stopped for a while must find its port still its own).
 
     A node binds its port only when it starts, so two processes asking the kernel can be given
-    the same one; with `CREDEX_CLUSTER_PORTS` set, ports come from that range only (ranges of
-    different processes must not overlap)."""
+    the same one; with `CREDEX_CLUSTER_PORTS` set, ports come from that range only, tried from a
+    random point of it (the test workers of one session get disjoint ranges; two sessions on
+    one machine share them and rarely meet)."""
     bounds = _port_range()
-    candidates = range(bounds[0], bounds[1] + 1) if bounds else (0,) * 64
+    if bounds:
+        # from a random place in the range: two test sessions on one machine share the range
+        first, last = bounds
+        start = secrets.randbelow(last - first + 1)
+        span = range(first, last + 1)
+        candidates: Sequence[int] = [*span[start:], *span[:start]]
+    else:
+        candidates = (0,) * 64
     for wanted in candidates:
         if wanted in _handed_out:
             continue
