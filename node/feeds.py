@@ -46,7 +46,15 @@ import catalog
 import keys
 from node import lifecycle, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
-from node.errors import AuthError, InputError, NodeError, NotFound, PeerUnavailable, PolicyDenied
+from node.errors import (
+    AuthError,
+    InputError,
+    NodeError,
+    NotFound,
+    PeerUnavailable,
+    PolicyDenied,
+    TamperDetected,
+)
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
 from node.store import pushed as pushed_store
@@ -624,6 +632,8 @@ def _describe_rpc_error(peer: str, error: grpc.aio.AioRpcError) -> NodeError:
         return InputError(message)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(message)
+    if code == grpc.StatusCode.DATA_LOSS:
+        return TamperDetected(message)  # the provider's store failed its integrity check
     return NodeError(message)
 
 

@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,14 @@ import keys
 from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, utc_iso
-from node.errors import AuthError, InputError, NodeError, PolicyDenied, StaleBundle
+from node.errors import (
+    AuthError,
+    InputError,
+    NodeError,
+    PolicyDenied,
+    StaleBundle,
+    TamperDetected,
+)
 from node.lifecycle import china_day, disclosure_ended, is_red_list
 from node.refusals import Caller, asked_items, logged_refusals
 from node.requests import node_signing_keys
@@ -95,6 +103,8 @@ _WITHHELD_STATES = frozenset({"withdrawn", "expired", "purged"})
 _NOT_OURS = "not_producer"
 # The reason of a feed delivery to a former subscriber (no agreement left: no record released).
 _AGREEMENT_ENDED = "agreement_ended"
+# Why a stream ended before a record whose store row disagrees with its signed body.
+_TAMPERED = "record_tampered"
 _SHOWN_IDS = 3  # item ids a refusal message names at most
 _MAX_RECORD_KEY = 128
 _SHOWN_ID_CHARS = 64
@@ -169,6 +179,54 @@ def _check_subscriber(
     )
 
 
+class _Tampered(Exception):
+    """A record about to be sent whose store row disagrees with its signed body."""
+
+    def __init__(self, row_id: str, problem: str) -> None:
+        super().__init__(problem)
+        self.row_id = row_id
+        self.problem = problem
+
+
+def _routing_problem(body: bytes, stored: FeedRecord, event: FeedEvent, node_id: str) -> str | None:
+    """What about `stored`'s row (and `event`, which names it) disagrees with its signed header
+    `body` (the decrypted compact record), or None.
+
+    The provider decides what a subscriber may get by the row's columns (item, producer) and
+    sends the event's record key and version with it; someone who can write to the database
+    but has no keys can change those, never the body (AEAD under the storage key, bound to the
+    row id). So the signed header is the truth: a row filed under an agreed item, another key,
+    version or producer must not release its record (decision as in node/query.py).
+    """
+    try:
+        payload = keys.SignedRecord.envelope_of(body).payload
+        # Plain json: the subscriber parses it strictly again when it verifies the signature.
+        header = json.loads(payload)
+    except (keys.KeysError, ValueError, UnicodeDecodeError):
+        return "the body does not parse"
+    if not isinstance(header, dict):
+        return "the signed payload is not a JSON object"
+    key, version = header.get("record_key"), header.get("version")
+    if (
+        header.get("item") == stored.item_id
+        and key == stored.record_key == event.record_key
+        and version == stored.version == event.version
+        and header.get("producer") == node_id
+    ):
+        return None  # the common case, decided without building anything
+    wrong = [
+        name
+        for name, right in (
+            ("item", header.get("item") == stored.item_id),
+            ("record_key", key == stored.record_key == event.record_key),
+            ("version", version == stored.version == event.version),
+            ("producer", header.get("producer") == node_id),
+        )
+        if not right
+    ]
+    return f"the row's {', '.join(wrong)} disagree with the signed header"
+
+
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
     """Subscribe, Ack and Push for one node (see the module docstring)."""
 
@@ -234,15 +292,36 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 bundle = runtime.bundle()
                 allowed = _agreed_items(bundle, runtime.node_id, subscriber, "feed")
                 member = _check_subscriber(bundle, subscriber, verified.keyid, runtime.clock())
-                built = await asyncio.to_thread(
-                    self._build,
-                    subscriber,
-                    cursor,
-                    limit,
-                    allowed,
-                    member.encryption_key,
-                    compact=body.compact_records,
-                )
+                try:
+                    built = await asyncio.to_thread(
+                        self._build,
+                        subscriber,
+                        cursor,
+                        limit,
+                        allowed,
+                        member.encryption_key,
+                        compact=body.compact_records,
+                    )
+                except TamperDetected:
+                    # The stream ends before the row; its record never leaves. Denied entry
+                    # first, then DATA_LOSS (not a refusal of the caller: logged here).
+                    await runtime.log.append(
+                        LogEntry(
+                            time=utc_iso(runtime.clock()),
+                            kind="feed_delivery",
+                            requester=subscriber,
+                            officer="",
+                            purpose=feeds.FEED_PURPOSE,
+                            legal_basis="feed_agreement",
+                            decision="deny",
+                            reason=_TAMPERED,
+                            request_id=verified.nonce,
+                            items_asked=asked,
+                            items_released=(),
+                            result_count=0,
+                        )
+                    )
+                    raise
                 if built is None:
                     if not body.follow or self.stopping.is_set():
                         return
@@ -316,8 +395,28 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         items: set[str] = set()
         stored = feed_records(runtime.store, [e.record_row_id for e in events])
         context = _BatchContext(runtime.cipher, compact, china_day(runtime.clock()))
-        for event in events:
-            message = self._event_pb(event, stored[event.record_row_id], allowed, context)
+        for index, event in enumerate(events):
+            try:
+                message = self._event_pb(event, stored[event.record_row_id], allowed, context)
+            except _Tampered as tampered:
+                # Only the row id and what disagrees, for the operator: never field values.
+                log.error(
+                    "feed of %s: event %d: stored record %s not sent: %s; restore the row "
+                    "from a backup or re-ingest it, the feed resumes there",
+                    subscriber,
+                    event.seq,
+                    tampered.row_id,
+                    tampered.problem,
+                )
+                if index == 0:
+                    raise TamperDetected(
+                        f"the record of event {event.seq} fails the "
+                        "provider's integrity check (its store row disagrees with its signed "
+                        "body); nothing of it was sent, and the provider's node log names the "
+                        "row for its operator; the feed resumes there once it is restored"
+                    ) from None
+                events = events[:index]  # what comes before it still goes
+                break
             if message.HasField("record"):
                 items.add(message.item_id)
             payloads.append(message.SerializeToString())
@@ -372,12 +471,15 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             message.reason = "expired"
         else:
             body = context.cipher.decrypt(stored.row_id, stored.body)
+            problem = _routing_problem(body, stored, event, runtime.node_id)
+            if problem is not None:
+                raise _Tampered(stored.row_id, problem)
             red = context.red_list.get(stored.item_id)
             if red is None:
                 red = is_red_list(runtime.catalogue.item(stored.item_id).category)
                 context.red_list[stored.item_id] = red
-            # Routing copies from the store's columns: the subscriber checks them against the
-            # signed payload, so the payload need not be parsed here again.
+            # Routing copies from the store's columns, checked against the signed payload
+            # above (and again by the subscriber).
             routing = wire.Routing(
                 stored.item_id, stored.record_key, stored.version, stored.producer
             )
