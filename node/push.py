@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import weakref
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ import catalog
 import keys
 from node import feeds, lifecycle
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
-from node.errors import AuthError, InputError, NodeError
+from node.errors import AuthError, InputError, NodeError, TamperDetected
 from node.runtime import NodeRuntime
 from node.store import StoredRecord
 from node.store import lifecycle as ls
@@ -80,6 +81,8 @@ __all__ = [
     "withdrawal_push_id",
     "withdrawal_report",
 ]
+
+log = logging.getLogger(__name__)
 
 SEVERE_LIST_CATEGORY = "严重失信主体名单"
 _WITHDRAWAL_PREFIX = "pushw-"
@@ -304,10 +307,50 @@ def _entry_to_push(
             f"item {record.item_id!r} is not a {SEVERE_LIST_CATEGORY} item; nothing to push"
         )
     signed = keys.SignedRecord.from_bytes(runtime.cipher.decrypt(record.row_id, record.body))
+    problem = _row_problem(runtime, record, signed)
+    if problem is not None:
+        # The row id and what disagrees go to the operator's log, never field values.
+        log.error(
+            "push of record %s...: stored record %s not sent: %s; restore the row from a "
+            "backup or re-ingest it",
+            record_key[:12],
+            record.row_id,
+            problem,
+        )
+        raise TamperDetected(
+            f"record {record_key[:12]}... fails the integrity check (its store row disagrees "
+            "with its signed body); nothing was sent, and the node log names the row"
+        )
     acked = {
         p.push_id for p in ls.push_states(runtime.store, record_key=record_key) if p.acknowledged
     }
     return record, signed, acked
+
+
+def _row_problem(
+    runtime: NodeRuntime, record: StoredRecord, signed: keys.SignedRecord
+) -> str | None:
+    """What about `record`'s store row disagrees with its signed header, or None.
+
+    Which entries are pushed, and to whom, is chosen by the row's columns (item, record key,
+    version, producer), which someone with write access to the database but without keys can
+    change; the receiver refuses a record that is not what its notice says, but only after
+    opening it. So the signed header is checked before anything is sealed (as node/query.py
+    and the feed do)."""
+    try:
+        header = keys.loads_unique_keys(signed.envelope.payload)
+    except (ValueError, UnicodeDecodeError):
+        return "the signed payload is not JSON"
+    if not isinstance(header, dict):
+        return "the signed payload is not a JSON object"
+    expected = {
+        "item": record.item_id,
+        "record_key": record.record_key,
+        "version": record.version,
+        "producer": runtime.node_id,
+    }
+    wrong = sorted(name for name, value in expected.items() if header.get(name) != value)
+    return f"the row's {', '.join(wrong)} disagree with the signed header" if wrong else None
 
 
 def _left_active(runtime: NodeRuntime, record_key: str) -> bool:
@@ -330,6 +373,8 @@ async def push_pending(runtime: NodeRuntime) -> list[PushOutcome]:
             outcomes.extend(await push_record(runtime, record_key))
         except InputError:
             continue  # withdrawn or expired since it was listed: its withdrawal follows
+        except TamperDetected:
+            continue  # logged with its row; the other entries still go
     outcomes.extend(await push_pending_withdrawals(runtime))
     return outcomes
 
