@@ -474,13 +474,19 @@ def _checked_events(
         objection = False
         if body is not None:
             checked = next(outcomes)
+            # Each refusal names the feed and the event, for the provider's operator (the
+            # messages quote no field value).
+            where = f"feed of {peer}: event {event.seq}"
             if isinstance(checked, Refused):
                 if checked.kind == "input":
-                    raise InputError(checked.message)
-                raise keys.VerificationError(checked.message)
-            wire.check_record_routing(event.record, checked.header)
+                    raise InputError(f"{where}: {checked.message}")
+                raise keys.VerificationError(f"{where}: {checked.message}")
+            try:
+                wire.check_record_routing(event.record, checked.header)
+            except InputError as error:
+                raise InputError(f"{where}: {error}") from None
             if checked.header.get("producer") != peer:
-                raise AuthError(f"feed of {peer}: a record names another producer")
+                raise AuthError(f"{where}: the record names another producer")
             if (checked.header["record_key"], int(checked.header["version"])) != (
                 event.record_key,
                 event.version,

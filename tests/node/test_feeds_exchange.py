@@ -651,3 +651,23 @@ def test_a_one_off_pull_from_a_provider_that_stalls_ends_with_unavailable(
     finally:
         market.close()
         platform.close()
+
+
+def test_a_refused_record_is_named_by_feed_and_event(cluster: LocalCluster) -> None:
+    # An operator reading "record disclosure does not verify" alone cannot tell which feed or
+    # which event to report to the provider; the refusal names both (and no field value).
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+    try:
+        events = _events(_compact_batch(market, platform), platform)
+        events[1].record.signed_record = _forged(events[1].record.signed_record)
+        with pytest.raises(keys.VerificationError, match=r"^feed of market: event 2: ") as refused:
+            feeds.apply_batch(platform, "market", _batch_of(market, platform, events), cursor=0)
+        assert "N999" not in str(refused.value)
+        routed = _events(_compact_batch(market, platform), platform)
+        routed[0].record.item_id = "admin_licence"
+        with pytest.raises(InputError, match=r"^feed of market: event 1: .*item_id"):
+            feeds.apply_batch(platform, "market", _batch_of(market, platform, routed), cursor=0)
+    finally:
+        market.close()
+        platform.close()
