@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
+import catalog
 import keys
 from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
@@ -152,6 +153,12 @@ def _listed(ids: Sequence[str]) -> str:
     shown = ", ".join(i[:_SHOWN_ID_CHARS] for i in ids[:_SHOWN_IDS])
     more = len(ids) - _SHOWN_IDS
     return f"{shown} … and {more} more" if more > 0 else shown
+
+
+def _quoted(text: str) -> str:
+    """Caller-written `text` for an error message: at most 64 characters, identifiers masked."""
+    cut = text[:_SHOWN_ID_CHARS]
+    return repr(catalog.redact_identifiers(cut)) + (" (cut)" if len(text) > len(cut) else "")
 
 
 def _check_subscriber(
@@ -509,13 +516,19 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         fields = feeds.verify_receipt(
             request, trusted=node_signing_keys(runtime.bundle(), caller, now)
         )
+        # The caller wrote issuer and subject: quoted bounded and redacted (the message
+        # travels in trailing metadata, and could otherwise carry anything, an ID number too).
         if fields.issuer != caller:
             raise AuthError(
-                f"Ack: the receipt is issued by {fields.issuer}, not by {caller}",
+                f"Ack: the receipt is issued by {_quoted(fields.issuer)}, not by {caller}; "
+                "sign it with issuer = your node id",
                 reason="signer_mismatch",
             )
         if fields.subject != feeds.feed_subject(runtime.node_id):
-            raise InputError(f"Ack: the receipt acknowledges {fields.subject!r}, not this feed")
+            raise InputError(
+                f"Ack: the receipt acknowledges {_quoted(fields.subject)}, not this feed "
+                f"({feeds.feed_subject(runtime.node_id)!r})"
+            )
         if len(fields.digest) != hashlib.sha256().digest_size:
             raise InputError("Ack: the receipt digest must be a SHA-256 digest")
         cursor = await asyncio.to_thread(runtime.store.ack, caller, fields.cursor, now=now)

@@ -671,3 +671,48 @@ def test_a_refused_record_is_named_by_feed_and_event(cluster: LocalCluster) -> N
     finally:
         market.close()
         platform.close()
+
+
+def test_an_ack_refusal_message_stays_short_whatever_the_receipt_says(
+    cluster: LocalCluster,
+) -> None:
+    # The refusal travels in trailing metadata: a receipt naming a 100 kB subject or issuer
+    # must still get its own status back, with a message that quotes at most a bounded part of
+    # what the caller wrote (which could be anything, an ID number included).
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 1)
+    long = "370303199001010001" + "x" * 100_000
+
+    def receipt(*, issuer: str, subject: str) -> Any:
+        fields = wire.ReceiptFields(
+            issuer=issuer, subject=subject, cursor=1, issued_at=platform.clock(),
+            digest=hashlib.sha256(b"x").digest(),
+        )  # fmt: skip
+        return feeds.sign_receipt(fields, platform.node_keys.signing)
+
+    async def refusal(signed: Any) -> grpc.aio.AioRpcError:
+        channel = platform.channel("market")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await exchange_pb2_grpc.ExchangeStub(channel).Ack(signed, timeout=10)
+            return caught.value
+        finally:
+            await channel.close()
+
+    async def scenario() -> list[grpc.aio.AioRpcError]:
+        async with serving(market):
+            return [
+                await refusal(receipt(issuer="platform", subject="feed:" + long)),
+                await refusal(receipt(issuer=long, subject="feed:market")),
+            ]
+
+    try:
+        subject, issuer = asyncio.run(scenario())
+        assert subject.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert issuer.code() == grpc.StatusCode.UNAUTHENTICATED
+        for error in (subject, issuer):
+            assert len(error.details() or "") < 400
+            assert "370303199001010001" not in (error.details() or "")
+    finally:
+        market.close()
+        platform.close()
