@@ -460,8 +460,10 @@ def _checked_events(
 ) -> list[_Event]:
     """Verify every record of the parsed events against `peer`'s keys and build the rows."""
     now = runtime.clock()
+    bundle = runtime.bundle()
     # a record keeps the signature of the key it was ingested under (node/trust.py)
-    trusted = record_signing_keys(runtime.bundle(), peer, now)
+    trusted = record_signing_keys(bundle, peer, now)
+    agreed = feed_providers(bundle, runtime.node_id).get(peer, frozenset())
     # The China day, as the producer's ingest uses: on the UTC day, a record decided "today"
     # in China between 00:00 and 08:00 CST would look decided in the future and lose its
     # severity, window and subject index here.
@@ -487,6 +489,15 @@ def _checked_events(
                 raise InputError(f"{where}: {error}") from None
             if checked.header.get("producer") != peer:
                 raise AuthError(f"{where}: the record names another producer")
+            if checked.header["item"] not in agreed:
+                # Whatever the provider sends, we hold only what our agreements give us.
+                raise PolicyDenied(
+                    "item_not_agreed",
+                    f"{where}: a record of item {str(checked.header['item'])[:64]!r}, which no "
+                    f"feed agreement of trust bundle v{bundle.version} gives this node; nothing "
+                    "of the batch is stored (if the agreement is new, install the current "
+                    "bundle here and pull again)",
+                )
             if (checked.header["record_key"], int(checked.header["version"])) != (
                 event.record_key,
                 event.version,
