@@ -103,6 +103,8 @@ _EVENT_OF_STATE = {state: kind for kind, state in _STATE_OF_EVENT.items()}
 # A withheld upsert/correct whose reason says the record stopped being shared: our copy of an
 # earlier version stops too (a purged record is, for us, withdrawn).
 _STATE_OF_WITHHELD = {"withdrawn": "withdrawn", "expired": "expired", "purged": "withdrawn"}
+# Why we skipped a record the provider sent: no feed agreement of ours covers its item.
+_NOT_AGREED = "not_agreed"
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 
@@ -471,6 +473,7 @@ def _checked_events(
     outcomes = iter(runtime.record_checker.check(bodies, trusted=trusted, today=today))
     receiver = _Receiver(runtime, now)
     events: list[_Event] = []
+    unagreed: dict[str, int] = {}  # item -> first event of it no agreement of ours covers
     for event, kind, body in parsed:
         record: NewRecord | None = None
         objection = False
@@ -490,25 +493,31 @@ def _checked_events(
             if checked.header.get("producer") != peer:
                 raise AuthError(f"{where}: the record names another producer")
             if checked.header["item"] not in agreed:
-                # Whatever the provider sends, we hold only what our agreements give us.
-                raise PolicyDenied(
-                    "item_not_agreed",
-                    f"{where}: a record of item {str(checked.header['item'])[:64]!r}, which no "
-                    f"feed agreement of trust bundle v{bundle.version} gives this node; nothing "
-                    "of the batch is stored (if the agreement is new, install the current "
-                    "bundle here and pull again)",
+                # Whatever the provider sends, we hold only what our agreements give us: skipped
+                # as the provider skips it under a current bundle (withheld, "not_agreed"), not
+                # refused, so that the withdrawals behind it still arrive while bundles differ.
+                unagreed.setdefault(str(checked.header["item"])[:64], event.seq)
+                skipped = _Event(
+                    event.seq, kind, event.record_key, event.version, None, False, _NOT_AGREED
                 )
-            if (checked.header["record_key"], int(checked.header["version"])) != (
-                event.record_key,
-                event.version,
-            ):
-                raise InputError(f"feed of {peer}: event {event.seq} disagrees with its record")
+                events.append(skipped)
+                continue
             objection = event.record.flags.objection
             record = receiver.row(body, checked, objection=objection)
         events.append(
             _Event(
                 event.seq, kind, event.record_key, event.version, record, objection, event.reason
             )
+        )
+    if unagreed:
+        log.warning(
+            "feed of %s: records of item(s) %s (first at event %d) not stored: no feed agreement "
+            "of trust bundle v%d gives them to this node (if one is new, install the current "
+            "bundle here; the provider sends them again only with a new version)",
+            peer,
+            ", ".join(sorted(unagreed)[:3]),
+            min(unagreed.values()),
+            bundle.version,
         )
     return events
 

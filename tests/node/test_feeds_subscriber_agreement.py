@@ -4,14 +4,16 @@ The provider decides what it sends by the bundle's `feed` agreements; a provider
 more (compromised, buggy, or an insider's row that slipped through) must not make the
 platform hold a record no agreement gives it (minimisation; the platform would keep, export
 and index a record it had no basis for). The subscriber checks every record's signed item
-against the agreements of the bundle it holds: a batch with a record outside them stores
-nothing and stops the pull (`PolicyDenied item_not_agreed`), naming the feed, the event and
-the item, so the operator can install the current bundle if the agreement is new.
+against the agreements of the bundle it holds: a record outside them is not stored, skipped
+as the provider would withhold it under a current bundle (not refused: while the two nodes'
+bundles differ after an agreement ended, the withdrawals behind it must still arrive), and a
+warning names the feed, the event and the item, never a field value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,8 @@ import pytest
 
 from node import feeds
 from node.cluster import LocalCluster
-from node.errors import PolicyDenied
 from node.services import exchange_service
+from node.store.received import received_records
 from tests.node import push_support
 from tests.node.exchange_support import seed, serving
 from tests.node.push_support import ITEM
@@ -32,7 +34,7 @@ def cluster(tmp_path: Path) -> LocalCluster:
 
 
 def test_a_record_outside_the_subscribers_agreements_is_not_stored(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     market, platform = cluster.runtime("market"), cluster.runtime("platform")
     real = exchange_service._agreed_items
@@ -46,15 +48,18 @@ def test_a_record_outside_the_subscribers_agreements_is_not_stored(
         push_support.seed_entry(market, 1)
         seed(market, 1)  # an admin_penalty record, queued for the platform
 
-        async def scenario() -> Any:
+        async def scenario() -> feeds.PullResult:
             async with serving(market):
                 return await feeds.pull(platform, "market")
 
-        with pytest.raises(PolicyDenied, match=r"feed of market: event \d+: .*admin_penalty") as e:
-            asyncio.run(scenario())
-        assert e.value.reason == "item_not_agreed"
-        assert platform.store.count_records(producer="market") == 0
-        assert platform.store.upstream_cursor("market") == 0
-        assert ITEM  # the agreed item alone would have been stored
+        caplog.set_level(logging.WARNING, logger="node.feeds")
+        done = asyncio.run(scenario())
+        assert (done.events, done.stored, done.skipped, done.cursor) == (2, 1, 1, 2)
+        assert platform.store.record_versions("market", f"{0:064x}") == []
+        assert [r.item_id for r in received_records(platform.store)] == [ITEM]
+        (line,) = [r.getMessage() for r in caplog.records if "admin_penalty" in r.getMessage()]
+        assert line.startswith("feed of market: ")
+        assert "event 1" in line
+        assert "N0" not in line
     finally:
         push_support.close(market, platform)
