@@ -54,6 +54,7 @@ from node.errors import (
     PeerUnavailable,
     PolicyDenied,
     TamperDetected,
+    WriteConflict,
 )
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
@@ -549,6 +550,18 @@ def _store_events(
     """Apply the opened and verified events of `batch` in order; the cursor moves with them."""
     store = runtime.store
     now = runtime.clock()
+    # Another pull of this feed (the CLI beside `credex serve`, or another serve replica on
+    # the same store) may have moved the cursor since this batch was asked for: applying it
+    # now would take copies back to older flags and the cursor back. Checked here, before
+    # anything is written, and again in the transaction that moves the cursor.
+    start = batch.first_seq - 1
+    held = store.upstream_cursor(peer)
+    if held != start:
+        raise WriteConflict(
+            f"feed of {peer}: another pull of this feed moved the cursor to {held} meanwhile "
+            f"(this batch continues {start}); this pull stops with nothing of the batch "
+            "stored, pull again"
+        )
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
     known = store.current_versions(peer, [e.record_key for e in events if e.record is not None])
     pending: list[NewRecord] = []
@@ -587,6 +600,7 @@ def _store_events(
         now=now,
         upstream_cursor=(peer, batch.last_seq),
         upstream_head=reported_head(batch),
+        upstream_from=start,
         expire_ended=True,
         copy_flags=reconcile,
     )

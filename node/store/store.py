@@ -52,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from node.errors import InputError, NotFound
+from node.errors import InputError, NotFound, WriteConflict
 from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
@@ -381,6 +381,7 @@ class Store:
         ingest_state: tuple[str, Any] | None = None,
         upstream_cursor: tuple[str, int] | None = None,
         upstream_head: int | None = None,
+        upstream_from: int | None = None,
         expire_ended: bool = False,
         from_source: bool = False,
         copy_flags: Sequence[tuple[str, str, int, bool]] = (),
@@ -399,8 +400,10 @@ class Store:
         `ingest_state` is (source key, JSON-able state) saved with the batch; `upstream_cursor`
         is (peer, cursor) for records received from a peer's feed, stamped `now` (the time of
         the last batch); `upstream_head` is the head the peer reported with that batch (None
-        keeps the one stored). Returns the number of events. Refuses (StoreConflictError,
-        nothing written) a version that already exists.
+        keeps the one stored); with `upstream_from`, the stored cursor must still be that
+        (WriteConflict, nothing written, if another pull of the feed moved it meanwhile).
+        Returns the number of events. Refuses (StoreConflictError, nothing written) a version
+        that already exists.
 
         A received copy is stored with the objection flag its `NewRecord` carries; `copy_flags`
         (producer, record key, version, flag) set the flag of received copies already held
@@ -443,6 +446,17 @@ class Store:
                 )
             if upstream_cursor is not None:
                 peer, cursor = upstream_cursor
+                if upstream_from is not None:
+                    held = conn.execute(
+                        select(CURSORS.c.cursor).where(CURSORS.c.peer == peer).with_for_update()
+                    ).scalar()
+                    held = 0 if held is None else int(held)
+                    if held != upstream_from:
+                        raise WriteConflict(
+                            f"feed of {peer}: another pull of this feed moved the cursor to "
+                            f"{held} meanwhile (this batch continues {upstream_from}); this "
+                            "pull stops with nothing of the batch stored, pull again"
+                        )
                 upstream: dict[str, Any] = {"peer": peer, "cursor": cursor, "updated_at": stamp}
                 if upstream_head is not None:
                     upstream["head_seq"] = upstream_head

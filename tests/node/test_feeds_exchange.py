@@ -22,7 +22,7 @@ from node import feeds, wire
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.accesslog import iter_entries, verify_log
 from node.cluster import LocalCluster
-from node.errors import AuthError, InputError, LogUnavailable, PeerUnavailable
+from node.errors import AuthError, InputError, LogUnavailable, PeerUnavailable, WriteConflict
 from node.feedcheck import RecordChecker
 from node.runtime import NodeRuntime
 from node.services import exchange_service
@@ -83,6 +83,12 @@ async def raw_batches(
         await channel.close()
 
 
+def _cursor_left_at(subscriber: NodeRuntime, cursor: int) -> None:
+    """The stored cursor as a crash leaves it before the batch after `cursor` committed (a
+    re-delivered batch continues the stored cursor; any other is another pull's)."""
+    subscriber.store.store_batch([], now=subscriber.clock(), upstream_cursor=("market", cursor))
+
+
 def test_lifecycle_events_reach_the_copy_and_replays_change_nothing(cluster: LocalCluster) -> None:
     market, platform = cluster.runtime("market"), cluster.runtime("platform")
     rows = seed(market, 4)
@@ -101,10 +107,12 @@ def test_lifecycle_events_reach_the_copy_and_replays_change_nothing(cluster: Loc
             assert (done.events, done.applied, done.cursor) == (4, 4, 8)
             # a crash before the cursor moved re-delivers the batch: same end state
             # (the objection set/clear pair replays in order; the end state is checked below)
+            _cursor_left_at(platform, 4)
             again = feeds.apply_batch(platform, "market", batch, cursor=4)
             assert (again.stored, again.cursor) == (0, 8)
             # and the re-delivered upserts are skipped, not stored twice
             (whole,) = await raw_batches(platform, cursor=0)
+            _cursor_left_at(platform, 0)
             replay = feeds.apply_batch(platform, "market", whole, cursor=0)
             assert (replay.stored, replay.skipped) == (0, 4)
 
@@ -171,6 +179,7 @@ def test_compact_and_map_records_store_the_same_copies(cluster: LocalCluster) ->
         assert all(r.envelope and r.disclosures for r in (e.record for e in _events(old, platform)))
         done = feeds.apply_batch(platform, "market", new, cursor=0)
         assert (done.stored, done.cursor) == (3, 3)
+        _cursor_left_at(platform, 0)
         again = feeds.apply_batch(platform, "market", old, cursor=0)  # an older provider's form
         assert (again.stored, again.skipped) == (0, 3)
         originals = {
@@ -713,6 +722,36 @@ def test_an_ack_refusal_message_stays_short_whatever_the_receipt_says(
         for error in (subject, issuer):
             assert len(error.details() or "") < 400
             assert "370303199001010001" not in (error.details() or "")
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_a_stale_batch_from_a_concurrent_pull_does_not_undo_a_later_one(
+    cluster: LocalCluster,
+) -> None:
+    # Two pulls of one feed at once (the platform's `credex serve` following it while its
+    # operator runs `credex subscribe`, or two serve replicas on one PostgreSQL): each holds
+    # its own cursor. A batch the slower one applies after the faster one moved on must not
+    # take a copy back to the flag it had then, nor the stored cursor back.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+
+    async def fetch(cursor: int) -> list[exchange_pb2.SealedBatch]:
+        async with serving(market):
+            return await raw_batches(platform, cursor, compact=True)
+
+    try:
+        (stale,) = asyncio.run(fetch(0))  # events 1-2, copies without objection
+        feeds.apply_batch(platform, "market", stale, cursor=0)  # the faster pull
+        market.store.set_objection("row-0", True, now=market.clock())
+        (later,) = asyncio.run(fetch(2))  # event 3: objection set
+        feeds.apply_batch(platform, "market", later, cursor=2)
+        with pytest.raises(WriteConflict, match="another pull"):
+            feeds.apply_batch(platform, "market", stale, cursor=0)  # the slower one, late
+        (copy,) = platform.store.record_versions("market", f"{0:064x}")
+        assert copy.objection is True
+        assert platform.store.upstream_cursor("market") == 3
     finally:
         market.close()
         platform.close()
