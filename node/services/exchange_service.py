@@ -18,6 +18,10 @@ first/last seq). Invariants:
   before the lifecycle scan has marked it expired (reason "expired"): the event keeps its
   seq, the subscriber skips it as it skips any withheld one, and the scan's later `expire`
   event finds no copy to change;
+- a record leaves only if its signed header (item, record key, version, producer) is its
+  store row's and its event's: a row an insider changed without the keys ends the stream
+  before it (DATA_LOSS, a denied `feed_delivery` entry `record_tampered`, the row named in
+  the node log), the events before it still sent; the feed resumes there once it is restored;
 - every batch is preceded by a durable access-log entry (kind "feed_delivery": subscriber,
   items, event count; never a subject); when the log cannot be written the stream fails
   UNAVAILABLE and nothing is sent (fail closed);
