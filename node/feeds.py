@@ -424,7 +424,8 @@ def _unsealed_events(
     any), and those bodies: the sealed batch opened, nothing verified yet."""
     me = runtime.node_id
     if batch.provider != peer:
-        raise AuthError(f"feed of {peer}: a batch names {batch.provider!r} as its provider")
+        named = catalog.redact_identifiers(batch.provider[:64])  # the peer's text, bounded
+        raise AuthError(f"feed of {peer}: a batch names {named!r} as its provider")
     if batch.first_seq != cursor + 1 or batch.last_seq < batch.first_seq:
         raise InputError(
             f"feed of {peer}: batch {batch.first_seq}..{batch.last_seq} does not continue "

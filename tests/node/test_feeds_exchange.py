@@ -755,3 +755,21 @@ def test_a_stale_batch_from_a_concurrent_pull_does_not_undo_a_later_one(
     finally:
         market.close()
         platform.close()
+
+
+def test_a_batch_naming_another_provider_is_refused_with_a_short_message(
+    cluster: LocalCluster,
+) -> None:
+    # The provider field is the peer's text; it reaches the platform's node log (follow mode)
+    # quoted at most 64 characters, identifiers masked.
+    platform = cluster.runtime("platform")
+    try:
+        batch = exchange_pb2.SealedBatch(
+            provider="370303199001010001" + "x" * 10_000, first_seq=1, last_seq=1
+        )
+        with pytest.raises(AuthError) as refused:
+            feeds.apply_batch(platform, "market", batch, cursor=0)
+        assert len(str(refused.value)) < 300
+        assert "370303199001010001" not in str(refused.value)
+    finally:
+        platform.close()
