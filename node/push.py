@@ -58,7 +58,7 @@ import grpc
 
 import catalog
 import keys
-from node import feeds, lifecycle
+from node import feeds, lifecycle, wire
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.errors import AuthError, InputError, NodeError, TamperDetected
 from node.runtime import NodeRuntime
@@ -337,20 +337,13 @@ def _row_problem(
     change; the receiver refuses a record that is not what its notice says, but only after
     opening it. So the signed header is checked before anything is sealed (as node/query.py
     and the feed do)."""
-    try:
-        header = keys.loads_unique_keys(signed.envelope.payload)
-    except (ValueError, UnicodeDecodeError):
-        return "the signed payload is not JSON"
-    if not isinstance(header, dict):
-        return "the signed payload is not a JSON object"
-    expected = {
+    row = {
         "item": record.item_id,
         "record_key": record.record_key,
         "version": record.version,
         "producer": runtime.node_id,
     }
-    wrong = sorted(name for name, value in expected.items() if header.get(name) != value)
-    return f"the row's {', '.join(wrong)} disagree with the signed header" if wrong else None
+    return wire.stored_row_problem(signed.envelope.payload, row)
 
 
 def _left_active(runtime: NodeRuntime, record_key: str) -> bool:

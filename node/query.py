@@ -520,22 +520,16 @@ class QueryEngine:
         subject asked about in one of its item's linked-person fields."""
         if signed is None:
             return "the body does not decrypt or parse"
-        try:
-            header = keys.loads_unique_keys(signed.envelope.payload)
-        except (ValueError, UnicodeDecodeError):
-            return "the signed payload is not JSON"
-        if not isinstance(header, dict):
-            return "the signed payload is not a JSON object"
-        expected = {
+        row = {
             "item": candidate.item_id,
             "record_key": candidate.record_key,
             "version": candidate.version,
             "producer": self._rt.node_id,
             "subject": candidate.subject_index,
         }
-        wrong = sorted(name for name, value in expected.items() if header.get(name) != value)
-        if wrong:
-            return f"the row's {', '.join(wrong)} disagree with the signed header"
+        problem = wire.stored_row_problem(signed.envelope.payload, row)
+        if problem is not None:
+            return problem
         if linked:
             item = self._rt.catalogue.items.get(candidate.item_id)
             names = item.linked_id_fields if item is not None else ()

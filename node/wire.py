@@ -20,6 +20,7 @@ Conversions, by concern:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -276,6 +277,27 @@ def check_record_routing(message: common_pb2.Record, header: Mapping[str, Any]) 
     for name, value in expected.items():
         if getattr(message, name) != value:
             raise InputError(f"credex.v1.Record: {name} disagrees with the signed payload")
+
+
+def stored_row_problem(payload: bytes, row: Mapping[str, object]) -> str | None:
+    """What of a stored row's columns `row` (header name -> the row's value: item,
+    record_key, version, producer, subject ...) the signed record header `payload` does not
+    hold, as a message naming the columns; None when it holds them all.
+
+    The sending side's check before a record leaves (query, feed, push): those columns decide
+    who may receive it, and someone with write access to the database but no keys can change
+    them, never the body (AEAD under the storage key, bound to the row id). Plain json: the
+    receiver parses the payload strictly when it verifies the signature."""
+    try:
+        header = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return "the signed payload is not JSON"
+    if not isinstance(header, dict):
+        return "the signed payload is not a JSON object"
+    wrong = [name for name, value in row.items() if header.get(name) != value]
+    if not wrong:
+        return None
+    return f"the row's {', '.join(sorted(wrong))} disagree with the signed header"
 
 
 def event_kind_to_pb(kind: str) -> common_pb2.EventKind.ValueType:

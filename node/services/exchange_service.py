@@ -62,7 +62,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -201,41 +200,25 @@ class _Tampered(Exception):
 
 def _routing_problem(body: bytes, stored: FeedRecord, event: FeedEvent, node_id: str) -> str | None:
     """What about `stored`'s row (and `event`, which names it) disagrees with its signed header
-    `body` (the decrypted compact record), or None.
+    in `body` (the decrypted compact record), or None.
 
     The provider decides what a subscriber may get by the row's columns (item, producer) and
     sends the event's record key and version with it; someone who can write to the database
-    but has no keys can change those, never the body (AEAD under the storage key, bound to the
-    row id). So the signed header is the truth: a row filed under an agreed item, another key,
-    version or producer must not release its record (decision as in node/query.py).
-    """
+    but has no keys can change those, never the body, so the signed header is the truth
+    (`wire.stored_row_problem`, as node/query.py and node/push.py check it)."""
+    if (event.record_key, event.version) != (stored.record_key, stored.version):
+        return "the event's record key or version is not its row's"
     try:
         payload = keys.SignedRecord.envelope_of(body).payload
-        # Plain json: the subscriber parses it strictly again when it verifies the signature.
-        header = json.loads(payload)
-    except (keys.KeysError, ValueError, UnicodeDecodeError):
+    except keys.KeysError:
         return "the body does not parse"
-    if not isinstance(header, dict):
-        return "the signed payload is not a JSON object"
-    key, version = header.get("record_key"), header.get("version")
-    if (
-        header.get("item") == stored.item_id
-        and key == stored.record_key == event.record_key
-        and version == stored.version == event.version
-        and header.get("producer") == node_id
-    ):
-        return None  # the common case, decided without building anything
-    wrong = [
-        name
-        for name, right in (
-            ("item", header.get("item") == stored.item_id),
-            ("record_key", key == stored.record_key == event.record_key),
-            ("version", version == stored.version == event.version),
-            ("producer", header.get("producer") == node_id),
-        )
-        if not right
-    ]
-    return f"the row's {', '.join(wrong)} disagree with the signed header"
+    row = {
+        "item": stored.item_id,
+        "record_key": stored.record_key,
+        "version": stored.version,
+        "producer": node_id,
+    }
+    return wire.stored_row_problem(payload, row)
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):

@@ -533,6 +533,19 @@ def test_routing_copies_that_disagree_with_the_signed_payload_are_refused(
         wire.check_record_routing(message, verified.header)
 
 
+def test_the_sender_names_every_row_column_its_signed_header_does_not_hold() -> None:
+    record, _signer = _signed_record()
+    payload = record.envelope.payload
+    row = {"item": "admin_penalty", "record_key": "ab" * 32, "version": 3, "producer": "dept-a"}
+    assert wire.stored_row_problem(payload, row) is None
+    moved = {**row, "item": "other_item", "version": 2}
+    assert wire.stored_row_problem(payload, moved) == (
+        "the row's item, version disagree with the signed header"
+    )
+    assert wire.stored_row_problem(b"\xff not json", row) == "the signed payload is not JSON"
+    assert wire.stored_row_problem(b"[1]", row) == "the signed payload is not a JSON object"
+
+
 def test_routing_copies_from_the_store_are_used_as_given_and_checked_by_the_receiver() -> None:
     # Providers pass their store's routing columns (wire.Routing) instead of parsing each
     # payload again. Right copies are the payload's; a tampered store row's wrong copies reach
