@@ -57,6 +57,7 @@ __all__ = [
     "check_alarm",
     "cosign_extension",
     "cosign_once",
+    "fork_reason",
     "verify_log_note",
     "witness_peer",
     "witness_round",
@@ -98,21 +99,28 @@ def cosign_extension(
         old = keys.read_checkpoint(previous_note)
         if old.origin != new.origin:
             raise InputError(f"witness: log {log_name} changed its origin line")
-        if new.size < old.size:
-            raise ForkDetected(
-                f"log {log_name} shows size {new.size} after the witnessed {old.size}"
-            )
-        if new.size == old.size and new.root != old.root:
-            raise ForkDetected(f"log {log_name}: two checkpoints of size {new.size} disagree")
-        if 0 < old.size < new.size:
-            try:
-                keys.verify_consistency(old.size, new.size, old.root, new.root, list(proof))
-            except keys.VerificationError:
-                raise ForkDetected(
-                    f"log {log_name}: checkpoint {new.size} does not extend the witnessed "
-                    f"{old.size}"
-                ) from None
+        why = fork_reason(old, new, proof)
+        if why is not None:
+            raise ForkDetected(f"log {log_name}: {why}")
     return cosign_once(new_note, name=name, signer=signer)
+
+
+def fork_reason(old: keys.Checkpoint, new: keys.Checkpoint, proof: Sequence[bytes]) -> str | None:
+    """Why checkpoint `new` of a log cannot follow `old` of the same log (a fork: a smaller
+    size, the same size with another root, or a consistency `proof` from `old` to `new` that
+    fails), or None when it does (the same checkpoint, or a proven extension). Pure: both
+    checkpoints' signatures are the caller's to check."""
+    if new.size < old.size:
+        return f"size {new.size} shown after the witnessed {old.size}"
+    if new.size == old.size:
+        return f"two checkpoints of size {new.size} disagree" if new.root != old.root else None
+    if old.size == 0:
+        return None  # every log extends the empty one
+    try:
+        keys.verify_consistency(old.size, new.size, old.root, new.root, list(proof))
+    except keys.VerificationError:
+        return f"checkpoint {new.size} is not proven to extend the witnessed {old.size}"
+    return None
 
 
 def cosign_once(note: str, *, name: str, signer: keys.Signer) -> str:
@@ -235,17 +243,12 @@ def check_alarm(record: Mapping[str, Any], *, log_keys: Sequence[bytes]) -> str:
     new = verify_log_note(str(record["shown"]), log_name=log_name, log_keys=log_keys)
     if old.origin != new.origin:
         raise InputError(f"alarm of log {log_name}: the two notes name different origins")
-    if new.size < old.size:
-        return f"size {new.size} shown after the witnessed {old.size}"
-    if new.size == old.size:
-        if new.root != old.root:
-            return f"two checkpoints of size {new.size} disagree"
-        raise InputError(f"alarm of log {log_name}: the two notes are the same checkpoint")
     proof = [base64.b64decode(h, validate=True) for h in record.get("consistency_proof", [])]
-    try:
-        keys.verify_consistency(old.size, new.size, old.root, new.root, proof)
-    except keys.VerificationError:
-        return f"checkpoint {new.size} is not proven to extend the witnessed {old.size}"
+    why = fork_reason(old, new, proof)
+    if why is not None:
+        return why
+    if new.size == old.size:
+        raise InputError(f"alarm of log {log_name}: the two notes are the same checkpoint")
     raise InputError(
         f"alarm of log {log_name}: the proof shows checkpoint {new.size} extends {old.size}"
     )
