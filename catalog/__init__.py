@@ -14,6 +14,7 @@ from catalog.identifiers import (
     normalize_uscc,
     redact_identifiers,
     ric_full_age,
+    shown_text,
 )
 from catalog.loader import default_catalog, load_catalog
 from catalog.model import (
@@ -86,6 +87,7 @@ __all__ = [
     "redact_identifiers",
     "register_holidays",
     "ric_full_age",
+    "shown_text",
     "validate_record",
     "working_days_after",
     "working_days_after_checked",

@@ -141,6 +141,13 @@ def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
     return _IDENTIFIER_RUN.sub(_masked_if_identifier, text)
 
 
+def shown_text(text: str, limit: int = 64) -> str:
+    """`text` that another party wrote (an id, a name it sent), for an error message or a log
+    line: cut to `limit` characters, then with every ID number or credit code in it masked
+    (`redact_identifiers`). Cut first, so a caller cannot make the redaction scan megabytes."""
+    return redact_identifiers(text[:limit])
+
+
 def _masked_run(match: re.Match[str]) -> str:
     # the run's digits and check character, without the gaps it was spelt with
     return mask_identifier("".join(ch for ch in match.group(0) if ch.isalnum()))

@@ -424,7 +424,7 @@ def _unsealed_events(
     any), and those bodies: the sealed batch opened, nothing verified yet."""
     me = runtime.node_id
     if batch.provider != peer:
-        named = catalog.redact_identifiers(batch.provider[:64])  # the peer's text, bounded
+        named = catalog.shown_text(batch.provider)  # the peer's text
         raise AuthError(f"feed of {peer}: a batch names {named!r} as its provider")
     if batch.first_seq != cursor + 1 or batch.last_seq < batch.first_seq:
         raise InputError(

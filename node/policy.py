@@ -109,14 +109,6 @@ STATUTORY_DUTY_PURPOSES: frozenset[str] = frozenset(
 SUBJECT_KINDS: frozenset[str] = frozenset({"natural_person", "organisation", "individual_business"})
 
 _REASON = re.compile(r"^[a-z][a-z0-9_]*$")
-_MAX_SHOWN_ID = 64
-
-
-def _asked(item_id: str) -> str:
-    """An item id as the request gave it, for a denial's message: not checked against the
-    catalogue, so cut short and with any ID number or credit code in it masked (a message
-    reaches the requester's screen and whatever logs its errors)."""
-    return catalog.redact_identifiers(item_id[:_MAX_SHOWN_ID])
 
 
 # --- the parts of catalog and keys types the policy reads (structural, read-only) ----------
@@ -345,7 +337,9 @@ def _check_items(request: QueryRequest, context: PolicyContext) -> dict[str, Ite
     for item_id in sorted(request.items):
         item = context.items.get(item_id)
         if item is None:
-            raise _DenyError("item_unknown", f"item {_asked(item_id)} is not held by this node")
+            raise _DenyError(
+                "item_unknown", f"item {catalog.shown_text(item_id)} is not held by this node"
+            )
         # Shandong Art. 31: an organisation's entry names its legal representative (principal,
         # controller), so a question about that person may ask for the items that link them.
         linked = request.subject_kind == "natural_person" and bool(item.linked_id_fields)
@@ -466,7 +460,8 @@ def _fields(
     for item_id in request.requested_fields:
         if item_id not in items:
             raise _DenyError(
-                "field_unknown", f"fields were requested for item {_asked(item_id)} not asked for"
+                "field_unknown",
+                f"fields were requested for item {catalog.shown_text(item_id)} not asked for",
             )
     return released
 
@@ -627,18 +622,18 @@ def grant_scope_problems(
     known = sorted(members)
     if grant.grantee not in known:
         problems.append(
-            f"grantee {_asked(grant.grantee)!r} is not a node of the trust bundle "
+            f"grantee {catalog.shown_text(grant.grantee)!r} is not a node of the trust bundle "
             f"(nodes: {', '.join(known) or 'none'})"
         )
     if grant.purpose not in PURPOSES:
         problems.append(
-            f"purpose {_asked(grant.purpose)!r} is not a query purpose "
+            f"purpose {catalog.shown_text(grant.purpose)!r} is not a query purpose "
             f"(one of: {', '.join(sorted(PURPOSES))})"
         )
     for item_id in sorted(grant.items):
         item = items.get(item_id)
         if item is None:
-            problems.append(f"item {_asked(item_id)!r} is not in the catalogue")
+            problems.append(f"item {catalog.shown_text(item_id)!r} is not in the catalogue")
         elif subject_kind not in item.subject_kinds:
             problems.append(
                 f"item {item_id!r} is not kept about {subject_kind} subjects "

@@ -123,7 +123,7 @@ def normalise_subject(value: str, kind: str, *, today: dt.date) -> str:
     echoes the value) an identifier that fails its check digit.
     """
     if kind not in SUBJECT_KINDS:
-        shown = catalog.redact_identifiers(kind[:64])
+        shown = catalog.shown_text(kind)
         raise InputError(
             f"subject kind {shown!r}: must be one of {', '.join(sorted(SUBJECT_KINDS))}"
         )
@@ -433,7 +433,7 @@ class QueryEngine:
                 log.error(
                     "query %s: stored record %s not released: %s; restore the row from a "
                     "backup or re-ingest it",
-                    catalog.redact_identifiers(body.request_id[:64]),  # the requester's text
+                    catalog.shown_text(body.request_id),  # the requester's text
                     r.row_id,
                     problem,
                 )
@@ -677,7 +677,7 @@ def requested_fields(names: Sequence[str]) -> dict[str, frozenset[str]]:
     for name in names:
         item, dot, fid = name.partition(".")
         if not dot or not item or not fid:
-            shown = catalog.redact_identifiers(name[:128])
+            shown = catalog.shown_text(name, 128)
             raise InputError(f"--fields: {shown!r} is not ITEM.FIELD")
         grouped.setdefault(item, set()).add(fid)
     return {item: frozenset(fids) for item, fids in grouped.items()}
