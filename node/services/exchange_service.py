@@ -160,8 +160,8 @@ def _listed(ids: Sequence[str]) -> str:
 
 def _quoted(text: str) -> str:
     """Caller-written `text` for an error message: at most 64 characters, identifiers masked."""
-    cut = text[:_SHOWN_ID_CHARS]
-    return repr(catalog.redact_identifiers(cut)) + (" (cut)" if len(text) > len(cut) else "")
+    shown = catalog.shown_text(text, _SHOWN_ID_CHARS)
+    return repr(shown) + (" (cut)" if len(text) > _SHOWN_ID_CHARS else "")
 
 
 def _check_subscriber(
@@ -186,6 +186,33 @@ def _check_subscriber(
         f"current key of node {subscriber} in trust bundle v{bundle.version}; the stream ends, "
         "subscribe again with a current key",
         reason="key_unknown",
+    )
+
+
+def _delivery_entry(
+    runtime: NodeRuntime,
+    subscriber: str,
+    request_id: str,
+    asked: tuple[str, ...],
+    *,
+    reason: str,
+    released: _Built | None = None,
+) -> LogEntry:
+    """The `feed_delivery` access entry of one batch to `subscriber`: allowed with what
+    `released` carries, or, without a batch, denied with `reason` (nothing released)."""
+    return LogEntry(
+        time=utc_iso(runtime.clock()),
+        kind="feed_delivery",
+        requester=subscriber,
+        officer="",
+        purpose=feeds.FEED_PURPOSE,
+        legal_basis="feed_agreement",
+        decision="allow" if released is not None else "deny",
+        reason=reason,
+        request_id=request_id,
+        items_asked=asked,
+        items_released=released.items if released is not None else (),
+        result_count=released.count if released is not None else 0,
     )
 
 
@@ -300,19 +327,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     # The stream ends before the row; its record never leaves. Denied entry
                     # first, then DATA_LOSS (not a refusal of the caller: logged here).
                     await runtime.log.append(
-                        LogEntry(
-                            time=utc_iso(runtime.clock()),
-                            kind="feed_delivery",
-                            requester=subscriber,
-                            officer="",
-                            purpose=feeds.FEED_PURPOSE,
-                            legal_basis="feed_agreement",
-                            decision="deny",
-                            reason=_TAMPERED,
-                            request_id=verified.nonce,
-                            items_asked=asked,
-                            items_released=(),
-                            result_count=0,
+                        _delivery_entry(
+                            runtime, subscriber, verified.nonce, asked, reason=_TAMPERED
                         )
                     )
                     raise
@@ -324,20 +340,14 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                     continue
                 # Durable log entry BEFORE the batch leaves; LogUnavailable -> UNAVAILABLE.
                 await runtime.log.append(
-                    LogEntry(
-                        time=utc_iso(runtime.clock()),
-                        kind="feed_delivery",
-                        requester=subscriber,
-                        officer="",
-                        purpose=feeds.FEED_PURPOSE,
-                        legal_basis="feed_agreement",
-                        decision="allow",
+                    _delivery_entry(
+                        runtime,
+                        subscriber,
+                        verified.nonce,
+                        asked,
                         # a former subscriber gets lifecycle events only (no record)
                         reason="" if allowed else _AGREEMENT_ENDED,
-                        request_id=verified.nonce,
-                        items_asked=asked,
-                        items_released=built.items,
-                        result_count=built.count,
+                        released=built,
                     )
                 )
                 yield exchange_pb2.SealedBatch(
