@@ -143,9 +143,11 @@ def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
 
 def shown_text(text: str, limit: int = 64) -> str:
     """`text` that another party wrote (an id, a name it sent), for an error message or a log
-    line: cut to `limit` characters, then with every ID number or credit code in it masked
-    (`redact_identifiers`). Cut first, so a caller cannot make the redaction scan megabytes."""
-    return redact_identifiers(text[:limit])
+    line: at most `limit` characters, with every ID number or credit code in it masked
+    (`redact_identifiers`). Only the first `limit` + 17 characters are scanned, so a caller
+    cannot make the redaction scan megabytes, yet an identifier the cut goes through is seen
+    whole and masked before it is cut (cut first, its first 14 digits would show)."""
+    return redact_identifiers(text[: limit + 17])[:limit]
 
 
 def _masked_run(match: re.Match[str]) -> str:

@@ -18,6 +18,7 @@ from catalog import (
     normalize_uscc,
     redact_identifiers,
     ric_full_age,
+    shown_text,
 )
 from catalog.identifiers import org_code_check_character
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
@@ -403,3 +404,18 @@ def test_ric_full_age_of_something_else_is_none(number: str) -> None:
 )
 def test_a_mask_shows_only_letters_and_digits_of_what_was_typed(typed: str, masked: str) -> None:
     assert mask_identifier(typed) == masked
+
+
+@given(st.integers(0, 80))
+def test_shown_text_never_shows_an_id_number_the_cut_goes_through(offset: int) -> None:
+    number = "11010519491231002X"
+    shown = shown_text("x" * offset + number + " tail", 64)
+    assert len(shown) <= 64
+    # whatever part of the number survives the cut, its birth date and sequence never do
+    assert "19491231" not in shown
+    assert "1231002" not in shown
+
+
+def test_shown_text_keeps_short_text_as_it_is() -> None:
+    assert shown_text("admin_penalty") == "admin_penalty"
+    assert shown_text("a" * 100, 10) == "a" * 10
