@@ -149,11 +149,12 @@ def _agreed_items(bundle: keys.TrustBundle, provider: str, consumer: str, kind: 
 
 
 def _listed(ids: Sequence[str]) -> str:
-    """`ids` for a refusal message: at most the first three, each cut to 64 characters, then
-    "… and N more", so the message stays short whatever the caller sent."""
+    """`ids` for a refusal message: at most the first three, each cut to 64 characters with
+    any ID number masked (`catalog.shown_text`), then "… and N more", so the message stays
+    short and free of personal data whatever the caller sent."""
     # The message travels in gRPC trailing metadata: an oversized one never reaches the caller,
     # who would see RESOURCE_EXHAUSTED instead of the refusal.
-    shown = ", ".join(i[:_SHOWN_ID_CHARS] for i in ids[:_SHOWN_IDS])
+    shown = ", ".join(catalog.shown_text(i, _SHOWN_ID_CHARS) for i in ids[:_SHOWN_IDS])
     more = len(ids) - _SHOWN_IDS
     return f"{shown} … and {more} more" if more > 0 else shown
 

@@ -27,6 +27,7 @@ from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
 from node.accesslog import LogEntry, iter_entries
 from node.cluster import LocalCluster
 from node.runtime import NodeRuntime
+from node.services import exchange_service
 from node.store import NewRecord
 from tests.node.exchange_support import serving
 
@@ -326,3 +327,14 @@ def test_a_withdrawal_with_an_oversized_record_key_is_refused_as_malformed(
     finally:
         hrss.close()
         tax.close()
+
+
+def test_item_ids_a_refusal_lists_are_cut_and_never_show_an_id_number() -> None:
+    # the item ids come from the caller's request: one may hold a subject's ID number
+    person = "11010519491231002X"
+    listed = exchange_service._listed([f"item-{person}", "y" * 100, "b", "c"])
+    assert "19491231" not in listed
+    assert "110105********002X" in listed
+    assert "y" * 64 in listed
+    assert "y" * 65 not in listed
+    assert listed.endswith("… and 1 more")
