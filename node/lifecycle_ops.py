@@ -37,6 +37,7 @@ from node.store import NewRecord, Store, StoredRecord
 from node.store import lifecycle as ls
 
 __all__ = [
+    "LEGAL_BASIS",
     "CorrectionResult",
     "LifecycleResult",
     "RepairRefused",
@@ -174,7 +175,7 @@ def _entry(
         requester=requester.node,
         officer=requester.officer,
         purpose=f"lifecycle_{op}",
-        legal_basis=_LEGAL_BASIS[op],
+        legal_basis=LEGAL_BASIS[op],
         decision=decision,
         reason=reason,
         request_id=request_id,
@@ -191,7 +192,8 @@ def _logged(runtime: NodeRuntime, entry: LogEntry, work: Callable[[], _T], *, wh
     return runtime.log.append_with(entry, work, what=what)[1]
 
 
-_LEGAL_BASIS = {
+# The legal basis each lifecycle operation's access-log entry names (the scan's purge too).
+LEGAL_BASIS = {
     "object": "山东省社会信用条例第39条",
     "resolve": "山东省社会信用条例第39条",
     "correct": "山东省社会信用条例第39条; 个人信息保护法第46条",

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from catalog.periods import ORDER_36_EFFECTIVE
 from node import lifecycle as rules
 from node.accesslog import LogEntry, utc_iso
-from node.lifecycle_ops import overdue_tasks
+from node.lifecycle_ops import LEGAL_BASIS, overdue_tasks
 from node.push import failed_receivers, push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
 from node.store import StateChanged, Store, StoredRecord
@@ -176,7 +176,7 @@ def _purge(runtime: NodeRuntime, record: StoredRecord, now: dt.datetime) -> None
             requester=runtime.node_id,
             officer="scheduler",
             purpose="retention_ended",
-            legal_basis="山东省社会信用条例第38条; 个人信息保护法第19条",
+            legal_basis=LEGAL_BASIS["purge"],
             decision="allow",
             reason="",
             request_id=f"purge-{record.row_id}",
