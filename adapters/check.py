@@ -190,6 +190,19 @@ def check_columns(m: MappingSpec, columns: Iterable[str]) -> list[MappingProblem
             for c in spec.columns
             if c not in have
         )
+        for c in spec.columns:
+            repeats = _repeats(c, have)
+            if c in have and repeats:
+                problems.append(
+                    MappingProblem(
+                        f"fields.{field_id}",
+                        "column_repeated",
+                        f"the source header has {len(repeats) + 1} columns named {c!r}; "
+                        f"fields.{field_id} reads the first of them, the others are named "
+                        f"{', '.join(repr(r) for r in repeats)} (map one of those to read it)",
+                        severity="warning",
+                    )
+                )
     for column in sorted(have):
         reason = cat.prohibited_reason(column)
         if reason:
@@ -203,6 +216,14 @@ def check_columns(m: MappingSpec, columns: Iterable[str]) -> list[MappingProblem
                 )
             )
     return problems
+
+
+def _repeats(column: str, have: set[str]) -> list[str]:
+    """The names `name_columns` gave the later header cells that repeat `column`."""
+    found: list[str] = []
+    while f"{column}#{len(found) + 2}" in have:
+        found.append(f"{column}#{len(found) + 2}")
+    return found
 
 
 def _shown_header(column: str) -> str:

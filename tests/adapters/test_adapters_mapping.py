@@ -209,6 +209,21 @@ def test_check_columns_finds_missing_and_prohibited_columns(penalty_mapping: Pat
     assert present.severity == "warning"
 
 
+def test_a_mapped_column_named_twice_in_the_header_is_a_warning(penalty_mapping: Path) -> None:
+    # A header that repeats "违法行为类型" (an export with a column pasted twice) makes the
+    # mapping read the first of them; the clerk should hear which one, and how to name the other.
+    spec = load_mapping(penalty_mapping)
+    header = ["行政相对人名称", "违法行为类型", "违法行为类型#2", "违法行为类型#3", "违法事实"]
+    problems = check_columns(spec, header)
+    [twice] = [p for p in problems if p.code == "column_repeated"]
+    assert twice.severity == "warning"
+    assert twice.key == "fields.violation_type"
+    assert "3 columns" in twice.message
+    assert "'违法行为类型#2'" in twice.message
+    unmapped_twice = check_columns(spec, ["行政相对人名称", "序号", "序号#2"])
+    assert not [p for p in unmapped_twice if p.code == "column_repeated"]
+
+
 def test_a_data_row_taken_for_the_header_is_not_echoed_in_full(penalty_mapping: Path) -> None:
     # a wrong header_row makes a data row the header: its cells may hold an ID number and name
     cell = "张三 宗教信仰 11010519491231002X 淄博市张店区某某街道某某小区某号楼某单元"
