@@ -57,6 +57,7 @@ from keys.keydir import (
     public_identity,
     rotate_signing_key,
     tls_fingerprint,
+    upgrade_key_dir,
 )
 from keys.merkle import (
     EMPTY_ROOT,
@@ -151,6 +152,7 @@ __all__ = [
     "sign_record",
     "sign_root_rotation",
     "tls_fingerprint",
+    "upgrade_key_dir",
     "verified_signers",
     "verify_checkpoint",
     "verify_consistency",

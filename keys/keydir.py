@@ -14,10 +14,18 @@ Layout (directory 0700, every file 0600):
                        "credex.previous-signing-keys", so that no one without it can add one)
 
 A JSON key file holds `"key"` (base64) in clear, or, with a passphrase, `"kdf"` (Argon2id salt,
-opslimit, memlimit) and `"box"`: a SecretBox of `type ‖ 0x00 ‖ key`, so a file renamed to
-another key type does not load. Every private file of a passphrase-protected directory is
-protected by the same Argon2id (one salt per directory, so one derivation per load): a weaker
-file would lower the cost of guessing the passphrase for all of them.
+opslimit, memlimit) and `"box"`. Format version 2 (`"v": 2`) boxes
+`"credex.key-file.v2" ‖ 0x00 ‖ type ‖ 0x00 ‖ node id ‖ 0x00 ‖ key`, so a file renamed to
+another key type, or copied from another node's directory (even one under the same
+passphrase, with its clear `node_id` edited), does not load. Version 1 boxed only
+`type ‖ 0x00 ‖ key`: its node id is not authenticated. Version 1 directories still load;
+`upgrade_key_dir` rewrites them as version 2. A directory holds one version: once any file is
+version 2, a version-1 file (or an encrypted-PEM `tls.key`) beside it is refused, as it may be
+another node's file planted to get around the binding.
+
+Every private file of a passphrase-protected directory is protected by the same Argon2id (one
+salt per directory, so one derivation per load): a weaker file would lower the cost of guessing
+the passphrase for all of them.
 
 Loading refuses files or a directory readable by group or other, a wrong type marker, a bad
 length, a wrong passphrase, a protected file without a passphrase, an unprotected file when a
@@ -31,6 +39,7 @@ the key directory to upgrade it.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import hashlib
 import ipaddress
@@ -74,6 +83,9 @@ _TYPES = {
 _TLS_TYPE = "credex.p256-pkcs8"
 _PREVIOUS_TYPE = "credex.previous-signing-keys"  # boxed JSON list, in a protected directory
 _KEY_SIZE = 32
+_VERSION = 2
+_V2_CONTEXT = b"credex.key-file.v2"
+_UPGRADE_SUFFIX = ".upgrade"
 _PEM_BEGIN = b"-----BEGIN "
 _NODE_ID = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
@@ -94,6 +106,7 @@ class NodeKeys:
     tls_cert_pem: bytes
     tls_fingerprint: str
     previous_signing: tuple[tuple[bytes, datetime.datetime], ...] = field(default=())
+    key_file_version: int = _VERSION
 
     def __repr__(self) -> str:
         return f"NodeKeys(node_id={self.node_id!r}, keyid={self.signing.keyid!r})"
@@ -206,30 +219,54 @@ class _Kdf:
         return self._cache[cache_key]
 
 
-def _encode_key_file(path: Path, kind: str, secret: bytes, node_id: str, kdf: _Kdf) -> bytes:
-    doc: dict[str, Any] = {"node_id": node_id, "type": kind, "v": 1}
+def _boxed_content(kind: str, node_id: str, secret: bytes, version: int) -> bytes:
+    """What the SecretBox of a protected key file authenticates (see the module docstring).
+    Neither the type nor a node id (a DNS name) holds a NUL, so the split is unambiguous."""
+    if version == 1:
+        return kind.encode("ascii") + b"\x00" + secret
+    return b"\x00".join((_V2_CONTEXT, kind.encode("ascii"), node_id.encode("ascii"), secret))
+
+
+def _encode_key_file(
+    path: Path, kind: str, secret: bytes, node_id: str, kdf: _Kdf, *, version: int = _VERSION
+) -> bytes:
+    check_node_id(node_id)
+    doc: dict[str, Any] = {"node_id": node_id, "type": kind, "v": version}
     if kdf.passphrase is None:
         doc["key"] = b64e(secret)
     else:
         ops, mem = kdf.params.opslimit, kdf.params.memlimit
         box = nacl.secret.SecretBox(kdf.key(path, kdf.salt, ops, mem))
         doc["kdf"] = {"alg": "argon2id13", "memlimit": mem, "opslimit": ops, "salt": b64e(kdf.salt)}
-        doc["box"] = b64e(box.encrypt(kind.encode("ascii") + b"\x00" + secret))
+        doc["box"] = b64e(box.encrypt(_boxed_content(kind, node_id, secret, version)))
     return json.dumps(doc, sort_keys=True, indent=1).encode("utf-8") + b"\n"
 
 
-def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[bytes, str]:
-    """(secret, node id) of a JSON key file of type `kind`; the length is the caller's check.
+@dataclass(frozen=True)
+class _KeyFile:
+    """A decoded JSON key file: its secret, the node it belongs to, its format version."""
+
+    secret: bytes
+    node_id: str
+    version: int
+
+
+def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> _KeyFile:
+    """The content of a JSON key file of type `kind`; the length is the caller's check.
 
     With a passphrase only a protected file (`box`) is accepted; without one, only a clear
-    file (`key`).
+    file (`key`). In a protected version-2 file the type and node id are checked against the
+    authenticated content, not only against the clear JSON.
     """
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise KeyFileError(f"{path}: not a credex key file (expected JSON)") from None
-    if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("v") != 1:
+    if not isinstance(doc, dict) or doc.get("type") != kind:
         raise KeyFileError(f"{path}: wrong key type marker (expected {kind!r})")
+    version = doc.get("v")
+    if type(version) is not int or version not in (1, 2):
+        raise KeyFileError(f"{path}: unknown key file format version")
     node_id = doc.get("node_id")
     if not isinstance(node_id, str):
         raise KeyFileError(f"{path}: node_id is missing")
@@ -258,10 +295,20 @@ def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[byte
             raise KeyFileError(
                 f"{path}: cannot decrypt: wrong passphrase or damaged file"
             ) from None
-        prefix = kind.encode("ascii") + b"\x00"
-        if not plain.startswith(prefix):
+        if version == 1:
+            prefix = kind.encode("ascii") + b"\x00"
+            if not plain.startswith(prefix):
+                raise KeyFileError(f"{path}: wrong key type marker inside the encrypted key")
+            return _KeyFile(plain[len(prefix) :], node_id, 1)
+        parts = plain.split(b"\x00", 3)
+        if len(parts) != 4 or parts[0] != _V2_CONTEXT or parts[1] != kind.encode("ascii"):
             raise KeyFileError(f"{path}: wrong key type marker inside the encrypted key")
-        return plain[len(prefix) :], node_id
+        if parts[2] != node_id.encode("utf-8"):
+            # The clear node_id was edited, or the file comes from another node's directory.
+            raise KeyFileError(
+                f"{path}: the encrypted key belongs to another node than the file says"
+            )
+        return _KeyFile(parts[3], node_id, 2)
     if kdf.passphrase is not None:
         # Someone who can write here but lacks the passphrase could plant a key they know.
         raise PassphraseNotExpected(
@@ -269,16 +316,16 @@ def _decode_key_file(path: Path, raw: bytes, kind: str, kdf: _Kdf) -> tuple[byte
             "refusing it (restore the protected file from a backup)"
         )
     try:
-        return base64.b64decode(doc.get("key", ""), validate=True), node_id
+        return _KeyFile(base64.b64decode(doc.get("key", ""), validate=True), node_id, version)
     except (TypeError, ValueError):
         raise KeyFileError(f"{path}: key is not valid base64") from None
 
 
-def _load_secret(path: Path, kdf: _Kdf) -> tuple[bytes, str]:
-    secret, node_id = _decode_key_file(path, _read_private(path), _TYPES[path.name], kdf)
-    if len(secret) != _KEY_SIZE:
+def _load_secret(path: Path, kdf: _Kdf) -> _KeyFile:
+    loaded = _decode_key_file(path, _read_private(path), _TYPES[path.name], kdf)
+    if len(loaded.secret) != _KEY_SIZE:
         raise KeyFileError(f"{path}: bad key length (expected {_KEY_SIZE} bytes)")
-    return secret, node_id
+    return loaded
 
 
 # ----------------------------------------------------------------------------- TLS
@@ -344,10 +391,16 @@ def _tls_key_bytes(path: Path, key: ec.EllipticCurvePrivateKey, node_id: str, kd
     return _encode_key_file(path, _TLS_TYPE, der, node_id, kdf)
 
 
-def _load_tls_key(key_path: Path, kdf: _Kdf, node_id: str) -> ec.EllipticCurvePrivateKey:
+def _load_tls_key(
+    key_path: Path, kdf: _Kdf, node_id: str
+) -> tuple[ec.EllipticCurvePrivateKey, int | None]:
+    """The TLS key and the key-file version it counts as (None: clear PEM, of every version;
+    1: the encrypted PEM of older versions)."""
     raw = _read_private(key_path)
     passphrase = kdf.passphrase
+    version: int | None = None
     if raw.lstrip().startswith(_PEM_BEGIN):
+        version = None if passphrase is None else 1
         # Clear PEM, or the encrypted PKCS#8 PEM (PBKDF2) of older versions: still read.
         try:
             key = serialization.load_pem_private_key(raw, password=passphrase)
@@ -363,24 +416,25 @@ def _load_tls_key(key_path: Path, kdf: _Kdf, node_id: str) -> ec.EllipticCurvePr
         except ValueError:
             raise KeyFileError(f"{key_path}: not a PEM private key, or wrong passphrase") from None
     else:
-        der, file_node = _decode_key_file(key_path, raw, _TLS_TYPE, kdf)
+        loaded = _decode_key_file(key_path, raw, _TLS_TYPE, kdf)
         if passphrase is None:
             # Without a passphrase the TLS key is PEM; a clear JSON tls.key is never written.
             raise KeyFileError(f"{key_path}: not a PEM private key")
-        if file_node != node_id:
+        if loaded.node_id != node_id:
             raise KeyFileError(f"{key_path}: belongs to another node than {SIGNING_FILE}")
+        version = loaded.version
         try:
-            key = serialization.load_der_private_key(der, password=None)
+            key = serialization.load_der_private_key(loaded.secret, password=None)
         except (TypeError, ValueError):
             raise KeyFileError(f"{key_path}: the protected TLS key is not PKCS#8") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"{key_path}: wrong key type marker (expected a P-256 key)")
-    return key
+    return key, version
 
 
-def _load_tls(path: Path, kdf: _Kdf, node_id: str) -> tuple[bytes, bytes, str]:
+def _load_tls(path: Path, kdf: _Kdf, node_id: str) -> tuple[bytes, bytes, str, int | None]:
     key_path, cert_path = path / TLS_KEY_FILE, path / TLS_CERT_FILE
-    key = _load_tls_key(key_path, kdf, node_id)
+    key, version = _load_tls_key(key_path, kdf, node_id)
     cert_pem = _read_private(cert_path)
     try:
         cert = _one_certificate(cert_pem)
@@ -396,7 +450,7 @@ def _load_tls(path: Path, kdf: _Kdf, node_id: str) -> tuple[bytes, bytes, str]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-    return clear_pem, cert_pem, fingerprint
+    return clear_pem, cert_pem, fingerprint, version
 
 
 # ----------------------------------------------------------------------------- public API
@@ -465,39 +519,68 @@ def load_key_dir(path: Path, *, passphrase: bytes | None = None) -> NodeKeys:
     _check_owner(path, st)
     kdf_state = _Kdf(passphrase, KdfParams())
     loaded = {name: _load_secret(path / name, kdf_state) for name in _TYPES}
-    node_ids = {node for _, node in loaded.values()}
-    if len(node_ids) != 1:
-        raise KeyFileError(f"{path}: key files belong to different nodes")
-    node_id = node_ids.pop()
-    enc_secret = loaded[ENCRYPTION_FILE][0]
-    tls_key_pem, cert_pem, fingerprint = _load_tls(path, kdf_state, node_id)
+    # The node most files name (signing.key's on a tie): the odd one out is the one named.
+    counts = collections.Counter(file.node_id for file in loaded.values())
+    node_id = max(counts, key=lambda n: (counts[n], n == loaded[SIGNING_FILE].node_id))
+    for name, file in loaded.items():
+        if file.node_id != node_id:
+            raise KeyFileError(f"{path / name}: belongs to another node than the other key files")
+    enc_secret = loaded[ENCRYPTION_FILE].secret
+    tls_key_pem, cert_pem, fingerprint, tls_version = _load_tls(path, kdf_state, node_id)
+    previous, previous_version = _load_previous(path / PREVIOUS_FILE, kdf_state, node_id)
+    versions: dict[str, int | None] = {name: file.version for name, file in loaded.items()}
+    versions[TLS_KEY_FILE] = tls_version
+    versions[PREVIOUS_FILE] = previous_version
     return NodeKeys(
         node_id=node_id,
-        signing=Signer(loaded[SIGNING_FILE][0]),
+        signing=Signer(loaded[SIGNING_FILE].secret),
         encryption_private=enc_secret,
         encryption_public=bytes(nacl.public.PrivateKey(enc_secret).public_key),
-        storage_key=loaded[STORAGE_FILE][0],
-        blind_index_key=loaded[BLIND_INDEX_FILE][0],
+        storage_key=loaded[STORAGE_FILE].secret,
+        blind_index_key=loaded[BLIND_INDEX_FILE].secret,
         tls_key_pem=tls_key_pem,
         tls_cert_pem=cert_pem,
         tls_fingerprint=fingerprint,
-        previous_signing=_load_previous(path / PREVIOUS_FILE, kdf_state, node_id),
+        previous_signing=previous,
+        key_file_version=_one_version(path, versions),
     )
+
+
+def _one_version(path: Path, versions: dict[str, int | None]) -> int:
+    """The key-file format version of the directory; KeyFileError naming the older files when
+    they differ. A version-1 file beside version-2 ones is refused, not read: its node id is
+    not authenticated, so it may be another node's file (under the same passphrase) with its
+    clear `node_id` edited, put there to get around the binding."""
+    known = {v for v in versions.values() if v is not None}
+    if len(known) > 1:
+        older = sorted(
+            path / name for name, v in versions.items() if v is not None and v < max(known)
+        )
+        raise KeyFileError(
+            f"{', '.join(map(str, older))}: older key file format than the rest of the "
+            "directory (possibly planted from another node's key directory); restore the "
+            "directory from a backup, or finish an interrupted `credex keys upgrade`"
+        )
+    return known.pop() if known else _VERSION
 
 
 def _load_previous(
     path: Path, kdf: _Kdf, node_id: str
-) -> tuple[tuple[bytes, datetime.datetime], ...]:
-    """The retired signing keys. In a protected directory the list is boxed like a key file:
-    it is public, but a planted entry would be published as this node's key (`keys show`,
-    the roster), so only someone with the passphrase may write it."""
+) -> tuple[tuple[tuple[bytes, datetime.datetime], ...], int | None]:
+    """The retired signing keys, and the key-file version of the list when it is boxed.
+
+    In a protected directory the list is boxed like a key file: it is public, but a planted
+    entry would be published as this node's key (`keys show`, the roster), so only someone
+    with the passphrase may write it."""
     if not path.exists():
-        return ()
+        return (), None
     raw = _read_private(path)
+    version: int | None = None
     if kdf.passphrase is not None:
-        raw, owner = _decode_key_file(path, raw, _PREVIOUS_TYPE, kdf)
-        if owner != node_id:
+        boxed = _decode_key_file(path, raw, _PREVIOUS_TYPE, kdf)
+        if boxed.node_id != node_id:
             raise KeyFileError(f"{path}: belongs to another node")
+        raw, version = boxed.secret, boxed.version
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("previous"), list):
@@ -511,7 +594,12 @@ def _load_previous(
             out.append((key, until.astimezone(datetime.UTC)))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise KeyFileError(f"{path}: malformed list of previous signing keys") from None
-    return tuple(out)
+    return tuple(out), version
+
+
+def _previous_listing(previous: list[tuple[bytes, datetime.datetime]]) -> bytes:
+    doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in previous]}
+    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
 
 
 def rotate_signing_key(
@@ -542,20 +630,21 @@ def rotate_signing_key(
         ) from None
     path = Path(path)
     current = load_key_dir(path, passphrase=passphrase)
+    # The directory keeps its one format version (`upgrade_key_dir` changes it, whole).
+    version = current.key_file_version
     keep = list(current.previous_signing)
     keep.append((current.signing.public_key, until))
-    doc = {"previous": [{"accepted_until": format_time(t), "key": b64e(k)} for k, t in keep]}
-    listing = json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+    listing = _previous_listing(keep)
     kdf_state = _Kdf(passphrase, kdf or KdfParams())
     previous_file = path / PREVIOUS_FILE
     if passphrase is not None:
         listing = _encode_key_file(
-            previous_file, _PREVIOUS_TYPE, listing, current.node_id, kdf_state
+            previous_file, _PREVIOUS_TYPE, listing, current.node_id, kdf_state, version=version
         )
     new_seed = nacl.utils.random(_KEY_SIZE)
     signing_file = path / SIGNING_FILE
     signing = _encode_key_file(
-        signing_file, _TYPES[SIGNING_FILE], new_seed, current.node_id, kdf_state
+        signing_file, _TYPES[SIGNING_FILE], new_seed, current.node_id, kdf_state, version=version
     )
     # Previous list first: a crash between the two writes leaves an extra, harmless entry.
     for target, data in ((previous_file, listing), (signing_file, signing)):
@@ -564,6 +653,106 @@ def rotate_signing_key(
         except OSError as error:
             raise KeyFileError(f"{target}: cannot write the key file ({error.strerror})") from None
     return load_key_dir(path, passphrase=passphrase)
+
+
+def upgrade_key_dir(
+    path: Path, *, passphrase: bytes | None = None, kdf: KdfParams | None = None
+) -> NodeKeys:
+    """Rewrite a key directory of an older key-file format in the current one; same keys.
+
+    Returns the loaded directory; one already in the current format is left as it is. Every
+    new file is first written and synced beside its target (`.NAME.upgrade`), then each is
+    renamed over it. A run cut short leaves a directory that `load_key_dir` refuses (two
+    formats) or pending files; running this again finishes it, after checking that every
+    pending file is a current-format file of the node the directory's files name, under this
+    passphrase. Refuses (KeyFileError) what `load_key_dir` refuses.
+    """
+    path = Path(path)
+    names = (*_TYPES, TLS_KEY_FILE, PREVIOUS_FILE)
+    pending = {name: path / f".{name}{_UPGRADE_SUFFIX}" for name in names}
+    if any(file.exists() for file in pending.values()):
+        _check_pending(path, pending, passphrase)
+    else:
+        current = load_key_dir(path, passphrase=passphrase)
+        if current.key_file_version == _VERSION:
+            return current
+        kdf_state = _Kdf(passphrase, kdf or KdfParams())
+        contents = {
+            name: _encode_key_file(
+                path / name, kind, _secret_of(current, name), current.node_id, kdf_state
+            )
+            for name, kind in _TYPES.items()
+        }
+        if passphrase is not None:
+            # Clear directories keep their clear PEM tls.key and clear previous-key list: those
+            # have no version. Protected ones get both boxed in the current format, which also
+            # replaces an encrypted-PEM (PBKDF2) tls.key of older versions.
+            tls_key = serialization.load_pem_private_key(current.tls_key_pem, password=None)
+            assert isinstance(tls_key, ec.EllipticCurvePrivateKey)
+            tls_file = path / TLS_KEY_FILE
+            contents[TLS_KEY_FILE] = _tls_key_bytes(tls_file, tls_key, current.node_id, kdf_state)
+            if current.previous_signing:
+                listing = _previous_listing(list(current.previous_signing))
+                contents[PREVIOUS_FILE] = _encode_key_file(
+                    path / PREVIOUS_FILE, _PREVIOUS_TYPE, listing, current.node_id, kdf_state
+                )
+        for name, data in contents.items():
+            pending[name].unlink(missing_ok=True)
+            try:
+                _write_new(pending[name], data)
+            except OSError as error:
+                raise KeyFileError(
+                    f"{pending[name]}: cannot write the key file ({error.strerror})"
+                ) from None
+        _sync_dir(path)
+    for name, file in pending.items():
+        if file.exists():
+            try:
+                file.replace(path / name)
+            except OSError as error:
+                raise KeyFileError(
+                    f"{path / name}: cannot write the key file ({error.strerror}); run the "
+                    "upgrade again to finish it"
+                ) from None
+    _sync_dir(path)
+    return load_key_dir(path, passphrase=passphrase)
+
+
+def _secret_of(current: NodeKeys, name: str) -> bytes:
+    secrets = {
+        SIGNING_FILE: current.signing._seed(),  # keydir is the seed's one writer
+        ENCRYPTION_FILE: current.encryption_private,
+        STORAGE_FILE: current.storage_key,
+        BLIND_INDEX_FILE: current.blind_index_key,
+    }
+    return secrets[name]
+
+
+def _check_pending(path: Path, pending: dict[str, Path], passphrase: bytes | None) -> None:
+    """Before finishing an interrupted upgrade: every pending file must be a current-format
+    file, and all files, pending or in place, must name one node."""
+    kdf_state = _Kdf(passphrase, KdfParams())
+    kinds = {**_TYPES, TLS_KEY_FILE: _TLS_TYPE, PREVIOUS_FILE: _PREVIOUS_TYPE}
+    nodes = set()
+    for name, file in pending.items():
+        if file.exists():
+            loaded = _decode_key_file(file, _read_private(file), kinds[name], kdf_state)
+            if loaded.version != _VERSION:
+                raise KeyFileError(f"{file}: not a key file of the current format")
+            nodes.add(loaded.node_id)
+        elif name in _TYPES:
+            nodes.add(_load_secret(path / name, kdf_state).node_id)
+    if len(nodes) != 1:
+        raise KeyFileError(f"{path}: key files belong to different nodes")
+
+
+def _sync_dir(path: Path) -> None:
+    """A rename is durable only once its directory is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def public_identity(keys: NodeKeys) -> dict[str, Any]:

@@ -315,6 +315,29 @@ def keys_rotate_command(
     )
 
 
+@keys_app.command("upgrade")
+def keys_upgrade_command(
+    home: HomeOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rewrite the key files in the current key-file format (the keys stay the same).
+
+    Format 2 binds each protected key file to its node, so a file copied from another node's
+    key directory no longer loads. Run it with the node stopped; run it again if it was cut
+    short. A directory already in the current format is left as it is.
+    """
+    config = load_config(resolve_home(home))
+    upgraded = keys.upgrade_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
+    if as_json:
+        print_json({"key_file_version": upgraded.key_file_version, "node_id": upgraded.node_id})
+        return
+    console.print(
+        f"key files of {upgraded.node_id} are in format {upgraded.key_file_version}; "
+        "the keys are unchanged."
+    )
+
+
 @keys_app.command("resign")
 def keys_resign_command(
     home: HomeOption = None,

@@ -211,8 +211,9 @@ def _with_file(tmp_path: Path, name: str, file: str, content: bytes) -> Path:
 
 
 def test_legacy_pbkdf2_tls_key_still_loads(tmp_path: Path) -> None:
-    path = tmp_path / "keys"
-    made = keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    # In a directory of its time (format version 1): beside version-2 files it is refused.
+    path = _v1_copy(tmp_path, "protected")
+    made = keys.load_key_dir(path, passphrase=b"pw")
     key = serialization.load_pem_private_key(made.tls_key_pem, password=None)
 
     def legacy(passphrase: bytes) -> bytes:
@@ -522,3 +523,223 @@ def test_key_files_owned_by_another_user_are_refused(key_dir: Path, what: str) -
     os.chown(target, 4242, 4242)
     with pytest.raises(KeyFileError, match="owned by uid 4242"):
         keys.load_key_dir(key_dir)
+
+
+# ----------------------------------------------------------------------------- format v2
+
+V1 = Path(__file__).parent / "vectors" / "keydir-v1"
+KEY_FILES = [*SECRET_FILES, "tls.key"]
+
+
+def _v1_copy(tmp_path: Path, name: str) -> Path:
+    """A copy of a version-1 key directory written by the previous code, with private modes."""
+    target = tmp_path / name
+    target.mkdir(mode=0o700)
+    for file in (V1 / name).iterdir():
+        (target / file.name).write_bytes(file.read_bytes())
+        (target / file.name).chmod(0o600)
+    return target
+
+
+def _versions(path: Path) -> set[object]:
+    return {json.loads((path / name).read_text())["v"] for name in SECRET_FILES}
+
+
+def test_new_key_files_bind_type_and_node_inside_the_box(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    assert _versions(path) == {2}
+    assert json.loads((path / "tls.key").read_text())["v"] == 2
+    assert keys.load_key_dir(path, passphrase=b"pw").key_file_version == 2
+
+
+@pytest.mark.parametrize("name", KEY_FILES)
+def test_a_key_file_copied_from_another_node_is_refused(tmp_path: Path, name: str) -> None:
+    # Same passphrase on both nodes: the box opens, so only the binding can tell.
+    path, other = tmp_path / "keys", tmp_path / "other"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    keys.create_key_dir(other, node_id="zd-tax", passphrase=b"pw", kdf=CHEAP)
+    stolen = json.loads((other / name).read_text())
+    _rewrite(path / name, stolen)
+    with pytest.raises(KeyFileError, match=rf"{re.escape(name)}.*another node"):
+        keys.load_key_dir(path, passphrase=b"pw")
+    # Its clear node_id edited to this node's: the boxed one still says zd-tax.
+    _rewrite(path / name, {**stolen, "node_id": NODE})
+    with pytest.raises(KeyFileError, match=rf"{re.escape(name)}.*another node") as caught:
+        keys.load_key_dir(path, passphrase=b"pw")
+    assert "zd-tax" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [("storage.key", "blind-index.key"), ("signing.key", "encryption.key")]
+)
+def test_a_v2_box_swapped_between_kinds_is_refused(
+    tmp_path: Path, source: str, target: str
+) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    doc = json.loads((path / target).read_text())
+    _rewrite(path / target, {**doc, "box": json.loads((path / source).read_text())["box"]})
+    with pytest.raises(KeyFileError, match=rf"{re.escape(target)}.*type marker"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: raw[: len(raw) // 2], "not a credex key file"),
+        (lambda raw: raw.replace(b'"v": 2', b'"v": 3'), "unknown key file format"),
+        (lambda raw: raw.replace(b'"v": 2', b'"v": "2"'), "unknown key file format"),
+        (lambda raw: raw.replace(b'"box": "', b'"box": "AAAA'), "cannot decrypt"),
+        (lambda raw: re.sub(rb'"box": "[^"]{8}', b'"box": "AAAAAAAA', raw), "cannot decrypt"),
+        (lambda raw: re.sub(rb'"box": "[^"]*"', b'"box": "AAAA"', raw), "cannot decrypt"),
+    ],
+    ids=[
+        "truncated-file",
+        "unknown-version",
+        "version-as-text",
+        "box-prefixed",
+        "box-garbled",
+        "box-truncated",
+    ],
+)
+def test_a_damaged_v2_key_file_is_refused(tmp_path: Path, damage: Any, message: str) -> None:
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    raw = (path / "storage.key").read_bytes()
+    (path / "storage.key").write_bytes(damage(raw))
+    with pytest.raises(KeyFileError, match=rf"storage\.key.*{message}"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def test_v1_key_directories_still_load(tmp_path: Path) -> None:
+    protected = keys.load_key_dir(_v1_copy(tmp_path, "protected"), passphrase=b"pw")
+    assert protected.node_id == NODE
+    assert protected.key_file_version == 1
+    assert len(protected.previous_signing) == 1
+    clear = keys.load_key_dir(_v1_copy(tmp_path, "clear"))
+    assert clear.node_id == NODE
+    assert clear.key_file_version == 1
+
+
+def test_rotation_keeps_a_v1_directory_in_one_format(
+    tmp_path: Path, now: datetime.datetime
+) -> None:
+    path = _v1_copy(tmp_path, "protected")
+    rotated = keys.rotate_signing_key(path, now=now, passphrase=b"pw", kdf=CHEAP)
+    assert rotated.key_file_version == 1
+    assert _versions(path) == {1}
+    assert len(rotated.previous_signing) == 2
+
+
+def test_a_v1_key_file_planted_in_a_v2_directory_is_refused(tmp_path: Path) -> None:
+    # Another node's version-1 file under the same passphrase, its clear node_id edited: the
+    # box opens and nothing inside names a node, so the directory's format must refuse it.
+    path = tmp_path / "keys"
+    keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    planted = json.loads((V1 / "other-node" / "storage.key").read_text())
+    _rewrite(path / "storage.key", {**planted, "node_id": NODE})
+    with pytest.raises(KeyFileError, match=r"storage\.key: older key file format"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+def test_an_encrypted_pem_tls_key_in_a_v2_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    made = keys.create_key_dir(path, node_id=NODE, passphrase=b"pw", kdf=CHEAP)
+    key = serialization.load_pem_private_key(made.tls_key_pem, password=None)
+    (path / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+    )
+    with pytest.raises(KeyFileError, match=r"tls\.key: older key file format"):
+        keys.load_key_dir(path, passphrase=b"pw")
+
+
+@pytest.mark.parametrize(("name", "passphrase"), [("protected", b"pw"), ("clear", None)])
+def test_upgrade_rewrites_a_v1_directory_with_the_same_keys(
+    tmp_path: Path, name: str, passphrase: bytes | None
+) -> None:
+    path = _v1_copy(tmp_path, name)
+    before = keys.load_key_dir(path, passphrase=passphrase)
+    after = keys.upgrade_key_dir(path, passphrase=passphrase, kdf=CHEAP)
+    assert after.key_file_version == 2
+    assert _versions(path) == {2}
+    for field in (
+        "signing",
+        "encryption_private",
+        "storage_key",
+        "blind_index_key",
+        "tls_key_pem",
+        "tls_cert_pem",
+        "previous_signing",
+    ):
+        if field == "signing":
+            assert after.signing.public_key == before.signing.public_key
+        else:
+            assert getattr(after, field) == getattr(before, field)
+    assert not list(path.glob(".*"))
+    for file in path.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    if passphrase is not None:
+        assert json.loads((path / "signing-previous.json").read_text())["v"] == 2
+    # Idempotent: a second run finds nothing to do.
+    contents = {file.name: file.read_bytes() for file in path.iterdir()}
+    keys.upgrade_key_dir(path, passphrase=passphrase, kdf=CHEAP)
+    assert contents == {file.name: file.read_bytes() for file in path.iterdir()}
+
+
+def test_upgrade_replaces_an_encrypted_pem_tls_key(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path, "protected")
+    before = keys.load_key_dir(path, passphrase=b"pw")
+    key = serialization.load_pem_private_key(before.tls_key_pem, password=None)
+    (path / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+    )
+    after = keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    assert json.loads((path / "tls.key").read_text())["v"] == 2
+    assert after.tls_key_pem == before.tls_key_pem
+
+
+def test_an_interrupted_upgrade_is_refused_then_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _v1_copy(tmp_path, "protected")
+    before = keys.load_key_dir(path, passphrase=b"pw")
+    real_replace = Path.replace
+    calls = []
+
+    def crash_on_the_third(self: Path, target: Any) -> Path:
+        calls.append(self)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", crash_on_the_third)
+    with pytest.raises(KeyFileError, match="run the upgrade again"):
+        keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    monkeypatch.setattr(Path, "replace", real_replace)
+    with pytest.raises(KeyFileError, match="older key file format"):
+        keys.load_key_dir(path, passphrase=b"pw")
+    after = keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    assert after.key_file_version == 2
+    assert after.storage_key == before.storage_key
+    assert not list(path.glob(".*"))
+
+
+def test_resuming_an_upgrade_refuses_a_pending_file_of_another_node(tmp_path: Path) -> None:
+    path = _v1_copy(tmp_path, "protected")
+    other = tmp_path / "other"
+    keys.create_key_dir(other, node_id="zd-tax", passphrase=b"pw", kdf=CHEAP)
+    pending = path / ".storage.key.upgrade"
+    pending.write_bytes((other / "storage.key").read_bytes())
+    pending.chmod(0o600)
+    with pytest.raises(KeyFileError, match=r"another node|different nodes"):
+        keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    assert json.loads((path / "storage.key").read_text())["v"] == 1

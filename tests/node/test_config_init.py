@@ -127,3 +127,21 @@ def test_keys_rotate_keeps_the_old_key_for_the_overlap(tmp_path: Path) -> None:
     bad = credex("keys", "rotate", "--overlap-days", "-1", home=home)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
+
+
+def test_keys_upgrade_rewrites_an_old_key_directory(tmp_path: Path) -> None:
+    home = tmp_path / "market"
+    assert credex("init", "--name", "market", str(home)).returncode == 0
+    before = json.loads(credex("keys", "show", "--json", home=home).stdout)
+    storage = home / "keys" / "storage.key"
+    doc = json.loads(storage.read_text())
+    storage.write_text(json.dumps({**doc, "v": 1}))  # a clear file: v is its only difference
+    assert credex("keys", "show", "--json", home=home).returncode != 0  # two formats: refused
+    for name in ("signing.key", "encryption.key", "blind-index.key"):
+        file = home / "keys" / name
+        file.write_text(json.dumps({**json.loads(file.read_text()), "v": 1}))
+    upgraded = credex("keys", "upgrade", "--json", home=home)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["key_file_version"] == 2
+    assert json.loads(storage.read_text())["v"] == 2
+    assert json.loads(credex("keys", "show", "--json", home=home).stdout) == before
