@@ -36,6 +36,7 @@ __all__ = [
     "TelemetryConfig",
     "TrustConfig",
     "load_config",
+    "log_origin",
     "parse_config",
     "write_default_config",
 ]
@@ -48,6 +49,14 @@ EXPORTERS = frozenset({"none", "console", "otlp"})
 _NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _STORE_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg://")
+_ORIGIN_PREFIX = "zhangdian.credex/"
+
+
+def log_origin(node_id: str) -> str:
+    """The origin line of node `node_id`'s access-log checkpoints: the `[log] origin` default,
+    and the one origin the platform's witness cosigns for that node (it knows node ids from
+    the roster, not each node's configuration)."""
+    return f"{_ORIGIN_PREFIX}{node_id}"
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,7 @@ def parse_config(text: str, *, home: Path) -> NodeConfig:
             f"{CONFIG_FILE}: [log] retention_days = {retention} is below the legal minimum of "
             f"{MIN_RETENTION_DAYS} days (网络安全法 Art. 21)"
         )
-    origin = _str(log_raw, "log", "origin", default=f"zhangdian.credex/{node_id}")
+    origin = _str(log_raw, "log", "origin", default=log_origin(node_id))
     if not origin or any(c.isspace() for c in origin):
         raise _bad("log", "origin", repr(origin), "must be non-empty without whitespace")
     log = LogConfig(origin=origin, checkpoint_interval_s=interval, retention_days=retention)
@@ -373,7 +382,7 @@ def write_default_config(
         name=_toml_str(name),
         role=_toml_str(role),
         listen=_toml_str(listen),
-        origin=_toml_str(f"zhangdian.credex/{node_id}"),
+        origin=_toml_str(log_origin(node_id)),
         min_days=MIN_RETENTION_DAYS,
         max_calls=DEFAULT_MAX_CALLS_PER_PEER,
     )

@@ -19,7 +19,10 @@ Invariants:
   old note (it never cosigns the fork).
 
 The log is named by its node id in the signed note (AccessLog key_name), while its origin line
-is `zhangdian.credex/<node id>`, so verification always passes `log_name` explicitly.
+is `zhangdian.credex/<node id>` (`node.config.log_origin`), so verification always passes
+`log_name` explicitly. The origin is pinned, from the first contact on: a note of any other
+origin is refused like a note the log did not sign (no cosignature, no state, an `error`
+outcome), never trusted because it came first.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import grpc.aio
 import keys
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
 from node.accesslog import ForkDetected, LogEntry, utc_iso
+from node.config import log_origin
 from node.errors import InputError, NodeError
 
 if TYPE_CHECKING:
@@ -89,11 +93,18 @@ def cosign_extension(
     """Return `new_note` cosigned by witness `name` when it extends `previous_note`.
 
     Refuses: keys.VerificationError for a note the log did not sign, or one with a line in the
-    witness's name that is not the witness's signature (`cosign_once`); InputError for notes of
+    witness's name that is not the witness's signature (`cosign_once`); InputError for a note
+    whose origin is not `log_origin(log_name)`, the first one included, and for notes of
     different origins; ForkDetected for the same size with another root, a smaller size, or a
     consistency proof that fails.
     """
     new = verify_log_note(new_note, log_name=log_name, log_keys=log_keys)
+    if new.origin != log_origin(log_name):
+        # Not quoted: the origin line is the log's text, and the expected one says enough.
+        raise InputError(
+            f"witness: log {log_name} shows a checkpoint whose origin is not "
+            f"{log_origin(log_name)}; refusing it"
+        )
     if previous_note is not None:
         # Verified when this witness cosigned it; its log key may have been retired since.
         old = keys.read_checkpoint(previous_note)
