@@ -85,8 +85,9 @@ _VERIFY_CHUNK = 65536
 
 
 class ForkDetected(NodeError):
-    """Two checkpoints of one log cannot both be true (same size, different root, or no
-    consistency): somebody showed different histories to different parties."""
+    """Two checkpoints of one log cannot both be true (same size, different root, no
+    consistency, or a current tree smaller than one witnessed before: a rollback): somebody
+    showed different histories to different parties, or took entries back."""
 
     exit_code = TamperDetected.exit_code
     status = TamperDetected.status
@@ -1844,17 +1845,33 @@ class Witness:
         except ForkDetected:
             self.alarms.append((origin, previous or "", new_note))
             raise
-        current = keys.verify_checkpoint(new_note, verifiers=verifiers)
-        if (
-            previous is None
-            or current.size >= keys.verify_checkpoint(previous, verifiers=verifiers).size
-        ):
-            self.latest[origin] = new_note
+        self.latest[origin] = new_note  # it extends `previous` (or is the same checkpoint)
         return cosigned
 
 
 def _note_origin(note: str) -> str:
     return note.split("\n", 1)[0]
+
+
+def fork_reason(old: keys.Checkpoint, new: keys.Checkpoint, proof: Sequence[bytes]) -> str | None:
+    """Why checkpoint `new` of a log cannot follow `old` of the same log, shown as the log's
+    current view after `old` (a fork or a rollback: a smaller size, the same size with another
+    root, or a consistency `proof` from `old` to `new` that fails), or None when it does (the
+    same checkpoint, or a proven extension). The one fork rule of every witness in credex
+    (`witness_checkpoint`, `node.witness`). Pure: both checkpoints' signatures are the
+    caller's to check."""
+    if new.size < old.size:
+        # An append-only log's current tree never shrinks: entries it signed for are gone.
+        return f"size {new.size} shown after the witnessed {old.size}"
+    if new.size == old.size:
+        return f"two checkpoints of size {new.size} disagree" if new.root != old.root else None
+    if old.size == 0:
+        return None  # every log extends the empty one
+    try:
+        keys.verify_consistency(old.size, new.size, old.root, new.root, list(proof))
+    except keys.VerificationError:
+        return f"checkpoint {new.size} is not proven to extend the witnessed {old.size}"
+    return None
 
 
 def witness_checkpoint(
@@ -1869,29 +1886,16 @@ def witness_checkpoint(
     """Verify `new_note` (and `previous_note`, when there is one) with the log's key, check that
     the new tree extends the old one, and return `new_note` with this witness's cosignature.
 
-    Refuses: ForkDetected for two notes of one origin with the same size and different roots, a
-    smaller new size than the old one whose roots disagree, or a consistency proof that fails;
-    keys.VerificationError for a note that does not verify.
+    Refuses: ForkDetected when `new_note` cannot follow `previous_note` (`fork_reason`: the
+    same size with another root, a smaller size, or a consistency proof that fails); InputError
+    for notes of different origins; keys.VerificationError for a note that does not verify.
     """
     new = keys.verify_checkpoint(new_note, verifiers=log_verifiers)
     if previous_note is not None:
         old = keys.verify_checkpoint(previous_note, verifiers=log_verifiers)
         if old.origin != new.origin:
             raise InputError("witness: the two checkpoints are of different logs")
-        if old.size == new.size:
-            if old.root != new.root:
-                raise ForkDetected(f"two checkpoints of size {new.size} with different roots")
-        elif old.size > new.size:
-            raise InputError(
-                f"witness: checkpoint {new.size} is older than the witnessed {old.size}"
-            )
-        elif old.size > 0:
-            try:
-                keys.verify_consistency(
-                    old.size, new.size, old.root, new.root, list(consistency_proof)
-                )
-            except keys.VerificationError as error:
-                raise ForkDetected(
-                    f"checkpoint {new.size} is not consistent with the witnessed {old.size}"
-                ) from error
+        why = fork_reason(old, new, consistency_proof)
+        if why is not None:
+            raise ForkDetected(why)
     return keys.cosign_note(new_note, name=name, signer=signer)

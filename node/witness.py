@@ -12,7 +12,8 @@ Invariants:
   note only when it provably extends that one; the note is on disk before its cosignature is
   sent, so no crash makes the witness forget a note it vouched for;
 - two notes that cannot both be true (same size and different roots, a failing consistency
-  proof, or a smaller size with another root) are a fork: both notes and the consistency proof
+  proof, or a smaller size: the log's current tree went back) are a fork (`fork_reason`, the
+  rule `node.accesslog.witness_checkpoint` follows too): both notes and the consistency proof
   the log answered are kept as evidence (`data/witness-alarms.jsonl`, `alarm_record`; anybody
   with the log's key checks it again with `check_alarm`), an `alarm` entry (reason
   `fork_detected`) is appended to the platform's own access log, and the witness keeps the
@@ -43,7 +44,7 @@ import grpc.aio
 
 import keys
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
-from node.accesslog import ForkDetected, LogEntry, utc_iso
+from node.accesslog import ForkDetected, LogEntry, fork_reason, utc_iso
 from node.config import log_origin
 from node.errors import InputError, NodeError
 
@@ -114,24 +115,6 @@ def cosign_extension(
         if why is not None:
             raise ForkDetected(f"log {log_name}: {why}")
     return cosign_once(new_note, name=name, signer=signer)
-
-
-def fork_reason(old: keys.Checkpoint, new: keys.Checkpoint, proof: Sequence[bytes]) -> str | None:
-    """Why checkpoint `new` of a log cannot follow `old` of the same log (a fork: a smaller
-    size, the same size with another root, or a consistency `proof` from `old` to `new` that
-    fails), or None when it does (the same checkpoint, or a proven extension). Pure: both
-    checkpoints' signatures are the caller's to check."""
-    if new.size < old.size:
-        return f"size {new.size} shown after the witnessed {old.size}"
-    if new.size == old.size:
-        return f"two checkpoints of size {new.size} disagree" if new.root != old.root else None
-    if old.size == 0:
-        return None  # every log extends the empty one
-    try:
-        keys.verify_consistency(old.size, new.size, old.root, new.root, list(proof))
-    except keys.VerificationError:
-        return f"checkpoint {new.size} is not proven to extend the witnessed {old.size}"
-    return None
 
 
 def cosign_once(note: str, *, name: str, signer: keys.Signer) -> str:

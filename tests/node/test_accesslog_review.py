@@ -12,6 +12,7 @@ import pytest
 
 import catalog
 import keys
+import node.witness
 from node.accesslog import (
     AccessLog,
     ForkDetected,
@@ -21,6 +22,7 @@ from node.accesslog import (
     Witness,
     export,
     export_lines,
+    fork_reason,
     is_off_hours,
     risk_report,
     search,
@@ -447,3 +449,25 @@ def test_a_node_shown_a_foreign_history_raises_and_records_an_alarm() -> None:
     assert alarms[0][0] == before
     assert alarms[0][1].reason == "fork_detected"
     assert verify_log(log.backend, VERIFIERS).ok
+
+
+def test_a_smaller_checkpoint_after_a_larger_one_is_a_rollback_and_recorded() -> None:
+    # Both notes are the log's; shown as its current view after size 9 was witnessed, size 5
+    # is a rollback: the same rule as the platform's witness (node.witness.fork_reason).
+    log, first, second = _two_checkpoints()
+    with pytest.raises(ForkDetected, match="size 5 shown after the witnessed 9") as caught:
+        witness_checkpoint(
+            second, first, [], log_verifiers=VERIFIERS, name="zd-platform", signer=WITNESS_KEY
+        )
+    assert caught.value.exit_code == ExitCode.VERIFICATION
+    witness = Witness("zd-platform", WITNESS_KEY, {ORIGIN: VERIFIERS})
+    witness.witness(first, [])
+    witness.witness(second, log.consistency_proof(5, 9))
+    with pytest.raises(ForkDetected):
+        witness.witness(first, [])
+    assert witness.alarms == [(ORIGIN, second, first)]
+    assert witness.latest[ORIGIN] == second
+
+
+def test_the_in_memory_witness_and_the_platforms_follow_one_fork_rule() -> None:
+    assert node.witness.fork_reason is fork_reason
