@@ -31,7 +31,9 @@ the expected character) without ever echoing the full value.
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import itertools
 import re
 import unicodedata
 
@@ -121,6 +123,18 @@ _DIGIT_RUN = re.compile(
 )
 _SHORTEST_RUN = 15
 
+# Pieces of letters and digits joined by one to `_MAX_GAP` separators: where a credit code
+# split by dashes, spaces or invisible characters may hide (`_masked_split_codes`).
+_MAX_GAP = 6
+_SPLIT_RUN = re.compile(
+    rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]+(?:[{_GAP}]{{1,{_MAX_GAP}}}[{_RUN_CHARS}]+)+(?![{_RUN_CHARS}])"
+)
+_PIECE = re.compile(rf"[{_RUN_CHARS}]+")
+# shown_text scans this far past its limit: a code of 18 characters that starts before the
+# cut, split at every character by the most separators a split may have, is seen whole.
+_SCAN_MARGIN = 17 * (1 + _MAX_GAP)
+_CODE_LENGTH = 18
+
 
 def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
     """Return `text` with every embedded citizen ID number or USCC masked (`mask_identifier`).
@@ -128,7 +142,11 @@ def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
     Masked are: an 18-character run of letters and digits whose check character is right for
     either scheme; and, with `digit_runs`, any run of 15 or more digits, whatever its check
     digit and however it is spelt (full-width, split by spaces, hyphens or zero-width
-    characters, glued to letters as in `ID110105...`), with a trailing X. Everything else in
+    characters, glued to letters as in `ID110105...`), with a trailing X; and, with
+    `digit_runs` too, a credit code split by separators (`9131-0115-MA1K-...`: whole pieces of
+    letters and digits, joined by up to six separators each, that together make an
+    18-character USCC of a registration department, a region code in digits and the right
+    check character). Everything else in
     `text` is returned exactly as it was. For free text that other parties supply and that is
     kept (an access-log entry's officer and legal basis, the item ids a refused caller asked
     for): no full identifier may be stored there, even one spelt to slip past a check. Ids
@@ -138,21 +156,64 @@ def redact_identifiers(text: str, *, digit_runs: bool = True) -> str:
         return text
     if digit_runs:
         text = _DIGIT_RUN.sub(_masked_run, text)
+        text = _SPLIT_RUN.sub(_masked_split_codes, text)
     return _IDENTIFIER_RUN.sub(_masked_if_identifier, text)
 
 
 def shown_text(text: str, limit: int = 64) -> str:
     """`text` that another party wrote (an id, a name it sent), for an error message or a log
     line: at most `limit` characters, with every ID number or credit code in it masked
-    (`redact_identifiers`). Only the first `limit` + 17 characters are scanned, so a caller
+    (`redact_identifiers`). Only the first `limit` + 119 characters are scanned, so a caller
     cannot make the redaction scan megabytes, yet an identifier the cut goes through is seen
-    whole and masked before it is cut (cut first, its first 14 digits would show)."""
-    return redact_identifiers(text[: limit + 17])[:limit]
+    whole and masked before it is cut (cut first, its first 14 digits would show), even a
+    credit code split by separators."""
+    return redact_identifiers(text[: limit + _SCAN_MARGIN])[:limit]
 
 
 def _masked_run(match: re.Match[str]) -> str:
     # the run's digits and check character, without the gaps it was spelt with
     return mask_identifier("".join(ch for ch in match.group(0) if ch.isalnum()))
+
+
+def _masked_split_codes(match: re.Match[str]) -> str:
+    """The run with every USCC made of whole consecutive pieces masked. Whole pieces only: a
+    window that started or ended inside a piece would find codes in longer tokens (hex ids)."""
+    run = match.group(0)
+    spans = [piece.span() for piece in _PIECE.finditer(run)]
+    ends = list(itertools.accumulate(b - a for a, b in spans))  # letters and digits so far
+    if ends[-1] < _CODE_LENGTH:  # the common case: a few short words
+        return run
+    out: list[str] = []
+    shown_up_to = first = 0
+    while first < len(spans):
+        before = ends[first - 1] if first else 0
+        last = bisect.bisect_left(ends, before + _CODE_LENGTH, lo=first)
+        if last == len(spans):
+            break
+        if ends[last] == before + _CODE_LENGTH:
+            code = _upper_ascii("".join(run[a:b] for a, b in spans[first : last + 1]))
+            if _is_split_uscc(code):
+                out += (run[shown_up_to : spans[first][0]], mask_identifier(code))
+                shown_up_to, first = spans[last][1], last + 1
+                continue
+        first += 1
+    out.append(run[shown_up_to:])
+    return "".join(out)
+
+
+def _upper_ascii(piece: str) -> str:
+    return (piece if piece.isascii() else unicodedata.normalize("NFKC", piece)).upper()
+
+
+def _is_split_uscc(code: str) -> bool:
+    # Stricter than the unsplit check (department, region digits): separators join ordinary
+    # words and numbers too, and those must not be masked by a chance check character.
+    return (
+        code[0] in _USCC_DEPARTMENTS
+        and code[2:8].isdigit()
+        and all(c in _USCC_SET for c in code)
+        and _uscc_check_character(code) == code[17]
+    )
 
 
 def _masked_if_identifier(match: re.Match[str]) -> str:

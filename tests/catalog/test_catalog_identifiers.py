@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum.cn import uscc as stdnum_uscc
 
@@ -20,7 +21,7 @@ from catalog import (
     ric_full_age,
     shown_text,
 )
-from catalog.identifiers import org_code_check_character
+from catalog.identifiers import USCC_ALPHABET, org_code_check_character
 from tests.catalog.catalog_testdata import TODAY, make_ric, make_uscc, ric_check, uscc_check
 
 # --- GB 11643 -------------------------------------------------------------------------------
@@ -419,3 +420,91 @@ def test_shown_text_never_shows_an_id_number_the_cut_goes_through(offset: int) -
 def test_shown_text_keeps_short_text_as_it_is() -> None:
     assert shown_text("admin_penalty") == "admin_penalty"
     assert shown_text("a" * 100, 10) == "a" * 10
+
+
+# -- a credit code split by separators in free text ---------------------------------------------
+
+USCC_SEPARATORS = ["-", " ", "\u2013", "\u2014", "\u2212", "\uff0d", "\u3000", "\u200b", "\u00ad",
+                   "_", ".", "/", " - "]  # fmt: skip
+
+
+def _compact_shown(text: str) -> str:
+    """The letters and digits a reader sees, in order, upper case (what a reader could copy)."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text).upper() if c.isalnum())
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "统一社会信用代码 9131-0115-MA1K-3BTP-2B",
+        "统一社会信用代码：913101 15MA1K3 BTP2B；",
+        "code 91310115–MA1K3BTP–2B, issued",  # en dash, as a word processor makes of "-"
+        "913101\u200b15MA1K3BTP2B",  # zero-width space
+        "９１３１０１１５－ＭＡ１Ｋ３ＢＴＰ－２Ｂ",  # full-width, with full-width hyphens
+        "9131 0115 ma1k 3btp 2b",  # lower case
+        "91310115MA1K3BTP2B-2026-03-01",  # glued by a dash to a date
+        "9-1-3-1-0-1-1-5-M-A-1-K-3-B-T-P-2-B",
+    ],
+)
+def test_a_uscc_split_by_separators_is_masked(spelling: str) -> None:
+    code = "91310115MA1K3BTP2B"
+    for out in (redact_identifiers(spelling), shown_text(spelling)):
+        assert code not in _compact_shown(out)
+        assert "*" in out
+    assert code[8:14] not in _compact_shown(redact_identifiers(spelling))
+
+
+def test_a_split_uscc_keeps_the_text_around_it() -> None:
+    code = "91310115MA1K3BTP2B"
+    text = f"依据 2026-03-01 决定，许〔2026〕12号，代码 {code[:8]}-{code[8:]}，完"
+    assert redact_identifiers(text) == text.replace(f"{code[:8]}-{code[8:]}", mask_identifier(code))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "依据 2026-03-01 决定 张市监罚〔2026〕12号",
+        "许〔2026〕12号 2026-03-01 至 2027-03-01",
+        "ADMIN PENALTY CASE REVIEW FOR THE MARKET DEPARTMENT OF ZHANGDIAN",
+        "3f2a9c0d-1e8b-4a7c-9d0e-1f2a3b4c5d6e",  # a UUID
+        "admin_penalty, admin_license, dishonest_person, tax_a_grade",
+        "room 12-3 building 45 floor 6 unit 7-8 no 9 block A-B",
+        "credex-node zd-market zd-tax zd-platform v2.3.18-rc1",
+    ],
+)
+def test_ordinary_text_with_separators_is_left_alone(text: str) -> None:
+    assert redact_identifiers(text) == text
+    assert shown_text(text, 200) == text
+
+
+_USCC_BODY = st.tuples(
+    st.sampled_from("123456789ANY"),
+    st.sampled_from(USCC_ALPHABET),
+    st.text(alphabet="0123456789", min_size=6, max_size=6),
+    st.text(alphabet=USCC_ALPHABET, min_size=9, max_size=9),
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=_USCC_BODY,
+    cuts=st.lists(st.integers(1, 17), max_size=17, unique=True),
+    separators=st.lists(st.lists(st.sampled_from(USCC_SEPARATORS), min_size=1, max_size=2)
+                        .map("".join), min_size=17, max_size=17),
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+)  # fmt: skip
+def test_a_valid_uscc_split_anywhere_never_survives_shown_text(
+    body: str, cuts: list[int], separators: list[str], before: str, after: str
+) -> None:
+    code = body + stdnum_uscc.calc_check_digit(body)
+    pieces, start = [], 0
+    for n, cut in enumerate(sorted(cuts)):
+        pieces.append(code[start:cut] + separators[n])
+        start = cut
+    split = "".join(pieces) + code[start:]
+    for out in (
+        shown_text(f"{before} {split} {after}"),
+        redact_identifiers(f"{before} {split} {after}"),
+    ):
+        assert code not in _compact_shown(out)
