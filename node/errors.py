@@ -112,6 +112,16 @@ class PolicyDenied(NodeError):
         self.reason = reason
 
 
+class NotDelivered(NodeError):
+    """A subscriber acknowledged feed events this provider has not sent it (beyond the last
+    event of the batches delivered to it): its receipt would claim what it never received.
+    Logged under the reason `not_delivered`; the acknowledged cursor does not move."""
+
+    exit_code = ExitCode.INPUT
+    status = grpc.StatusCode.OUT_OF_RANGE
+    reason = "not_delivered"
+
+
 class StaleBundle(NodeError):
     """The trust bundle is missing, expired or older than required."""
 

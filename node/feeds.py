@@ -50,6 +50,7 @@ from node.errors import (
     AuthError,
     InputError,
     NodeError,
+    NotDelivered,
     NotFound,
     PeerUnavailable,
     PolicyDenied,
@@ -673,13 +674,18 @@ def _describe_rpc_error(peer: str, error: grpc.aio.AioRpcError) -> NodeError:
         return InputError(message)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(message)
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        return NotDelivered(message)  # an Ack beyond what the provider says it sent
     if code == grpc.StatusCode.DATA_LOSS:
         return TamperDetected(message)  # the provider's store failed its integrity check
     return NodeError(message)
 
 
-# Refusals of the resume acknowledgement that must not stop the subscription itself.
-_RESUME_ACK_TOLERATED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+# Refusals of the resume acknowledgement that must not stop the subscription itself (e.g. a
+# provider restored from an older backup: it neither holds nor sent the events we applied).
+_RESUME_ACK_TOLERATED = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
+)
 
 
 async def pull(

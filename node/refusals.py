@@ -30,7 +30,15 @@ from opentelemetry import trace
 import keys
 from node._pb.credex.v1 import common_pb2
 from node.accesslog import LogEntry, utc_iso
-from node.errors import AuthError, InputError, NodeError, NotFound, PolicyDenied, StaleBundle
+from node.errors import (
+    AuthError,
+    InputError,
+    NodeError,
+    NotDelivered,
+    NotFound,
+    PolicyDenied,
+    StaleBundle,
+)
 from node.requests import RequestAuthenticator, VerifiedRequest
 
 if TYPE_CHECKING:
@@ -112,6 +120,8 @@ def refusal_reason(error: BaseException) -> str | None:
         return "stale_bundle"
     if isinstance(error, NotFound):
         return "not_found"
+    if isinstance(error, NotDelivered):
+        return error.reason
     if isinstance(error, InputError | keys.KeysError):
         return "malformed_request"
     return None

@@ -37,20 +37,23 @@ first/last seq). Invariants:
   ends open streams cleanly (no error at the subscriber).
 
 Ack moves the subscriber's durable cursor on a receipt signed by the subscriber (monotonic; a
-replayed receipt changes nothing). Push receives a severe-dishonesty record sealed for this
-node from a department named by a "push" agreement, verifies the producer's signature against
-the bundle and that the producer is the sender (a department pushes only its own entries:
-`not_producer` otherwise), stores it as a received record, logs the access and answers with a
-signed receipt; a refused push is logged as a denied `push` entry. A withdraw/expire notice
-(PushNotice.kind; the producer repaired, revoked or ended the disclosure of an entry it pushed)
-moves our copy of the SENDER's record to withdrawn/expired (令第36号 Art. 3: repair stops sharing
-and joint punishment too), is logged as an allowed `push` entry releasing nothing, and gets the
-same receipt. Such a notice that finds no copy of the version it ends leaves a tombstone: the
-entry, if it lands later (another process of the producer sent it, and may never hear our
-receipt), is not stored, is logged as a `push` entry releasing nothing with the tombstone's
-kind as reason, and gets the same receipt (node/store/pushed.py). The copy (or the change a
-withdraw/expire notice makes) and the `push` entry that says what became of it commit in one
-transaction (AccessLog.append_with, decision 0015): no entry claims a copy that was not stored.
+replayed receipt changes nothing), never beyond the last event of the batches sent to it
+(OUT_OF_RANGE `not_delivered`): what a batch carries is recorded in the transaction of its
+`feed_delivery` entry, before it leaves, so it survives a restart. Push receives a severe-
+dishonesty record sealed for this node from a department named by a "push" agreement, verifies
+the producer's signature against the bundle and that the producer is the sender (a department
+pushes only its own entries: `not_producer` otherwise), stores it as a received record, logs the
+access and answers with a signed receipt; a refused push is logged as a denied `push` entry. A
+withdraw/expire notice (PushNotice.kind; the producer repaired, revoked or ended the disclosure
+of an entry it pushed) moves our copy of the SENDER's record to withdrawn/expired (令第36号 Art. 3:
+repair stops sharing and joint punishment too), is logged as an allowed `push` entry releasing
+nothing, and gets the same receipt. Such a notice that finds no copy of the version it ends
+leaves a tombstone: the entry, if it lands later (another process of the producer sent it, and
+may never hear our receipt), is not stored, is logged as a `push` entry releasing nothing with
+the tombstone's kind as reason, and gets the same receipt (node/store/pushed.py). The copy (or
+the change a withdraw/expire notice makes) and the `push` entry that says what became of it
+commit in one transaction (AccessLog.append_with, decision 0015): no entry claims a copy that
+was not stored.
 
 Item ids a caller sent reach log entries bounded (`refusals.asked_items`) and refusal messages
 as at most three ids ("… and N more"), whatever their number and size.
@@ -61,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -340,7 +344,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                         await asyncio.wait_for(self.stopping.wait(), timeout=self._poll)
                     continue
                 # Durable log entry BEFORE the batch leaves; LogUnavailable -> UNAVAILABLE.
-                await runtime.log.append(
+                # What was sent commits with it: the subscriber may acknowledge up to this
+                # batch from now on, also after a restart (and never beyond it).
+                await asyncio.to_thread(
+                    runtime.log.append_with,
                     _delivery_entry(
                         runtime,
                         subscriber,
@@ -349,7 +356,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                         # a former subscriber gets lifecycle events only (no record)
                         reason="" if allowed else _AGREEMENT_ENDED,
                         released=built,
-                    )
+                    ),
+                    functools.partial(runtime.store.mark_delivered, subscriber, built.last_seq),
+                    what="send a feed batch",
                 )
                 yield exchange_pb2.SealedBatch(
                     sealed=built.sealed,
@@ -507,7 +516,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         request: common_pb2.SignedReceipt,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> exchange_pb2.AckResponse:
-        """Move the caller's durable feed cursor on its signed receipt (monotonic)."""
+        """Move the caller's durable feed cursor on its signed receipt (monotonic; a repeated
+        or older receipt changes nothing). Refuses a receipt of another issuer or feed, and one
+        beyond the last event of the batches sent to the caller (OUT_OF_RANGE `not_delivered`:
+        a subscriber cannot acknowledge what it never received); the server's interceptor logs
+        each refusal as a denied `feed_ack` entry."""
         runtime = self._runtime
         caller = runtime.server_tls().identify(context)
         now = runtime.clock()

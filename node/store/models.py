@@ -143,7 +143,8 @@ class UpstreamFeed:
 
 @dataclass(frozen=True)
 class Subscription:
-    """A subscriber's feed state: items covered, last assigned and last acknowledged sequence."""
+    """A subscriber's feed state: items covered, last assigned, last sent and last acknowledged
+    sequence."""
 
     subscriber: str
     items: frozenset[str]
@@ -151,3 +152,4 @@ class Subscription:
     acked_seq: int
     acked_at: dt.datetime | None
     created_at: dt.datetime
+    delivered_seq: int = 0  # the last event of the batches sent to it (it acks no further)

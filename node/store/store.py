@@ -52,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from node.errors import InputError, NotFound, WriteConflict
+from node.errors import InputError, NotDelivered, NotFound, WriteConflict
 from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
@@ -773,6 +773,7 @@ class Store:
                         items=json.dumps(sorted(wanted)),
                         last_seq=0,
                         acked_seq=0,
+                        delivered_seq=0,
                         acked_at=None,
                         created_at=stamp,
                     )
@@ -857,17 +858,31 @@ class Store:
             for r in rows
         ]
 
+    def mark_delivered(self, subscriber: str, seq: int) -> None:
+        """Record that the batches sent to `subscriber` reach `seq`, the last event of the one
+        about to leave (monotonic: a batch sent again never lowers it). Call it in the
+        transaction of the batch's access entry, before the batch leaves: an acknowledgement
+        up to it is then accepted after a restart too (`ack`)."""
+        with self.write("record a feed delivery") as conn:
+            conn.execute(
+                update(SUBS)
+                .where(SUBS.c.subscriber == subscriber, SUBS.c.delivered_seq < seq)
+                .values(delivered_seq=seq)
+            )
+
     def ack(self, subscriber: str, seq: int, *, now: dt.datetime) -> int:
         """Record that `subscriber` has applied its feed up to `seq`; return the acked cursor.
 
-        Acks are monotonic (an older ack is accepted and changes nothing, since delivery is at
-        least once). Refuses an unknown subscriber (NotFound) and a cursor beyond the last
-        event (InputError).
+        Acks are monotonic (an older or repeated ack is accepted and changes nothing, since
+        delivery is at least once). Refuses an unknown subscriber (NotFound), a cursor beyond
+        the last event (InputError) and one beyond the last event sent to it (NotDelivered,
+        `mark_delivered`): a subscriber cannot acknowledge what it never received. A refusal
+        moves nothing.
         """
         stamp = to_db_time(now)
         with self.write("acknowledge a feed cursor") as conn:
             row = conn.execute(
-                select(SUBS.c.last_seq, SUBS.c.acked_seq)
+                select(SUBS.c.last_seq, SUBS.c.acked_seq, SUBS.c.delivered_seq)
                 .where(SUBS.c.subscriber == subscriber)
                 .with_for_update()
             ).first()
@@ -876,6 +891,13 @@ class Store:
             if seq > row.last_seq or seq < 0:
                 raise InputError(
                     f"store: ack {seq} for {subscriber!r} is beyond the last event {row.last_seq}"
+                )
+            if seq > row.delivered_seq:
+                raise NotDelivered(
+                    f"Ack: the receipt acknowledges event {seq} of {subscriber}'s feed, but this "
+                    f"node has sent it events only up to event {row.delivered_seq}; acknowledge "
+                    "the last event of a batch you applied (the acknowledged cursor stays at "
+                    f"{row.acked_seq})"
                 )
             if seq <= row.acked_seq:
                 return int(row.acked_seq)
@@ -1192,6 +1214,7 @@ def _subscription(row: Row[Any]) -> Subscription:
         acked_seq=int(row.acked_seq),
         acked_at=_opt_time(row.acked_at),
         created_at=from_db_time(row.created_at),
+        delivered_seq=int(row.delivered_seq),
     )
 
 

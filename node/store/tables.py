@@ -122,7 +122,8 @@ class FeedEventRow(SQLModel, table=True):
 
 
 class SubscriptionRow(SQLModel, table=True):
-    """A subscriber's feed: items covered, last assigned and last acknowledged sequence."""
+    """A subscriber's feed: items covered, last assigned, last sent and last acknowledged
+    sequence."""
 
     __tablename__ = "subscriptions"
 
@@ -130,6 +131,10 @@ class SubscriptionRow(SQLModel, table=True):
     items: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of item ids
     last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     acked_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # the last event of the batches sent to the subscriber: it acknowledges no further
+    delivered_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     acked_at: dt.datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     created_at: dt.datetime = Field(sa_column=_ts())
 

@@ -357,6 +357,7 @@ def test_ack_refusals(cluster: LocalCluster) -> None:
 
     async def scenario() -> None:
         async with serving(market):
+            await raw_batches(platform)  # events 1..2 sent: acknowledgeable from now on
             good = receipt(platform, issuer="platform", subject="feed:market", cursor=2)
             assert await ack(platform, good) == 2
             assert await ack(platform, good) == 2  # replayed receipt: nothing moves back
@@ -391,7 +392,11 @@ def test_subscribe_fails_closed_when_the_log_cannot_be_written(
     async def broken(entry: Any) -> int:
         raise LogUnavailable("the access log could not be written")
 
+    def broken_with(entry: Any, work: Any, *, what: str) -> Any:
+        raise LogUnavailable("the access log could not be written")
+
     monkeypatch.setattr(market.log, "append", broken)
+    monkeypatch.setattr(market.log, "append_with", broken_with)
 
     async def scenario() -> None:
         async with serving(market):
@@ -402,6 +407,9 @@ def test_subscribe_fails_closed_when_the_log_cannot_be_written(
     try:
         asyncio.run(scenario())
         assert platform.store.count_records() == 0
+        sub = market.store.subscription("platform")
+        assert sub is not None
+        assert sub.delivered_seq == 0  # nothing left, so nothing may be acknowledged
     finally:
         market.close()
         platform.close()
@@ -677,6 +685,99 @@ def test_a_refused_record_is_named_by_feed_and_event(cluster: LocalCluster) -> N
         routed[0].record.item_id = "admin_licence"
         with pytest.raises(InputError, match=r"^feed of market: event 1: .*item_id"):
             feeds.apply_batch(platform, "market", _batch_of(market, platform, routed), cursor=0)
+    finally:
+        market.close()
+        platform.close()
+
+
+def _feed_receipt(signer: NodeRuntime, cursor: int) -> Any:
+    fields = wire.ReceiptFields(
+        issuer=signer.node_id, subject="feed:market", cursor=cursor, issued_at=signer.clock(),
+        digest=hashlib.sha256(b"x").digest(),
+    )  # fmt: skip
+    return feeds.sign_receipt(fields, signer.node_keys.signing)
+
+
+async def _ack_market(client: NodeRuntime, cursor: int) -> int:
+    channel = client.channel("market")
+    try:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        answer = await stub.Ack(_feed_receipt(client, cursor), timeout=10)
+        return int(answer.cursor)
+    finally:
+        await channel.close()
+
+
+def test_a_subscriber_cannot_acknowledge_events_it_was_never_sent(cluster: LocalCluster) -> None:
+    # The acknowledged cursor is the provider's evidence that the subscriber holds its events
+    # (the propagation report of a withdrawal rests on it): a subscriber acking ahead of what
+    # it was sent, or a sequence only another subscriber was sent, is refused and logged.
+    market, platform, hrss = (cluster.runtime(n) for n in ("market", "platform", "hrss"))
+    rows = seed(market, 2)
+    market.store.ensure_subscription("hrss", [ITEM], now=market.clock())  # 2 events, none sent
+
+    async def refused(client: NodeRuntime, cursor: int) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _ack_market(client, cursor)
+        return caught.value
+
+    async def scenario() -> None:
+        async with serving(market):
+            (batch,) = await raw_batches(platform)
+            assert (batch.first_seq, batch.last_seq) == (1, 2)
+            for row in rows:  # events 3 and 4, queued after the stream ended
+                market.store.set_objection(row, True, now=market.clock())
+            ahead = await refused(platform, 4)
+            assert ahead.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert "only up to event 2" in (ahead.details() or "")
+            assert "stays at 0" in (ahead.details() or "")
+            other = await refused(hrss, 2)  # the platform's sequence, never sent to hrss
+            assert other.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert await _ack_market(platform, 2) == 2
+            assert await _ack_market(platform, 2) == 2  # the same ack retried
+            assert await _ack_market(platform, 1) == 2  # an old ack replayed: nothing moves
+
+    try:
+        asyncio.run(scenario())
+        sub, other_sub = market.store.subscription("platform"), market.store.subscription("hrss")
+        assert sub is not None
+        assert other_sub is not None
+        assert (sub.acked_seq, sub.delivered_seq) == (2, 2)
+        assert (other_sub.acked_seq, other_sub.delivered_seq) == (0, 0)
+        assert denials(market, "feed_ack") == [
+            ("platform", "not_delivered", ()),
+            ("hrss", "not_delivered", ()),
+        ]
+    finally:
+        for r in (market, platform, hrss):
+            r.close()
+
+
+def test_what_was_sent_survives_a_provider_killed_before_the_ack(cluster: LocalCluster) -> None:
+    # The batch's delivery commits with its access entry before it leaves: a provider that dies
+    # after sending and before the subscriber's Ack still accepts that Ack (and its retries)
+    # once restarted, and still refuses one beyond it.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    rows = seed(market, 3)
+
+    async def sent_then_killed() -> None:
+        async with serving(market):
+            await raw_batches(platform)
+        market.store.set_objection(rows[0], True, now=market.clock())  # event 4, never sent
+
+    async def restarted(node: NodeRuntime) -> None:
+        async with serving(node):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _ack_market(platform, 4)
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert await _ack_market(platform, 3) == 3
+            assert await _ack_market(platform, 3) == 3
+
+    try:
+        asyncio.run(sent_then_killed())
+        market.close()
+        market = cluster.runtime("market")
+        asyncio.run(restarted(market))
     finally:
         market.close()
         platform.close()

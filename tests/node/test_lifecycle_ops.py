@@ -308,6 +308,7 @@ def test_repair_withdraws_everywhere_with_propagation_report(
     # the platform acknowledges past the withdraw event; health does not
     platform_seq = next(r["event_seq"] for r in report if r["subscriber"] == "platform")
     clock.day(dt.date(2026, 8, 13))
+    runtime.store.mark_delivered("platform", platform_seq)  # as its feed batch leaves
     runtime.store.ack("platform", platform_seq, now=clock())
     after = ops.propagation_report(runtime, key)
     assert not after["complete"]
@@ -316,6 +317,7 @@ def test_repair_withdraws_everywhere_with_propagation_report(
     assert status["health"]["pending_seconds"] == 24 * 3600
     # `credex status` lists the withdrawal until every subscriber has acknowledged it
     assert [p["record_key"] for p in ops.pending_withdrawals(runtime)] == [key]
+    runtime.store.mark_delivered("health", status["health"]["event_seq"])
     runtime.store.ack("health", status["health"]["event_seq"], now=clock())
     assert ops.pending_withdrawals(runtime) == []
     # a repaired record cannot be repaired, objected or corrected again

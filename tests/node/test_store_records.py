@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from node.errors import InputError, NotFound
+from node.errors import InputError, NotDelivered, NotFound
 from node.store import (
     NewRecord,
     Store,
@@ -193,6 +193,7 @@ def test_feed_backfills_then_follows_ingest_gap_free(store: Store) -> None:
 def test_ack_is_monotonic_and_bounded(store: Store) -> None:
     store.store_batch([rec("k1"), rec("k2")], now=NOW)
     store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+    store.mark_delivered("tax", 2)
     assert store.ack("tax", 2, now=NOW) == 2
     assert store.ack("tax", 1, now=NOW) == 2  # redelivery: an older ack changes nothing
     with pytest.raises(InputError):
@@ -202,6 +203,38 @@ def test_ack_is_monotonic_and_bounded(store: Store) -> None:
     sub = store.subscription("tax")
     assert sub is not None
     assert (sub.acked_seq, sub.acked_at) == (2, NOW)
+
+
+def test_an_ack_of_events_never_delivered_is_refused_and_moves_nothing(
+    store_url: str, store: Store
+) -> None:
+    store.store_batch([rec("k1"), rec("k2"), rec("k3")], now=NOW)
+    store.ensure_subscription("tax", ["admin_penalty"], now=NOW)
+    store.ensure_subscription("court", ["admin_penalty"], now=NOW)
+    with pytest.raises(NotDelivered) as refused:
+        store.ack("tax", 1, now=NOW)  # queued, but no batch of it was sent yet
+    assert "up to event 0" in str(refused.value)
+    store.mark_delivered("tax", 2)
+    store.mark_delivered("tax", 1)  # an older batch sent again: never lowers it
+    with pytest.raises(NotDelivered):
+        store.ack("tax", 3, now=NOW)  # ahead of the batches sent
+    with pytest.raises(NotDelivered):
+        store.ack("court", 2, now=NOW)  # what another subscriber was sent
+    assert store.ack("tax", 2, now=NOW) == 2
+    assert store.ack("tax", 2, now=NOW) == 2  # a retried ack: same answer, nothing moves
+    assert store.ack("tax", 1, now=NOW) == 2  # a replayed older one
+    store.close()
+    reopened = open_store(store_url)  # what was sent is durable: a restart keeps it
+    try:
+        sub = reopened.subscription("tax")
+        assert sub is not None
+        assert (sub.acked_seq, sub.delivered_seq, sub.last_seq) == (2, 2, 3)
+        assert reopened.ack("tax", 2, now=NOW) == 2
+        court = reopened.subscription("court")
+        assert court is not None
+        assert (court.acked_seq, court.delivered_seq) == (0, 0)
+    finally:
+        reopened.close()
 
 
 def test_state_changes_and_objections_emit_events(store: Store) -> None:

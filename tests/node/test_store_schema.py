@@ -104,3 +104,24 @@ def test_pushes_are_read_by_record_key_through_an_index(tmp_path: Path) -> None:
         )
     assert "ix_pushes_record_key" in plan, plan
     store.close()
+
+
+def test_subscriptions_from_before_0008_count_what_was_queued_as_sent(tmp_path: Path) -> None:
+    # An older release did not record what it sent: an honest subscriber's acknowledgement of
+    # a batch it received before the upgrade must still be accepted after it.
+    engine = make_engine(f"sqlite:///{tmp_path / 'credex.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        conn.exec_driver_sql(
+            "INSERT INTO subscriptions (subscriber, items, last_seq, acked_seq, created_at) "
+            "VALUES ('platform', '[]', 7, 2, '2026-11-25 00:00:00')"
+        )
+    engine.dispose()
+    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    sub = store.subscription("platform")
+    assert sub is not None
+    assert (sub.last_seq, sub.acked_seq, sub.delivered_seq) == (7, 2, 7)
+    store.close()
