@@ -401,7 +401,9 @@ class Store:
         is (peer, cursor) for records received from a peer's feed, stamped `now` (the time of
         the last batch); `upstream_head` is the head the peer reported with that batch (None
         keeps the one stored); with `upstream_from`, the stored cursor must still be that
-        (WriteConflict, nothing written, if another pull of the feed moved it meanwhile).
+        (WriteConflict, nothing written, if another pull of the feed moved it meanwhile),
+        checked under the cursor row's lock, also for a feed's first batch (two concurrent
+        callers: one commits, the other is refused).
         Returns the number of events. Refuses (StoreConflictError, nothing written) a version
         that already exists.
 
@@ -447,6 +449,10 @@ class Store:
             if upstream_cursor is not None:
                 peer, cursor = upstream_cursor
                 if upstream_from is not None:
+                    # PostgreSQL locks no row that does not exist: two pulls applying a feed's
+                    # first batch would both pass. Creating the row first makes the later one
+                    # wait for the earlier one's commit, then read the cursor it wrote.
+                    _insert_missing(conn, CURSORS, {"peer": peer, "cursor": 0, "updated_at": stamp})
                     held = conn.execute(
                         select(CURSORS.c.cursor).where(CURSORS.c.peer == peer).with_for_update()
                     ).scalar()
@@ -1273,6 +1279,12 @@ def _append_for(
         update(SUBS).where(SUBS.c.subscriber == subscriber).values(last_seq=int(last) + len(rows))
     )
     return len(rows)
+
+
+def _insert_missing(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """Insert `values` unless a row with the same primary key exists (then nothing changes)."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
 
 
 def _upsert(

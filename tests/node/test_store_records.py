@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from node.errors import InputError, NotDelivered, NotFound
+from node.errors import InputError, NotDelivered, NotFound, WriteConflict
 from node.store import (
     NewRecord,
     Store,
@@ -448,3 +450,60 @@ def test_an_entry_and_its_withdrawal_arriving_together_never_leave_an_active_cop
             for future in done:
                 future.result()
             assert [r.state for r in store.record_versions("market", key)] in ([], ["withdrawn"])
+
+
+def _waiting_on_locks(store: Store) -> int:
+    """PostgreSQL backends of this database waiting for a lock another transaction holds."""
+    with store.read("count lock waits") as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).scalar_one()
+        )
+
+
+def test_two_pulls_racing_on_a_feeds_first_batch_store_one_and_refuse_the_other(
+    store: Store,
+) -> None:
+    # Two pulls of market's feed at once (the platform's `credex serve` and its operator's
+    # `credex subscribe`, or two serve replicas on one PostgreSQL), both applying the feed's
+    # very first batch: no cursor row exists yet for either to lock. Exactly one may commit,
+    # the other is refused (WriteConflict) with nothing of its batch written.
+    results: dict[str, str] = {}
+
+    def first_batch(key: str, cursor: int) -> None:
+        copy = dataclasses.replace(rec(key), origin="received")
+        try:
+            store.store_batch([copy], now=NOW, upstream_cursor=("market", cursor), upstream_from=0)
+        except WriteConflict as error:
+            results[key] = f"refused: {error}"
+        else:
+            results[key] = "stored"
+
+    gate = None
+    if store.dialect == "postgresql":
+        # A third transaction holds an uncommitted cursor row until both pulls wait inside
+        # their own transactions: they then overlap whatever the thread scheduling does.
+        gate = store.engine.connect()
+        gate.begin()
+        gate.exec_driver_sql(
+            "INSERT INTO upstream_cursors (peer, cursor, updated_at) VALUES ('market', 0, now())"
+        )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = [pool.submit(first_batch, key, n) for key, n in (("a", 5), ("b", 3))]
+        if gate is not None:
+            deadline = time.monotonic() + 20
+            while _waiting_on_locks(store) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            gate.rollback()
+            gate.close()
+        for future in done:
+            future.result()
+    assert sorted(r.split(":")[0] for r in results.values()) == ["refused", "stored"]
+    (winner,) = [key for key, r in results.items() if r == "stored"]
+    (loser,) = [key for key, r in results.items() if r != "stored"]
+    assert "another pull of this feed moved the cursor" in results[loser]
+    assert store.upstream_cursor("market") == {"a": 5, "b": 3}[winner]
+    assert store.current_version("market", winner) is not None
+    assert store.current_version("market", loser) is None  # nothing of it was written
