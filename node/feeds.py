@@ -55,7 +55,6 @@ from node.errors import (
     PeerUnavailable,
     PolicyDenied,
     TamperDetected,
-    WriteConflict,
 )
 from node.feedcheck import CheckedRecord, Refused, checked_from_verified
 from node.store import NewRecord
@@ -557,13 +556,7 @@ def _store_events(
     # now would take copies back to older flags and the cursor back. Checked here, before
     # anything is written, and again in the transaction that moves the cursor.
     start = batch.first_seq - 1
-    held = store.upstream_cursor(peer)
-    if held != start:
-        raise WriteConflict(
-            f"feed of {peer}: another pull of this feed moved the cursor to {held} meanwhile "
-            f"(this batch continues {start}); this pull stops with nothing of the batch "
-            "stored, pull again"
-        )
+    store.require_upstream_cursor(peer, start)
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
     known = store.current_versions(peer, [e.record_key for e in events if e.record is not None])
     pending: list[NewRecord] = []

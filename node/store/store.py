@@ -455,14 +455,9 @@ class Store:
                     _insert_missing(conn, CURSORS, {"peer": peer, "cursor": 0, "updated_at": stamp})
                     held = conn.execute(
                         select(CURSORS.c.cursor).where(CURSORS.c.peer == peer).with_for_update()
-                    ).scalar()
-                    held = 0 if held is None else int(held)
+                    ).scalar_one()
                     if held != upstream_from:
-                        raise WriteConflict(
-                            f"feed of {peer}: another pull of this feed moved the cursor to "
-                            f"{held} meanwhile (this batch continues {upstream_from}); this "
-                            "pull stops with nothing of the batch stored, pull again"
-                        )
+                        raise _cursor_moved(peer, int(held), upstream_from)
                 upstream: dict[str, Any] = {"peer": peer, "cursor": cursor, "updated_at": stamp}
                 if upstream_head is not None:
                     upstream["head_seq"] = upstream_head
@@ -920,6 +915,15 @@ class Store:
             value = conn.execute(select(CURSORS.c.cursor).where(CURSORS.c.peer == peer)).scalar()
         return 0 if value is None else int(value)
 
+    def require_upstream_cursor(self, peer: str, expected: int) -> None:
+        """Refuse (WriteConflict, with the message `store_batch(upstream_from=...)` gives in
+        its transaction) when the stored cursor of `peer`'s feed is not `expected`: another
+        pull of the feed moved it since this one asked for its batch. A read only; the check
+        that counts is the one under the row lock in `store_batch`."""
+        held = self.upstream_cursor(peer)
+        if held != expected:
+            raise _cursor_moved(peer, held, expected)
+
     def upstream_feed(self, peer: str) -> UpstreamFeed | None:
         """Return `peer`'s feed as applied here (cursor, reported head, time of the last
         batch), or None before its first batch."""
@@ -1279,6 +1283,16 @@ def _append_for(
         update(SUBS).where(SUBS.c.subscriber == subscriber).values(last_seq=int(last) + len(rows))
     )
     return len(rows)
+
+
+def _cursor_moved(peer: str, held: int, expected: int) -> WriteConflict:
+    """The refusal of a batch of `peer`'s feed continuing `expected` when the stored cursor is
+    `held` (both places that check it say the same)."""
+    return WriteConflict(
+        f"feed of {peer}: another pull of this feed moved the cursor to {held} meanwhile (this "
+        f"batch continues {expected}); this pull stops with nothing of the batch stored, pull "
+        "again"
+    )
 
 
 def _insert_missing(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:

@@ -858,6 +858,53 @@ def test_a_stale_batch_from_a_concurrent_pull_does_not_undo_a_later_one(
         platform.close()
 
 
+def test_a_pull_overtaken_before_or_during_its_store_gets_the_same_refusal(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other pull may move the cursor before this one checks it (nothing written yet) or
+    # between that check and the transaction that moves it (caught under the row lock): the
+    # operator gets one message either way, and the cursor and copies stay the other pull's.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+
+    async def fetch() -> list[exchange_pb2.SealedBatch]:
+        async with serving(market):
+            return await raw_batches(platform, 0, compact=True)
+
+    def overtaken(during: bool) -> str:
+        # the other pull applied events 1..2 and an objection set (event 3) meanwhile
+        _cursor_left_at(platform, 0)
+        store = platform.store
+        moving = store.current_versions
+        if during:
+
+            def checked_then_overtaken(peer: str, record_keys: Any) -> Any:
+                found = moving(peer, record_keys)
+                store.store_batch([], now=platform.clock(), upstream_cursor=("market", 3))
+                return found
+
+            monkeypatch.setattr(store, "current_versions", checked_then_overtaken)
+        else:
+            store.store_batch([], now=platform.clock(), upstream_cursor=("market", 3))
+        try:
+            with pytest.raises(WriteConflict) as refused:
+                feeds.apply_batch(platform, "market", batch, cursor=0)
+        finally:
+            monkeypatch.setattr(store, "current_versions", moving)
+        assert platform.store.upstream_cursor("market") == 3
+        assert platform.store.count_records() == 0
+        return str(refused.value)
+
+    try:
+        (batch,) = asyncio.run(fetch())
+        before, during = overtaken(during=False), overtaken(during=True)
+        assert before == during
+        assert before.startswith("feed of market: another pull of this feed moved the cursor to 3")
+    finally:
+        market.close()
+        platform.close()
+
+
 def test_a_batch_naming_another_provider_is_refused_with_a_short_message(
     cluster: LocalCluster,
 ) -> None:

@@ -507,3 +507,24 @@ def test_two_pulls_racing_on_a_feeds_first_batch_store_one_and_refuse_the_other(
     assert store.upstream_cursor("market") == {"a": 5, "b": 3}[winner]
     assert store.current_version("market", winner) is not None
     assert store.current_version("market", loser) is None  # nothing of it was written
+
+
+def test_both_cursor_checks_refuse_a_moved_cursor_with_one_message(store: Store) -> None:
+    # feeds checks the cursor before writing anything, and store_batch again under the row
+    # lock: the operator sees the same refusal whichever of the two caught the other pull.
+    store.store_batch([], now=NOW, upstream_cursor=("market", 3))
+    store.require_upstream_cursor("market", 3)  # still where this pull left it
+    with pytest.raises(WriteConflict) as before:
+        store.require_upstream_cursor("market", 0)
+    with pytest.raises(WriteConflict) as locked:
+        store.store_batch([rec("k1")], now=NOW, upstream_cursor=("market", 5), upstream_from=0)
+    assert (
+        str(before.value)
+        == str(locked.value)
+        == (
+            "feed of market: another pull of this feed moved the cursor to 3 meanwhile (this batch "
+            "continues 0); this pull stops with nothing of the batch stored, pull again"
+        )
+    )
+    assert store.upstream_cursor("market") == 3
+    assert store.current_version("market", "k1") is None
