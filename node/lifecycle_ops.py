@@ -208,25 +208,20 @@ def _own(runtime: NodeRuntime, record_key: str) -> StoredRecord:
     return ls.current_record(runtime.store, runtime.node_id, record_key)
 
 
-def _active(runtime: NodeRuntime, record_key: str) -> StoredRecord:
-    record = _own(runtime, record_key)
-    if record.state != "active":
-        raise InputError(
-            f"record {record_key[:12]}... version {record.version} is {record.state}, not active"
-        )
-    return record
-
-
-def _held(runtime: NodeRuntime, record_key: str) -> StoredRecord:
+def _held(
+    runtime: NodeRuntime, record_key: str, verb: str = "objected to or corrected"
+) -> StoredRecord:
     """The current version when this node still holds it: active, or expired (withheld, or past
     its disclosure window, kept encrypted until its purge). PIPL Art. 46 and Shandong Art. 39
-    let a subject dispute and have corrected what a unit holds, not only what it shows.
-    Withdrawn (repaired or revoked), superseded and purged versions are refused."""
+    let a subject dispute and have corrected what a unit holds, not only what it shows, and
+    Shandong Art. 40 has it revoke what it holds when the decision is revoked. Withdrawn
+    (repaired or revoked), superseded and purged versions are refused (InputError naming
+    what can be `verb`)."""
     record = _own(runtime, record_key)
     if record.state not in _HELD_STATES:
         raise InputError(
             f"record {record_key[:12]}... version {record.version} is {record.state}; only an "
-            "active or expired record can be objected to or corrected"
+            f"active or expired record can be {verb}"
         )
     return record
 
@@ -537,14 +532,16 @@ def revoke_record(
     The version becomes `withdrawn` (`withdraw` events to every subscriber, the platform
     included) and a `revocation` task tracks the Shandong Art. 40 deadline: 3 working days
     from `known_on` (default: today). The task closes when the platform has acknowledged the
-    withdraw event (node.scheduler checks). Refuses an inactive record and a `known_on` in the
-    future (InputError). The result lists under `push_receivers` the departments the entry
-    was pushed to (joint punishment), each due a withdraw notice from this commit on
-    (node/push.py; this function sends nothing).
+    withdraw event (node.scheduler checks). An expired record (its window over, or withheld
+    from the start) is withdrawn too: it is still held until its purge, and its subscribers and
+    push receivers may hold it. Refuses a withdrawn, superseded or purged record and a
+    `known_on` in the future (InputError). The result lists under `push_receivers` the
+    departments the entry was pushed to (joint punishment), each due a withdraw notice from
+    this commit on (node/push.py; this function sends nothing).
     """
     requester = requester or Requester(runtime.node_id)
     reason = _reason_code(reason)
-    record = _active(runtime, record_key)
+    record = _held(runtime, record_key, "revoked")
     now = runtime.clock()
     today = rules.china_day(now)
     known = known_on or today
@@ -563,6 +560,7 @@ def revoke_record(
         deadline=deadline,
         outcome="",
         close=False,
+        states=_HELD_STATES,
     )
     warnings = [w for w in (deadline.warning(),) if w]
     if today > deadline.due_on:
@@ -664,9 +662,11 @@ def _withdraw(
     deadline: rules.Deadline | None,
     outcome: str,
     close: bool,
+    states: frozenset[str] = frozenset({"active"}),
 ) -> int:
-    """Withdraw `record` with a `kind` task named by the entry's request id, due on
-    `deadline` (None: today, exactly), in the transaction of `entry`; returns the events."""
+    """Withdraw `record` (still in one of `states` when the transaction runs) with a `kind`
+    task named by the entry's request id, due on `deadline` (None: today, exactly), in the
+    transaction of `entry`; returns the events."""
     return _logged(
         runtime,
         entry,
@@ -680,6 +680,7 @@ def _withdraw(
             approximate=False if deadline is None else deadline.approximate,
             outcome=outcome,
             close=close,
+            states=states,
         ),
         what="withdraw a record",
     )

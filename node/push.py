@@ -576,7 +576,8 @@ def _withdrawals_due(runtime: NodeRuntime) -> list[str]:
     receiver with no acknowledged withdraw/expire notice."""
     # A receipted notice of any version settles the pair: a record that left `active` never
     # gets an active version again (ingest keeps it withdrawn or expired, corrections need an
-    # active one).
+    # active one); but one sent before a revocation that withdrew an expired record does not
+    # tell of that withdrawal (pushed_keys_untold).
     return ls.pushed_keys_untold(
         runtime.store,
         runtime.node_id,

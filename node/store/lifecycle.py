@@ -422,17 +422,19 @@ def withdraw_record(
     approximate: bool,
     outcome: str,
     close: bool,
+    states: frozenset[str] = frozenset({"active"}),
 ) -> int:
-    """Withdraw an active record version (state `withdrawn`, `withdraw` events to every
-    subscriber covering its item) and record the task that explains it, in one transaction.
+    """Withdraw a record version in one of `states` (active by default; a revocation also
+    takes an expired one) to state `withdrawn`, with `withdraw` events to every subscriber
+    covering its item, and record the task that explains it, in one transaction.
 
     `kind` is "repair" or "revocation"; `close` closes the task at once (a repair is done when
     withdrawn; a revocation stays open until the platform acknowledges). Refuses (InputError) a
-    record that is no longer active. Returns the number of events.
+    record no longer in one of `states`. Returns the number of events.
     """
     stamp = to_db_time(now)
     with store.write("withdraw a record") as conn:
-        _require_active(conn, record.row_id, "withdrawn")
+        _require_active(conn, record.row_id, "withdrawn", allowed=states)
         _insert_task(
             conn,
             task_id=task_id,
@@ -720,18 +722,27 @@ def pushed_keys_untold(
 ) -> list[str]:
     """Keys (sorted) of `producer`'s records that have a version in one of `states` and none
     active, and were pushed to a node (a push whose id does not start with `notice_prefix`)
-    that has no receipted notice about them (a push whose id does).
+    that has no receipted notice about them (a push whose id does) sent since the record's
+    last repair or revocation (a record revoked after it expired is due its withdrawal).
 
     Decided in the database, so a pass over a long history reads one row per such record, not
     every push and every pushed record's head: a thread reading row after row stalls the event
     loop beside it (decision 0004, bulk writes).
     """
     notice = PUSHES.alias("notice")
+    # An expired record whose decision is revoked later is withdrawn then (Shandong Art. 40):
+    # the expire notice its receivers acknowledged before does not tell them of that.
+    withdrawn_since = exists().where(
+        TASKS.c.record_key == PUSHES.c.record_key,
+        TASKS.c.kind.in_(["repair", "revocation"]),
+        TASKS.c.opened_at > notice.c.sent_at,
+    )
     told = exists().where(
         notice.c.record_key == PUSHES.c.record_key,
         notice.c.to_node == PUSHES.c.to_node,
         notice.c.push_id.startswith(notice_prefix, autoescape=True),
         notice.c.receipt.is_not(None),
+        ~withdrawn_since,
     )
     left = exists().where(
         RECORDS.c.producer == producer,

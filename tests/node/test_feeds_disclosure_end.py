@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import keys
-from node import feeds, scheduler
+from node import feeds, lifecycle_ops, scheduler
 from node._pb.credex.v1 import common_pb2, exchange_pb2, exchange_pb2_grpc
 from node.cluster import LocalCluster
 from node.lifecycle import china_day
@@ -257,6 +257,50 @@ def test_the_subscriber_expires_its_copy_on_the_scans_expire_event(
     assert (first.stored, second.events, second.applied) == (1, 1, 1)
     copies = platform.store.record_versions("market", f"{7:064x}")
     assert [(r.version, r.state) for r in copies] == [(1, "expired")]
+
+
+def test_a_revocation_after_the_window_ended_reaches_copies_held_expired_or_purged(
+    nodes: tuple[NodeRuntime, NodeRuntime], clock: Clock
+) -> None:
+    # Shandong Art. 40: a record whose decision is revoked is withdrawn also once its window
+    # has ended. The subscriber's expired copy becomes withdrawn; a copy it already purged
+    # stays purged, and the event is applied without an error, as is a second delivery.
+    market, platform = nodes
+    market.store.ensure_subscription("platform", [ITEM], now=clock())
+    market.store.store_batch(
+        [record(market, 7, max_end=clock.today), record(market, 8, max_end=clock.today)],
+        now=clock(),
+    )
+
+    async def scenario() -> feeds.PullResult:
+        async with serving(market):
+            await feeds.pull(platform, "market")
+            clock.next_day()
+            assert scheduler.scan(market).expired == 2
+            await feeds.pull(platform, "market")
+            (eight,) = platform.store.record_versions("market", f"{8:064x}")
+            platform.store.set_record_state(eight.row_id, "purged", event_kind=None, now=clock())
+            for i in (7, 8):
+                revoked = lifecycle_ops.revoke_record(market, f"{i:064x}", reason="复议撤销")
+                assert revoked.state == "withdrawn"
+            return await feeds.pull(platform, "market")
+
+    done = run(scenario())
+    assert (done.events, done.applied, done.cursor) == (2, 1, 6)
+    states = {
+        i: [r.state for r in platform.store.record_versions("market", f"{i:064x}")] for i in (7, 8)
+    }
+    assert states == {7: ["withdrawn"], 8: ["purged"]}
+    # the batch delivered again (a crash before its cursor moved): nothing changes
+    platform.store.store_batch([], now=clock(), upstream_cursor=("market", 4))
+    again = run(_pull_served(market, platform))
+    assert (again.events, again.applied) == (2, 0)
+    assert platform.store.record_versions("market", f"{7:064x}")[0].state == "withdrawn"
+
+
+async def _pull_served(market: NodeRuntime, platform: NodeRuntime) -> feeds.PullResult:
+    async with serving(market):
+        return await feeds.pull(platform, "market")
 
 
 def test_a_correction_withdrawn_before_delivery_ends_the_subscribers_earlier_copy(

@@ -271,6 +271,47 @@ def test_revocation_withdraws_and_tracks_the_art40_deadline(
         ops.revoke_record(runtime, first, reason="r", known_on=dt.date(2026, 10, 10))
 
 
+def test_a_revoked_decision_withdraws_a_record_whose_window_ended(
+    runtime: NodeRuntime, clock: Clock
+) -> None:
+    """Shandong Art. 40: when the decision is revoked, the provider revokes its 失信信息 and
+    tells the platform within 3 working days, also when its disclosure window has ended: an
+    expired record is still held (and was shared) until its purge."""
+    general, other, _severe = keys_of(runtime)
+    clock.day(dt.date(2027, 5, 12))
+    assert scan(runtime).expired == 2
+    clock.day(dt.date(2027, 6, 1))
+    result = ops.revoke_record(
+        runtime, general, reason="行政复议决定书〔2027〕3号", known_on=dt.date(2027, 5, 31)
+    )
+    assert (result.state, result.events) == ("withdrawn", 2)
+    assert ls.current_record(runtime.store, "market", general).state == "withdrawn"
+    assert kinds(runtime, "platform")[-1] == "withdraw"
+    assert kinds(runtime, "health")[-1] == "withdraw"
+    (task,) = ls.list_tasks(runtime.store, open_only=True)
+    assert (task.kind, task.record_key) == ("revocation", general)
+    (logged,) = accesslog.search(runtime.log.backend, kind="lifecycle_revoke")
+    assert (logged[1].decision, logged[1].request_id) == ("allow", result.task_id)
+    # the withheld minor record (expired since its ingest) is revocable too
+    minor = runtime.blind.token(numbered_uscc("91370303", 1004))
+    (withheld,) = runtime.store.records_by_subject(minor, states=None)
+    assert ops.revoke_record(runtime, withheld.record_key, reason="r").state == "withdrawn"
+    # what stays refused: a second revocation, and the repair of an expired record (its
+    # disclosure is over: there is nothing left for a repair to stop)
+    with pytest.raises(InputError, match="is withdrawn"):
+        ops.revoke_record(runtime, general, reason="again")
+    good = rules.RepairApplication(obligations_fulfilled=True, commitment_sha256=COMMITMENT)
+    with pytest.raises(ops.RepairRefused):
+        ops.repair_record(runtime, other, good)
+    assert ls.current_record(runtime.store, "market", other).state == "expired"
+    # retention runs from the end of the window, as for the expired record it was
+    clock.day(dt.date(2032, 5, 12))
+    scan(runtime)
+    assert ls.current_record(runtime.store, "market", general).state == "purged"
+    with pytest.raises(InputError, match="is purged"):
+        ops.revoke_record(runtime, general, reason="too late")
+
+
 def test_repair_refused_lists_every_failure_and_is_logged(
     runtime: NodeRuntime, clock: Clock
 ) -> None:

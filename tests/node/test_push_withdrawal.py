@@ -122,6 +122,42 @@ def test_expiry_reaches_a_push_receiver(cluster: LocalCluster) -> None:
         hrss.close()
 
 
+def test_a_revocation_after_expiry_reaches_a_push_receiver_holding_the_copy_expired(
+    cluster: LocalCluster,
+) -> None:
+    # Shandong Art. 40 reaches an entry whose window ended: the receiver, told "expire" then,
+    # is told "withdraw" by the serving node's next pass, whoever committed the revocation (the
+    # CLI commits it and sends nothing), and its expired copy becomes withdrawn.
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    row_id = seed_entry(market)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            await push.push_record(market, KEY)
+            market.store.set_record_state(
+                row_id, "expired", event_kind="expire", now=market.clock()
+            )
+            (expired,) = await push.push_pending(market)
+            assert expired.receipt
+            assert copy_state(hrss) == "expired"
+            revoked = lifecycle_ops.revoke_record(market, KEY, reason="复议撤销")
+            assert revoked.state == "withdrawn"
+            (told,) = await push.push_pending(market)
+            assert (told.to_node, told.receipt, told.error) == ("hrss", True, None)
+            assert told.push_id != expired.push_id
+            assert await push.push_pending(market) == []  # acknowledged: not sent again
+
+    try:
+        asyncio.run(scenario())
+        assert copy_state(hrss) == "withdrawn"
+        report = lifecycle_ops.propagation_report(market, KEY)
+        (row,) = report["push_receivers"]
+        assert (row["kind"], row["acknowledged"]) == ("withdraw", True)
+    finally:
+        market.close()
+        hrss.close()
+
+
 def test_an_active_entry_has_nothing_to_withdraw(cluster: LocalCluster) -> None:
     market = cluster.runtime("market")
     seed_entry(market)
