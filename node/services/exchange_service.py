@@ -30,6 +30,8 @@ first/last seq). Invariants:
   subscription still one it may sign with (current or in its rotation overlap, not revoked);
   otherwise the stream ends UNAUTHENTICATED (`requester_unknown`, `requester_not_valid`,
   `key_revoked`, `key_unknown`), as a new request would;
+- a subscription's cursor may not pass the last event sent to the subscriber (OUT_OF_RANGE
+  `not_delivered`): skipping events never sent would let the first Ack cover them;
 - a refused subscription (signature, agreement, items, cursor, key or membership), before its
   first batch or later, is a durable denied `feed_delivery` entry before the error goes back
   (node/refusals.py);
@@ -84,6 +86,7 @@ from node.errors import (
     AuthError,
     InputError,
     NodeError,
+    NotDelivered,
     PolicyDenied,
     StaleBundle,
     TamperDetected,
@@ -308,6 +311,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 raise InputError(
                     f"Subscribe: cursor {body.cursor} is beyond the last event {sub.last_seq} "
                     f"of {subscriber}'s feed"
+                )
+            if body.cursor > sub.delivered_seq:
+                # Starting past events never sent would let the first batch's Ack cover them.
+                raise NotDelivered(
+                    f"Subscribe: cursor {body.cursor} is beyond the last event this node has "
+                    f"sent to {subscriber} ({sub.delivered_seq}); resume from the last event "
+                    "you applied: events never sent cannot be skipped"
                 )
             limit = min(body.max_batch or DEFAULT_BATCH, MAX_BATCH)
             cursor = int(body.cursor)

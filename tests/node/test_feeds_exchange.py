@@ -753,6 +753,38 @@ def test_a_subscriber_cannot_acknowledge_events_it_was_never_sent(cluster: Local
             r.close()
 
 
+def test_a_subscriber_cannot_skip_ahead_to_acknowledge_what_it_skipped(
+    cluster: LocalCluster,
+) -> None:
+    # Subscribing from a cursor past events never sent would make the first batch's Ack cover
+    # them: refused like an Ack ahead (OUT_OF_RANGE, a denied feed_delivery `not_delivered`).
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 4)
+
+    async def scenario() -> None:
+        async with serving(market):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_batches(platform, cursor=3)
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert "sent to platform (0)" in (caught.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await _ack_market(platform, 4)
+            (batch,) = await raw_batches(platform)  # from its real cursor: all four
+            assert (batch.first_seq, batch.last_seq) == (1, 4)
+            (again,) = await raw_batches(platform, cursor=2)  # a re-delivery is fine
+            assert again.first_seq == 3
+
+    try:
+        asyncio.run(scenario())
+        assert denials(market, "feed_delivery") == [("platform", "not_delivered", ())]
+        sub = market.store.subscription("platform")
+        assert sub is not None
+        assert (sub.acked_seq, sub.delivered_seq) == (0, 4)
+    finally:
+        market.close()
+        platform.close()
+
+
 def test_what_was_sent_survives_a_provider_killed_before_the_ack(cluster: LocalCluster) -> None:
     # The batch's delivery commits with its access entry before it leaves: a provider that dies
     # after sending and before the subscriber's Ack still accepts that Ack (and its retries)
