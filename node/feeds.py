@@ -11,9 +11,10 @@ A provider streams its events for us (`Exchange.Subscribe`) as sealed batches. F
    or a bad signature stores nothing and stops the pull (`keys.VerificationError`, exit 3);
 3. applies the events in order, idempotently: a record version already stored is skipped,
    lifecycle events (withdraw, expire, objection set/cleared) move the stored copy's state only
-   when it differs, and the upstream cursor is written in the same transaction as the batch's
-   last records. A new copy is stored with its objection flag in its own row; a version
-   already held takes the flag its event carries, in the same transaction. A crash anywhere
+   when it differs, and the upstream cursor is written in the same transaction: the whole
+   batch is one transaction, which first locks the cursor row (another pull of the feed waits,
+   then is refused). A new copy is stored with its objection flag in its own row; a version
+   already held takes the flag its event carries. A crash anywhere
    re-delivers from the last written cursor; replaying a prefix of a batch in order reaches
    the same state, so delivery is at least once and applying is exactly once in effect.
 Then `pull` sends a signed receipt (`Exchange.Ack`) so the provider moves its durable cursor.
@@ -548,15 +549,28 @@ def apply_batch(
 def _store_events(
     runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, events: list[_Event]
 ) -> PullResult:
-    """Apply the opened and verified events of `batch` in order; the cursor moves with them."""
+    """Apply the opened and verified events of `batch` in order, in one transaction with the
+    cursor they move; WriteConflict, nothing written, when another pull of the feed moved the
+    cursor since this batch was asked for."""
+    store = runtime.store
+    with store.write("apply a feed batch") as conn, store.joined(conn):
+        return _apply_events(runtime, peer, batch, events)
+
+
+def _apply_events(
+    runtime: NodeRuntime, peer: str, batch: exchange_pb2.SealedBatch, events: list[_Event]
+) -> PullResult:
+    """`_store_events` inside its transaction: every store call here joins it."""
     store = runtime.store
     now = runtime.clock()
     # Another pull of this feed (the CLI beside `credex serve`, or another serve replica on
     # the same store) may have moved the cursor since this batch was asked for: applying it
-    # now would take copies back to older flags and the cursor back. Checked here, before
-    # anything is written, and again in the transaction that moves the cursor.
+    # now would take copies back to older flags and the cursor back. Checked before anything
+    # is written, under the cursor row's lock, which this transaction then holds: another
+    # pull waits for it, and is refused by the same check once it commits. The check runs
+    # again where the cursor moves, at the end.
     start = batch.first_seq - 1
-    store.require_upstream_cursor(peer, start)
+    store.store_batch([], now=now, upstream_cursor=(peer, start), upstream_from=start)
     result = PullResult(peer=peer, batches=1, events=len(events), cursor=batch.last_seq)
     known = store.current_versions(peer, [e.record_key for e in events if e.record is not None])
     pending: list[NewRecord] = []

@@ -915,15 +915,6 @@ class Store:
             value = conn.execute(select(CURSORS.c.cursor).where(CURSORS.c.peer == peer)).scalar()
         return 0 if value is None else int(value)
 
-    def require_upstream_cursor(self, peer: str, expected: int) -> None:
-        """Refuse (WriteConflict, with the message `store_batch(upstream_from=...)` gives in
-        its transaction) when the stored cursor of `peer`'s feed is not `expected`: another
-        pull of the feed moved it since this one asked for its batch. A read only; the check
-        that counts is the one under the row lock in `store_batch`."""
-        held = self.upstream_cursor(peer)
-        if held != expected:
-            raise _cursor_moved(peer, held, expected)
-
     def upstream_feed(self, peer: str) -> UpstreamFeed | None:
         """Return `peer`'s feed as applied here (cursor, reported head, time of the last
         batch), or None before its first batch."""
@@ -1287,7 +1278,7 @@ def _append_for(
 
 def _cursor_moved(peer: str, held: int, expected: int) -> WriteConflict:
     """The refusal of a batch of `peer`'s feed continuing `expected` when the stored cursor is
-    `held` (both places that check it say the same)."""
+    `held` (the one message of every check of it)."""
     return WriteConflict(
         f"feed of {peer}: another pull of this feed moved the cursor to {held} meanwhile (this "
         f"batch continues {expected}); this pull stops with nothing of the batch stored, pull "

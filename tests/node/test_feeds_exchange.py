@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -890,12 +892,11 @@ def test_a_stale_batch_from_a_concurrent_pull_does_not_undo_a_later_one(
         platform.close()
 
 
-def test_a_pull_overtaken_before_or_during_its_store_gets_the_same_refusal(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+def test_a_pull_overtaken_before_its_store_gets_the_stores_refusal(
+    cluster: LocalCluster,
 ) -> None:
-    # The other pull may move the cursor before this one checks it (nothing written yet) or
-    # between that check and the transaction that moves it (caught under the row lock): the
-    # operator gets one message either way, and the cursor and copies stay the other pull's.
+    # The other pull moved the cursor before this one's batch is stored: the refusal is the
+    # store's own (one message, tests/node/test_store_records.py), nothing of it is written.
     market, platform = cluster.runtime("market"), cluster.runtime("platform")
     seed(market, 2)
 
@@ -903,35 +904,71 @@ def test_a_pull_overtaken_before_or_during_its_store_gets_the_same_refusal(
         async with serving(market):
             return await raw_batches(platform, 0, compact=True)
 
-    def overtaken(during: bool) -> str:
-        # the other pull applied events 1..2 and an objection set (event 3) meanwhile
-        _cursor_left_at(platform, 0)
-        store = platform.store
-        moving = store.current_versions
-        if during:
-
-            def checked_then_overtaken(peer: str, record_keys: Any) -> Any:
-                found = moving(peer, record_keys)
-                store.store_batch([], now=platform.clock(), upstream_cursor=("market", 3))
-                return found
-
-            monkeypatch.setattr(store, "current_versions", checked_then_overtaken)
-        else:
-            store.store_batch([], now=platform.clock(), upstream_cursor=("market", 3))
-        try:
-            with pytest.raises(WriteConflict) as refused:
-                feeds.apply_batch(platform, "market", batch, cursor=0)
-        finally:
-            monkeypatch.setattr(store, "current_versions", moving)
-        assert platform.store.upstream_cursor("market") == 3
-        assert platform.store.count_records() == 0
-        return str(refused.value)
-
     try:
         (batch,) = asyncio.run(fetch())
-        before, during = overtaken(during=False), overtaken(during=True)
-        assert before == during
-        assert before.startswith("feed of market: another pull of this feed moved the cursor to 3")
+        platform.store.store_batch([], now=platform.clock(), upstream_cursor=("market", 3))
+        with pytest.raises(WriteConflict) as refused:
+            feeds.apply_batch(platform, "market", batch, cursor=0)
+        assert str(refused.value) == (
+            "feed of market: another pull of this feed moved the cursor to 3 meanwhile (this "
+            "batch continues 0); this pull stops with nothing of the batch stored, pull again"
+        )
+        assert platform.store.upstream_cursor("market") == 3
+        assert platform.store.count_records() == 0
+    finally:
+        market.close()
+        platform.close()
+
+
+def test_a_batch_is_applied_whole_while_another_pull_waits(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch's lifecycle events are applied to the copies its records stored before them:
+    # several writes. Another pull moving the cursor between them must not leave some of them
+    # committed and the rest refused: the batch holds the cursor from its first write to its
+    # last, and the other pull waits, then is refused with nothing written.
+    market, platform = cluster.runtime("market"), cluster.runtime("platform")
+    seed(market, 2)
+    other: list[BaseException | None] = []
+
+    def other_pull() -> None:
+        try:
+            platform.store.store_batch(
+                [], now=platform.clock(), upstream_cursor=("market", 3), upstream_from=2
+            )
+            other.append(None)
+        except WriteConflict as error:
+            other.append(error)
+
+    applying = feeds._apply_lifecycle
+
+    def overtaken(*args: Any, **kwargs: Any) -> int:
+        changed = applying(*args, **kwargs)
+        racer = threading.Thread(target=other_pull)
+        racer.start()
+        racer.join(timeout=2)  # it finishes at once unless the batch holds the cursor
+        return changed
+
+    async def fetch(cursor: int) -> list[exchange_pb2.SealedBatch]:
+        async with serving(market):
+            return await raw_batches(platform, cursor, compact=True)
+
+    try:
+        (first,) = asyncio.run(fetch(0))
+        feeds.apply_batch(platform, "market", first, cursor=0)
+        market.store.set_objection("row-0", True, now=market.clock())
+        (later,) = asyncio.run(fetch(2))  # event 3: objection set
+        monkeypatch.setattr(feeds, "_apply_lifecycle", overtaken)
+        done = feeds.apply_batch(platform, "market", later, cursor=2)
+        assert (done.applied, done.cursor) == (1, 3)
+        deadline = time.monotonic() + 10
+        while not other and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (refused,) = other
+        assert isinstance(refused, WriteConflict)
+        copy = platform.store.record_versions("market", f"{0:064x}")[0]
+        assert copy.objection is True
+        assert platform.store.upstream_cursor("market") == 3
     finally:
         market.close()
         platform.close()

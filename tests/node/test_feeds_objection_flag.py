@@ -43,28 +43,28 @@ def test_a_crash_after_the_copy_is_stored_keeps_its_flag(
     market.store.ensure_subscription("platform", [ITEM], now=now)
     market.store.set_record_state(rows[1], "withdrawn", event_kind="withdraw", now=now)
     # The batch: upsert 0 (flagged), upsert 1 (withheld: withdrawn), withdraw 1. The withheld
-    # upsert makes the subscriber commit copy 0 before going on: kill it right after that
-    # commit, before the cursor moves.
+    # upsert makes the subscriber write copy 0 before going on: kill it right after that
+    # write, before the cursor moves. The batch is one transaction: nothing of it stays.
     real = platform.store.store_batch
-    calls = {"n": 0}
 
-    def crash_after_first_commit(*args: Any, **kwargs: Any) -> int:
+    def crash_after_the_copy(*args: Any, **kwargs: Any) -> int:
         count = real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("simulated kill -9 after the copy's transaction")
+        if args[0]:
+            raise RuntimeError("simulated kill -9 after the copy's write")
         return count
 
-    monkeypatch.setattr(platform.store, "store_batch", crash_after_first_commit)
+    monkeypatch.setattr(platform.store, "store_batch", crash_after_the_copy)
 
     async def scenario() -> None:
         async with serving(market):
             with pytest.raises(RuntimeError, match="simulated"):
                 await feeds.pull(platform, "market")
             assert platform.store.upstream_cursor("market") == 0
-            assert _copy_flag(platform.store, 0) is True  # stored with its flag, or not at all
+            # stored with its flag, or not at all
+            assert platform.store.record_versions("market", push_support.key(0)) == []
+            monkeypatch.setattr(platform.store, "store_batch", real)
             again = await feeds.pull(platform, "market")
-            assert (again.stored, again.cursor) == (0, 3)
+            assert (again.stored, again.cursor) == (1, 3)
 
     try:
         asyncio.run(scenario())

@@ -509,22 +509,22 @@ def test_two_pulls_racing_on_a_feeds_first_batch_store_one_and_refuse_the_other(
     assert store.current_version("market", loser) is None  # nothing of it was written
 
 
-def test_both_cursor_checks_refuse_a_moved_cursor_with_one_message(store: Store) -> None:
-    # feeds checks the cursor before writing anything, and store_batch again under the row
-    # lock: the operator sees the same refusal whichever of the two caught the other pull.
+def test_a_moved_cursor_is_refused_with_one_message_and_nothing_written(store: Store) -> None:
+    # feeds locks and checks the cursor before a batch's first write (a store_batch without
+    # records) and again where the cursor moves: the operator sees the same refusal whichever
+    # caught the other pull, and nothing of the batch is written.
     store.store_batch([], now=NOW, upstream_cursor=("market", 3))
-    store.require_upstream_cursor("market", 3)  # still where this pull left it
+    store.store_batch([], now=NOW, upstream_cursor=("market", 3), upstream_from=3)
     with pytest.raises(WriteConflict) as before:
-        store.require_upstream_cursor("market", 0)
-    with pytest.raises(WriteConflict) as locked:
+        store.store_batch([], now=NOW, upstream_cursor=("market", 0), upstream_from=0)
+    with pytest.raises(WriteConflict) as moving:
         store.store_batch([rec("k1")], now=NOW, upstream_cursor=("market", 5), upstream_from=0)
-    assert (
-        str(before.value)
-        == str(locked.value)
-        == (
-            "feed of market: another pull of this feed moved the cursor to 3 meanwhile (this batch "
-            "continues 0); this pull stops with nothing of the batch stored, pull again"
-        )
-    )
+    assert str(before.value) == str(moving.value) == MOVED
     assert store.upstream_cursor("market") == 3
     assert store.current_version("market", "k1") is None
+
+
+MOVED = (
+    "feed of market: another pull of this feed moved the cursor to 3 meanwhile (this batch "
+    "continues 0); this pull stops with nothing of the batch stored, pull again"
+)
