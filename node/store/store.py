@@ -425,6 +425,9 @@ class Store:
         stamp = to_db_time(now)
         today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
+            if upstream_cursor is not None and upstream_from is not None:
+                # Before anything is written, under the cursor row's lock.
+                _lock_cursor_at(conn, upstream_cursor[0], upstream_from, stamp)
             count = _write_records(conn, records, stamp, today, from_source=from_source)
             if copy_flags:
                 conn.execute(
@@ -448,16 +451,6 @@ class Store:
                 )
             if upstream_cursor is not None:
                 peer, cursor = upstream_cursor
-                if upstream_from is not None:
-                    # PostgreSQL locks no row that does not exist: two pulls applying a feed's
-                    # first batch would both pass. Creating the row first makes the later one
-                    # wait for the earlier one's commit, then read the cursor it wrote.
-                    _insert_missing(conn, CURSORS, {"peer": peer, "cursor": 0, "updated_at": stamp})
-                    held = conn.execute(
-                        select(CURSORS.c.cursor).where(CURSORS.c.peer == peer).with_for_update()
-                    ).scalar_one()
-                    if held != upstream_from:
-                        raise _cursor_moved(peer, int(held), upstream_from)
                 upstream: dict[str, Any] = {"peer": peer, "cursor": cursor, "updated_at": stamp}
                 if upstream_head is not None:
                     upstream["head_seq"] = upstream_head
@@ -1274,6 +1267,20 @@ def _append_for(
         update(SUBS).where(SUBS.c.subscriber == subscriber).values(last_seq=int(last) + len(rows))
     )
     return len(rows)
+
+
+def _lock_cursor_at(conn: Connection, peer: str, expected: int, stamp: dt.datetime) -> None:
+    """Lock the upstream cursor row of `peer`'s feed for the caller's transaction and refuse
+    (WriteConflict) when it is not `expected`: another pull of the feed moved it."""
+    # PostgreSQL locks no row that does not exist: two pulls applying a feed's first batch
+    # would both pass. Creating the row first makes the later one wait for the earlier one's
+    # commit, then read the cursor it wrote (and a refusal rolls the row back with the rest).
+    _insert_missing(conn, CURSORS, {"peer": peer, "cursor": 0, "updated_at": stamp})
+    held = conn.execute(
+        select(CURSORS.c.cursor).where(CURSORS.c.peer == peer).with_for_update()
+    ).scalar_one()
+    if held != expected:
+        raise _cursor_moved(peer, int(held), expected)
 
 
 def _cursor_moved(peer: str, held: int, expected: int) -> WriteConflict:
