@@ -155,3 +155,23 @@ def test_the_propagation_table_shows_no_ack_time_for_an_unacknowledged_event() -
     text = shown.get()
     assert "2026-11-20" not in text
     assert "2026-11-21" in text
+
+
+def test_revoke_withdraws_a_record_whose_window_ended(home: Path) -> None:
+    # Shandong Art. 40: `credex lifecycle revoke` takes an expired record too (still held).
+    key = keys_in(home)[0]
+    rt = open_runtime(home)
+    try:
+        (version,) = rt.store.record_versions("market", key)
+        rt.store.set_record_state(version.row_id, "expired", event_kind="expire", now=NOW)
+    finally:
+        rt.close()
+    out = invoke(home, "revoke", key, "--reason", "复议决定书〔2026〕9号")
+    assert (out["op"], out["state"]) == ("revoke", "withdrawn")
+    status = invoke(home, "status", "--record", key)
+    record = status["record"]
+    assert isinstance(record, dict)
+    assert record["versions"] == [{"version": 1, "state": "withdrawn", "objection": False}]
+    again = runner.invoke(app, ["lifecycle", "revoke", key, "--reason", "x", "--home", str(home)])
+    assert isinstance(again.exception, InputError)
+    assert "only an active or expired record can be revoked" in str(again.exception)
