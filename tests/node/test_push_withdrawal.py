@@ -122,12 +122,14 @@ def test_expiry_reaches_a_push_receiver(cluster: LocalCluster) -> None:
         hrss.close()
 
 
+@pytest.mark.parametrize("receiver_purged", [False, True])
 def test_a_revocation_after_expiry_reaches_a_push_receiver_holding_the_copy_expired(
-    cluster: LocalCluster,
+    cluster: LocalCluster, receiver_purged: bool
 ) -> None:
     # Shandong Art. 40 reaches an entry whose window ended: the receiver, told "expire" then,
     # is told "withdraw" by the serving node's next pass, whoever committed the revocation (the
-    # CLI commits it and sends nothing), and its expired copy becomes withdrawn.
+    # CLI commits it and sends nothing), and its expired copy becomes withdrawn; a copy it has
+    # purged meanwhile stays purged, and the notice is still answered.
     market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
     row_id = seed_entry(market)
 
@@ -140,6 +142,9 @@ def test_a_revocation_after_expiry_reaches_a_push_receiver_holding_the_copy_expi
             (expired,) = await push.push_pending(market)
             assert expired.receipt
             assert copy_state(hrss) == "expired"
+            if receiver_purged:
+                (copy,) = hrss.store.record_versions("market", KEY)
+                hrss.store.set_record_state(copy.row_id, "purged", event_kind=None, now=now())
             revoked = lifecycle_ops.revoke_record(market, KEY, reason="复议撤销")
             assert revoked.state == "withdrawn"
             (told,) = await push.push_pending(market)
@@ -147,9 +152,12 @@ def test_a_revocation_after_expiry_reaches_a_push_receiver_holding_the_copy_expi
             assert told.push_id != expired.push_id
             assert await push.push_pending(market) == []  # acknowledged: not sent again
 
+    def now() -> dt.datetime:
+        return hrss.clock()
+
     try:
         asyncio.run(scenario())
-        assert copy_state(hrss) == "withdrawn"
+        assert copy_state(hrss) == ("purged" if receiver_purged else "withdrawn")
         report = lifecycle_ops.propagation_report(market, KEY)
         (row,) = report["push_receivers"]
         assert (row["kind"], row["acknowledged"]) == ("withdraw", True)
