@@ -3,7 +3,7 @@ docs/keys.md). The only package that imports nacl and cryptography."""
 
 from keys._codec import canonical_json, loads_unique_keys
 from keys._kdf import KdfParams
-from keys.at_rest import BlindIndex, StorageCipher
+from keys.at_rest import BlindIndex, RowTagger, StorageCipher
 from keys.bundle import (
     BUNDLE_PAYLOAD_TYPE,
     ROTATION_PAYLOAD_TYPE,
@@ -105,6 +105,7 @@ __all__ = [
     "PassphraseRequired",
     "RootRotation",
     "RosterEntry",
+    "RowTagger",
     "SignedRecord",
     "Signer",
     "StorageCipher",

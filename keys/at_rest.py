@@ -8,12 +8,22 @@ being rolled back to an older value; the node's versions and Merkle log cover th
 BlindIndex: `hex(BLAKE2b-128(key = blind-index key, person = "credex-blindidx", identifier))`.
 Equal identifiers give equal tokens, so the store can look a subject up without holding the
 identifier; without the key the token cannot be recomputed from a guessed ID number.
+
+RowTagger: `BLAKE2b-256(key = tag key, person = "credex-rowtag", row_encoding(...))` over a
+row's id and columns (docs/decisions/0017-record-row-tags.md). The tag key is derived from the
+storage key as libsodium's crypto_kdf derives a subkey (BLAKE2b keyed with the storage key,
+salt = subkey id, personal = context, empty message), so it never equals the encryption key.
+`row_encoding` is versioned and length-prefixed, with a type byte per value: two different
+rows (None and "", True and 1, a value moved to another column) never encode alike.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import struct
 import unicodedata
+from collections.abc import Sequence
 
 import nacl.bindings
 import nacl.exceptions
@@ -26,6 +36,15 @@ _NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _KEY_SIZE = 32
 _AAD_PREFIX = b"credex-row\x00"
 _PERSON = b"credex-blindidx"
+_TAG_PERSON = b"credex-rowtag"
+_TAG_SIZE = 32
+_TAG_ENCODING = b"credex-rowtag\x00\x01"  # domain, then the encoding's version
+# crypto_kdf's inputs: a 16-byte subkey id (salt) and a 16-byte context (personal)
+_TAG_KEY_SALT = b"row-tag-key-v1".ljust(16, b"\x00")
+_TAG_KEY_CONTEXT = b"credex-subkey".ljust(16, b"\x00")
+
+# A column value as the store hands it over: datetimes must carry a time zone.
+RowValue = str | bytes | bool | int | dt.date | dt.datetime | None
 
 
 class StorageCipher:
@@ -92,3 +111,99 @@ class BlindIndex:
 
     def __repr__(self) -> str:
         return "BlindIndex(<key hidden>)"
+
+
+def _field(data: bytes) -> bytes:
+    return struct.pack(">Q", len(data)) + data
+
+
+def _value(value: RowValue) -> bytes:
+    # bool before int and datetime before date: each is a subclass of the other
+    if value is None:
+        return b"N"
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        return b"i" + _field(str(value).encode("ascii"))
+    if isinstance(value, str):
+        return b"s" + _field(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        return b"b" + _field(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise KeysError("a tagged time must carry a time zone")
+        utc = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+        return b"t" + _field(utc.encode("ascii"))
+    if isinstance(value, dt.date):
+        return b"d" + _field(value.isoformat().encode("ascii"))
+    raise KeysError(f"cannot tag a value of type {type(value).__name__}")
+
+
+def row_encoding(table: str, row_id: str, columns: Sequence[tuple[str, RowValue]]) -> bytes:
+    """The bytes a row's tag is computed over: version, table, row id, then each column's
+    name and typed value, all length-prefixed. Injective: different inputs (None versus "",
+    True versus 1, an instant versus another) never give the same bytes; one instant in two
+    time zones gives the same. Refuses (KeysError) a naive datetime or an unknown type."""
+    parts = [
+        _TAG_ENCODING,
+        _field(table.encode("utf-8", "surrogatepass")),
+        _field(row_id.encode("utf-8", "surrogatepass")),
+        struct.pack(">I", len(columns)),
+    ]
+    for name, value in columns:
+        parts.append(_field(name.encode("utf-8", "surrogatepass")))
+        parts.append(_value(value))
+    return b"".join(parts)
+
+
+class RowTagger:
+    """Keyed BLAKE2b tags of store rows, under a key derived from the storage key.
+
+    A tag proves the row's columns were written by a holder of the storage key; it does not
+    say when, so a row restored with an older tag of its own still matches (decision 0017).
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, storage_key: bytes) -> None:
+        """Derive the tag key from the 32-byte storage key; refuses any other length."""
+        if len(storage_key) != _KEY_SIZE:
+            raise KeysError("the storage key must be 32 bytes")
+        self._key: bytes = nacl.bindings.crypto_generichash_blake2b_salt_personal(
+            b"",
+            digest_size=_KEY_SIZE,
+            key=storage_key,
+            salt=_TAG_KEY_SALT,
+            person=_TAG_KEY_CONTEXT,
+        )
+
+    def tag(self, table: str, row_id: str, columns: Sequence[tuple[str, RowValue]]) -> bytes:
+        """The 32-byte tag of row `row_id` of `table` with `columns` (name, value) in order.
+        Refuses (KeysError) what `row_encoding` refuses."""
+        tag: bytes = nacl.bindings.crypto_generichash_blake2b_salt_personal(
+            row_encoding(table, row_id, columns),
+            digest_size=_TAG_SIZE,
+            key=self._key,
+            person=_TAG_PERSON,
+        )
+        return tag
+
+    def matches(
+        self,
+        table: str,
+        row_id: str,
+        columns: Sequence[tuple[str, RowValue]],
+        tag: bytes | None,
+    ) -> bool:
+        """True when `tag` is the tag of this row; compared in constant time. False for a
+        missing tag or one of the wrong length, and for values `row_encoding` refuses."""
+        if tag is None or len(tag) != _TAG_SIZE:
+            return False
+        try:
+            expected = self.tag(table, row_id, columns)
+        except KeysError:
+            return False
+        return bool(nacl.bindings.sodium_memcmp(expected, bytes(tag)))
+
+    def __repr__(self) -> str:
+        return "RowTagger(<key hidden>)"
