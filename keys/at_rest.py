@@ -117,6 +117,19 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
+# Column names are few and repeat on every row: their encoded form is kept (bounded).
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = _field(name.encode("utf-8", "surrogatepass"))
+        if len(_NAMES) < 1024:
+            _NAMES[name] = encoded
+    return encoded
+
+
 def _value(value: RowValue) -> bytes:
     # bool before int and datetime before date: each is a subclass of the other
     if value is None:
@@ -151,7 +164,7 @@ def row_encoding(table: str, row_id: str, columns: Sequence[tuple[str, RowValue]
         struct.pack(">I", len(columns)),
     ]
     for name, value in columns:
-        parts.append(_field(name.encode("utf-8", "surrogatepass")))
+        parts.append(_name(name))
         parts.append(_value(value))
     return b"".join(parts)
 
