@@ -60,10 +60,12 @@ from typing import Any
 import adapters
 import catalog as cat
 import keys
+from node.accesslog import AccessLog
 from node.config import NodeConfig
 from node.errors import ConfigError
+from node.record_tags import ensure_adopted, row_tagger
 from node.sealer import Sealer, SealJob, auto_workers
-from node.store import CLOSED_STATES, NewRecord, RecordHead, Store, open_store
+from node.store import CLOSED_STATES, NewRecord, RecordHead, SqlLogBackend, Store, open_store
 from node.telemetry import Stage, Telemetry, telemetry_for, use_telemetry
 
 __all__ = ["IngestSummary", "run_ingest", "source_key", "sync_feed_subscriptions"]
@@ -202,8 +204,14 @@ def _ingest(
         )
     catalog = catalog or cat.default_catalog()
     own_store = store is None
-    db = store or open_store(config.store.url)
+    opened = store or open_store(config.store.url)
+    # Ingest writes with the keys it signs with, whoever opened the store (`credex ingest`
+    # opens it before the keys are unlocked); an older release's rows are adopted first.
+    db = opened if opened.tagger is not None else opened.with_tagger(row_tagger(node_keys))
     try:
+        ensure_adopted(
+            db, lambda: _adoption_log(config, db, node_keys, clock), node_id=producer, now=clock()
+        )
         with telemetry.stage("ingest", attributes={"credex.item": mapping.item}) as run:
             summary = _run(
                 config, mapping, db, node_keys, catalog,
@@ -218,6 +226,20 @@ def _ingest(
     finally:
         if own_store:
             db.close()
+
+
+def _adoption_log(
+    config: NodeConfig, store: Store, node_keys: keys.NodeKeys, clock: Callable[[], dt.datetime]
+) -> AccessLog:
+    """The node's access log, as the runtime builds it, for the one entry of an adoption."""
+    return AccessLog(
+        SqlLogBackend(store, clock=clock),
+        origin=config.log.origin,
+        signer=node_keys.signing,
+        key_name=config.node.id,
+        clock=clock,
+        checkpoint_interval=dt.timedelta(seconds=config.log.checkpoint_interval_s),
+    )
 
 
 def _run(

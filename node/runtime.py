@@ -47,6 +47,7 @@ from node.durable import replace_file
 from node.errors import ConfigError, NotFound, StaleBundle
 from node.feedcheck import RecordChecker
 from node.grants import apply_bundle_revocations
+from node.record_tags import ensure_adopted, row_tagger
 from node.refusals import InterceptedRefusals
 from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
@@ -706,8 +707,11 @@ def with_passphrase_hint(error: keys.KeyFileError, from_env: str | None) -> keys
     return error
 
 
-def open_node_store(config: NodeConfig, *, migrate_schema: bool = True) -> Store:
-    """Open the existing store of the node `config` describes (migrated unless told not to).
+def open_node_store(
+    config: NodeConfig, *, migrate_schema: bool = True, tagger: keys.RowTagger | None = None
+) -> Store:
+    """Open the existing store of the node `config` describes (migrated unless told not to),
+    with the row `tagger` its records are tagged and checked with (None: read-only tools).
 
     Refuses (StoreUnavailableError, exit 1) a SQLite database file that does not exist or is
     not a SQLite file, naming it: only `credex init` and `credex restore` create one. Opening
@@ -724,7 +728,7 @@ def open_node_store(config: NodeConfig, *, migrate_schema: bool = True) -> Store
             )
         _check_sqlite_header(database)
         _check_sqlite_writable(database)
-    return open_store(config.store.url, migrate_schema=migrate_schema)
+    return open_store(config.store.url, migrate_schema=migrate_schema, tagger=tagger)
 
 
 def _check_sqlite_writable(database: Path) -> None:
@@ -781,7 +785,9 @@ def open_runtime(
     passphrase: bytes | None = None,
     clock: Callable[[], dt.datetime] | None = None,
 ) -> NodeRuntime:
-    """Load the node in `home`: config (validated), keys, catalogue, store (migrated).
+    """Load the node in `home`: config (validated), keys, catalogue, store (migrated, its
+    records tagged and checked with the node's row tagger, an older release's rows adopted:
+    node.record_tags).
 
     Refuses (ConfigError) a home without `credex.toml` and (StoreUnavailableError) a node whose
     SQLite database is missing (`open_node_store`); the bundle is loaded lazily so that
@@ -802,11 +808,18 @@ def open_runtime(
         node_keys = keys.load_key_dir(config.keys_dir, passphrase=passphrase)
     except keys.KeyFileError as error:
         raise with_passphrase_hint(error, from_env) from None
-    store = open_node_store(config)
-    return NodeRuntime(
+    store = open_node_store(config, tagger=row_tagger(node_keys))
+    runtime = NodeRuntime(
         config=config,
         node_keys=node_keys,
         catalogue=catalog.default_catalog(),
         store=store,
         clock=clock or utc_now,
     )
+    try:
+        # rows of a release before record tags, once (node.record_tags)
+        ensure_adopted(store, lambda: runtime.log, node_id=runtime.node_id, now=runtime.clock())
+    except BaseException:
+        store.close()
+        raise
+    return runtime

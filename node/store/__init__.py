@@ -8,6 +8,7 @@ driver exceptions.
 
 from node.store.engine import known_revisions, make_engine, migrate, schema_revision
 from node.store.errors import (
+    RecordTampered,
     StateChanged,
     StoreConflictError,
     StoreError,
@@ -39,6 +40,7 @@ __all__ = [
     "GrantSealing",
     "NewRecord",
     "RecordHead",
+    "RecordTampered",
     "ReleaseCandidate",
     "SqlGrantLedger",
     "SqlLogBackend",

@@ -17,6 +17,7 @@ from sqlalchemy import exc
 from node.errors import ExitCode, NodeError, TamperDetected, WriteConflict
 
 __all__ = [
+    "RecordTampered",
     "StoreConflictError",
     "StoreError",
     "StoreFullError",
@@ -50,6 +51,23 @@ class StoreConflictError(StoreError, WriteConflict):
 class StateChanged(StoreConflictError):
     """A record is no longer in the state the caller read it in: another writer (a second
     `credex serve` replica's scan, say) changed it first. Nothing was written."""
+
+
+class RecordTampered(StoreError, TamperDetected):
+    """A `records` row fails its integrity tag (docs/decisions/0018): its columns were written
+    without the storage key. The message names the row id only, never a value of the row."""
+
+    exit_code = TamperDetected.exit_code
+    status = TamperDetected.status
+
+    def __init__(self, row_id: str) -> None:
+        """Name the row `row_id` (a store-assigned id, never personal data)."""
+        super().__init__(
+            f"store: record row {row_id} fails its integrity tag (its columns were changed "
+            "outside credex); nothing was done with it. Run `credex store verify` and restore "
+            "the row from a backup"
+        )
+        self.row_id = row_id
 
 
 _FULL = ("database or disk is full", "disk full", "no space left", "could not extend file")

@@ -27,7 +27,7 @@ from node.store.store import (
     SUBS,
     Store,
     _append_events,
-    _stored,
+    _retag,
     _table,
     from_db_time,
     to_db_time,
@@ -206,7 +206,7 @@ def current_record(store: Store, producer: str, record_key: str) -> StoredRecord
         ).first()
     if row is None:
         raise NotFound(f"no record with key {record_key[:12]}... from {producer!r}")
-    return _stored(row)
+    return store.record(row)
 
 
 def open_objection(
@@ -223,6 +223,7 @@ def open_objection(
     in one transaction. Returns the number of events. Refuses (InputError) a second open
     objection on the same record and a reused objection id; the record must still be held
     (active, or expired: PIPL Art. 46 covers what a unit holds, not only what it shows)."""
+    tagger = store.require_tagger()
     stamp = to_db_time(opened_at)
     with store.write("open an objection") as conn:
         _require_active(conn, record.row_id, "objected", allowed=_HELD)
@@ -260,9 +261,7 @@ def open_objection(
             due_on=due_on,
             approximate=approximate,
         )
-        conn.execute(
-            update(RECORDS).where(RECORDS.c.row_id == record.row_id).values(objection=True)
-        )
+        _retag(conn, tagger, RECORDS.c.row_id == record.row_id, {"objection": True})
         return _append_events(
             conn,
             [
@@ -296,6 +295,7 @@ def close_objection(
     """Close an open objection and its task; with `clear_flag`, clear the flag on the record
     version it was raised against (`objection_cleared` events). Returns the event count.
     Refuses (InputError) an objection already closed."""
+    tagger = store.require_tagger()
     stamp = to_db_time(now)
     with store.write("close an objection") as conn:
         row = conn.execute(
@@ -328,9 +328,7 @@ def close_objection(
         ).first()
         if rec is None or not rec.objection:
             return 0
-        conn.execute(
-            update(RECORDS).where(RECORDS.c.row_id == row.record_row_id).values(objection=False)
-        )
+        _retag(conn, tagger, RECORDS.c.row_id == row.record_row_id, {"objection": False})
         return _append_events(
             conn,
             [
@@ -432,6 +430,7 @@ def withdraw_record(
     withdrawn; a revocation stays open until the platform acknowledges). Refuses (InputError) a
     record no longer in one of `states`. Returns the number of events.
     """
+    tagger = store.require_tagger()
     stamp = to_db_time(now)
     with store.write("withdraw a record") as conn:
         _require_active(conn, record.row_id, "withdrawn", allowed=states)
@@ -446,9 +445,7 @@ def withdraw_record(
             closed_at=now if close else None,
             outcome=outcome if close else None,
         )
-        conn.execute(
-            update(RECORDS).where(RECORDS.c.row_id == record.row_id).values(state="withdrawn")
-        )
+        _retag(conn, tagger, RECORDS.c.row_id == record.row_id, {"state": "withdrawn"})
         return _append_events(
             conn,
             [
@@ -580,7 +577,7 @@ def records_due_for_purge(
             .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
             .limit(limit)
         ).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]
 
 
 def records_withheld_without_window(
@@ -602,7 +599,7 @@ def records_withheld_without_window(
             .order_by(RECORDS.c.decided_on, RECORDS.c.row_id)
             .limit(limit)
         ).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]
 
 
 def local_active_records(
@@ -623,7 +620,7 @@ def local_active_records(
             .order_by(RECORDS.c.created_at, RECORDS.c.row_id)
             .limit(limit)
         ).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]
 
 
 def records_past_cap(
@@ -642,7 +639,7 @@ def records_past_cap(
             .order_by(RECORDS.c.decided_on, RECORDS.c.row_id)
             .limit(limit)
         ).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]
 
 
 def record_push(
@@ -823,7 +820,7 @@ def active_local_versions(
         query = query.where(RECORDS.c.row_id > after)
     with store.read("find active versions for a window pass") as conn:
         rows = conn.execute(query.order_by(RECORDS.c.row_id).limit(limit)).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]
 
 
 def store_windows(
@@ -841,19 +838,21 @@ def store_windows(
     keeps the window it left `active` with (its retention counts from it). Never changes a
     state and writes no feed event: the lifecycle scan expires what is over.
     """
+    tagger = store.require_tagger()
     changed = 0
     with store.write("store recomputed disclosure windows") as conn:
         for row_id, window in windows:
-            changed += conn.execute(
-                update(RECORDS)
-                .where(RECORDS.c.row_id == row_id, RECORDS.c.state == "active")
-                .values(
-                    severity=window.severity,
-                    disclosure_min_end=window.min_end,
-                    disclosure_max_end=window.max_end,
-                    disclosure_rule=window.rule[:200],
-                )
-            ).rowcount
+            changed += _retag(
+                conn,
+                tagger,
+                (RECORDS.c.row_id == row_id) & (RECORDS.c.state == "active"),
+                {
+                    "severity": window.severity,
+                    "disclosure_min_end": window.min_end,
+                    "disclosure_max_end": window.max_end,
+                    "disclosure_rule": window.rule[:200],
+                },
+            )
         _save_maintenance(
             conn,
             WINDOWS_TASK,

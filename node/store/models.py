@@ -109,6 +109,8 @@ class ReleaseCandidate:
     # the blind index of the record's own subject: another one than the query's means the
     # record was found through a link (Shandong Art. 31)
     subject_index: str = ""
+    # False: the row fails its integrity tag (decision 0018); it must not be judged or released
+    intact: bool = True
 
 
 @dataclass(frozen=True)

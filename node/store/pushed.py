@@ -147,6 +147,7 @@ def store_pushed(
     `Store.store_batch(..., expire_ended=True)`: a version past its disclosure end is stored
     expired, never active)."""
     _check_new(record)
+    tagger = store.require_tagger()
     stamp = to_db_time(now)
     with store.write("store a pushed record") as conn:
         _lock_record(conn, record.producer, record.record_key)
@@ -161,7 +162,7 @@ def store_pushed(
         ended = _tombstone(conn, record.producer, record.record_key)
         if ended is not None and ended.version >= record.version:
             return "ended"
-        _write_records(conn, [record], stamp, china_day(now), from_source=False)
+        _write_records(conn, [record], stamp, china_day(now), from_source=False, tagger=tagger)
         return "stored"
 
 

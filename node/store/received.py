@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import String, select, type_coerce
 
 from node.store.models import StoredRecord
-from node.store.store import _CHUNK, RECORDS, Store, _driver_date, _stored
+from node.store.store import _CHUNK, RECORDS, Store, _driver_date
 from node.store.tables import binary_value
+from node.store.tags import row_intact
 
 __all__ = ["FeedRecord", "feed_records", "received_records", "records_by_row_ids"]
 
@@ -36,15 +37,42 @@ class FeedRecord:
     severity: str | None
     decided_on: dt.date | None
     disclosure_max_end: dt.date | None
+    # False: the row fails its integrity tag (decision 0018); nothing of it may be sent
+    intact: bool = True
+
+
+_FEED_COLUMNS = (
+    "row_id",
+    "item_id",
+    "record_key",
+    "version",
+    "producer",
+    "state",
+    "objection",
+    "body",
+    "severity",
+    "decided_on",
+    "disclosure_max_end",
+    "catalog_version",
+    "subject_index",
+    "content_hash",
+    "disclosure_min_end",
+    "disclosure_rule",
+    "created_at",
+    "origin",
+    "from_source",
+    "tag",
+)
 
 
 def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
     """Return row id -> FeedRecord for the ids that exist, one query per chunk.
 
-    Reads eleven columns, not the whole row: converting the dates and times of every row cost
-    the feed provider more than reading the bodies. The routing columns (item, key, version,
-    producer) spare the provider parsing each record's payload for its routing copies; the two
-    dates come as the driver gives them (ISO text on SQLite) and are parsed by `_driver_date`.
+    The dates and times come as the driver gives them (ISO text on SQLite): converting them
+    for every row cost the feed provider more than reading the bodies; the two the provider
+    judges on are parsed by `_driver_date`. The routing columns (item, key, version, producer)
+    spare the provider parsing each record's payload for its routing copies. The rest of the
+    row is read for its integrity tag (`intact`, checked when the store has a tagger).
     """
     wanted = list(dict.fromkeys(row_ids))
     found: dict[str, FeedRecord] = {}
@@ -60,13 +88,26 @@ def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
         RECORDS.c.severity,
         type_coerce(RECORDS.c.decided_on, String),
         type_coerce(RECORDS.c.disclosure_max_end, String),
+        RECORDS.c.catalog_version,
+        RECORDS.c.subject_index,
+        RECORDS.c.content_hash,
+        type_coerce(RECORDS.c.disclosure_min_end, String),
+        RECORDS.c.disclosure_rule,
+        type_coerce(RECORDS.c.created_at, String),
+        RECORDS.c.origin,
+        RECORDS.c.from_source,
+        RECORDS.c.tag,
     )
+    tagger = store.tagger
     with store.read("read records of a feed batch") as conn:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             for row in conn.execute(select(*columns).where(RECORDS.c.row_id.in_(chunk))):
                 row_id, item, key, version, producer, state, objection, body = row[:8]
-                severity, decided_on, max_end = row[8:]
+                severity, decided_on, max_end = row[8:11]
+                intact = tagger is None or row_intact(
+                    tagger, dict(zip(_FEED_COLUMNS, row, strict=True))
+                )
                 found[row_id] = FeedRecord(
                     row_id,
                     item,
@@ -79,6 +120,7 @@ def feed_records(store: Store, row_ids: Iterable[str]) -> dict[str, FeedRecord]:
                     severity,
                     _driver_date(decided_on),
                     _driver_date(max_end),
+                    intact,
                 )
     return found
 
@@ -94,7 +136,7 @@ def records_by_row_ids(store: Store, row_ids: Iterable[str]) -> dict[str, Stored
                 select(RECORDS).where(RECORDS.c.row_id.in_(wanted[start : start + _CHUNK]))
             ).all()
             for row in rows:
-                found[row.row_id] = _stored(row)
+                found[row.row_id] = store.record(row)
     return found
 
 
@@ -107,4 +149,4 @@ def received_records(store: Store, *, producer: str | None = None) -> list[Store
     query = query.order_by(RECORDS.c.producer, RECORDS.c.record_key, RECORDS.c.version)
     with store.read("read received records") as conn:
         rows = conn.execute(query).all()
-    return [_stored(r) for r in rows]
+    return [store.record(r) for r in rows]

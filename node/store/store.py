@@ -19,6 +19,11 @@ Invariants kept here (docs/decisions/0004-store-schema.md):
   an event, since relaying it would share that producer's record under an agreement it never
   made (and the subscriber, which verifies every record against its provider's keys, would
   refuse the batch for good);
+- every `records` row is written with its integrity tag (node.store.tags, decision 0018) in
+  the statement that writes its values, and a row is changed only after its tag was checked
+  (RecordTampered otherwise, nothing written): a store opened without a tagger refuses to
+  write records (RuntimeError, a programming error), and every StoredRecord it reads is
+  checked when it has one;
 - with `store_batch(..., expire_ended=True)` (ingest, pushes), a version whose disclosure is
   already over when it is stored (`node.lifecycle.disclosure_ended` on the China day of `now`)
   is stored `expired`, never `active`; its event is appended as usual and the feed provider
@@ -52,12 +57,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+import keys
 from node.errors import InputError, NotDelivered, NotFound, WriteConflict
 from node.lifecycle import china_day, disclosure_ended, visible
 from node.store.bulk import insert_rows
 from node.store.driver import DriverStatement
 from node.store.engine import WRITE, make_engine, migrate
-from node.store.errors import StateChanged, StoreConflictError, redact_url, translate_errors
+from node.store.errors import (
+    RecordTampered,
+    StateChanged,
+    StoreConflictError,
+    redact_url,
+    translate_errors,
+)
 from node.store.models import (
     CLOSED_STATES,
     EVENT_KINDS,
@@ -81,6 +93,7 @@ from node.store.tables import (
     UpstreamCursorRow,
     binary_value,
 )
+from node.store.tags import row_intact, row_tag
 
 __all__ = ["Store", "from_db_time", "open_store", "to_db_time"]
 
@@ -157,7 +170,7 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
 
     The states are bound one parameter each, not as an expanding list, so the statement is
     compiled once per state set. The three columns `node.lifecycle.visible` judges on come
-    last; of the dates only the two it needs are read (`_driver_date` parses them).
+    next (`_driver_date` parses the dates), then the other columns the row's tag covers.
     """
     return (
         select(
@@ -172,6 +185,16 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
             RECORDS.c.severity,
             RECORDS.c.decided_on,
             RECORDS.c.disclosure_max_end,
+            # the rest of the row, for its integrity tag (decision 0018)
+            RECORDS.c.producer,
+            RECORDS.c.catalog_version,
+            RECORDS.c.content_hash,
+            RECORDS.c.disclosure_min_end,
+            RECORDS.c.disclosure_rule,
+            RECORDS.c.created_at,
+            RECORDS.c.origin,
+            RECORDS.c.from_source,
+            RECORDS.c.tag,
         )
         .where(
             _of_subject(include_linked=True),
@@ -183,33 +206,6 @@ def _release_candidates(states: tuple[str, ...]) -> Select[Any]:
 
 
 _RELEASE_CANDIDATES: dict[tuple[str, ...], DriverStatement] = {}
-
-# Older active versions of a record that a new version supersedes (executed many at a time).
-_SUPERSEDE = (
-    update(RECORDS)
-    .where(
-        RECORDS.c.producer == bindparam("p_producer"),
-        RECORDS.c.record_key == bindparam("p_key"),
-        RECORDS.c.version < bindparam("p_version"),
-        RECORDS.c.state == "active",
-    )
-    .values(state="superseded")
-)
-
-# A received copy's objection flag, reconciled with its producer's (store_batch's copy_flags).
-# A purged copy never changes again.
-_FLAG_COPY = (
-    update(RECORDS)
-    .where(
-        RECORDS.c.producer == bindparam("p_producer"),
-        RECORDS.c.record_key == bindparam("p_key"),
-        RECORDS.c.version == bindparam("p_version"),
-        RECORDS.c.origin == "received",
-        RECORDS.c.state != "purged",
-    )
-    .values(objection=bindparam("p_flag"))
-)
-
 
 # Per thread: the write transaction that store calls join (Store.joined), by engine.
 _JOINS = threading.local()
@@ -233,8 +229,11 @@ def _writer_lock(engine: Engine) -> AbstractContextManager[Any]:
         return _WRITER_LOCKS.setdefault(key, threading.RLock())
 
 
-def open_store(url: str, *, migrate_schema: bool = True) -> Store:
-    """Open (and by default migrate to the newest schema) the store at `url`.
+def open_store(
+    url: str, *, migrate_schema: bool = True, tagger: keys.RowTagger | None = None
+) -> Store:
+    """Open (and by default migrate to the newest schema) the store at `url`, with the row
+    `tagger` records are tagged and checked with (None: a store that cannot write records).
 
     Refuses unsupported URLs, in-memory SQLite and unreachable databases (StoreError with a
     message that never shows a password).
@@ -242,7 +241,7 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
     engine = make_engine(url)
     if migrate_schema:
         migrate(engine)
-    return Store(engine)
+    return Store(engine, tagger=tagger)
 
 
 def to_db_time(value: dt.datetime) -> dt.datetime:
@@ -263,10 +262,36 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
-def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
-    """A `_release_candidates` row as the driver returns it (columns in select order)."""
+_CANDIDATE_COLUMNS = (
+    "row_id",
+    "item_id",
+    "record_key",
+    "version",
+    "state",
+    "objection",
+    "body",
+    "subject_index",
+    "severity",
+    "decided_on",
+    "disclosure_max_end",
+    "producer",
+    "catalog_version",
+    "content_hash",
+    "disclosure_min_end",
+    "disclosure_rule",
+    "created_at",
+    "origin",
+    "from_source",
+    "tag",
+)
+
+
+def _release_candidate(row: Sequence[Any], tagger: keys.RowTagger | None) -> ReleaseCandidate:
+    """A `_release_candidates` row as the driver returns it (columns in select order), with
+    whether its tag matches (True when the store has no tagger to check with)."""
     (row_id, item_id, record_key, version, state, objection, body, subject) = row[:8]
-    severity, decided, max_end = row[8:]
+    severity, decided, max_end = row[8:11]
+    intact = tagger is None or row_intact(tagger, dict(zip(_CANDIDATE_COLUMNS, row, strict=True)))
     return ReleaseCandidate(
         row_id,
         item_id,
@@ -279,6 +304,7 @@ def _release_candidate(row: Sequence[Any]) -> ReleaseCandidate:
         _driver_date(decided),
         _driver_date(max_end),
         subject_index=subject,
+        intact=intact,
     )
 
 
@@ -299,9 +325,38 @@ def _driver_date(value: object) -> dt.date | None:
 class Store:
     """The node's database. Every public method is one transaction; errors are StoreError."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, tagger: keys.RowTagger | None = None) -> None:
+        """A store on `engine`; `tagger` (the node's, from its storage key) tags every record
+        row written and checks every one read. Without it records cannot be written."""
         self._engine = engine
         self._writer = _writer_lock(engine)
+        self._tagger = tagger
+
+    def with_tagger(self, tagger: keys.RowTagger) -> Store:
+        """This store (same engine, same connections) with the row tagger `tagger`."""
+        return Store(self._engine, tagger=tagger)
+
+    @property
+    def tagger(self) -> keys.RowTagger | None:
+        """The row tagger records are tagged and checked with (None: opened without keys)."""
+        return self._tagger
+
+    def require_tagger(self) -> keys.RowTagger:
+        """The row tagger; RuntimeError when the store was opened without one: writing a
+        record row without its tag would turn it into a tampering alarm (decision 0018)."""
+        if self._tagger is None:
+            raise RuntimeError(
+                "store: records are written only by a store opened with the node's row tagger "
+                "(open_store(url, tagger=...))"
+            )
+        return self._tagger
+
+    def record(self, row: Row[Any]) -> StoredRecord:
+        """A full `records` row as a StoredRecord, checked against its tag when this store
+        has a tagger (RecordTampered naming the row otherwise). For node.store modules."""
+        if self._tagger is not None and not row_intact(self._tagger, row._mapping):
+            raise RecordTampered(str(row.row_id))
+        return _stored(row)
 
     @property
     def engine(self) -> Engine:
@@ -422,20 +477,28 @@ class Store:
         """
         for rec in records:
             _check_new(rec)
+        tagger = self.require_tagger()
         stamp = to_db_time(now)
         today = china_day(now) if expire_ended else None
         with self.write("store a batch of records") as conn:
             if upstream_cursor is not None and upstream_from is not None:
                 # Before anything is written, under the cursor row's lock.
                 _lock_cursor_at(conn, upstream_cursor[0], upstream_from, stamp)
-            count = _write_records(conn, records, stamp, today, from_source=from_source)
-            if copy_flags:
-                conn.execute(
-                    _FLAG_COPY,
-                    [
-                        {"p_producer": p, "p_key": k, "p_version": v, "p_flag": f}
-                        for p, k, v, f in copy_flags
-                    ],
+            count = _write_records(
+                conn, records, stamp, today, from_source=from_source, tagger=tagger
+            )
+            for producer, key, version, flag in copy_flags:
+                # a received copy's flag, reconciled with its producer's; a purged copy never
+                # changes again
+                _retag(
+                    conn,
+                    tagger,
+                    (RECORDS.c.producer == producer)
+                    & (RECORDS.c.record_key == key)
+                    & (RECORDS.c.version == version)
+                    & (RECORDS.c.origin == "received")
+                    & (RECORDS.c.state != "purged"),
+                    {"objection": flag},
                 )
             if ingest_state is not None:
                 key, state = ingest_state
@@ -517,7 +580,7 @@ class Store:
             row = conn.execute(select(RECORDS).where(RECORDS.c.row_id == row_id)).first()
         if row is None:
             raise NotFound("store: no record with that row id")
-        return _stored(row)
+        return self.record(row)
 
     def record_versions(self, producer: str, record_key: str) -> list[StoredRecord]:
         """Return every stored version of one record, oldest first."""
@@ -527,7 +590,7 @@ class Store:
                 .where(RECORDS.c.producer == producer, RECORDS.c.record_key == record_key)
                 .order_by(RECORDS.c.version)
             ).all()
-        return [_stored(r) for r in rows]
+        return [self.record(r) for r in rows]
 
     def local_bodies_after(
         self, producer: str, after_row: str, *, limit: int
@@ -557,22 +620,20 @@ class Store:
         node's current key (`node.resign`)."""
         if not bodies:
             return 0
-        statement = (
-            update(RECORDS)
-            .where(
-                RECORDS.c.row_id == bindparam("p_row"),
-                RECORDS.c.producer == producer,
-                RECORDS.c.origin == "local",
-                RECORDS.c.state != "purged",
-                RECORDS.c.body == bindparam("p_old"),
-            )
-            .values(body=bindparam("p_new"))
-        )
+        tagger = self.require_tagger()
         changed = 0
         with self.write("store re-signed records") as conn:
             for row_id, old, new in bodies:
-                result = conn.execute(statement, {"p_row": row_id, "p_old": old, "p_new": new})
-                changed += result.rowcount
+                changed += _retag(
+                    conn,
+                    tagger,
+                    (RECORDS.c.row_id == row_id)
+                    & (RECORDS.c.producer == producer)
+                    & (RECORDS.c.origin == "local")
+                    & (RECORDS.c.state != "purged")
+                    & (RECORDS.c.body == old),
+                    {"body": new},
+                )
         return changed
 
     def records_by_subject(
@@ -593,7 +654,7 @@ class Store:
             params["states"] = list(states)
         with self.read("read records by subject") as conn:
             rows = conn.execute(statement, params).all()
-        return [_stored(r) for r in rows]
+        return [self.record(r) for r in rows]
 
     def release_candidates(
         self, subject_index: str, *, producer: str, states: Sequence[str]
@@ -619,7 +680,7 @@ class Store:
             rows = (
                 read.rows(self._engine, params) if joined is None else read.execute(joined, params)
             )
-        return [_release_candidate(row) for row in rows]
+        return [_release_candidate(row, self._tagger) for row in rows]
 
     def linked_subjects(self, row_id: str) -> list[str]:
         """Return the blind indexes linked to a record version (sorted)."""
@@ -650,7 +711,7 @@ class Store:
                 .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
                 .limit(limit)
             ).all()
-        return [_stored(r) for r in rows]
+        return [self.record(r) for r in rows]
 
     def set_record_state(
         self,
@@ -673,6 +734,7 @@ class Store:
             raise InputError(f"store: unknown record state {state!r}")
         if event_kind is not None and event_kind not in EVENT_KINDS:
             raise InputError(f"store: unknown feed event kind {event_kind!r}")
+        tagger = self.require_tagger()
         stamp = to_db_time(now)
         with self.write("change a record's state") as conn:
             # FOR UPDATE: replicas on one PostgreSQL scan at once, each from its own earlier
@@ -699,7 +761,7 @@ class Store:
             values: dict[str, Any] = {"state": state}
             if state == "purged":
                 values["body"] = b""
-            conn.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(**values))
+            _retag(conn, tagger, RECORDS.c.row_id == row_id, values)
             if event_kind is None:
                 return 0
             return _append_events(
@@ -715,6 +777,7 @@ class Store:
         Setting a flag that is already set (or clearing a clear one) changes nothing and
         appends no event. Returns the number of events appended.
         """
+        tagger = self.require_tagger()
         stamp = to_db_time(now)
         with self.write("flag a record's objection") as conn:
             row = conn.execute(
@@ -730,7 +793,7 @@ class Store:
                 raise NotFound("store: no record with that row id")
             if bool(row.objection) == flag:
                 return 0
-            conn.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(objection=flag))
+            _retag(conn, tagger, RECORDS.c.row_id == row_id, {"objection": flag})
             kind = "objection_set" if flag else "objection_cleared"
             return _append_events(
                 conn, [(row.origin, row.item_id, kind, row_id, row.record_key, row.version)], stamp
@@ -1011,10 +1074,12 @@ def _write_records(
     today: dt.date | None,
     *,
     from_source: bool,
+    tagger: keys.RowTagger,
 ) -> int:
     """`Store.store_batch`'s records, links, superseding updates and feed events, inside the
     caller's write transaction (`today`: the China day past whose end a version is stored
-    expired, None to store every version active); returns the number of events."""
+    expired, None to store every version active); returns the number of events. Every row
+    is written with its tag; a superseded row is checked against its tag first."""
     flagged: set[str] = set()
     if from_source:
         flagged = _source_checks(conn, records)
@@ -1026,21 +1091,25 @@ def _write_records(
                 today,
                 objection=rec.objection or rec.row_id in flagged,
                 from_source=from_source,
+                tagger=tagger,
             )
             for rec in chunk
         )
         insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
         links = [(r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)]
         insert_rows(conn, LINKS, ("row_id", "subject_index"), links)
-    # one executemany, in record order (as the row-by-row loop it replaces): a key corrected
-    # twice in one batch supersedes version 1, then version 2
-    superseding = [
-        {"p_producer": r.producer, "p_key": r.record_key, "p_version": r.version}
-        for r in records
-        if r.version > 1
-    ]
-    if superseding:
-        conn.execute(_SUPERSEDE, superseding)
+    # in record order: a key corrected twice in one batch supersedes version 1, then version 2
+    for r in records:
+        if r.version > 1:
+            _retag(
+                conn,
+                tagger,
+                (RECORDS.c.producer == r.producer)
+                & (RECORDS.c.record_key == r.record_key)
+                & (RECORDS.c.version < r.version)
+                & (RECORDS.c.state == "active"),
+                {"state": "superseded"},
+            )
     events = [
         (
             r.origin,
@@ -1084,6 +1153,7 @@ _RECORD_COLUMNS = (
     "created_at",
     "origin",
     "from_source",
+    "tag",
 )
 
 
@@ -1142,18 +1212,24 @@ def _source_checks(conn: Connection, records: Sequence[NewRecord]) -> set[str]:
 
 
 def _record_row(
-    rec: NewRecord, today: dt.date | None, *, objection: bool = False, from_source: bool = False
+    rec: NewRecord,
+    today: dt.date | None,
+    *,
+    objection: bool = False,
+    from_source: bool = False,
+    tagger: keys.RowTagger,
 ) -> tuple[Any, ...]:
-    """The values of a new record's row, in the order of _RECORD_COLUMNS; `expired` instead of
-    `active` when its disclosure is already over on `today` (None: not judged). `objection`
-    flags it (an open objection carried over); `from_source` marks a version from ingest."""
+    """The values of a new record's row, in the order of _RECORD_COLUMNS, its tag last;
+    `expired` instead of `active` when its disclosure is already over on `today` (None: not
+    judged). `objection` flags it (an open objection carried over); `from_source` marks a
+    version from ingest."""
     ended = today is not None and disclosure_ended(
         severity=rec.severity,
         decided_on=rec.decided_on,
         disclosure_max_end=rec.disclosure_max_end,
         today=today,
     )
-    return (
+    values = (
         rec.row_id,
         rec.producer,
         rec.record_key,
@@ -1174,6 +1250,29 @@ def _record_row(
         rec.origin,
         from_source,
     )
+    return (*values, row_tag(tagger, dict(zip(_RECORD_COLUMNS, values, strict=False))))
+
+
+def _retag(
+    conn: Connection, tagger: keys.RowTagger, where: ColumnElement[bool], values: Mapping[str, Any]
+) -> int:
+    """Inside a write transaction: set `values` on the `records` rows `where` selects, each
+    with its new tag, and return how many changed. Each row is checked against its tag first:
+    RecordTampered (naming it) for one written outside credex, which the caller's transaction
+    then rolls back, so a legitimate change never launders an edit into a fresh tag. Row by
+    row: a set-based UPDATE could not compute each row's tag."""
+    rows = conn.execute(
+        select(RECORDS).where(where).order_by(RECORDS.c.row_id).with_for_update()
+    ).all()
+    for row in rows:
+        current = row._mapping
+        if not row_intact(tagger, current):
+            raise RecordTampered(str(row.row_id))
+        tag = row_tag(tagger, {**current, **values})
+        conn.execute(
+            update(RECORDS).where(RECORDS.c.row_id == row.row_id).values(**values, tag=tag)
+        )
+    return len(rows)
 
 
 def _stored(row: Row[Any]) -> StoredRecord:

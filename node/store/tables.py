@@ -91,6 +91,9 @@ class RecordRow(SQLModel, table=True):
     from_source: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
     )
+    # keyed BLAKE2b over the row id and every other column (node.store.tags, decision 0018);
+    # NULL only for a row of an older release not adopted yet (migration 0009)
+    tag: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class RecordLinkRow(SQLModel, table=True):

@@ -1,4 +1,4 @@
-"""keys.RowTagger: the keyed integrity tag of a store row (docs/decisions/0017)."""
+"""keys.RowTagger: the keyed integrity tag of a store row (docs/decisions/0018)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_tag_is_32_bytes_and_deterministic() -> None:
 def test_pinned_vector() -> None:
     # Pinned so that a change of the encoding or the key derivation, which would turn every
     # stored tag into a tampering alarm, cannot pass unnoticed: a new encoding needs a new
-    # version byte and an adoption rule (docs/decisions/0017).
+    # version byte and an adoption rule (docs/decisions/0018).
     tag = keys.RowTagger(STORAGE_KEY).tag("records", "row-1", COLUMNS)
     assert tag.hex() == PINNED
 

@@ -24,6 +24,7 @@ from node.runtime import NodeRuntime
 from node.store import open_store
 from node.store.engine import MIGRATIONS_DIR, make_engine
 from tests.node.exchange_support import seed, serving
+from tests.node.store_support import TEST_TAGGER
 
 runner = CliRunner()
 ITEM = "admin_penalty"
@@ -165,7 +166,7 @@ def test_the_reported_head(
 
 
 def test_a_batch_without_a_head_keeps_the_stored_one(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'credex.db'}", tagger=TEST_TAGGER)
     t0 = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
     try:
         assert store.upstream_feed("market") is None
@@ -193,7 +194,7 @@ def test_migration_0003_adds_the_head_to_existing_cursors_and_goes_back(tmp_path
             "VALUES ('market', 12, '2026-11-26 08:00:00')"
         )
     engine.dispose()
-    store = open_store(url)  # migrates to the newest revision
+    store = open_store(url, tagger=TEST_TAGGER)  # migrates to the newest revision
     try:
         feed = store.upstream_feed("market")
         assert feed is not None

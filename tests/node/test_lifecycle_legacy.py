@@ -45,6 +45,7 @@ from node.store import lifecycle as ls
 from node.store.engine import MIGRATIONS_DIR, make_engine
 from node.store.store import RECORDS
 from tests.node.exchange_support import serving
+from tests.node.store_support import TEST_TAGGER, retag
 
 INGESTED = dt.datetime(2026, 11, 26, 2, 0, tzinfo=dt.UTC)  # 10:00 in China
 TODAY = dt.date(2026, 11, 26)
@@ -222,6 +223,7 @@ def make_legacy(rt: NodeRuntime, row_id: str, severity: str | None, rule: str) -
                 disclosure_rule=rule,
             )
         )
+    retag(rt.store, row_id)  # what adoption makes of an older release's row
 
 
 def schedule_window_pass(rt: NodeRuntime) -> None:
@@ -485,6 +487,7 @@ def test_unreadable_and_invalid_versions_keep_their_window_and_are_named(
             conn.execute(
                 update(RECORDS).where(RECORDS.c.row_id == records[name].row_id).values(body=body)
             )
+    retag(runtime.store)  # stored so by an older release, then adopted
     with caplog.at_level(logging.INFO, logger="node.window_refresh"):
         report = window_refresh.refresh_windows(runtime)
     assert (report.unreadable, report.invalid) == (2, 1)
@@ -521,6 +524,7 @@ def test_an_entry_that_no_longer_validates_is_still_bounded(runtime: NodeRuntime
             .where(RECORDS.c.row_id == lapsed.row_id)
             .values(body=runtime.cipher.encrypt(lapsed.row_id, signed.to_bytes()))
         )
+    retag(runtime.store, lapsed.row_id)
     report = window_refresh.refresh_windows(runtime)
     assert report.invalid == 1
     assert report.unresolved == (lapsed.record_key,)
@@ -769,7 +773,7 @@ def test_migration_0006_stores_the_windows_the_columns_decide(fresh_store_url: s
         _insert(conn, "m2", decided_on=dt.date(2026, 5, 11), severity="minor", state="superseded")
     engine.dispose()
     shown_until = rules.china_day(dt.datetime.now(dt.UTC)) - dt.timedelta(days=1)
-    store = open_store(url)  # migrates to the newest revision
+    store = open_store(url, tagger=TEST_TAGGER)  # migrates to the newest revision
     try:
         with store.read("test") as conn:
             rows = {r.row_id: r for r in conn.execute(select(RECORDS))}

@@ -23,9 +23,9 @@ from node.errors import InputError, LogUnavailable, TamperDetected
 from node.ingest import run_ingest
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
-from node.store import NewRecord, logbackend
+from node.store import NewRecord, Store, logbackend
 from node.store import lifecycle as ls
-from node.store.errors import StoreUnavailableError
+from node.store.errors import RecordTampered, StoreUnavailableError
 
 HEADER = ["名称", "类别", "代码", "法定代表人", "文号", "类型", "事实", "依据", "处罚类别",
           "内容", "罚款", "日期", "机关", "机关代码", "失信程度"]  # fmt: skip
@@ -610,7 +610,11 @@ def test_a_body_rewritten_as_text_by_sql_fails_verification_not_the_read(
         conn.exec_driver_sql(
             "UPDATE records SET body = replace(body, 'x', 'y') WHERE row_id = ?", (rows[1],)
         )
-    edited = ls.current_record(runtime.store, "market", first)
+    # the row's tag covers the body (decision 0018): the read refuses it, naming the row
+    with pytest.raises(RecordTampered, match=rows[0]):
+        ls.current_record(runtime.store, "market", first)
+    # behind the tag, the body itself still fails (read without a tagger)
+    edited = ls.current_record(Store(runtime.store.engine), "market", first)
     assert isinstance(edited.body, bytes)
     with pytest.raises(VerificationError):
         ops.decrypt_record(runtime, edited)

@@ -12,6 +12,7 @@ import pytest
 from node.errors import InputError, NotFound
 from node.store import NewRecord, Store, open_store
 from node.store import lifecycle as ls
+from tests.node.store_support import TEST_TAGGER
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 KEY = "a" * 64
@@ -19,7 +20,7 @@ KEY = "a" * 64
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    db = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    db = open_store(f"sqlite:///{tmp_path / 'credex.db'}", tagger=TEST_TAGGER)
     db.ensure_subscription("platform", ["admin_penalty"], now=NOW)
     try:
         yield db

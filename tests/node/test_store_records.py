@@ -27,6 +27,7 @@ from node.store import (
     pushed,
 )
 from node.store.store import NONCES, from_db_time
+from tests.node.store_support import TEST_TAGGER
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
 
@@ -164,7 +165,7 @@ def test_release_candidates_are_the_producers_records_in_the_states_asked(store:
 def test_a_failing_driver_read_is_a_store_error(tmp_path: Path) -> None:
     # release_candidates runs on the driver, not through SQLAlchemy: its errors must still
     # come out as StoreError naming the operation, never as a raw sqlite3 exception.
-    opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}", tagger=TEST_TAGGER)
     try:
         with opened.write("break the schema") as conn:
             conn.exec_driver_sql("ALTER TABLE record_links RENAME TO record_links_gone")
@@ -349,7 +350,7 @@ def test_every_feed_is_gap_free_and_complete(
     """Property: whatever the interleaving of ingests and subscriptions, each subscriber's
     sequence is 1..last with no gap, and every active record has an event in every feed."""
     db = tmp_path_factory.mktemp("prop") / "p.db"
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(f"sqlite:///{db}", tagger=TEST_TAGGER)
     versions: dict[str, int] = {}
     for op, arg in ops:
         if op == "batch":

@@ -12,6 +12,7 @@ import pytest
 
 from node.lifecycle import visible
 from node.store import NewRecord, ReleaseCandidate, Store, open_store
+from tests.node.store_support import TEST_TAGGER
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
 TODAY = dt.date(2026, 11, 25)
@@ -20,7 +21,7 @@ SUBJECT = "s" * 32
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}")
+    opened = open_store(f"sqlite:///{tmp_path / 'credex.db'}", tagger=TEST_TAGGER)
     yield opened
     opened.close()
 

@@ -11,6 +11,7 @@ from sqlalchemy import insert, update
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
 from node.store.store import RECORDS
+from tests.node.store_support import retag
 
 Window = tuple[dt.date, dt.date, str]
 """A stored window: minimum end, maximum end, rule text."""
@@ -42,3 +43,4 @@ def store_as_previous_release(
                 finished_at=stamp,
             )
         )
+    retag(runtime.store, *windows)  # what adoption made of that release's rows

@@ -18,6 +18,7 @@ from node.cli.init_cmds import init_node
 from node.config import load_config
 from node.demo_data import write_demo_data
 from node.store import open_store
+from tests.node.store_support import TEST_TAGGER
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -73,7 +74,7 @@ def test_disk_full_is_a_clear_error_and_the_retry_completes(
     assert full.returncode == 1, full.stdout + full.stderr
     assert "Traceback" not in full.stdout + full.stderr
     assert "full" in full.stderr, full.stderr
-    store = open_store(url)
+    store = open_store(url, tagger=TEST_TAGGER)
     try:
         stored_before = store.count_records()
     finally:
@@ -87,7 +88,7 @@ def test_disk_full_is_a_clear_error_and_the_retry_completes(
     assert grown.returncode == 0, grown.stderr
     retry = _credex(home, "ingest", str(data.penalties_mapping), "--json")
     assert retry.returncode == 0, retry.stderr
-    store = open_store(url)
+    store = open_store(url, tagger=TEST_TAGGER)
     try:
         assert store.count_records() == data.penalties_good
         with store.read("check") as conn:
@@ -124,7 +125,7 @@ def test_database_unavailable_is_a_clear_error_and_the_retry_completes(tmp_path:
     _set_store(home, sqlite_url)
     retry = _credex(home, "ingest", str(data.penalties_mapping), "--json")
     assert retry.returncode == 0, retry.stderr
-    store = open_store(sqlite_url)
+    store = open_store(sqlite_url, tagger=TEST_TAGGER)
     try:
         assert store.count_records() == data.penalties_good
     finally:
