@@ -422,7 +422,20 @@ class QueryEngine:
         decision = decide(request, context)
         released: list[tuple[ReleaseCandidate, keys.SignedRecord, bool, frozenset[str]]] = []
         tampered = False
+        for r in found:
+            if not r.intact:
+                # The policy decided on its columns (state, flag, window), written without the
+                # storage key: whatever it would release, nothing leaves (decision 0017).
+                log.error(
+                    "query %s: stored record %s fails its integrity tag; nothing released; "
+                    "run `credex store verify` and restore the row from a backup",
+                    catalog.shown_text(body.request_id),  # the requester's text
+                    r.row_id,
+                )
+                tampered = True
         for r in stored:
+            if not r.intact:
+                continue  # refused above; its columns are not worth comparing
             fields = decision.fields_for(r.row_id, r.item_id)
             if fields is None:
                 continue

@@ -31,6 +31,7 @@ from node.store import NewRecord
 from tests.node import push_support
 from tests.node.exchange_support import serving
 from tests.node.push_support import ITEM, key
+from tests.node.store_support import retag
 
 OTHER_ITEM = "admin_penalty"  # market's, never agreed with the platform
 SECRET = "N-SECRET-42"
@@ -174,6 +175,9 @@ def test_a_row_that_disagrees_with_its_signed_body_never_leaves(
         # the operator restores the row: the feed resumes where it stopped
         if column == "item":
             _tamper(cluster, "UPDATE records SET item_id = ? WHERE row_id = 'row-2'", OTHER_ITEM)
+            # the row as a backup holds it, its integrity tag with it (the insider's row above
+            # was tagged to reach the check behind the tag, decision 0017)
+            retag(market.store, "row-2")
         elif column == "record_key":
             _tamper(cluster, "UPDATE records SET record_key = ? WHERE row_id = 'row-2'", key(2))
         else:
