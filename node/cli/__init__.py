@@ -52,6 +52,7 @@ _COMMAND_MODULES = (
     "node.cli.backup_cmds",
     "node.cli.lifecycle_cmds",
     "node.cli.window_cmds",  # `credex lifecycle windows`, on lifecycle_cmds' group
+    "node.cli.store_cmds",
 )
 
 for _name in _COMMAND_MODULES:
