@@ -220,6 +220,11 @@ def test_repair_and_correction_reach_platform_and_second_department(
     finally:
         rt.close()
 
+    # every row each node wrote on the way (records, received copies, withdrawals, the
+    # correction) still matches its integrity tag (docs/decisions/0017)
+    for name in ("market", "platform", "health"):
+        assert cluster.cli_json(name, "store", "verify")["bad_rows"] == []
+
 
 def seed_severe_list_entry(cluster: LocalCluster) -> str:
     """Sign and store a severe-dishonesty list entry at market the way ingest does."""

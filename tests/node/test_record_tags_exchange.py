@@ -9,20 +9,27 @@ record. Set up as in test_feeds_store_tamper.py and test_push_store_tamper.py.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from pathlib import Path
 
 import pytest
 
+from node import lifecycle_ops as ops
 from node import push
 from node.accesslog import iter_entries
 from node.errors import TamperDetected
+from node.runtime import NodeRuntime
+from node.scheduler import scan
 from node.store.errors import RecordTampered
 from node.store.integrity import check_record_tags
 from tests.node import push_support
 from tests.node.exchange_support import serving
 from tests.node.push_support import ITEM, key
 from tests.node.test_feeds_store_tamper import _pull, _tamper
+from tests.node.test_lifecycle_ops import Clock, clock, keys_of, runtime
+
+__all__ = ["clock", "runtime"]  # the fixtures, imported for pytest
 
 # (what the producer did, what the insider's SQL undoes, how the operator restores the row)
 EDITS = {
@@ -106,3 +113,35 @@ def test_an_edited_row_is_not_pushed(tmp_path: Path) -> None:
         assert hrss.store.record_versions("market", key(5)) == []
     finally:
         push_support.close(market, hrss)
+
+
+def test_a_whole_lifecycle_keeps_every_row_tag_intact(runtime: NodeRuntime, clock: Clock) -> None:
+    """Ingest (the fixture), objection opened and resolved by a correction, another opened
+    and confirmed, a revocation, expiry and purge by the scan: every row credex wrote on the
+    way still matches its tag, and the records took every step."""
+    general, revoked, severe = keys_of(runtime)
+    clock.day(dt.date(2026, 6, 1))
+    objection = ops.object_record(runtime, general, reason="wrong amount")
+    corrected = ops.resolve_objection(
+        runtime, objection.task_id, outcome="correct", changes={"fine_wan_yuan": "0.8"}
+    )
+    assert corrected.version == 2
+    kept = ops.object_record(runtime, severe, reason="disputed")
+    ops.resolve_objection(runtime, kept.task_id, outcome="confirm")
+    ops.revoke_record(
+        runtime, revoked, reason="行政复议决定书〔2026〕1号", known_on=dt.date(2026, 6, 1)
+    )
+    assert check_record_tags(runtime.store).bad == ()
+    assert {"superseded", "withdrawn", "active"} <= _states(runtime, general, revoked, severe)
+    clock.day(dt.date(2027, 5, 12))
+    assert scan(runtime).expired >= 1
+    assert "expired" in _states(runtime, general, revoked, severe)
+    clock.day(dt.date(2032, 5, 12))
+    assert scan(runtime).purged >= 1
+    assert "purged" in _states(runtime, general, revoked, severe)
+    report = check_record_tags(runtime.store)
+    assert (report.bad, report.marker) == ((), "adopted")
+
+
+def _states(runtime: NodeRuntime, *record_keys: str) -> set[str]:
+    return {v.state for k in record_keys for v in runtime.store.record_versions("market", k)}
