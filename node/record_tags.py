@@ -24,10 +24,10 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Literal
 
 import keys
 from node.accesslog import AccessLog, LogEntry, utc_iso
-from node.errors import LogUnavailable
 from node.store import Store, StoreError
 from node.store.integrity import adopt_untagged, logged_adoptions, marker_state
 
@@ -39,7 +39,7 @@ ADOPTION_REASON = "record_tags_adopted"
 
 # "done": nothing to do (adopted before, or nothing to adopt); "adopted": rows tagged now;
 # "refused": the marker was reset or removed after an adoption, nothing tagged.
-Adoption = str
+Adoption = Literal["done", "adopted", "refused"]
 
 
 def row_tagger(node_keys: keys.NodeKeys) -> keys.RowTagger:
@@ -99,8 +99,6 @@ def ensure_adopted(
     except StoreError:
         if marker_state(store) == "adopted":
             return "done"  # another process of this node adopted them meanwhile
-        raise
-    except LogUnavailable:
         raise
     log.info("store: integrity tags adopted for %d record rows of an older release", count)
     return "adopted"
