@@ -10,7 +10,7 @@ Equal identifiers give equal tokens, so the store can look a subject up without 
 identifier; without the key the token cannot be recomputed from a guessed ID number.
 
 RowTagger: `BLAKE2b-256(key = tag key, person = "credex-rowtag", row_encoding(...))` over a
-row's id and columns (docs/decisions/0017-record-row-tags.md). The tag key is derived from the
+row's id and columns (docs/decisions/0018-record-row-tags.md). The tag key is derived from the
 storage key as libsodium's crypto_kdf derives a subkey (BLAKE2b keyed with the storage key,
 salt = subkey id, personal = context, empty message), so it never equals the encryption key.
 `row_encoding` is versioned and length-prefixed, with a type byte per value: two different
@@ -173,7 +173,7 @@ class RowTagger:
     """Keyed BLAKE2b tags of store rows, under a key derived from the storage key.
 
     A tag proves the row's columns were written by a holder of the storage key; it does not
-    say when, so a row restored with an older tag of its own still matches (decision 0017).
+    say when, so a row restored with an older tag of its own still matches (decision 0018).
     """
 
     __slots__ = ("_key",)

@@ -425,7 +425,7 @@ class QueryEngine:
         for r in found:
             if not r.intact:
                 # The policy decided on its columns (state, flag, window), written without the
-                # storage key: whatever it would release, nothing leaves (decision 0017).
+                # storage key: whatever it would release, nothing leaves (decision 0018).
                 log.error(
                     "query %s: stored record %s fails its integrity tag; nothing released; "
                     "run `credex store verify` and restore the row from a backup",

@@ -1,6 +1,6 @@
 """`credex store verify`: check every stored record row against its integrity tag.
 
-Each `records` row carries a keyed tag over its columns (docs/decisions/0017); a row edited
+Each `records` row carries a keyed tag over its columns (docs/decisions/0018); a row edited
 in the database by someone without the node's storage key no longer matches it. The command
 names each such row by its row id (never a value of the row) and exits 3, as `credex log
 verify` does for the access log. It also reports the adoption marker, which must be

@@ -465,7 +465,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             at = context.stamps[event.created_at] = wire.timestamp_to_pb(event.created_at)
         if not stored.intact:
             # its columns (state, flag, window, producer...) were written without the storage
-            # key: nothing about it leaves, not even an event kind (decision 0017)
+            # key: nothing about it leaves, not even an event kind (decision 0018)
             raise _Tampered(stored.row_id, "its store row fails its integrity tag")
         if stored.producer != runtime.node_id:
             # Defence in depth: the store queues no event about another producer's record

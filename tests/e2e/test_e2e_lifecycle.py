@@ -221,7 +221,7 @@ def test_repair_and_correction_reach_platform_and_second_department(
         rt.close()
 
     # every row each node wrote on the way (records, received copies, withdrawals, the
-    # correction) still matches its integrity tag (docs/decisions/0017)
+    # correction) still matches its integrity tag (docs/decisions/0018)
     for name in ("market", "platform", "health"):
         assert cluster.cli_json(name, "store", "verify")["bad_rows"] == []
 

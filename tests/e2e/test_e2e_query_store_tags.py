@@ -1,5 +1,5 @@
 """Query service over mutual TLS: a record row edited in the database by someone without the
-node's keys (docs/decisions/0017). The policy decides on the row's state, objection flag and
+node's keys (docs/decisions/0018). The policy decides on the row's state, objection flag and
 disclosure window, which the producer's signature does not cover; the row's integrity tag
 does. A row whose tag fails releases nothing: DATA_LOSS to the requester, a denied access
 entry `record_tampered`, and an error in the provider's log naming the row, never the subject.

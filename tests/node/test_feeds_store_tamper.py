@@ -176,7 +176,7 @@ def test_a_row_that_disagrees_with_its_signed_body_never_leaves(
         if column == "item":
             _tamper(cluster, "UPDATE records SET item_id = ? WHERE row_id = 'row-2'", OTHER_ITEM)
             # the row as a backup holds it, its integrity tag with it (the insider's row above
-            # was tagged to reach the check behind the tag, decision 0017)
+            # was tagged to reach the check behind the tag, decision 0018)
             retag(market.store, "row-2")
         elif column == "record_key":
             _tamper(cluster, "UPDATE records SET record_key = ? WHERE row_id = 'row-2'", key(2))

@@ -1,5 +1,5 @@
 """Feed delivery and push of a record row edited in the database by someone without the
-node's keys (docs/decisions/0017): the row's integrity tag fails, so nothing of it leaves.
+node's keys (docs/decisions/0018): the row's integrity tag fails, so nothing of it leaves.
 
 The feed stops at the row (DATA_LOSS, a denied `feed_delivery` entry `record_tampered`, the
 row named in the provider's log) and resumes once the row is restored; a push refuses the

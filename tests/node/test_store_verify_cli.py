@@ -1,4 +1,4 @@
-"""`credex store verify` (docs/decisions/0017) through the real script: every record row
+"""`credex store verify` (docs/decisions/0018) through the real script: every record row
 checked against its integrity tag, the bad ones named by row id, exit 3 on tampering. The
 node (two ingested penalties of market) is test_lifecycle_cli.py's."""
 
