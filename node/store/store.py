@@ -1098,18 +1098,7 @@ def _write_records(
         insert_rows(conn, RECORDS, _RECORD_COLUMNS, rows)
         links = [(r.row_id, s) for r in chunk for s in dict.fromkeys(r.linked_subject_indexes)]
         insert_rows(conn, LINKS, ("row_id", "subject_index"), links)
-    # in record order: a key corrected twice in one batch supersedes version 1, then version 2
-    for r in records:
-        if r.version > 1:
-            _retag(
-                conn,
-                tagger,
-                (RECORDS.c.producer == r.producer)
-                & (RECORDS.c.record_key == r.record_key)
-                & (RECORDS.c.version < r.version)
-                & (RECORDS.c.state == "active"),
-                {"state": "superseded"},
-            )
+    _supersede(conn, tagger, [r for r in records if r.version > 1])
     events = [
         (
             r.origin,
@@ -1251,6 +1240,56 @@ def _record_row(
         from_source,
     )
     return (*values, row_tag(tagger, dict(zip(_RECORD_COLUMNS, values, strict=False))))
+
+
+# Supersedes older active versions, each row with its new tag, in one executemany.
+_SUPERSEDE_TAGGED = (
+    update(RECORDS)
+    .where(RECORDS.c.row_id == bindparam("p_row"))
+    .values(state="superseded", tag=bindparam("p_tag"))
+)
+
+
+def _supersede(conn: Connection, tagger: keys.RowTagger, records: Sequence[NewRecord]) -> None:
+    """Inside `_write_records`: mark superseded the active versions older than each new
+    version in `records` (this batch's included), as if in record order: a key corrected twice
+    in one batch supersedes version 1, then version 2. Each row is checked against its tag
+    first (RecordTampered naming it, the transaction rolls back). One read per chunk of keys
+    and one executemany, not a statement pair per record: ingest corrects in bulk."""
+    if not records:
+        return
+    wanted = list(dict.fromkeys((r.producer, r.record_key) for r in records))
+    held: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for producer in dict.fromkeys(p for p, _ in wanted):
+        mine = [k for p, k in wanted if p == producer]
+        for start in range(0, len(mine), _CHUNK):
+            rows = conn.execute(
+                select(RECORDS)
+                .where(
+                    RECORDS.c.producer == producer,
+                    RECORDS.c.record_key.in_(mine[start : start + _CHUNK]),
+                    RECORDS.c.state == "active",
+                )
+                .order_by(RECORDS.c.row_id)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                held.setdefault((producer, row.record_key), []).append(dict(row._mapping))
+    changed: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        for version in held.get((rec.producer, rec.record_key), ()):
+            if version["version"] < rec.version and version["row_id"] not in changed:
+                if not row_intact(tagger, version):
+                    raise RecordTampered(str(version["row_id"]))
+                changed[version["row_id"]] = version
+    if changed:
+        conn.execute(
+            _SUPERSEDE_TAGGED,
+            [
+                {"p_row": row_id, "p_tag": row_tag(tagger, {**old, "state": "superseded"})}
+                for row_id, old in changed.items()
+            ],
+        )
 
 
 def _retag(
