@@ -16,6 +16,10 @@
 4. open revocation tasks whose withdraw event the platform has acknowledged -> closed
    (Shandong Art. 40: reported to the platform).
 
+A row that fails its integrity tag (decision 0018: edited outside credex) is left as it is and
+named (`ScanReport.tampered`, an error in the node's log); the pass goes on with every other
+record, so one edited row cannot keep the rest disclosed past their period.
+
 A pass is idempotent (each step only picks what is still due), so `credex serve` runs one at
 start (a node that was down catches up) and then every `[lifecycle] scan_interval_s`; the CLI
 `credex lifecycle scan` runs one by hand.
@@ -36,6 +40,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from catalog.periods import ORDER_36_EFFECTIVE
@@ -46,6 +51,7 @@ from node.push import failed_receivers, push_pending, push_pending_withdrawals
 from node.runtime import NodeRuntime
 from node.store import StateChanged, Store, StoredRecord
 from node.store import lifecycle as ls
+from node.store.errors import RecordTampered
 from node.store.pushed import purge_push_tombstones
 from node.telemetry import active_telemetry
 from node.window_refresh import refresh_windows
@@ -60,7 +66,8 @@ BACKOFF_CAP_S = 3600.0
 
 @dataclass(frozen=True)
 class ScanReport:
-    """What one pass did (counts only)."""
+    """What one pass did: counts, and the row ids of rows it left alone because they fail
+    their integrity tag (store-assigned ids, never personal data)."""
 
     today: dt.date
     expired: int
@@ -68,6 +75,7 @@ class ScanReport:
     purged: int
     revocations_reported: int
     overdue: int
+    tampered: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready counts."""
@@ -78,6 +86,7 @@ class ScanReport:
             "purged": self.purged,
             "revocations_reported": self.revocations_reported,
             "overdue": self.overdue,
+            "tampered": list(self.tampered),
         }
 
 
@@ -113,6 +122,7 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
     now = runtime.clock()
     today = rules.china_day(now)
     expired = capped = purged = 0
+    tampered: set[str] = set()
     # stored windows follow the running release's rules (decision 0014): once per rules
     # fingerprint, then one row read; what it ends is expired just below, the usual way. A
     # failing pass (a lock timeout beside a big ingest, say) must not hold up expiry, the cap
@@ -121,21 +131,33 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
         refresh_windows(runtime)
     except Exception as error:
         _log.error("disclosure window pass failed: %s", type(error).__name__)
-    while batch := store.records_due_for_expiry(today, limit=_BATCH):
+    for batch in _due(
+        lambda skip: store.records_due_for_expiry(today, limit=_BATCH, exclude=skip), tampered
+    ):
         for record in batch:
-            expired += _expire(store, record, now)
+            expired += _expire(store, record, now, tampered)
     # minor records under 令第36号 stored with no end (before decision 0013): withheld, never
     # disclosed; expiring them sends the expire event and lets retention run to a purge
-    while batch := ls.records_withheld_without_window(store, ORDER_36_EFFECTIVE, limit=_BATCH):
+    for batch in _due(
+        lambda skip: ls.records_withheld_without_window(
+            store, ORDER_36_EFFECTIVE, limit=_BATCH, exclude=skip
+        ),
+        tampered,
+    ):
         for record in batch:
-            expired += _expire(store, record, now)
+            expired += _expire(store, record, now, tampered)
     # decided_on + 60 months < today  <=>  decided_on < the cutoff computed for 60 months
     cap_cutoff = rules.purge_cutoff(today, rules.SHANDONG_CAP_MONTHS)
-    while batch := ls.records_past_cap(store, cap_cutoff, limit=_BATCH):
+    for batch in _due(
+        lambda skip: ls.records_past_cap(store, cap_cutoff, limit=_BATCH, exclude=skip), tampered
+    ):
         for record in batch:
-            capped += _expire(store, record, now)
+            capped += _expire(store, record, now, tampered)
     purge_before = rules.purge_cutoff(today, retention_months)
-    while batch := ls.records_due_for_purge(store, purge_before, limit=_BATCH):
+    for batch in _due(
+        lambda skip: ls.records_due_for_purge(store, purge_before, limit=_BATCH, exclude=skip),
+        tampered,
+    ):
         for record in batch:
             # a purge is an access to the record that must be accounted: its entry and the
             # state change commit in one transaction
@@ -143,24 +165,63 @@ def _scan(runtime: NodeRuntime, *, retention_months: int) -> ScanReport:
                 _purge(runtime, record, now)
             except StateChanged:
                 continue  # another replica's scan purged it first (and logged that)
+            except RecordTampered as error:
+                _skip(error, tampered)  # edited since it was read
+                continue
             purged += 1
     # tombstones of push withdrawals that overtook their entry (receiving side) are kept for the
     # same retention, counted from when they were recorded: no entry is on its way that long
     purge_push_tombstones(store, dt.datetime.combine(purge_before, dt.time(), tzinfo=rules.CST))
-    reported = _close_reported_revocations(runtime, now)
+    reported = _close_reported_revocations(runtime, now, tampered)
     overdue = len(_overdue(runtime, today))
-    return ScanReport(today, expired, capped, purged, reported, overdue)
+    return ScanReport(
+        today, expired, capped, purged, reported, overdue, tampered=tuple(sorted(tampered))
+    )
 
 
-def _expire(store: Store, record: StoredRecord, now: dt.datetime) -> int:
+def _due(
+    fetch: Callable[[frozenset[str]], list[StoredRecord]], tampered: set[str]
+) -> Iterator[list[StoredRecord]]:
+    """The batches `fetch` finds (each step acts on its batch before the next is asked for),
+    skipping rows that fail their integrity tag: each is added to `tampered` and the batch is
+    asked for again without it, so the step goes on with every other row."""
+    while True:
+        try:
+            batch = fetch(frozenset(tampered))
+        except RecordTampered as error:
+            if error.row_id in tampered:
+                raise  # not excluded by the fetch: never loop on it
+            _skip(error, tampered)
+            continue
+        if not batch:
+            return
+        yield batch
+
+
+def _skip(error: RecordTampered, tampered: set[str]) -> None:
+    """Leave the row `error` names alone for the rest of the pass, and say so once."""
+    if error.row_id not in tampered:
+        tampered.add(error.row_id)
+        _log.error(
+            "lifecycle scan: record row %s fails its integrity tag and is left as it is; run "
+            "`credex store verify` and restore it from a backup",
+            error.row_id,
+        )
+
+
+def _expire(store: Store, record: StoredRecord, now: dt.datetime, tampered: set[str]) -> int:
     """Expire `record` if it is still in the state it was read in; 1 if this call did, 0 when
-    another writer changed it first. Replicas on one PostgreSQL scan at once: without the
-    check, the second would expire it again and send every subscriber a second `expire`."""
+    another writer changed it first (or an edit since it was read fails its tag: it joins
+    `tampered`). Replicas on one PostgreSQL scan at once: without the check, the second would
+    expire it again and send every subscriber a second `expire`."""
     try:
         store.set_record_state(
             record.row_id, "expired", event_kind="expire", now=now, expected=record.state
         )
     except StateChanged:
+        return 0
+    except RecordTampered as error:
+        _skip(error, tampered)
         return 0
     return 1
 
@@ -200,7 +261,7 @@ def _overdue(runtime: NodeRuntime, today: dt.date) -> list[rules.TaskView]:
     return overdue_tasks(runtime.store, today)
 
 
-def _close_reported_revocations(runtime: NodeRuntime, now: dt.datetime) -> int:
+def _close_reported_revocations(runtime: NodeRuntime, now: dt.datetime, tampered: set[str]) -> int:
     platforms = _platforms(runtime)
     if not platforms:
         return 0
@@ -208,7 +269,11 @@ def _close_reported_revocations(runtime: NodeRuntime, now: dt.datetime) -> int:
     for task in ls.list_tasks(runtime.store, open_only=True):
         if task.kind != "revocation":
             continue
-        record = ls.current_record(runtime.store, runtime.node_id, task.record_key)
+        try:
+            record = ls.current_record(runtime.store, runtime.node_id, task.record_key)
+        except RecordTampered as error:
+            _skip(error, tampered)  # the task stays open until the row is restored
+            continue
         events, cursors = ls.withdraw_events(runtime.store, record.row_id)
         statuses = [s for s in rules.propagation(events, cursors) if s.subscriber in platforms]
         if statuses and all(s.acknowledged for s in statuses):

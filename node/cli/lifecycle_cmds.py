@@ -27,7 +27,7 @@ from node import lifecycle as rules
 from node import lifecycle_ops as ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
-from node.errors import InputError
+from node.errors import ExitCode, InputError
 from node.push import PushOutcome, push_record, push_withdrawal
 from node.runtime import NodeRuntime, open_runtime
 from node.scheduler import scan
@@ -334,7 +334,9 @@ def scan_command(
 
     The retention is the node's `\\[lifecycle] retention_months` unless `--retention-months`
     overrides it for this run; a purge erases bodies irreversibly, so the CLI never falls back
-    to a built-in default that could be shorter than the configured one.
+    to a built-in default that could be shorter than the configured one. A record row that
+    fails its integrity tag is left as it is and named; the rest of the pass still runs, and
+    the command exits 3.
     """
     runtime = _runtime(home)
     try:
@@ -349,9 +351,17 @@ def scan_command(
         runtime.close()
     if as_json:
         print_json(report.to_dict())
-        return
-    console.print(
-        f"{report.today}: {report.expired} expired, {report.capped} past the 5-year cap, "
-        f"{report.purged} purged, {report.revocations_reported} revocation(s) reported, "
-        f"{report.overdue} overdue task(s)"
-    )
+    else:
+        console.print(
+            f"{report.today}: {report.expired} expired, {report.capped} past the 5-year cap, "
+            f"{report.purged} purged, {report.revocations_reported} revocation(s) reported, "
+            f"{report.overdue} overdue task(s)"
+        )
+        for row_id in report.tampered:
+            console.print(
+                f"[bold red]record row {row_id} fails its integrity tag[/]: left as it is; "
+                "run `credex store verify` and restore it from a backup",
+                highlight=False,
+            )
+    if report.tampered:
+        raise typer.Exit(int(ExitCode.VERIFICATION))

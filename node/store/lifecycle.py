@@ -11,11 +11,11 @@ killed half-way resumes after the last batch it committed (docs/decisions/0014).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, true, update
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
@@ -480,8 +480,17 @@ def withdraw_events(
     )
 
 
+def _not_excluded(row_ids: Collection[str]) -> ColumnElement[bool]:
+    """Rows other than `row_ids` (a scan passes those it skipped: rows failing their tag)."""
+    return RECORDS.c.row_id.not_in(list(row_ids)) if row_ids else true()
+
+
 def records_due_for_purge(
-    store: Store, cutoff: dt.date, *, limit: int = 1000
+    store: Store,
+    cutoff: dt.date,
+    *,
+    limit: int = 1000,
+    exclude: Collection[str] = (),
 ) -> list[StoredRecord]:
     """Expired, withdrawn or superseded versions whose disclosure ended before `cutoff`, of
     records with no active version left (history of a live record is kept).
@@ -556,6 +565,7 @@ def records_due_for_purge(
         rows = conn.execute(
             select(RECORDS)
             .where(
+                _not_excluded(exclude),
                 ~live,
                 or_(
                     and_(
@@ -581,7 +591,11 @@ def records_due_for_purge(
 
 
 def records_withheld_without_window(
-    store: Store, decided_from: dt.date, *, limit: int = 1000
+    store: Store,
+    decided_from: dt.date,
+    *,
+    limit: int = 1000,
+    exclude: Collection[str] = (),
 ) -> list[StoredRecord]:
     """Active minor (轻微) records decided on or after `decided_from` (the day 令第36号 took
     effect) and stored with no end date: rows written before withheld records got their
@@ -591,6 +605,7 @@ def records_withheld_without_window(
         rows = conn.execute(
             select(RECORDS)
             .where(
+                _not_excluded(exclude),
                 RECORDS.c.state == "active",
                 RECORDS.c.severity == "minor",
                 RECORDS.c.disclosure_max_end.is_(None),
@@ -624,7 +639,11 @@ def local_active_records(
 
 
 def records_past_cap(
-    store: Store, decided_before: dt.date, *, limit: int = 1000
+    store: Store,
+    decided_before: dt.date,
+    *,
+    limit: int = 1000,
+    exclude: Collection[str] = (),
 ) -> list[StoredRecord]:
     """Active dishonesty records (with a severity) decided before `decided_before`: those past
     the Shandong 5-year cap when the caller passes today minus five years."""
@@ -632,6 +651,7 @@ def records_past_cap(
         rows = conn.execute(
             select(RECORDS)
             .where(
+                _not_excluded(exclude),
                 RECORDS.c.state == "active",
                 RECORDS.c.severity.is_not(None),
                 RECORDS.c.decided_on < decided_before,

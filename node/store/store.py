@@ -36,7 +36,7 @@ import contextlib
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -52,6 +52,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -702,12 +703,19 @@ class Store:
         with self.read("count records") as conn:
             return int(conn.execute(query).scalar_one())
 
-    def records_due_for_expiry(self, today: dt.date, *, limit: int = 1000) -> list[StoredRecord]:
-        """Return active records whose maximum disclosure period ended before `today`."""
+    def records_due_for_expiry(
+        self, today: dt.date, *, limit: int = 1000, exclude: Collection[str] = ()
+    ) -> list[StoredRecord]:
+        """Return active records whose maximum disclosure period ended before `today`, but
+        those in `exclude` (row ids a scan skipped); RecordTampered for a row failing its tag."""
         with self.read("find expired records") as conn:
             rows = conn.execute(
                 select(RECORDS)
-                .where(RECORDS.c.state == "active", RECORDS.c.disclosure_max_end < today)
+                .where(
+                    RECORDS.c.state == "active",
+                    RECORDS.c.disclosure_max_end < today,
+                    RECORDS.c.row_id.not_in(list(exclude)) if exclude else true(),
+                )
                 .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
                 .limit(limit)
             ).all()
