@@ -16,7 +16,7 @@ Plain SQL, for both stores credex runs on (SQLite, PostgreSQL).
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-02
+Create Date: 2026-11-26
 """
 
 from __future__ import annotations
