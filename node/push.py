@@ -64,6 +64,7 @@ from node.errors import AuthError, InputError, NodeError, TamperDetected
 from node.runtime import NodeRuntime
 from node.store import StoredRecord
 from node.store import lifecycle as ls
+from node.store.errors import RecordTampered
 
 __all__ = [
     "SEVERE_LIST_CATEGORY",
@@ -560,14 +561,21 @@ async def push_pending_withdrawals(
     A receiver that fails as a whole (`failed_receivers`: down, refusing this node, a receipt
     we cannot accept) is tried once per pass: its other notices get an outcome saying they
     were not tried. Receivers in `resting` (the caller's backoff) are not tried at all, and
-    their outcomes say so. Either way the notices stay due for a later pass.
+    their outcomes say so. Either way the notices stay due for a later pass. A record whose
+    row fails its integrity tag (decision 0018) is logged and left for a later pass; the
+    others are still sent.
     """
     due = await asyncio.to_thread(_withdrawals_due, runtime)
     skip: set[str] = set()
     outcomes: list[PushOutcome] = []
     for record_key in due:
         async with _one_sender(runtime, record_key):
-            outcomes.extend(await _withdraw(runtime, record_key, skip=skip, resting=resting))
+            try:
+                outcomes.extend(await _withdraw(runtime, record_key, skip=skip, resting=resting))
+            except RecordTampered as error:
+                # Its row fails its integrity tag: its notice waits until the row is restored;
+                # the other records' notices still go (the message names the row id only).
+                log.error("withdrawal of record %s...: %s", record_key[:12], error)
     return outcomes
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from sqlalchemy import update
 
 from node import feeds, lifecycle_ops, push
 from node._pb.credex.v1 import exchange_pb2, exchange_pb2_grpc
@@ -23,6 +24,7 @@ from node.cluster import LocalCluster
 from node.errors import InputError
 from node.runtime import NodeRuntime
 from node.store import lifecycle as ls
+from node.store.store import RECORDS
 from tests.node import push_support
 from tests.node.exchange_support import serving
 from tests.node.push_support import ITEM, key, push_cluster
@@ -56,7 +58,7 @@ def withdraw(market: NodeRuntime, row_id: str) -> None:
     record = market.store.get_record(row_id)
     now = market.clock()
     ls.withdraw_record(
-        market.store, record, task_id="rep-test", kind="repair", now=now,
+        market.store, record, task_id=f"rep-{row_id}", kind="repair", now=now,
         due_on=now.date(), approximate=False, outcome="withdrawn (repair)", close=True,
     )  # fmt: skip
 
@@ -246,3 +248,33 @@ def test_an_entry_whose_disclosure_ended_before_the_scan_is_not_pushed(
         assert ls.push_states(market.store, record_key=key(43)) == []
     finally:
         market.close()
+
+
+def test_an_edited_row_does_not_hold_up_the_other_withdrawals(cluster: LocalCluster) -> None:
+    # Two pushed entries are repaired; then one row is edited outside credex (decision 0018).
+    # The withdrawal pass leaves that one alone and still tells hrss of the other: one edited
+    # row must not keep joint punishment going for every repaired entry.
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    kept, edited = seed_entry(market), push_support.seed_entry(market, 43)
+
+    async def scenario() -> list[push.PushOutcome]:
+        async with serving(hrss):
+            for n in (42, 43):
+                (sent,) = await push.push_record(market, key(n))
+                assert sent.receipt
+            withdraw(market, kept)
+            withdraw(market, edited)
+            with market.store.write("test: edit a row with SQL") as conn:
+                conn.execute(
+                    update(RECORDS).where(RECORDS.c.row_id == edited).values(disclosure_rule="x")
+                )
+            return await push.push_pending(market)
+
+    try:
+        outcomes = asyncio.run(scenario())
+        assert [(o.to_node, o.receipt) for o in outcomes] == [("hrss", True)]
+        assert copy_state(hrss) == "withdrawn"
+        assert push_support.copy_state(hrss, 43) == "active"  # its notice waits for the row
+    finally:
+        market.close()
+        hrss.close()
