@@ -662,14 +662,22 @@ def upgrade_key_dir(
 
     Returns the loaded directory; one already in the current format is left as it is. Every
     new file is first written and synced beside its target (`.NAME.upgrade`), then each is
-    renamed over it. A run cut short leaves a directory that `load_key_dir` refuses (two
-    formats) or pending files; running this again finishes it, after checking that every
-    pending file is a current-format file of the node the directory's files name, under this
-    passphrase. Refuses (KeyFileError) what `load_key_dir` refuses.
+    renamed over it, signing.key first both times. A run cut short leaves a directory that
+    `load_key_dir` refuses (two formats) or pending files; running this again finishes it:
+    cut short before signing.key was renamed, it starts over; after, it renames the rest once
+    it has checked that every pending file is a current-format file of the node the
+    directory's files name, under this passphrase. Refuses (KeyFileError) what
+    `load_key_dir` refuses.
     """
     path = Path(path)
     names = (*_TYPES, TLS_KEY_FILE, PREVIOUS_FILE)
     pending = {name: path / f".{name}{_UPGRADE_SUFFIX}" for name in names}
+    if pending[SIGNING_FILE].exists():
+        # signing.key is written first and renamed first: while its pending file is there, no
+        # file was renamed, and the run may have been cut short before writing them all (or
+        # in the middle of one). Nothing is in place yet: start over.
+        for file in pending.values():
+            file.unlink(missing_ok=True)
     if any(file.exists() for file in pending.values()):
         _check_pending(path, pending, passphrase)
     else:

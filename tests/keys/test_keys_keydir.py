@@ -743,3 +743,35 @@ def test_resuming_an_upgrade_refuses_a_pending_file_of_another_node(tmp_path: Pa
     with pytest.raises(KeyFileError, match=r"another node|different nodes"):
         keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
     assert json.loads((path / "storage.key").read_text())["v"] == 1
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["unwritten", "torn"])
+@pytest.mark.parametrize("crash_at", range(1, 7))
+def test_an_upgrade_cut_short_while_writing_its_files_is_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int, torn: bool
+) -> None:
+    # A crash before every pending file is written: no file was renamed yet. The next run must
+    # finish the upgrade, not rename the pending files it finds and leave two formats behind.
+    path = _v1_copy(tmp_path, "protected")
+    before = keys.load_key_dir(path, passphrase=b"pw")
+    real_write = keydir._write_new
+    calls = []
+
+    def crash(file: Path, data: bytes) -> None:
+        calls.append(file)
+        if len(calls) == crash_at:
+            if torn:
+                real_write(file, data[: len(data) // 2])
+            raise OSError(5, "Input/output error")
+        real_write(file, data)
+
+    monkeypatch.setattr(keydir, "_write_new", crash)
+    with pytest.raises(KeyFileError):
+        keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    monkeypatch.setattr(keydir, "_write_new", real_write)
+    after = keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    assert after.key_file_version == 2
+    assert _versions(path) == {2}
+    assert after.storage_key == before.storage_key
+    assert after.tls_key_pem == before.tls_key_pem
+    assert not list(path.glob(".*"))
