@@ -437,12 +437,18 @@ async def push_withdrawal(runtime: NodeRuntime, record_key: str) -> list[PushOut
         return await _withdraw(runtime, record_key, skip=set())
 
 
-def _withdrawal_kind(record: StoredRecord, to_node: str, acked: Mapping[str, bool]) -> str:
+def _withdrawal_kind(
+    record: StoredRecord, to_node: str, acked: Mapping[str, bool], *, withdrawn: bool = False
+) -> str:
     """The notice `to_node` gets for `record` (`acked`: push id -> receipted, for the
     record's pushes): the kind of its state, except that a purged record keeps the notice its
     receiver was already sent (acknowledged first, else the one being retried), so an expired
     copy is not told again as withdrawn; one never told gets "withdraw", which stops the
-    punishment either way."""
+    punishment either way. A purged record that was `withdrawn` first (repaired, or revoked
+    after it expired: `_was_withdrawn`) gets "withdraw": an expire notice does not tell of
+    that (`ls.pushed_keys_untold` counts it as due)."""
+    if record.state == "purged" and withdrawn:
+        return "withdraw"
     if record.state == "purged":
         sent = [
             k for k in ("expire", "withdraw") if withdrawal_push_id(record, k, to_node) in acked
@@ -467,13 +473,13 @@ async def _withdraw(
     earlier in this pass) and in `resting` (backed off by the caller) are not tried; one that
     fails as a whole (`failed_receivers`) is added to `skip`. Those in `again` are sent the
     notice even if they acknowledged it (an entry may have overtaken it)."""
-    record, pushes = await asyncio.to_thread(_withdrawal_plan, runtime, record_key)
+    record, pushes, withdrawn = await asyncio.to_thread(_withdrawal_plan, runtime, record_key)
     receivers = sorted({p.to_node for p in pushes.values() if not is_withdrawal_push(p.push_id)})
     acknowledged = {push_id: p.acknowledged for push_id, p in pushes.items()}
     bundle = runtime.bundle()
     outcomes = []
     for to_node in receivers:
-        kind = _withdrawal_kind(record, to_node, acknowledged)
+        kind = _withdrawal_kind(record, to_node, acknowledged, withdrawn=withdrawn)
         push_id = withdrawal_push_id(record, kind, to_node)
         entry = bundle.member(to_node)
         if entry is None:
@@ -514,13 +520,23 @@ async def _withdraw(
 
 def _withdrawal_plan(
     runtime: NodeRuntime, record_key: str
-) -> tuple[StoredRecord, dict[str, ls.PushState]]:
-    """`_withdraw`'s store reads: the current version (refused while active) and its pushes
-    by push id."""
+) -> tuple[StoredRecord, dict[str, ls.PushState], bool]:
+    """`_withdraw`'s store reads: the current version (refused while active), its pushes
+    by push id, and whether a purged one was withdrawn first (`_was_withdrawn`)."""
     record = ls.current_record(runtime.store, runtime.node_id, record_key)
     if record.state not in _WITHDRAWAL_OF_STATE:
         raise InputError(f"record {record_key[:12]}... is {record.state}; nothing to withdraw")
-    return record, {p.push_id: p for p in ls.push_states(runtime.store, record_key=record_key)}
+    pushes = {p.push_id: p for p in ls.push_states(runtime.store, record_key=record_key)}
+    return record, pushes, _was_withdrawn(runtime, record)
+
+
+def _was_withdrawn(runtime: NodeRuntime, record: StoredRecord) -> bool:
+    """Whether purged `record` was repaired or revoked before its purge (its state says only
+    "purged"): the task of the withdrawal outlives it."""
+    if record.state != "purged":
+        return False
+    tasks = ls.list_tasks(runtime.store, record_key=record.record_key)
+    return any(task.kind in ("repair", "revocation") for task in tasks)
 
 
 def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, Any]]:
@@ -533,8 +549,9 @@ def withdrawal_report(runtime: NodeRuntime, record_key: str) -> list[dict[str, A
     pushes = {p.push_id: p for p in ls.list_pushes(runtime.store, record_key=record_key)}
     acked = {push_id: p.receipt is not None for push_id, p in pushes.items()}
     rows = []
+    withdrawn = _was_withdrawn(runtime, record)
     for to_node in pushed_to(runtime, record_key):
-        kind = _withdrawal_kind(record, to_node, acked)
+        kind = _withdrawal_kind(record, to_node, acked, withdrawn=withdrawn)
         push = pushes.get(withdrawal_push_id(record, kind, to_node))
         rows.append(
             {

@@ -168,6 +168,40 @@ def test_a_revocation_after_expiry_reaches_a_push_receiver_holding_the_copy_expi
         hrss.close()
 
 
+def test_a_revocation_after_expiry_reaches_the_receiver_after_the_record_was_purged(
+    cluster: LocalCluster,
+) -> None:
+    # The receiver acknowledged "expire"; the decision is revoked while it is down, and the
+    # record, its retention counted from its disclosure end, is purged before the next pass.
+    # The revocation is still due to it as "withdraw": the expire notice it acknowledged
+    # before does not tell it, and the pass must send what it says is due.
+    market, hrss = cluster.runtime("market"), cluster.runtime("hrss")
+    row_id = seed_entry(market)
+
+    async def scenario() -> None:
+        async with serving(hrss):
+            await push.push_record(market, KEY)
+            market.store.set_record_state(
+                row_id, "expired", event_kind="expire", now=market.clock()
+            )
+            (expired,) = await push.push_pending(market)
+            assert expired.receipt
+        lifecycle_ops.revoke_record(market, KEY, reason="复议撤销")
+        market.store.set_record_state(row_id, "purged", event_kind=None, now=market.clock())
+        async with serving(hrss):
+            (told,) = await push.push_pending(market)
+            assert (told.to_node, told.receipt, told.error) == ("hrss", True, None)
+            assert told.push_id != expired.push_id
+            assert await push.push_pending(market) == []
+
+    try:
+        asyncio.run(scenario())
+        assert copy_state(hrss) == "withdrawn"
+    finally:
+        market.close()
+        hrss.close()
+
+
 def test_an_active_entry_has_nothing_to_withdraw(cluster: LocalCluster) -> None:
     market = cluster.runtime("market")
     seed_entry(market)
