@@ -114,11 +114,18 @@ _IDENTIFIER_RUN = re.compile(rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{18}}(?![{_RUN
 # A long run of digits, however it is spelt: ASCII or full-width digits, with the separators
 # people type inside numbers (spaces, hyphens, dots, underscores, slashes, zero-width and
 # full-width spaces, and any other white space: line breaks, typographic spaces; the
-# non-breaking hyphen) between them, glued to letters or not, and an ID number's check
-# character X at the end. 15 digits or more: an old or new citizen ID number, also with a
-# wrong check digit, or an account number; never a date, a phone number or a decision number.
+# non-breaking hyphen; any character that shows nothing) between them, glued to letters or
+# not, and an ID number's check character X at the end. 15 digits or more: an old or new
+# citizen ID number, also with a wrong check digit, or an account number; never a date, a
+# phone number or a decision number.
 _DIGIT = "0-9\uff10-\uff19"
-_GAP = r"\s\-._/" + "\ufe63\uff0d\u2011" + INVISIBLE_FORMAT_CHARS + DASH_CHARS
+# Unicode's default-ignorable characters (shown as nothing): joiners, direction marks and
+# embeddings, invisible operators, variation selectors, fillers.
+_IGNORABLE = (
+    "\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\uffa0"
+)
+_GAP = r"\s\-._/" + "\ufe63\uff0d\u2011" + INVISIBLE_FORMAT_CHARS + DASH_CHARS + _IGNORABLE
 _DIGIT_RUN = re.compile(
     rf"(?<![{_DIGIT}])[{_DIGIT}](?:[{_GAP}]*[{_DIGIT}]){{14,}}(?:[{_GAP}]*[Xx\uff38\uff58])?"
 )

@@ -456,19 +456,24 @@ def test_a_uscc_split_by_separators_is_masked(spelling: str) -> None:
 
 @pytest.mark.parametrize(
     "separator",
-    ["\n", "\r\n", "\u2009", "\u202f", "\u2002", "\u2011", "\u2028"],
-    ids=["newline", "crlf", "thin-space", "narrow-nbsp", "en-space", "nb-hyphen", "line-sep"],
-)
-def test_an_identifier_split_by_a_line_break_or_an_odd_space_or_dash_is_masked(
+    ["\n", "\r\n", "\u2009", "\u202f", "\u2002", "\u2011", "\u2028",
+     "\u200e", "\u2063", "\ufe0f", "\u202c", "\u2066", "\u034f", "\u180e"],
+    ids=["newline", "crlf", "thin-space", "narrow-nbsp", "en-space", "nb-hyphen", "line-sep",
+         "lrm", "invisible-separator", "variation-selector", "pop-directional", "lr-isolate",
+         "grapheme-joiner", "mongolian-vowel-sep"],
+)  # fmt: skip
+def test_an_identifier_split_by_a_line_break_or_an_odd_space_dash_or_invisible_is_masked(
     separator: str,
 ) -> None:
     # Line breaks, the typographic spaces and the non-breaking hyphen are spaces and dashes
-    # too: free text (an officer field, a legal basis) carries them as easily as " " or "-".
+    # too, and every default-ignorable character shows nothing: free text (an officer field,
+    # a legal basis) carries them as easily as " ", "-" or a zero-width space.
     for code in ("91310115MA1K3BTP2B", "11010519491231002X"):
-        text = f"代码 {separator.join(code[i : i + 4] for i in range(0, 18, 4))} 完"
-        for out in (redact_identifiers(text), shown_text(text)):
-            assert code not in _compact_shown(out)
-            assert "*" in out
+        for size in (1, 4):
+            text = f"代码 {separator.join(code[i : i + size] for i in range(0, 18, size))} 完"
+            for out in (redact_identifiers(text), shown_text(text)):
+                assert code not in _compact_shown(out)
+                assert "*" in out
 
 
 def test_a_split_uscc_keeps_the_text_around_it() -> None:
