@@ -185,15 +185,16 @@ def _masked_run(match: re.Match[str]) -> str:
 
 def _masked_split_codes(match: re.Match[str]) -> str:
     """The run with every USCC made of whole consecutive pieces masked. Whole pieces only: a
-    window that started or ended inside a piece would find codes in longer tokens (hex ids)."""
+    window that started or ended inside a piece would find codes in longer tokens (hex ids).
+    Overlapping codes are masked as one: a code written to end with another's first piece
+    must not take that piece and leave the rest of the other shown."""
     run = match.group(0)
     spans = [piece.span() for piece in _PIECE.finditer(run)]
     ends = list(itertools.accumulate(b - a for a, b in spans))  # letters and digits so far
     if ends[-1] < _CODE_LENGTH:  # the common case: a few short words
         return run
-    out: list[str] = []
-    shown_up_to = first = 0
-    while first < len(spans):
+    found: list[list[int]] = []  # [first, last] pieces of overlapping codes, merged
+    for first in range(len(spans)):
         before = ends[first - 1] if first else 0
         last = bisect.bisect_left(ends, before + _CODE_LENGTH, lo=first)
         if last == len(spans):
@@ -201,10 +202,16 @@ def _masked_split_codes(match: re.Match[str]) -> str:
         if ends[last] == before + _CODE_LENGTH:
             code = _upper_ascii("".join(run[a:b] for a, b in spans[first : last + 1]))
             if _is_split_uscc(code):
-                out += (run[shown_up_to : spans[first][0]], mask_identifier(code))
-                shown_up_to, first = spans[last][1], last + 1
-                continue
-        first += 1
+                if found and first <= found[-1][1]:
+                    found[-1][1] = last  # `last` only grows with `first`
+                else:
+                    found.append([first, last])
+    out: list[str] = []
+    shown_up_to = 0
+    for first, last in found:
+        joined = _upper_ascii("".join(run[a:b] for a, b in spans[first : last + 1]))
+        out += (run[shown_up_to : spans[first][0]], mask_identifier(joined))
+        shown_up_to = spans[last][1]
     out.append(run[shown_up_to:])
     return "".join(out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import unicodedata
 
 import pytest
@@ -474,6 +475,24 @@ def test_an_identifier_split_by_a_line_break_or_an_odd_space_dash_or_invisible_i
             for out in (redact_identifiers(text), shown_text(text)):
                 assert code not in _compact_shown(out)
                 assert "*" in out
+
+
+def test_a_decoy_code_cannot_take_a_piece_of_a_split_uscc_and_leave_the_rest_shown() -> None:
+    # Fourteen characters written before the code so that they and its first piece make
+    # another valid code: masking that one alone would leave all 18 of the real code readable
+    # (its first piece as the decoy's last four, then the rest as written).
+    code = "91310115MA1K3BTP2B"
+    decoy = next(
+        head
+        for a, b in itertools.product(USCC_ALPHABET, repeat=2)
+        if stdnum_uscc.calc_check_digit((head := f"91000000ABCD{a}{b}") + code[:3]) == code[3]
+    )
+    text = f"{decoy[:7]} {decoy[7:]} {code[:4]} {code[4:8]} {code[8:12]} {code[12:16]} {code[16:]}"
+    for out in (redact_identifiers(text), shown_text(text)):
+        assert code not in _compact_shown(out)
+    assert redact_identifiers(f"{code[:9]} {code[9:]} {code[:9]} {code[9:]}") == (
+        f"{mask_identifier(code)} {mask_identifier(code)}"
+    )
 
 
 def test_a_split_uscc_keeps_the_text_around_it() -> None:
