@@ -13,6 +13,7 @@ from catalog.identifiers import (
     normalize_ric,
     normalize_uscc,
     redact_identifiers,
+    redacted_prefix,
     ric_full_age,
     shown_text,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "record_period",
     "record_subject_kind",
     "redact_identifiers",
+    "redacted_prefix",
     "register_holidays",
     "ric_full_age",
     "shown_text",

@@ -175,7 +175,17 @@ def shown_text(text: str, limit: int = 64) -> str:
     cannot make the redaction scan megabytes, yet an identifier the cut goes through is seen
     whole and masked before it is cut (cut first, its first 14 digits would show), even a
     credit code split by separators."""
-    return redact_identifiers(text[: limit + _SCAN_MARGIN])[:limit]
+    return redacted_prefix(text, limit)[0]
+
+
+def redacted_prefix(text: str, limit: int, *, digit_runs: bool = True) -> tuple[str, bool]:
+    """The first `limit` characters of `text` with identifiers masked (`redact_identifiers`),
+    and whether anything of it was left off. Like `shown_text`, it scans only the first
+    `limit` + 119 characters: text of any size costs what its kept part costs, and an
+    identifier the cut goes through, even split, is seen whole and masked before the cut."""
+    window = text[: limit + _SCAN_MARGIN]
+    kept = redact_identifiers(window, digit_runs=digit_runs)
+    return kept[:limit], len(kept) > limit or len(window) < len(text)
 
 
 def _masked_run(match: re.Match[str]) -> str:

@@ -224,11 +224,15 @@ def kept_form(entry: LogEntry) -> LogEntry:
     for name in _FREE_TEXT_FIELDS:
         value = getattr(entry, name)
         if isinstance(value, str):
-            kept = catalog.redact_identifiers(value, digit_runs=name not in _LOOKUP_IDS)
-            if len(kept) > _MAX_FREE_TEXT:
-                # a refused peer's legal basis may be megabytes: the log keeps what a reader
-                # needs, never what would let a caller grow it at will (decision 0008)
-                kept = kept[:_MAX_FREE_TEXT] + _CUT
+            # A refused peer's legal basis may be megabytes: the log keeps what a reader
+            # needs, never what would let a caller grow it at will (decision 0008), and masks
+            # only that (plus the margin an identifier across the cut needs): this runs in the
+            # log's write transaction, and the scan costs microseconds per character.
+            kept, cut = catalog.redacted_prefix(
+                value, _MAX_FREE_TEXT, digit_runs=name not in _LOOKUP_IDS
+            )
+            if cut:
+                kept += _CUT
             if kept != value:
                 changes[name] = kept
     asked = entry.items_asked
