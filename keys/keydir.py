@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import collections
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -667,9 +668,29 @@ def upgrade_key_dir(
     cut short before signing.key was renamed, it starts over; after, it renames the rest once
     it has checked that every pending file is a current-format file of the node the
     directory's files name, under this passphrase. Refuses (KeyFileError) what
-    `load_key_dir` refuses.
+    `load_key_dir` refuses, and a run while another one holds the directory's lock.
     """
     path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return load_key_dir(path, passphrase=passphrase)  # refuses it, saying why
+    try:
+        try:
+            # Held until this run ends, released by the system if it dies: two runs at once
+            # would drop or rename each other's pending files half way.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise KeyFileError(
+                f"{path}: another `credex keys upgrade` of this key directory is running"
+            ) from None
+        return _upgrade_locked(path, passphrase, kdf)
+    finally:
+        os.close(fd)
+
+
+def _upgrade_locked(path: Path, passphrase: bytes | None, kdf: KdfParams | None) -> NodeKeys:
+    """`upgrade_key_dir` under its lock."""
     names = (*_TYPES, TLS_KEY_FILE, PREVIOUS_FILE)
     pending = {name: path / f".{name}{_UPGRADE_SUFFIX}" for name in names}
     if pending[SIGNING_FILE].exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -775,3 +776,19 @@ def test_an_upgrade_cut_short_while_writing_its_files_is_finished(
     assert after.storage_key == before.storage_key
     assert after.tls_key_pem == before.tls_key_pem
     assert not list(path.glob(".*"))
+
+
+def test_an_upgrade_refuses_to_run_beside_another(tmp_path: Path) -> None:
+    # Two runs at once would drop or rename each other's pending files half way and could
+    # leave two formats with nothing pending; the second one stops before touching anything.
+    path = _v1_copy(tmp_path, "protected")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(KeyFileError, match="another `credex keys upgrade`"):
+            keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP)
+    finally:
+        os.close(fd)
+    assert _versions(path) == {1}
+    assert not list(path.glob(".*"))
+    assert keys.upgrade_key_dir(path, passphrase=b"pw", kdf=CHEAP).key_file_version == 2
