@@ -186,8 +186,12 @@ def _require_active(
     conn: Connection, row_id: str, verb: str, *, allowed: frozenset[str] = frozenset({"active"})
 ) -> None:
     """Inside a write transaction: the record must still exist and be in one of the `allowed`
-    states (active by default) to be `verb`."""
-    state = conn.execute(select(RECORDS.c.state).where(RECORDS.c.row_id == row_id)).scalar()
+    states (active by default) to be `verb`. The row stays locked (PostgreSQL): a writer that
+    moved it meanwhile (the scan expiring or purging it) is waited for and its state seen,
+    never overwritten by the caller's update."""
+    state = conn.execute(
+        select(RECORDS.c.state).where(RECORDS.c.row_id == row_id).with_for_update()
+    ).scalar()
     if state is None:
         raise NotFound("lifecycle: the record no longer exists")
     if state not in allowed:
