@@ -8,12 +8,13 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from node.errors import InputError
 from node.store import NewRecord, Store
 from node.store import lifecycle as ls
 from node.store.store import RECORDS
+from node.store.tags import row_tag
 
 NOW = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 
@@ -49,7 +50,13 @@ def test_a_revocation_never_brings_back_a_record_purged_meanwhile(store: Store) 
             outcome.append(error)
 
     with store.engine.connect() as purge, purge.begin():
-        purge.execute(update(RECORDS).where(RECORDS.c.row_id == row_id).values(state="purged"))
+        # the purge pass's write, tagged as the store tags it (decision 0018)
+        row = dict(purge.execute(select(RECORDS).where(RECORDS.c.row_id == row_id)).one()._mapping)
+        row["state"] = "purged"
+        tag = row_tag(store.require_tagger(), row)
+        purge.execute(
+            update(RECORDS).where(RECORDS.c.row_id == row_id).values(state="purged", tag=tag)
+        )
         racer = threading.Thread(target=revoke)
         racer.start()
         time.sleep(0.5)  # the revocation is waiting for the purge's row (or database) lock
