@@ -1,6 +1,10 @@
 """One error family for the node, and the one table that maps every package's errors to a
 gRPC status code and a CLI exit code.
 
+Every `credex` command imports this module, most of them never talk to a peer, so it does not
+import grpc: an error names its status code (`StatusName`, a member of `grpc.StatusCode`) and
+`status_for` looks the code up when a service needs it.
+
 Exit codes (DESIGN.md section 7): 0 ok, 1 failure, 2 usage or input error, 3 verification
 failure (tampering). Messages are written for a person to act on and never carry personal data
 (identifiers, names) or key material.
@@ -9,12 +13,31 @@ failure (tampering). Messages are written for a person to act on and never carry
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING, Literal
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
-import adapters
-import catalog
-import keys
+# The members of grpc.StatusCode (tests/node/test_errors_status.py keeps the two equal).
+StatusName = Literal[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+]
 
 
 class ExitCode(enum.IntEnum):
@@ -34,7 +57,7 @@ class NodeError(Exception):
     """
 
     exit_code: ExitCode = ExitCode.FAILURE
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: StatusName = "INTERNAL"
     access_logged: bool = False
 
 
@@ -42,14 +65,14 @@ class ConfigError(NodeError):
     """The node's configuration is missing or invalid (the message names the key)."""
 
     exit_code = ExitCode.INPUT
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class InputError(NodeError):
     """A request or command argument is malformed."""
 
     exit_code = ExitCode.INPUT
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
 
 class BundleSpecError(InputError):
@@ -62,7 +85,7 @@ class NotFound(NodeError):
     """The named record, peer or entry does not exist."""
 
     exit_code = ExitCode.INPUT
-    status = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class AuthError(NodeError):
@@ -73,7 +96,7 @@ class AuthError(NodeError):
     """
 
     exit_code = ExitCode.VERIFICATION
-    status = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
 
     def __init__(self, message: str, *, reason: str = "unauthenticated") -> None:
         """Carry `message` (for a person) and `reason` (a code from AUTH_REASONS)."""
@@ -105,7 +128,7 @@ class PolicyDenied(NodeError):
     """The policy denied a request; `reason` is a stable reason code."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
@@ -126,7 +149,7 @@ class StaleBundle(NodeError):
     """The trust bundle is missing, expired or older than required."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class WriteConflict(NodeError):
@@ -134,32 +157,37 @@ class WriteConflict(NodeError):
     nothing; trying again on fresh state may succeed."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.ABORTED
+    status = "ABORTED"
 
 
 class LogUnavailable(NodeError):
     """The access log cannot be written, so nothing may be answered (fail closed)."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
 class TamperDetected(NodeError):
     """Stored data or the access log failed verification."""
 
     exit_code = ExitCode.VERIFICATION
-    status = grpc.StatusCode.DATA_LOSS
+    status = "DATA_LOSS"
 
 
 class PeerUnavailable(NodeError):
     """A peer could not be reached (down, or refused our certificate)."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
 def exit_code_for(error: BaseException) -> ExitCode:
     """Return the CLI exit code for any credex error (FAILURE for anything unknown)."""
+    # imported here, not above: `credex --help` imports this module and needs none of them
+    import adapters  # noqa: PLC0415
+    import catalog  # noqa: PLC0415
+    import keys  # noqa: PLC0415
+
     if isinstance(error, NodeError):
         return error.exit_code
     if isinstance(error, keys.VerificationError | keys.BundleError):
@@ -171,8 +199,14 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 def status_for(error: BaseException) -> grpc.StatusCode:
     """Return the gRPC status code for any credex error (INTERNAL for anything unknown)."""
+    import grpc  # noqa: PLC0415 - see the module's docstring
+
+    import adapters  # noqa: PLC0415
+    import catalog  # noqa: PLC0415
+    import keys  # noqa: PLC0415
+
     if isinstance(error, NodeError):
-        return error.status
+        return grpc.StatusCode[error.status]
     if isinstance(error, keys.VerificationError):
         return grpc.StatusCode.UNAUTHENTICATED
     if isinstance(error, keys.BundleError):

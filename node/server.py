@@ -103,7 +103,7 @@ def server_options(extra: Sequence[tuple[str, Any]] = ()) -> tuple[tuple[str, An
 class PeerBusy(NodeError):
     """A roster node has MAX_CALLS_PER_PEER calls in flight here already."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import grpc
 from sqlalchemy import exc
 
-from node.errors import ExitCode, NodeError, TamperDetected, WriteConflict
+from node.errors import ExitCode, NodeError, StatusName, TamperDetected, WriteConflict
 
 __all__ = [
     "RecordTampered",
@@ -31,7 +30,7 @@ class StoreError(NodeError):
     """The node's database failed; the message says what to check."""
 
     exit_code = ExitCode.FAILURE
-    status = grpc.StatusCode.UNAVAILABLE
+    status: StatusName = "UNAVAILABLE"
 
 
 class StoreUnavailableError(StoreError):
@@ -45,7 +44,7 @@ class StoreFullError(StoreError):
 class StoreConflictError(StoreError, WriteConflict):
     """A write collided with a concurrent one (for example two appends to the log); retry."""
 
-    status = grpc.StatusCode.ABORTED
+    status = "ABORTED"
 
 
 class StateChanged(StoreConflictError):
