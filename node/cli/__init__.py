@@ -1,7 +1,12 @@
 """The `credex` command line: nouns and verbs (DESIGN.md section 7).
 
 Each command group lives in its own module and registers itself on `app` when imported; the
-list below is the only place that names them. `main` turns every credex error into a message a
+list below is the only place that names them. All of them are imported on every run (`credex
+--help` lists them), so a command module imports at its top only typer, rich, the standard
+library and node.cli.common / node.errors; what a command needs (the store, grpc, the keys, the
+catalogue ...) it imports in its function, under `TYPE_CHECKING` for annotations.
+tests/node/test_cli_startup.py holds every command's help, and the commands that need no node,
+to that. `main` turns every credex error into a message a
 person can act on and an exit code (0 ok, 1 failure, 2 input, 3 verification), never a traceback.
 """
 
@@ -24,12 +29,8 @@ from typing import NoReturn
 import typer
 from rich.markup import escape
 
-import adapters
-import catalog
-import keys
 from node.cli.common import err_console, print_json
 from node.errors import ExitCode, NodeError, exit_code_for
-from node.runtime import with_passphrase_hint
 
 app = typer.Typer(
     name="credex",
@@ -71,6 +72,17 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _credex_errors() -> tuple[type[Exception], ...]:
+    """The credex error families `main` turns into a message. Imported when an exception
+    reaches `main`, not with this module: `credex --help` and the commands that need no node
+    would otherwise load the store's and the keys' dependencies for nothing."""
+    import adapters
+    import catalog
+    import keys
+
+    return (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError)
+
+
 def main() -> None:
     """Run the CLI; credex errors become a one-line diagnosis and a documented exit code.
 
@@ -83,14 +95,22 @@ def main() -> None:
     """
     try:
         app()
-    except (NodeError, catalog.CatalogError, keys.KeysError, adapters.AdapterError) as error:
+    except SystemExit:
+        # click ends every run, a successful one too, with SystemExit: neither it nor an
+        # interrupt needs the families of the next clause, which are imported when it is tried
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except _credex_errors() as error:
+        import keys
+
         if isinstance(error, keys.PassphraseRequired):
+            from node.runtime import with_passphrase_hint
+
             # commands that load the keys without a runtime (`keys show`, `ingest` ...) get
             # the hint open_runtime gives; the environment is not known to be the source here
             error = with_passphrase_hint(error, None)
         _fail(str(error), int(exit_code_for(error)))
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     except OSError as error:
         # An operating-system failure no command turned into a credex error: its reason and
         # file are safe to show (strerror and a path, never the data being written).

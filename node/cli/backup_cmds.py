@@ -11,22 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import keys
-from node.accesslog import verify_log
-from node.backup import BackupManifest, create_backup, restore_backup
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, err_console, print_json, resolve_home
 from node.cli.init_cmds import read_passphrase
 from node.cli.log_cmds import witness_verifiers
 from node.errors import InputError
-from node.runtime import open_runtime
-from node.store import SqlLogBackend
+
+if TYPE_CHECKING:
+    from node.backup import BackupManifest
 
 PASSPHRASE_ENV = "CREDEX_BACKUP_PASSPHRASE_FILE"  # noqa: S105 - an env var name, not a secret
 
@@ -103,6 +101,8 @@ def backup_command(
     as_json: JsonOption = False,
 ) -> None:
     """Write an encrypted, consistent snapshot of the node (safe while it is serving)."""
+    from node.backup import create_backup
+
     passphrase = _passphrase(passphrase_file, confirm=True)
     manifest = create_backup(
         resolve_home(home),
@@ -132,6 +132,8 @@ def restore_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into a new node directory and verify its access log there."""
+    from node.backup import restore_backup
+
     passphrase = _passphrase(passphrase_file, confirm=False)
     result = restore_backup(backup, directory.absolute(), passphrase=passphrase)
     verified: dict[str, Any] = {"checked": False}
@@ -168,6 +170,11 @@ def restore_command(
 
 def _verify_restored(home: Path) -> dict[str, Any]:
     """Verify the restored access log with the node's own key; TamperDetected when it fails."""
+    import keys
+    from node.accesslog import verify_log
+    from node.runtime import open_runtime
+    from node.store import SqlLogBackend
+
     try:
         runtime = open_runtime(home)
     except keys.KeyFileError:

@@ -24,29 +24,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-import keys
-from node.bundles import read_bundle_spec, rotate_root, sign_bundle_spec
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
-from node.config import load_config
 from node.durable import fill_new_file, replace_file, staged_file
 from node.errors import BundleSpecError, InputError, NodeError
-from node.runtime import (
-    BUNDLE_FILE,
-    ROOT_PUB,
-    ROTATIONS_DIR,
-    install_bundle,
-    load_bundle,
-    read_pinned_root,
-    utc_now,
-)
 
 bundle_app = typer.Typer(help="Sign, install and show the trust bundle.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
 
 
 def _trust_dir(home: Path | None) -> Path:
+    from node.config import load_config
+
     return load_config(resolve_home(home)).home / "trust"
 
 
@@ -107,6 +97,11 @@ def sign_command(
     spec is refused (exit 2), and so is a bundle the platform refuses (exit 3), with nothing
     written in either case.
     """
+    import keys
+    from node.bundles import read_bundle_spec, sign_bundle_spec
+    from node.config import load_config
+    from node.runtime import BUNDLE_FILE, install_bundle, utc_now
+
     config = load_config(resolve_home(home))
     passphrase = node_passphrase(passphrase_file)
     document = read_bundle_spec(spec)
@@ -165,6 +160,8 @@ RotationOption = Annotated[
 def _read_rotations(files: list[Path] | None) -> list[bytes]:
     """The rotation statements in `files`, each checked to be one (InputError names the file
     that is not); their signatures are checked when they are followed."""
+    import keys
+
     out: list[bytes] = []
     for path in files or ():
         try:
@@ -183,6 +180,8 @@ def _check_bundle_shape(path: Path, raw: bytes) -> None:
     """Refuse (InputError, exit 2) a file that is not a signed trust bundle at all: the wrong
     file given is the operator's mistake, not tampering. Its signature, version and expiry
     are checked when it is installed (exit 3 when they fail)."""
+    import keys
+
     try:
         envelope = keys.Envelope.from_json(raw)
     except keys.VerificationError:
@@ -204,6 +203,9 @@ def install_command(
 
     With --root-rotation, first follow the platform's new root: the bundle must verify under
     it, or nothing is installed."""
+    import keys
+    from node.runtime import install_bundle, read_pinned_root, utc_now
+
     rotations = _read_rotations(root_rotation)
     try:
         raw = bundle_file.read_bytes()
@@ -249,6 +251,11 @@ def rotate_root_command(
     (exit 2), and so is a bundle the platform refuses (exit 3), or an --output-dir that is
     missing or not writable (exit 2), with nothing changed.
     """
+    import keys
+    from node.bundles import read_bundle_spec, rotate_root
+    from node.config import load_config
+    from node.runtime import BUNDLE_FILE, ROTATIONS_DIR, read_pinned_root, utc_now
+
     config = load_config(resolve_home(home))
     passphrase = node_passphrase(passphrase_file)
     document = read_bundle_spec(spec)
@@ -309,6 +316,8 @@ def pin_command(
     home: HomeOption = None,
 ) -> None:
     """Pin the platform root key (once, when the node joins the district)."""
+    from node.runtime import ROOT_PUB
+
     trust = _trust_dir(home)
     target = trust / ROOT_PUB
     try:
@@ -346,6 +355,8 @@ def pin_command(
 @bundle_app.command("show")
 def show_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Show the installed bundle: version, validity, roster, agreements, revocations."""
+    from node.runtime import BUNDLE_FILE, load_bundle, utc_now
+
     trust = _trust_dir(home)
     bundle = load_bundle(trust, now=utc_now())
     if as_json:

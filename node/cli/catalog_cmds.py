@@ -10,15 +10,17 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import catalog
 from node.cli import app
 from node.cli.common import JsonOption, china_today, console, err_console, print_json
+
+if TYPE_CHECKING:
+    import catalog
 
 catalog_app = typer.Typer(
     name="catalog",
@@ -38,6 +40,8 @@ CatalogOption = Annotated[
 
 
 def _load(path: Path | None) -> catalog.Catalog:
+    import catalog
+
     try:
         return catalog.load_catalog(path) if path is not None else catalog.default_catalog()
     except catalog.CatalogError as error:
@@ -100,6 +104,8 @@ def show(
     catalog_file: CatalogOption = None,
 ) -> None:
     """Show the catalogue's items, or one item with its fields."""
+    import catalog
+
     cat = _load(catalog_file)
     if item is None:
         if as_json:
@@ -191,6 +197,8 @@ def validate(
     catalog_file: CatalogOption = None,
 ) -> None:
     """Validate every record of a JSON Lines file; exit 2 if any is invalid."""
+    import catalog
+
     cat = _load(catalog_file)
     try:
         cat.item(item)

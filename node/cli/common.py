@@ -22,7 +22,6 @@ from rich.console import Console
 
 from node.durable import publish_new_file
 from node.errors import InputError
-from node.lifecycle import china_day
 from node.officers import OFFICER_ID_RULE, is_officer_id
 
 console = Console()
@@ -51,6 +50,8 @@ def china_today() -> dt.date:
     """Today in China Standard Time (UTC+8), the day every rule of the node judges by (ingest,
     queries, the lifecycle scan; docs/lifecycle.md): never the machine's local date, which on a
     server kept in UTC is still yesterday until 08:00 in Zibo."""
+    from node.lifecycle import china_day
+
     return china_day(_utcnow())
 
 

@@ -19,14 +19,12 @@ import signal
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import keys
-from node import feeds, lifecycle, lifecycle_ops
 from node.cli import app
 from node.cli.common import (
     HomeOption,
@@ -39,27 +37,13 @@ from node.cli.common import (
 )
 from node.cli.init_cmds import PassphraseFileOption, node_passphrase
 from node.cli.log_cmds import admin_entry
-from node.config import CONFIG_FILE, NodeConfig, load_config
 from node.errors import ExitCode, InputError, NodeError, PeerUnavailable
-from node.runtime import (
-    PEERS_DIR,
-    NodeRuntime,
-    load_bundle,
-    open_node_store,
-    open_runtime,
-    roster_identity,
-    utc_now,
-)
-from node.store import RECORD_STATES, known_revisions, schema_revision
-from node.store.received import received_records
-from node.telemetry import telemetry_of
-from node.transport import (
-    ChannelIdentity,
-    UnavailableCause,
-    diagnose_unavailable,
-    load_peer_certs,
-    roster_from_bundle,
-)
+
+if TYPE_CHECKING:
+    import keys
+    from node import feeds
+    from node.config import NodeConfig
+    from node.runtime import NodeRuntime
 
 feed_app = typer.Typer(help="Received feed records.", no_args_is_help=True)
 app.add_typer(feed_app, name="feed")
@@ -68,6 +52,8 @@ _BUNDLE_WARN = dt.timedelta(days=7)
 
 
 def _with_runtime(home: Path | None, work: Callable[[NodeRuntime], Any]) -> Any:
+    from node.runtime import open_runtime
+
     runtime = open_runtime(resolve_home(home))
     try:
         return work(runtime)
@@ -79,6 +65,9 @@ def _with_runtime(home: Path | None, work: Callable[[NodeRuntime], Any]) -> Any:
 
 
 async def _subscribe(runtime: NodeRuntime, peer: str, follow: bool) -> feeds.PullResult:
+    from node import feeds
+    from node.transport import ChannelIdentity, UnavailableCause, diagnose_unavailable
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,6 +99,7 @@ def subscribe_command(
     as_json: JsonOption = False,
 ) -> None:
     """Pull a provider's feed from the stored cursor: verify, store, acknowledge."""
+    from node.telemetry import telemetry_of
 
     def work(runtime: NodeRuntime) -> feeds.PullResult:
         # the pull's stages (open, verify, store, ack) go where [telemetry] says
@@ -163,6 +153,9 @@ def export_command(
     The payload carries salted digests only, never field values: the export is safe to hand
     to an auditor who checks signatures with any DSSE tool. The export is logged (kind
     `export`, reason `feed_export`, with its record count) before anything is written."""
+    import keys
+    from node.store.received import received_records
+
     if fmt != "dsse":
         raise InputError(f'--format {fmt!r}: only "dsse" is supported')
 
@@ -197,6 +190,10 @@ def export_command(
 
 def node_status(runtime: NodeRuntime) -> dict[str, Any]:
     """The node at a glance (no personal data): bundle, record counts, feeds out and in."""
+    import keys
+    from node import feeds, lifecycle, lifecycle_ops
+    from node.store import RECORD_STATES
+
     info: dict[str, Any] = {
         "node": runtime.node_id,
         "role": runtime.config.node.role,
@@ -368,6 +365,8 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
 def _failure(error: Exception) -> str:
     """The reason a check failed, as a person reads it; unknown errors by type only (their
     text could carry a database password or data)."""
+    import keys
+
     if isinstance(error, NodeError | keys.KeysError):
         return str(error)
     if isinstance(error, OSError):
@@ -378,6 +377,8 @@ def _failure(error: Exception) -> str:
 
 def _permissions_check(config: NodeConfig) -> dict[str, Any]:
     """Flags node files and directories that the group or others can write."""
+    from node.config import CONFIG_FILE
+
     paths = [config.home, config.home / CONFIG_FILE, config.keys_dir, config.home / "trust"]
     database = config.store.sqlite_file
     if database is not None:
@@ -408,6 +409,8 @@ def _keys_check(
     config: NodeConfig, passphrase_file: Path | None
 ) -> tuple[dict[str, Any], keys.NodeKeys | None]:
     """Loads the key directory as `credex serve` would (0700 directory, 0600 files)."""
+    import keys
+
     try:
         loaded = keys.load_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
     except Exception as error:  # every failure is this check's result
@@ -420,6 +423,8 @@ def _bundle_check(
     config: NodeConfig, now: dt.datetime
 ) -> tuple[dict[str, Any], keys.TrustBundle | None]:
     """Verifies the installed bundle; fails when it expires within 7 days or omits this node."""
+    from node.runtime import load_bundle
+
     try:
         bundle = load_bundle(config.home / "trust", now=now)
     except Exception as error:  # every failure is this check's result
@@ -439,6 +444,9 @@ def _database_check(config: NodeConfig) -> dict[str, Any]:
     """Opens the store without migrating it (doctor changes nothing), reads its schema and
     takes the write lock once: a database the node could only read fails here, as it would
     fail the node's first write."""
+    from node.runtime import open_node_store
+    from node.store import known_revisions, schema_revision
+
     database = config.store.sqlite_file
     if database is not None and not database.is_file():
         return _check("database", False, f"{database}: no database file (restore a backup)")
@@ -477,6 +485,15 @@ async def _peer_checks(
     config: NodeConfig, node_keys: keys.NodeKeys, bundle: keys.TrustBundle, now: dt.datetime
 ) -> list[dict[str, Any]]:
     """Probes every other roster member at once: TCP, then mutual TLS with our certificate."""
+    from node.runtime import PEERS_DIR
+    from node.transport import (
+        ChannelIdentity,
+        UnavailableCause,
+        diagnose_unavailable,
+        load_peer_certs,
+        roster_from_bundle,
+    )
+
     roster = roster_from_bundle(bundle, load_peer_certs(config.home / "trust" / PEERS_DIR), now=now)
     identity = ChannelIdentity(key_pem=node_keys.tls_key_pem, cert_pem=node_keys.tls_cert_pem)
 
@@ -508,7 +525,7 @@ def doctor_checks(
     *,
     peers: bool = True,
     passphrase_file: Path | None = None,
-    clock: Callable[[], dt.datetime] = utc_now,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> list[dict[str, Any]]:
     """Every doctor check as {check, ok, detail}, each run on its own from credex.toml.
 
@@ -517,11 +534,14 @@ def doctor_checks(
     when those failed). Never raises for what it checks; details never carry key material,
     passwords or personal data.
     """
+    from node.config import CONFIG_FILE, load_config
+    from node.runtime import roster_identity, utc_now
+
     try:
         config = load_config(home)
     except NodeError as error:
         return [_check("config", False, str(error))]
-    now = clock()
+    now = (clock or utc_now)()
     where = f"{config.home / CONFIG_FILE}: node {config.node.id} ({config.node.role})"
     checks = [_check("config", True, where), _permissions_check(config)]
     keys_check, node_keys = _keys_check(config, passphrase_file)

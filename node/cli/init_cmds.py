@@ -15,15 +15,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import adapters
-import keys
 from node.cli import app
 from node.cli.common import (
     HomeOption,
@@ -35,12 +33,10 @@ from node.cli.common import (
     print_json,
     resolve_home,
 )
-from node.config import CONFIG_FILE, load_config, write_default_config
 from node.errors import ExitCode, InputError, NodeError
-from node.ingest import IngestSummary, run_ingest
-from node.resign import resign_records
-from node.runtime import open_node_store, open_runtime
-from node.store import open_store
+
+if TYPE_CHECKING:
+    from node.ingest import IngestSummary
 
 keys_app = typer.Typer(help="Show the node's public keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -97,6 +93,8 @@ def node_passphrase(path: Path | None) -> bytes | None:
 
 
 def _existing_node(directory: Path) -> str | None:
+    from node.config import CONFIG_FILE
+
     for name in (CONFIG_FILE, "keys", "data"):
         if (directory / name).exists():
             return name
@@ -139,6 +137,10 @@ def init_node(
     permission); builds everything aside and renames it into place, so it is all or nothing.
     Returns a JSON-ready description (public facts only).
     """
+    import keys
+    from node.config import write_default_config
+    from node.store import open_store
+
     if not _NAME.match(name):
         raise InputError(
             f"--name {name!r}: use lower-case letters, digits and '-' (it becomes the node id)"
@@ -218,6 +220,8 @@ def init_command(
     as_json: JsonOption = False,
 ) -> None:
     """Create a node: keys, commented credex.toml, migrated store; refuses an existing node."""
+    from node.config import CONFIG_FILE
+
     info = init_node(
         directory, name=name, role=role, listen=listen, passphrase=node_passphrase(passphrase_file)
     )
@@ -253,6 +257,9 @@ def keys_show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Print the node's public identity (keys, key id, TLS certificate fingerprint)."""
+    import keys
+    from node.config import load_config
+
     config = load_config(resolve_home(home))
     node_keys = keys.load_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
     identity = keys.public_identity(node_keys)
@@ -294,6 +301,9 @@ def keys_rotate_command(
     Send the printed identity (`credex keys show --json`) to the platform, which signs the
     next bundle with it before the overlap ends. A running node picks the new key up at restart.
     """
+    import keys
+    from node.config import load_config
+
     config = load_config(resolve_home(home))
     now = dt.datetime.now(dt.UTC)
     rotated = keys.rotate_signing_key(
@@ -327,6 +337,9 @@ def keys_upgrade_command(
     key directory no longer loads. Run it with the node stopped; run it again if it was cut
     short. A directory already in the current format is left as it is.
     """
+    import keys
+    from node.config import load_config
+
     config = load_config(resolve_home(home))
     upgraded = keys.upgrade_key_dir(config.keys_dir, passphrase=node_passphrase(passphrase_file))
     if as_json:
@@ -353,6 +366,9 @@ def keys_resign_command(
     record it signed. Resumable and idempotent; logged as an administrative read. Exit 3
     when a stored record does not verify under this node's keys.
     """
+    from node.resign import resign_records
+    from node.runtime import open_runtime
+
     check_officer(officer)
     runtime = open_runtime(resolve_home(home), passphrase=node_passphrase(passphrase_file))
     try:
@@ -399,6 +415,11 @@ def ingest_command(
     as_json: JsonOption = False,
 ) -> None:
     """Map, validate, sign, encrypt and store a source's records (resumable, idempotent)."""
+    import adapters
+    from node.config import load_config
+    from node.ingest import run_ingest
+    from node.runtime import open_node_store
+
     config = load_config(resolve_home(home))
     passphrase = node_passphrase(passphrase_file)
     today = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8))).date()

@@ -17,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from node import lifecycle as rules
-from node import lifecycle_ops as ops
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import ExitCode, InputError
-from node.push import PushOutcome, push_record, push_withdrawal
-from node.runtime import NodeRuntime, open_runtime
-from node.scheduler import scan
-from node.telemetry import telemetry_of
+
+if TYPE_CHECKING:
+    from node import lifecycle_ops as ops
+    from node.push import PushOutcome
+    from node.runtime import NodeRuntime
 
 lifecycle_app = typer.Typer(
     help="Objections, corrections, revocation, credit repair, pushes and expiry.",
@@ -50,6 +49,8 @@ SetOption = Annotated[
 
 
 def _runtime(home: Path | None) -> NodeRuntime:
+    from node.runtime import open_runtime
+
     return open_runtime(resolve_home(home))
 
 
@@ -116,6 +117,8 @@ def object_command(
     as_json: JsonOption = False,
 ) -> None:
     """File an objection (异议): flag the record and start the Art. 39 review clock."""
+    from node import lifecycle_ops as ops
+
     runtime = _runtime(home)
     try:
         result = ops.object_record(
@@ -135,6 +138,9 @@ def resolve_command(
     as_json: JsonOption = False,
 ) -> None:
     """Resolve an objection: confirm the record (flag cleared) or correct it."""
+    from node import lifecycle as rules
+    from node import lifecycle_ops as ops
+
     parsed = rules.parse_assignments(changes) if changes else None
     runtime = _runtime(home)
     try:
@@ -153,6 +159,9 @@ def correct_command(
     as_json: JsonOption = False,
 ) -> None:
     """Correct a record (更正): a new validated, signed version supersedes the current one."""
+    from node import lifecycle as rules
+    from node import lifecycle_ops as ops
+
     parsed = rules.parse_assignments(changes)
     runtime = _runtime(home)
     try:
@@ -183,6 +192,8 @@ def revoke_command(
     as_json: JsonOption = False,
 ) -> None:
     """Withdraw a record whose decision was revoked or changed (Art. 40: 3 working days)."""
+    from node import lifecycle_ops as ops
+
     day = _parse_day(known_on, "--known-on")
     runtime = _runtime(home)
     try:
@@ -211,6 +222,9 @@ def repair_command(
     as_json: JsonOption = False,
 ) -> None:
     """Credit repair (信用修复): check admissibility, then stop disclosure AND sharing."""
+    from node import lifecycle as rules
+    from node import lifecycle_ops as ops
+
     digest: str | None = None
     if commitment_file is not None:
         try:
@@ -269,6 +283,8 @@ def push_command(
 
 
 async def _push_or_withdraw(runtime: NodeRuntime, record_key: str) -> list[PushOutcome]:
+    from node.push import push_record, push_withdrawal
+
     versions = runtime.store.record_versions(runtime.node_id, record_key)
     if versions and versions[-1].state != "active":
         return await push_withdrawal(runtime, record_key)
@@ -284,6 +300,8 @@ def status_command(
     as_json: JsonOption = False,
 ) -> None:
     """Open and overdue lifecycle tasks; with --record, its propagation report and pushes."""
+    from node import lifecycle_ops as ops
+
     runtime = _runtime(home)
     try:
         data = ops.lifecycle_status(runtime, None if record is None else _check_key(record))
@@ -338,6 +356,9 @@ def scan_command(
     fails its integrity tag is left as it is and named; the rest of the pass still runs, and
     the command exits 3.
     """
+    from node.scheduler import scan
+    from node.telemetry import telemetry_of
+
     runtime = _runtime(home)
     try:
         keep = (

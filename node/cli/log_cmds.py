@@ -21,23 +21,12 @@ import json
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import catalog
-import keys
-from node.accesslog import (
-    LogEntry,
-    risk_report,
-    search,
-    utc_iso,
-    verify_cosignature,
-    verify_export_record,
-    verify_log,
-)
 from node.cli import app
 from node.cli.common import (
     SUBJECT_HELP,
@@ -52,12 +41,11 @@ from node.cli.common import (
     write_export,
 )
 from node.errors import ExitCode, InputError, NotFound, StaleBundle, TamperDetected
-from node.lifecycle import china_day
-from node.lifecycle_ops import overdue_summary
-from node.query import normalise_subject
-from node.runtime import NodeRuntime, open_runtime
-from node.trust import historic_signing_keys
-from node.witness import ALARMS_FILE, WitnessState, check_alarm, cosign_once
+
+if TYPE_CHECKING:
+    import keys
+    from node.accesslog import LogEntry
+    from node.runtime import NodeRuntime
 
 log_app = typer.Typer(
     help="Verify, search, review and export the access log.", no_args_is_help=True
@@ -75,6 +63,9 @@ def witness_verifiers(runtime: NodeRuntime) -> keys.NoteVerifiers:
     each one's current key and every previous key the roster lists for it, whatever its
     accepted_until (a cosignature made before the platform rotated its key stays valid), but
     no revoked key (node/trust.py)."""
+    import keys
+    from node.trust import historic_signing_keys
+
     try:
         bundle = runtime.bundle()
     except (StaleBundle, keys.BundleError):
@@ -89,6 +80,8 @@ def witness_verifiers(runtime: NodeRuntime) -> keys.NoteVerifiers:
 def admin_entry(runtime: NodeRuntime, kind: str, officer: str, reason: str) -> LogEntry:
     """The access-log entry of an officer's own read or export (`kind`), logged before it runs;
     InputError when `officer` is not a staff id."""
+    from node.accesslog import LogEntry, utc_iso
+
     return LogEntry(
         time=utc_iso(runtime.clock()),
         kind=kind,
@@ -139,6 +132,9 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify the whole log; exit 3 naming the first bad entry when it was tampered with."""
+    from node.accesslog import verify_log
+    from node.runtime import open_runtime
+
     anchors = [_read_anchor(path) for path in anchor or []]
     runtime = open_runtime(resolve_home(home))
     try:
@@ -230,6 +226,9 @@ def _entry_row(index: int, e: LogEntry) -> tuple[str, ...]:
 def _normalised(subject: str, kind: str | None, today: dt.date) -> str:
     """The canonical identifier to blind: by `kind` when given, else as an ID number if it is
     a valid one, else as a credit code (both blind to the same token for the same text)."""
+    import catalog
+    from node.query import normalise_subject
+
     if kind is not None:
         return normalise_subject(subject, kind, today=today)
     try:
@@ -265,6 +264,9 @@ def search_command(
     as_json: JsonOption = False,
 ) -> None:
     """Who looked at this subject (or what this requester did), when and why."""
+    from node.accesslog import search
+    from node.runtime import open_runtime
+
     subject = None if subject is None else subject_value(subject)
     if subject is None and requester is None and since is None and until is None and kind is None:
         raise InputError("log search: give --subject, --requester, --kind, --since or --until")
@@ -311,6 +313,11 @@ def report_command(
     """Risk review of the last --days: spikes, off-hours use, denials, queries about natural
     persons without grants (judged with this node's catalogue), and fork alarms raised by the
     witness. The review is itself logged (admin_read) first."""
+    from node.accesslog import risk_report, search
+    from node.lifecycle import china_day
+    from node.lifecycle_ops import overdue_summary
+    from node.runtime import open_runtime
+
     runtime = open_runtime(resolve_home(home))
     try:
         runtime.log.append_sync(admin_entry(runtime, "admin_read", officer, "log_report"))
@@ -392,10 +399,12 @@ def export_command(
     home: HomeOption = None,
 ) -> None:
     """Export entries with inclusion proofs to a freshly signed checkpoint (JSON Lines)."""
+    from node.runtime import open_runtime
+
     if fmt != "jsonl":
         raise InputError(f"--format {fmt!r}: only 'jsonl' is supported")
     refuse_existing_output(output)  # before the export is logged: nothing logged for nothing
-    from node.accesslog import export_lines  # noqa: PLC0415 - keeps the import list short
+    from node.accesslog import export_lines
 
     runtime = open_runtime(resolve_home(home))
     try:
@@ -449,6 +458,11 @@ def verify_export_command(
     a proof is refused unless --allow-unproven. Unless --partial, the lines must be every entry
     of the log up to the checkpoint they prove against: entry 0 to its size - 1, so that lines
     cut from the start or the end are found too."""
+    import keys
+    from node.accesslog import verify_export_record
+    from node.runtime import open_runtime
+    from node.trust import historic_signing_keys
+
     runtime = open_runtime(resolve_home(home))
     try:
         log_name = node or runtime.node_id
@@ -547,6 +561,10 @@ def witnessed_command(
 ) -> None:
     """On the platform: the latest checkpoint of NODE's log this witness cosigned, as a signed
     note to hand to NODE's officer (`credex log verify --anchor FILE`)."""
+    import keys
+    from node.runtime import open_runtime
+    from node.witness import WitnessState, cosign_once
+
     runtime = open_runtime(resolve_home(home))
     try:
         state = WitnessState.load(runtime.config.data_dir)
@@ -574,6 +592,9 @@ def alarms_command(home: HomeOption = None, as_json: JsonOption = False) -> None
     """On the platform: every fork the witness recorded (data/witness-alarms.jsonl), each
     checked again from its evidence alone: both notes signed by the log (its current or a
     previous roster key) and not both true. Exit 3 when at least one fork is proven."""
+    from node.runtime import open_runtime
+    from node.witness import ALARMS_FILE
+
     runtime = open_runtime(resolve_home(home))
     try:
         path = runtime.config.data_dir / ALARMS_FILE
@@ -605,6 +626,10 @@ def alarms_command(home: HomeOption = None, as_json: JsonOption = False) -> None
 
 def _checked_alarm(bundle: keys.TrustBundle, line_no: int, line: str) -> dict[str, Any]:
     """One alarms-file line and what checking its evidence again found."""
+    import keys
+    from node.trust import historic_signing_keys
+    from node.witness import check_alarm
+
     row: dict[str, Any] = {"line": line_no, "time": "", "log": "", "sizes": "", "proven": False}
     try:
         record = json.loads(line)
@@ -628,6 +653,9 @@ def _cosigned_by(runtime: NodeRuntime, cp: keys.Checkpoint) -> list[str]:
     """The witnesses whose stored cosignature of exactly `cp` verifies with any of their keys
     (current or previous: `witness_verifiers`), sorted: a witness row is only a claim, which
     anyone with the database can write."""
+    import keys
+    from node.accesslog import verify_cosignature
+
     log_keys, witness_keys = runtime.log_verifiers(), witness_verifiers(runtime)
     names: set[str] = set()
     for size, name, note in runtime.log.backend.witnesses():
@@ -647,6 +675,9 @@ def _cosigned_by(runtime: NodeRuntime, cp: keys.Checkpoint) -> list[str]:
 @log_app.command("checkpoint")
 def checkpoint_command(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Print the latest signed checkpoint (C2SP signed note) of this node's log."""
+    import keys
+    from node.runtime import open_runtime
+
     runtime = open_runtime(resolve_home(home))
     try:
         backend = runtime.log.backend

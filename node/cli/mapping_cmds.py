@@ -9,16 +9,17 @@ with exit code 2. Nothing here prints a cell value: the table shows counts, fiel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import adapters
-import catalog as cat
 from node.cli import app
 from node.cli.common import JsonOption, china_today, console, print_json
+
+if TYPE_CHECKING:
+    import adapters
 
 mapping_app = typer.Typer(help="Check mapping files that turn department data into records.")
 app.add_typer(mapping_app, name="mapping")
@@ -77,6 +78,9 @@ def check(
     json_output: JsonOption = False,
 ) -> None:
     """Check MAPPING against the catalogue, then dry-run it on the first rows of its source."""
+    import adapters
+    import catalog as cat
+
     if rejects is not None and rejects.suffix not in {".csv", ".jsonl"}:
         raise typer.BadParameter(
             "the reject report must end in .csv or .jsonl", param_hint="--rejects"

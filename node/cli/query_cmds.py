@@ -13,13 +13,12 @@ import datetime as dt
 import hashlib
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import catalog
 from node.cli import app
 from node.cli.common import (
     SUBJECT_HELP,
@@ -35,25 +34,10 @@ from node.cli.common import (
 )
 from node.durable import publish_new_file
 from node.errors import InputError
-from node.grants import (
-    Grant,
-    GrantRevocation,
-    GrantState,
-    issue_grant,
-    sign_revocation,
-    subject_digest,
-    verify_grant,
-    verify_revocation,
-)
-from node.policy import grant_items_without_agreement, grant_scope_problems
-from node.query import (
-    QueryAsk,
-    normalise_subject,
-    released_table,
-    requested_fields,
-    send_query,
-)
-from node.runtime import NodeRuntime, open_runtime
+
+if TYPE_CHECKING:
+    from node.grants import GrantState
+    from node.runtime import NodeRuntime
 
 grant_app = typer.Typer(help="Subject authorisations (grants).", no_args_is_help=True)
 app.add_typer(grant_app, name="grant")
@@ -74,6 +58,8 @@ def _items(text: str) -> tuple[str, ...]:
 
 def _fields(text: str | None) -> tuple[str, ...]:
     """The --fields list ("item.field", comma separated), checked before anything is sent."""
+    from node.query import requested_fields
+
     if text is None:
         return ()
     names = tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
@@ -133,6 +119,9 @@ def query_command(
     as_json: JsonOption = False,
 ) -> None:
     """Ask a peer for a subject's records; prints the verified, minimised answer."""
+    from node.query import QueryAsk, released_table, send_query
+    from node.runtime import open_runtime
+
     grant_id: str | None = None
     grant_raw: bytes | None = None
     if grant is not None:
@@ -239,6 +228,12 @@ def grant_issue_command(
     as_json: JsonOption = False,
 ) -> None:
     """Sign a subject's authorisation (platform only) and write the grant file."""
+    import catalog
+    from node.grants import Grant, issue_grant, subject_digest
+    from node.policy import grant_items_without_agreement, grant_scope_problems
+    from node.query import normalise_subject
+    from node.runtime import open_runtime
+
     refuse_existing_output(output)
     runtime = open_runtime(resolve_home(home))
     try:
@@ -311,6 +306,9 @@ def grant_register_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a signed grant against the trust bundle and register it at this node."""
+    from node.grants import verify_grant
+    from node.runtime import open_runtime
+
     raw = _read(grant_file, "grant file")
     runtime = open_runtime(resolve_home(home))
     try:
@@ -336,6 +334,9 @@ def grant_revoke_command(
 ) -> None:
     """Sign a revocation of a grant (platform only); departments register it, or the next
     trust bundle lists the grant in revoked_grants."""
+    from node.grants import GrantRevocation, sign_revocation
+    from node.runtime import open_runtime
+
     refuse_existing_output(output)
     runtime = open_runtime(resolve_home(home))
     try:
@@ -362,6 +363,9 @@ def grant_register_revocation_command(
 ) -> None:
     """Verify a signed revocation and record it; a grant not registered here yet is recorded
     as revoked too, so it starts revoked if it is ever presented."""
+    from node.grants import verify_revocation
+    from node.runtime import open_runtime
+
     raw = _read(revocation_file, "revocation file")
     runtime = open_runtime(resolve_home(home))
     try:
@@ -405,6 +409,10 @@ def grant_list_command(
 ) -> None:
     """List the grants registered here with uses left: every active one, a subject's, or one
     by id."""
+    from node.grants import subject_digest
+    from node.query import normalise_subject
+    from node.runtime import open_runtime
+
     if subject is not None and grant_id is not None:
         raise InputError("grant list: give at most one of --subject or --id")
     runtime = open_runtime(resolve_home(home))

@@ -12,8 +12,6 @@ from rich.markup import escape
 from node.cli import app
 from node.cli.common import HomeOption, check_listen, console, err_console, resolve_home
 from node.errors import StaleBundle
-from node.runtime import open_runtime, roster_identity
-from node.serving import node_telemetry, run_node
 
 
 @app.command("serve")
@@ -28,6 +26,9 @@ def serve_command(
     ] = 10.0,
 ) -> None:
     """Serve the node's gRPC services on mutual TLS until interrupted."""
+    from node.runtime import open_runtime, roster_identity
+    from node.serving import node_telemetry, run_node
+
     if listen is not None:
         check_listen(listen, ephemeral=True)  # the error names --listen, not credex.toml
     runtime = open_runtime(resolve_home(home))

@@ -15,10 +15,6 @@ from rich.markup import escape
 
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.cli.lifecycle_cmds import lifecycle_app
-from node.runtime import open_runtime
-from node.scheduler import scan
-from node.telemetry import telemetry_of
-from node.window_refresh import refresh_windows
 
 
 @lifecycle_app.command("windows")
@@ -35,6 +31,11 @@ def windows_command(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute stored disclosure windows with this release's rules, then run one scan."""
+    from node.runtime import open_runtime
+    from node.scheduler import scan
+    from node.telemetry import telemetry_of
+    from node.window_refresh import refresh_windows
+
     runtime = open_runtime(resolve_home(home))
     try:
         with telemetry_of(runtime.config):

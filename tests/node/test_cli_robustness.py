@@ -370,7 +370,9 @@ def test_doctor_says_a_reachable_peer_is_fine(
             "transient or above TLS (retry, then check the peer's logs)",
         )
 
-    monkeypatch.setattr(feed_cmds, "diagnose_unavailable", handshake_ok)
+    # feed_cmds imports it from node.transport when the check runs (a command's imports are
+    # its own, so `credex --help` loads no grpc), so it is replaced there
+    monkeypatch.setattr("node.transport.diagnose_unavailable", handshake_ok)
     checks = by_name(feed_cmds.doctor_checks(platform))
     peer = checks["peer market"]
     assert peer["ok"], peer

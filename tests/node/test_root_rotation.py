@@ -587,16 +587,17 @@ def test_rotate_root_says_where_the_files_are_when_it_cannot_write_them(
     out = tmp_path / "out"
     out.mkdir()
     old = root_signer(platform).keyid
-    # the output directory disappears while the root is being rotated
+    # the output directory disappears while the root is being rotated (replaced in node.bundles,
+    # where the command imports rotate_root from when it runs)
     prelude = (
         "import shutil\n"
-        "import node.cli.bundle_cmds as cmds\n"
-        "real = cmds.rotate_root\n"
+        "import node.bundles as bundles\n"
+        "real = bundles.rotate_root\n"
         "def rotate(*args, **kwargs):\n"
         "    result = real(*args, **kwargs)\n"
         f"    shutil.rmtree({str(out)!r})\n"
         "    return result\n"
-        "cmds.rotate_root = rotate\n"
+        "bundles.rotate_root = rotate\n"
     )
     done = _credex(
         "bundle", "rotate-root", str(spec), "--home", str(platform), "--output-dir", str(out),
