@@ -29,9 +29,7 @@ commits, lifecycle scans) needs no telemetry parameter.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,28 +39,14 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Counter, Histogram, Meter, NoOpMeterProvider
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    MetricExportResult,
-    MetricReader,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
 from opentelemetry.trace import NoOpTracerProvider, Tracer
 
 from node.errors import ConfigError
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
+
     from node.config import NodeConfig
 
 __all__ = [
@@ -356,90 +340,15 @@ def setup_telemetry(
         raise ConfigError(
             f"telemetry.exporter = {exporter!r}: must be one of {', '.join(EXPORTERS)}"
         )
-    resource = Resource.create({"service.name": "credex", "service.instance.id": node_id})
-    processors = list(span_processors)
-    readers = list(metric_readers)
-    if exporter == "console":
-        # stderr: stdout belongs to the commands' own (possibly --json) output.
-        processors.append(BatchSpanProcessor(_ParentOnlySpans(ConsoleSpanExporter(out=sys.stderr))))
-        readers.append(
-            PeriodicExportingMetricReader(_ParentOnlyMetrics(ConsoleMetricExporter(out=sys.stderr)))
-        )
-    elif exporter == "otlp":
-        processor, reader = _otlp(otlp_endpoint)
-        processors.append(processor)
-        readers.append(reader)
-    tracer_provider = TracerProvider(resource=resource)
-    for processor in processors:
-        tracer_provider.add_span_processor(processor)
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Imported here: every process imports this module (the access log's group commits record
+    # into the active telemetry), most only ever record into the no-op one (node/telemetry_sdk.py).
+    from node.telemetry_sdk import sdk_providers  # noqa: PLC0415
+
+    tracer_provider, meter_provider = sdk_providers(
+        exporter,
+        node_id=node_id,
+        otlp_endpoint=otlp_endpoint,
+        span_processors=span_processors,
+        metric_readers=metric_readers,
+    )
     return Telemetry.from_providers(tracer_provider, meter_provider)
-
-
-def _otlp(endpoint: str | None) -> tuple[SpanProcessor, MetricReader]:
-    # Imported here: only a node configured for OTLP pays for loading the exporter.
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
-        OTLPMetricExporter,
-    )
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
-    )
-
-    return (
-        BatchSpanProcessor(_ParentOnlySpans(OTLPSpanExporter(endpoint=endpoint))),
-        PeriodicExportingMetricReader(_ParentOnlyMetrics(OTLPMetricExporter(endpoint=endpoint))),
-    )
-
-
-# Fork guard. Ingest forks its sealing workers after telemetry is set up, and OpenTelemetry
-# restarts its export threads in a forked child, which would then export copies of the parent's
-# pending spans and metrics, through the parent's gRPC channel (not fork-safe). The exporters
-# below export only in the process that made them; in a child they drop everything and never
-# touch the inherited exporter (freeing or closing it there is what crashes: node/forksafe.py).
-
-
-class _ParentOnlySpans(SpanExporter):
-    """A span exporter that exports only in the process that created it."""
-
-    def __init__(self, inner: SpanExporter) -> None:
-        self._inner = inner
-        self._pid = os.getpid()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if os.getpid() != self._pid:
-            return SpanExportResult.SUCCESS
-        return self._inner.export(spans)
-
-    def shutdown(self) -> None:
-        if os.getpid() == self._pid:
-            self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return os.getpid() != self._pid or self._inner.force_flush(timeout_millis)
-
-
-class _ParentOnlyMetrics(MetricExporter):
-    """A metric exporter that exports only in the process that created it."""
-
-    def __init__(self, inner: MetricExporter) -> None:
-        # The reader asks its exporter for the temporality and aggregation it prefers.
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self._inner = inner
-        self._pid = os.getpid()
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        if os.getpid() != self._pid:
-            return MetricExportResult.SUCCESS
-        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return os.getpid() != self._pid or self._inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if os.getpid() == self._pid:
-            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)

@@ -24,7 +24,7 @@ from opentelemetry.trace import StatusCode
 from typer.testing import CliRunner
 
 import keys
-from node import feeds, scheduler
+from node import feeds, scheduler, telemetry_sdk
 from node import telemetry as telemetry_module
 from node.accesslog import AccessLog, LogEntry, MemoryLogBackend, utc_iso
 from node.cli import app
@@ -358,7 +358,7 @@ def test_use_telemetry_restores_the_previous_one(recorded: Recorded) -> None:
 
 def test_exporters_of_a_forked_child_export_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     inner = InMemorySpanExporter()
-    guarded = telemetry_module._ParentOnlySpans(inner)
+    guarded = telemetry_sdk._ParentOnlySpans(inner)
     parent_pid = os.getpid()
     monkeypatch.setattr(os, "getpid", lambda: parent_pid + 1)  # as if in a forked child
     assert guarded.export(cast(Any, ["span"])) == SpanExportResult.SUCCESS
