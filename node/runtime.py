@@ -35,9 +35,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 import catalog
 import keys
@@ -48,8 +46,6 @@ from node.errors import ConfigError, NotFound, StaleBundle
 from node.feedcheck import RecordChecker
 from node.grants import apply_bundle_revocations
 from node.record_tags import ensure_adopted, row_tagger
-from node.refusals import InterceptedRefusals
-from node.requests import RequestAuthenticator, StoreNonces, sign_request
 from node.sealer import auto_workers
 from node.store import (
     GrantSealing,
@@ -59,14 +55,14 @@ from node.store import (
     StoreUnavailableError,
     open_store,
 )
-from node.transport import (
-    ChannelIdentity,
-    ServerTls,
-    TlsRoster,
-    client_channel,
-    load_peer_certs,
-    roster_from_bundle,
-)
+
+# grpc, the transport and the signed requests are imported by the methods that serve or call a
+# peer: most commands open a runtime (`status`, `log verify` ...) and do neither.
+if TYPE_CHECKING:
+    import grpc
+
+    from node.requests import RequestAuthenticator
+    from node.transport import ServerTls, TlsRoster
 
 ROOT_PUB = "root.pub"
 BUNDLE_FILE = "bundle.json"
@@ -566,6 +562,8 @@ class NodeRuntime:
         without a restart. All or nothing: the TLS roster is built from the new bundle before
         either is put in force, so a roster that cannot be built (a bad certificate under
         trust/peers/) leaves the node on the old bundle and the old roster, and raises."""
+        from node.transport import load_peer_certs, roster_from_bundle  # noqa: PLC0415
+
         loaded = load_bundle(self.trust_dir, now=self.clock())
         roster = None
         if self._server_tls is not None:
@@ -584,6 +582,8 @@ class NodeRuntime:
 
     def tls_roster(self) -> TlsRoster:
         """The roster's pinned certificates, for mutual TLS."""
+        from node.transport import load_peer_certs, roster_from_bundle  # noqa: PLC0415
+
         certs = load_peer_certs(self.trust_dir / PEERS_DIR)
         return roster_from_bundle(self.bundle(), certs, now=self.clock())
 
@@ -591,6 +591,9 @@ class NodeRuntime:
         """Server credentials (client certificates required, pinned to the roster) that judge
         every call by the bundle in use and the clock at that moment (an expired bundle trusts
         no one, a lapsed membership is refused), and log refusals made before a handler."""
+        from node.refusals import InterceptedRefusals  # noqa: PLC0415
+        from node.transport import ServerTls  # noqa: PLC0415
+
         if self._server_tls is None:
             self._server_tls = ServerTls(
                 key_pem=self.node_keys.tls_key_pem,
@@ -608,6 +611,8 @@ class NodeRuntime:
 
     def authenticator(self) -> RequestAuthenticator:
         """Checks signed requests: signature, roster, TLS identity, timestamp, nonce."""
+        from node.requests import RequestAuthenticator, StoreNonces  # noqa: PLC0415
+
         return RequestAuthenticator(
             tls=self.server_tls(),
             bundle=self.bundle,
@@ -629,6 +634,8 @@ class NodeRuntime:
 
     def channel(self, peer_id: str) -> grpc.aio.Channel:
         """A mutual-TLS channel to `peer_id`, pinned to its roster certificate."""
+        from node.transport import ChannelIdentity, client_channel  # noqa: PLC0415
+
         peer = self.tls_roster().peer(peer_id)
         identity = ChannelIdentity(
             key_pem=self.node_keys.tls_key_pem, cert_pem=self.node_keys.tls_cert_pem
@@ -637,6 +644,8 @@ class NodeRuntime:
 
     def sign_request(self, method: str, body: bytes) -> Any:
         """A signed request (`credex.v1.SignedRequest`) for `method` carrying `body`."""
+        from node.requests import sign_request  # noqa: PLC0415
+
         return sign_request(method, body, self.node_keys.signing, self.node_id, self.clock())
 
     # access log -------------------------------------------------------------------------

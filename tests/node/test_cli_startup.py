@@ -55,10 +55,10 @@ if failed:
 
 
 def _loaded(
-    tmp_path: Path, *args: str, code: str = _PROBE
+    tmp_path: Path, *args: str, code: str = _PROBE, heavy: tuple[str, ...] = HEAVY
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run `credex ARGS` (or `code` in place of `main()`) in a fresh interpreter; the finished
-    process and which of HEAVY it loaded."""
+    process and which of `heavy` (packages or modules) it loaded."""
     modules = tmp_path / "modules.json"
     env = {**os.environ, "CREDEX_TEST_MODULES": str(modules)}
     if code is not _PROBE:
@@ -74,7 +74,7 @@ def _loaded(
     )
     assert modules.exists(), done.stderr
     names = json.loads(modules.read_text(encoding="utf-8"))
-    return done, [h for h in HEAVY if any(n == h or n.startswith(h + ".") for n in names)]
+    return done, [h for h in heavy if any(n == h or n.startswith(h + ".") for n in names)]
 
 
 @pytest.mark.parametrize(
@@ -110,10 +110,23 @@ def test_mapping_check_loads_no_store_grpc_or_telemetry(tmp_path: Path) -> None:
         assert heavy == [], mapping
 
 
-def test_the_probe_sees_a_command_that_opens_the_store(tmp_path: Path) -> None:
-    done, heavy = _loaded(tmp_path, "init", "--name", "x", "--role", "department", "node")
+def test_a_node_command_that_calls_no_peer_loads_no_grpc_or_telemetry_sdk(tmp_path: Path) -> None:
+    # the store it needs (which also shows that the probe sees what a command loads), but not
+    # grpc or the OpenTelemetry SDK, with [telemetry] exporter = "none" (the default)
+    watched = (*HEAVY, "opentelemetry.sdk")
+    # the node is "home", not "node": with -c the working directory is first on sys.path
+    done, heavy = _loaded(tmp_path, "init", "--name", "x", "--role", "department", "home")
     assert done.returncode == 0, done.stderr
     assert {"sqlalchemy", "sqlmodel", "node.store"} <= set(heavy)
+    done, heavy = _loaded(tmp_path, "log", "verify", "--home", "home", heavy=watched)
+    assert done.returncode == 0, done.stderr
+    assert "node.store" in heavy
+    assert "grpc" not in heavy
+    assert "opentelemetry.sdk" not in heavy
+    # `keys show` reads the key directory and credex.toml, never the store
+    done, heavy = _loaded(tmp_path, "keys", "show", "--home", "home")
+    assert done.returncode == 0, done.stderr
+    assert heavy == []
 
 
 def test_an_error_still_becomes_a_line_and_an_exit_code(tmp_path: Path) -> None:
