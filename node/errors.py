@@ -141,7 +141,7 @@ class NotDelivered(NodeError):
     Logged under the reason `not_delivered`; the acknowledged cursor does not move."""
 
     exit_code = ExitCode.INPUT
-    status = grpc.StatusCode.OUT_OF_RANGE
+    status = "OUT_OF_RANGE"
     reason = "not_delivered"
 
 

@@ -17,8 +17,6 @@ import typer
 from node.cli import app
 from node.cli.common import HomeOption, JsonOption, console, print_json, resolve_home
 from node.errors import ExitCode
-from node.runtime import open_runtime
-from node.store.integrity import check_record_tags
 
 store_app = typer.Typer(help="Check the node's database.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -34,6 +32,9 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check every record row's integrity tag; exit 3 naming the rows edited outside credex."""
+    from node.runtime import open_runtime
+    from node.store.integrity import check_record_tags
+
     runtime = open_runtime(resolve_home(home))
     try:
         report = check_record_tags(runtime.store, limit=limit)
