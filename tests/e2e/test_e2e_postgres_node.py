@@ -21,7 +21,7 @@ import asyncio
 import csv
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,20 +380,26 @@ def same_moment_reads(
     seen: dict[str, list[StoredRecord]] = {"expiry": [], "purge": []}
     real_expiry, real_purge = first.store.records_due_for_expiry, ls.records_due_for_purge
 
-    def first_expiry(today: dt.date, *, limit: int = 1000) -> list[StoredRecord]:
-        batch = real_expiry(today, limit=limit)
+    def first_expiry(
+        today: dt.date, *, limit: int = 1000, exclude: Collection[str] = ()
+    ) -> list[StoredRecord]:
+        batch = real_expiry(today, limit=limit, exclude=exclude)
         seen["expiry"] += batch
         return batch
 
-    def second_expiry(today: dt.date, *, limit: int = 1000) -> list[StoredRecord]:
+    def second_expiry(
+        today: dt.date, *, limit: int = 1000, exclude: Collection[str] = ()
+    ) -> list[StoredRecord]:
         batch, seen["expiry"] = seen["expiry"], []
         return batch
 
-    def due_for_purge(store: Store, before: dt.date, *, limit: int) -> list[StoredRecord]:
+    def due_for_purge(
+        store: Store, before: dt.date, *, limit: int, exclude: Collection[str] = ()
+    ) -> list[StoredRecord]:
         if store is second.store:
             batch, seen["purge"] = seen["purge"], []
             return batch
-        batch = real_purge(store, before, limit=limit)
+        batch = real_purge(store, before, limit=limit, exclude=exclude)
         seen["purge"] += batch
         return batch
 
