@@ -15,7 +15,7 @@ from sqlalchemy import String, select, type_coerce
 from node.store.models import StoredRecord
 from node.store.store import _CHUNK, RECORDS, Store, _driver_date
 from node.store.tables import binary_value
-from node.store.tags import row_intact
+from node.store.tags import led_by, row_intact
 
 __all__ = ["FeedRecord", "feed_records", "received_records", "records_by_row_ids"]
 
@@ -41,27 +41,21 @@ class FeedRecord:
     intact: bool = True
 
 
-_FEED_COLUMNS = (
-    "row_id",
-    "item_id",
-    "record_key",
-    "version",
-    "producer",
-    "state",
-    "objection",
-    "body",
-    "severity",
-    "decided_on",
-    "disclosure_max_end",
-    "catalog_version",
-    "subject_index",
-    "content_hash",
-    "disclosure_min_end",
-    "disclosure_rule",
-    "created_at",
-    "origin",
-    "from_source",
-    "tag",
+# what `feed_records` unpacks, then the rest of the row for its tag
+_FEED_COLUMNS = led_by(
+    (
+        "row_id",
+        "item_id",
+        "record_key",
+        "version",
+        "producer",
+        "state",
+        "objection",
+        "body",
+        "severity",
+        "decided_on",
+        "disclosure_max_end",
+    )
 )
 
 

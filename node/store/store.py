@@ -94,7 +94,7 @@ from node.store.tables import (
     UpstreamCursorRow,
     binary_value,
 )
-from node.store.tags import row_intact, row_tag
+from node.store.tags import ROW_COLUMNS, led_by, row_intact, row_tag
 
 __all__ = ["Store", "from_db_time", "open_store", "to_db_time"]
 
@@ -263,27 +263,21 @@ def _opt_time(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
-_CANDIDATE_COLUMNS = (
-    "row_id",
-    "item_id",
-    "record_key",
-    "version",
-    "state",
-    "objection",
-    "body",
-    "subject_index",
-    "severity",
-    "decided_on",
-    "disclosure_max_end",
-    "producer",
-    "catalog_version",
-    "content_hash",
-    "disclosure_min_end",
-    "disclosure_rule",
-    "created_at",
-    "origin",
-    "from_source",
-    "tag",
+# what `_release_candidate` unpacks, then the rest of the row for its tag
+_CANDIDATE_COLUMNS = led_by(
+    (
+        "row_id",
+        "item_id",
+        "record_key",
+        "version",
+        "state",
+        "objection",
+        "body",
+        "subject_index",
+        "severity",
+        "decided_on",
+        "disclosure_max_end",
+    )
 )
 
 
@@ -1130,28 +1124,7 @@ def _check_new(rec: NewRecord) -> None:
         raise InputError("store: a local record is flagged by an objection, not when stored")
 
 
-_RECORD_COLUMNS = (
-    "row_id",
-    "producer",
-    "record_key",
-    "version",
-    "item_id",
-    "catalog_version",
-    "subject_index",
-    "body",
-    "content_hash",
-    "state",
-    "severity",
-    "decided_on",
-    "disclosure_min_end",
-    "disclosure_max_end",
-    "disclosure_rule",
-    "objection",
-    "created_at",
-    "origin",
-    "from_source",
-    "tag",
-)
+_RECORD_COLUMNS = ROW_COLUMNS
 
 
 def _source_checks(conn: Connection, records: Sequence[NewRecord]) -> set[str]:

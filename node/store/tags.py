@@ -19,7 +19,7 @@ import keys
 from keys.at_rest import RowValue
 from node.store.tables import binary_value
 
-__all__ = ["TAGGED_COLUMNS", "TAGGED_TABLE", "row_intact", "row_tag"]
+__all__ = ["ROW_COLUMNS", "TAGGED_COLUMNS", "TAGGED_TABLE", "led_by", "row_intact", "row_tag"]
 
 TAGGED_TABLE = "records"
 # Every column of `records` but the row id (tagged apart) and the tag itself, in this order.
@@ -44,6 +44,8 @@ TAGGED_COLUMNS = (
     "origin",
     "from_source",
 )
+# Every column of a `records` row, in the order a new row's values are written.
+ROW_COLUMNS = ("row_id", *TAGGED_COLUMNS, "tag")
 _DATES = frozenset({"decided_on", "disclosure_min_end", "disclosure_max_end"})
 _BOOLS = frozenset({"objection", "from_source"})
 
@@ -80,6 +82,13 @@ def _columns(values: Mapping[Any, Any]) -> list[tuple[str, RowValue]]:
             value = _time(value)
         out.append((name, value))
     return out
+
+
+def led_by(head: tuple[str, ...]) -> tuple[str, ...]:
+    """Every column of a `records` row, those of `head` first in its order (a reader unpacks
+    them by position), then the rest in ROW_COLUMNS order: what a read needs to check the
+    row's tag."""
+    return head + tuple(column for column in ROW_COLUMNS if column not in head)
 
 
 def row_tag(tagger: keys.RowTagger, values: Mapping[Any, Any]) -> bytes:
