@@ -46,6 +46,7 @@ import keys
 from node._pb.credex.v1 import transparency_pb2, transparency_pb2_grpc
 from node.accesslog import ForkDetected, LogEntry, fork_reason, utc_iso
 from node.config import log_origin
+from node.durable import fsync_dir
 from node.errors import InputError, NodeError
 
 if TYPE_CHECKING:
@@ -178,21 +179,13 @@ class WitnessState:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def remember(self, peer: str, note: str) -> None:
         """Make `note` the last note witnessed of `peer`: on disk first, then in memory, so
         that the memory never holds what the disk may not (OSError propagates)."""
         self.save({**self.latest, peer: note})
         self.latest[peer] = note
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
