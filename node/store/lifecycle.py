@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, true, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from node.errors import InputError, NotFound
@@ -27,6 +27,7 @@ from node.store.store import (
     SUBS,
     Store,
     _append_events,
+    _not_excluded,
     _retag,
     _table,
     from_db_time,
@@ -482,11 +483,6 @@ def withdraw_events(
         [(e.subscriber, int(e.seq), from_db_time(e.created_at)) for e in events],
         {s.subscriber: (int(s.acked_seq), _opt(s.acked_at)) for s in subs},
     )
-
-
-def _not_excluded(row_ids: Collection[str]) -> ColumnElement[bool]:
-    """Rows other than `row_ids` (a scan passes those it skipped: rows failing their tag)."""
-    return RECORDS.c.row_id.not_in(list(row_ids)) if row_ids else true()
 
 
 def records_due_for_purge(

@@ -281,6 +281,12 @@ _CANDIDATE_COLUMNS = led_by(
 )
 
 
+def _not_excluded(row_ids: Collection[str]) -> ColumnElement[bool]:
+    """Rows other than `row_ids` (a lifecycle scan passes those it skipped: rows failing
+    their tag)."""
+    return RECORDS.c.row_id.not_in(list(row_ids)) if row_ids else true()
+
+
 def _release_candidate(row: Sequence[Any], tagger: keys.RowTagger | None) -> ReleaseCandidate:
     """A `_release_candidates` row as the driver returns it (columns in select order), with
     whether its tag matches (True when the store has no tagger to check with)."""
@@ -708,7 +714,7 @@ class Store:
                 .where(
                     RECORDS.c.state == "active",
                     RECORDS.c.disclosure_max_end < today,
-                    RECORDS.c.row_id.not_in(list(exclude)) if exclude else true(),
+                    _not_excluded(exclude),
                 )
                 .order_by(RECORDS.c.disclosure_max_end, RECORDS.c.row_id)
                 .limit(limit)
